@@ -1,0 +1,274 @@
+//! The op graph: nodes are ops on named values, edges carry the input slot.
+
+use crate::DType;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use serde::{Deserialize, Serialize};
+
+/// A dimension: a number, or `seq`, the count of positions in the current step
+/// (the whole prompt at prefill, 1 at decode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    Known(usize),
+    Sym(Sym),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sym {
+    Seq,
+}
+
+impl Dim {
+    pub const SEQ: Dim = Dim::Sym(Sym::Seq);
+
+    /// The concrete size for a step of `seq` positions.
+    pub fn eval(self, seq: usize) -> usize {
+        match self {
+            Dim::Known(n) => n,
+            Dim::Sym(Sym::Seq) => seq,
+        }
+    }
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Known(n) => write!(f, "{n}"),
+            Dim::Sym(Sym::Seq) => f.write_str("seq"),
+        }
+    }
+}
+
+/// How rope pairs the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeLayout {
+    /// Adjacent dims (2i, 2i+1) form a pair (GGUF llama files, whose Q/K rows the
+    /// converter permuted).
+    Pairs,
+    /// Dim i pairs with i + rot_dim/2 (HF checkpoints, GPT-NeoX).
+    Halves,
+}
+
+/// Frequency scaling applied to rope's inverse frequencies.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor`.
+    Linear { factor: f32 },
+    /// Llama 3: long wavelengths divided by `factor`, short ones kept, a smooth ramp between.
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: f32 },
+}
+
+/// One operation. Activations are `[seq, width]` row-major f32 matrices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The token ids of the step: `[seq]`.
+    Tokens,
+    /// A weight tensor, by its name in the model file, in its stored type.
+    Weight { tensor: String, dtype: DType, shape: Vec<usize> },
+    /// Rows of the table (input 0) picked by the token ids (input 1).
+    TokenEmbed,
+    /// `x · wᵀ`: x `[seq, k]` (input 0), w `[n, k]` (input 1, any dtype) → `[seq, n]`.
+    MatMul,
+    Add,
+    Mul,
+    Scale { factor: f32 },
+    /// Each group of `group` values becomes `x / rms(x) · (w + weight_offset)`; w (input 1) has `group` values.
+    RmsNorm { eps: f32, weight_offset: f32, group: usize },
+    Silu,
+    /// GELU, tanh approximation.
+    Gelu,
+    /// `cap · tanh(x / cap)`.
+    Softcap { cap: f32 },
+    /// Rotary embedding of the first `rot_dim` dims of every `head_dim`-wide head at the
+    /// step's absolute positions. Optional input 1: per-frequency divisors (GGUF `rope_freqs`).
+    Rope { head_dim: usize, rot_dim: usize, base: f32, layout: RopeLayout, scaling: RopeScaling },
+    /// Causal attention of q (input 0) over the KV cache of `layer`, after appending this
+    /// step's k and v (inputs 1, 2). Grouped-query when `n_kv_heads < n_heads`.
+    Attention {
+        layer: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        scale: f32,
+        window: Option<usize>,
+        softcap: Option<f32>,
+    },
+    /// Keeps the last position: `[seq, n]` → `[1, n]`.
+    LastPosition,
+    /// A result of the graph (the logits).
+    Output,
+}
+
+impl Op {
+    /// The op's name in text dumps.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Tokens => "tokens",
+            Op::Weight { .. } => "weight",
+            Op::TokenEmbed => "token_embed",
+            Op::MatMul => "matmul",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Scale { .. } => "scale",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Silu => "silu",
+            Op::Gelu => "gelu",
+            Op::Softcap { .. } => "softcap",
+            Op::Rope { .. } => "rope",
+            Op::Attention { .. } => "attention",
+            Op::LastPosition => "last_position",
+            Op::Output => "output",
+        }
+    }
+
+    /// The op's parameters, for text dumps.
+    pub fn params(&self) -> String {
+        match self {
+            Op::Weight { tensor, dtype, shape } => format!("{tensor:?} {dtype} {shape:?}"),
+            Op::Scale { factor } => format!("factor={factor}"),
+            Op::RmsNorm { eps, weight_offset, group } => {
+                format!("eps={eps:e} offset={weight_offset} group={group}")
+            }
+            Op::Softcap { cap } => format!("cap={cap}"),
+            Op::Rope { head_dim, rot_dim, base, layout, scaling } => format!(
+                "head_dim={head_dim} rot_dim={rot_dim} base={base} layout={layout:?} scaling={scaling:?}"
+            ),
+            Op::Attention { layer, n_heads, n_kv_heads, head_dim, scale, window, softcap } => {
+                let mut s = format!(
+                    "layer={layer} heads={n_heads} kv_heads={n_kv_heads} head_dim={head_dim} scale={scale}"
+                );
+                if let Some(w) = window {
+                    s += &format!(" window={w}");
+                }
+                if let Some(c) = softcap {
+                    s += &format!(" softcap={c}");
+                }
+                s
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// A node: its op, the name of the value it makes, its shape once inferred, and the
+/// template line it came from (for error messages).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub op: Op,
+    pub name: String,
+    #[serde(default)]
+    pub shape: Vec<Dim>,
+    #[serde(default)]
+    pub origin: String,
+}
+
+pub type NodeId = NodeIndex;
+
+/// The graph of one model: expanded from a template, rewritten by passes.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub inner: StableDiGraph<Node, usize>,
+    /// The nodes whose values leave the graph, in order (the logits first).
+    pub outputs: Vec<NodeId>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Graph::default()
+    }
+
+    /// Adds a node reading `inputs` in order.
+    pub fn add(&mut self, op: Op, name: impl Into<String>, origin: impl Into<String>, inputs: &[NodeId]) -> NodeId {
+        let id = self.inner.add_node(Node { op, name: name.into(), shape: vec![], origin: origin.into() });
+        for (slot, &i) in inputs.iter().enumerate() {
+            self.inner.add_edge(i, id, slot);
+        }
+        id
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.inner[id]
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.inner[id]
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.node_count() == 0
+    }
+
+    /// The inputs of a node, in slot order.
+    pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
+        let mut e: Vec<(usize, NodeId)> =
+            self.inner.edges_directed(id, Direction::Incoming).map(|e| (*e.weight(), e.source())).collect();
+        e.sort_unstable();
+        e.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The nodes that read `id`.
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        let mut u: Vec<NodeId> = self.inner.neighbors_directed(id, Direction::Outgoing).collect();
+        u.sort_unstable();
+        u.dedup();
+        u
+    }
+
+    /// Makes every reader of `old` read `new` instead (outputs included).
+    pub fn replace_uses(&mut self, old: NodeId, new: NodeId) {
+        let uses: Vec<(NodeId, usize, petgraph::stable_graph::EdgeIndex)> = self
+            .inner
+            .edges_directed(old, Direction::Outgoing)
+            .map(|e| (e.target(), *e.weight(), e.id()))
+            .collect();
+        for (target, slot, edge) in uses {
+            self.inner.remove_edge(edge);
+            self.inner.add_edge(new, target, slot);
+        }
+        for o in &mut self.outputs {
+            if *o == old {
+                *o = new;
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: NodeId) -> Option<Node> {
+        self.inner.remove_node(id)
+    }
+
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.inner.node_indices().collect()
+    }
+
+    /// Nodes in an order where every input comes before its readers; ties keep
+    /// insertion order, so dumps are stable.
+    pub fn topo_order(&self) -> Vec<NodeId> {
+        let mut indeg: std::collections::HashMap<NodeId, usize> =
+            self.inner.node_indices().map(|n| (n, self.inputs(n).len())).collect();
+        let mut ready: std::collections::BTreeSet<NodeId> =
+            indeg.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
+        let mut order = Vec::with_capacity(self.len());
+        while let Some(n) = ready.pop_first() {
+            order.push(n);
+            for e in self.inner.edges_directed(n, Direction::Outgoing) {
+                let d = indeg.get_mut(&e.target()).expect("edge to a live node");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert(e.target());
+                }
+            }
+        }
+        order
+    }
+}

@@ -1,0 +1,17 @@
+//! weft's intermediate representation.
+//!
+//! Invariant: this crate knows no model family, no file format and no backend.
+//! Families expand into a [`Graph`], passes rewrite it, and a [`Plan`] (the graph in
+//! execution order, serialisable) is what backends lower and run.
+
+mod dtype;
+mod graph;
+mod meta;
+mod plan;
+mod weights;
+
+pub use dtype::{ggml_type_name, DType};
+pub use graph::{Dim, Graph, Node, NodeId, Op, RopeLayout, RopeScaling, Sym};
+pub use meta::MetaValue;
+pub use plan::{ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
+pub use weights::{ByteSource, WeightProvider, WeightView};
