@@ -1,0 +1,114 @@
+//! Matrix products against stored weights, and the embedding lookup.
+
+use crate::quant::{dot_f32, kernel_for};
+use rayon::prelude::*;
+use weft_ir::WeightView;
+
+/// Elements of weight (times rows of x) one rayon task should cover at least,
+/// so that small products do not drown in scheduling.
+const MIN_TASK_WORK: usize = 1 << 15;
+
+/// Rows of `w` per rayon task.
+fn rows_per_task(n: usize, k: usize, m: usize) -> usize {
+    let by_work = MIN_TASK_WORK / (k * m).max(1);
+    let by_split = n.div_ceil(4 * rayon::current_num_threads());
+    by_split.max(by_work.min(n)).max(1)
+}
+
+/// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type. Rayon across output rows of w (chunks of n).
+///
+/// m == 1: dot straight from the blocks. m > 1 (prefill): decode each w row once
+/// into a per-task scratch of k floats and dot it with all m rows of x.
+pub fn matmul(x: &[f32], m: usize, w: &WeightView, out: &mut [f32]) {
+    let (n, k) = (w.rows(), w.cols());
+    assert_eq!(x.len(), m * k, "matmul {}: x is not [{m}, {k}]", w.name);
+    assert_eq!(out.len(), m * n, "matmul {}: out is not [{m}, {n}]", w.name);
+    let rb = w.dtype.row_bytes(k).expect("weight rows are whole blocks");
+    let bytes = w.bytes();
+    assert_eq!(bytes.len(), n * rb, "matmul {}: byte length", w.name);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kern = kernel_for(w.dtype);
+    let row = |j: usize| &bytes[j * rb..(j + 1) * rb];
+    let per_task = rows_per_task(n, k, m);
+
+    if m == 1 {
+        out.par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(c, oc)| {
+                for (jj, o) in oc.iter_mut().enumerate() {
+                    *o = kern.dot(row(c * per_task + jj), x);
+                }
+            });
+        return;
+    }
+
+    // Work in outᵀ = [n, m] so each task owns a contiguous slice (safe, no
+    // shared writes), then transpose back.
+    let mut t = vec![0f32; n * m];
+    t.par_chunks_mut(per_task * m).enumerate().for_each_init(
+        || vec![0f32; k],
+        |wrow, (c, tc)| {
+            for (jj, tj) in tc.chunks_exact_mut(m).enumerate() {
+                kern.decode_row(row(c * per_task + jj), wrow);
+                for (o, xi) in tj.iter_mut().zip(x.chunks_exact(k.max(1))) {
+                    *o = dot_f32(xi, wrow);
+                }
+            }
+        },
+    );
+    out.par_chunks_mut(n)
+        .enumerate()
+        .with_min_len((MIN_TASK_WORK / n).max(1))
+        .for_each(|(i, oi)| {
+            for (j, o) in oi.iter_mut().enumerate() {
+                *o = t[j * m + i];
+            }
+        });
+}
+
+/// A token id that names no row of the embedding table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatherError {
+    #[error(
+        "token id {id} (position {pos}) is out of range for `{tensor}`, which has {rows} rows"
+    )]
+    IdOutOfRange {
+        tensor: String,
+        id: u32,
+        pos: usize,
+        rows: usize,
+    },
+}
+
+/// Embedding lookup: out[i] = row ids[i] of w decoded (only the rows asked for). Error (not panic) when an id >= rows.
+///
+/// All ids are checked before anything is written.
+pub fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) -> Result<(), GatherError> {
+    let (rows, k) = (w.rows(), w.cols());
+    assert_eq!(
+        out.len(),
+        ids.len() * k,
+        "gather {}: out is not [{}, {k}]",
+        w.name,
+        ids.len()
+    );
+    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= rows) {
+        return Err(GatherError::IdOutOfRange {
+            tensor: w.name.clone(),
+            id,
+            pos,
+            rows,
+        });
+    }
+    if k == 0 {
+        return Ok(());
+    }
+    let kern = kernel_for(w.dtype);
+    out.par_chunks_mut(k)
+        .zip(ids.par_iter())
+        .with_min_len((MIN_TASK_WORK / k).max(1))
+        .for_each(|(o, &id)| kern.decode_row(w.row(id as usize), o));
+    Ok(())
+}

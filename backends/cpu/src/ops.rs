@@ -1,0 +1,208 @@
+//! Reference kernels for the non-matmul ops, on row-major f32 activations.
+//! Written for clarity first; a later issue moves the hot ones to SIMD and the JIT.
+
+use rayon::prelude::*;
+use weft_ir::{RopeLayout, RopeScaling};
+
+/// `x / rms(x) · (w + offset)` over each group of `w.len()` values.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, offset: f32, out: &mut [f32]) {
+    let g = w.len();
+    for (xs, os) in x.chunks_exact(g).zip(out.chunks_exact_mut(g)) {
+        let ms = xs.iter().map(|v| v * v).sum::<f32>() / g as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &wv) in os.iter_mut().zip(xs).zip(w) {
+            *o = v * r * (wv + offset);
+        }
+    }
+}
+
+pub fn silu(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v / (1.0 + (-v).exp());
+    }
+}
+
+/// GELU, tanh approximation.
+pub fn gelu(x: &[f32], out: &mut [f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = 0.5 * v * (1.0 + (C * (v + 0.044715 * v * v * v)).tanh());
+    }
+}
+
+pub fn softcap(x: &[f32], cap: f32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = cap * (v / cap).tanh();
+    }
+}
+
+/// Rope's inverse frequencies for one head, after scaling and optional per-frequency divisors.
+pub fn rope_inv_freqs(
+    rot_dim: usize,
+    base: f32,
+    scaling: RopeScaling,
+    divisors: Option<&[f32]>,
+) -> Vec<f32> {
+    (0..rot_dim / 2)
+        .map(|i| {
+            let mut f = 1.0 / (base as f64).powf(2.0 * i as f64 / rot_dim as f64);
+            match scaling {
+                RopeScaling::None => {}
+                RopeScaling::Linear { factor } => f /= factor as f64,
+                RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_context,
+                } => {
+                    let (factor, lo, hi, ctx) = (
+                        factor as f64,
+                        low_freq_factor as f64,
+                        high_freq_factor as f64,
+                        original_context as f64,
+                    );
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen > ctx / lo {
+                        f /= factor;
+                    } else if wavelen >= ctx / hi {
+                        let smooth = (ctx / wavelen - lo) / (hi - lo);
+                        f = (1.0 - smooth) * f / factor + smooth * f;
+                    }
+                }
+            }
+            if let Some(d) = divisors {
+                f /= d[i] as f64;
+            }
+            f as f32
+        })
+        .collect()
+}
+
+/// Rotates the first `rot_dim` dims of every head of every row, in place; row `t` is
+/// at absolute position `pos0 + t`.
+pub fn rope(
+    x: &mut [f32],
+    width: usize,
+    head_dim: usize,
+    inv_freq: &[f32],
+    layout: RopeLayout,
+    pos0: usize,
+) {
+    let half = inv_freq.len();
+    for (t, row) in x.chunks_exact_mut(width).enumerate() {
+        let p = (pos0 + t) as f32;
+        let cs: Vec<(f32, f32)> = inv_freq
+            .iter()
+            .map(|&f| (p * f).sin_cos())
+            .map(|(s, c)| (c, s))
+            .collect();
+        for head in row.chunks_exact_mut(head_dim) {
+            for (i, &(c, s)) in cs.iter().enumerate() {
+                let (a, b) = match layout {
+                    RopeLayout::Pairs => (2 * i, 2 * i + 1),
+                    RopeLayout::Halves => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c - x1 * s;
+                head[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/// Shape of an attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub window: Option<usize>,
+    pub softcap: Option<f32>,
+}
+
+/// Causal attention for `seq` query rows at positions `pos0..pos0+seq`, over cached keys
+/// and values `[0, pos0+seq)` (rows of `n_kv_heads·head_dim`). Writes `[seq, n_heads·head_dim]`.
+pub fn attention(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    s: AttnShape,
+    pos0: usize,
+    out: &mut [f32],
+) {
+    let (hd, nh) = (s.head_dim, s.n_heads);
+    let kvw = s.n_kv_heads * hd;
+    let group = nh / s.n_kv_heads;
+    out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+        let (t, h) = (idx / nh, idx % nh);
+        let p = pos0 + t;
+        let start = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let qh = &q[t * nh * hd + h * hd..][..hd];
+        let kvh = h / group;
+        let mut scores: Vec<f32> = (start..=p)
+            .map(|j| {
+                let kj = &k_cache[j * kvw + kvh * hd..][..hd];
+                let mut d = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * s.scale;
+                if let Some(c) = s.softcap {
+                    d = c * (d / c).tanh();
+                }
+                d
+            })
+            .collect();
+        let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in &mut scores {
+            *v = (*v - m).exp();
+            sum += *v;
+        }
+        o.fill(0.0);
+        for (j, w) in (start..=p).zip(&scores) {
+            let vj = &v_cache[j * kvw + kvh * hd..][..hd];
+            let w = w / sum;
+            for (oi, vi) in o.iter_mut().zip(vj) {
+                *oi += w * vi;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_layouts_agree_up_to_permutation() {
+        // A head in `pairs` order equals the same head in `halves` order after the
+        // converter's permutation (pair i = dims (i, i+half)).
+        let hd = 8;
+        let x: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
+        let perm: Vec<usize> = (0..hd / 2).flat_map(|i| [i, i + hd / 2]).collect();
+        let mut halves = x.clone();
+        let mut pairs: Vec<f32> = perm.iter().map(|&p| x[p]).collect();
+        let f = rope_inv_freqs(hd, 10000.0, RopeScaling::None, None);
+        rope(&mut halves, hd, hd, &f, RopeLayout::Halves, 5);
+        rope(&mut pairs, hd, hd, &f, RopeLayout::Pairs, 5);
+        for (k, &p) in perm.iter().enumerate() {
+            assert!((pairs[k] - halves[p]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn attention_single_position_returns_v() {
+        let s = AttnShape {
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 2,
+            scale: 1.0,
+            window: None,
+            softcap: None,
+        };
+        let q = [1.0, 0.0, 0.0, 1.0];
+        let k = [0.5, 0.5];
+        let v = [3.0, -1.0];
+        let mut out = [0.0; 4];
+        attention(&q, &k, &v, s, 0, &mut out);
+        assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
+    }
+}

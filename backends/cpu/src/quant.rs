@@ -1,0 +1,333 @@
+//! Decoding and dot products for every stored weight type.
+//!
+//! Each type is one [`QuantKernel`]; block-quantised types implement the smaller
+//! [`BlockFormat`] (one block at a time) and get the row-level kernel for free, so
+//! adding a GGML type is one `BlockFormat` impl plus one arm in [`kernel_for`].
+//!
+//! Decoding follows the reference (gguf-py / ggml) arithmetic operation for
+//! operation, so decoded values are bit-exact; dot products only promise to be
+//! close to the dot of the decoded row (they factor the block scale out).
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use std::marker::PhantomData;
+use weft_ir::DType;
+
+/// Kernels for one stored weight type; the matmul and the embedding lookup read rows only through this.
+pub trait QuantKernel: Send + Sync {
+    fn dtype(&self) -> DType;
+    /// Decode one stored row (whole blocks) into f32; out.len() = number of elements.
+    fn decode_row(&self, row: &[u8], out: &mut [f32]);
+    /// Dot product of one stored row with x (x.len() = elements), reading the blocks directly, no f32 row materialised.
+    fn dot(&self, row: &[u8], x: &[f32]) -> f32;
+}
+
+/// The kernels of a stored type.
+pub fn kernel_for(dtype: DType) -> &'static dyn QuantKernel {
+    match dtype {
+        DType::F32 => &F32Kernel,
+        DType::F16 => &F16Kernel,
+        DType::BF16 => &Bf16Kernel,
+        DType::Q8_0 => &Blocks::<Q8_0>(PhantomData),
+        DType::Q4_0 => &Blocks::<Q4_0>(PhantomData),
+        DType::Q4_1 => &Blocks::<Q4_1>(PhantomData),
+    }
+}
+
+/// Dot product of two f32 slices of equal length.
+///
+/// Eight independent accumulators so that LLVM can vectorise without
+/// reassociating float adds (which it may not do on its own).
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (a8, b8) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += a8[l] * b8[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ar.iter().zip(br) {
+        tail += x * y;
+    }
+    hsum8(acc) + tail
+}
+
+#[inline(always)]
+fn hsum8(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+#[inline(always)]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+}
+
+fn check_len(dtype: DType, row: &[u8], n: usize) {
+    assert_eq!(
+        dtype.row_bytes(n),
+        Some(row.len()),
+        "{dtype} row of {n} elements has the wrong byte length"
+    );
+}
+
+/// Plain f32 rows (little-endian).
+pub struct F32Kernel;
+
+impl QuantKernel for F32Kernel {
+    fn dtype(&self) -> DType {
+        DType::F32
+    }
+
+    fn decode_row(&self, row: &[u8], out: &mut [f32]) {
+        check_len(DType::F32, row, out.len());
+        for (o, b) in out.iter_mut().zip(row.chunks_exact(4)) {
+            *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+    }
+
+    fn dot(&self, row: &[u8], x: &[f32]) -> f32 {
+        check_len(DType::F32, row, x.len());
+        let mut acc = [0f32; 8];
+        let (rc, xc) = (row.chunks_exact(32), x.chunks_exact(8));
+        let (rr, xr) = (rc.remainder(), xc.remainder());
+        for (r8, x8) in rc.zip(xc) {
+            for l in 0..8 {
+                let b = &r8[4 * l..4 * l + 4];
+                acc[l] += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x8[l];
+            }
+        }
+        let mut tail = 0f32;
+        for (b, x) in rr.chunks_exact(4).zip(xr) {
+            tail += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x;
+        }
+        hsum8(acc) + tail
+    }
+}
+
+/// Elements converted per step by the f16/bf16 dots (a stack buffer, not a row).
+const HALF_CHUNK: usize = 64;
+
+/// IEEE half rows.
+pub struct F16Kernel;
+
+impl QuantKernel for F16Kernel {
+    fn dtype(&self) -> DType {
+        DType::F16
+    }
+
+    fn decode_row(&self, row: &[u8], out: &mut [f32]) {
+        check_len(DType::F16, row, out.len());
+        let mut h = [f16::ZERO; HALF_CHUNK];
+        for (o, r) in out.chunks_mut(HALF_CHUNK).zip(row.chunks(2 * HALF_CHUNK)) {
+            let h = &mut h[..o.len()];
+            for (v, b) in h.iter_mut().zip(r.chunks_exact(2)) {
+                *v = f16::from_bits(u16::from_le_bytes([b[0], b[1]]));
+            }
+            // half picks F16C at run time when the CPU has it; the conversion is exact either way.
+            h.convert_to_f32_slice(o);
+        }
+    }
+
+    fn dot(&self, row: &[u8], x: &[f32]) -> f32 {
+        check_len(DType::F16, row, x.len());
+        let mut buf = [0f32; HALF_CHUNK];
+        let mut sum = 0f32;
+        for (xc, r) in x.chunks(HALF_CHUNK).zip(row.chunks(2 * HALF_CHUNK)) {
+            let b = &mut buf[..xc.len()];
+            self.decode_row(r, b);
+            sum += dot_f32(b, xc);
+        }
+        sum
+    }
+}
+
+/// bfloat16 rows: the top half of an f32.
+pub struct Bf16Kernel;
+
+impl QuantKernel for Bf16Kernel {
+    fn dtype(&self) -> DType {
+        DType::BF16
+    }
+
+    fn decode_row(&self, row: &[u8], out: &mut [f32]) {
+        check_len(DType::BF16, row, out.len());
+        for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
+            *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+        }
+    }
+
+    fn dot(&self, row: &[u8], x: &[f32]) -> f32 {
+        check_len(DType::BF16, row, x.len());
+        let mut buf = [0f32; HALF_CHUNK];
+        let mut sum = 0f32;
+        for (xc, r) in x.chunks(HALF_CHUNK).zip(row.chunks(2 * HALF_CHUNK)) {
+            let b = &mut buf[..xc.len()];
+            self.decode_row(r, b);
+            sum += dot_f32(b, xc);
+        }
+        sum
+    }
+}
+
+/// One block-quantised layout, described block by block.
+pub trait BlockFormat: Send + Sync + 'static {
+    const DTYPE: DType;
+    /// Elements per block.
+    const BLOCK: usize;
+    /// Bytes per block.
+    const BYTES: usize;
+    /// Decode one block (`b.len() == BYTES`, `out.len() == BLOCK`) exactly as the reference does.
+    fn decode_block(b: &[u8], out: &mut [f32]);
+    /// Dot of one block with `x` (`x.len() == BLOCK`).
+    fn dot_block(b: &[u8], x: &[f32]) -> f32;
+}
+
+/// The row kernel of a [`BlockFormat`].
+pub struct Blocks<T>(PhantomData<T>);
+
+impl<T: BlockFormat> QuantKernel for Blocks<T> {
+    fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    fn decode_row(&self, row: &[u8], out: &mut [f32]) {
+        check_len(T::DTYPE, row, out.len());
+        for (b, o) in row
+            .chunks_exact(T::BYTES)
+            .zip(out.chunks_exact_mut(T::BLOCK))
+        {
+            T::decode_block(b, o);
+        }
+    }
+
+    fn dot(&self, row: &[u8], x: &[f32]) -> f32 {
+        check_len(T::DTYPE, row, x.len());
+        // Two running sums so consecutive blocks do not wait on each other.
+        let mut s = [0f32; 2];
+        let mut blocks = row.chunks_exact(T::BYTES).zip(x.chunks_exact(T::BLOCK));
+        while let Some((b0, x0)) = blocks.next() {
+            s[0] += T::dot_block(b0, x0);
+            if let Some((b1, x1)) = blocks.next() {
+                s[1] += T::dot_block(b1, x1);
+            }
+        }
+        s[0] + s[1]
+    }
+}
+
+/// GGML Q8_0: f16 scale d, 32 × i8 q; value = q · d.
+pub struct Q8_0;
+
+impl BlockFormat for Q8_0 {
+    const DTYPE: DType = DType::Q8_0;
+    const BLOCK: usize = 32;
+    const BYTES: usize = 34;
+
+    #[inline]
+    fn decode_block(b: &[u8], out: &mut [f32]) {
+        let d = f16_at(b, 0);
+        let qs: &[u8; 32] = b[2..34].try_into().unwrap();
+        let out: &mut [f32; 32] = out.try_into().unwrap();
+        for (o, &q) in out.iter_mut().zip(qs) {
+            *o = q as i8 as f32 * d;
+        }
+    }
+
+    #[inline]
+    fn dot_block(b: &[u8], x: &[f32]) -> f32 {
+        let d = f16_at(b, 0);
+        let qs: &[u8; 32] = b[2..34].try_into().unwrap();
+        let x: &[f32; 32] = x.try_into().unwrap();
+        let mut acc = [0f32; 8];
+        for c in 0..4 {
+            for l in 0..8 {
+                acc[l] += qs[8 * c + l] as i8 as f32 * x[8 * c + l];
+            }
+        }
+        d * hsum8(acc)
+    }
+}
+
+/// GGML Q4_0: f16 scale d, 16 bytes of nibbles (element j = low nibble of byte j,
+/// element j + 16 = high nibble); value = d · (q − 8).
+pub struct Q4_0;
+
+impl BlockFormat for Q4_0 {
+    const DTYPE: DType = DType::Q4_0;
+    const BLOCK: usize = 32;
+    const BYTES: usize = 18;
+
+    #[inline]
+    fn decode_block(b: &[u8], out: &mut [f32]) {
+        let d = f16_at(b, 0);
+        let qs: &[u8; 16] = b[2..18].try_into().unwrap();
+        let (lo, hi) = out.split_at_mut(16);
+        for j in 0..16 {
+            lo[j] = d * ((qs[j] & 0x0F) as i32 - 8) as f32;
+            hi[j] = d * ((qs[j] >> 4) as i32 - 8) as f32;
+        }
+    }
+
+    #[inline]
+    fn dot_block(b: &[u8], x: &[f32]) -> f32 {
+        let d = f16_at(b, 0);
+        let qs: &[u8; 16] = b[2..18].try_into().unwrap();
+        let x: &[f32; 32] = x.try_into().unwrap();
+        let mut acc = [0f32; 8];
+        for c in 0..2 {
+            for (l, a) in acc.iter_mut().enumerate() {
+                let j = 8 * c + l;
+                let lo = ((qs[j] & 0x0F) as i32 - 8) as f32;
+                let hi = ((qs[j] >> 4) as i32 - 8) as f32;
+                *a += lo * x[j] + hi * x[j + 16];
+            }
+        }
+        d * hsum8(acc)
+    }
+}
+
+/// GGML Q4_1: f16 scale d, f16 minimum m, 16 bytes of nibbles in Q4_0 order;
+/// value = d · q + m.
+pub struct Q4_1;
+
+impl BlockFormat for Q4_1 {
+    const DTYPE: DType = DType::Q4_1;
+    const BLOCK: usize = 32;
+    const BYTES: usize = 20;
+
+    #[inline]
+    fn decode_block(b: &[u8], out: &mut [f32]) {
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
+        let qs: &[u8; 16] = b[4..20].try_into().unwrap();
+        let (lo, hi) = out.split_at_mut(16);
+        for j in 0..16 {
+            // Rust never contracts this into an fma, matching the reference rounding.
+            lo[j] = d * (qs[j] & 0x0F) as f32 + m;
+            hi[j] = d * (qs[j] >> 4) as f32 + m;
+        }
+    }
+
+    #[inline]
+    fn dot_block(b: &[u8], x: &[f32]) -> f32 {
+        let d = f16_at(b, 0);
+        let m = f16_at(b, 2);
+        let qs: &[u8; 16] = b[4..20].try_into().unwrap();
+        let x: &[f32; 32] = x.try_into().unwrap();
+        // Σ (d·q + m)·x = d·Σ q·x + m·Σ x
+        let mut qx = [0f32; 8];
+        let mut sx = [0f32; 8];
+        for c in 0..2 {
+            for l in 0..8 {
+                let j = 8 * c + l;
+                qx[l] += (qs[j] & 0x0F) as f32 * x[j] + (qs[j] >> 4) as f32 * x[j + 16];
+                sx[l] += x[j] + x[j + 16];
+            }
+        }
+        d * hsum8(qx) + m * hsum8(sx)
+    }
+}

@@ -1,0 +1,377 @@
+//! The generic expander: template + model metadata → graph.
+
+use crate::expr::{eval, Value};
+use crate::template::{HparamSpec, Keys, TensorSpec, Template};
+use crate::{find_template, FamilyError, ModelInfo, SourceKind};
+use std::collections::{BTreeMap, HashMap};
+use toml::Table;
+use weft_ir::{Graph, MetaValue, NodeId, Op, RopeLayout, RopeScaling};
+
+/// A model's graph as its template describes it, before any pass.
+pub struct Expanded {
+    pub family: String,
+    pub template_file: String,
+    pub graph: Graph,
+    /// Every hyperparameter the template read.
+    pub hparams: BTreeMap<String, MetaValue>,
+}
+
+/// Expands the built-in template that serves `info`.
+pub fn expand(info: &dyn ModelInfo) -> Result<Expanded, FamilyError> {
+    let (file, template) = find_template(info)?;
+    expand_with(info, file, &template)
+}
+
+/// Expands a given template (tests use this to try malformed ones).
+pub fn expand_with(info: &dyn ModelInfo, file: &str, t: &Template) -> Result<Expanded, FamilyError> {
+    let mut x = Expander { info, file, t, vars: BTreeMap::new(), graph: Graph::new(), weights: HashMap::new() };
+    x.read_hparams()?;
+    let tokens = x.graph.add(Op::Tokens, "tokens", "", &[]);
+    let mut scope = HashMap::from([("tokens".to_string(), tokens)]);
+    x.section("embed", &t.body.embed, None, &mut scope)?;
+    let n_layers = x.usize_var("n_layers", "body")?;
+    for i in 0..n_layers {
+        x.section("layer", &t.body.layer, Some(i), &mut scope)?;
+    }
+    x.section("head", &t.body.head, None, &mut scope)?;
+    if x.graph.outputs.is_empty() {
+        return Err(x.op_err("body.head", "the head has no 'output' op"));
+    }
+    let hparams = x
+        .vars
+        .iter()
+        .map(|(k, v)| {
+            let m = match v {
+                Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => MetaValue::Int(*n as i64),
+                Value::Num(n) => MetaValue::Float(*n),
+                Value::Str(s) => MetaValue::Str(s.clone()),
+            };
+            (k.clone(), m)
+        })
+        .collect();
+    Ok(Expanded { family: t.family.name.clone(), template_file: file.to_string(), graph: x.graph, hparams })
+}
+
+struct Expander<'a> {
+    info: &'a dyn ModelInfo,
+    file: &'a str,
+    t: &'a Template,
+    vars: BTreeMap<String, Value>,
+    graph: Graph,
+    /// Weight nodes by (canonical name, layer); a tensor read under two names gets
+    /// two nodes here, which the tie-alias pass merges.
+    weights: HashMap<(String, Option<usize>), Option<NodeId>>,
+}
+
+fn meta_to_value(m: &MetaValue) -> Option<Value> {
+    match m {
+        MetaValue::Str(s) => Some(Value::Str(s.clone())),
+        MetaValue::Array(_) => None,
+        other => other.as_f64().map(Value::Num),
+    }
+}
+
+impl Expander<'_> {
+    fn hparam_err(&self, name: &str, message: String) -> FamilyError {
+        FamilyError::Hparam { origin: self.info.origin(), file: self.file.to_string(), name: name.to_string(), message }
+    }
+
+    fn op_err(&self, at: &str, message: impl Into<String>) -> FamilyError {
+        FamilyError::Op { file: self.file.to_string(), at: at.to_string(), message: message.into() }
+    }
+
+    fn read_hparams(&mut self) -> Result<(), FamilyError> {
+        let arch = self.info.architecture().to_string();
+        for (name, spec) in &self.t.hparams {
+            let spec: HparamSpec = spec
+                .clone()
+                .try_into()
+                .map_err(|e| FamilyError::Template { file: self.file.to_string(), message: format!("hparams.{name}: {e}") })?;
+            let (keys, source_default) = match self.info.source_kind() {
+                SourceKind::Gguf => (spec.gguf.as_ref(), spec.gguf_default.as_ref()),
+                SourceKind::Hf => (spec.hf.as_ref(), spec.hf_default.as_ref()),
+            };
+            let keys: Vec<String> = keys.map(Keys::list).unwrap_or_default().iter().map(|k| k.replace("{arch}", &arch)).collect();
+            let mut value = None;
+            for k in &keys {
+                if let Some(m) = self.info.meta(k) {
+                    let v = meta_to_value(m)
+                        .ok_or_else(|| self.hparam_err(name, format!("key '{k}' holds {}, expected a number or string", m.summary())))?;
+                    value = Some(v);
+                    break;
+                }
+            }
+            if value.is_none() {
+                if let Some(d) = source_default.or(spec.default.as_ref()) {
+                    value = Some(eval(d, &self.vars).map_err(|e| self.hparam_err(name, format!("default '{d}': {e}")))?);
+                }
+            }
+            let value = value.ok_or_else(|| {
+                let tried = if keys.is_empty() { "no key for this source".to_string() } else { format!("key {} not found", keys.join(" or ")) };
+                self.hparam_err(name, format!("{tried} and no default"))
+            })?;
+            self.vars.insert(name.clone(), value);
+        }
+        Ok(())
+    }
+
+    fn usize_var(&self, name: &str, at: &str) -> Result<usize, FamilyError> {
+        match self.vars.get(name) {
+            Some(Value::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => Ok(*n as usize),
+            Some(v) => Err(self.hparam_err(name, format!("expected a whole number, found {v} (used at {at})"))),
+            None => Err(self.op_err(at, format!("unknown hyperparameter '{name}'"))),
+        }
+    }
+
+    /// The node reading canonical tensor `role` of layer `layer`; `None` if optional and absent.
+    fn weight(&mut self, role: &str, layer: Option<usize>, at: &str) -> Result<Option<NodeId>, FamilyError> {
+        if let Some(&n) = self.weights.get(&(role.to_string(), layer)) {
+            return Ok(n);
+        }
+        let spec: TensorSpec = self
+            .t
+            .tensors
+            .get(role)
+            .ok_or_else(|| self.op_err(at, format!("unknown tensor '{role}'")))?
+            .clone()
+            .try_into()
+            .map_err(|e| FamilyError::Template { file: self.file.to_string(), message: format!("tensors.{role}: {e}") })?;
+        let name = match self.info.source_kind() {
+            SourceKind::Gguf => spec.gguf.as_ref(),
+            SourceKind::Hf => spec.hf.as_ref(),
+        };
+        let name = name.map(|n| n.replace("{i}", &layer.map(|i| i.to_string()).unwrap_or_default()));
+        let present = name.as_ref().is_some_and(|n| self.info.tensor_meta(n).is_some());
+        let tie = match &spec.tied_when {
+            Some(w) => eval(w, &self.vars).map_err(|e| self.op_err(&format!("tensors.{role}.tied_when"), e))?.truthy(),
+            None => false,
+        };
+        let node = if let Some(tied) = spec.tied.as_ref().filter(|_| tie || !present) {
+            let target = self.weight(tied, layer, at)?;
+            match target {
+                // A node of its own over the same tensor: tie-alias merges it, visibly.
+                Some(t) => {
+                    let op = self.graph.node(t).op.clone();
+                    Some(self.graph.add(op, role, format!("tensors.{role} (tied to {tied})"), &[]))
+                }
+                None => None,
+            }
+        } else if present {
+            let name = name.expect("present implies a name");
+            let m = self.info.tensor_meta(&name).expect("present");
+            let dtype = m.dtype.ok_or_else(|| FamilyError::UnsupportedType {
+                origin: self.info.origin(),
+                type_name: m.type_name.clone(),
+                tensor: name.clone(),
+            })?;
+            Some(self.graph.add(Op::Weight { tensor: name, dtype, shape: m.shape }, role, format!("tensors.{role}"), &[]))
+        } else if spec.optional {
+            None
+        } else {
+            return Err(FamilyError::MissingTensor {
+                origin: self.info.origin(),
+                file: self.file.to_string(),
+                role: role.to_string(),
+                tensor: name.unwrap_or_else(|| "(no name for this source)".to_string()),
+            });
+        };
+        self.weights.insert((role.to_string(), layer), node);
+        Ok(node)
+    }
+
+    fn section(&mut self, section: &str, ops: &[Table], layer: Option<usize>, scope: &mut HashMap<String, NodeId>) -> Result<(), FamilyError> {
+        if let Some(i) = layer {
+            self.vars.insert("i".to_string(), Value::Num(i as f64));
+        }
+        for (k, entry) in ops.iter().enumerate() {
+            let at = format!("body.{section}[{k}]");
+            self.op(entry, &at, layer, scope)?;
+        }
+        self.vars.remove("i");
+        Ok(())
+    }
+
+    fn expr(&self, entry: &Table, key: &str, at: &str) -> Result<Option<Value>, FamilyError> {
+        match entry.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => eval(s, &self.vars).map(Some).map_err(|e| self.op_err(at, format!("{key} = '{s}': {e}"))),
+            Some(toml::Value::Integer(n)) => Ok(Some(Value::Num(*n as f64))),
+            Some(toml::Value::Float(n)) => Ok(Some(Value::Num(*n))),
+            Some(other) => Err(self.op_err(at, format!("{key}: expected an expression string, found {other}"))),
+        }
+    }
+
+    fn num(&self, entry: &Table, key: &str, at: &str) -> Result<Option<f64>, FamilyError> {
+        match self.expr(entry, key, at)? {
+            None => Ok(None),
+            Some(Value::Num(n)) => Ok(Some(n)),
+            Some(Value::Str(s)) => Err(self.op_err(at, format!("{key}: expected a number, found '{s}'"))),
+        }
+    }
+
+    fn req_num(&self, entry: &Table, key: &str, at: &str) -> Result<f64, FamilyError> {
+        self.num(entry, key, at)?.ok_or_else(|| self.op_err(at, format!("missing '{key}'")))
+    }
+
+    fn req_count(&self, entry: &Table, key: &str, at: &str) -> Result<usize, FamilyError> {
+        let n = self.req_num(entry, key, at)?;
+        if n < 1.0 || n.fract() != 0.0 {
+            return Err(self.op_err(at, format!("{key} must be a positive whole number, found {n}")));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&self, entry: &Table, key: &str, at: &str) -> Result<Option<String>, FamilyError> {
+        match self.expr(entry, key, at)? {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(Value::Num(n)) => Err(self.op_err(at, format!("{key}: expected a string, found {n}"))),
+        }
+    }
+
+    fn op(&mut self, entry: &Table, at: &str, layer: Option<usize>, scope: &mut HashMap<String, NodeId>) -> Result<(), FamilyError> {
+        if let Some(w) = self.expr(entry, "when", at)? {
+            if !w.truthy() {
+                return Ok(());
+            }
+        }
+        let kind = entry.get("op").and_then(|v| v.as_str()).ok_or_else(|| self.op_err(at, "missing 'op'"))?;
+        let ins: Vec<NodeId> = match entry.get("in") {
+            None => vec![],
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    let name = v.as_str().ok_or_else(|| self.op_err(at, "'in' must list value names"))?;
+                    scope.get(name).copied().ok_or_else(|| self.op_err(at, format!("value '{name}' is not defined yet")))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(self.op_err(at, "'in' must be a list of value names")),
+        };
+        let weight = match entry.get("weight").map(|v| v.as_str()) {
+            None => None,
+            Some(Some(role)) => self.weight(role, layer, at)?,
+            Some(None) => return Err(self.op_err(at, "'weight' must name a tensor")),
+        };
+        let need = |n: usize| -> Result<(), FamilyError> {
+            if ins.len() == n {
+                Ok(())
+            } else {
+                Err(self.op_err(at, format!("{kind} takes {n} input(s), found {}", ins.len())))
+            }
+        };
+        let need_weight = || weight.ok_or_else(|| self.op_err(at, format!("{kind} needs a 'weight'")));
+        let (op, inputs) = match kind {
+            "token_embed" => {
+                need(1)?;
+                (Op::TokenEmbed, vec![need_weight()?, ins[0]])
+            }
+            "matmul" => {
+                need(1)?;
+                (Op::MatMul, vec![ins[0], need_weight()?])
+            }
+            "add" | "mul" => {
+                need(2)?;
+                (if kind == "add" { Op::Add } else { Op::Mul }, ins.clone())
+            }
+            "scale" => {
+                need(1)?;
+                (Op::Scale { factor: self.req_num(entry, "factor", at)? as f32 }, ins.clone())
+            }
+            "silu" | "gelu" => {
+                need(1)?;
+                (if kind == "silu" { Op::Silu } else { Op::Gelu }, ins.clone())
+            }
+            "softcap" => {
+                need(1)?;
+                (Op::Softcap { cap: self.req_num(entry, "cap", at)? as f32 }, ins.clone())
+            }
+            "rms_norm" => {
+                need(1)?;
+                let w = need_weight()?;
+                let group = match &self.graph.node(w).op {
+                    Op::Weight { shape, .. } => shape.iter().product(),
+                    _ => unreachable!("weights are Weight nodes"),
+                };
+                let op = Op::RmsNorm {
+                    eps: self.req_num(entry, "eps", at)? as f32,
+                    weight_offset: self.num(entry, "weight_offset", at)?.unwrap_or(0.0) as f32,
+                    group,
+                };
+                (op, vec![ins[0], w])
+            }
+            "rope" => {
+                need(1)?;
+                let layout = match self.string(entry, "layout", at)?.as_deref() {
+                    Some("pairs") => RopeLayout::Pairs,
+                    Some("halves") => RopeLayout::Halves,
+                    other => return Err(self.op_err(at, format!("rope layout must be 'pairs' or 'halves', found {other:?}"))),
+                };
+                let head_dim = self.req_count(entry, "head_dim", at)?;
+                let rot_dim = self.num(entry, "rot_dim", at)?.map(|r| r as usize).unwrap_or(head_dim);
+                if rot_dim > head_dim || rot_dim % 2 != 0 {
+                    return Err(self.op_err(at, format!("rot_dim {rot_dim} must be even and at most head_dim {head_dim}")));
+                }
+                let scaling = self.rope_scaling(entry, at)?;
+                let op = Op::Rope { head_dim, rot_dim, base: self.req_num(entry, "base", at)? as f32, layout, scaling };
+                let mut inputs = vec![ins[0]];
+                inputs.extend(weight);
+                (op, inputs)
+            }
+            "attention" => {
+                need(3)?;
+                let window = self.num(entry, "window", at)?.unwrap_or(0.0);
+                let softcap = self.num(entry, "softcap", at)?.unwrap_or(0.0);
+                let op = Op::Attention {
+                    layer: layer.ok_or_else(|| self.op_err(at, "attention belongs in body.layer"))?,
+                    n_heads: self.req_count(entry, "heads", at)?,
+                    n_kv_heads: self.req_count(entry, "kv_heads", at)?,
+                    head_dim: self.req_count(entry, "head_dim", at)?,
+                    scale: self.req_num(entry, "scale", at)? as f32,
+                    window: (window > 0.0).then_some(window as usize),
+                    softcap: (softcap > 0.0).then_some(softcap as f32),
+                };
+                (op, ins.clone())
+            }
+            "last_position" => {
+                need(1)?;
+                (Op::LastPosition, ins.clone())
+            }
+            "output" => {
+                need(1)?;
+                (Op::Output, ins.clone())
+            }
+            other => return Err(self.op_err(at, format!("unknown op '{other}'"))),
+        };
+        let out = entry.get("out").and_then(|v| v.as_str());
+        let value_name = out.unwrap_or(kind);
+        let name = match layer {
+            Some(i) => format!("blk.{i}.{value_name}"),
+            None => value_name.to_string(),
+        };
+        let is_output = matches!(op, Op::Output);
+        let id = self.graph.add(op, name, format!("{}:{at}", self.file), &inputs);
+        if is_output {
+            self.graph.outputs.push(id);
+        }
+        if let Some(o) = out {
+            scope.insert(o.to_string(), id);
+        }
+        Ok(())
+    }
+
+    fn rope_scaling(&self, entry: &Table, at: &str) -> Result<RopeScaling, FamilyError> {
+        let kind = self.string(entry, "scaling", at)?.unwrap_or_else(|| "none".to_string());
+        let get = |k: &str| -> Result<f32, FamilyError> { Ok(self.req_num(entry, k, at)? as f32) };
+        Ok(match kind.as_str() {
+            "none" | "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear { factor: get("factor")? },
+            "llama3" => RopeScaling::Llama3 {
+                factor: get("factor")?,
+                low_freq_factor: get("low_freq_factor")?,
+                high_freq_factor: get("high_freq_factor")?,
+                original_context: get("original_context")?,
+            },
+            other => return Err(self.op_err(at, format!("rope scaling '{other}' is not supported (none, linear, llama3)"))),
+        })
+    }
+}

@@ -1,0 +1,117 @@
+//! Shape inference and validation over the symbolic `seq` dimension. Not optional:
+//! every graph goes through it before any other pass and before lowering.
+
+use crate::PassError;
+use weft_ir::{Dim, Graph, NodeId, Op};
+
+/// Infers every node's shape, checking each op's rule; the first mismatch is an
+/// error naming the node and the template line it came from.
+pub fn infer_shapes(g: &mut Graph) -> Result<(), PassError> {
+    for n in g.topo_order() {
+        let ins: Vec<Vec<Dim>> = g.inputs(n).iter().map(|&i| g.node(i).shape.clone()).collect();
+        let shape = rule(g, n, &ins).map_err(|message| {
+            let node = g.node(n);
+            PassError::Shape { node: node.name.clone(), origin: node.origin.clone(), message }
+        })?;
+        g.node_mut(n).shape = shape;
+    }
+    Ok(())
+}
+
+fn show(s: &[Dim]) -> String {
+    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+fn matrix(s: &[Dim], what: &str) -> Result<(Dim, usize), String> {
+    match s {
+        [rows, Dim::Known(cols)] => Ok((*rows, *cols)),
+        _ => Err(format!("{what} must be a [rows, cols] matrix, found {}", show(s))),
+    }
+}
+
+fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
+    let arity = |k: usize| -> Result<(), String> {
+        if ins.len() == k {
+            Ok(())
+        } else {
+            Err(format!("{} takes {k} input(s), found {}", g.node(n).op.kind(), ins.len()))
+        }
+    };
+    Ok(match &g.node(n).op {
+        Op::Tokens => vec![Dim::SEQ],
+        Op::Weight { shape, .. } => shape.iter().map(|&d| Dim::Known(d)).collect(),
+        Op::TokenEmbed => {
+            arity(2)?;
+            let (_, d) = matrix(&ins[0], "the embedding table")?;
+            if ins[1].len() != 1 {
+                return Err(format!("token ids must be a vector, found {}", show(&ins[1])));
+            }
+            vec![ins[1][0], Dim::Known(d)]
+        }
+        Op::MatMul => {
+            arity(2)?;
+            let (rows, k) = matrix(&ins[0], "the activation")?;
+            let (n_out, wk) = matrix(&ins[1], "the weight")?;
+            if wk != k {
+                return Err(format!("weight {} has rows of {wk} values, the activation {} has {k}", show(&ins[1]), show(&ins[0])));
+            }
+            vec![rows, n_out]
+        }
+        Op::Add | Op::Mul => {
+            arity(2)?;
+            if ins[0] != ins[1] {
+                return Err(format!("operands differ: {} and {}", show(&ins[0]), show(&ins[1])));
+            }
+            ins[0].clone()
+        }
+        Op::Scale { .. } | Op::Silu | Op::Gelu | Op::Softcap { .. } | Op::Output => {
+            arity(1)?;
+            ins[0].clone()
+        }
+        Op::RmsNorm { group, .. } => {
+            arity(2)?;
+            let (_, d) = matrix(&ins[0], "the input")?;
+            let w: usize = ins[1].iter().map(|x| x.eval(1)).product();
+            if w != *group || d % group != 0 {
+                return Err(format!("norm weight of {w} values, groups of {group}, over rows of {d}: they must agree"));
+            }
+            ins[0].clone()
+        }
+        Op::Rope { head_dim, rot_dim, .. } => {
+            let (_, d) = matrix(&ins[0], "the input")?;
+            if d % head_dim != 0 {
+                return Err(format!("rows of {d} values are not whole heads of {head_dim}"));
+            }
+            if let Some(f) = ins.get(1) {
+                let len: usize = f.iter().map(|x| x.eval(1)).product();
+                if len != rot_dim / 2 {
+                    return Err(format!("rope frequency factors have {len} values, expected rot_dim/2 = {}", rot_dim / 2));
+                }
+            }
+            ins[0].clone()
+        }
+        Op::Attention { n_heads, n_kv_heads, head_dim, .. } => {
+            arity(3)?;
+            let (rows, dq) = matrix(&ins[0], "q")?;
+            let (_, dk) = matrix(&ins[1], "k")?;
+            let (_, dv) = matrix(&ins[2], "v")?;
+            if n_heads % n_kv_heads != 0 {
+                return Err(format!("{n_heads} query heads do not split into groups over {n_kv_heads} kv heads"));
+            }
+            if dq != n_heads * head_dim || dk != n_kv_heads * head_dim || dv != n_kv_heads * head_dim {
+                return Err(format!(
+                    "q/k/v widths {dq}/{dk}/{dv} do not match {n_heads} heads and {n_kv_heads} kv heads of {head_dim}"
+                ));
+            }
+            if ins[1][0] != rows || ins[2][0] != rows {
+                return Err("q, k and v have different numbers of positions".to_string());
+            }
+            vec![rows, Dim::Known(dq)]
+        }
+        Op::LastPosition => {
+            arity(1)?;
+            let (_, d) = matrix(&ins[0], "the input")?;
+            vec![Dim::Known(1), Dim::Known(d)]
+        }
+    })
+}

@@ -1,0 +1,123 @@
+//! The one generic generation loop: prompt → prefill (one step for the whole
+//! prompt) → sample → decode step → … until EOS or the token budget. It drives any
+//! [`Forward`]: the graph executor on a backend, or the curated decoder.
+
+use crate::sampler::{Sampler, SamplerParams};
+use crate::RuntimeError;
+use std::time::Instant;
+use weft_cpu::CpuProgram;
+
+/// A model forward pass with its own KV cache.
+pub trait Forward {
+    /// Runs `tokens` at the next positions (all at once) and returns the logits of
+    /// the last one.
+    fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError>;
+    /// Starts a new sequence at position 0.
+    fn reset(&mut self);
+    /// Positions held in the KV cache.
+    fn position(&self) -> usize;
+}
+
+impl Forward for CpuProgram {
+    fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+        let (logits, rows) = CpuProgram::forward(self, tokens)?;
+        let vocab = logits.len() / rows;
+        Ok(&logits[(rows - 1) * vocab..])
+    }
+
+    fn reset(&mut self) {
+        CpuProgram::reset(self)
+    }
+
+    fn position(&self) -> usize {
+        CpuProgram::position(self)
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenParams {
+    pub max_tokens: usize,
+    pub sampler: SamplerParams,
+    /// Token ids that end generation (EOS, end of turn).
+    pub stop_ids: Vec<u32>,
+    /// Keep going past a stop id, up to `max_tokens`.
+    pub ignore_eos: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    MaxTokens,
+    Eos,
+    /// The callback asked to stop.
+    Caller,
+}
+
+/// The outcome of one generation.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub prompt_tokens: Vec<u32>,
+    pub tokens: Vec<u32>,
+    /// Logits at the last prompt position (the first generated token's distribution).
+    pub prompt_logits: Vec<f32>,
+    pub stop: StopReason,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        self.prompt_tokens.len() as f64 / self.prefill_secs.max(1e-9)
+    }
+
+    /// Decode speed over the steps after the first token (which prefill produced).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        let steps = self.tokens.len().saturating_sub(1);
+        if steps == 0 {
+            0.0
+        } else {
+            steps as f64 / self.decode_secs.max(1e-9)
+        }
+    }
+}
+
+/// Generates from `prompt` on a fresh sequence. `on_token` sees each new token as it
+/// is chosen and returns `false` to stop.
+pub fn generate(
+    model: &mut dyn Forward,
+    prompt: &[u32],
+    params: &GenParams,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generation, RuntimeError> {
+    if prompt.is_empty() {
+        return Err(RuntimeError::EmptyPrompt);
+    }
+    model.reset();
+    let mut sampler = Sampler::new(params.sampler.clone());
+    let mut history = prompt.to_vec();
+    let t0 = Instant::now();
+    let prompt_logits = model.forward(prompt)?.to_vec();
+    let mut next = sampler.sample(&prompt_logits, &history);
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut tokens = Vec::new();
+    let mut stop = StopReason::MaxTokens;
+    while tokens.len() < params.max_tokens {
+        tokens.push(next);
+        history.push(next);
+        if !params.ignore_eos && params.stop_ids.contains(&next) {
+            stop = StopReason::Eos;
+            break;
+        }
+        if !on_token(next) {
+            stop = StopReason::Caller;
+            break;
+        }
+        if tokens.len() == params.max_tokens {
+            break;
+        }
+        let logits = model.forward(&[next])?;
+        next = sampler.sample(logits, &history);
+    }
+    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, prompt_logits, stop, prefill_secs, decode_secs: t1.elapsed().as_secs_f64() })
+}

@@ -1,0 +1,197 @@
+//! Opening a model (a path or a short name of a fetched one), compiling it into a
+//! plan, and binding a plan to a backend.
+
+use crate::curated::Curated;
+use crate::load::{ModelSource, SourceKind};
+use crate::tokenizer::Tokenizer;
+use crate::RuntimeError;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+use weft_cpu::CpuProgram;
+use weft_families::{Expanded, ModelInfo, TensorMeta};
+use weft_ir::{MetaValue, ModelStamp, Plan, PLAN_FORMAT_VERSION};
+use weft_passes::PassSelection;
+
+/// Models that `scripts/fetch_model.py` knows, by short name.
+pub const SHORT_NAMES: &[&str] = &["smollm2-135m", "gemma3-270m"];
+
+/// The script that fetches short-named models (part of this repository).
+const FETCH_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch_model.py");
+
+/// weft's cache: `$WEFT_HOME`, else `~/.cache/weft`.
+pub fn weft_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("WEFT_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("weft")
+}
+
+/// Where a short-named model lives once fetched.
+pub fn cached_model_path(name: &str) -> PathBuf {
+    weft_home().join("models").join(format!("{name}.gguf"))
+}
+
+/// Resolves `spec` (a path, or a short name) to a file or directory, fetching a
+/// short-named model that is not cached yet. `progress` hears what is happening;
+/// the fetch script reports its own progress on stderr.
+pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, RuntimeError> {
+    let path = Path::new(spec);
+    if path.exists() || !SHORT_NAMES.contains(&spec) {
+        return Ok(path.to_path_buf());
+    }
+    let cached = cached_model_path(spec);
+    if cached.exists() {
+        return Ok(cached);
+    }
+    progress(&format!("{spec} is not in the cache ({}); fetching it", cached.display()));
+    let out = Command::new("python3")
+        .arg(FETCH_SCRIPT)
+        .arg(spec)
+        .env("WEFT_HOME", weft_home())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| RuntimeError::Fetch(format!("could not run python3 {FETCH_SCRIPT}: {e}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Fetch(format!("fetching {spec} failed ({})", out.status)));
+    }
+    let fetched = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if !fetched.exists() {
+        return Err(RuntimeError::Fetch(format!("the fetch script reported {}, which does not exist", fetched.display())));
+    }
+    Ok(fetched)
+}
+
+/// Adapts the loader's view of a model to what the family expander reads.
+struct Info<'a>(&'a ModelSource);
+
+impl ModelInfo for Info<'_> {
+    fn source_kind(&self) -> weft_families::SourceKind {
+        match self.0.kind {
+            SourceKind::Gguf => weft_families::SourceKind::Gguf,
+            SourceKind::HfDir => weft_families::SourceKind::Hf,
+        }
+    }
+
+    fn architecture(&self) -> &str {
+        &self.0.architecture
+    }
+
+    fn meta(&self, key: &str) -> Option<&MetaValue> {
+        self.0.meta(key)
+    }
+
+    fn tensor_meta(&self, name: &str) -> Option<TensorMeta> {
+        self.0.tensor(name).map(|t| TensorMeta { dtype: t.dtype, type_name: t.type_name.clone(), shape: t.shape.clone() })
+    }
+
+    fn origin(&self) -> String {
+        self.0.path.display().to_string()
+    }
+}
+
+/// A compiled model: the plan and what it took to make it.
+pub struct Compiled {
+    pub expanded: Expanded,
+    /// The expanded graph as text, before any pass.
+    pub expanded_text: String,
+    pub plan: Plan,
+    pub compile_ms: f64,
+}
+
+/// An opened model with its tokenizer (when the source has one).
+pub struct Model {
+    /// The path or short name it was opened from.
+    pub spec: String,
+    pub source: ModelSource,
+    pub tokenizer: Option<Tokenizer>,
+}
+
+impl Model {
+    /// Opens a `.gguf` file, an HF directory, or a short name (fetched when missing).
+    pub fn open(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<Model, RuntimeError> {
+        let path = resolve(spec, progress)?;
+        let source = ModelSource::open(&path)?;
+        let tokenizer = match (&source.kind, &source.tokenizer_json) {
+            (SourceKind::Gguf, _) => Tokenizer::from_gguf(&source.metadata)?,
+            (SourceKind::HfDir, Some(p)) => Some(Tokenizer::from_file(p)?),
+            (SourceKind::HfDir, None) => None,
+        };
+        Ok(Model { spec: spec.to_string(), source, tokenizer })
+    }
+
+    /// Which weights these are, as a plan records them.
+    pub fn stamp(&self) -> ModelStamp {
+        ModelStamp {
+            source: self.spec.clone(),
+            file_bytes: self.source.file_bytes,
+            tensor_table_hash: self.source.tensor_table_hash(),
+        }
+    }
+
+    /// The family template's graph for this model, before any pass.
+    pub fn expand(&self) -> Result<Expanded, RuntimeError> {
+        Ok(weft_families::expand(&Info(&self.source))?)
+    }
+
+    /// Expands and runs the selected passes.
+    pub fn compile(&self, passes: &PassSelection) -> Result<Compiled, RuntimeError> {
+        let t0 = Instant::now();
+        let expanded = self.expand()?;
+        let mut graph = expanded.graph.clone();
+        weft_passes::infer_shapes(&mut graph)?;
+        let mut shaped = expanded.graph.clone();
+        weft_passes::infer_shapes(&mut shaped)?;
+        let expanded_text = shaped.to_text();
+        let log = weft_passes::optimize(&mut graph, passes)?;
+        let plan = Plan::from_graph(&graph, &expanded.family, self.stamp(), expanded.hparams.clone(), log);
+        Ok(Compiled { expanded, expanded_text, plan, compile_ms: t0.elapsed().as_secs_f64() * 1e3 })
+    }
+
+    /// Checks that a plan was compiled for these weights.
+    pub fn check_plan(&self, plan: &Plan) -> Result<(), RuntimeError> {
+        if plan.format_version != PLAN_FORMAT_VERSION {
+            return Err(RuntimeError::PlanMismatch(format!(
+                "plan format version {} is not the version this weft reads ({PLAN_FORMAT_VERSION})",
+                plan.format_version
+            )));
+        }
+        let mine = self.stamp();
+        if plan.model.tensor_table_hash != mine.tensor_table_hash || plan.model.file_bytes != mine.file_bytes {
+            return Err(RuntimeError::PlanMismatch(format!(
+                "the plan was compiled for {} ({} bytes, tensor table {}), but {} is {} bytes with tensor table {}",
+                plan.model.source,
+                plan.model.file_bytes,
+                plan.model.tensor_table_hash,
+                self.source.path.display(),
+                mine.file_bytes,
+                mine.tensor_table_hash
+            )));
+        }
+        Ok(())
+    }
+
+    /// Binds a plan to the CPU backend with room for `max_ctx` positions.
+    pub fn cpu(&self, plan: Plan, max_ctx: usize) -> Result<CpuProgram, RuntimeError> {
+        self.check_plan(&plan)?;
+        Ok(CpuProgram::new(plan, &self.source, max_ctx)?)
+    }
+
+    /// The hand-written decoder over the same weights.
+    pub fn curated(&self, max_ctx: usize) -> Result<Curated, RuntimeError> {
+        Curated::new(&self.source, max_ctx)
+    }
+
+    /// The vocabulary size (rows of the embedding as the plan reads it).
+    pub fn stop_ids(&self) -> Vec<u32> {
+        self.tokenizer.as_ref().map(|t| t.eos_ids()).unwrap_or_default()
+    }
+
+    /// Encodes text, or fails clearly when the model has no tokenizer.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+        let t = self.tokenizer.as_ref().ok_or_else(|| RuntimeError::NoTokenizer(self.source.path.display().to_string()))?;
+        Ok(t.encode(text)?)
+    }
+}

@@ -1,0 +1,211 @@
+//! Token sampling: greedy, or temperature with top-k, top-p, min-p, and a
+//! repetition penalty, from a seeded generator so runs repeat.
+
+/// How to pick the next token. `temperature == 0` (or `greedy`) takes the argmax.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerParams {
+    pub greedy: bool,
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches p (1: all).
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one (0: none).
+    pub min_p: f32,
+    /// Divides positive (multiplies negative) logits of recently seen tokens (1: off).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerParams {
+    fn default() -> Self {
+        SamplerParams {
+            greedy: false,
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0x5eed,
+        }
+    }
+}
+
+impl SamplerParams {
+    pub fn greedy() -> Self {
+        SamplerParams { greedy: true, ..Default::default() }
+    }
+}
+
+/// The index of the largest value (the first on ties), as llama.cpp and torch pick.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Top-1 minus top-2 logit: how decided a greedy step was.
+pub fn top_gap(logits: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in logits {
+        if v > a {
+            b = a;
+            a = v;
+        } else if v > b {
+            b = v;
+        }
+    }
+    a - b
+}
+
+pub struct Sampler {
+    params: SamplerParams,
+    state: u64,
+    scratch: Vec<(f32, u32)>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplerParams) -> Self {
+        let state = params.seed;
+        Sampler { params, state, scratch: Vec::new() }
+    }
+
+    /// splitmix64: small, fast, and good enough to draw one token.
+    fn next_f32(&mut self) -> f32 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Picks the next token from `logits` given the tokens so far (for the penalty).
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let p = &self.params;
+        let penalised = p.repeat_penalty != 1.0 && !history.is_empty();
+        let mut recent: Vec<u32> = Vec::new();
+        if penalised {
+            recent = history[history.len().saturating_sub(p.repeat_last_n)..].to_vec();
+            recent.sort_unstable();
+            recent.dedup();
+        }
+        let penalty = |id: u32, v: f32| -> f32 {
+            if penalised && recent.binary_search(&id).is_ok() {
+                if v > 0.0 {
+                    v / p.repeat_penalty
+                } else {
+                    v * p.repeat_penalty
+                }
+            } else {
+                v
+            }
+        };
+        if p.greedy || p.temperature <= 0.0 {
+            if !penalised {
+                return argmax(logits);
+            }
+            let mut best = (f32::NEG_INFINITY, 0);
+            for (i, &v) in logits.iter().enumerate() {
+                let v = penalty(i as u32, v);
+                if v > best.0 {
+                    best = (v, i as u32);
+                }
+            }
+            return best.1;
+        }
+        let (top_k, top_p, min_p, temp) = (p.top_k, p.top_p, p.min_p, p.temperature);
+        let mut c = std::mem::take(&mut self.scratch);
+        c.clear();
+        c.extend(logits.iter().enumerate().map(|(i, &v)| (penalty(i as u32, v), i as u32)));
+        let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0);
+        if top_k > 0 && top_k < c.len() {
+            c.select_nth_unstable_by(top_k - 1, desc);
+            c.truncate(top_k);
+        }
+        c.sort_unstable_by(desc);
+        // Softmax at the temperature, then top-p and min-p on the probabilities.
+        let m = c[0].0;
+        let mut sum = 0.0;
+        for e in c.iter_mut() {
+            e.0 = ((e.0 - m) / temp).exp();
+            sum += e.0;
+        }
+        let mut keep = c.len();
+        let mut acc = 0.0;
+        for (i, e) in c.iter().enumerate() {
+            let prob = e.0 / sum;
+            if min_p > 0.0 && prob < min_p * (c[0].0 / sum) {
+                keep = i;
+                break;
+            }
+            acc += prob;
+            if acc >= top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        c.truncate(keep.max(1));
+        let total: f32 = c.iter().map(|e| e.0).sum();
+        let mut r = self.next_f32() * total;
+        let mut pick = c[c.len() - 1].1;
+        for e in &c {
+            if r < e.0 {
+                pick = e.1;
+                break;
+            }
+            r -= e.0;
+        }
+        self.scratch = c;
+        pick
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_first_max() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
+        let mut s = Sampler::new(SamplerParams::greedy());
+        assert_eq!(s.sample(&[0.1, 0.5, 0.2], &[]), 1);
+    }
+
+    #[test]
+    fn repetition_penalty_demotes_seen_tokens() {
+        let mut s = Sampler::new(SamplerParams { repeat_penalty: 2.0, ..SamplerParams::greedy() });
+        assert_eq!(s.sample(&[1.0, 1.5, 0.2], &[1]), 0);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_seed_repeats() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let mut s = Sampler::new(SamplerParams { top_k: 1, temperature: 1.5, ..Default::default() });
+        assert_eq!(s.sample(&logits, &[]), argmax(&logits));
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplerParams { seed, temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() });
+            (0..20).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+    }
+
+    #[test]
+    fn min_p_and_top_p_cut_the_tail() {
+        let logits = [5.0, 4.9, -10.0, -10.0];
+        for seed in 0..50 {
+            let mut s = Sampler::new(SamplerParams { seed, temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.1, ..Default::default() });
+            assert!(s.sample(&logits, &[]) < 2);
+            let mut s = Sampler::new(SamplerParams { seed, temperature: 1.0, top_k: 0, top_p: 0.3, min_p: 0.0, ..Default::default() });
+            assert_eq!(s.sample(&logits, &[]), 0);
+        }
+    }
+}

@@ -1,0 +1,725 @@
+//! Tokenizers: GGUF vocabularies (byte-level BPE and SentencePiece-style, as
+//! llama.cpp reads them) and Hugging Face `tokenizer.json` files.
+//!
+//! `encode` reproduces llama.cpp's ids for a plain prompt: BOS only when the
+//! model asks for it, user-defined tokens matched in the raw text, control
+//! tokens never parsed from text. Decoding hides control tokens, as llama.cpp
+//! does when not asked to render special tokens.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::SplitDelimiterBehavior;
+use weft_ir::MetaValue;
+
+/// Everything that can go wrong building or running a tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenizer: missing metadata key '{key}'")]
+    MissingKey { key: String },
+    #[error("tokenizer: metadata key '{key}': expected {expected}, found {found}")]
+    BadKey { key: String, expected: String, found: String },
+    #[error("tokenizer: unsupported tokenizer.ggml.model '{0}' (expected \"gpt2\" or \"llama\")")]
+    UnknownModel(String),
+    #[error("tokenizer: unsupported tokenizer.ggml.pre '{0}' (supported: default, gpt2, gpt-2, smollm, llama-bpe, llama3, qwen2, starcoder)")]
+    UnknownPre(String),
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: malformed JSON: {msg}")]
+    Json { path: PathBuf, msg: String },
+    #[error("{path}: cannot load tokenizer: {msg}")]
+    Load { path: PathBuf, msg: String },
+    #[error("tokenizer: cannot build the BPE model from the GGUF vocabulary: {0}")]
+    Build(String),
+    #[error("tokenizer: cannot encode text: {0}")]
+    Encode(String),
+}
+
+/// GGUF `tokenizer.ggml.token_type` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenKind {
+    Normal,
+    Unknown,
+    Control,
+    UserDefined,
+    Unused,
+    Byte,
+}
+
+impl TokenKind {
+    fn from_gguf(t: i64) -> TokenKind {
+        match t {
+            1 => TokenKind::Normal,
+            2 => TokenKind::Unknown,
+            3 => TokenKind::Control,
+            4 => TokenKind::UserDefined,
+            5 => TokenKind::Unused,
+            6 => TokenKind::Byte,
+            // 0 (undefined) and anything else are suppressed when decoding, as in llama.cpp.
+            _ => TokenKind::Unused,
+        }
+    }
+}
+
+enum Model {
+    /// GGUF byte-level BPE: a `tokenizers` BPE with llama.cpp's pre-tokenizer regexes.
+    Bpe { hf: Box<tokenizers::Tokenizer> },
+    /// GGUF SentencePiece-style vocabulary, llama.cpp's greedy bigram merge.
+    Spm { vocab: HashMap<String, u32>, scores: Vec<f32>, byte_ids: [Option<u32>; 256], add_space_prefix: bool },
+    /// A Hugging Face `tokenizer.json`.
+    Hf { hf: Box<tokenizers::Tokenizer>, add_bos: Option<bool>, strip_leading_space: bool },
+}
+
+/// A text tokenizer for one model.
+pub struct Tokenizer {
+    model: Model,
+    /// Decoded bytes of each id (empty for hidden tokens).
+    pieces: Vec<Vec<u8>>,
+    /// User-defined tokens, longest first, matched in raw text before the model runs.
+    user_defined: Vec<(String, u32)>,
+    bos: Option<u32>,
+    add_bos: bool,
+    eos: Vec<u32>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.model {
+            Model::Bpe { .. } => "gguf-bpe",
+            Model::Spm { .. } => "gguf-spm",
+            Model::Hf { .. } => "hf",
+        };
+        write!(f, "Tokenizer({kind}, {} tokens, bos {:?}, eos {:?})", self.pieces.len(), self.bos, self.eos)
+    }
+}
+
+/// Texts llama.cpp treats as end of generation when present in the vocabulary.
+const EOG_TEXTS: [&str; 9] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "<|end_of_text|>",
+    "<｜end▁of▁sentence｜>",
+];
+
+fn bad_key(key: &str, expected: &str, v: &MetaValue) -> TokenizerError {
+    TokenizerError::BadKey { key: key.into(), expected: expected.into(), found: v.summary() }
+}
+
+fn meta_str<'a>(meta: &'a BTreeMap<String, MetaValue>, key: &str) -> Result<Option<&'a str>, TokenizerError> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_str().map(Some).ok_or_else(|| bad_key(key, "a string", v)),
+    }
+}
+
+fn meta_bool(meta: &BTreeMap<String, MetaValue>, key: &str) -> Result<Option<bool>, TokenizerError> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| bad_key(key, "a bool", v)),
+    }
+}
+
+fn meta_id(meta: &BTreeMap<String, MetaValue>, key: &str, n: usize) -> Result<Option<u32>, TokenizerError> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(id) if (id as usize) < n => Ok(Some(id as u32)),
+            _ => Err(bad_key(key, &format!("a token id below the vocabulary size {n}"), v)),
+        },
+    }
+}
+
+fn meta_array<'a>(meta: &'a BTreeMap<String, MetaValue>, key: &str) -> Result<Option<&'a [MetaValue]>, TokenizerError> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_array().map(Some).ok_or_else(|| bad_key(key, "an array", v)),
+    }
+}
+
+/// GPT-2's byte-to-character table: printable bytes map to themselves, the
+/// rest to U+0100 onwards.
+fn byte_level_chars() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..256u32 {
+        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let c = if printable {
+            b
+        } else {
+            next += 1;
+            next - 1
+        };
+        table[b as usize] = char::from_u32(c).unwrap_or('\0');
+    }
+    table
+}
+
+/// Inverts the byte-level mapping; characters outside it keep their UTF-8 bytes.
+fn byte_level_decode(text: &str, inverse: &HashMap<char, u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match inverse.get(&c) {
+            Some(&b) => out.push(b),
+            None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    out
+}
+
+/// `<0xAB>` → 0xAB.
+fn parse_byte_token(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// SentencePiece piece → bytes: "▁" is a space, `<0xXX>` a raw byte.
+fn spm_piece_bytes(text: &str) -> Vec<u8> {
+    match parse_byte_token(text) {
+        Some(b) => vec![b],
+        None => text.replace('\u{2581}', " ").into_bytes(),
+    }
+}
+
+/// llama.cpp's pre-tokenizer regexes for a `tokenizer.ggml.pre` value, and
+/// whether it skips merges for words already in the vocabulary.
+fn pre_regexes(pre: &str) -> Result<(Vec<&'static str>, bool), TokenizerError> {
+    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    Ok(match pre {
+        "default" => (vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"], false),
+        "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "roberta-bpe" => (vec![GPT2], false),
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
+            (vec![r"\p{N}", GPT2], false)
+        }
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => (vec![LLAMA3], true),
+        "dbrx" | "smaug-bpe" => (vec![LLAMA3], false),
+        "qwen2" | "stablelm2" | "megrez" | "deepseek-r1-qwen" => (vec![QWEN2], false),
+        other => return Err(TokenizerError::UnknownPre(other.to_string())),
+    })
+}
+
+/// Whether a BPE pre-tokenizer makes llama.cpp add BOS by default.
+fn pre_adds_bos(pre: &str) -> bool {
+    matches!(pre, "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "tekken" | "chameleon")
+}
+
+#[derive(PartialEq)]
+struct Bigram {
+    score: f32,
+    left: usize,
+    right: usize,
+    size: usize,
+}
+
+impl Eq for Bigram {}
+
+impl Ord for Bigram {
+    // Highest score first; on ties, the leftmost pair (llama.cpp's order).
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .partial_cmp(&other.score)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| other.left.cmp(&self.left))
+    }
+}
+
+impl PartialOrd for Bigram {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// llama.cpp's SentencePiece tokenization of one already-escaped fragment.
+fn spm_tokenize(text: &str, vocab: &HashMap<String, u32>, scores: &[f32], byte_ids: &[Option<u32>; 256], out: &mut Vec<u32>) {
+    // Symbols are (start, len) byte ranges of `text`, linked by prev/next.
+    struct Sym {
+        start: usize,
+        len: usize,
+        prev: Option<usize>,
+        next: Option<usize>,
+    }
+    let mut syms: Vec<Sym> = Vec::new();
+    for (i, (start, c)) in text.char_indices().enumerate() {
+        syms.push(Sym { start, len: c.len_utf8(), prev: i.checked_sub(1), next: None });
+        if i > 0 {
+            syms[i - 1].next = Some(i);
+        }
+    }
+    if syms.is_empty() {
+        return;
+    }
+    let mut queue = BinaryHeap::new();
+    let try_add = |syms: &[Sym], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
+        let (Some(l), Some(r)) = (left, right) else { return };
+        let start = syms[l].start;
+        let size = syms[l].len + syms[r].len;
+        if let Some(&id) = vocab.get(&text[start..start + size]) {
+            let score = scores.get(id as usize).copied().unwrap_or(0.0);
+            queue.push(Bigram { score, left: l, right: r, size });
+        }
+    };
+    for i in 1..syms.len() {
+        try_add(&syms, &mut queue, Some(i - 1), Some(i));
+    }
+    while let Some(b) = queue.pop() {
+        let (l, r) = (b.left, b.right);
+        // Skip pairs whose symbols were merged away since they were queued.
+        if syms[l].len == 0 || syms[r].len == 0 || syms[l].len + syms[r].len != b.size {
+            continue;
+        }
+        syms[l].len += syms[r].len;
+        syms[r].len = 0;
+        syms[l].next = syms[r].next;
+        if let Some(n) = syms[r].next {
+            syms[n].prev = Some(l);
+        }
+        let prev = syms[l].prev;
+        let next = syms[l].next;
+        try_add(&syms, &mut queue, prev, Some(l));
+        try_add(&syms, &mut queue, Some(l), next);
+    }
+    let mut i = Some(0);
+    while let Some(k) = i {
+        let piece = &text[syms[k].start..syms[k].start + syms[k].len];
+        match vocab.get(piece) {
+            Some(&id) => out.push(id),
+            // Only unmerged single characters can be missing: spell them as bytes.
+            None => out.extend(piece.bytes().filter_map(|b| byte_ids[b as usize])),
+        }
+        i = syms[k].next;
+    }
+}
+
+/// A raw text fragment, or a token matched verbatim.
+enum Fragment<'a> {
+    Text(&'a str),
+    Token(u32),
+}
+
+/// Splits text on user-defined tokens, longest token first (llama.cpp's order).
+fn partition<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fragment<'a>> {
+    let mut frags = vec![Fragment::Text(text)];
+    for (tok, id) in specials {
+        let mut next = Vec::with_capacity(frags.len());
+        for f in frags {
+            match f {
+                Fragment::Text(t) if t.contains(tok.as_str()) => {
+                    let mut rest = t;
+                    while let Some(pos) = rest.find(tok.as_str()) {
+                        if pos > 0 {
+                            next.push(Fragment::Text(&rest[..pos]));
+                        }
+                        next.push(Fragment::Token(*id));
+                        rest = &rest[pos + tok.len()..];
+                    }
+                    if !rest.is_empty() {
+                        next.push(Fragment::Text(rest));
+                    }
+                }
+                other => next.push(other),
+            }
+        }
+        frags = next;
+    }
+    frags
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer a GGUF file describes; `None` when it has none.
+    pub fn from_gguf(meta: &BTreeMap<String, MetaValue>) -> Result<Option<Tokenizer>, TokenizerError> {
+        let Some(model) = meta_str(meta, "tokenizer.ggml.model")? else {
+            return Ok(None);
+        };
+        let tokens = meta_array(meta, "tokenizer.ggml.tokens")?
+            .ok_or_else(|| TokenizerError::MissingKey { key: "tokenizer.ggml.tokens".into() })?;
+        let mut texts = Vec::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            let s = t.as_str().ok_or_else(|| bad_key(&format!("tokenizer.ggml.tokens[{i}]"), "a string", t))?;
+            // llama.cpp renames empty tokens so they can never match text.
+            texts.push(if s.is_empty() { format!("[EMPTY_{i}]") } else { s.to_string() });
+        }
+        let n = texts.len();
+        let kinds: Vec<TokenKind> = match meta_array(meta, "tokenizer.ggml.token_type")? {
+            None => vec![TokenKind::Normal; n],
+            Some(a) if a.len() == n => a
+                .iter()
+                .map(|v| match v {
+                    MetaValue::Int(t) => TokenKind::from_gguf(*t),
+                    MetaValue::UInt(t) => TokenKind::from_gguf(*t as i64),
+                    _ => TokenKind::Unused,
+                })
+                .collect(),
+            Some(a) => {
+                return Err(TokenizerError::BadKey {
+                    key: "tokenizer.ggml.token_type".into(),
+                    expected: format!("{n} entries (one per token)"),
+                    found: format!("{} entries", a.len()),
+                })
+            }
+        };
+        let mut vocab = HashMap::with_capacity(n);
+        for (i, t) in texts.iter().enumerate() {
+            vocab.insert(t.clone(), i as u32);
+        }
+
+        let mut user_defined: Vec<(String, u32)> = (0..n)
+            .filter(|&i| kinds[i] == TokenKind::UserDefined)
+            .map(|i| (texts[i].clone(), i as u32))
+            .collect();
+        user_defined.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+
+        let model_name = model;
+        let (model, pieces, default_bos, default_add_bos) = match model {
+            "gpt2" => {
+                let pre = meta_str(meta, "tokenizer.ggml.pre")?.unwrap_or("default");
+                let (regexes, ignore_merges) = pre_regexes(pre)?;
+                let merges_meta = meta_array(meta, "tokenizer.ggml.merges")?
+                    .ok_or_else(|| TokenizerError::MissingKey { key: "tokenizer.ggml.merges".into() })?;
+                let mut merges = Vec::with_capacity(merges_meta.len());
+                for (i, m) in merges_meta.iter().enumerate() {
+                    let s = m.as_str().ok_or_else(|| bad_key(&format!("tokenizer.ggml.merges[{i}]"), "a string", m))?;
+                    // Split at the first space after the first character, as llama.cpp does.
+                    let Some(pos) = s.get(1..).and_then(|t| t.find(' ')).map(|p| p + 1) else {
+                        continue;
+                    };
+                    let (a, b) = (&s[..pos], &s[pos + 1..]);
+                    // A merge whose parts or result are not tokens can never yield a
+                    // token; the BPE builder rejects such merges, so drop them.
+                    if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")) {
+                        merges.push((a.to_string(), b.to_string()));
+                    }
+                }
+                let bpe = BPE::builder()
+                    .vocab_and_merges(
+                        vocab.iter().map(|(k, &v)| (k.clone(), v)).collect::<tokenizers::models::bpe::Vocab>(),
+                        merges,
+                    )
+                    .ignore_merges(ignore_merges)
+                    .build()
+                    .map_err(|e| TokenizerError::Build(e.to_string()))?;
+                let mut pres: Vec<PreTokenizerWrapper> = Vec::new();
+                for r in regexes {
+                    let split = Split::new(SplitPattern::Regex(r.to_string()), SplitDelimiterBehavior::Isolated, false)
+                        .map_err(|e| TokenizerError::Build(format!("pre-tokenizer regex {r:?}: {e}")))?;
+                    pres.push(split.into());
+                }
+                pres.push(ByteLevel::new(false, false, false).into());
+                let mut hf = tokenizers::Tokenizer::new(bpe);
+                hf.with_pre_tokenizer(Some(Sequence::new(pres)));
+
+                let inverse: HashMap<char, u8> =
+                    byte_level_chars().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+                let pieces = (0..n)
+                    .map(|i| match kinds[i] {
+                        TokenKind::Normal => byte_level_decode(&texts[i], &inverse),
+                        TokenKind::UserDefined => texts[i].clone().into_bytes(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                (Model::Bpe { hf: Box::new(hf) }, pieces, Some(11), pre_adds_bos(pre))
+            }
+            "llama" => {
+                let scores: Vec<f32> = match meta_array(meta, "tokenizer.ggml.scores")? {
+                    None => vec![0.0; n],
+                    Some(a) if a.len() == n => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+                    Some(a) => {
+                        return Err(TokenizerError::BadKey {
+                            key: "tokenizer.ggml.scores".into(),
+                            expected: format!("{n} entries (one per token)"),
+                            found: format!("{} entries", a.len()),
+                        })
+                    }
+                };
+                let mut byte_ids = [None; 256];
+                for (b, slot) in byte_ids.iter_mut().enumerate() {
+                    *slot = vocab
+                        .get(&format!("<0x{b:02X}>"))
+                        .or_else(|| char::from_u32(b as u32).and_then(|c| vocab.get(&c.to_string())))
+                        .copied();
+                }
+                let add_space_prefix = meta_bool(meta, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+                let pieces = (0..n)
+                    .map(|i| match kinds[i] {
+                        TokenKind::Normal => texts[i].replace('\u{2581}', " ").into_bytes(),
+                        TokenKind::UserDefined => texts[i].clone().into_bytes(),
+                        TokenKind::Byte => spm_piece_bytes(&texts[i]),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                (Model::Spm { vocab: vocab.clone(), scores, byte_ids, add_space_prefix }, pieces, Some(1), true)
+            }
+            other => return Err(TokenizerError::UnknownModel(other.to_string())),
+        };
+
+        let bos = match meta_id(meta, "tokenizer.ggml.bos_token_id", n)? {
+            Some(id) => Some(id),
+            None => default_bos.filter(|&b| (b as usize) < n),
+        };
+        let add_bos = meta_bool(meta, "tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos) && bos.is_some();
+        let mut eos = Vec::new();
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            eos.extend(meta_id(meta, key, n)?);
+        }
+        if model_name == "llama" && eos.is_empty() && n > 2 {
+            eos.push(2);
+        }
+        eos.extend(EOG_TEXTS.iter().filter_map(|t| vocab.get(*t).copied()));
+        eos.sort_unstable();
+        eos.dedup();
+        Ok(Some(Tokenizer { model, pieces, user_defined, bos, add_bos, eos }))
+    }
+
+    /// Loads a Hugging Face `tokenizer.json`, reading `tokenizer_config.json`
+    /// (and `config.json` / `generation_config.json`) beside it for BOS/EOS.
+    pub fn from_file(path: &Path) -> Result<Tokenizer, TokenizerError> {
+        let text = std::fs::read(path).map_err(|e| TokenizerError::Io { path: path.to_path_buf(), source: e })?;
+        let json: Value = serde_json::from_slice(&text)
+            .map_err(|e| TokenizerError::Json { path: path.to_path_buf(), msg: e.to_string() })?;
+        let mut hf = tokenizers::Tokenizer::from_bytes(&text)
+            .map_err(|e| TokenizerError::Load { path: path.to_path_buf(), msg: e.to_string() })?;
+        // Special tokens in the prompt are plain text, as in llama.cpp.
+        hf.set_encode_special_tokens(true);
+
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let read_side = |name: &str| -> Result<Option<Value>, TokenizerError> {
+            let p = dir.join(name);
+            match std::fs::read(&p) {
+                Ok(b) => serde_json::from_slice(&b)
+                    .map(Some)
+                    .map_err(|e| TokenizerError::Json { path: p, msg: e.to_string() }),
+                Err(_) => Ok(None),
+            }
+        };
+        let tok_config = read_side("tokenizer_config.json")?.unwrap_or(Value::Null);
+        let token_text = |v: Option<&Value>| -> Option<String> {
+            match v? {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+                _ => None,
+            }
+        };
+        let bos = token_text(tok_config.get("bos_token")).and_then(|t| hf.token_to_id(&t));
+        let add_bos = tok_config.get("add_bos_token").and_then(Value::as_bool);
+        let mut eos: Vec<u32> = token_text(tok_config.get("eos_token")).and_then(|t| hf.token_to_id(&t)).into_iter().collect();
+        for side in ["generation_config.json", "config.json"] {
+            // Optional files: a malformed one only loses its EOS hint.
+            if let Ok(Some(v)) = read_side(side) {
+                match v.get("eos_token_id") {
+                    Some(Value::Number(id)) => eos.extend(id.as_u64().map(|i| i as u32)),
+                    Some(Value::Array(a)) => eos.extend(a.iter().filter_map(|i| i.as_u64().map(|i| i as u32))),
+                    _ => {}
+                }
+            }
+        }
+        eos.extend(EOG_TEXTS.iter().filter_map(|t| hf.token_to_id(t)));
+        let n = hf.get_vocab_size(true);
+        eos.retain(|&i| (i as usize) < n);
+        eos.sort_unstable();
+        eos.dedup();
+
+        // Byte-level vocabularies spell bytes as GPT-2 characters; the others are
+        // SentencePiece-style ("▁" for space, `<0xXX>` byte fallback).
+        let byte_level = json.get("decoder").is_some_and(|d| d.to_string().contains("\"ByteLevel\""));
+        let inverse: HashMap<char, u8> = byte_level_chars().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let added = hf.get_added_tokens_decoder();
+        let pieces = (0..n as u32)
+            .map(|id| {
+                if let Some(a) = added.get(&id) {
+                    return if a.special { Vec::new() } else { a.content.clone().into_bytes() };
+                }
+                match hf.id_to_token(id) {
+                    None => Vec::new(),
+                    Some(t) if byte_level => byte_level_decode(&t, &inverse),
+                    Some(t) => spm_piece_bytes(&t),
+                }
+            })
+            .collect();
+        let strip_leading_space =
+            !byte_level && json.get("decoder").is_some_and(|d| d.to_string().contains("\"Strip\""));
+        Ok(Tokenizer {
+            model: Model::Hf { hf: Box::new(hf), add_bos, strip_leading_space },
+            pieces,
+            user_defined: Vec::new(),
+            bos,
+            add_bos: add_bos.unwrap_or(false),
+            eos,
+        })
+    }
+
+    /// Token ids of a plain prompt, BOS first when the model asks for it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let mut out = Vec::new();
+        match &self.model {
+            Model::Hf { hf, add_bos, .. } => {
+                let enc = hf.encode(text, true).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                out.extend_from_slice(enc.get_ids());
+                // tokenizer_config's add_bos_token overrides the post-processor.
+                if let Some(bos) = self.bos {
+                    let starts = out.first() == Some(&bos);
+                    match add_bos {
+                        Some(true) if !starts => out.insert(0, bos),
+                        Some(false) if starts => {
+                            let plain = hf.encode(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                            if plain.get_ids().first() != Some(&bos) {
+                                out.remove(0);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                return Ok(out);
+            }
+            Model::Bpe { hf } => {
+                if self.add_bos {
+                    out.extend(self.bos);
+                }
+                for frag in partition(text, &self.user_defined) {
+                    match frag {
+                        Fragment::Token(id) => out.push(id),
+                        Fragment::Text(t) => {
+                            let enc = hf.encode_fast(t, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                            out.extend_from_slice(enc.get_ids());
+                        }
+                    }
+                }
+            }
+            Model::Spm { vocab, scores, byte_ids, add_space_prefix } => {
+                if self.add_bos {
+                    out.extend(self.bos);
+                }
+                let mut prev_special = true;
+                for frag in partition(text, &self.user_defined) {
+                    match frag {
+                        Fragment::Token(id) => {
+                            out.push(id);
+                            prev_special = true;
+                        }
+                        Fragment::Text(t) => {
+                            let mut s = String::with_capacity(t.len() + 3);
+                            if *add_space_prefix && prev_special {
+                                s.push(' ');
+                            }
+                            s.push_str(t);
+                            let s = s.replace(' ', "\u{2581}");
+                            spm_tokenize(&s, vocab, scores, byte_ids, &mut out);
+                            prev_special = false;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Text of a token sequence; invalid UTF-8 becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend_from_slice(self.piece(id));
+        }
+        let strip = match &self.model {
+            Model::Spm { add_space_prefix, .. } => *add_space_prefix,
+            Model::Hf { strip_leading_space, .. } => *strip_leading_space,
+            Model::Bpe { .. } => false,
+        };
+        // The space the encoder prepended is not part of the text.
+        let skip = usize::from(strip && bytes.first() == Some(&b' '));
+        String::from_utf8_lossy(&bytes[skip..]).into_owned()
+    }
+
+    fn piece(&self, id: u32) -> &[u8] {
+        self.pieces.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Raw bytes of one token (empty for control tokens and unknown ids); a
+    /// multi-byte character may be split across tokens.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        self.piece(id).to_vec()
+    }
+
+    /// Ids that end generation: EOS, plus end-of-turn/-message tokens present.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        self.eos.clone()
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// Whether `encode` prepends BOS.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.pieces.len()
+    }
+}
+
+/// Turns a stream of token ids into text, holding back bytes of a character
+/// that is not complete yet.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder {
+    pub fn new() -> StreamDecoder {
+        StreamDecoder::default()
+    }
+
+    /// The text completed by this token (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
+        self.pending.extend_from_slice(tok.piece(id));
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // SAFETY-free: the prefix was just validated.
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).unwrap_or_default());
+                    match e.error_len() {
+                        // Incomplete character at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                        // Invalid bytes can never complete: replace them.
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is still held back (an incomplete character becomes U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
