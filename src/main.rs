@@ -1,1 +1,361 @@
-fn main() {}
+//! The weft command line: a thin layer over `weft_runtime`.
+//!
+//! Invariant: only this crate prints. Results go to stdout, progress and errors to stderr.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use weft_ir::Plan;
+use weft_runtime::tokenizer::StreamDecoder;
+use weft_runtime::{generate, parity, Forward, GenParams, Model, PassSelection, SamplerParams};
+
+/// weft compiles transformer language models into execution plans and runs them.
+#[derive(Parser)]
+#[command(name = "weft", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile MODEL and generate from a prompt (compile + exec in one step).
+    Run {
+        /// A .gguf file, an HF directory (config.json + safetensors), or a short name
+        /// (smollm2-135m, gemma3-270m) that is fetched into $WEFT_HOME when missing.
+        #[arg(default_value = "smollm2-135m")]
+        model: String,
+        /// Optional passes: all, none, a list (tie-alias,dce) or removals (-dce).
+        #[arg(long, default_value = "all")]
+        passes: String,
+        #[command(flatten)]
+        gen: GenArgs,
+    },
+    /// Compile MODEL into a plan (the optimised graph and the pass log; weights by name).
+    Compile {
+        /// A .gguf file, an HF directory, or a short name.
+        model: String,
+        /// Where to write the plan (JSON).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Print a graph instead of (or as well as) writing the plan.
+        #[arg(long, value_enum)]
+        dump: Option<Dump>,
+        /// Optional passes: all, none, a list, or removals (-dce).
+        #[arg(long, default_value = "all")]
+        passes: String,
+    },
+    /// Run a plan written by `weft compile`.
+    Exec {
+        /// The plan file.
+        plan: PathBuf,
+        /// Weights to run it on (default: what the plan was compiled from). Must match
+        /// the plan's recorded size and tensor table.
+        #[arg(long)]
+        weights: Option<String>,
+        #[command(flatten)]
+        gen: GenArgs,
+    },
+    /// Print a model's metadata, tensors and which family template applies.
+    Inspect {
+        model: String,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the graph executor and the curated decoder on the same tokens and compare.
+    /// Exits 1 unless logits agree within 1e-4 relative and greedy tokens are identical.
+    Parity {
+        model: String,
+        #[arg(long, conflicts_with = "tokens")]
+        prompt: Option<String>,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',')]
+        tokens: Option<Vec<u32>>,
+        /// Greedy steps compared after the prompt.
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        #[arg(long, default_value = "all")]
+        passes: String,
+        /// Largest allowed max|Δlogit| / max|logit|.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dump {
+    /// The graph as the template expands it.
+    Expanded,
+    /// The graph after the passes.
+    Optimized,
+    /// The optimised graph as Graphviz DOT.
+    Dot,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Backend {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Prompt text (needs a tokenizer).
+    #[arg(long, conflicts_with = "tokens")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids (works without a tokenizer).
+    #[arg(long, value_delimiter = ',')]
+    tokens: Option<Vec<u32>>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Always take the most likely token.
+    #[arg(long)]
+    greedy: bool,
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// 0 disables.
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// 1.0 disables.
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    #[arg(long, default_value_t = 0x5eed)]
+    seed: u64,
+    /// Keep generating past end-of-sequence, up to --max-tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Write the logits at the last prompt position to FILE as {"logits": [...]}.
+    #[arg(long)]
+    logits_out: Option<PathBuf>,
+    /// KV-cache positions (default: prompt + max tokens).
+    #[arg(long)]
+    ctx: Option<usize>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: Backend,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Run { model, passes, gen } => {
+            let selection = PassSelection::parse(&passes)?;
+            let model = open(&model)?;
+            let compiled = model.compile(&selection)?;
+            eprintln!("weft: compiled {} ({} steps) in {:.1} ms", compiled.plan.family, compiled.plan.steps.len(), compiled.compile_ms);
+            run_plan(&model, compiled.plan, &gen)
+        }
+        Command::Exec { plan, weights, gen } => {
+            let text = std::fs::read_to_string(&plan).with_context(|| format!("reading plan {}", plan.display()))?;
+            let plan_v: Plan = serde_json::from_str(&text).with_context(|| format!("{}: not a weft plan", plan.display()))?;
+            let model = open(weights.as_deref().unwrap_or(&plan_v.model.source))?;
+            run_plan(&model, plan_v, &gen)
+        }
+        Command::Compile { model, output, dump, passes } => {
+            let selection = PassSelection::parse(&passes)?;
+            let model = open(&model)?;
+            let compiled = model.compile(&selection)?;
+            match dump {
+                Some(Dump::Expanded) => print!("{}", compiled.expanded_text),
+                Some(Dump::Optimized) => print!("{}", compiled.plan.to_text()),
+                Some(Dump::Dot) => print!("{}", compiled.plan.to_dot()),
+                None => {}
+            }
+            if let Some(out) = output {
+                write_atomic(&out, serde_json::to_string_pretty(&compiled.plan)?.as_bytes())?;
+                eprintln!("weft: wrote {} ({} steps, compiled in {:.1} ms)", out.display(), compiled.plan.steps.len(), compiled.compile_ms);
+            } else if dump.is_none() {
+                bail!("nothing to do: give -o plan.json and/or --dump");
+            }
+            Ok(())
+        }
+        Command::Inspect { model, json } => inspect(&model, json),
+        Command::Parity { model, prompt, tokens, steps, passes, tolerance, json } => {
+            let selection = PassSelection::parse(&passes)?;
+            let model = open(&model)?;
+            let prompt = prompt_tokens(&model, prompt.as_deref(), tokens)?;
+            let plan = model.compile(&selection)?.plan;
+            let ctx = prompt.len() + steps + 1;
+            let mut graph = model.cpu(plan, ctx)?;
+            let mut curated = model.curated(ctx)?;
+            let r = parity::compare(&mut graph, &mut curated, &prompt, steps, tolerance)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"max_rel_diff": r.max_rel(), "rel_diffs": r.rel_diffs, "tokens_graph": r.tokens_a,
+                           "tokens_curated": r.tokens_b, "tokens_agree": r.tokens_agree(), "passed": r.passed()})
+                );
+            } else {
+                println!("prompt tokens: {}", prompt.len());
+                println!("max |Δlogit| / max|logit|: {:.3e} (tolerance {:.0e})", r.max_rel(), tolerance);
+                println!("greedy tokens agree: {} ({} positions)", r.tokens_agree(), r.tokens_a.len());
+                println!("{}", if r.passed() { "PASS" } else { "FAIL" });
+            }
+            if !r.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn open(spec: &str) -> Result<Model> {
+    eprintln!("weft: opening {spec}");
+    Ok(Model::open(spec, &mut |msg| eprintln!("weft: {msg}"))?)
+}
+
+fn prompt_tokens(model: &Model, prompt: Option<&str>, tokens: Option<Vec<u32>>) -> Result<Vec<u32>> {
+    match (prompt, tokens) {
+        (_, Some(t)) => Ok(t),
+        (Some(p), None) => Ok(model.encode(p)?),
+        (None, None) => bail!("give a prompt: --prompt TEXT or --tokens 1,2,3"),
+    }
+}
+
+/// Writes through a temporary file and a rename, so no half-written file is left.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp-weft");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn run_plan(model: &Model, plan: Plan, gen: &GenArgs) -> Result<()> {
+    if gen.backend == Backend::Gpu {
+        bail!("the gpu backend is not built yet; use --backend cpu");
+    }
+    let prompt = prompt_tokens(model, gen.prompt.as_deref(), gen.tokens.clone())?;
+    let ctx = gen.ctx.unwrap_or(prompt.len() + gen.max_tokens);
+    let mut program = model.cpu(plan, ctx)?;
+    let params = GenParams {
+        max_tokens: gen.max_tokens,
+        sampler: SamplerParams {
+            greedy: gen.greedy,
+            temperature: gen.temperature,
+            top_k: gen.top_k,
+            top_p: gen.top_p,
+            min_p: gen.min_p,
+            repeat_penalty: gen.repeat_penalty,
+            repeat_last_n: 64,
+            seed: gen.seed,
+        },
+        stop_ids: model.stop_ids(),
+        ignore_eos: gen.ignore_eos,
+    };
+    let tok = model.tokenizer.as_ref();
+    let mut stream = StreamDecoder::new();
+    let mut stdout = std::io::stdout().lock();
+    if !gen.json {
+        if let Some(p) = gen.prompt.as_deref() {
+            write!(stdout, "{p}")?;
+            stdout.flush()?;
+        }
+    }
+    let result = generate(&mut program as &mut dyn Forward, &prompt, &params, |id| {
+        if let (false, Some(t)) = (gen.json, tok) {
+            let piece = stream.push(t, id);
+            // A closed stdout (a pager quit) ends generation rather than erroring mid-token.
+            return write!(stdout, "{piece}").and_then(|_| stdout.flush()).is_ok();
+        }
+        true
+    })?;
+    let stop_ids = model.stop_ids();
+    let shown: Vec<u32> = result.tokens.iter().copied().filter(|t| gen.ignore_eos || !stop_ids.contains(t)).collect();
+    if let Some(path) = &gen.logits_out {
+        write_atomic(path, serde_json::to_string(&json!({ "logits": result.prompt_logits }))?.as_bytes())?;
+    }
+    if gen.json {
+        let text = tok.map(|t| t.decode(&shown));
+        let out = json!({
+            "prompt_tokens": result.prompt_tokens,
+            "tokens": result.tokens,
+            "text": text,
+            "timings": {
+                "prefill_tokens_per_s": result.prefill_tokens_per_s(),
+                "decode_tokens_per_s": result.decode_tokens_per_s(),
+                "time_to_first_token_ms": result.prefill_secs * 1e3,
+            },
+        });
+        writeln!(stdout, "{out}")?;
+    } else {
+        if let Some(t) = tok {
+            write!(stdout, "{}", stream.finish())?;
+            let _ = t;
+        } else {
+            write!(stdout, "{:?}", result.tokens)?;
+        }
+        writeln!(stdout)?;
+        eprintln!(
+            "weft: {} prompt tokens, {} generated; time to first token {:.0} ms, prefill {:.1} tok/s, decode {:.1} tok/s",
+            result.prompt_tokens.len(),
+            result.tokens.len(),
+            result.prefill_secs * 1e3,
+            result.prefill_tokens_per_s(),
+            result.decode_tokens_per_s()
+        );
+    }
+    Ok(())
+}
+
+fn inspect(spec: &str, json_out: bool) -> Result<()> {
+    let model = open(spec)?;
+    let src = &model.source;
+    let family = model.expand().map(|e| e.family);
+    let expanded = model.expand().ok();
+    if json_out {
+        let tensors: Vec<_> = src.tensors.iter().map(|t| json!({"name": t.name, "dtype": t.type_name, "shape": t.shape})).collect();
+        let hparams = expanded.as_ref().map(|e| serde_json::to_value(&e.hparams)).transpose()?;
+        println!(
+            "{}",
+            json!({
+                "family": family.as_ref().ok(),
+                "family_error": family.as_ref().err().map(|e| e.to_string()),
+                "architecture": src.architecture,
+                "file_bytes": src.file_bytes,
+                "hparams": hparams,
+                "tensors": tensors,
+            })
+        );
+        return Ok(());
+    }
+    println!("path:         {}", src.path.display());
+    println!("architecture: {}", src.architecture);
+    match &family {
+        Ok(f) => println!("family:       {f}"),
+        Err(e) => println!("family:       none ({e})"),
+    }
+    println!("file bytes:   {}", src.file_bytes);
+    if let Some(e) = &expanded {
+        println!("hparams:");
+        for (k, v) in &e.hparams {
+            println!("  {k} = {}", v.summary());
+        }
+    }
+    println!("metadata ({} keys):", src.metadata.len());
+    for (k, v) in &src.metadata {
+        println!("  {k} = {}", v.summary());
+    }
+    println!("tensors ({}):", src.tensors.len());
+    for t in &src.tensors {
+        println!("  {:<48} {:<6} {:?}", t.name, t.type_name, t.shape);
+    }
+    Ok(())
+}

@@ -89,7 +89,7 @@ impl Curated {
         let head_dim = opt("attention.key_length", &["head_dim"]).map_or(hidden / n_heads, |v| v as usize);
         let rope_dim = opt("rope.dimension_count", &[]).map_or(head_dim, |v| v as usize);
         let eps = opt("attention.layer_norm_rms_epsilon", &["rms_norm_eps"]).unwrap_or(1e-6) as f32;
-        let theta = opt("rope.freq_base", &["rope_theta"]).unwrap_or(10000.0);
+        let theta = opt("rope.freq_base", &["rope_theta", "rope_parameters.rope_theta"]).unwrap_or(10000.0);
         let window = opt("attention.sliding_window", &["sliding_window"]).filter(|w| *w > 0.0).map(|w| w as usize);
 
         let t = |g: String, h: String| -> Result<WeightView, RuntimeError> {
@@ -114,14 +114,14 @@ impl Curated {
                 inv_freq.iter_mut().for_each(|v| *v /= factor);
             }
         } else {
-            let kind = ["rope_scaling.rope_type", "rope_scaling.type"].iter().find_map(|k| src.meta(k)).and_then(MetaValue::as_str);
-            let factor = num(src, &["rope_scaling.factor"]).unwrap_or(1.0);
+            let kind = ["rope_scaling.rope_type", "rope_scaling.type", "rope_parameters.rope_type"].iter().find_map(|k| src.meta(k)).and_then(MetaValue::as_str);
+            let factor = num(src, &["rope_scaling.factor", "rope_parameters.factor"]).unwrap_or(1.0);
             match kind {
                 Some("linear") => inv_freq.iter_mut().for_each(|v| *v /= factor),
                 Some("llama3") => {
-                    let lo = num(src, &["rope_scaling.low_freq_factor"]).unwrap_or(1.0);
-                    let hi = num(src, &["rope_scaling.high_freq_factor"]).unwrap_or(4.0);
-                    let old = num(src, &["rope_scaling.original_max_position_embeddings"]).unwrap_or(8192.0);
+                    let lo = num(src, &["rope_scaling.low_freq_factor", "rope_parameters.low_freq_factor"]).unwrap_or(1.0);
+                    let hi = num(src, &["rope_scaling.high_freq_factor", "rope_parameters.high_freq_factor"]).unwrap_or(4.0);
+                    let old = num(src, &["rope_scaling.original_max_position_embeddings", "rope_parameters.original_max_position_embeddings"]).unwrap_or(8192.0);
                     for v in inv_freq.iter_mut() {
                         let wavelen = std::f64::consts::TAU / *v;
                         let scaled = *v / factor;

@@ -25,13 +25,20 @@ pub enum TokenizerError {
     #[error("tokenizer: missing metadata key '{key}'")]
     MissingKey { key: String },
     #[error("tokenizer: metadata key '{key}': expected {expected}, found {found}")]
-    BadKey { key: String, expected: String, found: String },
+    BadKey {
+        key: String,
+        expected: String,
+        found: String,
+    },
     #[error("tokenizer: unsupported tokenizer.ggml.model '{0}' (expected \"gpt2\" or \"llama\")")]
     UnknownModel(String),
     #[error("tokenizer: unsupported tokenizer.ggml.pre '{0}' (supported: default, gpt2, gpt-2, smollm, llama-bpe, llama3, qwen2, starcoder)")]
     UnknownPre(String),
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: malformed JSON: {msg}")]
     Json { path: PathBuf, msg: String },
     #[error("{path}: cannot load tokenizer: {msg}")]
@@ -72,9 +79,18 @@ enum Model {
     /// GGUF byte-level BPE: a `tokenizers` BPE with llama.cpp's pre-tokenizer regexes.
     Bpe { hf: Box<tokenizers::Tokenizer> },
     /// GGUF SentencePiece-style vocabulary, llama.cpp's greedy bigram merge.
-    Spm { vocab: HashMap<String, u32>, scores: Vec<f32>, byte_ids: [Option<u32>; 256], add_space_prefix: bool },
+    Spm {
+        vocab: HashMap<String, u32>,
+        scores: Vec<f32>,
+        byte_ids: Vec<Option<u32>>,
+        add_space_prefix: bool,
+    },
     /// A Hugging Face `tokenizer.json`.
-    Hf { hf: Box<tokenizers::Tokenizer>, add_bos: Option<bool>, strip_leading_space: bool },
+    Hf {
+        hf: Box<tokenizers::Tokenizer>,
+        add_bos: Option<bool>,
+        strip_leading_space: bool,
+    },
 }
 
 /// A text tokenizer for one model.
@@ -96,7 +112,13 @@ impl std::fmt::Debug for Tokenizer {
             Model::Spm { .. } => "gguf-spm",
             Model::Hf { .. } => "hf",
         };
-        write!(f, "Tokenizer({kind}, {} tokens, bos {:?}, eos {:?})", self.pieces.len(), self.bos, self.eos)
+        write!(
+            f,
+            "Tokenizer({kind}, {} tokens, bos {:?}, eos {:?})",
+            self.pieces.len(),
+            self.bos,
+            self.eos
+        )
     }
 }
 
@@ -114,37 +136,67 @@ const EOG_TEXTS: [&str; 9] = [
 ];
 
 fn bad_key(key: &str, expected: &str, v: &MetaValue) -> TokenizerError {
-    TokenizerError::BadKey { key: key.into(), expected: expected.into(), found: v.summary() }
-}
-
-fn meta_str<'a>(meta: &'a BTreeMap<String, MetaValue>, key: &str) -> Result<Option<&'a str>, TokenizerError> {
-    match meta.get(key) {
-        None => Ok(None),
-        Some(v) => v.as_str().map(Some).ok_or_else(|| bad_key(key, "a string", v)),
+    TokenizerError::BadKey {
+        key: key.into(),
+        expected: expected.into(),
+        found: v.summary(),
     }
 }
 
-fn meta_bool(meta: &BTreeMap<String, MetaValue>, key: &str) -> Result<Option<bool>, TokenizerError> {
+fn meta_str<'a>(
+    meta: &'a BTreeMap<String, MetaValue>,
+    key: &str,
+) -> Result<Option<&'a str>, TokenizerError> {
     match meta.get(key) {
         None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| bad_key(key, "a bool", v)),
+        Some(v) => v
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "a string", v)),
     }
 }
 
-fn meta_id(meta: &BTreeMap<String, MetaValue>, key: &str, n: usize) -> Result<Option<u32>, TokenizerError> {
+fn meta_bool(
+    meta: &BTreeMap<String, MetaValue>,
+    key: &str,
+) -> Result<Option<bool>, TokenizerError> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "a bool", v)),
+    }
+}
+
+fn meta_id(
+    meta: &BTreeMap<String, MetaValue>,
+    key: &str,
+    n: usize,
+) -> Result<Option<u32>, TokenizerError> {
     match meta.get(key) {
         None => Ok(None),
         Some(v) => match v.as_u64() {
             Some(id) if (id as usize) < n => Ok(Some(id as u32)),
-            _ => Err(bad_key(key, &format!("a token id below the vocabulary size {n}"), v)),
+            _ => Err(bad_key(
+                key,
+                &format!("a token id below the vocabulary size {n}"),
+                v,
+            )),
         },
     }
 }
 
-fn meta_array<'a>(meta: &'a BTreeMap<String, MetaValue>, key: &str) -> Result<Option<&'a [MetaValue]>, TokenizerError> {
+fn meta_array<'a>(
+    meta: &'a BTreeMap<String, MetaValue>,
+    key: &str,
+) -> Result<Option<&'a [MetaValue]>, TokenizerError> {
     match meta.get(key) {
         None => Ok(None),
-        Some(v) => v.as_array().map(Some).ok_or_else(|| bad_key(key, "an array", v)),
+        Some(v) => v
+            .as_array()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "an array", v)),
     }
 }
 
@@ -154,7 +206,8 @@ fn byte_level_chars() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
-        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
         let c = if printable {
             b
         } else {
@@ -202,7 +255,10 @@ fn pre_regexes(pre: &str) -> Result<(Vec<&'static str>, bool), TokenizerError> {
     const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     Ok(match pre {
-        "default" => (vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"], false),
+        "default" => (
+            vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
+            false,
+        ),
         "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "roberta-bpe" => (vec![GPT2], false),
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
             (vec![r"\p{N}", GPT2], false)
@@ -216,7 +272,10 @@ fn pre_regexes(pre: &str) -> Result<(Vec<&'static str>, bool), TokenizerError> {
 
 /// Whether a BPE pre-tokenizer makes llama.cpp add BOS by default.
 fn pre_adds_bos(pre: &str) -> bool {
-    matches!(pre, "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "tekken" | "chameleon")
+    matches!(
+        pre,
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "tekken" | "chameleon"
+    )
 }
 
 #[derive(PartialEq)]
@@ -246,7 +305,13 @@ impl PartialOrd for Bigram {
 }
 
 /// llama.cpp's SentencePiece tokenization of one already-escaped fragment.
-fn spm_tokenize(text: &str, vocab: &HashMap<String, u32>, scores: &[f32], byte_ids: &[Option<u32>; 256], out: &mut Vec<u32>) {
+fn spm_tokenize(
+    text: &str,
+    vocab: &HashMap<String, u32>,
+    scores: &[f32],
+    byte_ids: &[Option<u32>],
+    out: &mut Vec<u32>,
+) {
     // Symbols are (start, len) byte ranges of `text`, linked by prev/next.
     struct Sym {
         start: usize,
@@ -256,7 +321,12 @@ fn spm_tokenize(text: &str, vocab: &HashMap<String, u32>, scores: &[f32], byte_i
     }
     let mut syms: Vec<Sym> = Vec::new();
     for (i, (start, c)) in text.char_indices().enumerate() {
-        syms.push(Sym { start, len: c.len_utf8(), prev: i.checked_sub(1), next: None });
+        syms.push(Sym {
+            start,
+            len: c.len_utf8(),
+            prev: i.checked_sub(1),
+            next: None,
+        });
         if i > 0 {
             syms[i - 1].next = Some(i);
         }
@@ -265,13 +335,23 @@ fn spm_tokenize(text: &str, vocab: &HashMap<String, u32>, scores: &[f32], byte_i
         return;
     }
     let mut queue = BinaryHeap::new();
-    let try_add = |syms: &[Sym], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
-        let (Some(l), Some(r)) = (left, right) else { return };
+    let try_add = |syms: &[Sym],
+                   queue: &mut BinaryHeap<Bigram>,
+                   left: Option<usize>,
+                   right: Option<usize>| {
+        let (Some(l), Some(r)) = (left, right) else {
+            return;
+        };
         let start = syms[l].start;
         let size = syms[l].len + syms[r].len;
         if let Some(&id) = vocab.get(&text[start..start + size]) {
             let score = scores.get(id as usize).copied().unwrap_or(0.0);
-            queue.push(Bigram { score, left: l, right: r, size });
+            queue.push(Bigram {
+                score,
+                left: l,
+                right: r,
+                size,
+            });
         }
     };
     for i in 1..syms.len() {
@@ -342,17 +422,28 @@ fn partition<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fragment<'a>>
 
 impl Tokenizer {
     /// Builds the tokenizer a GGUF file describes; `None` when it has none.
-    pub fn from_gguf(meta: &BTreeMap<String, MetaValue>) -> Result<Option<Tokenizer>, TokenizerError> {
+    pub fn from_gguf(
+        meta: &BTreeMap<String, MetaValue>,
+    ) -> Result<Option<Tokenizer>, TokenizerError> {
         let Some(model) = meta_str(meta, "tokenizer.ggml.model")? else {
             return Ok(None);
         };
-        let tokens = meta_array(meta, "tokenizer.ggml.tokens")?
-            .ok_or_else(|| TokenizerError::MissingKey { key: "tokenizer.ggml.tokens".into() })?;
+        let tokens = meta_array(meta, "tokenizer.ggml.tokens")?.ok_or_else(|| {
+            TokenizerError::MissingKey {
+                key: "tokenizer.ggml.tokens".into(),
+            }
+        })?;
         let mut texts = Vec::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
-            let s = t.as_str().ok_or_else(|| bad_key(&format!("tokenizer.ggml.tokens[{i}]"), "a string", t))?;
+            let s = t
+                .as_str()
+                .ok_or_else(|| bad_key(&format!("tokenizer.ggml.tokens[{i}]"), "a string", t))?;
             // llama.cpp renames empty tokens so they can never match text.
-            texts.push(if s.is_empty() { format!("[EMPTY_{i}]") } else { s.to_string() });
+            texts.push(if s.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                s.to_string()
+            });
         }
         let n = texts.len();
         let kinds: Vec<TokenKind> = match meta_array(meta, "tokenizer.ggml.token_type")? {
@@ -389,25 +480,36 @@ impl Tokenizer {
             "gpt2" => {
                 let pre = meta_str(meta, "tokenizer.ggml.pre")?.unwrap_or("default");
                 let (regexes, ignore_merges) = pre_regexes(pre)?;
-                let merges_meta = meta_array(meta, "tokenizer.ggml.merges")?
-                    .ok_or_else(|| TokenizerError::MissingKey { key: "tokenizer.ggml.merges".into() })?;
+                let merges_meta = meta_array(meta, "tokenizer.ggml.merges")?.ok_or_else(|| {
+                    TokenizerError::MissingKey {
+                        key: "tokenizer.ggml.merges".into(),
+                    }
+                })?;
                 let mut merges = Vec::with_capacity(merges_meta.len());
                 for (i, m) in merges_meta.iter().enumerate() {
-                    let s = m.as_str().ok_or_else(|| bad_key(&format!("tokenizer.ggml.merges[{i}]"), "a string", m))?;
+                    let s = m.as_str().ok_or_else(|| {
+                        bad_key(&format!("tokenizer.ggml.merges[{i}]"), "a string", m)
+                    })?;
                     // Split at the first space after the first character, as llama.cpp does.
-                    let Some(pos) = s.get(1..).and_then(|t| t.find(' ')).map(|p| p + 1) else {
+                    let Some(pos) = s.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
                         continue;
                     };
                     let (a, b) = (&s[..pos], &s[pos + 1..]);
                     // A merge whose parts or result are not tokens can never yield a
                     // token; the BPE builder rejects such merges, so drop them.
-                    if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")) {
+                    if vocab.contains_key(a)
+                        && vocab.contains_key(b)
+                        && vocab.contains_key(&format!("{a}{b}"))
+                    {
                         merges.push((a.to_string(), b.to_string()));
                     }
                 }
                 let bpe = BPE::builder()
                     .vocab_and_merges(
-                        vocab.iter().map(|(k, &v)| (k.clone(), v)).collect::<tokenizers::models::bpe::Vocab>(),
+                        vocab
+                            .iter()
+                            .map(|(k, &v)| (k.clone(), v))
+                            .collect::<tokenizers::models::bpe::Vocab>(),
                         merges,
                     )
                     .ignore_merges(ignore_merges)
@@ -415,16 +517,25 @@ impl Tokenizer {
                     .map_err(|e| TokenizerError::Build(e.to_string()))?;
                 let mut pres: Vec<PreTokenizerWrapper> = Vec::new();
                 for r in regexes {
-                    let split = Split::new(SplitPattern::Regex(r.to_string()), SplitDelimiterBehavior::Isolated, false)
-                        .map_err(|e| TokenizerError::Build(format!("pre-tokenizer regex {r:?}: {e}")))?;
+                    let split = Split::new(
+                        SplitPattern::Regex(r.to_string()),
+                        SplitDelimiterBehavior::Isolated,
+                        false,
+                    )
+                    .map_err(|e| {
+                        TokenizerError::Build(format!("pre-tokenizer regex {r:?}: {e}"))
+                    })?;
                     pres.push(split.into());
                 }
                 pres.push(ByteLevel::new(false, false, false).into());
                 let mut hf = tokenizers::Tokenizer::new(bpe);
                 hf.with_pre_tokenizer(Some(Sequence::new(pres)));
 
-                let inverse: HashMap<char, u8> =
-                    byte_level_chars().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+                let inverse: HashMap<char, u8> = byte_level_chars()
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &c)| (c, b as u8))
+                    .collect();
                 let pieces = (0..n)
                     .map(|i| match kinds[i] {
                         TokenKind::Normal => byte_level_decode(&texts[i], &inverse),
@@ -432,12 +543,19 @@ impl Tokenizer {
                         _ => Vec::new(),
                     })
                     .collect();
-                (Model::Bpe { hf: Box::new(hf) }, pieces, Some(11), pre_adds_bos(pre))
+                (
+                    Model::Bpe { hf: Box::new(hf) },
+                    pieces,
+                    Some(11),
+                    pre_adds_bos(pre),
+                )
             }
             "llama" => {
                 let scores: Vec<f32> = match meta_array(meta, "tokenizer.ggml.scores")? {
                     None => vec![0.0; n],
-                    Some(a) if a.len() == n => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+                    Some(a) if a.len() == n => {
+                        a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect()
+                    }
                     Some(a) => {
                         return Err(TokenizerError::BadKey {
                             key: "tokenizer.ggml.scores".into(),
@@ -446,14 +564,17 @@ impl Tokenizer {
                         })
                     }
                 };
-                let mut byte_ids = [None; 256];
+                let mut byte_ids = vec![None; 256];
                 for (b, slot) in byte_ids.iter_mut().enumerate() {
                     *slot = vocab
                         .get(&format!("<0x{b:02X}>"))
-                        .or_else(|| char::from_u32(b as u32).and_then(|c| vocab.get(&c.to_string())))
+                        .or_else(|| {
+                            char::from_u32(b as u32).and_then(|c| vocab.get(&c.to_string()))
+                        })
                         .copied();
                 }
-                let add_space_prefix = meta_bool(meta, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+                let add_space_prefix =
+                    meta_bool(meta, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
                 let pieces = (0..n)
                     .map(|i| match kinds[i] {
                         TokenKind::Normal => texts[i].replace('\u{2581}', " ").into_bytes(),
@@ -462,7 +583,17 @@ impl Tokenizer {
                         _ => Vec::new(),
                     })
                     .collect();
-                (Model::Spm { vocab: vocab.clone(), scores, byte_ids, add_space_prefix }, pieces, Some(1), true)
+                (
+                    Model::Spm {
+                        vocab: vocab.clone(),
+                        scores,
+                        byte_ids,
+                        add_space_prefix,
+                    },
+                    pieces,
+                    Some(1),
+                    true,
+                )
             }
             other => return Err(TokenizerError::UnknownModel(other.to_string())),
         };
@@ -471,9 +602,14 @@ impl Tokenizer {
             Some(id) => Some(id),
             None => default_bos.filter(|&b| (b as usize) < n),
         };
-        let add_bos = meta_bool(meta, "tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos) && bos.is_some();
+        let add_bos = meta_bool(meta, "tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos)
+            && bos.is_some();
         let mut eos = Vec::new();
-        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        for key in [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ] {
             eos.extend(meta_id(meta, key, n)?);
         }
         if model_name == "llama" && eos.is_empty() && n > 2 {
@@ -482,17 +618,32 @@ impl Tokenizer {
         eos.extend(EOG_TEXTS.iter().filter_map(|t| vocab.get(*t).copied()));
         eos.sort_unstable();
         eos.dedup();
-        Ok(Some(Tokenizer { model, pieces, user_defined, bos, add_bos, eos }))
+        Ok(Some(Tokenizer {
+            model,
+            pieces,
+            user_defined,
+            bos,
+            add_bos,
+            eos,
+        }))
     }
 
     /// Loads a Hugging Face `tokenizer.json`, reading `tokenizer_config.json`
     /// (and `config.json` / `generation_config.json`) beside it for BOS/EOS.
     pub fn from_file(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let text = std::fs::read(path).map_err(|e| TokenizerError::Io { path: path.to_path_buf(), source: e })?;
-        let json: Value = serde_json::from_slice(&text)
-            .map_err(|e| TokenizerError::Json { path: path.to_path_buf(), msg: e.to_string() })?;
-        let mut hf = tokenizers::Tokenizer::from_bytes(&text)
-            .map_err(|e| TokenizerError::Load { path: path.to_path_buf(), msg: e.to_string() })?;
+        let text = std::fs::read(path).map_err(|e| TokenizerError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let json: Value = serde_json::from_slice(&text).map_err(|e| TokenizerError::Json {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let mut hf =
+            tokenizers::Tokenizer::from_bytes(&text).map_err(|e| TokenizerError::Load {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            })?;
         // Special tokens in the prompt are plain text, as in llama.cpp.
         hf.set_encode_special_tokens(true);
 
@@ -502,7 +653,10 @@ impl Tokenizer {
             match std::fs::read(&p) {
                 Ok(b) => serde_json::from_slice(&b)
                     .map(Some)
-                    .map_err(|e| TokenizerError::Json { path: p, msg: e.to_string() }),
+                    .map_err(|e| TokenizerError::Json {
+                        path: p,
+                        msg: e.to_string(),
+                    }),
                 Err(_) => Ok(None),
             }
         };
@@ -516,13 +670,18 @@ impl Tokenizer {
         };
         let bos = token_text(tok_config.get("bos_token")).and_then(|t| hf.token_to_id(&t));
         let add_bos = tok_config.get("add_bos_token").and_then(Value::as_bool);
-        let mut eos: Vec<u32> = token_text(tok_config.get("eos_token")).and_then(|t| hf.token_to_id(&t)).into_iter().collect();
+        let mut eos: Vec<u32> = token_text(tok_config.get("eos_token"))
+            .and_then(|t| hf.token_to_id(&t))
+            .into_iter()
+            .collect();
         for side in ["generation_config.json", "config.json"] {
             // Optional files: a malformed one only loses its EOS hint.
             if let Ok(Some(v)) = read_side(side) {
                 match v.get("eos_token_id") {
                     Some(Value::Number(id)) => eos.extend(id.as_u64().map(|i| i as u32)),
-                    Some(Value::Array(a)) => eos.extend(a.iter().filter_map(|i| i.as_u64().map(|i| i as u32))),
+                    Some(Value::Array(a)) => {
+                        eos.extend(a.iter().filter_map(|i| i.as_u64().map(|i| i as u32)))
+                    }
                     _ => {}
                 }
             }
@@ -535,13 +694,23 @@ impl Tokenizer {
 
         // Byte-level vocabularies spell bytes as GPT-2 characters; the others are
         // SentencePiece-style ("▁" for space, `<0xXX>` byte fallback).
-        let byte_level = json.get("decoder").is_some_and(|d| d.to_string().contains("\"ByteLevel\""));
-        let inverse: HashMap<char, u8> = byte_level_chars().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let byte_level = json
+            .get("decoder")
+            .is_some_and(|d| d.to_string().contains("\"ByteLevel\""));
+        let inverse: HashMap<char, u8> = byte_level_chars()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
         let added = hf.get_added_tokens_decoder();
         let pieces = (0..n as u32)
             .map(|id| {
                 if let Some(a) = added.get(&id) {
-                    return if a.special { Vec::new() } else { a.content.clone().into_bytes() };
+                    return if a.special {
+                        Vec::new()
+                    } else {
+                        a.content.clone().into_bytes()
+                    };
                 }
                 match hf.id_to_token(id) {
                     None => Vec::new(),
@@ -550,10 +719,16 @@ impl Tokenizer {
                 }
             })
             .collect();
-        let strip_leading_space =
-            !byte_level && json.get("decoder").is_some_and(|d| d.to_string().contains("\"Strip\""));
+        let strip_leading_space = !byte_level
+            && json
+                .get("decoder")
+                .is_some_and(|d| d.to_string().contains("\"Strip\""));
         Ok(Tokenizer {
-            model: Model::Hf { hf: Box::new(hf), add_bos, strip_leading_space },
+            model: Model::Hf {
+                hf: Box::new(hf),
+                add_bos,
+                strip_leading_space,
+            },
             pieces,
             user_defined: Vec::new(),
             bos,
@@ -567,7 +742,9 @@ impl Tokenizer {
         let mut out = Vec::new();
         match &self.model {
             Model::Hf { hf, add_bos, .. } => {
-                let enc = hf.encode(text, true).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                let enc = hf
+                    .encode(text, true)
+                    .map_err(|e| TokenizerError::Encode(e.to_string()))?;
                 out.extend_from_slice(enc.get_ids());
                 // tokenizer_config's add_bos_token overrides the post-processor.
                 if let Some(bos) = self.bos {
@@ -575,7 +752,9 @@ impl Tokenizer {
                     match add_bos {
                         Some(true) if !starts => out.insert(0, bos),
                         Some(false) if starts => {
-                            let plain = hf.encode(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                            let plain = hf
+                                .encode(text, false)
+                                .map_err(|e| TokenizerError::Encode(e.to_string()))?;
                             if plain.get_ids().first() != Some(&bos) {
                                 out.remove(0);
                             }
@@ -593,13 +772,20 @@ impl Tokenizer {
                     match frag {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(t) => {
-                            let enc = hf.encode_fast(t, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                            let enc = hf
+                                .encode_fast(t, false)
+                                .map_err(|e| TokenizerError::Encode(e.to_string()))?;
                             out.extend_from_slice(enc.get_ids());
                         }
                     }
                 }
             }
-            Model::Spm { vocab, scores, byte_ids, add_space_prefix } => {
+            Model::Spm {
+                vocab,
+                scores,
+                byte_ids,
+                add_space_prefix,
+            } => {
                 if self.add_bos {
                     out.extend(self.bos);
                 }
@@ -634,8 +820,13 @@ impl Tokenizer {
             bytes.extend_from_slice(self.piece(id));
         }
         let strip = match &self.model {
-            Model::Spm { add_space_prefix, .. } => *add_space_prefix,
-            Model::Hf { strip_leading_space, .. } => *strip_leading_space,
+            Model::Spm {
+                add_space_prefix, ..
+            } => *add_space_prefix,
+            Model::Hf {
+                strip_leading_space,
+                ..
+            } => *strip_leading_space,
             Model::Bpe { .. } => false,
         };
         // The space the encoder prepended is not part of the text.
@@ -644,7 +835,10 @@ impl Tokenizer {
     }
 
     fn piece(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.pieces
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Raw bytes of one token (empty for control tokens and unknown ids); a

@@ -8,7 +8,9 @@ use weft_runtime::load::{ModelSource, SourceKind};
 fn model_path() -> PathBuf {
     let home = std::env::var_os("WEFT_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weft"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weft")
+        });
     home.join("models/smollm2-135m.gguf")
 }
 
@@ -16,7 +18,10 @@ fn model_path() -> PathBuf {
 fn smollm2_gguf_loads() {
     let path = model_path();
     if !path.is_file() {
-        eprintln!("skipping: {} not found (run scripts/fetch_model.py smollm2-135m)", path.display());
+        eprintln!(
+            "skipping: {} not found (run scripts/fetch_model.py smollm2-135m)",
+            path.display()
+        );
         return;
     }
     let m = ModelSource::open(&path).unwrap();
@@ -30,8 +35,14 @@ fn smollm2_gguf_loads() {
     }
     let emb = m.view("token_embd.weight").unwrap();
     assert_eq!(emb.shape, vec![49152, 576]);
-    assert!(matches!(emb.dtype, DType::Q4_1 | DType::Q8_0 | DType::F16 | DType::F32 | DType::Q4_0));
-    assert_eq!(emb.bytes().len() as u64, m.tensor("token_embd.weight").unwrap().bytes);
+    assert!(matches!(
+        emb.dtype,
+        DType::Q4_1 | DType::Q8_0 | DType::F16 | DType::F32 | DType::Q4_0
+    ));
+    assert_eq!(
+        emb.bytes().len() as u64,
+        m.tensor("token_embd.weight").unwrap().bytes
+    );
     assert!(m.weight("no.such.tensor").is_none());
     let h = m.tensor_table_hash();
     assert_eq!(h.len(), 16);

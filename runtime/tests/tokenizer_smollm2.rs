@@ -13,7 +13,9 @@ use weft_runtime::tokenizer::{StreamDecoder, Tokenizer};
 fn model_path() -> PathBuf {
     let home = std::env::var_os("WEFT_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weft"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weft")
+        });
     home.join("models/smollm2-135m.gguf")
 }
 
@@ -24,15 +26,26 @@ fn fixture_path() -> PathBuf {
 fn tokenizer() -> Option<Tokenizer> {
     let path = model_path();
     if !path.is_file() {
-        eprintln!("SKIPPED: {} not found (run scripts/fetch_model.py smollm2-135m)", path.display());
+        eprintln!(
+            "SKIPPED: {} not found (run scripts/fetch_model.py smollm2-135m)",
+            path.display()
+        );
         return None;
     }
     let m = ModelSource::open(&path).expect("open model");
-    Some(Tokenizer::from_gguf(&m.metadata).expect("build tokenizer").expect("model has a tokenizer"))
+    Some(
+        Tokenizer::from_gguf(&m.metadata)
+            .expect("build tokenizer")
+            .expect("model has a tokenizer"),
+    )
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().expect("ids array").iter().map(|i| i.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("ids array")
+        .iter()
+        .map(|i| i.as_u64().expect("id") as u32)
+        .collect()
 }
 
 #[test]
@@ -50,18 +63,41 @@ fn matches_llamacpp_fixture() {
         let got = tok.encode(text).expect("encode");
         checked += 1;
         if got != want {
-            failures.push(format!("{text:?}\n  llama.cpp {want:?}\n  weft      {got:?}"));
+            failures.push(format!(
+                "{text:?}\n  llama.cpp {want:?}\n  weft      {got:?}"
+            ));
         }
     };
-    for e in fixture.get("tokenize").and_then(Value::as_array).into_iter().flatten() {
+    for e in fixture
+        .get("tokenize")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         check(e["text"].as_str().expect("text"), ids(&e["ids"]));
     }
-    for e in fixture.get("prompts").and_then(Value::as_array).into_iter().flatten() {
-        check(e["prompt"].as_str().expect("prompt"), ids(&e["prompt_tokens"]));
+    for e in fixture
+        .get("prompts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        check(
+            e["prompt"].as_str().expect("prompt"),
+            ids(&e["prompt_tokens"]),
+        );
     }
-    eprintln!("{} of {checked} fixture strings agree with llama.cpp", checked - failures.len());
+    eprintln!(
+        "{} of {checked} fixture strings agree with llama.cpp",
+        checked - failures.len()
+    );
     assert!(checked > 0, "fixture has no entries");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -61,9 +61,57 @@ fn hsum8(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
+/// f16 → f32, exact, inlinable (half's runtime-dispatched conversion is a call
+/// per scale, which dominated the block dots).
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let rest = ((h & 0x7FFF) as u32) << 13;
+    if h & 0x7C00 == 0x7C00 {
+        return f32::from_bits(sign | 0x7F80_0000 | rest);
+    }
+    // Rebias by multiplying by 2^112: exact for normals and subnormals alike.
+    let mag = f32::from_bits(rest) * f32::from_bits(0x7780_0000);
+    f32::from_bits(sign | mag.to_bits())
+}
+
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
+}
+
+/// The 32 nibbles of a Q4 block as floats, in element order.
+#[inline(always)]
+fn nibbles(qs: &[u8; 16]) -> [f32; 32] {
+    let mut q = [0f32; 32];
+    let (lo, hi) = q.split_at_mut(16);
+    for ((l, h), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
+        *l = (b & 0x0F) as f32;
+        *h = (b >> 4) as f32;
+    }
+    q
+}
+
+#[inline(always)]
+fn dot32(a: &[f32; 32], b: &[f32; 32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (a8, b8) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += a8[l] * b8[l];
+        }
+    }
+    hsum8(acc)
+}
+
+#[inline(always)]
+fn sum32(a: &[f32; 32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for a8 in a.chunks_exact(8) {
+        for l in 0..8 {
+            acc[l] += a8[l];
+        }
+    }
+    hsum8(acc)
 }
 
 fn check_len(dtype: DType, row: &[u8], n: usize) {
@@ -237,18 +285,16 @@ impl BlockFormat for Q8_0 {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dot_block(b: &[u8], x: &[f32]) -> f32 {
         let d = f16_at(b, 0);
         let qs: &[u8; 32] = b[2..34].try_into().unwrap();
         let x: &[f32; 32] = x.try_into().unwrap();
-        let mut acc = [0f32; 8];
-        for c in 0..4 {
-            for l in 0..8 {
-                acc[l] += qs[8 * c + l] as i8 as f32 * x[8 * c + l];
-            }
+        let mut q = [0f32; 32];
+        for (v, &b) in q.iter_mut().zip(qs) {
+            *v = b as i8 as f32;
         }
-        d * hsum8(acc)
+        d * dot32(&q, x)
     }
 }
 
@@ -272,21 +318,16 @@ impl BlockFormat for Q4_0 {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dot_block(b: &[u8], x: &[f32]) -> f32 {
         let d = f16_at(b, 0);
         let qs: &[u8; 16] = b[2..18].try_into().unwrap();
         let x: &[f32; 32] = x.try_into().unwrap();
-        let mut acc = [0f32; 8];
-        for c in 0..2 {
-            for (l, a) in acc.iter_mut().enumerate() {
-                let j = 8 * c + l;
-                let lo = ((qs[j] & 0x0F) as i32 - 8) as f32;
-                let hi = ((qs[j] >> 4) as i32 - 8) as f32;
-                *a += lo * x[j] + hi * x[j + 16];
-            }
+        let mut q = nibbles(qs);
+        for v in &mut q {
+            *v -= 8.0;
         }
-        d * hsum8(acc)
+        d * dot32(&q, x)
     }
 }
 
@@ -306,28 +347,19 @@ impl BlockFormat for Q4_1 {
         let qs: &[u8; 16] = b[4..20].try_into().unwrap();
         let (lo, hi) = out.split_at_mut(16);
         for j in 0..16 {
-            // Rust never contracts this into an fma, matching the reference rounding.
+            // d·q is exact (11-bit × 4-bit mantissas), so one rounding, as in the reference.
             lo[j] = d * (qs[j] & 0x0F) as f32 + m;
             hi[j] = d * (qs[j] >> 4) as f32 + m;
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dot_block(b: &[u8], x: &[f32]) -> f32 {
         let d = f16_at(b, 0);
         let m = f16_at(b, 2);
         let qs: &[u8; 16] = b[4..20].try_into().unwrap();
         let x: &[f32; 32] = x.try_into().unwrap();
         // Σ (d·q + m)·x = d·Σ q·x + m·Σ x
-        let mut qx = [0f32; 8];
-        let mut sx = [0f32; 8];
-        for c in 0..2 {
-            for l in 0..8 {
-                let j = 8 * c + l;
-                qx[l] += (qs[j] & 0x0F) as f32 * x[j] + (qs[j] >> 4) as f32 * x[j + 16];
-                sx[l] += x[j] + x[j + 16];
-            }
-        }
-        d * hsum8(qx) + m * hsum8(sx)
+        d * dot32(&nibbles(qs), x) + m * sum32(x)
     }
 }

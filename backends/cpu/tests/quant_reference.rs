@@ -221,6 +221,26 @@ per_type! {
     q4_1_matches_reference => DType::Q4_1,
 }
 
+/// Every finite f16 scale decodes exactly (Q8_0 with q = 1 decodes to d).
+#[test]
+fn all_f16_scales_decode_exactly() {
+    let kern = kernel_for(DType::Q8_0);
+    let mut out = [0f32; 32];
+    for bits in 0..=u16::MAX {
+        if (bits >> 10) & 0x1F == 0x1F {
+            continue;
+        }
+        let block = [bits.to_le_bytes().to_vec(), vec![1u8; 32]].concat();
+        kern.decode_row(&block, &mut out);
+        assert_eq!(out[0].to_bits(), f16_ref(bits).to_bits(), "f16 {bits:#06x}");
+    }
+    for (bits, inf) in [(0x7C00u16, f32::INFINITY), (0xFC00, f32::NEG_INFINITY)] {
+        let block = [bits.to_le_bytes().to_vec(), vec![1u8; 32]].concat();
+        kern.decode_row(&block, &mut out);
+        assert_eq!(out[0], inf);
+    }
+}
+
 #[test]
 fn every_type_has_a_kernel() {
     for d in DType::ALL {

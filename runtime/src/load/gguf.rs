@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use weft_ir::{ggml_type_name, DType, MetaValue};
 
-use super::{blocked_bytes, LoadError, MappedFile, ModelSource, ParsedTensor, SourceKind, TensorInfo};
+use super::{
+    blocked_bytes, LoadError, MappedFile, ModelSource, ParsedTensor, SourceKind, TensorInfo,
+};
 
 const GGML_MAX_DIMS: u32 = 4;
 /// Nested arrays deeper than this are rejected (real files nest at most once).
@@ -85,27 +87,34 @@ impl<'a> Reader<'a> {
         Ok(self.take(1, what)?[0])
     }
     fn u16(&mut self, what: &dyn Fn() -> String) -> Result<u16, LoadError> {
-        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().unwrap_or_default()))
+        Ok(u16::from_le_bytes(
+            self.take(2, what)?.try_into().unwrap_or_default(),
+        ))
     }
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32, LoadError> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap_or_default()))
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().unwrap_or_default(),
+        ))
     }
     fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64, LoadError> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap_or_default()))
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().unwrap_or_default(),
+        ))
     }
 
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, LoadError> {
         let len = self.u64(what)?;
         // Bound by the bytes left, so a corrupt length never allocates.
-        let n = usize::try_from(len).ok().filter(|&n| n <= self.remaining()).ok_or_else(|| {
-            LoadError::Truncated {
+        let n = usize::try_from(len)
+            .ok()
+            .filter(|&n| n <= self.remaining())
+            .ok_or_else(|| LoadError::Truncated {
                 path: self.path.to_path_buf(),
                 what: format!("{} (string of {len} bytes)", what()),
                 start: self.pos as u64,
                 end: (self.pos as u64).saturating_add(len),
                 len: self.buf.len() as u64,
-            }
-        })?;
+            })?;
         let bytes = self.take(n, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| {
             LoadError::corrupt(self.path, format!("{}: string is not valid UTF-8", what()))
@@ -113,7 +122,12 @@ impl<'a> Reader<'a> {
     }
 
     /// Checks that `count` items of at least `min_size` bytes each can fit.
-    fn check_count(&self, count: u64, min_size: usize, what: &dyn Fn() -> String) -> Result<usize, LoadError> {
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: usize,
+        what: &dyn Fn() -> String,
+    ) -> Result<usize, LoadError> {
         let need = count.checked_mul(min_size as u64);
         match need {
             Some(need) if need <= self.remaining() as u64 => Ok(count as usize),
@@ -128,7 +142,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn value(&mut self, ty: u32, depth: usize, what: &dyn Fn() -> String) -> Result<MetaValue, LoadError> {
+    fn value(
+        &mut self,
+        ty: u32,
+        depth: usize,
+        what: &dyn Fn() -> String,
+    ) -> Result<MetaValue, LoadError> {
         Ok(match ty {
             0 => MetaValue::UInt(self.u8(what)? as u64),
             1 => MetaValue::Int(self.u8(what)? as i8 as i64),
@@ -158,7 +177,10 @@ impl<'a> Reader<'a> {
                 let elem = self.u32(what)?;
                 let count = self.u64(what)?;
                 let min = min_value_size(elem).ok_or_else(|| {
-                    LoadError::corrupt(self.path, format!("{}: unknown array element type {elem}", what()))
+                    LoadError::corrupt(
+                        self.path,
+                        format!("{}: unknown array element type {elem}", what()),
+                    )
                 })?;
                 let n = self.check_count(count, min, what)?;
                 let mut items = Vec::with_capacity(n);
@@ -174,7 +196,10 @@ impl<'a> Reader<'a> {
             t => {
                 return Err(LoadError::corrupt(
                     self.path,
-                    format!("{}: unknown metadata value type {t} (expected 0..=12)", what()),
+                    format!(
+                        "{}: unknown metadata value type {t} (expected 0..=12)",
+                        what()
+                    ),
                 ))
             }
         })
@@ -186,7 +211,7 @@ fn min_value_size(ty: u32) -> Option<usize> {
     Some(match ty {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
+        4..=6 => 4,
         8 | 10 | 11 | 12 => 8,
         9 => 12,
         _ => return None,
@@ -198,23 +223,43 @@ pub(crate) fn open_file(path: &Path) -> Result<ModelSource, LoadError> {
     let (metadata, tensors) = parse(path, file.map.as_ref())?;
     let architecture = metadata
         .get("general.architecture")
-        .ok_or_else(|| LoadError::MissingKey { path: path.to_path_buf(), key: "general.architecture".into() })?
+        .ok_or_else(|| LoadError::MissingKey {
+            path: path.to_path_buf(),
+            key: "general.architecture".into(),
+        })?
         .as_str()
         .ok_or_else(|| LoadError::corrupt(path, "key 'general.architecture': expected a string"))?
         .to_string();
-    ModelSource::assemble(path, SourceKind::Gguf, architecture, metadata, vec![file], vec![tensors], None)
+    ModelSource::assemble(
+        path,
+        SourceKind::Gguf,
+        architecture,
+        metadata,
+        vec![file],
+        vec![tensors],
+        None,
+    )
 }
 
 /// Parses a whole GGUF image; every range is checked against `buf.len()`.
-pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaValue>, Vec<ParsedTensor>), LoadError> {
+pub(crate) fn parse(
+    path: &Path,
+    buf: &[u8],
+) -> Result<(BTreeMap<String, MetaValue>, Vec<ParsedTensor>), LoadError> {
     let mut r = Reader { path, buf, pos: 0 };
     let magic = r.take(4, &|| "the GGUF magic".into())?;
     if magic != b"GGUF" {
-        return Err(LoadError::BadMagic { path: path.to_path_buf(), found: magic.to_vec() });
+        return Err(LoadError::BadMagic {
+            path: path.to_path_buf(),
+            found: magic.to_vec(),
+        });
     }
     let version = r.u32(&|| "the GGUF version".into())?;
     if version != 2 && version != 3 {
-        return Err(LoadError::UnsupportedVersion { path: path.to_path_buf(), version });
+        return Err(LoadError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+        });
     }
     let n_tensors = r.u64(&|| "the tensor count".into())?;
     let n_kv = r.u64(&|| "the metadata count".into())?;
@@ -228,7 +273,10 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaVal
         let ty = r.u32(&what)?;
         let value = r.value(ty, 0, &what)?;
         if metadata.insert(key.clone(), value).is_some() {
-            return Err(LoadError::corrupt(path, format!("metadata key '{key}' appears more than once")));
+            return Err(LoadError::corrupt(
+                path,
+                format!("metadata key '{key}' appears more than once"),
+            ));
         }
     }
 
@@ -238,7 +286,10 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaVal
         Some(v) => {
             return Err(LoadError::corrupt(
                 path,
-                format!("key 'general.alignment': expected a power of two, found {}", v.summary()),
+                format!(
+                    "key 'general.alignment': expected a power of two, found {}",
+                    v.summary()
+                ),
             ))
         }
     };
@@ -268,7 +319,12 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaVal
         }
         let ty = r.u32(&what)?;
         let offset = r.u64(&what)?;
-        raw.push(Raw { name, dims, ty, offset });
+        raw.push(Raw {
+            name,
+            dims,
+            ty,
+            offset,
+        });
     }
 
     let data_start = (r.pos as u64).div_ceil(alignment) * alignment;
@@ -289,9 +345,12 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaVal
         // GGUF lists dims innermost first; weft's shapes are outermost first.
         let mut shape = Vec::with_capacity(t.dims.len());
         for &d in t.dims.iter().rev() {
-            let d = usize::try_from(d).ok().filter(|&d| d <= i64::MAX as usize).ok_or_else(|| {
-                LoadError::corrupt(path, format!("tensor '{name}': dimension {d} is too large"))
-            })?;
+            let d = usize::try_from(d)
+                .ok()
+                .filter(|&d| d <= i64::MAX as usize)
+                .ok_or_else(|| {
+                    LoadError::corrupt(path, format!("tensor '{name}': dimension {d} is too large"))
+                })?;
             shape.push(d);
         }
         let mut numel: u64 = 1;
@@ -301,8 +360,12 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaVal
             })?;
         }
         let type_name = ggml_type_name(t.ty);
-        let type_name = if type_name == "unknown" { format!("type {}", t.ty) } else { type_name.to_string() };
-        if t.offset % alignment != 0 {
+        let type_name = if type_name == "unknown" {
+            format!("type {}", t.ty)
+        } else {
+            type_name.to_string()
+        };
+        if !t.offset.is_multiple_of(alignment) {
             return Err(LoadError::corrupt(
                 path,
                 format!("tensor '{name}': data offset {} is not a multiple of the alignment {alignment}", t.offset),
@@ -320,7 +383,10 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaVal
         let (bytes, range) = match ggml_layout(t.ty) {
             Some((block, block_bytes)) => {
                 let bytes = blocked_bytes(&shape, block, block_bytes).map_err(|why| {
-                    LoadError::corrupt(path, format!("tensor '{name}': {type_name} shape {shape:?}: {why}"))
+                    LoadError::corrupt(
+                        path,
+                        format!("tensor '{name}': {type_name} shape {shape:?}: {why}"),
+                    )
                 })?;
                 let end = start.checked_add(bytes).filter(|&e| e <= file_len).ok_or_else(|| {
                     LoadError::corrupt(
@@ -336,7 +402,13 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<(BTreeMap<String, MetaVal
             None => (0, None),
         };
         tensors.push(ParsedTensor {
-            info: TensorInfo { name, type_name, dtype: DType::from_ggml(t.ty), shape, bytes },
+            info: TensorInfo {
+                name,
+                type_name,
+                dtype: DType::from_ggml(t.ty),
+                shape,
+                bytes,
+            },
             range,
         });
     }

@@ -12,12 +12,17 @@ use super::{safetensors, LoadError, MappedFile, ModelSource, SourceKind};
 fn read_json(path: &Path) -> Result<Value, LoadError> {
     let text = std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            LoadError::NotFound { path: path.to_path_buf() }
+            LoadError::NotFound {
+                path: path.to_path_buf(),
+            }
         } else {
             LoadError::io(path, e)
         }
     })?;
-    serde_json::from_slice(&text).map_err(|e| LoadError::Json { path: path.to_path_buf(), msg: e.to_string() })
+    serde_json::from_slice(&text).map_err(|e| LoadError::Json {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 /// Flattens a JSON object into dotted keys; `null`s are dropped.
@@ -25,7 +30,11 @@ pub(crate) fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Me
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -68,14 +77,27 @@ pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, LoadError> {
     }
     let config = read_json(&config_path)?;
     if !config.is_object() {
-        return Err(LoadError::Json { path: config_path, msg: "expected a JSON object at the top level".into() });
+        return Err(LoadError::Json {
+            path: config_path,
+            msg: "expected a JSON object at the top level".into(),
+        });
     }
     let mut metadata = BTreeMap::new();
     flatten("", &config, &mut metadata);
     let architecture = match config.get("model_type") {
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(LoadError::corrupt(&config_path, "key 'model_type': expected a string")),
-        None => return Err(LoadError::MissingKey { path: config_path, key: "model_type".into() }),
+        Some(_) => {
+            return Err(LoadError::corrupt(
+                &config_path,
+                "key 'model_type': expected a string",
+            ))
+        }
+        None => {
+            return Err(LoadError::MissingKey {
+                path: config_path,
+                key: "model_type".into(),
+            })
+        }
     };
 
     let weight_files = find_weight_files(dir)?;
@@ -96,7 +118,15 @@ pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, LoadError> {
     }
     let tokenizer = dir.join("tokenizer.json");
     let tokenizer_json = tokenizer.is_file().then_some(tokenizer);
-    ModelSource::assemble(dir, SourceKind::HfDir, architecture, metadata, files, per_file, tokenizer_json)
+    ModelSource::assemble(
+        dir,
+        SourceKind::HfDir,
+        architecture,
+        metadata,
+        files,
+        per_file,
+        tokenizer_json,
+    )
 }
 
 /// The safetensors files of a directory, each with the tensors an index
@@ -108,17 +138,29 @@ fn find_weight_files(dir: &Path) -> Result<Vec<(PathBuf, Vec<String>)>, LoadErro
         let map = index
             .get("weight_map")
             .and_then(Value::as_object)
-            .ok_or_else(|| LoadError::MissingKey { path: index_path.clone(), key: "weight_map".into() })?;
+            .ok_or_else(|| LoadError::MissingKey {
+                path: index_path.clone(),
+                key: "weight_map".into(),
+            })?;
         let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (tensor, file) in map {
             let file = file.as_str().ok_or_else(|| {
-                LoadError::corrupt(&index_path, format!("weight_map['{tensor}']: expected a file name"))
+                LoadError::corrupt(
+                    &index_path,
+                    format!("weight_map['{tensor}']: expected a file name"),
+                )
             })?;
             // Shard names are plain file names; refuse paths that leave the directory.
             if file.contains('/') || file.contains('\\') || file == ".." {
-                return Err(LoadError::corrupt(&index_path, format!("weight_map['{tensor}']: bad file name '{file}'")));
+                return Err(LoadError::corrupt(
+                    &index_path,
+                    format!("weight_map['{tensor}']: bad file name '{file}'"),
+                ));
             }
-            by_file.entry(file.to_string()).or_default().push(tensor.clone());
+            by_file
+                .entry(file.to_string())
+                .or_default()
+                .push(tensor.clone());
         }
         let mut out = Vec::new();
         for (file, tensors) in by_file {
@@ -126,7 +168,10 @@ fn find_weight_files(dir: &Path) -> Result<Vec<(PathBuf, Vec<String>)>, LoadErro
             if !path.is_file() {
                 return Err(LoadError::corrupt(
                     &index_path,
-                    format!("shard '{file}' (holding '{}') is missing from the directory", tensors[0]),
+                    format!(
+                        "shard '{file}' (holding '{}') is missing from the directory",
+                        tensors[0]
+                    ),
                 ));
             }
             out.push((path, tensors));

@@ -65,7 +65,10 @@ impl MappedFile {
         // SAFETY: the map is read-only; weft assumes model files are not modified
         // while loaded (as every mmap-based loader does).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| LoadError::io(path, e))?;
-        Ok(MappedFile { path: path.to_path_buf(), map })
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            map,
+        })
     }
 }
 
@@ -107,7 +110,9 @@ impl ModelSource {
     pub fn open(path: &Path) -> Result<ModelSource, LoadError> {
         let meta = std::fs::metadata(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                LoadError::NotFound { path: path.to_path_buf() }
+                LoadError::NotFound {
+                    path: path.to_path_buf(),
+                }
             } else {
                 LoadError::io(path, e)
             }
@@ -131,7 +136,9 @@ impl ModelSource {
                 }
                 got
             };
-            let is_gguf_name = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+            let is_gguf_name = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
             if (n == 4 && &magic == b"GGUF") || is_gguf_name {
                 return gguf::open_file(path);
             }
@@ -169,7 +176,11 @@ impl ModelSource {
                         msg: format!("tensor '{}' appears more than once", t.info.name),
                     });
                 }
-                locations.push(t.range.map(|(offset, len)| Location { file: fi, offset, len }));
+                locations.push(t.range.map(|(offset, len)| Location {
+                    file: fi,
+                    offset,
+                    len,
+                }));
                 tensors.push(t.info);
             }
         }
@@ -193,10 +204,13 @@ impl ModelSource {
 
     /// A zero-copy view of a tensor's stored bytes.
     pub fn view(&self, name: &str) -> Result<WeightView, LoadError> {
-        let &i = self.index.get(name).ok_or_else(|| LoadError::MissingTensor {
-            path: self.path.clone(),
-            name: name.to_string(),
-        })?;
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| LoadError::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
         let info = &self.tensors[i];
         let unsupported = || LoadError::UnsupportedTensorType {
             path: self.path.clone(),
@@ -206,7 +220,14 @@ impl ModelSource {
         let dtype = info.dtype.ok_or_else(unsupported)?;
         let loc = self.locations[i].as_ref().ok_or_else(unsupported)?;
         let file: Arc<dyn ByteSource> = self.files[loc.file].clone();
-        Ok(WeightView::new(name, dtype, info.shape.clone(), file, loc.offset, loc.len))
+        Ok(WeightView::new(
+            name,
+            dtype,
+            info.shape.clone(),
+            file,
+            loc.offset,
+            loc.len,
+        ))
     }
 
     pub fn meta(&self, key: &str) -> Option<&MetaValue> {
@@ -259,7 +280,10 @@ pub enum LoadError {
     #[error("{path}: no such file or directory")]
     NotFound { path: PathBuf },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a model: expected a GGUF file or a Hugging Face directory with config.json, found {found}")]
     UnknownFormat { path: PathBuf, found: String },
     #[error("{path}: not a GGUF file: expected magic \"GGUF\", found {found:02x?}")]
@@ -267,7 +291,13 @@ pub enum LoadError {
     #[error("{path}: unsupported GGUF version {version} (expected 2 or 3)")]
     UnsupportedVersion { path: PathBuf, version: u32 },
     #[error("{path}: truncated: {what} needs bytes {start}..{end} but the file has {len} bytes")]
-    Truncated { path: PathBuf, what: String, start: u64, end: u64, len: u64 },
+    Truncated {
+        path: PathBuf,
+        what: String,
+        start: u64,
+        end: u64,
+        len: u64,
+    },
     #[error("{path}: {msg}")]
     Corrupt { path: PathBuf, msg: String },
     #[error("{path}: missing required key '{key}'")]
@@ -277,24 +307,40 @@ pub enum LoadError {
     #[error("{path}: no tensor named '{name}'")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: unsupported tensor type {type_name} in tensor '{name}'")]
-    UnsupportedTensorType { path: PathBuf, name: String, type_name: String },
+    UnsupportedTensorType {
+        path: PathBuf,
+        name: String,
+        type_name: String,
+    },
 }
 
 impl LoadError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> LoadError {
-        LoadError::Io { path: path.to_path_buf(), source }
+        LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     pub(crate) fn corrupt(path: &Path, msg: impl Into<String>) -> LoadError {
-        LoadError::Corrupt { path: path.to_path_buf(), msg: msg.into() }
+        LoadError::Corrupt {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
     }
 }
 
 /// Bytes of `shape` (row-major) stored in blocks of `block` elements of
 /// `block_bytes` each; `Err` says why not (rows not whole blocks, or overflow).
-pub(crate) fn blocked_bytes(shape: &[usize], block: usize, block_bytes: usize) -> Result<u64, String> {
+pub(crate) fn blocked_bytes(
+    shape: &[usize],
+    block: usize,
+    block_bytes: usize,
+) -> Result<u64, String> {
     let cols = *shape.last().unwrap_or(&1) as u64;
-    if cols % block as u64 != 0 {
-        return Err(format!("row length {cols} is not a multiple of the block size {block}"));
+    if !cols.is_multiple_of(block as u64) {
+        return Err(format!(
+            "row length {cols} is not a multiple of the block size {block}"
+        ));
     }
     let mut total = (cols / block as u64)
         .checked_mul(block_bytes as u64)

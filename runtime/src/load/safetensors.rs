@@ -51,10 +51,16 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Vec<ParsedTensor>, LoadEr
             len: file_len,
         });
     }
-    let header: Value = serde_json::from_slice(&buf[8..data_start as usize])
-        .map_err(|e| LoadError::Json { path: path.to_path_buf(), msg: format!("safetensors header: {e}") })?;
+    let header: Value =
+        serde_json::from_slice(&buf[8..data_start as usize]).map_err(|e| LoadError::Json {
+            path: path.to_path_buf(),
+            msg: format!("safetensors header: {e}"),
+        })?;
     let Value::Object(entries) = header else {
-        return Err(LoadError::corrupt(path, "safetensors header: expected a JSON object"));
+        return Err(LoadError::corrupt(
+            path,
+            "safetensors header: expected a JSON object",
+        ));
     };
 
     let data_len = file_len - data_start;
@@ -64,7 +70,10 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Vec<ParsedTensor>, LoadEr
             continue;
         }
         let bad = |why: String| LoadError::corrupt(path, format!("tensor '{name}': {why}"));
-        let dtype = entry.get("dtype").and_then(Value::as_str).ok_or_else(|| bad("missing string field 'dtype'".into()))?;
+        let dtype = entry
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("missing string field 'dtype'".into()))?;
         let shape: Vec<usize> = entry
             .get("shape")
             .and_then(Value::as_array)
@@ -87,9 +96,12 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Vec<ParsedTensor>, LoadEr
         }
         let stored = end - begin;
         if let Some(eb) = element_bytes(dtype) {
-            let need = blocked_bytes(&shape, 1, eb).map_err(|why| bad(format!("shape {shape:?}: {why}")))?;
+            let need = blocked_bytes(&shape, 1, eb)
+                .map_err(|why| bad(format!("shape {shape:?}: {why}")))?;
             if need != stored {
-                return Err(bad(format!("{dtype} {shape:?} needs {need} bytes, data_offsets give {stored}")));
+                return Err(bad(format!(
+                    "{dtype} {shape:?} needs {need} bytes, data_offsets give {stored}"
+                )));
             }
         }
         out.push(ParsedTensor {
