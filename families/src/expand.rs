@@ -107,7 +107,15 @@ impl Expander<'_> {
                 }
             }
             let value = value.ok_or_else(|| {
-                let tried = if keys.is_empty() { "no key for this source".to_string() } else { format!("key {} not found", keys.join(" or ")) };
+                let place = match self.info.source_kind() {
+                    SourceKind::Gguf => "the GGUF metadata",
+                    SourceKind::Hf => "config.json",
+                };
+                let tried = if keys.is_empty() {
+                    format!("no key for this source in the template")
+                } else {
+                    format!("key {} not found in {place}", keys.join(" or "))
+                };
                 self.hparam_err(name, format!("{tried} and no default"))
             })?;
             self.vars.insert(name.clone(), value);

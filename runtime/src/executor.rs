@@ -20,7 +20,7 @@ pub trait Forward {
 
 impl Forward for CpuProgram {
     fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
-        let (logits, rows) = CpuProgram::forward(self, tokens)?;
+        let (logits, rows) = CpuProgram::execute(self, tokens)?;
         let vocab = logits.len() / rows;
         Ok(&logits[(rows - 1) * vocab..])
     }

@@ -68,11 +68,8 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Ru
 struct Info<'a>(&'a ModelSource);
 
 impl ModelInfo for Info<'_> {
-    fn source_kind(&self) -> weft_families::SourceKind {
-        match self.0.kind {
-            SourceKind::Gguf => weft_families::SourceKind::Gguf,
-            SourceKind::HfDir => weft_families::SourceKind::Hf,
-        }
+    fn source_kind(&self) -> SourceKind {
+        self.0.kind
     }
 
     fn architecture(&self) -> &str {
@@ -116,8 +113,8 @@ impl Model {
         let source = ModelSource::open(&path)?;
         let tokenizer = match (&source.kind, &source.tokenizer_json) {
             (SourceKind::Gguf, _) => Tokenizer::from_gguf(&source.metadata)?,
-            (SourceKind::HfDir, Some(p)) => Some(Tokenizer::from_file(p)?),
-            (SourceKind::HfDir, None) => None,
+            (SourceKind::Hf, Some(p)) => Some(Tokenizer::from_file(p)?),
+            (SourceKind::Hf, None) => None,
         };
         Ok(Model { spec: spec.to_string(), source, tokenizer })
     }

@@ -497,7 +497,7 @@ fn hf_dir_loads() {
     ]);
     write_file(&dir, "model.safetensors", &st);
     let m = ModelSource::open(&dir).unwrap();
-    assert_eq!(m.kind, SourceKind::HfDir);
+    assert_eq!(m.kind, SourceKind::Hf);
     assert_eq!(m.architecture, "llama");
     assert_eq!(m.file_bytes, st.len() as u64);
     assert_eq!(m.tokenizer_json, Some(dir.join("tokenizer.json")));

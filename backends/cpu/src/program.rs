@@ -44,7 +44,7 @@ struct Cache {
     width: usize,
 }
 
-/// A plan bound to weights, with its KV cache: call [`CpuProgram::forward`] once per step.
+/// A plan bound to weights, with its KV cache: call [`CpuProgram::execute`] once per step.
 pub struct CpuProgram {
     plan: Plan,
     bound: Vec<Bound>,
@@ -147,7 +147,7 @@ impl CpuProgram {
 
     /// Runs `tokens` at the next positions; returns the first output (logits) as
     /// `[rows, vocab]` row-major with its row count.
-    pub fn forward(&mut self, tokens: &[u32]) -> Result<(&[f32], usize), CpuError> {
+    pub fn execute(&mut self, tokens: &[u32]) -> Result<(&[f32], usize), CpuError> {
         let seq = tokens.len();
         if seq == 0 {
             return Err(CpuError::NoTokens);

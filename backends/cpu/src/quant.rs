@@ -1,12 +1,13 @@
 //! Decoding and dot products for every stored weight type.
 //!
 //! Each type is one [`QuantKernel`]; block-quantised types implement the smaller
-//! [`BlockFormat`] (one block at a time) and get the row-level kernel for free, so
-//! adding a GGML type is one `BlockFormat` impl plus one arm in [`kernel_for`].
+//! [`BlockFormat`] (decode one block) and get the row kernels for free, so adding
+//! a GGML type is one `BlockFormat` impl plus one arm in [`kernel_for`].
 //!
 //! Decoding follows the reference (gguf-py / ggml) arithmetic operation for
-//! operation, so decoded values are bit-exact; dot products only promise to be
-//! close to the dot of the decoded row (they factor the block scale out).
+//! operation, so decoded values are bit-exact. Dots decode a few blocks at a
+//! time into a stack buffer and run the f32 dot on it: plain loops that LLVM
+//! vectorises, where per-block dots with the scale factored out did not.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
@@ -78,40 +79,6 @@ fn f16_to_f32(h: u16) -> f32 {
 #[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
-}
-
-/// The 32 nibbles of a Q4 block as floats, in element order.
-#[inline(always)]
-fn nibbles(qs: &[u8; 16]) -> [f32; 32] {
-    let mut q = [0f32; 32];
-    let (lo, hi) = q.split_at_mut(16);
-    for ((l, h), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
-        *l = (b & 0x0F) as f32;
-        *h = (b >> 4) as f32;
-    }
-    q
-}
-
-#[inline(always)]
-fn dot32(a: &[f32; 32], b: &[f32; 32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (a8, b8) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += a8[l] * b8[l];
-        }
-    }
-    hsum8(acc)
-}
-
-#[inline(always)]
-fn sum32(a: &[f32; 32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for a8 in a.chunks_exact(8) {
-        for l in 0..8 {
-            acc[l] += a8[l];
-        }
-    }
-    hsum8(acc)
 }
 
 fn check_len(dtype: DType, row: &[u8], n: usize) {
@@ -230,9 +197,10 @@ pub trait BlockFormat: Send + Sync + 'static {
     const BYTES: usize;
     /// Decode one block (`b.len() == BYTES`, `out.len() == BLOCK`) exactly as the reference does.
     fn decode_block(b: &[u8], out: &mut [f32]);
-    /// Dot of one block with `x` (`x.len() == BLOCK`).
-    fn dot_block(b: &[u8], x: &[f32]) -> f32;
 }
+
+/// Elements decoded per step of a block dot (a stack buffer, never a whole row).
+const DOT_CHUNK: usize = 256;
 
 /// The row kernel of a [`BlockFormat`].
 pub struct Blocks<T>(PhantomData<T>);
@@ -254,16 +222,20 @@ impl<T: BlockFormat> QuantKernel for Blocks<T> {
 
     fn dot(&self, row: &[u8], x: &[f32]) -> f32 {
         check_len(T::DTYPE, row, x.len());
-        // Two running sums so consecutive blocks do not wait on each other.
-        let mut s = [0f32; 2];
-        let mut blocks = row.chunks_exact(T::BYTES).zip(x.chunks_exact(T::BLOCK));
-        while let Some((b0, x0)) = blocks.next() {
-            s[0] += T::dot_block(b0, x0);
-            if let Some((b1, x1)) = blocks.next() {
-                s[1] += T::dot_block(b1, x1);
+        let per_step = (DOT_CHUNK / T::BLOCK).max(1);
+        let mut buf = [0f32; DOT_CHUNK];
+        let mut sum = 0f32;
+        for (bs, xs) in row
+            .chunks(per_step * T::BYTES)
+            .zip(x.chunks(per_step * T::BLOCK))
+        {
+            let w = &mut buf[..xs.len()];
+            for (b, o) in bs.chunks_exact(T::BYTES).zip(w.chunks_exact_mut(T::BLOCK)) {
+                T::decode_block(b, o);
             }
+            sum += dot_f32(w, xs);
         }
-        s[0] + s[1]
+        sum
     }
 }
 
@@ -275,7 +247,7 @@ impl BlockFormat for Q8_0 {
     const BLOCK: usize = 32;
     const BYTES: usize = 34;
 
-    #[inline]
+    #[inline(always)]
     fn decode_block(b: &[u8], out: &mut [f32]) {
         let d = f16_at(b, 0);
         let qs: &[u8; 32] = b[2..34].try_into().unwrap();
@@ -284,22 +256,21 @@ impl BlockFormat for Q8_0 {
             *o = q as i8 as f32 * d;
         }
     }
-
-    #[inline(always)]
-    fn dot_block(b: &[u8], x: &[f32]) -> f32 {
-        let d = f16_at(b, 0);
-        let qs: &[u8; 32] = b[2..34].try_into().unwrap();
-        let x: &[f32; 32] = x.try_into().unwrap();
-        let mut q = [0f32; 32];
-        for (v, &b) in q.iter_mut().zip(qs) {
-            *v = b as i8 as f32;
-        }
-        d * dot32(&q, x)
-    }
 }
 
-/// GGML Q4_0: f16 scale d, 16 bytes of nibbles (element j = low nibble of byte j,
-/// element j + 16 = high nibble); value = d · (q − 8).
+/// The 32 4-bit values of a Q4 block in element order: element j is the low
+/// nibble of byte j, element j + 16 the high nibble.
+#[inline(always)]
+fn nibbles(qs: &[u8; 16]) -> [u8; 32] {
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        q[j] = qs[j] & 0x0F;
+        q[j + 16] = qs[j] >> 4;
+    }
+    q
+}
+
+/// GGML Q4_0: f16 scale d, 16 bytes of nibbles; value = d · (q − 8).
 pub struct Q4_0;
 
 impl BlockFormat for Q4_0 {
@@ -307,27 +278,14 @@ impl BlockFormat for Q4_0 {
     const BLOCK: usize = 32;
     const BYTES: usize = 18;
 
-    #[inline]
+    #[inline(always)]
     fn decode_block(b: &[u8], out: &mut [f32]) {
         let d = f16_at(b, 0);
-        let qs: &[u8; 16] = b[2..18].try_into().unwrap();
-        let (lo, hi) = out.split_at_mut(16);
-        for j in 0..16 {
-            lo[j] = d * ((qs[j] & 0x0F) as i32 - 8) as f32;
-            hi[j] = d * ((qs[j] >> 4) as i32 - 8) as f32;
+        let q = nibbles(b[2..18].try_into().unwrap());
+        let out: &mut [f32; 32] = out.try_into().unwrap();
+        for (o, &q) in out.iter_mut().zip(&q) {
+            *o = d * (q as i8 - 8) as f32;
         }
-    }
-
-    #[inline(always)]
-    fn dot_block(b: &[u8], x: &[f32]) -> f32 {
-        let d = f16_at(b, 0);
-        let qs: &[u8; 16] = b[2..18].try_into().unwrap();
-        let x: &[f32; 32] = x.try_into().unwrap();
-        let mut q = nibbles(qs);
-        for v in &mut q {
-            *v -= 8.0;
-        }
-        d * dot32(&q, x)
     }
 }
 
@@ -340,26 +298,15 @@ impl BlockFormat for Q4_1 {
     const BLOCK: usize = 32;
     const BYTES: usize = 20;
 
-    #[inline]
+    #[inline(always)]
     fn decode_block(b: &[u8], out: &mut [f32]) {
         let d = f16_at(b, 0);
         let m = f16_at(b, 2);
-        let qs: &[u8; 16] = b[4..20].try_into().unwrap();
-        let (lo, hi) = out.split_at_mut(16);
-        for j in 0..16 {
+        let q = nibbles(b[4..20].try_into().unwrap());
+        let out: &mut [f32; 32] = out.try_into().unwrap();
+        for (o, &q) in out.iter_mut().zip(&q) {
             // d·q is exact (11-bit × 4-bit mantissas), so one rounding, as in the reference.
-            lo[j] = d * (qs[j] & 0x0F) as f32 + m;
-            hi[j] = d * (qs[j] >> 4) as f32 + m;
+            *o = d * q as f32 + m;
         }
-    }
-
-    #[inline(always)]
-    fn dot_block(b: &[u8], x: &[f32]) -> f32 {
-        let d = f16_at(b, 0);
-        let m = f16_at(b, 2);
-        let qs: &[u8; 16] = b[4..20].try_into().unwrap();
-        let x: &[f32; 32] = x.try_into().unwrap();
-        // Σ (d·q + m)·x = d·Σ q·x + m·Σ x
-        d * dot32(&nibbles(qs), x) + m * sum32(x)
     }
 }

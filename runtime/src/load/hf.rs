@@ -120,7 +120,7 @@ pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, LoadError> {
     let tokenizer_json = tokenizer.is_file().then_some(tokenizer);
     ModelSource::assemble(
         dir,
-        SourceKind::HfDir,
+        SourceKind::Hf,
         architecture,
         metadata,
         files,

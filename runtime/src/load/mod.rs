@@ -18,12 +18,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use weft_ir::{ByteSource, DType, MetaValue, WeightProvider, WeightView};
 
-/// What kind of model source was opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    Gguf,
-    HfDir,
-}
+pub use weft_families::SourceKind;
 
 /// One tensor of the source's table, supported or not.
 #[derive(Clone, Debug, PartialEq)]

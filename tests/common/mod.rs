@@ -1,0 +1,68 @@
+//! Shared helpers of the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use weft_runtime::Model;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+}
+
+pub fn tiny(name: &str) -> PathBuf {
+    fixtures().join("tiny").join(name)
+}
+
+pub fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("an id list").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
+}
+
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array().expect("a float list").iter().map(|x| x.as_f64().expect("a float") as f32).collect()
+}
+
+/// Raw little-endian f32 values.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Opens a model once per test binary (short names are fetched on first use; the
+/// lock keeps two tests from fetching at once).
+pub fn open_shared(spec: &str) -> &'static Model {
+    static MODELS: OnceLock<Mutex<Vec<(String, &'static Model)>>> = OnceLock::new();
+    let mut models = MODELS.get_or_init(Default::default).lock().unwrap();
+    if let Some((_, m)) = models.iter().find(|(s, _)| s == spec) {
+        return m;
+    }
+    let m: &'static Model = Box::leak(Box::new(
+        Model::open(spec, &mut |msg| eprintln!("{msg}")).unwrap_or_else(|e| panic!("opening {spec}: {e}")),
+    ));
+    models.push((spec.to_string(), m));
+    m
+}
+
+/// Runs the weft binary; returns (exit code, stdout, stderr).
+pub fn weft(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft")).args(args).output().expect("weft runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "logit vectors differ in length");
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}

@@ -1,0 +1,24 @@
+//! The expanded and optimised graphs of the llama family, and the pass log, as text
+//! under insta. A changed template, expander or pass shows up here as a diff.
+
+mod common;
+use common::*;
+use weft_runtime::PassSelection;
+
+fn snapshot(name: &str, path: std::path::PathBuf) {
+    let model = open_shared(path.to_str().unwrap());
+    let c = model.compile(&PassSelection::all()).unwrap();
+    insta::assert_snapshot!(format!("{name}_expanded"), c.expanded_text);
+    insta::assert_snapshot!(format!("{name}_optimized"), c.plan.to_text());
+    insta::assert_snapshot!(format!("{name}_pass_log"), c.plan.pass_log.join("\n"));
+}
+
+#[test]
+fn llama_tied_gguf() {
+    snapshot("llama_tied_gguf", tiny("llama-tied").join("model-f32.gguf"));
+}
+
+#[test]
+fn llama_gqa_untied_hf() {
+    snapshot("llama_gqa_untied_hf", tiny("llama-gqa-untied"));
+}
