@@ -9,8 +9,8 @@
 //! time into a stack buffer and run the f32 dot on it: plain loops that LLVM
 //! vectorises, where per-block dots with the scale factored out did not.
 
+use half::f16;
 use half::slice::HalfFloatSliceExt;
-use half::{bf16, f16};
 use std::marker::PhantomData;
 use weft_ir::DType;
 
@@ -171,7 +171,7 @@ impl QuantKernel for Bf16Kernel {
     fn decode_row(&self, row: &[u8], out: &mut [f32]) {
         check_len(DType::BF16, row, out.len());
         for (o, b) in out.iter_mut().zip(row.chunks_exact(2)) {
-            *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
         }
     }
 

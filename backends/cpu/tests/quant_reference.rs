@@ -2,7 +2,7 @@
 //! and `dot` against the naive dot of the decoded row.
 
 use proptest::prelude::*;
-use weft_cpu::quant::kernel_for;
+use weft_cpu::quant::{kernel_for, BlockFormat, Q4_0, Q4_1, Q8_0};
 use weft_ir::DType;
 
 /// IEEE half → f32 by the definition (exact in f64, so the cast is exact too).
@@ -246,4 +246,15 @@ fn every_type_has_a_kernel() {
     for d in DType::ALL {
         assert_eq!(kernel_for(d).dtype(), d);
     }
+}
+
+#[test]
+fn block_constants_match_dtype() {
+    fn check<T: BlockFormat>() {
+        assert_eq!(T::BLOCK, T::DTYPE.block_size(), "{}", T::DTYPE);
+        assert_eq!(T::BYTES, T::DTYPE.block_bytes(), "{}", T::DTYPE);
+    }
+    check::<Q8_0>();
+    check::<Q4_0>();
+    check::<Q4_1>();
 }

@@ -1,0 +1,114 @@
+//! The command-line contract scripts rely on (see README): JSON shapes, plans that
+//! round-trip, exit codes.
+
+mod common;
+use common::*;
+
+fn tied_gguf() -> String {
+    tiny("llama-tied").join("model-f32.gguf").to_str().unwrap().to_string()
+}
+
+#[test]
+fn run_json_contract() {
+    let (code, out, err) = weft(&["run", &tied_gguf(), "--prompt", "Once upon a time", "--max-tokens", "5", "--greedy", "--json", "--ignore-eos"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object on stdout");
+    assert!(!ids(&v["prompt_tokens"]).is_empty());
+    assert_eq!(ids(&v["tokens"]).len(), 5);
+    assert!(v["text"].is_string());
+    assert!(v["timings"]["prefill_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["timings"]["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn tokens_without_tokenizer_give_null_text() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-notok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(tiny("llama-gqa-untied").join(f), dir.join(f)).unwrap();
+    }
+    let (code, out, err) = weft(&["run", dir.to_str().unwrap(), "--tokens", "0,5,7", "--max-tokens", "3", "--greedy", "--json", "--ignore-eos"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["text"].is_null());
+    assert_eq!(ids(&v["prompt_tokens"]), vec![0, 5, 7]);
+    assert_eq!(ids(&v["tokens"]).len(), 3);
+}
+
+#[test]
+fn compile_then_exec_equals_run_and_checks_weights() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    let (code, _, err) = weft(&["compile", &tied_gguf(), "-o", plan.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let p = json(&plan);
+    assert_eq!(p["format_version"], 1);
+    assert!(p["pass_log"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("aliases")));
+    let args = ["--tokens", "0,5,9,77", "--max-tokens", "6", "--greedy", "--json", "--ignore-eos"];
+    let (_, ran, _) = weft(&[&["run", &tied_gguf()][..], &args].concat());
+    let (code, execd, err) = weft(&[&["exec", plan.to_str().unwrap()][..], &args].concat());
+    assert_eq!(code, 0, "{err}");
+    let tokens = |s: &str| ids(&serde_json::from_str::<serde_json::Value>(s.trim()).unwrap()["tokens"]);
+    assert_eq!(tokens(&ran), tokens(&execd));
+    // The same plan on other weights is refused, naming both.
+    let other = tiny("llama-odd").join("model-f32.gguf");
+    let (code, _, err) = weft(&[&["exec", plan.to_str().unwrap(), "--weights", other.to_str().unwrap()][..], &args].concat());
+    assert_ne!(code, 0);
+    assert!(err.contains("tensor table"), "{err}");
+}
+
+#[test]
+fn logits_out_and_passes_none_agree() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-logits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    for (file, passes) in [(&a, "all"), (&b, "none")] {
+        let (code, _, err) = weft(&["run", &tied_gguf(), "--tokens", "3,1,4,1,5", "--max-tokens", "1", "--passes", passes, "--logits-out", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let la = floats(&json(&a)["logits"]);
+    assert_eq!(la.len(), 288);
+    assert_eq!(la, floats(&json(&b)["logits"]));
+}
+
+#[test]
+fn inspect_json_contract() {
+    let (code, out, err) = weft(&["inspect", &tied_gguf(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["family"], "llama");
+    assert_eq!(v["architecture"], "llama");
+    assert!(v["file_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(v["hparams"]["n_layers"], 2);
+    let t = &v["tensors"].as_array().unwrap()[0];
+    assert!(t["name"].is_string() && t["dtype"].is_string() && t["shape"].is_array());
+}
+
+#[test]
+fn dumps() {
+    for (kind, needle) in [("expanded", "= matmul("), ("optimized", "= attention("), ("dot", "digraph")] {
+        let (code, out, err) = weft(&["compile", &tied_gguf(), "--dump", kind]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(needle), "{kind}");
+    }
+}
+
+#[test]
+fn parity_exit_status() {
+    let (code, out, err) = weft(&["parity", &tied_gguf(), "--tokens", "0,5,9", "--steps", "4"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("PASS"));
+    // An impossible tolerance must fail: proves the exit status follows the comparison.
+    let (code, out, _) = weft(&["parity", &tied_gguf(), "--tokens", "0,5,9", "--steps", "4", "--tolerance", "0"]);
+    if !out.contains("0.000e0") {
+        assert_eq!(code, 1, "{out}");
+    }
+}
+
+#[test]
+fn gpu_backend_says_not_built() {
+    let (code, _, err) = weft(&["run", &tied_gguf(), "--tokens", "1,2", "--backend", "gpu"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not built yet"), "{err}");
+}
