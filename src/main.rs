@@ -160,16 +160,28 @@ fn real_main() -> Result<()> {
             let selection = PassSelection::parse(&passes)?;
             let model = open(&model)?;
             let compiled = model.compile(&selection)?;
-            eprintln!("weft: compiled {} ({} steps) in {:.1} ms", compiled.plan.family, compiled.plan.steps.len(), compiled.compile_ms);
+            eprintln!(
+                "weft: compiled {} ({} steps) in {:.1} ms",
+                compiled.plan.family,
+                compiled.plan.steps.len(),
+                compiled.compile_ms
+            );
             run_plan(&model, compiled.plan, &gen)
         }
         Command::Exec { plan, weights, gen } => {
-            let text = std::fs::read_to_string(&plan).with_context(|| format!("reading plan {}", plan.display()))?;
-            let plan_v: Plan = serde_json::from_str(&text).with_context(|| format!("{}: not a weft plan", plan.display()))?;
+            let text = std::fs::read_to_string(&plan)
+                .with_context(|| format!("reading plan {}", plan.display()))?;
+            let plan_v: Plan = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a weft plan", plan.display()))?;
             let model = open(weights.as_deref().unwrap_or(&plan_v.model.source))?;
             run_plan(&model, plan_v, &gen)
         }
-        Command::Compile { model, output, dump, passes } => {
+        Command::Compile {
+            model,
+            output,
+            dump,
+            passes,
+        } => {
             let selection = PassSelection::parse(&passes)?;
             let model = open(&model)?;
             let compiled = model.compile(&selection)?;
@@ -180,15 +192,31 @@ fn real_main() -> Result<()> {
                 None => {}
             }
             if let Some(out) = output {
-                write_atomic(&out, serde_json::to_string_pretty(&compiled.plan)?.as_bytes())?;
-                eprintln!("weft: wrote {} ({} steps, compiled in {:.1} ms)", out.display(), compiled.plan.steps.len(), compiled.compile_ms);
+                write_atomic(
+                    &out,
+                    serde_json::to_string_pretty(&compiled.plan)?.as_bytes(),
+                )?;
+                eprintln!(
+                    "weft: wrote {} ({} steps, compiled in {:.1} ms)",
+                    out.display(),
+                    compiled.plan.steps.len(),
+                    compiled.compile_ms
+                );
             } else if dump.is_none() {
                 bail!("nothing to do: give -o plan.json and/or --dump");
             }
             Ok(())
         }
         Command::Inspect { model, json } => inspect(&model, json),
-        Command::Parity { model, prompt, tokens, steps, passes, tolerance, json } => {
+        Command::Parity {
+            model,
+            prompt,
+            tokens,
+            steps,
+            passes,
+            tolerance,
+            json,
+        } => {
             let selection = PassSelection::parse(&passes)?;
             let model = open(&model)?;
             let prompt = prompt_tokens(&model, prompt.as_deref(), tokens)?;
@@ -205,8 +233,16 @@ fn real_main() -> Result<()> {
                 );
             } else {
                 println!("prompt tokens: {}", prompt.len());
-                println!("max |Δlogit| / max|logit|: {:.3e} (tolerance {:.0e})", r.max_rel(), tolerance);
-                println!("greedy tokens agree: {} ({} positions)", r.tokens_agree(), r.tokens_a.len());
+                println!(
+                    "max |Δlogit| / max|logit|: {:.3e} (tolerance {:.0e})",
+                    r.max_rel(),
+                    tolerance
+                );
+                println!(
+                    "greedy tokens agree: {} ({} positions)",
+                    r.tokens_agree(),
+                    r.tokens_a.len()
+                );
                 println!("{}", if r.passed() { "PASS" } else { "FAIL" });
             }
             if !r.passed() {
@@ -222,7 +258,11 @@ fn open(spec: &str) -> Result<Model> {
     Ok(Model::open(spec, &mut |msg| eprintln!("weft: {msg}"))?)
 }
 
-fn prompt_tokens(model: &Model, prompt: Option<&str>, tokens: Option<Vec<u32>>) -> Result<Vec<u32>> {
+fn prompt_tokens(
+    model: &Model,
+    prompt: Option<&str>,
+    tokens: Option<Vec<u32>>,
+) -> Result<Vec<u32>> {
     match (prompt, tokens) {
         (_, Some(t)) => Ok(t),
         (Some(p), None) => Ok(model.encode(p)?),
@@ -273,14 +313,24 @@ fn run_plan(model: &Model, plan: Plan, gen: &GenArgs) -> Result<()> {
         if let (false, Some(t)) = (gen.json, tok) {
             let piece = stream.push(t, id);
             // A closed stdout (a pager quit) ends generation rather than erroring mid-token.
-            return write!(stdout, "{piece}").and_then(|_| stdout.flush()).is_ok();
+            return write!(stdout, "{piece}")
+                .and_then(|_| stdout.flush())
+                .is_ok();
         }
         true
     })?;
     let stop_ids = model.stop_ids();
-    let shown: Vec<u32> = result.tokens.iter().copied().filter(|t| gen.ignore_eos || !stop_ids.contains(t)).collect();
+    let shown: Vec<u32> = result
+        .tokens
+        .iter()
+        .copied()
+        .filter(|t| gen.ignore_eos || !stop_ids.contains(t))
+        .collect();
     if let Some(path) = &gen.logits_out {
-        write_atomic(path, serde_json::to_string(&json!({ "logits": result.prompt_logits }))?.as_bytes())?;
+        write_atomic(
+            path,
+            serde_json::to_string(&json!({ "logits": result.prompt_logits }))?.as_bytes(),
+        )?;
     }
     if gen.json {
         let text = tok.map(|t| t.decode(&shown));
@@ -321,8 +371,15 @@ fn inspect(spec: &str, json_out: bool) -> Result<()> {
     let family = model.expand().map(|e| e.family);
     let expanded = model.expand().ok();
     if json_out {
-        let tensors: Vec<_> = src.tensors.iter().map(|t| json!({"name": t.name, "dtype": t.type_name, "shape": t.shape})).collect();
-        let hparams = expanded.as_ref().map(|e| serde_json::to_value(&e.hparams)).transpose()?;
+        let tensors: Vec<_> = src
+            .tensors
+            .iter()
+            .map(|t| json!({"name": t.name, "dtype": t.type_name, "shape": t.shape}))
+            .collect();
+        let hparams = expanded
+            .as_ref()
+            .map(|e| serde_json::to_value(&e.hparams))
+            .transpose()?;
         println!(
             "{}",
             json!({

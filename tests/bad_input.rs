@@ -20,7 +20,11 @@ fn scratch_dir(name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
     let mut cfg = json(&dir.join("config.json"));
     f(cfg.as_object_mut().unwrap());
-    std::fs::write(dir.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
 }
 
 fn fails_with(args: &[&str], needles: &[&str]) {
@@ -28,43 +32,73 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     assert_ne!(code, 0, "{args:?} should fail");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     for n in needles {
-        assert!(err.contains(n), "{args:?}: message {err:?} should mention {n:?}");
+        assert!(
+            err.contains(n),
+            "{args:?}: message {err:?} should mention {n:?}"
+        );
     }
-    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error message: {err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .count(),
+        1,
+        "one error message: {err}"
+    );
 }
 
 #[test]
 fn unknown_architecture() {
-    let dir = scratch_dir("arch", |d| edit_config(d, |c| {
-        c.insert("model_type".into(), "frobnicator".into());
-    }));
-    fails_with(&["run", dir.to_str().unwrap(), "--tokens", "1,2"], &["model_type", "frobnicator", "llama"]);
+    let dir = scratch_dir("arch", |d| {
+        edit_config(d, |c| {
+            c.insert("model_type".into(), "frobnicator".into());
+        })
+    });
+    fails_with(
+        &["run", dir.to_str().unwrap(), "--tokens", "1,2"],
+        &["model_type", "frobnicator", "llama"],
+    );
 }
 
 #[test]
 fn missing_tensor() {
     // One layer more than the file holds.
-    let dir = scratch_dir("layers", |d| edit_config(d, |c| {
-        c.insert("num_hidden_layers".into(), 4.into());
-    }));
-    fails_with(&["run", dir.to_str().unwrap(), "--tokens", "1,2"], &["missing tensor", "model.layers.3."]);
+    let dir = scratch_dir("layers", |d| {
+        edit_config(d, |c| {
+            c.insert("num_hidden_layers".into(), 4.into());
+        })
+    });
+    fails_with(
+        &["run", dir.to_str().unwrap(), "--tokens", "1,2"],
+        &["missing tensor", "model.layers.3."],
+    );
 }
 
 #[test]
 fn config_without_required_key() {
-    let dir = scratch_dir("key", |d| edit_config(d, |c| {
-        c.remove("hidden_size");
-    }));
-    fails_with(&["run", dir.to_str().unwrap(), "--tokens", "1,2"], &["hidden", "hidden_size", "config.json"]);
+    let dir = scratch_dir("key", |d| {
+        edit_config(d, |c| {
+            c.remove("hidden_size");
+        })
+    });
+    fails_with(
+        &["run", dir.to_str().unwrap(), "--tokens", "1,2"],
+        &["hidden", "hidden_size", "config.json"],
+    );
 }
 
 #[test]
 fn config_contradicting_the_weights() {
-    let dir = scratch_dir("shape", |d| edit_config(d, |c| {
-        c.insert("num_attention_heads".into(), 8.into());
-        c.insert("head_dim".into(), 8.into());
-    }));
-    fails_with(&["run", dir.to_str().unwrap(), "--tokens", "1,2"], &["shape error"]);
+    let dir = scratch_dir("shape", |d| {
+        edit_config(d, |c| {
+            c.insert("num_attention_heads".into(), 8.into());
+            c.insert("head_dim".into(), 8.into());
+        })
+    });
+    fails_with(
+        &["run", dir.to_str().unwrap(), "--tokens", "1,2"],
+        &["shape error"],
+    );
 }
 
 #[test]
@@ -75,7 +109,10 @@ fn truncated_gguf() {
     for cut in [3, 40, 1000, src.len() / 2, src.len() - 1] {
         let p = dir.join(format!("cut{cut}.gguf"));
         std::fs::write(&p, &src[..cut]).unwrap();
-        fails_with(&["run", p.to_str().unwrap(), "--tokens", "1,2"], &[p.file_name().unwrap().to_str().unwrap()]);
+        fails_with(
+            &["run", p.to_str().unwrap(), "--tokens", "1,2"],
+            &[p.file_name().unwrap().to_str().unwrap()],
+        );
     }
 }
 
@@ -85,7 +122,11 @@ fn gguf_tensor_size_not_matching_its_shape() {
     // no longer fits. The table stores dims as u64 after the name.
     let mut b = std::fs::read(tiny("llama-tied").join("model-f32.gguf")).unwrap();
     let name = b"token_embd.weight";
-    let at = b.windows(name.len()).position(|w| w == name).expect("tensor name in table") + name.len();
+    let at = b
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("tensor name in table")
+        + name.len();
     let n_dims = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
     assert_eq!(n_dims, 2);
     let d1 = at + 4 + 8;
@@ -93,22 +134,34 @@ fn gguf_tensor_size_not_matching_its_shape() {
     b[d1..d1 + 8].copy_from_slice(&(v * 1000).to_le_bytes());
     let p = std::env::temp_dir().join(format!("weft-bad-size-{}.gguf", std::process::id()));
     std::fs::write(&p, &b).unwrap();
-    fails_with(&["run", p.to_str().unwrap(), "--tokens", "1,2"], &["token_embd.weight"]);
+    fails_with(
+        &["run", p.to_str().unwrap(), "--tokens", "1,2"],
+        &["token_embd.weight"],
+    );
 }
 
 #[test]
 fn token_outside_vocabulary() {
     let p = tiny("llama-tied").join("model-f32.gguf");
-    fails_with(&["run", p.to_str().unwrap(), "--tokens", "1,99999"], &["99999"]);
+    fails_with(
+        &["run", p.to_str().unwrap(), "--tokens", "1,99999"],
+        &["99999"],
+    );
 }
 
 #[test]
 fn text_prompt_without_tokenizer() {
     let dir = scratch_dir("notok", |_| {});
-    fails_with(&["run", dir.to_str().unwrap(), "--prompt", "hi"], &["no tokenizer", "--tokens"]);
+    fails_with(
+        &["run", dir.to_str().unwrap(), "--prompt", "hi"],
+        &["no tokenizer", "--tokens"],
+    );
 }
 
 #[test]
 fn missing_model_path() {
-    fails_with(&["inspect", "/nonexistent/model.gguf"], &["/nonexistent/model.gguf"]);
+    fails_with(
+        &["inspect", "/nonexistent/model.gguf"],
+        &["/nonexistent/model.gguf"],
+    );
 }

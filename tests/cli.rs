@@ -5,12 +5,26 @@ mod common;
 use common::*;
 
 fn tied_gguf() -> String {
-    tiny("llama-tied").join("model-f32.gguf").to_str().unwrap().to_string()
+    tiny("llama-tied")
+        .join("model-f32.gguf")
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
 fn run_json_contract() {
-    let (code, out, err) = weft(&["run", &tied_gguf(), "--prompt", "Once upon a time", "--max-tokens", "5", "--greedy", "--json", "--ignore-eos"]);
+    let (code, out, err) = weft(&[
+        "run",
+        &tied_gguf(),
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "5",
+        "--greedy",
+        "--json",
+        "--ignore-eos",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object on stdout");
     assert!(!ids(&v["prompt_tokens"]).is_empty());
@@ -27,7 +41,17 @@ fn tokens_without_tokenizer_give_null_text() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(tiny("llama-gqa-untied").join(f), dir.join(f)).unwrap();
     }
-    let (code, out, err) = weft(&["run", dir.to_str().unwrap(), "--tokens", "0,5,7", "--max-tokens", "3", "--greedy", "--json", "--ignore-eos"]);
+    let (code, out, err) = weft(&[
+        "run",
+        dir.to_str().unwrap(),
+        "--tokens",
+        "0,5,7",
+        "--max-tokens",
+        "3",
+        "--greedy",
+        "--json",
+        "--ignore-eos",
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["text"].is_null());
@@ -44,16 +68,40 @@ fn compile_then_exec_equals_run_and_checks_weights() {
     assert_eq!(code, 0, "{err}");
     let p = json(&plan);
     assert_eq!(p["format_version"], 1);
-    assert!(p["pass_log"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("aliases")));
-    let args = ["--tokens", "0,5,9,77", "--max-tokens", "6", "--greedy", "--json", "--ignore-eos"];
+    assert!(p["pass_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("aliases")));
+    let args = [
+        "--tokens",
+        "0,5,9,77",
+        "--max-tokens",
+        "6",
+        "--greedy",
+        "--json",
+        "--ignore-eos",
+    ];
     let (_, ran, _) = weft(&[&["run", &tied_gguf()][..], &args].concat());
     let (code, execd, err) = weft(&[&["exec", plan.to_str().unwrap()][..], &args].concat());
     assert_eq!(code, 0, "{err}");
-    let tokens = |s: &str| ids(&serde_json::from_str::<serde_json::Value>(s.trim()).unwrap()["tokens"]);
+    let tokens =
+        |s: &str| ids(&serde_json::from_str::<serde_json::Value>(s.trim()).unwrap()["tokens"]);
     assert_eq!(tokens(&ran), tokens(&execd));
     // The same plan on other weights is refused, naming both.
     let other = tiny("llama-odd").join("model-f32.gguf");
-    let (code, _, err) = weft(&[&["exec", plan.to_str().unwrap(), "--weights", other.to_str().unwrap()][..], &args].concat());
+    let (code, _, err) = weft(
+        &[
+            &[
+                "exec",
+                plan.to_str().unwrap(),
+                "--weights",
+                other.to_str().unwrap(),
+            ][..],
+            &args,
+        ]
+        .concat(),
+    );
     assert_ne!(code, 0);
     assert!(err.contains("tensor table"), "{err}");
 }
@@ -64,7 +112,18 @@ fn logits_out_and_passes_none_agree() {
     std::fs::create_dir_all(&dir).unwrap();
     let (a, b) = (dir.join("a.json"), dir.join("b.json"));
     for (file, passes) in [(&a, "all"), (&b, "none")] {
-        let (code, _, err) = weft(&["run", &tied_gguf(), "--tokens", "3,1,4,1,5", "--max-tokens", "1", "--passes", passes, "--logits-out", file.to_str().unwrap()]);
+        let (code, _, err) = weft(&[
+            "run",
+            &tied_gguf(),
+            "--tokens",
+            "3,1,4,1,5",
+            "--max-tokens",
+            "1",
+            "--passes",
+            passes,
+            "--logits-out",
+            file.to_str().unwrap(),
+        ]);
         assert_eq!(code, 0, "{err}");
     }
     let la = floats(&json(&a)["logits"]);
@@ -87,7 +146,11 @@ fn inspect_json_contract() {
 
 #[test]
 fn dumps() {
-    for (kind, needle) in [("expanded", "= matmul("), ("optimized", "= attention("), ("dot", "digraph")] {
+    for (kind, needle) in [
+        ("expanded", "= matmul("),
+        ("optimized", "= attention("),
+        ("dot", "digraph"),
+    ] {
         let (code, out, err) = weft(&["compile", &tied_gguf(), "--dump", kind]);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(needle), "{kind}");
@@ -100,7 +163,16 @@ fn parity_exit_status() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("PASS"));
     // An impossible tolerance must fail: proves the exit status follows the comparison.
-    let (code, out, _) = weft(&["parity", &tied_gguf(), "--tokens", "0,5,9", "--steps", "4", "--tolerance", "0"]);
+    let (code, out, _) = weft(&[
+        "parity",
+        &tied_gguf(),
+        "--tokens",
+        "0,5,9",
+        "--steps",
+        "4",
+        "--tolerance",
+        "0",
+    ]);
     if !out.contains("0.000e0") {
         assert_eq!(code, 1, "{out}");
     }

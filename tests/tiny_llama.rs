@@ -35,19 +35,35 @@ fn check(dir: &str, weights: &str, reference: &str) {
     let logits = graph.forward(&input).unwrap().to_vec();
     let rel = max_abs_diff(&logits, &want_logits) / max_abs(&want_logits);
     eprintln!("{dir}/{weights}: max |Δlogit| / max|logit| vs transformers = {rel:.2e}");
-    assert!(rel <= 1e-3, "{dir}/{weights}: logits differ from transformers by {rel:.2e} (relative)");
+    assert!(
+        rel <= 1e-3,
+        "{dir}/{weights}: logits differ from transformers by {rel:.2e} (relative)"
+    );
 
     let mut tokens = vec![argmax(&logits)];
     while tokens.len() < want_greedy.len() {
         let l = graph.forward(&[*tokens.last().unwrap()]).unwrap();
         tokens.push(argmax(l));
     }
-    assert_eq!(tokens, want_greedy, "{dir}/{weights}: greedy tokens differ from transformers");
+    assert_eq!(
+        tokens, want_greedy,
+        "{dir}/{weights}: greedy tokens differ from transformers"
+    );
 
-    let mut graph = model.cpu(model.compile(&PassSelection::all()).unwrap().plan, input.len() + 17).unwrap();
+    let mut graph = model
+        .cpu(
+            model.compile(&PassSelection::all()).unwrap().plan,
+            input.len() + 17,
+        )
+        .unwrap();
     let mut curated = model.curated(input.len() + 17).unwrap();
     let rep = parity::compare(&mut graph, &mut curated, &input, 16, 1e-4).unwrap();
-    assert!(rep.passed(), "{dir}/{weights}: graph vs curated: rel {:.2e}, tokens agree {}", rep.max_rel(), rep.tokens_agree());
+    assert!(
+        rep.passed(),
+        "{dir}/{weights}: graph vs curated: rel {:.2e}, tokens agree {}",
+        rep.max_rel(),
+        rep.tokens_agree()
+    );
 }
 
 #[test]
@@ -61,8 +77,12 @@ fn tiny_llama_matches_transformers_through_every_path() {
 fn passes_off_gives_identical_logits() {
     let model = open_shared(tiny("llama-tied").join("model-f32.gguf").to_str().unwrap());
     let input = [0u32, 5, 9, 77, 12];
-    let mut on = model.cpu(model.compile(&PassSelection::all()).unwrap().plan, 8).unwrap();
-    let mut off = model.cpu(model.compile(&PassSelection::none()).unwrap().plan, 8).unwrap();
+    let mut on = model
+        .cpu(model.compile(&PassSelection::all()).unwrap().plan, 8)
+        .unwrap();
+    let mut off = model
+        .cpu(model.compile(&PassSelection::none()).unwrap().plan, 8)
+        .unwrap();
     let a = on.forward(&input).unwrap().to_vec();
     let b = off.forward(&input).unwrap().to_vec();
     assert_eq!(a, b);

@@ -1,7 +1,7 @@
 //! The generic expander: template + model metadata → graph.
 
 use crate::expr::{eval, Value};
-use crate::template::{HparamSpec, Keys, TensorSpec, Template};
+use crate::template::{HparamSpec, Keys, Template, TensorSpec};
 use crate::{find_template, FamilyError, ModelInfo, SourceKind};
 use std::collections::{BTreeMap, HashMap};
 use toml::Table;
@@ -23,8 +23,19 @@ pub fn expand(info: &dyn ModelInfo) -> Result<Expanded, FamilyError> {
 }
 
 /// Expands a given template (tests use this to try malformed ones).
-pub fn expand_with(info: &dyn ModelInfo, file: &str, t: &Template) -> Result<Expanded, FamilyError> {
-    let mut x = Expander { info, file, t, vars: BTreeMap::new(), graph: Graph::new(), weights: HashMap::new() };
+pub fn expand_with(
+    info: &dyn ModelInfo,
+    file: &str,
+    t: &Template,
+) -> Result<Expanded, FamilyError> {
+    let mut x = Expander {
+        info,
+        file,
+        t,
+        vars: BTreeMap::new(),
+        graph: Graph::new(),
+        weights: HashMap::new(),
+    };
     x.read_hparams()?;
     let tokens = x.graph.add(Op::Tokens, "tokens", "", &[]);
     let mut scope = HashMap::from([("tokens".to_string(), tokens)]);
@@ -49,7 +60,12 @@ pub fn expand_with(info: &dyn ModelInfo, file: &str, t: &Template) -> Result<Exp
             (k.clone(), m)
         })
         .collect();
-    Ok(Expanded { family: t.family.name.clone(), template_file: file.to_string(), graph: x.graph, hparams })
+    Ok(Expanded {
+        family: t.family.name.clone(),
+        template_file: file.to_string(),
+        graph: x.graph,
+        hparams,
+    })
 }
 
 struct Expander<'a> {
@@ -73,37 +89,61 @@ fn meta_to_value(m: &MetaValue) -> Option<Value> {
 
 impl Expander<'_> {
     fn hparam_err(&self, name: &str, message: String) -> FamilyError {
-        FamilyError::Hparam { origin: self.info.origin(), file: self.file.to_string(), name: name.to_string(), message }
+        FamilyError::Hparam {
+            origin: self.info.origin(),
+            file: self.file.to_string(),
+            name: name.to_string(),
+            message,
+        }
     }
 
     fn op_err(&self, at: &str, message: impl Into<String>) -> FamilyError {
-        FamilyError::Op { file: self.file.to_string(), at: at.to_string(), message: message.into() }
+        FamilyError::Op {
+            file: self.file.to_string(),
+            at: at.to_string(),
+            message: message.into(),
+        }
     }
 
     fn read_hparams(&mut self) -> Result<(), FamilyError> {
         let arch = self.info.architecture().to_string();
         for (name, spec) in &self.t.hparams {
-            let spec: HparamSpec = spec
-                .clone()
-                .try_into()
-                .map_err(|e| FamilyError::Template { file: self.file.to_string(), message: format!("hparams.{name}: {e}") })?;
+            let spec: HparamSpec = spec.clone().try_into().map_err(|e| FamilyError::Template {
+                file: self.file.to_string(),
+                message: format!("hparams.{name}: {e}"),
+            })?;
             let (keys, source_default) = match self.info.source_kind() {
                 SourceKind::Gguf => (spec.gguf.as_ref(), spec.gguf_default.as_ref()),
                 SourceKind::Hf => (spec.hf.as_ref(), spec.hf_default.as_ref()),
             };
-            let keys: Vec<String> = keys.map(Keys::list).unwrap_or_default().iter().map(|k| k.replace("{arch}", &arch)).collect();
+            let keys: Vec<String> = keys
+                .map(Keys::list)
+                .unwrap_or_default()
+                .iter()
+                .map(|k| k.replace("{arch}", &arch))
+                .collect();
             let mut value = None;
             for k in &keys {
                 if let Some(m) = self.info.meta(k) {
-                    let v = meta_to_value(m)
-                        .ok_or_else(|| self.hparam_err(name, format!("key '{k}' holds {}, expected a number or string", m.summary())))?;
+                    let v = meta_to_value(m).ok_or_else(|| {
+                        self.hparam_err(
+                            name,
+                            format!(
+                                "key '{k}' holds {}, expected a number or string",
+                                m.summary()
+                            ),
+                        )
+                    })?;
                     value = Some(v);
                     break;
                 }
             }
             if value.is_none() {
                 if let Some(d) = source_default.or(spec.default.as_ref()) {
-                    value = Some(eval(d, &self.vars).map_err(|e| self.hparam_err(name, format!("default '{d}': {e}")))?);
+                    value = Some(
+                        eval(d, &self.vars)
+                            .map_err(|e| self.hparam_err(name, format!("default '{d}': {e}")))?,
+                    );
                 }
             }
             let value = value.ok_or_else(|| {
@@ -112,7 +152,7 @@ impl Expander<'_> {
                     SourceKind::Hf => "config.json",
                 };
                 let tried = if keys.is_empty() {
-                    format!("no key for this source in the template")
+                    "no key for this source in the template".to_string()
                 } else {
                     format!("key {} not found in {place}", keys.join(" or "))
                 };
@@ -126,13 +166,21 @@ impl Expander<'_> {
     fn usize_var(&self, name: &str, at: &str) -> Result<usize, FamilyError> {
         match self.vars.get(name) {
             Some(Value::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => Ok(*n as usize),
-            Some(v) => Err(self.hparam_err(name, format!("expected a whole number, found {v} (used at {at})"))),
+            Some(v) => Err(self.hparam_err(
+                name,
+                format!("expected a whole number, found {v} (used at {at})"),
+            )),
             None => Err(self.op_err(at, format!("unknown hyperparameter '{name}'"))),
         }
     }
 
     /// The node reading canonical tensor `role` of layer `layer`; `None` if optional and absent.
-    fn weight(&mut self, role: &str, layer: Option<usize>, at: &str) -> Result<Option<NodeId>, FamilyError> {
+    fn weight(
+        &mut self,
+        role: &str,
+        layer: Option<usize>,
+        at: &str,
+    ) -> Result<Option<NodeId>, FamilyError> {
         if let Some(&n) = self.weights.get(&(role.to_string(), layer)) {
             return Ok(n);
         }
@@ -143,15 +191,23 @@ impl Expander<'_> {
             .ok_or_else(|| self.op_err(at, format!("unknown tensor '{role}'")))?
             .clone()
             .try_into()
-            .map_err(|e| FamilyError::Template { file: self.file.to_string(), message: format!("tensors.{role}: {e}") })?;
+            .map_err(|e| FamilyError::Template {
+                file: self.file.to_string(),
+                message: format!("tensors.{role}: {e}"),
+            })?;
         let name = match self.info.source_kind() {
             SourceKind::Gguf => spec.gguf.as_ref(),
             SourceKind::Hf => spec.hf.as_ref(),
         };
-        let name = name.map(|n| n.replace("{i}", &layer.map(|i| i.to_string()).unwrap_or_default()));
-        let present = name.as_ref().is_some_and(|n| self.info.tensor_meta(n).is_some());
+        let name =
+            name.map(|n| n.replace("{i}", &layer.map(|i| i.to_string()).unwrap_or_default()));
+        let present = name
+            .as_ref()
+            .is_some_and(|n| self.info.tensor_meta(n).is_some());
         let tie = match &spec.tied_when {
-            Some(w) => eval(w, &self.vars).map_err(|e| self.op_err(&format!("tensors.{role}.tied_when"), e))?.truthy(),
+            Some(w) => eval(w, &self.vars)
+                .map_err(|e| self.op_err(&format!("tensors.{role}.tied_when"), e))?
+                .truthy(),
             None => false,
         };
         let node = if let Some(tied) = spec.tied.as_ref().filter(|_| tie || !present) {
@@ -160,7 +216,10 @@ impl Expander<'_> {
                 // A node of its own over the same tensor: tie-alias merges it, visibly.
                 Some(t) => {
                     let op = self.graph.node(t).op.clone();
-                    Some(self.graph.add(op, role, format!("tensors.{role} (tied to {tied})"), &[]))
+                    Some(
+                        self.graph
+                            .add(op, role, format!("tensors.{role} (tied to {tied})"), &[]),
+                    )
                 }
                 None => None,
             }
@@ -172,7 +231,16 @@ impl Expander<'_> {
                 type_name: m.type_name.clone(),
                 tensor: name.clone(),
             })?;
-            Some(self.graph.add(Op::Weight { tensor: name, dtype, shape: m.shape }, role, format!("tensors.{role}"), &[]))
+            Some(self.graph.add(
+                Op::Weight {
+                    tensor: name,
+                    dtype,
+                    shape: m.shape,
+                },
+                role,
+                format!("tensors.{role}"),
+                &[],
+            ))
         } else if spec.optional {
             None
         } else {
@@ -187,7 +255,13 @@ impl Expander<'_> {
         Ok(node)
     }
 
-    fn section(&mut self, section: &str, ops: &[Table], layer: Option<usize>, scope: &mut HashMap<String, NodeId>) -> Result<(), FamilyError> {
+    fn section(
+        &mut self,
+        section: &str,
+        ops: &[Table],
+        layer: Option<usize>,
+        scope: &mut HashMap<String, NodeId>,
+    ) -> Result<(), FamilyError> {
         if let Some(i) = layer {
             self.vars.insert("i".to_string(), Value::Num(i as f64));
         }
@@ -202,10 +276,15 @@ impl Expander<'_> {
     fn expr(&self, entry: &Table, key: &str, at: &str) -> Result<Option<Value>, FamilyError> {
         match entry.get(key) {
             None => Ok(None),
-            Some(toml::Value::String(s)) => eval(s, &self.vars).map(Some).map_err(|e| self.op_err(at, format!("{key} = '{s}': {e}"))),
+            Some(toml::Value::String(s)) => eval(s, &self.vars)
+                .map(Some)
+                .map_err(|e| self.op_err(at, format!("{key} = '{s}': {e}"))),
             Some(toml::Value::Integer(n)) => Ok(Some(Value::Num(*n as f64))),
             Some(toml::Value::Float(n)) => Ok(Some(Value::Num(*n))),
-            Some(other) => Err(self.op_err(at, format!("{key}: expected an expression string, found {other}"))),
+            Some(other) => Err(self.op_err(
+                at,
+                format!("{key}: expected an expression string, found {other}"),
+            )),
         }
     }
 
@@ -213,18 +292,24 @@ impl Expander<'_> {
         match self.expr(entry, key, at)? {
             None => Ok(None),
             Some(Value::Num(n)) => Ok(Some(n)),
-            Some(Value::Str(s)) => Err(self.op_err(at, format!("{key}: expected a number, found '{s}'"))),
+            Some(Value::Str(s)) => {
+                Err(self.op_err(at, format!("{key}: expected a number, found '{s}'")))
+            }
         }
     }
 
     fn req_num(&self, entry: &Table, key: &str, at: &str) -> Result<f64, FamilyError> {
-        self.num(entry, key, at)?.ok_or_else(|| self.op_err(at, format!("missing '{key}'")))
+        self.num(entry, key, at)?
+            .ok_or_else(|| self.op_err(at, format!("missing '{key}'")))
     }
 
     fn req_count(&self, entry: &Table, key: &str, at: &str) -> Result<usize, FamilyError> {
         let n = self.req_num(entry, key, at)?;
         if n < 1.0 || n.fract() != 0.0 {
-            return Err(self.op_err(at, format!("{key} must be a positive whole number, found {n}")));
+            return Err(self.op_err(
+                at,
+                format!("{key} must be a positive whole number, found {n}"),
+            ));
         }
         Ok(n as usize)
     }
@@ -233,24 +318,39 @@ impl Expander<'_> {
         match self.expr(entry, key, at)? {
             None => Ok(None),
             Some(Value::Str(s)) => Ok(Some(s)),
-            Some(Value::Num(n)) => Err(self.op_err(at, format!("{key}: expected a string, found {n}"))),
+            Some(Value::Num(n)) => {
+                Err(self.op_err(at, format!("{key}: expected a string, found {n}")))
+            }
         }
     }
 
-    fn op(&mut self, entry: &Table, at: &str, layer: Option<usize>, scope: &mut HashMap<String, NodeId>) -> Result<(), FamilyError> {
+    fn op(
+        &mut self,
+        entry: &Table,
+        at: &str,
+        layer: Option<usize>,
+        scope: &mut HashMap<String, NodeId>,
+    ) -> Result<(), FamilyError> {
         if let Some(w) = self.expr(entry, "when", at)? {
             if !w.truthy() {
                 return Ok(());
             }
         }
-        let kind = entry.get("op").and_then(|v| v.as_str()).ok_or_else(|| self.op_err(at, "missing 'op'"))?;
+        let kind = entry
+            .get("op")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| self.op_err(at, "missing 'op'"))?;
         let ins: Vec<NodeId> = match entry.get("in") {
             None => vec![],
             Some(toml::Value::Array(a)) => a
                 .iter()
                 .map(|v| {
-                    let name = v.as_str().ok_or_else(|| self.op_err(at, "'in' must list value names"))?;
-                    scope.get(name).copied().ok_or_else(|| self.op_err(at, format!("value '{name}' is not defined yet")))
+                    let name = v
+                        .as_str()
+                        .ok_or_else(|| self.op_err(at, "'in' must list value names"))?;
+                    scope.get(name).copied().ok_or_else(|| {
+                        self.op_err(at, format!("value '{name}' is not defined yet"))
+                    })
                 })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(self.op_err(at, "'in' must be a list of value names")),
@@ -264,10 +364,14 @@ impl Expander<'_> {
             if ins.len() == n {
                 Ok(())
             } else {
-                Err(self.op_err(at, format!("{kind} takes {n} input(s), found {}", ins.len())))
+                Err(self.op_err(
+                    at,
+                    format!("{kind} takes {n} input(s), found {}", ins.len()),
+                ))
             }
         };
-        let need_weight = || weight.ok_or_else(|| self.op_err(at, format!("{kind} needs a 'weight'")));
+        let need_weight =
+            || weight.ok_or_else(|| self.op_err(at, format!("{kind} needs a 'weight'")));
         let (op, inputs) = match kind {
             "token_embed" => {
                 need(1)?;
@@ -283,15 +387,28 @@ impl Expander<'_> {
             }
             "scale" => {
                 need(1)?;
-                (Op::Scale { factor: self.req_num(entry, "factor", at)? as f32 }, ins.clone())
+                (
+                    Op::Scale {
+                        factor: self.req_num(entry, "factor", at)? as f32,
+                    },
+                    ins.clone(),
+                )
             }
             "silu" | "gelu" => {
                 need(1)?;
-                (if kind == "silu" { Op::Silu } else { Op::Gelu }, ins.clone())
+                (
+                    if kind == "silu" { Op::Silu } else { Op::Gelu },
+                    ins.clone(),
+                )
             }
             "softcap" => {
                 need(1)?;
-                (Op::Softcap { cap: self.req_num(entry, "cap", at)? as f32 }, ins.clone())
+                (
+                    Op::Softcap {
+                        cap: self.req_num(entry, "cap", at)? as f32,
+                    },
+                    ins.clone(),
+                )
             }
             "rms_norm" => {
                 need(1)?;
@@ -312,15 +429,32 @@ impl Expander<'_> {
                 let layout = match self.string(entry, "layout", at)?.as_deref() {
                     Some("pairs") => RopeLayout::Pairs,
                     Some("halves") => RopeLayout::Halves,
-                    other => return Err(self.op_err(at, format!("rope layout must be 'pairs' or 'halves', found {other:?}"))),
+                    other => {
+                        return Err(self.op_err(
+                            at,
+                            format!("rope layout must be 'pairs' or 'halves', found {other:?}"),
+                        ))
+                    }
                 };
                 let head_dim = self.req_count(entry, "head_dim", at)?;
-                let rot_dim = self.num(entry, "rot_dim", at)?.map(|r| r as usize).unwrap_or(head_dim);
+                let rot_dim = self
+                    .num(entry, "rot_dim", at)?
+                    .map(|r| r as usize)
+                    .unwrap_or(head_dim);
                 if rot_dim > head_dim || rot_dim % 2 != 0 {
-                    return Err(self.op_err(at, format!("rot_dim {rot_dim} must be even and at most head_dim {head_dim}")));
+                    return Err(self.op_err(
+                        at,
+                        format!("rot_dim {rot_dim} must be even and at most head_dim {head_dim}"),
+                    ));
                 }
                 let scaling = self.rope_scaling(entry, at)?;
-                let op = Op::Rope { head_dim, rot_dim, base: self.req_num(entry, "base", at)? as f32, layout, scaling };
+                let op = Op::Rope {
+                    head_dim,
+                    rot_dim,
+                    base: self.req_num(entry, "base", at)? as f32,
+                    layout,
+                    scaling,
+                };
                 let mut inputs = vec![ins[0]];
                 inputs.extend(weight);
                 (op, inputs)
@@ -330,7 +464,8 @@ impl Expander<'_> {
                 let window = self.num(entry, "window", at)?.unwrap_or(0.0);
                 let softcap = self.num(entry, "softcap", at)?.unwrap_or(0.0);
                 let op = Op::Attention {
-                    layer: layer.ok_or_else(|| self.op_err(at, "attention belongs in body.layer"))?,
+                    layer: layer
+                        .ok_or_else(|| self.op_err(at, "attention belongs in body.layer"))?,
                     n_heads: self.req_count(entry, "heads", at)?,
                     n_kv_heads: self.req_count(entry, "kv_heads", at)?,
                     head_dim: self.req_count(entry, "head_dim", at)?,
@@ -357,7 +492,9 @@ impl Expander<'_> {
             None => value_name.to_string(),
         };
         let is_output = matches!(op, Op::Output);
-        let id = self.graph.add(op, name, format!("{}:{at}", self.file), &inputs);
+        let id = self
+            .graph
+            .add(op, name, format!("{}:{at}", self.file), &inputs);
         if is_output {
             self.graph.outputs.push(id);
         }
@@ -368,18 +505,27 @@ impl Expander<'_> {
     }
 
     fn rope_scaling(&self, entry: &Table, at: &str) -> Result<RopeScaling, FamilyError> {
-        let kind = self.string(entry, "scaling", at)?.unwrap_or_else(|| "none".to_string());
+        let kind = self
+            .string(entry, "scaling", at)?
+            .unwrap_or_else(|| "none".to_string());
         let get = |k: &str| -> Result<f32, FamilyError> { Ok(self.req_num(entry, k, at)? as f32) };
         Ok(match kind.as_str() {
             "none" | "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear { factor: get("factor")? },
+            "linear" => RopeScaling::Linear {
+                factor: get("factor")?,
+            },
             "llama3" => RopeScaling::Llama3 {
                 factor: get("factor")?,
                 low_freq_factor: get("low_freq_factor")?,
                 high_freq_factor: get("high_freq_factor")?,
                 original_context: get("original_context")?,
             },
-            other => return Err(self.op_err(at, format!("rope scaling '{other}' is not supported (none, linear, llama3)"))),
+            other => {
+                return Err(self.op_err(
+                    at,
+                    format!("rope scaling '{other}' is not supported (none, linear, llama3)"),
+                ))
+            }
         })
     }
 }

@@ -46,11 +46,17 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
             i += 1;
         } else if c.is_ascii_digit() || c == '.' {
             let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || ((b[i] == b'-' || b[i] == b'+') && (b[i - 1] == b'e' || b[i - 1] == b'E'))) {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric()
+                    || b[i] == b'.'
+                    || ((b[i] == b'-' || b[i] == b'+') && (b[i - 1] == b'e' || b[i - 1] == b'E')))
+            {
                 i += 1;
             }
             let s = &src[start..i];
-            out.push(Tok::Num(s.parse().map_err(|_| format!("bad number {s:?}"))?));
+            out.push(Tok::Num(
+                s.parse().map_err(|_| format!("bad number {s:?}"))?,
+            ));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
@@ -83,7 +89,11 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
 /// Evaluates `src` with `vars` in scope.
 pub fn eval(src: &str, vars: &BTreeMap<String, Value>) -> Result<Value, String> {
     let toks = lex(src)?;
-    let mut p = Parser { toks: &toks, pos: 0, vars };
+    let mut p = Parser {
+        toks: &toks,
+        pos: 0,
+        vars,
+    };
     let v = p.expr(0)?;
     if p.pos != toks.len() {
         return Err(format!("unexpected {:?}", toks[p.pos]));
@@ -152,7 +162,9 @@ impl Parser<'_> {
                 self.expect(")")?;
                 Ok(v)
             }
-            Some(Tok::Ident(name)) if name == "not" => Ok(Value::Num((!self.expr(3)?.truthy()) as u8 as f64)),
+            Some(Tok::Ident(name)) if name == "not" => {
+                Ok(Value::Num((!self.expr(3)?.truthy()) as u8 as f64))
+            }
             Some(Tok::Ident(name)) if matches!(self.toks.get(self.pos), Some(Tok::Sym("("))) => {
                 self.pos += 1;
                 let mut args = vec![self.expr(0)?];
@@ -161,15 +173,25 @@ impl Parser<'_> {
                     args.push(self.expr(0)?);
                 }
                 self.expect(")")?;
-                let nums = args.iter().map(|a| num(a, &name)).collect::<Result<Vec<_>, _>>()?;
+                let nums = args
+                    .iter()
+                    .map(|a| num(a, &name))
+                    .collect::<Result<Vec<_>, _>>()?;
                 match (name.as_str(), nums.as_slice()) {
                     ("sqrt", [x]) => Ok(Value::Num(x.sqrt())),
                     ("min", [a, b]) => Ok(Value::Num(a.min(*b))),
                     ("max", [a, b]) => Ok(Value::Num(a.max(*b))),
-                    _ => Err(format!("unknown function {name} with {} argument(s)", nums.len())),
+                    _ => Err(format!(
+                        "unknown function {name} with {} argument(s)",
+                        nums.len()
+                    )),
                 }
             }
-            Some(Tok::Ident(name)) => self.vars.get(&name).cloned().ok_or_else(|| format!("unknown name '{name}'")),
+            Some(Tok::Ident(name)) => self
+                .vars
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| format!("unknown name '{name}'")),
             other => Err(format!("unexpected {other:?}")),
         }
     }
@@ -216,7 +238,9 @@ mod tests {
         assert_eq!(eval("kind == 'pairs' and not 0", &v), Ok(Value::Num(1.0)));
         assert_eq!(eval("(5 + 1) % 4 == 2", &v), Ok(Value::Num(1.0)));
         assert_eq!(eval("-hidden + 1", &v), Ok(Value::Num(-575.0)));
-        assert!(eval("nope + 1", &v).unwrap_err().contains("unknown name 'nope'"));
+        assert!(eval("nope + 1", &v)
+            .unwrap_err()
+            .contains("unknown name 'nope'"));
         assert!(eval("kind * 2", &v).is_err());
         assert!(eval("1 +", &v).is_err());
     }

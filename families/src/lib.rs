@@ -51,20 +51,46 @@ pub enum FamilyError {
     #[error("template {file}: {message}")]
     Template { file: String, message: String },
     #[error("{origin}: no family template serves {what} '{arch}' (known: {known})")]
-    UnknownArchitecture { origin: String, what: &'static str, arch: String, known: String },
+    UnknownArchitecture {
+        origin: String,
+        what: &'static str,
+        arch: String,
+        known: String,
+    },
     #[error("{origin}: hyperparameter '{name}' (template {file}): {message}")]
-    Hparam { origin: String, file: String, name: String, message: String },
+    Hparam {
+        origin: String,
+        file: String,
+        name: String,
+        message: String,
+    },
     #[error("{origin}: missing tensor '{tensor}' (template {file}, '{role}')")]
-    MissingTensor { origin: String, file: String, role: String, tensor: String },
+    MissingTensor {
+        origin: String,
+        file: String,
+        role: String,
+        tensor: String,
+    },
     #[error("{origin}: unsupported tensor type {type_name} in tensor '{tensor}'")]
-    UnsupportedType { origin: String, type_name: String, tensor: String },
+    UnsupportedType {
+        origin: String,
+        type_name: String,
+        tensor: String,
+    },
     #[error("template {file}, {at}: {message}")]
-    Op { file: String, at: String, message: String },
+    Op {
+        file: String,
+        at: String,
+        message: String,
+    },
 }
 
 /// Parses a template (its file name is used in messages).
 pub fn parse_template(file: &str, text: &str) -> Result<Template, FamilyError> {
-    toml::from_str(text).map_err(|e| FamilyError::Template { file: file.to_string(), message: e.to_string() })
+    toml::from_str(text).map_err(|e| FamilyError::Template {
+        file: file.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The built-in template serving this model.

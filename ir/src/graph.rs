@@ -59,9 +59,16 @@ pub enum RopeLayout {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor`.
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// Llama 3: long wavelengths divided by `factor`, short ones kept, a smooth ramp between.
-    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: f32 },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context: f32,
+    },
 }
 
 /// One operation. Activations are `[seq, width]` row-major f32 matrices.
@@ -71,24 +78,42 @@ pub enum Op {
     /// The token ids of the step: `[seq]`.
     Tokens,
     /// A weight tensor, by its name in the model file, in its stored type.
-    Weight { tensor: String, dtype: DType, shape: Vec<usize> },
+    Weight {
+        tensor: String,
+        dtype: DType,
+        shape: Vec<usize>,
+    },
     /// Rows of the table (input 0) picked by the token ids (input 1).
     TokenEmbed,
     /// `x · wᵀ`: x `[seq, k]` (input 0), w `[n, k]` (input 1, any dtype) → `[seq, n]`.
     MatMul,
     Add,
     Mul,
-    Scale { factor: f32 },
+    Scale {
+        factor: f32,
+    },
     /// Each group of `group` values becomes `x / rms(x) · (w + weight_offset)`; w (input 1) has `group` values.
-    RmsNorm { eps: f32, weight_offset: f32, group: usize },
+    RmsNorm {
+        eps: f32,
+        weight_offset: f32,
+        group: usize,
+    },
     Silu,
     /// GELU, tanh approximation.
     Gelu,
     /// `cap · tanh(x / cap)`.
-    Softcap { cap: f32 },
+    Softcap {
+        cap: f32,
+    },
     /// Rotary embedding of the first `rot_dim` dims of every `head_dim`-wide head at the
     /// step's absolute positions. Optional input 1: per-frequency divisors (GGUF `rope_freqs`).
-    Rope { head_dim: usize, rot_dim: usize, base: f32, layout: RopeLayout, scaling: RopeScaling },
+    Rope {
+        head_dim: usize,
+        rot_dim: usize,
+        base: f32,
+        layout: RopeLayout,
+        scaling: RopeScaling,
+    },
     /// Causal attention of q (input 0) over the KV cache of `layer`, after appending this
     /// step's k and v (inputs 1, 2). Grouped-query when `n_kv_heads < n_heads`.
     Attention {
@@ -185,8 +210,19 @@ impl Graph {
     }
 
     /// Adds a node reading `inputs` in order.
-    pub fn add(&mut self, op: Op, name: impl Into<String>, origin: impl Into<String>, inputs: &[NodeId]) -> NodeId {
-        let id = self.inner.add_node(Node { op, name: name.into(), shape: vec![], origin: origin.into() });
+    pub fn add(
+        &mut self,
+        op: Op,
+        name: impl Into<String>,
+        origin: impl Into<String>,
+        inputs: &[NodeId],
+    ) -> NodeId {
+        let id = self.inner.add_node(Node {
+            op,
+            name: name.into(),
+            shape: vec![],
+            origin: origin.into(),
+        });
         for (slot, &i) in inputs.iter().enumerate() {
             self.inner.add_edge(i, id, slot);
         }
@@ -211,15 +247,21 @@ impl Graph {
 
     /// The inputs of a node, in slot order.
     pub fn inputs(&self, id: NodeId) -> Vec<NodeId> {
-        let mut e: Vec<(usize, NodeId)> =
-            self.inner.edges_directed(id, Direction::Incoming).map(|e| (*e.weight(), e.source())).collect();
+        let mut e: Vec<(usize, NodeId)> = self
+            .inner
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
         e.sort_unstable();
         e.into_iter().map(|(_, n)| n).collect()
     }
 
     /// The nodes that read `id`.
     pub fn users(&self, id: NodeId) -> Vec<NodeId> {
-        let mut u: Vec<NodeId> = self.inner.neighbors_directed(id, Direction::Outgoing).collect();
+        let mut u: Vec<NodeId> = self
+            .inner
+            .neighbors_directed(id, Direction::Outgoing)
+            .collect();
         u.sort_unstable();
         u.dedup();
         u
@@ -254,10 +296,16 @@ impl Graph {
     /// Nodes in an order where every input comes before its readers; ties keep
     /// insertion order, so dumps are stable.
     pub fn topo_order(&self) -> Vec<NodeId> {
-        let mut indeg: std::collections::HashMap<NodeId, usize> =
-            self.inner.node_indices().map(|n| (n, self.inputs(n).len())).collect();
-        let mut ready: std::collections::BTreeSet<NodeId> =
-            indeg.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| n).collect();
+        let mut indeg: std::collections::HashMap<NodeId, usize> = self
+            .inner
+            .node_indices()
+            .map(|n| (n, self.inputs(n).len()))
+            .collect();
+        let mut ready: std::collections::BTreeSet<NodeId> = indeg
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&n, _)| n)
+            .collect();
         let mut order = Vec::with_capacity(self.len());
         while let Some(n) = ready.pop_first() {
             order.push(n);

@@ -50,10 +50,14 @@ impl Plan {
         pass_log: Vec<String>,
     ) -> Plan {
         let order = graph.topo_order();
-        let index: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let index: HashMap<NodeId, usize> =
+            order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let steps = order
             .iter()
-            .map(|&n| Step { node: graph.node(n).clone(), inputs: graph.inputs(n).iter().map(|i| index[i]).collect() })
+            .map(|&n| Step {
+                node: graph.node(n).clone(),
+                inputs: graph.inputs(n).iter().map(|i| index[i]).collect(),
+            })
             .collect();
         Plan {
             format_version: PLAN_FORMAT_VERSION,
@@ -84,7 +88,11 @@ impl Plan {
                 Op::Weight { tensor, dtype, .. } => format!("{tensor}\\n{dtype}"),
                 op => format!("{}\\n{}", op.kind(), st.node.name),
             };
-            let style = if matches!(st.node.op, Op::Weight { .. }) { ", style=dashed" } else { "" };
+            let style = if matches!(st.node.op, Op::Weight { .. }) {
+                ", style=dashed"
+            } else {
+                ""
+            };
             s += &format!("  n{i} [label=\"{label}\"{style}];\n");
             for &j in &st.inputs {
                 s += &format!("  n{j} -> n{i};\n");
@@ -100,7 +108,12 @@ impl Plan {
             .steps
             .iter()
             .filter_map(|s| match s.node.op {
-                Op::Attention { layer, n_kv_heads, head_dim, .. } => Some((layer, n_kv_heads, head_dim)),
+                Op::Attention {
+                    layer,
+                    n_kv_heads,
+                    head_dim,
+                    ..
+                } => Some((layer, n_kv_heads, head_dim)),
                 _ => None,
             })
             .collect();
@@ -110,12 +123,23 @@ impl Plan {
 }
 
 fn shape_text(shape: &[Dim]) -> String {
-    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// One line of a text dump: `%7 = matmul(%5, %6) : [seq, 576]  ; blk.0.q`.
 pub(crate) fn step_line(i: usize, node: &Node, inputs: &[usize]) -> String {
-    let args = inputs.iter().map(|j| format!("%{j}")).collect::<Vec<_>>().join(", ");
+    let args = inputs
+        .iter()
+        .map(|j| format!("%{j}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let params = node.op.params();
     let mut line = format!("%{i} = {}({args})", node.op.kind());
     if !params.is_empty() {
@@ -134,7 +158,8 @@ impl Graph {
     /// The graph as text, in the order a plan would run it.
     pub fn to_text(&self) -> String {
         let order = self.topo_order();
-        let index: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let index: HashMap<NodeId, usize> =
+            order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         let mut s = String::new();
         for (i, &n) in order.iter().enumerate() {
             let inputs: Vec<usize> = self.inputs(n).iter().map(|x| index[x]).collect();

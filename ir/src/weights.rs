@@ -29,7 +29,11 @@ pub struct WeightView {
 
 impl std::fmt::Debug for WeightView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {:?} ({} bytes)", self.name, self.dtype, self.shape, self.len)
+        write!(
+            f,
+            "{} {} {:?} ({} bytes)",
+            self.name, self.dtype, self.shape, self.len
+        )
     }
 }
 
@@ -45,7 +49,14 @@ impl WeightView {
         len: usize,
     ) -> Self {
         debug_assert!(offset + len <= source.bytes().len());
-        WeightView { name: name.into(), dtype, shape, source, offset, len }
+        WeightView {
+            name: name.into(),
+            dtype,
+            shape,
+            source,
+            offset,
+            len,
+        }
     }
 
     /// A view owning its bytes (tests, small tensors made at load).
@@ -65,7 +76,9 @@ impl WeightView {
 
     /// Number of rows (product of the outer dimensions).
     pub fn rows(&self) -> usize {
-        self.shape[..self.shape.len().saturating_sub(1)].iter().product()
+        self.shape[..self.shape.len().saturating_sub(1)]
+            .iter()
+            .product()
     }
 
     pub fn row_bytes(&self) -> usize {

@@ -18,11 +18,19 @@ impl Pass for Dce {
                 stack.extend(g.inputs(n));
             }
         }
-        let dead: Vec<_> = g.node_ids().into_iter().filter(|n| !live.contains(n)).collect();
+        let dead: Vec<_> = g
+            .node_ids()
+            .into_iter()
+            .filter(|n| !live.contains(n))
+            .collect();
         let mut log = Vec::new();
         for n in dead {
             let node = g.remove(n).expect("listed nodes exist");
-            log.push(format!("removed {} '{}' (no output depends on it)", node.op.kind(), node.name));
+            log.push(format!(
+                "removed {} '{}' (no output depends on it)",
+                node.op.kind(),
+                node.name
+            ));
         }
         log
     }

@@ -8,10 +8,18 @@ use weft_ir::{Dim, Graph, NodeId, Op};
 /// error naming the node and the template line it came from.
 pub fn infer_shapes(g: &mut Graph) -> Result<(), PassError> {
     for n in g.topo_order() {
-        let ins: Vec<Vec<Dim>> = g.inputs(n).iter().map(|&i| g.node(i).shape.clone()).collect();
+        let ins: Vec<Vec<Dim>> = g
+            .inputs(n)
+            .iter()
+            .map(|&i| g.node(i).shape.clone())
+            .collect();
         let shape = rule(g, n, &ins).map_err(|message| {
             let node = g.node(n);
-            PassError::Shape { node: node.name.clone(), origin: node.origin.clone(), message }
+            PassError::Shape {
+                node: node.name.clone(),
+                origin: node.origin.clone(),
+                message,
+            }
         })?;
         g.node_mut(n).shape = shape;
     }
@@ -19,13 +27,22 @@ pub fn infer_shapes(g: &mut Graph) -> Result<(), PassError> {
 }
 
 fn show(s: &[Dim]) -> String {
-    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn matrix(s: &[Dim], what: &str) -> Result<(Dim, usize), String> {
     match s {
         [rows, Dim::Known(cols)] => Ok((*rows, *cols)),
-        _ => Err(format!("{what} must be a [rows, cols] matrix, found {}", show(s))),
+        _ => Err(format!(
+            "{what} must be a [rows, cols] matrix, found {}",
+            show(s)
+        )),
     }
 }
 
@@ -34,7 +51,11 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
         if ins.len() == k {
             Ok(())
         } else {
-            Err(format!("{} takes {k} input(s), found {}", g.node(n).op.kind(), ins.len()))
+            Err(format!(
+                "{} takes {k} input(s), found {}",
+                g.node(n).op.kind(),
+                ins.len()
+            ))
         }
     };
     Ok(match &g.node(n).op {
@@ -44,7 +65,10 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             arity(2)?;
             let (_, d) = matrix(&ins[0], "the embedding table")?;
             if ins[1].len() != 1 {
-                return Err(format!("token ids must be a vector, found {}", show(&ins[1])));
+                return Err(format!(
+                    "token ids must be a vector, found {}",
+                    show(&ins[1])
+                ));
             }
             vec![ins[1][0], Dim::Known(d)]
         }
@@ -53,14 +77,22 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             let (rows, k) = matrix(&ins[0], "the activation")?;
             let (n_out, wk) = matrix(&ins[1], "the weight")?;
             if wk != k {
-                return Err(format!("weight {} has rows of {wk} values, the activation {} has {k}", show(&ins[1]), show(&ins[0])));
+                return Err(format!(
+                    "weight {} has rows of {wk} values, the activation {} has {k}",
+                    show(&ins[1]),
+                    show(&ins[0])
+                ));
             }
             vec![rows, n_out]
         }
         Op::Add | Op::Mul => {
             arity(2)?;
             if ins[0] != ins[1] {
-                return Err(format!("operands differ: {} and {}", show(&ins[0]), show(&ins[1])));
+                return Err(format!(
+                    "operands differ: {} and {}",
+                    show(&ins[0]),
+                    show(&ins[1])
+                ));
             }
             ins[0].clone()
         }
@@ -77,28 +109,45 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             }
             ins[0].clone()
         }
-        Op::Rope { head_dim, rot_dim, .. } => {
+        Op::Rope {
+            head_dim, rot_dim, ..
+        } => {
             let (_, d) = matrix(&ins[0], "the input")?;
             if d % head_dim != 0 {
-                return Err(format!("rows of {d} values are not whole heads of {head_dim}"));
+                return Err(format!(
+                    "rows of {d} values are not whole heads of {head_dim}"
+                ));
             }
             if let Some(f) = ins.get(1) {
                 let len: usize = f.iter().map(|x| x.eval(1)).product();
                 if len != rot_dim / 2 {
-                    return Err(format!("rope frequency factors have {len} values, expected rot_dim/2 = {}", rot_dim / 2));
+                    return Err(format!(
+                        "rope frequency factors have {len} values, expected rot_dim/2 = {}",
+                        rot_dim / 2
+                    ));
                 }
             }
             ins[0].clone()
         }
-        Op::Attention { n_heads, n_kv_heads, head_dim, .. } => {
+        Op::Attention {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ..
+        } => {
             arity(3)?;
             let (rows, dq) = matrix(&ins[0], "q")?;
             let (_, dk) = matrix(&ins[1], "k")?;
             let (_, dv) = matrix(&ins[2], "v")?;
             if n_heads % n_kv_heads != 0 {
-                return Err(format!("{n_heads} query heads do not split into groups over {n_kv_heads} kv heads"));
+                return Err(format!(
+                    "{n_heads} query heads do not split into groups over {n_kv_heads} kv heads"
+                ));
             }
-            if dq != n_heads * head_dim || dk != n_kv_heads * head_dim || dv != n_kv_heads * head_dim {
+            if dq != n_heads * head_dim
+                || dk != n_kv_heads * head_dim
+                || dv != n_kv_heads * head_dim
+            {
                 return Err(format!(
                     "q/k/v widths {dq}/{dk}/{dv} do not match {n_heads} heads and {n_kv_heads} kv heads of {head_dim}"
                 ));

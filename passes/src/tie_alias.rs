@@ -16,7 +16,14 @@ impl Pass for TieAlias {
         let mut first: HashMap<String, weft_ir::NodeId> = HashMap::new();
         let mut log = Vec::new();
         for n in g.topo_order() {
-            let Op::Weight { tensor, dtype, shape } = &g.node(n).op else { continue };
+            let Op::Weight {
+                tensor,
+                dtype,
+                shape,
+            } = &g.node(n).op
+            else {
+                continue;
+            };
             match first.get(tensor) {
                 None => {
                     first.insert(tensor.clone(), n);

@@ -53,7 +53,9 @@ pub struct Curated {
 }
 
 fn num(src: &ModelSource, keys: &[&str]) -> Option<f64> {
-    keys.iter().find_map(|k| src.meta(k)).and_then(MetaValue::as_f64)
+    keys.iter()
+        .find_map(|k| src.meta(k))
+        .and_then(MetaValue::as_f64)
 }
 
 fn decode_all(w: &WeightView) -> Vec<f32> {
@@ -69,11 +71,19 @@ impl Curated {
         let arch = src.architecture.clone();
         let gguf = src.kind == SourceKind::Gguf;
         if !matches!(arch.as_str(), "llama" | "mistral") {
-            return Err(RuntimeError::Curated(format!("the curated decoder does not handle architecture '{arch}' yet")));
+            return Err(RuntimeError::Curated(format!(
+                "the curated decoder does not handle architecture '{arch}' yet"
+            )));
         }
         let need = |gk: &str, hk: &str| -> Result<f64, RuntimeError> {
-            let key = if gguf { format!("{arch}.{gk}") } else { hk.to_string() };
-            num(src, &[&key]).ok_or_else(|| RuntimeError::Curated(format!("{}: missing key '{key}'", src.path.display())))
+            let key = if gguf {
+                format!("{arch}.{gk}")
+            } else {
+                hk.to_string()
+            };
+            num(src, &[&key]).ok_or_else(|| {
+                RuntimeError::Curated(format!("{}: missing key '{key}'", src.path.display()))
+            })
         };
         let opt = |gk: &str, hk: &[&str]| -> Option<f64> {
             if gguf {
@@ -85,23 +95,48 @@ impl Curated {
         let hidden = need("embedding_length", "hidden_size")? as usize;
         let n_layers = need("block_count", "num_hidden_layers")? as usize;
         let n_heads = need("attention.head_count", "num_attention_heads")? as usize;
-        let n_kv = opt("attention.head_count_kv", &["num_key_value_heads"]).map_or(n_heads, |v| v as usize);
-        let head_dim = opt("attention.key_length", &["head_dim"]).map_or(hidden / n_heads, |v| v as usize);
+        let n_kv = opt("attention.head_count_kv", &["num_key_value_heads"])
+            .map_or(n_heads, |v| v as usize);
+        let head_dim =
+            opt("attention.key_length", &["head_dim"]).map_or(hidden / n_heads, |v| v as usize);
         let rope_dim = opt("rope.dimension_count", &[]).map_or(head_dim, |v| v as usize);
         let eps = opt("attention.layer_norm_rms_epsilon", &["rms_norm_eps"]).unwrap_or(1e-6) as f32;
-        let theta = opt("rope.freq_base", &["rope_theta", "rope_parameters.rope_theta"]).unwrap_or(10000.0);
-        let window = opt("attention.sliding_window", &["sliding_window"]).filter(|w| *w > 0.0).map(|w| w as usize);
+        let theta = opt(
+            "rope.freq_base",
+            &["rope_theta", "rope_parameters.rope_theta"],
+        )
+        .unwrap_or(10000.0);
+        let window = opt("attention.sliding_window", &["sliding_window"])
+            .filter(|w| *w > 0.0)
+            .map(|w| w as usize);
 
         let t = |g: String, h: String| -> Result<WeightView, RuntimeError> {
             Ok(src.view(if gguf { &g } else { &h })?)
         };
-        let embed = t("token_embd.weight".into(), "model.embed_tokens.weight".into())?;
-        let tied_hf = !gguf && src.meta("tie_word_embeddings").and_then(MetaValue::as_bool).unwrap_or(false);
-        let head_name = if gguf { "output.weight" } else { "lm_head.weight" };
-        let head = if tied_hf || src.tensor(head_name).is_none() { embed.clone() } else { src.view(head_name)? };
+        let embed = t(
+            "token_embd.weight".into(),
+            "model.embed_tokens.weight".into(),
+        )?;
+        let tied_hf = !gguf
+            && src
+                .meta("tie_word_embeddings")
+                .and_then(MetaValue::as_bool)
+                .unwrap_or(false);
+        let head_name = if gguf {
+            "output.weight"
+        } else {
+            "lm_head.weight"
+        };
+        let head = if tied_hf || src.tensor(head_name).is_none() {
+            embed.clone()
+        } else {
+            src.view(head_name)?
+        };
 
         // Inverse frequencies, with the file's scaling.
-        let mut inv_freq: Vec<f64> = (0..rope_dim / 2).map(|i| theta.powf(-((2 * i) as f64) / rope_dim as f64)).collect();
+        let mut inv_freq: Vec<f64> = (0..rope_dim / 2)
+            .map(|i| theta.powf(-((2 * i) as f64) / rope_dim as f64))
+            .collect();
         if gguf {
             if src.tensor("rope_freqs.weight").is_some() {
                 let f = decode_all(&src.view("rope_freqs.weight")?);
@@ -109,19 +144,52 @@ impl Curated {
                     *v /= d as f64;
                 }
             }
-            if src.meta(&format!("{arch}.rope.scaling.type")).and_then(MetaValue::as_str) == Some("linear") {
+            if src
+                .meta(&format!("{arch}.rope.scaling.type"))
+                .and_then(MetaValue::as_str)
+                == Some("linear")
+            {
                 let factor = opt("rope.scaling.factor", &[]).unwrap_or(1.0);
                 inv_freq.iter_mut().for_each(|v| *v /= factor);
             }
         } else {
-            let kind = ["rope_scaling.rope_type", "rope_scaling.type", "rope_parameters.rope_type"].iter().find_map(|k| src.meta(k)).and_then(MetaValue::as_str);
-            let factor = num(src, &["rope_scaling.factor", "rope_parameters.factor"]).unwrap_or(1.0);
+            let kind = [
+                "rope_scaling.rope_type",
+                "rope_scaling.type",
+                "rope_parameters.rope_type",
+            ]
+            .iter()
+            .find_map(|k| src.meta(k))
+            .and_then(MetaValue::as_str);
+            let factor =
+                num(src, &["rope_scaling.factor", "rope_parameters.factor"]).unwrap_or(1.0);
             match kind {
                 Some("linear") => inv_freq.iter_mut().for_each(|v| *v /= factor),
                 Some("llama3") => {
-                    let lo = num(src, &["rope_scaling.low_freq_factor", "rope_parameters.low_freq_factor"]).unwrap_or(1.0);
-                    let hi = num(src, &["rope_scaling.high_freq_factor", "rope_parameters.high_freq_factor"]).unwrap_or(4.0);
-                    let old = num(src, &["rope_scaling.original_max_position_embeddings", "rope_parameters.original_max_position_embeddings"]).unwrap_or(8192.0);
+                    let lo = num(
+                        src,
+                        &[
+                            "rope_scaling.low_freq_factor",
+                            "rope_parameters.low_freq_factor",
+                        ],
+                    )
+                    .unwrap_or(1.0);
+                    let hi = num(
+                        src,
+                        &[
+                            "rope_scaling.high_freq_factor",
+                            "rope_parameters.high_freq_factor",
+                        ],
+                    )
+                    .unwrap_or(4.0);
+                    let old = num(
+                        src,
+                        &[
+                            "rope_scaling.original_max_position_embeddings",
+                            "rope_parameters.original_max_position_embeddings",
+                        ],
+                    )
+                    .unwrap_or(8192.0);
                     for v in inv_freq.iter_mut() {
                         let wavelen = std::f64::consts::TAU / *v;
                         let scaled = *v / factor;
@@ -136,13 +204,22 @@ impl Curated {
                     }
                 }
                 None | Some("default") => {}
-                Some(other) => return Err(RuntimeError::Curated(format!("rope scaling '{other}' is not handled"))),
+                Some(other) => {
+                    return Err(RuntimeError::Curated(format!(
+                        "rope scaling '{other}' is not handled"
+                    )))
+                }
             }
         }
 
         let mut layers = Vec::with_capacity(n_layers);
         for i in 0..n_layers {
-            let l = |g: &str, h: &str| t(format!("blk.{i}.{g}.weight"), format!("model.layers.{i}.{h}.weight"));
+            let l = |g: &str, h: &str| {
+                t(
+                    format!("blk.{i}.{g}.weight"),
+                    format!("model.layers.{i}.{h}.weight"),
+                )
+            };
             layers.push(Layer {
                 attn_norm: decode_all(&l("attn_norm", "input_layernorm")?),
                 wq: l("attn_q", "self_attn.q_proj")?,
@@ -157,14 +234,28 @@ impl Curated {
         }
         let out_norm = decode_all(&t("output_norm.weight".into(), "model.norm.weight".into())?);
         let kv_width = n_kv * head_dim;
-        let cfg = Config { hidden, n_heads, n_kv, head_dim, rope_dim, eps, inv_freq, adjacent_pairs: gguf, window };
+        let cfg = Config {
+            hidden,
+            n_heads,
+            n_kv,
+            head_dim,
+            rope_dim,
+            eps,
+            inv_freq,
+            adjacent_pairs: gguf,
+            window,
+        };
         Ok(Curated {
             cfg,
             embed,
             out_norm,
             head,
-            keys: (0..n_layers).map(|_| vec![0.0; max_ctx * kv_width]).collect(),
-            values: (0..n_layers).map(|_| vec![0.0; max_ctx * kv_width]).collect(),
+            keys: (0..n_layers)
+                .map(|_| vec![0.0; max_ctx * kv_width])
+                .collect(),
+            values: (0..n_layers)
+                .map(|_| vec![0.0; max_ctx * kv_width])
+                .collect(),
             layers,
             pos: 0,
             max_ctx,
@@ -180,7 +271,10 @@ impl Curated {
 
     fn matvec(w: &WeightView, x: &[f32]) -> Vec<f32> {
         let k = kernel_for(w.dtype);
-        (0..w.rows()).into_par_iter().map(|r| k.dot(w.row(r), x)).collect()
+        (0..w.rows())
+            .into_par_iter()
+            .map(|r| k.dot(w.row(r), x))
+            .collect()
     }
 
     fn rotate(&self, v: &mut [f32], pos: usize) {
@@ -190,7 +284,11 @@ impl Curated {
             for (i, f) in c.inv_freq.iter().enumerate() {
                 let angle = (pos as f32) * (*f as f32);
                 let (sin, cos) = angle.sin_cos();
-                let (a, b) = if c.adjacent_pairs { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (a, b) = if c.adjacent_pairs {
+                    (2 * i, 2 * i + 1)
+                } else {
+                    (i, i + half)
+                };
                 let (x, y) = (head[a], head[b]);
                 head[a] = x * cos - y * sin;
                 head[b] = y * cos + x * sin;
@@ -202,7 +300,10 @@ impl Curated {
     fn step(&mut self, token: u32, want_logits: bool) -> Result<(), RuntimeError> {
         let c = self.cfg.clone();
         if token as usize >= self.embed.rows() {
-            return Err(RuntimeError::Curated(format!("token id {token} is outside the vocabulary of {}", self.embed.rows())));
+            return Err(RuntimeError::Curated(format!(
+                "token id {token} is outside the vocabulary of {}",
+                self.embed.rows()
+            )));
         }
         let mut x = vec![0.0; c.hidden];
         kernel_for(self.embed.dtype).decode_row(self.embed.row(token as usize), &mut x);
@@ -246,7 +347,11 @@ impl Curated {
             let h = Self::norm(&x, &layer.ffn_norm, c.eps);
             let g = Self::matvec(&layer.gate, &h);
             let u = Self::matvec(&layer.up, &h);
-            let act: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let act: Vec<f32> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let d = Self::matvec(&layer.down, &act);
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
@@ -265,7 +370,11 @@ impl crate::Forward for Curated {
             return Err(RuntimeError::EmptyPrompt);
         }
         if self.pos + tokens.len() > self.max_ctx {
-            return Err(RuntimeError::Curated(format!("context full: {} positions, room for {}", self.pos + tokens.len(), self.max_ctx)));
+            return Err(RuntimeError::Curated(format!(
+                "context full: {} positions, room for {}",
+                self.pos + tokens.len(),
+                self.max_ctx
+            )));
         }
         for (i, &t) in tokens.iter().enumerate() {
             self.step(t, i + 1 == tokens.len())?;

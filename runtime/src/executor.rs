@@ -119,5 +119,12 @@ pub fn generate(
         let logits = model.forward(&[next])?;
         next = sampler.sample(logits, &history);
     }
-    Ok(Generation { prompt_tokens: prompt.to_vec(), tokens, prompt_logits, stop, prefill_secs, decode_secs: t1.elapsed().as_secs_f64() })
+    Ok(Generation {
+        prompt_tokens: prompt.to_vec(),
+        tokens,
+        prompt_logits,
+        stop,
+        prefill_secs,
+        decode_secs: t1.elapsed().as_secs_f64(),
+    })
 }

@@ -24,7 +24,9 @@ pub fn weft_home() -> PathBuf {
     if let Some(h) = std::env::var_os("WEFT_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("weft")
 }
 
@@ -45,7 +47,10 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Ru
     if cached.exists() {
         return Ok(cached);
     }
-    progress(&format!("{spec} is not in the cache ({}); fetching it", cached.display()));
+    progress(&format!(
+        "{spec} is not in the cache ({}); fetching it",
+        cached.display()
+    ));
     let out = Command::new("python3")
         .arg(FETCH_SCRIPT)
         .arg(spec)
@@ -55,11 +60,17 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Ru
         .output()
         .map_err(|e| RuntimeError::Fetch(format!("could not run python3 {FETCH_SCRIPT}: {e}")))?;
     if !out.status.success() {
-        return Err(RuntimeError::Fetch(format!("fetching {spec} failed ({})", out.status)));
+        return Err(RuntimeError::Fetch(format!(
+            "fetching {spec} failed ({})",
+            out.status
+        )));
     }
     let fetched = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if !fetched.exists() {
-        return Err(RuntimeError::Fetch(format!("the fetch script reported {}, which does not exist", fetched.display())));
+        return Err(RuntimeError::Fetch(format!(
+            "the fetch script reported {}, which does not exist",
+            fetched.display()
+        )));
     }
     Ok(fetched)
 }
@@ -81,7 +92,11 @@ impl ModelInfo for Info<'_> {
     }
 
     fn tensor_meta(&self, name: &str) -> Option<TensorMeta> {
-        self.0.tensor(name).map(|t| TensorMeta { dtype: t.dtype, type_name: t.type_name.clone(), shape: t.shape.clone() })
+        self.0.tensor(name).map(|t| TensorMeta {
+            dtype: t.dtype,
+            type_name: t.type_name.clone(),
+            shape: t.shape.clone(),
+        })
     }
 
     fn origin(&self) -> String {
@@ -116,7 +131,11 @@ impl Model {
             (SourceKind::Hf, Some(p)) => Some(Tokenizer::from_file(p)?),
             (SourceKind::Hf, None) => None,
         };
-        Ok(Model { spec: spec.to_string(), source, tokenizer })
+        Ok(Model {
+            spec: spec.to_string(),
+            source,
+            tokenizer,
+        })
     }
 
     /// Which weights these are, as a plan records them.
@@ -143,8 +162,19 @@ impl Model {
         weft_passes::infer_shapes(&mut shaped)?;
         let expanded_text = shaped.to_text();
         let log = weft_passes::optimize(&mut graph, passes)?;
-        let plan = Plan::from_graph(&graph, &expanded.family, self.stamp(), expanded.hparams.clone(), log);
-        Ok(Compiled { expanded, expanded_text, plan, compile_ms: t0.elapsed().as_secs_f64() * 1e3 })
+        let plan = Plan::from_graph(
+            &graph,
+            &expanded.family,
+            self.stamp(),
+            expanded.hparams.clone(),
+            log,
+        );
+        Ok(Compiled {
+            expanded,
+            expanded_text,
+            plan,
+            compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
     }
 
     /// Checks that a plan was compiled for these weights.
@@ -156,7 +186,9 @@ impl Model {
             )));
         }
         let mine = self.stamp();
-        if plan.model.tensor_table_hash != mine.tensor_table_hash || plan.model.file_bytes != mine.file_bytes {
+        if plan.model.tensor_table_hash != mine.tensor_table_hash
+            || plan.model.file_bytes != mine.file_bytes
+        {
             return Err(RuntimeError::PlanMismatch(format!(
                 "the plan was compiled for {} ({} bytes, tensor table {}), but {} is {} bytes with tensor table {}",
                 plan.model.source,
@@ -183,12 +215,18 @@ impl Model {
 
     /// The vocabulary size (rows of the embedding as the plan reads it).
     pub fn stop_ids(&self) -> Vec<u32> {
-        self.tokenizer.as_ref().map(|t| t.eos_ids()).unwrap_or_default()
+        self.tokenizer
+            .as_ref()
+            .map(|t| t.eos_ids())
+            .unwrap_or_default()
     }
 
     /// Encodes text, or fails clearly when the model has no tokenizer.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
-        let t = self.tokenizer.as_ref().ok_or_else(|| RuntimeError::NoTokenizer(self.source.path.display().to_string()))?;
+        let t = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NoTokenizer(self.source.path.display().to_string()))?;
         Ok(t.encode(text)?)
     }
 }

@@ -33,8 +33,14 @@ impl ParityReport {
 
 /// max |a−b| / max |a|.
 pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
-    let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
-    let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    let scale = a
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
     if a.len() != b.len() {
         return f32::INFINITY;
     }
@@ -42,10 +48,22 @@ pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Runs `prompt` and then `steps` greedy steps on both; side a's token feeds both.
-pub fn compare(a: &mut dyn Forward, b: &mut dyn Forward, prompt: &[u32], steps: usize, tolerance: f32) -> Result<ParityReport, RuntimeError> {
+pub fn compare(
+    a: &mut dyn Forward,
+    b: &mut dyn Forward,
+    prompt: &[u32],
+    steps: usize,
+    tolerance: f32,
+) -> Result<ParityReport, RuntimeError> {
     a.reset();
     b.reset();
-    let mut r = ParityReport { rel_diffs: vec![], tokens_a: vec![], tokens_b: vec![], gaps: vec![], tolerance };
+    let mut r = ParityReport {
+        rel_diffs: vec![],
+        tokens_a: vec![],
+        tokens_b: vec![],
+        gaps: vec![],
+        tolerance,
+    };
     let mut input = prompt.to_vec();
     for _ in 0..=steps {
         let la = a.forward(&input)?.to_vec();

@@ -36,7 +36,10 @@ impl Default for SamplerParams {
 
 impl SamplerParams {
     pub fn greedy() -> Self {
-        SamplerParams { greedy: true, ..Default::default() }
+        SamplerParams {
+            greedy: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -74,7 +77,11 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplerParams) -> Self {
         let state = params.seed;
-        Sampler { params, state, scratch: Vec::new() }
+        Sampler {
+            params,
+            state,
+            scratch: Vec::new(),
+        }
     }
 
     /// splitmix64: small, fast, and good enough to draw one token.
@@ -124,7 +131,12 @@ impl Sampler {
         let (top_k, top_p, min_p, temp) = (p.top_k, p.top_p, p.min_p, p.temperature);
         let mut c = std::mem::take(&mut self.scratch);
         c.clear();
-        c.extend(logits.iter().enumerate().map(|(i, &v)| (penalty(i as u32, v), i as u32)));
+        c.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (penalty(i as u32, v), i as u32)),
+        );
         let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0);
         if top_k > 0 && top_k < c.len() {
             c.select_nth_unstable_by(top_k - 1, desc);
@@ -181,17 +193,31 @@ mod tests {
 
     #[test]
     fn repetition_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplerParams { repeat_penalty: 2.0, ..SamplerParams::greedy() });
+        let mut s = Sampler::new(SamplerParams {
+            repeat_penalty: 2.0,
+            ..SamplerParams::greedy()
+        });
         assert_eq!(s.sample(&[1.0, 1.5, 0.2], &[1]), 0);
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seed_repeats() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let mut s = Sampler::new(SamplerParams { top_k: 1, temperature: 1.5, ..Default::default() });
+        let mut s = Sampler::new(SamplerParams {
+            top_k: 1,
+            temperature: 1.5,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&logits, &[]), argmax(&logits));
         let draw = |seed| {
-            let mut s = Sampler::new(SamplerParams { seed, temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() });
+            let mut s = Sampler::new(SamplerParams {
+                seed,
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                ..Default::default()
+            });
             (0..20).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
@@ -202,9 +228,23 @@ mod tests {
     fn min_p_and_top_p_cut_the_tail() {
         let logits = [5.0, 4.9, -10.0, -10.0];
         for seed in 0..50 {
-            let mut s = Sampler::new(SamplerParams { seed, temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.1, ..Default::default() });
+            let mut s = Sampler::new(SamplerParams {
+                seed,
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.1,
+                ..Default::default()
+            });
             assert!(s.sample(&logits, &[]) < 2);
-            let mut s = Sampler::new(SamplerParams { seed, temperature: 1.0, top_k: 0, top_p: 0.3, min_p: 0.0, ..Default::default() });
+            let mut s = Sampler::new(SamplerParams {
+                seed,
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 0.3,
+                min_p: 0.0,
+                ..Default::default()
+            });
             assert_eq!(s.sample(&logits, &[]), 0);
         }
     }

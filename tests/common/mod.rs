@@ -7,7 +7,9 @@ use std::sync::{Mutex, OnceLock};
 use weft_runtime::Model;
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 pub fn tiny(name: &str) -> PathBuf {
@@ -20,17 +22,27 @@ pub fn json(path: &Path) -> serde_json::Value {
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("an id list").iter().map(|x| x.as_u64().expect("an id") as u32).collect()
+    v.as_array()
+        .expect("an id list")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
 }
 
 pub fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().expect("a float list").iter().map(|x| x.as_f64().expect("a float") as f32).collect()
+    v.as_array()
+        .expect("a float list")
+        .iter()
+        .map(|x| x.as_f64().expect("a float") as f32)
+        .collect()
 }
 
 /// Raw little-endian f32 values.
 pub fn read_f32(path: &Path) -> Vec<f32> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Opens a model once per test binary (short names are fetched on first use; the
@@ -42,7 +54,8 @@ pub fn open_shared(spec: &str) -> &'static Model {
         return m;
     }
     let m: &'static Model = Box::leak(Box::new(
-        Model::open(spec, &mut |msg| eprintln!("{msg}")).unwrap_or_else(|e| panic!("opening {spec}: {e}")),
+        Model::open(spec, &mut |msg| eprintln!("{msg}"))
+            .unwrap_or_else(|e| panic!("opening {spec}: {e}")),
     ));
     models.push((spec.to_string(), m));
     m
@@ -50,7 +63,10 @@ pub fn open_shared(spec: &str) -> &'static Model {
 
 /// Runs the weft binary; returns (exit code, stdout, stderr).
 pub fn weft(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_weft")).args(args).output().expect("weft runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .output()
+        .expect("weft runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
