@@ -6,27 +6,67 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Elements per super-block of the k-quant, IQ4_XS and ternary types.
+const QK_K: usize = 256;
+
 /// A weight element type that weft can read.
+///
+/// Variant names are the GGML type names (hence the upper-case `_K` ones).
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DType {
     F32,
     F16,
+    // snake_case alone would spell these "b_f16", "q2__k", "i_q4__n_l"; the alias
+    // keeps reading plans written before the rename.
+    #[serde(rename = "bf16", alias = "b_f16")]
     BF16,
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    #[serde(rename = "q2_k")]
+    Q2_K,
+    #[serde(rename = "q3_k")]
+    Q3_K,
+    #[serde(rename = "q4_k")]
+    Q4_K,
+    #[serde(rename = "q5_k")]
+    Q5_K,
+    #[serde(rename = "q6_k")]
+    Q6_K,
+    #[serde(rename = "iq4_nl")]
+    IQ4_NL,
+    #[serde(rename = "iq4_xs")]
+    IQ4_XS,
+    #[serde(rename = "tq1_0")]
+    TQ1_0,
+    #[serde(rename = "tq2_0")]
+    TQ2_0,
 }
 
 impl DType {
     /// Every type weft reads.
-    pub const ALL: [DType; 6] = [
+    pub const ALL: [DType; 17] = [
         DType::F32,
         DType::F16,
         DType::BF16,
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q2_K,
+        DType::Q3_K,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::IQ4_NL,
+        DType::IQ4_XS,
+        DType::TQ1_0,
+        DType::TQ2_0,
     ];
 
     /// The GGML type id of a supported type.
@@ -36,8 +76,19 @@ impl DType {
             DType::F16 => 1,
             DType::Q4_0 => 2,
             DType::Q4_1 => 3,
+            DType::Q5_0 => 6,
+            DType::Q5_1 => 7,
             DType::Q8_0 => 8,
+            DType::Q2_K => 10,
+            DType::Q3_K => 11,
+            DType::Q4_K => 12,
+            DType::Q5_K => 13,
+            DType::Q6_K => 14,
+            DType::IQ4_NL => 20,
+            DType::IQ4_XS => 23,
             DType::BF16 => 30,
+            DType::TQ1_0 => 34,
+            DType::TQ2_0 => 35,
         }
     }
 
@@ -64,7 +115,20 @@ impl DType {
     pub fn block_size(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+            DType::Q8_0
+            | DType::Q4_0
+            | DType::Q4_1
+            | DType::Q5_0
+            | DType::Q5_1
+            | DType::IQ4_NL => 32,
+            DType::Q2_K
+            | DType::Q3_K
+            | DType::Q4_K
+            | DType::Q5_K
+            | DType::Q6_K
+            | DType::IQ4_XS
+            | DType::TQ1_0
+            | DType::TQ2_0 => QK_K,
         }
     }
 
@@ -76,6 +140,27 @@ impl DType {
             DType::Q8_0 => 2 + 32,
             DType::Q4_0 => 2 + 16,
             DType::Q4_1 => 2 + 2 + 16,
+            // d, 32 high bits, 16 bytes of low nibbles
+            DType::Q5_0 => 2 + 4 + 16,
+            DType::Q5_1 => 2 + 2 + 4 + 16,
+            DType::IQ4_NL => 2 + 16,
+            // The super-block types: 256 elements in sub-blocks of 16 or 32.
+            // Q2_K: 4-bit scale and min per 16, 2-bit q, d, dmin
+            DType::Q2_K => QK_K / 16 + QK_K / 4 + 2 + 2,
+            // Q3_K: high-bit mask, 2-bit q, 16 packed 6-bit scales, d
+            DType::Q3_K => QK_K / 8 + QK_K / 4 + 12 + 2,
+            // Q4_K: d, dmin, 8 packed 6-bit scales and mins, 4-bit q
+            DType::Q4_K => 2 + 2 + 12 + QK_K / 2,
+            // Q5_K: Q4_K plus a high-bit mask
+            DType::Q5_K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
+            // Q6_K: low nibbles, 2 high bits, i8 scale per 16, d
+            DType::Q6_K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+            // IQ4_XS: d, high and low bits of 6-bit scales per 32, 4-bit codes
+            DType::IQ4_XS => 2 + 2 + QK_K / 64 + QK_K / 2,
+            // TQ1_0: base-3 packed trits (5 per byte, 4 per byte in qh), d
+            DType::TQ1_0 => (QK_K - 4 * QK_K / 64) / 5 + QK_K / 64 + 2,
+            // TQ2_0: 2-bit trits, d
+            DType::TQ2_0 => QK_K / 4 + 2,
         }
     }
 
@@ -144,5 +229,40 @@ pub fn ggml_type_name(id: u32) -> &'static str {
         35 => "TQ2_0",
         39 => "MXFP4",
         _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_names_and_layouts_agree() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_ggml(d.ggml_id()), Some(d));
+            assert_ne!(d.name(), "unknown");
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(json, format!("\"{}\"", d.name().to_lowercase()));
+            assert_eq!(serde_json::from_str::<DType>(&json).unwrap(), d);
+        }
+        assert_eq!(serde_json::from_str::<DType>("\"b_f16\"").unwrap(), DType::BF16);
+        // ggml's type_size table (ggml.c), element counts and bytes per block.
+        for (d, size, bytes) in [
+            (DType::Q5_0, 32, 22),
+            (DType::Q5_1, 32, 24),
+            (DType::Q2_K, 256, 84),
+            (DType::Q3_K, 256, 110),
+            (DType::Q4_K, 256, 144),
+            (DType::Q5_K, 256, 176),
+            (DType::Q6_K, 256, 210),
+            (DType::IQ4_NL, 32, 18),
+            (DType::IQ4_XS, 256, 136),
+            (DType::TQ1_0, 256, 54),
+            (DType::TQ2_0, 256, 66),
+        ] {
+            assert_eq!((d.block_size(), d.block_bytes()), (size, bytes), "{d}");
+        }
+        // Q8_K is an activation-side type in ggml, not a weight type weft reads.
+        assert_eq!(DType::from_ggml(15), None);
     }
 }
