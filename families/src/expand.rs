@@ -379,7 +379,7 @@ impl Expander<'_> {
             }
             "matmul" => {
                 need(1)?;
-                (Op::MatMul, vec![ins[0], need_weight()?])
+                (Op::MatMul { route: None }, vec![ins[0], need_weight()?])
             }
             "add" | "mul" => {
                 need(2)?;
@@ -472,6 +472,7 @@ impl Expander<'_> {
                     scale: self.req_num(entry, "scale", at)? as f32,
                     window: (window > 0.0).then_some(window as usize),
                     softcap: (softcap > 0.0).then_some(softcap as f32),
+                    rope: None,
                 };
                 (op, ins.clone())
             }

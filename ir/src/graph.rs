@@ -71,6 +71,78 @@ pub enum RopeScaling {
     },
 }
 
+/// The parameters of a rotary embedding (see [`Op::Rope`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RopeParams {
+    pub head_dim: usize,
+    pub rot_dim: usize,
+    pub base: f32,
+    pub layout: RopeLayout,
+    pub scaling: RopeScaling,
+}
+
+/// How a matmul reads its weight rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatKernel {
+    /// Dot each stored row with each activation row, straight from the blocks
+    /// (best for one activation row: decode).
+    Dot,
+    /// Decode each stored row once and reuse it for every activation row (prefill).
+    DecodeReuse,
+}
+
+/// The kernels a matmul is bound to, by weight type and shape class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub dtype: DType,
+    /// For steps of one position.
+    pub decode: MatKernel,
+    /// For steps of several positions.
+    pub prefill: MatKernel,
+}
+
+impl Route {
+    pub fn for_rows(&self, rows: usize) -> MatKernel {
+        if rows == 1 {
+            self.decode
+        } else {
+            self.prefill
+        }
+    }
+}
+
+/// One instruction of a fused elementwise program ([`Op::Elementwise`]). Operands
+/// index a register file that starts with the node's inputs; each instruction
+/// appends one register; the last register is the result.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ew", rename_all = "snake_case")]
+pub enum Ew {
+    Add { a: usize, b: usize },
+    Mul { a: usize, b: usize },
+    Scale { a: usize, factor: f32 },
+    Silu { a: usize },
+    Gelu { a: usize },
+    Softcap { a: usize, cap: f32 },
+}
+
+impl Ew {
+    pub fn operands(&self) -> Vec<usize> {
+        match *self {
+            Ew::Add { a, b } | Ew::Mul { a, b } => vec![a, b],
+            Ew::Scale { a, .. } | Ew::Silu { a } | Ew::Gelu { a } | Ew::Softcap { a, .. } => vec![a],
+        }
+    }
+}
+
+/// Activation of a gated linear unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GluAct {
+    Silu,
+    Gelu,
+}
+
 /// One operation. Activations are `[seq, width]` row-major f32 matrices.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -86,7 +158,26 @@ pub enum Op {
     /// Rows of the table (input 0) picked by the token ids (input 1).
     TokenEmbed,
     /// `x · wᵀ`: x `[seq, k]` (input 0), w `[n, k]` (input 1, any dtype) → `[seq, n]`.
-    MatMul,
+    /// `route`: the kernels chosen by the quant-route pass (none: the backend picks).
+    MatMul {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<Route>,
+    },
+    /// Several matmuls over one input (input 0) in one pass: weights are inputs 1..,
+    /// all `[n_i, k]`; the outputs sit side by side: `[seq, Σ n_i]`.
+    MatMulCat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<Route>,
+    },
+    /// Columns `start..start + len` of the input.
+    Slice { start: usize, len: usize },
+    /// Residual add and RMSNorm in one pass: inputs a, b, w → `[seq, 2d]`: `a + b`
+    /// in the first `d` columns, its norm in the last `d`.
+    AddRmsNorm { eps: f32, weight_offset: f32, group: usize },
+    /// Gated linear unit over `[seq, 2f]` (gate | up) → `act(gate) · up`, `[seq, f]`.
+    Glu { act: GluAct },
+    /// A fused chain of elementwise ops over inputs of one shape.
+    Elementwise { code: Vec<Ew> },
     Add,
     Mul,
     Scale {
@@ -124,6 +215,10 @@ pub enum Op {
         scale: f32,
         window: Option<usize>,
         softcap: Option<f32>,
+        /// Rope applied to q and k inside attention (the rope-into-attention fusion);
+        /// an optional input 3 holds its frequency divisors.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rope: Option<RopeParams>,
     },
     /// Keeps the last position: `[seq, n]` → `[1, n]`.
     LastPosition,
@@ -138,7 +233,12 @@ impl Op {
             Op::Tokens => "tokens",
             Op::Weight { .. } => "weight",
             Op::TokenEmbed => "token_embed",
-            Op::MatMul => "matmul",
+            Op::MatMul { .. } => "matmul",
+            Op::MatMulCat { .. } => "matmul_cat",
+            Op::Slice { .. } => "slice",
+            Op::AddRmsNorm { .. } => "add_rms_norm",
+            Op::Glu { .. } => "glu",
+            Op::Elementwise { .. } => "elementwise",
             Op::Add => "add",
             Op::Mul => "mul",
             Op::Scale { .. } => "scale",
@@ -158,14 +258,24 @@ impl Op {
         match self {
             Op::Weight { tensor, dtype, shape } => format!("{tensor:?} {dtype} {shape:?}"),
             Op::Scale { factor } => format!("factor={factor}"),
-            Op::RmsNorm { eps, weight_offset, group } => {
+            Op::RmsNorm { eps, weight_offset, group } | Op::AddRmsNorm { eps, weight_offset, group } => {
                 format!("eps={eps:e} offset={weight_offset} group={group}")
             }
+            Op::MatMul { route: Some(r) } | Op::MatMulCat { route: Some(r) } => {
+                format!("{} decode={:?} prefill={:?}", r.dtype, r.decode, r.prefill)
+            }
+            Op::Slice { start, len } => format!("start={start} len={len}"),
+            Op::Glu { act } => format!("act={act:?}"),
+            Op::Elementwise { code } => code
+                .iter()
+                .map(|e| format!("{e:?}"))
+                .collect::<Vec<_>>()
+                .join("; "),
             Op::Softcap { cap } => format!("cap={cap}"),
             Op::Rope { head_dim, rot_dim, base, layout, scaling } => format!(
                 "head_dim={head_dim} rot_dim={rot_dim} base={base} layout={layout:?} scaling={scaling:?}"
             ),
-            Op::Attention { layer, n_heads, n_kv_heads, head_dim, scale, window, softcap } => {
+            Op::Attention { layer, n_heads, n_kv_heads, head_dim, scale, window, softcap, rope } => {
                 let mut s = format!(
                     "layer={layer} heads={n_heads} kv_heads={n_kv_heads} head_dim={head_dim} scale={scale}"
                 );
@@ -174,6 +284,9 @@ impl Op {
                 }
                 if let Some(c) = softcap {
                     s += &format!(" softcap={c}");
+                }
+                if let Some(r) = rope {
+                    s += &format!(" rope(rot_dim={} base={} layout={:?} scaling={:?})", r.rot_dim, r.base, r.layout, r.scaling);
                 }
                 s
             }

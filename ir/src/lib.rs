@@ -11,7 +11,7 @@ mod plan;
 mod weights;
 
 pub use dtype::{ggml_type_name, DType};
-pub use graph::{Dim, Graph, Node, NodeId, Op, RopeLayout, RopeScaling, Sym};
+pub use graph::{Dim, Ew, GluAct, Graph, MatKernel, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling, Route, Sym};
 pub use meta::MetaValue;
-pub use plan::{ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
+pub use plan::{MemoryPlan, ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
 pub use weights::{ByteSource, WeightProvider, WeightView};

@@ -38,6 +38,18 @@ pub struct Plan {
     pub outputs: Vec<usize>,
     /// What each pass changed, in order.
     pub pass_log: Vec<String>,
+    /// Arena slots of the activations (from memory planning); none: one buffer per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryPlan>,
+}
+
+/// Activations assigned to reusable slots: values whose lifetimes do not overlap
+/// share a slot. A slot is sized for its largest value at the step's `seq`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryPlan {
+    /// Slot of each step's value; `None` for steps that hold no activation (weights).
+    pub slots: Vec<Option<usize>>,
+    pub n_slots: usize,
 }
 
 impl Plan {
@@ -67,7 +79,39 @@ impl Plan {
             steps,
             outputs: graph.outputs.iter().map(|o| index[o]).collect(),
             pass_log,
+            memory: None,
         }
+    }
+
+    /// Elements of each step's value at `seq` positions (0 for weights and token ids).
+    pub fn value_sizes(&self, seq: usize) -> Vec<usize> {
+        self.steps
+            .iter()
+            .map(|s| match s.node.op {
+                Op::Weight { .. } | Op::Tokens => 0,
+                _ => s.node.shape.iter().map(|d| d.eval(seq)).product(),
+            })
+            .collect()
+    }
+
+    /// Bytes of activations at `seq` positions: `(arena, naive)`, where naive gives
+    /// every value its own buffer and arena follows the memory plan (naive without one).
+    pub fn activation_bytes(&self, seq: usize) -> (usize, usize) {
+        let sizes = self.value_sizes(seq);
+        let naive: usize = sizes.iter().sum::<usize>() * 4;
+        let arena = match &self.memory {
+            None => naive,
+            Some(m) => {
+                let mut slot_max = vec![0usize; m.n_slots];
+                for (s, size) in m.slots.iter().zip(&sizes) {
+                    if let Some(s) = s {
+                        slot_max[*s] = slot_max[*s].max(*size);
+                    }
+                }
+                slot_max.iter().sum::<usize>() * 4
+            }
+        };
+        (arena, naive)
     }
 
     /// The graph text: one line per step.

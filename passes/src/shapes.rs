@@ -72,18 +72,74 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             }
             vec![ins[1][0], Dim::Known(d)]
         }
-        Op::MatMul => {
-            arity(2)?;
-            let (rows, k) = matrix(&ins[0], "the activation")?;
-            let (n_out, wk) = matrix(&ins[1], "the weight")?;
-            if wk != k {
+        Op::MatMul { .. } | Op::MatMulCat { .. } => {
+            let single = matches!(g.node(n).op, Op::MatMul { .. });
+            if ins.len() < 2 || (single && ins.len() != 2) {
                 return Err(format!(
-                    "weight {} has rows of {wk} values, the activation {} has {k}",
-                    show(&ins[1]),
-                    show(&ins[0])
+                    "{} takes an activation and weight(s), found {} input(s)",
+                    g.node(n).op.kind(),
+                    ins.len()
                 ));
             }
-            vec![rows, n_out]
+            let (rows, k) = matrix(&ins[0], "the activation")?;
+            let mut n_out = 0;
+            for w in &ins[1..] {
+                let (wn, wk) = matrix(w, "the weight")?;
+                if wk != k {
+                    return Err(format!(
+                        "weight {} has rows of {wk} values, the activation {} has {k}",
+                        show(w),
+                        show(&ins[0])
+                    ));
+                }
+                n_out += wn.eval(1);
+            }
+            vec![rows, Dim::Known(n_out)]
+        }
+        Op::Slice { start, len } => {
+            arity(1)?;
+            let (rows, d) = matrix(&ins[0], "the input")?;
+            if start + len > d {
+                return Err(format!("columns {start}..{} of rows of {d}", start + len));
+            }
+            vec![rows, Dim::Known(*len)]
+        }
+        Op::AddRmsNorm { group, .. } => {
+            arity(3)?;
+            if ins[0] != ins[1] {
+                return Err(format!("operands differ: {} and {}", show(&ins[0]), show(&ins[1])));
+            }
+            let (rows, d) = matrix(&ins[0], "the input")?;
+            let w: usize = ins[2].iter().map(|x| x.eval(1)).product();
+            if w != *group || d % group != 0 {
+                return Err(format!(
+                    "norm weight of {w} values, groups of {group}, over rows of {d}: they must agree"
+                ));
+            }
+            vec![rows, Dim::Known(2 * d)]
+        }
+        Op::Glu { .. } => {
+            arity(1)?;
+            let (rows, d) = matrix(&ins[0], "the input")?;
+            if d % 2 != 0 {
+                return Err(format!("a gated unit needs gate and up halves, found rows of {d}"));
+            }
+            vec![rows, Dim::Known(d / 2)]
+        }
+        Op::Elementwise { code } => {
+            if ins.is_empty() || ins.iter().any(|s| *s != ins[0]) {
+                let all: Vec<String> = ins.iter().map(|s| show(s)).collect();
+                return Err(format!("elementwise inputs must share one shape, found {}", all.join(", ")));
+            }
+            if code.is_empty() {
+                return Err("empty elementwise program".into());
+            }
+            for (k, e) in code.iter().enumerate() {
+                if e.operands().iter().any(|&r| r >= ins.len() + k) {
+                    return Err(format!("elementwise instruction {k} reads a register not yet written"));
+                }
+            }
+            ins[0].clone()
         }
         Op::Add | Op::Mul => {
             arity(2)?;
@@ -133,9 +189,11 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             n_heads,
             n_kv_heads,
             head_dim,
+            rope,
             ..
         } => {
-            arity(3)?;
+            let want = if rope.is_some() && ins.len() == 4 { 4 } else { 3 };
+            arity(want)?;
             let (rows, dq) = matrix(&ins[0], "q")?;
             let (_, dk) = matrix(&ins[1], "k")?;
             let (_, dv) = matrix(&ins[2], "v")?;

@@ -2,7 +2,7 @@
 
 use crate::quant::{dot_f32, kernel_for};
 use rayon::prelude::*;
-use weft_ir::WeightView;
+use weft_ir::{MatKernel, WeightView};
 
 /// Elements of weight (times rows of x) one rayon task should cover at least,
 /// so that small products do not drown in scheduling.
@@ -15,32 +15,53 @@ fn rows_per_task(n: usize, k: usize, m: usize) -> usize {
     by_split.max(by_work.min(n)).max(1)
 }
 
-/// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type. Rayon across output rows of w (chunks of n).
-///
-/// m == 1: dot straight from the blocks. m > 1 (prefill): decode each w row once
-/// into a per-task scratch of k floats and dot it with all m rows of x.
+/// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type, with the kernel that suits
+/// m: dot straight from the blocks for one row, decode-once-reuse for several.
 pub fn matmul(x: &[f32], m: usize, w: &WeightView, out: &mut [f32]) {
-    let (n, k) = (w.rows(), w.cols());
-    assert_eq!(x.len(), m * k, "matmul {}: x is not [{m}, {k}]", w.name);
-    assert_eq!(out.len(), m * n, "matmul {}: out is not [{m}, {n}]", w.name);
-    let rb = w.dtype.row_bytes(k).expect("weight rows are whole blocks");
-    let bytes = w.bytes();
-    assert_eq!(bytes.len(), n * rb, "matmul {}: byte length", w.name);
+    let kernel = if m == 1 { MatKernel::Dot } else { MatKernel::DecodeReuse };
+    matmul_cat(x, m, &[w], kernel, out);
+}
+
+/// out[m×Σn] = x[m×k] · [w₁; w₂; …]ᵀ: several weights over one input in one parallel
+/// pass, outputs side by side (fused q/k/v or gate/up projections).
+///
+/// `Dot`: each output is a dot product read straight from the blocks. `DecodeReuse`:
+/// each weight row is decoded once into a per-task scratch of k floats (one row, never
+/// the matrix) and dotted with all m rows of x.
+pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
+    let k = ws.first().map_or(0, |w| w.cols());
+    let n: usize = ws.iter().map(|w| w.rows()).sum();
+    assert_eq!(x.len(), m * k, "matmul: x is not [{m}, {k}]");
+    assert_eq!(out.len(), m * n, "matmul: out is not [{m}, {n}]");
     if m == 0 || n == 0 {
         return;
     }
-    let kern = kernel_for(w.dtype);
-    let row = |j: usize| &bytes[j * rb..(j + 1) * rb];
+    // Global row j of the stacked weights → (kernel, stored bytes).
+    let parts: Vec<(usize, usize, &dyn crate::quant::QuantKernel, &[u8])> = ws
+        .iter()
+        .scan(0, |start, w| {
+            assert_eq!(w.cols(), k, "matmul {}: rows of {} values, x has {k}", w.name, w.cols());
+            let rb = w.dtype.row_bytes(k).expect("weight rows are whole blocks");
+            assert_eq!(w.bytes().len(), w.rows() * rb, "matmul {}: byte length", w.name);
+            let p = (*start, rb, kernel_for(w.dtype), w.bytes());
+            *start += w.rows();
+            Some(p)
+        })
+        .collect();
+    let row = |j: usize| {
+        let p = parts.iter().rev().find(|p| p.0 <= j).expect("row in range");
+        let r = j - p.0;
+        (p.2, &p.3[r * p.1..(r + 1) * p.1])
+    };
     let per_task = rows_per_task(n, k, m);
 
     if m == 1 {
-        out.par_chunks_mut(per_task)
-            .enumerate()
-            .for_each(|(c, oc)| {
-                for (jj, o) in oc.iter_mut().enumerate() {
-                    *o = kern.dot(row(c * per_task + jj), x);
-                }
-            });
+        out.par_chunks_mut(per_task).enumerate().for_each(|(c, oc)| {
+            for (jj, o) in oc.iter_mut().enumerate() {
+                let (kern, r) = row(c * per_task + jj);
+                *o = kern.dot(r, x);
+            }
+        });
         return;
     }
 
@@ -51,9 +72,19 @@ pub fn matmul(x: &[f32], m: usize, w: &WeightView, out: &mut [f32]) {
         || vec![0f32; k],
         |wrow, (c, tc)| {
             for (jj, tj) in tc.chunks_exact_mut(m).enumerate() {
-                kern.decode_row(row(c * per_task + jj), wrow);
-                for (o, xi) in tj.iter_mut().zip(x.chunks_exact(k.max(1))) {
-                    *o = dot_f32(xi, wrow);
+                let (kern, r) = row(c * per_task + jj);
+                match kernel {
+                    MatKernel::DecodeReuse => {
+                        kern.decode_row(r, wrow);
+                        for (o, xi) in tj.iter_mut().zip(x.chunks_exact(k.max(1))) {
+                            *o = dot_f32(xi, wrow);
+                        }
+                    }
+                    MatKernel::Dot => {
+                        for (o, xi) in tj.iter_mut().zip(x.chunks_exact(k.max(1))) {
+                            *o = kern.dot(r, xi);
+                        }
+                    }
                 }
             }
         },

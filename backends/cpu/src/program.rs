@@ -3,24 +3,16 @@
 
 use crate::ops::{self, AttnShape};
 use crate::{matmul, quant};
-use weft_ir::{Dim, Op, Plan, WeightProvider, WeightView};
+use weft_ir::{GluAct, MatKernel, Op, Plan, WeightProvider, WeightView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CpuError {
     #[error("the plan needs tensor '{0}', which the model does not provide")]
     MissingWeight(String),
     #[error("tensor '{tensor}': the plan expects {expected}, the model has {found}")]
-    WeightMismatch {
-        tensor: String,
-        expected: String,
-        found: String,
-    },
+    WeightMismatch { tensor: String, expected: String, found: String },
     #[error("step {step} ('{name}'): {message}")]
-    BadPlan {
-        step: usize,
-        name: String,
-        message: String,
-    },
+    BadPlan { step: usize, name: String, message: String },
     #[error("context full: {needed} positions needed, the KV cache holds {max_ctx}")]
     ContextFull { needed: usize, max_ctx: usize },
     #[error("{0}")]
@@ -48,35 +40,42 @@ struct Cache {
 pub struct CpuProgram {
     plan: Plan,
     bound: Vec<Bound>,
-    values: Vec<Vec<f32>>,
+    /// Rope inverse frequencies of rope steps and rope-fused attention steps.
+    freqs: Vec<Option<Vec<f32>>>,
+    /// Arena slot of each step's value (one per step without a memory plan).
+    slot: Vec<usize>,
+    slots: Vec<Vec<f32>>,
     caches: Vec<Cache>,
+    scratch: Vec<f32>,
     max_ctx: usize,
     pos: usize,
+}
+
+fn bad(i: usize, plan: &Plan, message: &str) -> CpuError {
+    CpuError::BadPlan { step: i, name: plan.steps[i].node.name.clone(), message: message.to_string() }
 }
 
 impl CpuProgram {
     /// Binds every weight step to the provider's tensor (checking dtype and shape) and
     /// sizes the KV cache for `max_ctx` positions.
     pub fn new(plan: Plan, weights: &dyn WeightProvider, max_ctx: usize) -> Result<Self, CpuError> {
-        let mut small_use = vec![false; plan.steps.len()];
+        let n = plan.steps.len();
+        // Weights read as f32 vectors rather than matrices: norm weights, rope divisors.
+        let mut small_use = vec![false; n];
         for st in &plan.steps {
             match st.node.op {
                 Op::RmsNorm { .. } => small_use[st.inputs[1]] = true,
+                Op::AddRmsNorm { .. } => small_use[st.inputs[2]] = true,
                 Op::Rope { .. } if st.inputs.len() > 1 => small_use[st.inputs[1]] = true,
+                Op::Attention { .. } if st.inputs.len() > 3 => small_use[st.inputs[3]] = true,
                 _ => {}
             }
         }
-        let mut bound = Vec::with_capacity(plan.steps.len());
+        let mut bound = Vec::with_capacity(n);
         for (i, st) in plan.steps.iter().enumerate() {
             bound.push(match &st.node.op {
-                Op::Weight {
-                    tensor,
-                    dtype,
-                    shape,
-                } => {
-                    let w = weights
-                        .weight(tensor)
-                        .ok_or_else(|| CpuError::MissingWeight(tensor.clone()))?;
+                Op::Weight { tensor, dtype, shape } => {
+                    let w = weights.weight(tensor).ok_or_else(|| CpuError::MissingWeight(tensor.clone()))?;
                     if w.dtype != *dtype || &w.shape != shape {
                         return Err(CpuError::WeightMismatch {
                             tensor: tensor.clone(),
@@ -97,6 +96,23 @@ impl CpuProgram {
                 _ => Bound::Value,
             });
         }
+        let divisors = |st: &weft_ir::Step, k: usize| match st.inputs.get(k).map(|&j| &bound[j]) {
+            Some(Bound::Small(d)) => Some(d.as_slice()),
+            _ => None,
+        };
+        let freqs = plan
+            .steps
+            .iter()
+            .map(|st| match &st.node.op {
+                Op::Rope { rot_dim, base, scaling, .. } => {
+                    Some(ops::rope_inv_freqs(*rot_dim, *base, *scaling, divisors(st, 1)))
+                }
+                Op::Attention { rope: Some(r), .. } => {
+                    Some(ops::rope_inv_freqs(r.rot_dim, r.base, r.scaling, divisors(st, 3)))
+                }
+                _ => None,
+            })
+            .collect();
         let caches = plan
             .kv_layout()
             .iter()
@@ -109,19 +125,24 @@ impl CpuProgram {
                         message: "attention layers must be numbered 0, 1, 2… once each".into(),
                     });
                 }
-                Ok(Cache {
-                    k: vec![0.0; max_ctx * nkv * hd],
-                    v: vec![0.0; max_ctx * nkv * hd],
-                    width: nkv * hd,
-                })
+                Ok(Cache { k: vec![0.0; max_ctx * nkv * hd], v: vec![0.0; max_ctx * nkv * hd], width: nkv * hd })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let values = vec![Vec::new(); plan.steps.len()];
+        let (slot, n_slots) = match &plan.memory {
+            Some(m) if m.slots.len() == n => {
+                (m.slots.iter().map(|s| s.unwrap_or(m.n_slots)).collect(), m.n_slots + 1)
+            }
+            Some(_) => return Err(bad(0, &plan, "the memory plan does not cover every step")),
+            None => ((0..n).collect(), n),
+        };
         Ok(CpuProgram {
             plan,
             bound,
-            values,
+            freqs,
+            slot,
+            slots: vec![Vec::new(); n_slots],
             caches,
+            scratch: Vec::new(),
             max_ctx,
             pos: 0,
         })
@@ -145,6 +166,11 @@ impl CpuProgram {
         self.pos = 0;
     }
 
+    /// Bytes held by activation buffers now (after a step, at that step's size).
+    pub fn activation_bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.capacity() * 4).sum()
+    }
+
     /// Runs `tokens` at the next positions; returns the first output (logits) as
     /// `[rows, vocab]` row-major with its row count.
     pub fn execute(&mut self, tokens: &[u32]) -> Result<(&[f32], usize), CpuError> {
@@ -153,10 +179,7 @@ impl CpuProgram {
             return Err(CpuError::NoTokens);
         }
         if self.pos + seq > self.max_ctx {
-            return Err(CpuError::ContextFull {
-                needed: self.pos + seq,
-                max_ctx: self.max_ctx,
-            });
+            return Err(CpuError::ContextFull { needed: self.pos + seq, max_ctx: self.max_ctx });
         }
         let pos0 = self.pos;
         for i in 0..self.plan.steps.len() {
@@ -165,43 +188,48 @@ impl CpuProgram {
         self.pos += seq;
         let o = self.plan.outputs[0];
         let rows = self.plan.steps[o].node.shape[0].eval(seq);
-        Ok((&self.values[o], rows))
+        Ok((&self.slots[self.slot[o]], rows))
     }
 
     fn run_step(&mut self, i: usize, tokens: &[u32], pos0: usize) -> Result<(), CpuError> {
         let seq = tokens.len();
         let step = &self.plan.steps[i];
-        let shape: Vec<usize> = step.node.shape.iter().map(|d: &Dim| d.eval(seq)).collect();
+        if matches!(step.node.op, Op::Tokens | Op::Weight { .. }) {
+            return Ok(());
+        }
+        let shape: Vec<usize> = step.node.shape.iter().map(|d| d.eval(seq)).collect();
         let len: usize = shape.iter().product();
-        let mut out = std::mem::take(&mut self.values[i]);
+        let mut out = std::mem::take(&mut self.slots[self.slot[i]]);
         out.resize(len, 0.0);
-        let input = |k: usize| -> &[f32] { &self.values[step.inputs[k]] };
+        let input = |k: usize| -> &[f32] { &self.slots[self.slot[step.inputs[k]]] };
         let weight = |k: usize| -> Result<&WeightView, CpuError> {
             match &self.bound[step.inputs[k]] {
                 Bound::Weight(w) => Ok(w),
-                _ => Err(CpuError::BadPlan {
-                    step: i,
-                    name: step.node.name.clone(),
-                    message: "expected a weight input".into(),
-                }),
+                _ => Err(bad(i, &self.plan, "expected a weight input")),
             }
         };
         let small = |k: usize| -> Result<&[f32], CpuError> {
             match &self.bound[step.inputs[k]] {
                 Bound::Small(w) => Ok(w),
-                _ => Err(CpuError::BadPlan {
-                    step: i,
-                    name: step.node.name.clone(),
-                    message: "expected a decoded weight".into(),
-                }),
+                _ => Err(bad(i, &self.plan, "expected a decoded weight")),
             }
         };
+        let auto = |rows: usize| if rows == 1 { MatKernel::Dot } else { MatKernel::DecodeReuse };
         match &step.node.op {
             Op::Tokens | Op::Weight { .. } => {}
             Op::TokenEmbed => matmul::gather_rows(weight(0)?, tokens, &mut out)?,
-            Op::MatMul => {
+            Op::MatMul { route } | Op::MatMulCat { route } => {
                 let rows = shape[0];
-                matmul::matmul(input(0), rows, weight(1)?, &mut out);
+                let kernel = route.map_or(auto(rows), |r| r.for_rows(rows));
+                let ws = (1..step.inputs.len()).map(weight).collect::<Result<Vec<_>, _>>()?;
+                matmul::matmul_cat(input(0), rows, &ws, kernel, &mut out);
+            }
+            Op::Slice { start, len: width } => {
+                let src = input(0);
+                let d = src.len() / shape[0];
+                for (o, r) in out.chunks_exact_mut(*width).zip(src.chunks_exact(d)) {
+                    o.copy_from_slice(&r[*start..start + width]);
+                }
             }
             Op::Add => {
                 for ((o, a), b) in out.iter_mut().zip(input(0)).zip(input(1)) {
@@ -218,41 +246,46 @@ impl CpuProgram {
                     *o = a * factor;
                 }
             }
-            Op::RmsNorm {
-                eps, weight_offset, ..
-            } => ops::rms_norm(input(0), small(1)?, *eps, *weight_offset, &mut out),
+            Op::RmsNorm { eps, weight_offset, .. } => {
+                ops::rms_norm(input(0), small(1)?, *eps, *weight_offset, &mut out)
+            }
+            Op::AddRmsNorm { eps, weight_offset, .. } => {
+                let d = shape[1] / 2;
+                let (a, b, w) = (input(0), input(1), small(2)?);
+                for ((o, ra), rb) in out.chunks_exact_mut(2 * d).zip(a.chunks_exact(d)).zip(b.chunks_exact(d)) {
+                    let (sum, normed) = o.split_at_mut(d);
+                    for ((s, x), y) in sum.iter_mut().zip(ra).zip(rb) {
+                        *s = x + y;
+                    }
+                    ops::rms_norm(sum, w, *eps, *weight_offset, normed);
+                }
+            }
+            Op::Glu { act } => {
+                let f = shape[1];
+                for (o, r) in out.chunks_exact_mut(f).zip(input(0).chunks_exact(2 * f)) {
+                    let (gate, up) = r.split_at(f);
+                    match act {
+                        GluAct::Silu => ops::silu(gate, o),
+                        GluAct::Gelu => ops::gelu(gate, o),
+                    }
+                    for (v, u) in o.iter_mut().zip(up) {
+                        *v *= u;
+                    }
+                }
+            }
+            Op::Elementwise { code } => {
+                let ins: Vec<&[f32]> = (0..step.inputs.len()).map(input).collect();
+                ops::elementwise(&ins, code, &mut out);
+            }
             Op::Silu => ops::silu(input(0), &mut out),
             Op::Gelu => ops::gelu(input(0), &mut out),
             Op::Softcap { cap } => ops::softcap(input(0), *cap, &mut out),
-            Op::Rope {
-                head_dim,
-                rot_dim,
-                base,
-                layout,
-                scaling,
-            } => {
-                let divisors = if step.inputs.len() > 1 {
-                    Some(small(1)?)
-                } else {
-                    None
-                };
-                let f = ops::rope_inv_freqs(*rot_dim, *base, *scaling, divisors);
+            Op::Rope { head_dim, layout, .. } => {
+                let f = self.freqs[i].as_deref().expect("rope steps have frequencies");
                 out.copy_from_slice(input(0));
-                ops::rope(&mut out, shape[1], *head_dim, &f, *layout, pos0);
+                ops::rope(&mut out, shape[1], *head_dim, f, *layout, pos0);
             }
-            Op::Attention {
-                layer,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                scale,
-                window,
-                softcap,
-            } => {
-                let c = &mut self.caches[*layer];
-                let w = c.width;
-                c.k[pos0 * w..(pos0 + seq) * w].copy_from_slice(&self.values[step.inputs[1]]);
-                c.v[pos0 * w..(pos0 + seq) * w].copy_from_slice(&self.values[step.inputs[2]]);
+            Op::Attention { layer, n_heads, n_kv_heads, head_dim, scale, window, softcap, rope } => {
                 let s = AttnShape {
                     n_heads: *n_heads,
                     n_kv_heads: *n_kv_heads,
@@ -261,16 +294,24 @@ impl CpuProgram {
                     window: *window,
                     softcap: *softcap,
                 };
+                let c = &mut self.caches[*layer];
+                let w = c.width;
+                let rows = pos0 * w..(pos0 + seq) * w;
+                c.k[rows.clone()].copy_from_slice(&self.slots[self.slot[step.inputs[1]]]);
+                c.v[rows.clone()].copy_from_slice(&self.slots[self.slot[step.inputs[2]]]);
+                let mut q = &self.slots[self.slot[step.inputs[0]]][..];
+                if let Some(r) = rope {
+                    // Rope fused into attention: rotate k as it enters the cache, q in scratch.
+                    let f = self.freqs[i].as_deref().expect("rope-fused attention has frequencies");
+                    ops::rope(&mut c.k[rows], w, r.head_dim, f, r.layout, pos0);
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(q);
+                    ops::rope(&mut self.scratch, n_heads * head_dim, r.head_dim, f, r.layout, pos0);
+                    q = &self.scratch;
+                }
                 let c = &self.caches[*layer];
                 let end = (pos0 + seq) * w;
-                ops::attention(
-                    &self.values[step.inputs[0]],
-                    &c.k[..end],
-                    &c.v[..end],
-                    s,
-                    pos0,
-                    &mut out,
-                );
+                ops::attention(q, &c.k[..end], &c.v[..end], s, pos0, &mut out);
             }
             Op::LastPosition => {
                 let src = input(0);
@@ -278,7 +319,7 @@ impl CpuProgram {
             }
             Op::Output => out.copy_from_slice(input(0)),
         }
-        self.values[i] = out;
+        self.slots[self.slot[i]] = out;
         Ok(())
     }
 }

@@ -8,6 +8,13 @@
 //! operation, so decoded values are bit-exact. Dots decode a few blocks at a
 //! time into a stack buffer and run the f32 dot on it: plain loops that LLVM
 //! vectorises, where per-block dots with the scale factored out did not.
+//!
+//! Where the reference's float operations could round differently in another
+//! order, the decoders keep its order; everywhere else the products are exact
+//! (f16 scale × small integers fits in an f32 mantissa), which the comments note.
+//!
+//! One file per family: `float` (f32, f16, bf16), `legacy` (32-element blocks),
+//! `kquant` (Q2_K…Q6_K), `iquant` (IQ4_NL, IQ4_XS), `ternary` (TQ1_0, TQ2_0).
 
 use std::marker::PhantomData;
 use weft_ir::DType;

@@ -1,0 +1,714 @@
+#!/usr/bin/env python3
+"""Tiny random-weight models of each supported family (HF dirs + GGUF conversions + references).
+
+Same approach and reference.json format as scripts/fixtures/make_tiny_llama.py (whose
+tokenizer, JSON and conversion helpers are reused), one directory per model under
+tests/fixtures/families/<name>/:
+
+  config.json            written by the family's own transformers config class
+  model.safetensors      f32 weights (written by save_pretrained: hub tensor names)
+  tokenizer.json         toy byte-level BPE, vocab size == config vocab_size
+  tokenizer_config.json
+  reference.json         transformers (eager attention, f32): input_ids, last_logits,
+                         greedy (32), gaps, min_gap, ..., plus "config": the values that matter
+  model-f32.gguf         llama.cpp convert_hf_to_gguf.py --outtype f32   (when the converter
+  model-f16.gguf         ... --outtype f16                                supports the arch)
+  reference-f16.json     same format, weights = model-f16.gguf
+  llamacpp.json          llama.cpp (llama-cpp-python) run on both GGUFs with the same input ids:
+                         last-position logit diff vs the transformers references, greedy ids,
+                         first mismatch.  Informational: where the converter drops a config
+                         value (see "gguf_lossy" in reference.json) llama.cpp disagrees.
+and tests/fixtures/families/GGUF_METADATA.md: per model, the GGUF metadata keys and tensor
+names (with shapes and types) the converter wrote.
+
+Pinned: as make_tiny_llama.py (torch==2.15.0, transformers==5.24.0, gguf==0.19.0,
+llama-cpp-python==0.3.36 whose sdist vendors convert_hf_to_gguf.py).  Runs in the fixture
+venv (scripts/fixtures/setup_env.sh).  Deterministic (fixed seeds, f32, 1 thread) and
+idempotent.
+
+    python scripts/families/make_family_models.py [--only NAME ...] [--no-llamacpp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "fixtures"))
+import make_tiny_llama as tl  # noqa: E402  (tokenizer, JSON and converter helpers)
+
+OUT_ROOT = REPO / "tests" / "fixtures" / "families"
+N_GEN = tl.N_GEN
+WEIGHT_STD = 0.2
+NORM_STD = 0.1
+BIAS_STD = 0.1
+WINDOW = 4  # sliding window, shorter than the 12 input ids + 32 generated
+
+# ----------------------------------------------------------------------------- families
+#
+# Each entry: name, seed, arch (HF class), cfg (kwargs for the transformers config class),
+# norm_center (1.0 for w-norms, 0.0 for Gemma's (1+w) norms), gguf (converter supports it),
+# gguf_lossy (config values the converter does not write, so a GGUF reader cannot see them),
+# vocab_patch (the converter wants a sentencepiece tokenizer.model for this arch; ours is a
+# byte-level BPE, so its set_vocab is replaced by the GPT-2 one: the tokenizer only).
+
+FAMILIES: list[dict] = [
+    {
+        "name": "qwen2",
+        "seed": 211,
+        "arch": "Qwen2ForCausalLM",
+        "config_class": "Qwen2Config",
+        "cfg": dict(
+            vocab_size=290, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=6, num_key_value_heads=2,  # GQA 3, head_dim 8
+            max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            tie_word_embeddings=True, use_sliding_window=False,
+        ),
+        "notes": "q/k/v projections carry biases (o_proj none); tied embeddings (no lm_head.weight)",
+    },
+    {
+        "name": "qwen3",
+        "seed": 712,
+        "arch": "Qwen3ForCausalLM",
+        "config_class": "Qwen3Config",
+        "cfg": dict(
+            vocab_size=301, hidden_size=40, intermediate_size=80, num_hidden_layers=2,
+            num_attention_heads=5, num_key_value_heads=1,  # GQA 5
+            head_dim=16,  # != hidden/heads = 8
+            max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            tie_word_embeddings=False, attention_bias=False, use_sliding_window=False,
+        ),
+        "notes": "RMSNorm over each head of q and k (weight [head_dim]) before rope; untied",
+    },
+    {
+        "name": "gemma3",
+        "seed": 13,
+        "arch": "Gemma3ForCausalLM",
+        "config_class": "Gemma3TextConfig",
+        "cfg": dict(
+            vocab_size=288, hidden_size=48, intermediate_size=96, num_hidden_layers=4,
+            num_attention_heads=6, num_key_value_heads=2,  # GQA 3
+            head_dim=16,  # != hidden/heads = 8
+            query_pre_attn_scalar=24,  # != head_dim: scale = 24**-0.5
+            layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+            sliding_window=WINDOW,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+            },
+            max_position_embeddings=32768, rms_norm_eps=1e-6,
+            hidden_activation="gelu_pytorch_tanh",
+            final_logit_softcapping=None, attn_logit_softcapping=None,
+            tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        ),
+        "norm_center": 0.0,
+        "gguf_lossy": {
+            "query_pre_attn_scalar": "not written; llama.cpp scales by 1/sqrt(head_dim) "
+                                     "(1/sqrt(hidden/heads) only for its 62-layer 27B)",
+            "layer_types": "not written (no gemma3.attention.sliding_window_pattern); "
+                           "llama.cpp assumes pattern 6: layer i is global iff (i+1) % 6 == 0",
+        },
+        "notes": "pattern 3 (S S F S), window 4, local rope base 1e4 / global 1e6, q/k RMSNorm, "
+                 "sandwich norms, (1+w) RMSNorm weights, embeddings * sqrt(hidden), tied",
+    },
+    {
+        "name": "gemma3-p6",
+        "seed": 614,
+        "arch": "Gemma3ForCausalLM",
+        "config_class": "Gemma3TextConfig",
+        "cfg": dict(
+            vocab_size=283, hidden_size=32, intermediate_size=64, num_hidden_layers=7,
+            num_attention_heads=4, num_key_value_heads=1,  # GQA 4
+            head_dim=16,  # != hidden/heads = 8
+            query_pre_attn_scalar=16,  # == head_dim: what llama.cpp assumes
+            layer_types=["sliding_attention"] * 5 + ["full_attention", "sliding_attention"],
+            sliding_window=WINDOW,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+            },
+            max_position_embeddings=32768, rms_norm_eps=1e-6,
+            hidden_activation="gelu_pytorch_tanh",
+            tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        ),
+        "norm_center": 0.0,
+        "notes": "the GGUF-faithful Gemma 3: pattern 6 (5 sliding, 1 global, then sliding), "
+                 "query_pre_attn_scalar == head_dim, so llama.cpp must agree with transformers",
+    },
+    {
+        "name": "gemma2",
+        "seed": 415,
+        "arch": "Gemma2ForCausalLM",
+        "config_class": "Gemma2Config",
+        "cfg": dict(
+            vocab_size=296, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2,  # GQA 2
+            head_dim=16,  # != hidden/heads = 12
+            query_pre_attn_scalar=16,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            sliding_window=WINDOW,
+            attn_logit_softcapping=1.5, final_logit_softcapping=4.0,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            max_position_embeddings=8192, rms_norm_eps=1e-6,
+            hidden_activation="gelu_pytorch_tanh",
+            tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        ),
+        "norm_center": 0.0,
+        "vocab_patch": True,
+        "notes": "softcaps chosen small (attn 1.5, final 4.0) so tanh is far from linear; "
+                 "alternating sliding/global starting with sliding; sandwich norms; (1+w) norms",
+    },
+    {
+        "name": "phi3",
+        "seed": 416,
+        "arch": "Phi3ForCausalLM",
+        "config_class": "Phi3Config",
+        "cfg": dict(
+            vocab_size=291, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+            num_attention_heads=6, num_key_value_heads=2,  # GQA 3 (fused qkv: 48+16+16 rows)
+            max_position_embeddings=4096, original_max_position_embeddings=4096,
+            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            tie_word_embeddings=False, sliding_window=None, pad_token_id=1,
+            bos_token_id=0, eos_token_id=1,
+        ),
+        "vocab_patch": True,
+        "notes": "fused qkv_proj [(H+2*KV)*hd, hidden] and gate_up_proj [2*inter, hidden] "
+                 "(gate first, up second); untied",
+    },
+    {
+        "name": "phi3-partial-rope",
+        "seed": 817,
+        "arch": "Phi3ForCausalLM",
+        "config_class": "Phi3Config",
+        "cfg": dict(
+            vocab_size=285, hidden_size=40, intermediate_size=72, num_hidden_layers=2,
+            num_attention_heads=5, num_key_value_heads=1,  # GQA 5, head_dim 8
+            partial_rotary_factor=0.5,  # rope on the first 4 of 8 dims
+            max_position_embeddings=4096, original_max_position_embeddings=4096,
+            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                "partial_rotary_factor": 0.5},
+            tie_word_embeddings=False, sliding_window=None, pad_token_id=1,
+            bos_token_id=0, eos_token_id=1,
+        ),
+        "vocab_patch": True,
+        "notes": "partial_rotary_factor 0.5: NeoX-style rope over the first half of each head",
+    },
+    {
+        "name": "qwen3moe",
+        "seed": 218,
+        "arch": "Qwen3MoeForCausalLM",
+        "config_class": "Qwen3MoeConfig",
+        "cfg": dict(
+            vocab_size=293, hidden_size=32, intermediate_size=64, moe_intermediate_size=24,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16,  # != hidden/heads = 8
+            num_experts=4, num_experts_per_tok=2, norm_topk_prob=True,
+            decoder_sparse_step=1, mlp_only_layers=[], router_aux_loss_coef=0.0,
+            max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            tie_word_embeddings=False, use_sliding_window=False,
+        ),
+        "notes": "4 experts, top-2 by softmax over router logits, top-k weights renormalised "
+                 "(norm_topk_prob); q/k norm; every layer sparse",
+    },
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def make_config(f: dict):
+    cls = getattr(transformers, f["config_class"])
+    cfg = cls(**f["cfg"])
+    cfg.architectures = [f["arch"]]
+    cfg.dtype = "float32"
+    return cfg
+
+
+def model_class(f: dict):
+    return getattr(transformers, f["arch"])
+
+
+def random_init(model: torch.nn.Module, seed: int, norm_center: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            leaf = name.rsplit(".", 1)
+            is_norm = any(s in name for s in ("norm", "ln_")) or name.endswith("layernorm.weight")
+            if is_norm and name.endswith("weight") and p.dim() == 1:
+                t = norm_center + NORM_STD * torch.randn(p.shape, generator=g)
+            elif name.endswith("bias") or (p.dim() == 1 and leaf[-1] != "weight"):
+                t = BIAS_STD * torch.randn(p.shape, generator=g)
+            else:
+                t = WEIGHT_STD * torch.randn(p.shape, generator=g)
+            p.copy_(t.to(p.dtype))
+
+
+def load_hf(d: Path, f: dict):
+    m = model_class(f).from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager")
+    m.eval()
+    return m
+
+
+def build(f: dict, d: Path) -> None:
+    torch.manual_seed(f["seed"])
+    cfg = make_config(f)
+    cfg._attn_implementation = "eager"
+    model = model_class(f)(cfg).to(torch.float32)
+    random_init(model, f["seed"], f.get("norm_center", 1.0))
+    model.save_pretrained(str(d), safe_serialization=True)
+    for extra in ("generation_config.json",):
+        (d / extra).unlink(missing_ok=True)
+    cj = json.loads((d / "config.json").read_text())
+    cj.pop("_attn_implementation", None)
+    (d / "config.json").write_text(json.dumps(cj, indent=2, sort_keys=False) + "\n")
+    os.chmod(d / "model.safetensors", 0o644)
+
+
+CONFIG_KEYS = [
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size",
+    "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "hidden_act", "hidden_activation", "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon",
+    "rope_parameters", "partial_rotary_factor", "tie_word_embeddings", "attention_bias",
+    "query_pre_attn_scalar", "sliding_window", "layer_types", "attn_logit_softcapping",
+    "final_logit_softcapping", "num_experts", "num_experts_per_tok", "norm_topk_prob",
+    "decoder_sparse_step", "mlp_only_layers", "use_sliding_window",
+]
+
+
+def config_summary(model, f: dict) -> dict:
+    c = model.config
+    out = {}
+    for k in CONFIG_KEYS:
+        if hasattr(c, k):
+            v = getattr(c, k)
+            if v is not None or k in f["cfg"]:
+                out[k] = v
+    attn = _first_attn(model)
+    if attn is not None:
+        out["effective_head_dim"] = getattr(attn, "head_dim", None)
+        if hasattr(attn, "scaling"):
+            out["effective_attn_scale"] = float(attn.scaling)
+    return json.loads(json.dumps(out, default=str))
+
+
+def _first_attn(model):
+    for mod in model.modules():
+        if type(mod).__name__.endswith("Attention"):
+            return mod
+    return None
+
+
+def check_roundtrip(model, f: dict) -> None:
+    """The config values this fixture is about really are in effect in the HF model."""
+    c, want = model.config, f["cfg"]
+    for k in ("vocab_size", "num_key_value_heads", "head_dim", "query_pre_attn_scalar",
+              "sliding_window", "layer_types", "num_experts", "num_experts_per_tok",
+              "attn_logit_softcapping", "final_logit_softcapping"):
+        if k in want and want[k] is not None:
+            assert getattr(c, k) == want[k], (k, getattr(c, k), want[k])
+    attn = _first_attn(model)
+    if "head_dim" in want:
+        assert attn.head_dim == want["head_dim"], (attn.head_dim, want["head_dim"])
+    if "query_pre_attn_scalar" in want:
+        assert abs(attn.scaling - want["query_pre_attn_scalar"] ** -0.5) < 1e-12, attn.scaling
+    if want.get("tie_word_embeddings"):
+        emb = model.get_input_embeddings().weight
+        assert model.get_output_embeddings().weight.data_ptr() == emb.data_ptr(), "not tied"
+    assert c._attn_implementation == "eager", c._attn_implementation
+
+
+def sliding_window_probe(model, f: dict, input_ids: list[int]) -> dict | None:
+    """Proof that the window bites: the last logits change when the window is lifted."""
+    c = model.config
+    if not getattr(c, "sliding_window", None) or "sliding_window" not in f["cfg"]:
+        return None
+    ids = torch.tensor([input_ids])
+    with torch.no_grad():
+        a = model(input_ids=ids).logits[0, -1]
+        old = c.sliding_window
+        c.sliding_window = 10_000
+        try:
+            for mod in model.modules():
+                if hasattr(mod, "sliding_window") and mod.sliding_window is not None:
+                    mod.sliding_window = 10_000
+            b = model(input_ids=ids).logits[0, -1]
+        finally:
+            c.sliding_window = old
+            for mod in model.modules():
+                if hasattr(mod, "sliding_window") and mod.sliding_window is not None:
+                    mod.sliding_window = old
+        a2 = model(input_ids=ids).logits[0, -1]
+    assert torch.equal(a, a2)
+    return {"max_abs_last_logit_change_without_window": float((a - b).abs().max())}
+
+
+# ----------------------------------------------------------------------------- GGUF
+
+CONVERT_WRAPPER = r"""
+import sys
+src, arch, vocab_patch, argv = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
+sys.path.insert(0, src)
+sys.path.insert(1, src + "/gguf-py")
+import conversion
+import conversion.base as base
+# Our toy byte-level BPE tokenizer has no known pre-tokenizer hash; it uses the
+# GPT-2 byte-level regex, which llama.cpp calls "gpt-2".
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+# transformers 5's AutoTokenizer picks the family's tokenizer class from config.json
+# (e.g. Qwen2Tokenizer, which adds <|endoftext|> beyond our vocab); read tokenizer.json as is.
+import transformers
+transformers.AutoTokenizer.from_pretrained = transformers.PreTrainedTokenizerFast.from_pretrained
+if vocab_patch:
+    # This arch's set_vocab wants a sentencepiece tokenizer.model; ours is byte-level BPE.
+    cls = conversion.get_model_class(arch)
+    cls.set_vocab = lambda self: self._set_vocab_gpt2()
+import runpy
+sys.argv = [src + "/convert_hf_to_gguf.py"] + argv
+runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
+"""
+
+
+def convert(d: Path, f: dict, outtype: str) -> Path:
+    src = tl.llama_cpp_src()
+    out = d / f"model-{outtype}.gguf"
+    tmp = d / f".model-{outtype}.gguf.tmp"
+    cmd = [sys.executable, "-c", CONVERT_WRAPPER, str(src), f["arch"], "1" if f.get("vocab_patch") else "0",
+           str(d), "--outtype", outtype, "--outfile", str(tmp)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"conversion of {d.name} to {outtype} failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+    os.replace(tmp, out)
+    return out
+
+
+def gguf_summary(path: Path) -> dict:
+    sys.path.insert(0, str(tl.llama_cpp_src() / "gguf-py"))
+    import gguf  # the converter's own gguf-py
+
+    r = gguf.GGUFReader(str(path))
+    meta = {}
+    for k, fld in r.fields.items():
+        if k.startswith("tokenizer.ggml.") and k not in ("tokenizer.ggml.model", "tokenizer.ggml.pre",
+                                                           "tokenizer.ggml.bos_token_id",
+                                                           "tokenizer.ggml.eos_token_id",
+                                                           "tokenizer.ggml.add_bos_token"):
+            meta[k] = f"[{len(fld.data)} items]"
+            continue
+        if k.startswith("GGUF."):
+            continue
+        try:
+            v = fld.contents()
+        except Exception:  # pragma: no cover
+            v = "?"
+        if isinstance(v, list) and len(v) > 16:
+            v = f"[{len(v)} items]"
+        meta[k] = v
+    tensors = [(t.name, [int(x) for x in t.shape], t.tensor_type.name) for t in r.tensors]
+    return {"metadata": meta, "tensors": tensors}
+
+
+def load_gguf_model(d: Path, f: dict, gguf_name: str):
+    # Config from config.json (the GGUF drops some values, see gguf_lossy); tensors from the GGUF.
+    cfg = transformers.AutoConfig.from_pretrained(str(d))
+    m = model_class(f).from_pretrained(str(d), gguf_file=gguf_name, config=cfg, dtype=torch.float32,
+                                       attn_implementation="eager")
+    m.eval()
+    return m
+
+
+def compare_weights(a, b, f16: bool) -> float:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys(), sorted(sa.keys() ^ sb.keys())
+    worst = 0.0
+    for k in sa:
+        x = sa[k]
+        if f16 and x.dim() >= 2:
+            x = x.to(torch.float16).to(torch.float32)
+        worst = max(worst, float((x - sb[k]).abs().max()))
+    return worst
+
+
+def f16_rounded_copy(model, f: dict, d: Path):
+    """Fallback when transformers cannot read this arch's GGUF: the HF model with every
+    tensor of >= 2 dims rounded to f16 (the converter's rule for --outtype f16)."""
+    m = load_hf(d, f)
+    with torch.no_grad():
+        for _, p in m.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(p.to(torch.float16).to(torch.float32))
+    return m
+
+
+def reference(model, input_ids: list[int]) -> dict:
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([input_ids]), use_cache=True)
+        last = out.logits[0, -1].float().numpy()
+        past = out.past_key_values
+        cur = last
+        toks, gaps = [], []
+        for _ in range(N_GEN):
+            t, g = tl.top2_gap(cur)
+            toks.append(t)
+            gaps.append(g)
+            o = model(input_ids=torch.tensor([[t]]), past_key_values=past, use_cache=True)
+            past = o.past_key_values
+            cur = o.logits[0, -1].float().numpy()
+        full = model(input_ids=torch.tensor([input_ids + toks]), use_cache=False).logits[0].numpy()
+        n = len(input_ids)
+        nocache = [int(np.argmax(full[n - 1 + k])) for k in range(N_GEN)]
+        assert nocache == toks, "KV-cache and full-sequence greedy disagree"
+        assert np.allclose(full[n - 1], last, atol=1e-5)
+    max_abs = float(np.abs(last).max())
+    return {
+        "input_ids": input_ids,
+        "last_logits": [float(x) for x in last],
+        "max_abs_logit": max_abs,
+        "greedy": toks,
+        "gaps": gaps,
+        "min_gap": min(gaps),
+        "min_gap_over_max_abs_logit": min(gaps) / max_abs,
+    }
+
+
+def llamacpp_run(gguf: Path, input_ids: list[int], n_gen: int) -> tuple[np.ndarray, list[int]]:
+    import llama_cpp
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=128, n_threads=1, n_threads_batch=1, verbose=False)
+    n_vocab = llm.n_vocab()
+
+    def last() -> np.ndarray:
+        ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float32).copy()
+
+    llm.eval(input_ids)
+    first = last()
+    cur, toks = first, []
+    for _ in range(n_gen):
+        t = int(np.argmax(cur))
+        toks.append(t)
+        llm.eval([t])
+        cur = last()
+    del llm
+    return first, toks
+
+
+def llamacpp_check(d: Path) -> dict:
+    """Runs in a subprocess (a llama.cpp abort must not kill the generator)."""
+    res = {}
+    for gguf, refname in (("model-f32.gguf", "reference.json"), ("model-f16.gguf", "reference-f16.json")):
+        ref = json.loads((d / refname).read_text())
+        r = subprocess.run([sys.executable, __file__, "--llamacpp-one", str(d / gguf), refname],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            res[gguf] = {"error": (r.stderr.strip().splitlines() or ["?"])[-1][:300]}
+            continue
+        logits = np.frombuffer(bytes.fromhex(r.stdout.split()[0]), dtype="<f4")
+        toks = json.loads(r.stdout.split(None, 1)[1])
+        diff = float(np.abs(logits - np.array(ref["last_logits"], dtype=np.float32)).max())
+        first_bad = next((i for i, (a, b) in enumerate(zip(toks, ref["greedy"])) if a != b), None)
+        res[gguf] = {
+            "compared_with": refname,
+            "max_abs_last_logit_diff": diff,
+            "max_abs_last_logit_diff_over_max_abs_logit": diff / ref["max_abs_logit"],
+            "greedy": toks,
+            "greedy_matches": toks == ref["greedy"],
+            "first_mismatch": first_bad,
+        }
+    return res
+
+
+def _llamacpp_one(gguf: str, refname: str) -> int:
+    ref = json.loads((Path(gguf).parent / refname).read_text())
+    logits, toks = llamacpp_run(Path(gguf), ref["input_ids"], len(ref["greedy"]))
+    print(logits.astype("<f4").tobytes().hex(), json.dumps(toks))
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def generator_info() -> dict:
+    info = tl.generator_info()
+    info["script"] = "scripts/families/make_family_models.py"
+    return info
+
+
+def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
+    name = f["name"]
+    d = OUT_ROOT / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    vocab = f["cfg"]["vocab_size"]
+    tok = tl.make_tokenizer(vocab)
+    tl.write_tokenizer(tok, d)
+    build(f, d)
+    model = load_hf(d, f)
+    check_roundtrip(model, f)
+
+    input_ids = tl.make_input_ids(tok, vocab)
+    ref = reference(model, input_ids)
+    ratio = ref["min_gap_over_max_abs_logit"]
+    if ratio <= 1e-3:
+        raise SystemExit(f"{name}: greedy gap too small ({ratio:.2e} of max|logit|); change seed")
+    common = {
+        "generator": generator_info(),
+        "model": name,
+        "architecture": f["arch"],
+        "seed": f["seed"],
+        "init": f"N(0, {WEIGHT_STD}) weights/embeddings, N(0, {BIAS_STD}) biases, "
+                f"{f.get('norm_center', 1.0)} + N(0, {NORM_STD}) norm weights",
+        "attn_implementation": "eager",
+        "input_text": tl.INPUT_TEXT,
+        "input_note": "input_ids = [<s>] + tokenizer(input_text)[:8] padded with high ids",
+        "notes": f["notes"],
+        "config": config_summary(model, f),
+    }
+    if f.get("gguf_lossy"):
+        common["gguf_lossy"] = f["gguf_lossy"]
+    probe = sliding_window_probe(model, f, input_ids + ref["greedy"][:20])
+    if probe:
+        common["sliding_window_check"] = {
+            **probe,
+            "semantics": "query at position i sees key positions j with i - window < j <= i "
+                         "(window counts the query itself) on sliding layers",
+            "probe_input": "input_ids + first 20 greedy ids, full-sequence forward",
+        }
+    tl.write_json(d / "reference.json", {
+        **common,
+        "weights": "model.safetensors (f32)",
+        **ref,
+        "tokenizer_checks": [{"text": s, "ids": tok.encode(s).ids} for s in tl.TOKENIZER_CHECKS],
+    })
+    row = {"name": name, "greedy8": ref["greedy"][:8], "min_gap": ref["min_gap"], "ratio": ratio,
+           "max_abs_logit": ref["max_abs_logit"]}
+
+    if not f.get("gguf", True):
+        row["gguf"] = "converter does not support this arch"
+        return row
+    try:
+        f32 = convert(d, f, "f32")
+        f16 = convert(d, f, "f16")
+    except RuntimeError as e:
+        for p in d.glob("model-f*.gguf"):
+            p.unlink()
+        row["gguf"] = f"conversion failed: {str(e).strip().splitlines()[-1][:300]}"
+        print(str(e), file=sys.stderr)
+        return row
+    summaries[name] = gguf_summary(f32)
+    summaries[name]["f16_types"] = sorted({t[2] for t in gguf_summary(f16)["tensors"]})
+    method = "model-f16.gguf, loaded by transformers (f16 tensors widened to f32, compute in f32)"
+    try:
+        g32 = load_gguf_model(d, f, f32.name)
+        diff32 = compare_weights(model, g32, f16=False)
+        g16 = load_gguf_model(d, f, f16.name)
+        diff16 = compare_weights(model, g16, f16=True)
+        if diff32 != 0.0 or diff16 != 0.0:
+            raise RuntimeError(f"GGUF tensors read back by transformers differ ({diff32}, {diff16})")
+        ref32 = reference(g32, input_ids)
+        assert ref32["greedy"] == ref["greedy"] and np.allclose(ref32["last_logits"], ref["last_logits"], atol=1e-5)
+        row["tf_gguf"] = "transformers reads the GGUF back bit-exactly"
+    except Exception as e:  # transformers cannot read this arch's GGUF
+        row["tf_gguf"] = f"transformers GGUF load failed ({type(e).__name__}: {str(e)[:200]}); f16 reference by rounding"
+        print(f"{name}: {row['tf_gguf']}", file=sys.stderr)
+        g16 = f16_rounded_copy(model, f, d)
+        method = ("HF model with every >=2-D tensor rounded to f16 (the converter's f16 rule); "
+                  "transformers could not load this arch's GGUF")
+    ref16 = reference(g16, input_ids)
+    tl.write_json(d / "reference-f16.json", {
+        **common,
+        "weights": method,
+        **ref16,
+        "greedy_matches_f32": ref16["greedy"] == ref["greedy"],
+        "max_abs_last_logit_diff_vs_f32": float(np.abs(np.array(ref16["last_logits"]) - np.array(ref["last_logits"])).max()),
+    })
+    row["f16_greedy_same"] = ref16["greedy"] == ref["greedy"]
+    if run_llamacpp:
+        lc = llamacpp_check(d)
+        tl.write_json(d / "llamacpp.json", {
+            "generator": {"script": "scripts/families/make_family_models.py",
+                          "llama_cpp_python": tl.LLAMA_CPP_PYTHON},
+            "settings": {"n_ctx": 128, "n_threads": 1, "kv_cache_type": "f16",
+                         "input": "input_ids of reference.json, one llama_decode for the prompt, "
+                                  "then one token per decode; greedy = argmax"},
+            "note": "informational: llama.cpp vs the transformers references; values listed in "
+                    "reference.json gguf_lossy are invisible to llama.cpp",
+            **lc,
+        })
+        row["llamacpp"] = {k: (v.get("greedy_matches"), v.get("first_mismatch"),
+                               v.get("max_abs_last_logit_diff_over_max_abs_logit"), v.get("error"))
+                           for k, v in lc.items()}
+    sizes = sum(p.stat().st_size for p in d.iterdir())
+    row["dir_bytes"] = sizes
+    return row
+
+
+def write_metadata_md(summaries: dict) -> None:
+    path = OUT_ROOT / "GGUF_METADATA.md"
+    old = {}
+    jpath = OUT_ROOT / "gguf_metadata.json"
+    if jpath.exists():
+        old = json.loads(jpath.read_text())
+    old.update(summaries)
+    order = [f["name"] for f in FAMILIES if f["name"] in old]
+    tl.write_json(jpath, {k: old[k] for k in order})
+    lines = ["# GGUF metadata written by convert_hf_to_gguf.py for the family fixtures", "",
+             "Generated by scripts/families/make_family_models.py from each model-f32.gguf "
+             "(tokenizer arrays elided).  Tensor shapes are GGUF order (ne0 first).", ""]
+    for k in order:
+        s = old[k]
+        lines += [f"## {k}", "", "| key | value |", "| --- | --- |"]
+        for mk, mv in s["metadata"].items():
+            lines.append(f"| `{mk}` | `{json.dumps(mv, ensure_ascii=False)}` |")
+        lines += ["", f"f16 file tensor types: {', '.join(s['f16_types'])}", "",
+                  "| tensor | shape | type (f32 file) |", "| --- | --- | --- |"]
+        for tn, shp, ty in s["tensors"]:
+            if tn.startswith("blk.") and not tn.startswith("blk.0."):
+                continue
+            lines.append(f"| `{tn}` | {shp} | {ty} |")
+        lines.append("")
+    lines.append("(Only block 0 of each model is listed; other blocks have the same names with their index.)")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--no-llamacpp", action="store_true")
+    ap.add_argument("--llamacpp-one", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.llamacpp_one:
+        return _llamacpp_one(*a.llamacpp_one)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    OUT_ROOT.mkdir(parents=True, exist_ok=True)
+    rows, summaries = [], {}
+    for f in FAMILIES:
+        if a.only and f["name"] not in a.only:
+            continue
+        rows.append(make_one(f, not a.no_llamacpp, summaries))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    if summaries:
+        write_metadata_md(summaries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
