@@ -115,12 +115,9 @@ impl DType {
     pub fn block_size(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q8_0
-            | DType::Q4_0
-            | DType::Q4_1
-            | DType::Q5_0
-            | DType::Q5_1
-            | DType::IQ4_NL => 32,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::IQ4_NL => {
+                32
+            }
             DType::Q2_K
             | DType::Q3_K
             | DType::Q4_K
@@ -245,7 +242,10 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", d.name().to_lowercase()));
             assert_eq!(serde_json::from_str::<DType>(&json).unwrap(), d);
         }
-        assert_eq!(serde_json::from_str::<DType>("\"b_f16\"").unwrap(), DType::BF16);
+        assert_eq!(
+            serde_json::from_str::<DType>("\"b_f16\"").unwrap(),
+            DType::BF16
+        );
         // ggml's type_size table (ggml.c), element counts and bytes per block.
         for (d, size, bytes) in [
             (DType::Q5_0, 32, 22),

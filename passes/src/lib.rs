@@ -1,14 +1,32 @@
 //! weft's graph passes.
 //!
 //! Shape inference always runs (it is validation, not optimisation). The optional
-//! passes run in [`PIPELINE`] order; each returns a log line per change it made, so
-//! a fusion that does not fire is visible.
+//! graph passes run in [`PIPELINE`] order, then memory planning on the linear plan.
+//! Each pass returns log lines for what it changed, and the log says "0 change(s)"
+//! when it changed nothing, so a fusion that does not fire is visible.
+//! docs/passes.md explains the order.
 
+mod cse;
 mod dce;
+mod fuse_add_norm;
+mod fuse_elementwise;
+mod fuse_glu;
+mod fuse_matmul;
+mod fuse_rope_attention;
+mod memory;
+mod quant_route;
 mod shapes;
 mod tie_alias;
 
+pub use cse::Cse;
 pub use dce::Dce;
+pub use fuse_add_norm::FuseAddNorm;
+pub use fuse_elementwise::FuseElementwise;
+pub use fuse_glu::FuseGlu;
+pub use fuse_matmul::FuseMatmul;
+pub use fuse_rope_attention::FuseRopeAttention;
+pub use memory::plan_memory;
+pub use quant_route::QuantRoute;
 pub use shapes::infer_shapes;
 pub use tie_alias::TieAlias;
 
@@ -18,33 +36,48 @@ use weft_ir::Graph;
 pub trait Pass: Sync {
     /// The name used in `--passes` and in the log.
     fn name(&self) -> &'static str;
-    /// Rewrites the graph; one log line per change.
+    /// Rewrites the graph; log lines describe the changes (none: nothing changed).
     fn run(&self, g: &mut Graph) -> Vec<String>;
 }
 
-/// The optional passes, in order: alias first so dead-code elimination drops what it frees.
-pub const PIPELINE: &[&dyn Pass] = &[&TieAlias, &Dce];
+/// The graph passes, in order. Aliasing and CSE first so fusions see shared values
+/// once; matmul fusion before GLU fusion (which reads its packed output); the general
+/// elementwise rule after the specific fusions; routing once matmuls are final; DCE last.
+pub const PIPELINE: &[&dyn Pass] = &[
+    &TieAlias,
+    &Cse,
+    &FuseMatmul,
+    &FuseGlu,
+    &FuseAddNorm,
+    &FuseRopeAttention,
+    &FuseElementwise,
+    &QuantRoute,
+    &Dce,
+];
+
+/// The name of the memory-planning stage in `--passes`.
+pub const MEMORY: &str = "memory";
+
+fn known_names() -> Vec<&'static str> {
+    PIPELINE.iter().map(|p| p.name()).chain([MEMORY]).collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     #[error("shape error at '{node}' ({origin}): {message}")]
-    Shape {
-        node: String,
-        origin: String,
-        message: String,
-    },
-    #[error("unknown pass '{0}' in --passes (known: {known})", known = PIPELINE.iter().map(|p| p.name()).collect::<Vec<_>>().join(", "))]
+    Shape { node: String, origin: String, message: String },
+    #[error("unknown pass '{0}' (known: {known})", known = known_names().join(", "))]
     UnknownPass(String),
 }
 
 /// Which optional passes run: `all`, `none`, a list (`tie-alias,dce`), or removals
-/// from all (`-dce`).
+/// from all (`-fuse-matmul,-cse`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PassSelection(Vec<&'static str>);
 
 impl PassSelection {
     pub fn all() -> Self {
-        PassSelection(PIPELINE.iter().map(|p| p.name()).collect())
+        PassSelection(known_names())
     }
 
     pub fn none() -> Self {
@@ -59,43 +92,33 @@ impl PassSelection {
             _ => {}
         }
         let find = |name: &str| {
-            PIPELINE
-                .iter()
-                .map(|p| p.name())
-                .find(|p| *p == name)
-                .ok_or_else(|| PassError::UnknownPass(name.to_string()))
+            known_names().into_iter().find(|p| *p == name).ok_or_else(|| PassError::UnknownPass(name.to_string()))
         };
-        let items: Vec<&str> = spec
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let items: Vec<&str> = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
         if items.iter().all(|s| s.starts_with('-')) {
-            let off = items
-                .iter()
-                .map(|s| find(&s[1..]))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(PassSelection(
-                Self::all()
-                    .0
-                    .into_iter()
-                    .filter(|p| !off.contains(p))
-                    .collect(),
-            ))
+            let off = items.iter().map(|s| find(&s[1..])).collect::<Result<Vec<_>, _>>()?;
+            Ok(PassSelection(Self::all().0.into_iter().filter(|p| !off.contains(p)).collect()))
         } else {
-            Ok(PassSelection(
-                items.iter().map(|s| find(s)).collect::<Result<_, _>>()?,
-            ))
+            Ok(PassSelection(items.iter().map(|s| find(s)).collect::<Result<_, _>>()?))
         }
     }
 
     pub fn contains(&self, name: &str) -> bool {
         self.0.contains(&name)
     }
+
+    pub fn memory(&self) -> bool {
+        self.contains(MEMORY)
+    }
 }
 
-/// Validates the graph, runs the selected passes in pipeline order and returns the log.
-pub fn optimize(g: &mut Graph, selection: &PassSelection) -> Result<Vec<String>, PassError> {
+/// Validates the graph, runs the selected graph passes in pipeline order and returns
+/// the log. `after(pass, graph)` sees the graph after each pass that ran.
+pub fn optimize(
+    g: &mut Graph,
+    selection: &PassSelection,
+    mut after: impl FnMut(&str, &Graph),
+) -> Result<Vec<String>, PassError> {
     infer_shapes(g)?;
     let mut log = Vec::new();
     for pass in PIPELINE.iter().filter(|p| selection.contains(p.name())) {
@@ -103,6 +126,7 @@ pub fn optimize(g: &mut Graph, selection: &PassSelection) -> Result<Vec<String>,
         log.push(format!("{}: {} change(s)", pass.name(), lines.len()));
         log.extend(lines.into_iter().map(|l| format!("  {l}")));
         infer_shapes(g)?;
+        after(pass.name(), g);
     }
     Ok(log)
 }

@@ -109,6 +109,8 @@ pub struct Compiled {
     pub expanded: Expanded,
     /// The expanded graph as text, before any pass.
     pub expanded_text: String,
+    /// Nodes of the expanded graph (weights included).
+    pub nodes_expanded: usize,
     pub plan: Plan,
     pub compile_ms: f64,
 }
@@ -154,27 +156,30 @@ impl Model {
 
     /// Expands and runs the selected passes.
     pub fn compile(&self, passes: &PassSelection) -> Result<Compiled, RuntimeError> {
+        self.compile_with(passes, |_, _| {})
+    }
+
+    /// Like [`Model::compile`]; `after(pass, graph)` sees the graph after each pass.
+    pub fn compile_with(
+        &self,
+        passes: &PassSelection,
+        after: impl FnMut(&str, &weft_ir::Graph),
+    ) -> Result<Compiled, RuntimeError> {
         let t0 = Instant::now();
         let expanded = self.expand()?;
         let mut graph = expanded.graph.clone();
         weft_passes::infer_shapes(&mut graph)?;
-        let mut shaped = expanded.graph.clone();
-        weft_passes::infer_shapes(&mut shaped)?;
-        let expanded_text = shaped.to_text();
-        let log = weft_passes::optimize(&mut graph, passes)?;
-        let plan = Plan::from_graph(
-            &graph,
-            &expanded.family,
-            self.stamp(),
-            expanded.hparams.clone(),
-            log,
-        );
-        Ok(Compiled {
-            expanded,
-            expanded_text,
-            plan,
-            compile_ms: t0.elapsed().as_secs_f64() * 1e3,
-        })
+        let expanded_text = graph.to_text();
+        let nodes_expanded = graph.len();
+        let mut log = weft_passes::optimize(&mut graph, passes, after)?;
+        let mut plan = Plan::from_graph(&graph, &expanded.family, self.stamp(), expanded.hparams.clone(), vec![]);
+        if passes.memory() {
+            let lines = weft_passes::plan_memory(&mut plan);
+            log.push(format!("{}: {} slot(s)", weft_passes::MEMORY, plan.memory.as_ref().map_or(0, |m| m.n_slots)));
+            log.extend(lines.into_iter().map(|l| format!("  {l}")));
+        }
+        plan.pass_log = log;
+        Ok(Compiled { expanded, expanded_text, nodes_expanded, plan, compile_ms: t0.elapsed().as_secs_f64() * 1e3 })
     }
 
     /// Checks that a plan was compiled for these weights.

@@ -44,9 +44,15 @@ GGUF_VERSION=0.19.0
 DEFAULT_TYPES="Q4_0 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0"
 if [ $# -gt 0 ]; then TYPES="$*"; else TYPES="$DEFAULT_TYPES"; fi
 
-# Extra llama-quantize arguments per type (none needed so far; see README.md).
+# Extra llama-quantize arguments per type.  k-quant, IQ4_XS and TQ blocks are
+# 256 wide and SmolLM2's rows are 576 wide, so only ffn_down (rows of 1536)
+# can hold them; every other weight falls back (Q4_0/Q5_0/Q5_1/Q8_0/IQ4_NL).
+# The Q2_K and Q3_K(_M) mixes put Q3_K resp. Q4_K/Q5_K on ffn_down, which would
+# leave no Q2_K resp. Q3_K tensor at all: force ffn_down to the named type.
 extra_args() {
     case "$1" in
+        Q2_K) echo "--tensor-type ffn_down=q2_k" ;;
+        Q3_K) echo "--tensor-type ffn_down=q3_k" ;;
         *) echo "" ;;
     esac
 }

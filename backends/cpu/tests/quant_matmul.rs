@@ -27,6 +27,21 @@ fn f16_le(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_bits().to_le_bytes()
 }
 
+/// Byte offsets of the f16 fields of one block: the scale d, then (where the
+/// type has one) the minimum or the scale of the minimums.
+fn f16_fields(dtype: DType) -> &'static [usize] {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q2_K => &[80, 82],
+        DType::Q3_K => &[108],
+        DType::Q6_K => &[208],
+        DType::TQ1_0 => &[52],
+        DType::TQ2_0 => &[64],
+        DType::F32 | DType::F16 | DType::BF16 => &[],
+    }
+}
+
 /// Random stored bytes of an [n, k] weight with moderate scales.
 fn weight(dtype: DType, n: usize, k: usize, rng: &mut Rng) -> WeightView {
     let mut bytes = Vec::new();
@@ -35,13 +50,19 @@ fn weight(dtype: DType, n: usize, k: usize, rng: &mut Rng) -> WeightView {
             DType::F32 => bytes.extend(rng.f().to_le_bytes()),
             DType::F16 => bytes.extend(f16_le(rng.f())),
             DType::BF16 => bytes.extend((half::bf16::from_f32(rng.f()).to_bits()).to_le_bytes()),
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => {
-                bytes.extend(f16_le(0.01 + 0.05 * rng.f().abs()));
-                if dtype == DType::Q4_1 {
-                    bytes.extend(f16_le(0.3 * rng.f()));
+            _ => {
+                // Random codes and packed sub-scales; then d small and positive,
+                // the minimum (if any) of either sign.
+                let mut block: Vec<u8> = (0..dtype.block_bytes()).map(|_| rng.byte()).collect();
+                for (i, &at) in f16_fields(dtype).iter().enumerate() {
+                    let v = if i == 0 {
+                        0.01 + 0.05 * rng.f().abs()
+                    } else {
+                        0.3 * rng.f()
+                    };
+                    block[at..at + 2].copy_from_slice(&f16_le(v));
                 }
-                let payload = dtype.block_bytes() - bytes.len() % dtype.block_bytes();
-                bytes.extend((0..payload).map(|_| rng.byte()));
+                bytes.extend(block);
             }
         }
     }
@@ -83,11 +104,12 @@ fn check_matmul(dtype: DType, m: usize, n: usize, k: usize, seed: u64) {
 }
 
 fn k_for(dtype: DType) -> usize {
-    // Odd lengths exercise the tails of the float loops.
-    if dtype.is_quantized() {
-        96
-    } else {
-        45
+    // Odd lengths exercise the tails of the float loops; two super-blocks for
+    // the 256-element types, three 32-blocks for the others.
+    match dtype.block_size() {
+        1 => 45,
+        256 => 512,
+        _ => 96,
     }
 }
 

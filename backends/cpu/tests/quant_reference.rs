@@ -1,6 +1,10 @@
 //! Each kernel against a scalar decoder written here from the format definitions,
 //! and `dot` against the naive dot of the decoded row.
 
+// The reference decoders index like ggml's C loops on purpose: a second,
+// differently shaped reading of each layout than the kernels' iterators.
+#![allow(clippy::needless_range_loop)]
+
 use proptest::prelude::*;
 use weft_cpu::quant::{
     kernel_for, BlockFormat, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K,
@@ -137,7 +141,8 @@ fn decode_ref(dtype: DType, row: &[u8]) -> Vec<f32> {
                 let (hm, qs) = (&b[0..32], &b[32..96]);
                 let d = f16_ref(u16_at(b, 108));
                 // ggml's unpacking of the 12 scale bytes through four u32 words.
-                let w = |i: usize| u32::from_le_bytes(b[96 + 4 * i..100 + 4 * i].try_into().unwrap());
+                let w =
+                    |i: usize| u32::from_le_bytes(b[96 + 4 * i..100 + 4 * i].try_into().unwrap());
                 let (k1, k2) = (0x0303_0303u32, 0x0F0F_0F0Fu32);
                 let tmp = w(2);
                 let aux = [

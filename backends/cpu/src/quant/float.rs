@@ -103,4 +103,3 @@ impl QuantKernel for Bf16Kernel {
         sum
     }
 }
-

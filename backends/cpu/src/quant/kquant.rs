@@ -145,14 +145,18 @@ impl BlockFormat for Q5_K {
         let qh: &[u8; 32] = b[16..48].try_into().unwrap();
         let qs: &[u8; 128] = b[48..176].try_into().unwrap();
         let out: &mut [f32; QK_K] = out.try_into().unwrap();
-        for (j, o) in out.chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min(sb, j);
-            let dl = d * sc as f32;
-            let ml = dmin * m as f32;
-            let (c, h) = (j / 2, j % 2);
-            for ((o, &q), &hi) in o.iter_mut().zip(&qs[32 * c..32 * c + 32]).zip(qh) {
-                let q = ((q >> (4 * h)) & 0xF) | (((hi >> j) & 1) << 4);
-                *o = dl * q as f32 - ml;
+        // Both sub-blocks of a 32-byte group per step (ggml's loop).
+        for c in 0..4 {
+            let (s1, m1) = scale_min(sb, 2 * c);
+            let (s2, m2) = scale_min(sb, 2 * c + 1);
+            let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
+            let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
+            let q: &[u8; 32] = qs[32 * c..32 * c + 32].try_into().unwrap();
+            let (lo, hi) = out[64 * c..64 * c + 64].split_at_mut(32);
+            for (((lo, hi), &q), &h) in lo.iter_mut().zip(hi).zip(q).zip(qh) {
+                let h = h >> (2 * c);
+                *lo = d1 * ((q & 0xF) | (h & 1) << 4) as f32 - m1;
+                *hi = d2 * ((q >> 4) | (h & 2) << 3) as f32 - m2;
             }
         }
     }
@@ -178,15 +182,23 @@ impl BlockFormat for Q6_K {
         let scales: &[u8; 16] = b[192..208].try_into().unwrap();
         let d = f16_at(b, 208);
         let out: &mut [f32; QK_K] = out.try_into().unwrap();
-        for (sub, o) in out.chunks_exact_mut(16).enumerate() {
-            let (h, s, half) = (sub / 8, (sub / 2) % 4, sub % 2);
-            // Exact: 11-bit d × 8-bit scale × 6-bit q fits in 24 bits.
-            let dl = d * scales[sub] as i8 as f32;
-            let lo = &ql[64 * h + 32 * (s % 2) + 16 * half..][..16];
-            let hi = &qh[32 * h + 16 * half..][..16];
-            for ((o, &l), &hb) in o.iter_mut().zip(lo).zip(hi) {
-                let q = ((l >> (4 * (s / 2))) & 0xF) | (crumb(hb, 2 * s) << 4);
-                *o = dl * (q as i32 - 32) as f32;
+        // Four outputs per step with constant shifts (ggml's loop), 16 steps per
+        // scale: variable shifts per sub-block kept LLVM from vectorising.
+        for n in 0..2 {
+            let ql: &[u8; 64] = ql[64 * n..64 * n + 64].try_into().unwrap();
+            let qh: &[u8; 32] = qh[32 * n..32 * n + 32].try_into().unwrap();
+            let y: &mut [f32; 128] = (&mut out[128 * n..128 * n + 128]).try_into().unwrap();
+            for half in 0..2 {
+                // Exact: 11-bit d × 8-bit scale × 6-bit q fits in 24 bits.
+                let dl = |k: usize| d * scales[8 * n + half + 2 * k] as i8 as f32;
+                let (d0, d1, d2, d3) = (dl(0), dl(1), dl(2), dl(3));
+                for l in 16 * half..16 * half + 16 {
+                    let (a, c, h) = (ql[l], ql[l + 32], qh[l]);
+                    y[l] = d0 * (((a & 0xF) | (h & 3) << 4) as i32 - 32) as f32;
+                    y[l + 32] = d1 * (((c & 0xF) | ((h >> 2) & 3) << 4) as i32 - 32) as f32;
+                    y[l + 64] = d2 * (((a >> 4) | ((h >> 4) & 3) << 4) as i32 - 32) as f32;
+                    y[l + 96] = d3 * (((c >> 4) | (h >> 6) << 4) as i32 - 32) as f32;
+                }
             }
         }
     }

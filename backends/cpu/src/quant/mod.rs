@@ -171,4 +171,3 @@ impl<T: BlockFormat> QuantKernel for Blocks<T> {
         sum
     }
 }
-

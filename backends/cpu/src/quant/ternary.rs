@@ -24,8 +24,11 @@ impl BlockFormat for TQ1_0 {
         let d = f16_at(b, 52);
         let out: &mut [f32; QK_K] = out.try_into().unwrap();
         // (bytes, trits per byte, first element) of the three groups.
-        let groups: [(&[u8], usize, usize); 3] =
-            [(&b[0..32], 5, 0), (&b[32..48], 5, 160), (&b[48..52], 4, 240)];
+        let groups: [(&[u8], usize, usize); 3] = [
+            (&b[0..32], 5, 0),
+            (&b[32..48], 5, 160),
+            (&b[48..52], 4, 240),
+        ];
         for (bytes, trits, start) in groups {
             let n = bytes.len();
             for (p, &pow) in POW3[..trits].iter().enumerate() {

@@ -1,0 +1,95 @@
+//! The general rule: a chain (or tree) of elementwise ops whose inner values have one
+//! reader becomes one `elementwise` node, which a backend runs as one kernel (the CPU
+//! interprets its program a block at a time; the JIT will compile it).
+
+use crate::Pass;
+use std::collections::HashMap;
+use weft_ir::{Ew, Graph, NodeId, Op};
+
+pub struct FuseElementwise;
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Add | Op::Mul | Op::Scale { .. } | Op::Silu | Op::Gelu | Op::Softcap { .. })
+}
+
+/// Appends the program of `n` (inputs first) and returns its register.
+fn emit(g: &Graph, n: NodeId, inner: &dyn Fn(NodeId) -> bool, leaves: &mut Vec<NodeId>, code: &mut Vec<(NodeId, Ew)>, done: &mut HashMap<NodeId, usize>) -> usize {
+    if let Some(&r) = done.get(&n) {
+        return r;
+    }
+    if !inner(n) {
+        let r = leaves.iter().position(|&l| l == n).unwrap_or_else(|| {
+            leaves.push(n);
+            leaves.len() - 1
+        });
+        return r | LEAF;
+    }
+    let ops: Vec<usize> = g.inputs(n).into_iter().map(|i| emit(g, i, inner, leaves, code, done)).collect();
+    let e = match g.node(n).op {
+        Op::Add => Ew::Add { a: ops[0], b: ops[1] },
+        Op::Mul => Ew::Mul { a: ops[0], b: ops[1] },
+        Op::Scale { factor } => Ew::Scale { a: ops[0], factor },
+        Op::Silu => Ew::Silu { a: ops[0] },
+        Op::Gelu => Ew::Gelu { a: ops[0] },
+        Op::Softcap { cap } => Ew::Softcap { a: ops[0], cap },
+        _ => unreachable!("only elementwise nodes are inner"),
+    };
+    code.push((n, e));
+    let r = code.len() - 1;
+    done.insert(n, r);
+    r
+}
+
+/// Marks a register as a leaf index until the final numbering is known.
+const LEAF: usize = 1 << 40;
+
+impl Pass for FuseElementwise {
+    fn name(&self) -> &'static str {
+        "fuse-elementwise"
+    }
+
+    fn run(&self, g: &mut Graph) -> Vec<String> {
+        let mut log = Vec::new();
+        // A node folds into its reader when it is elementwise, read once, by an elementwise node.
+        let folds = |g: &Graph, n: NodeId| {
+            is_elementwise(&g.node(n).op) && {
+                let u = g.users(n);
+                u.len() == 1 && is_elementwise(&g.node(u[0]).op) && !g.outputs.contains(&n)
+            }
+        };
+        let order = g.topo_order();
+        for root in order.into_iter().rev() {
+            if g.node_ids().binary_search(&root).is_err() || !is_elementwise(&g.node(root).op) || folds(g, root) {
+                continue;
+            }
+            let inner = |n: NodeId| n == root || folds(g, n);
+            if !g.inputs(root).iter().any(|&i| inner(i)) {
+                continue;
+            }
+            let (mut leaves, mut code, mut done) = (Vec::new(), Vec::new(), HashMap::new());
+            emit(g, root, &inner, &mut leaves, &mut code, &mut done);
+            let nl = leaves.len();
+            let fix = |r: usize| if r & LEAF != 0 { r & !LEAF } else { r + nl };
+            let program: Vec<Ew> = code
+                .iter()
+                .map(|(_, e)| match *e {
+                    Ew::Add { a, b } => Ew::Add { a: fix(a), b: fix(b) },
+                    Ew::Mul { a, b } => Ew::Mul { a: fix(a), b: fix(b) },
+                    Ew::Scale { a, factor } => Ew::Scale { a: fix(a), factor },
+                    Ew::Silu { a } => Ew::Silu { a: fix(a) },
+                    Ew::Gelu { a } => Ew::Gelu { a: fix(a) },
+                    Ew::Softcap { a, cap } => Ew::Softcap { a: fix(a), cap },
+                })
+                .collect();
+            let node = g.node(root).clone();
+            let names: Vec<String> = code.iter().map(|(n, _)| format!("{}:{}", g.node(*n).op.kind(), g.node(*n).name)).collect();
+            let fused = g.add(Op::Elementwise { code: program }, node.name, node.origin, &leaves);
+            g.replace_uses(root, fused);
+            for (n, _) in &code {
+                g.remove(*n);
+            }
+            log.push(format!("{} ops as one elementwise kernel: {}", code.len(), names.join(", ")));
+        }
+        log
+    }
+}
