@@ -130,7 +130,9 @@ impl Ew {
     pub fn operands(&self) -> Vec<usize> {
         match *self {
             Ew::Add { a, b } | Ew::Mul { a, b } => vec![a, b],
-            Ew::Scale { a, .. } | Ew::Silu { a } | Ew::Gelu { a } | Ew::Softcap { a, .. } => vec![a],
+            Ew::Scale { a, .. } | Ew::Silu { a } | Ew::Gelu { a } | Ew::Softcap { a, .. } => {
+                vec![a]
+            }
         }
     }
 }
@@ -170,14 +172,25 @@ pub enum Op {
         route: Option<Route>,
     },
     /// Columns `start..start + len` of the input.
-    Slice { start: usize, len: usize },
+    Slice {
+        start: usize,
+        len: usize,
+    },
     /// Residual add and RMSNorm in one pass: inputs a, b, w → `[seq, 2d]`: `a + b`
     /// in the first `d` columns, its norm in the last `d`.
-    AddRmsNorm { eps: f32, weight_offset: f32, group: usize },
+    AddRmsNorm {
+        eps: f32,
+        weight_offset: f32,
+        group: usize,
+    },
     /// Gated linear unit over `[seq, 2f]` (gate | up) → `act(gate) · up`, `[seq, f]`.
-    Glu { act: GluAct },
+    Glu {
+        act: GluAct,
+    },
     /// A fused chain of elementwise ops over inputs of one shape.
-    Elementwise { code: Vec<Ew> },
+    Elementwise {
+        code: Vec<Ew>,
+    },
     Add,
     Mul,
     Scale {

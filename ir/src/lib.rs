@@ -11,7 +11,10 @@ mod plan;
 mod weights;
 
 pub use dtype::{ggml_type_name, DType};
-pub use graph::{Dim, Ew, GluAct, Graph, MatKernel, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling, Route, Sym};
+pub use graph::{
+    Dim, Ew, GluAct, Graph, MatKernel, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling,
+    Route, Sym,
+};
 pub use meta::MetaValue;
 pub use plan::{MemoryPlan, ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
 pub use weights::{ByteSource, WeightProvider, WeightView};

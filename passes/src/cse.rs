@@ -27,7 +27,12 @@ impl Pass for Cse {
                     seen.insert(key, n);
                 }
                 Some(&keep) => {
-                    log.push(format!("'{}' is '{}' again ({})", g.node(n).name, g.node(keep).name, g.node(n).op.kind()));
+                    log.push(format!(
+                        "'{}' is '{}' again ({})",
+                        g.node(n).name,
+                        g.node(keep).name,
+                        g.node(n).op.kind()
+                    ));
                     g.replace_uses(n, keep);
                     g.remove(n);
                 }

@@ -9,11 +9,21 @@ use weft_ir::{Ew, Graph, NodeId, Op};
 pub struct FuseElementwise;
 
 fn is_elementwise(op: &Op) -> bool {
-    matches!(op, Op::Add | Op::Mul | Op::Scale { .. } | Op::Silu | Op::Gelu | Op::Softcap { .. })
+    matches!(
+        op,
+        Op::Add | Op::Mul | Op::Scale { .. } | Op::Silu | Op::Gelu | Op::Softcap { .. }
+    )
 }
 
 /// Appends the program of `n` (inputs first) and returns its register.
-fn emit(g: &Graph, n: NodeId, inner: &dyn Fn(NodeId) -> bool, leaves: &mut Vec<NodeId>, code: &mut Vec<(NodeId, Ew)>, done: &mut HashMap<NodeId, usize>) -> usize {
+fn emit(
+    g: &Graph,
+    n: NodeId,
+    inner: &dyn Fn(NodeId) -> bool,
+    leaves: &mut Vec<NodeId>,
+    code: &mut Vec<(NodeId, Ew)>,
+    done: &mut HashMap<NodeId, usize>,
+) -> usize {
     if let Some(&r) = done.get(&n) {
         return r;
     }
@@ -24,10 +34,20 @@ fn emit(g: &Graph, n: NodeId, inner: &dyn Fn(NodeId) -> bool, leaves: &mut Vec<N
         });
         return r | LEAF;
     }
-    let ops: Vec<usize> = g.inputs(n).into_iter().map(|i| emit(g, i, inner, leaves, code, done)).collect();
+    let ops: Vec<usize> = g
+        .inputs(n)
+        .into_iter()
+        .map(|i| emit(g, i, inner, leaves, code, done))
+        .collect();
     let e = match g.node(n).op {
-        Op::Add => Ew::Add { a: ops[0], b: ops[1] },
-        Op::Mul => Ew::Mul { a: ops[0], b: ops[1] },
+        Op::Add => Ew::Add {
+            a: ops[0],
+            b: ops[1],
+        },
+        Op::Mul => Ew::Mul {
+            a: ops[0],
+            b: ops[1],
+        },
         Op::Scale { factor } => Ew::Scale { a: ops[0], factor },
         Op::Silu => Ew::Silu { a: ops[0] },
         Op::Gelu => Ew::Gelu { a: ops[0] },
@@ -59,7 +79,10 @@ impl Pass for FuseElementwise {
         };
         let order = g.topo_order();
         for root in order.into_iter().rev() {
-            if g.node_ids().binary_search(&root).is_err() || !is_elementwise(&g.node(root).op) || folds(g, root) {
+            if g.node_ids().binary_search(&root).is_err()
+                || !is_elementwise(&g.node(root).op)
+                || folds(g, root)
+            {
                 continue;
             }
             let inner = |n: NodeId| n == root || folds(g, n);
@@ -73,8 +96,14 @@ impl Pass for FuseElementwise {
             let program: Vec<Ew> = code
                 .iter()
                 .map(|(_, e)| match *e {
-                    Ew::Add { a, b } => Ew::Add { a: fix(a), b: fix(b) },
-                    Ew::Mul { a, b } => Ew::Mul { a: fix(a), b: fix(b) },
+                    Ew::Add { a, b } => Ew::Add {
+                        a: fix(a),
+                        b: fix(b),
+                    },
+                    Ew::Mul { a, b } => Ew::Mul {
+                        a: fix(a),
+                        b: fix(b),
+                    },
                     Ew::Scale { a, factor } => Ew::Scale { a: fix(a), factor },
                     Ew::Silu { a } => Ew::Silu { a: fix(a) },
                     Ew::Gelu { a } => Ew::Gelu { a: fix(a) },
@@ -82,13 +111,25 @@ impl Pass for FuseElementwise {
                 })
                 .collect();
             let node = g.node(root).clone();
-            let names: Vec<String> = code.iter().map(|(n, _)| format!("{}:{}", g.node(*n).op.kind(), g.node(*n).name)).collect();
-            let fused = g.add(Op::Elementwise { code: program }, node.name, node.origin, &leaves);
+            let names: Vec<String> = code
+                .iter()
+                .map(|(n, _)| format!("{}:{}", g.node(*n).op.kind(), g.node(*n).name))
+                .collect();
+            let fused = g.add(
+                Op::Elementwise { code: program },
+                node.name,
+                node.origin,
+                &leaves,
+            );
             g.replace_uses(root, fused);
             for (n, _) in &code {
                 g.remove(*n);
             }
-            log.push(format!("{} ops as one elementwise kernel: {}", code.len(), names.join(", ")));
+            log.push(format!(
+                "{} ops as one elementwise kernel: {}",
+                code.len(),
+                names.join(", ")
+            ));
         }
         log
     }

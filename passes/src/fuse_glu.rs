@@ -18,12 +18,19 @@ fn gated(g: &Graph, a: NodeId, b: NodeId) -> Option<(GluAct, NodeId)> {
         return None;
     }
     let gate = g.inputs(a)[0];
-    let (Op::Slice { start: 0, len: f }, Op::Slice { start: s2, len: f2 }) = (&g.node(gate).op, &g.node(b).op) else {
+    let (Op::Slice { start: 0, len: f }, Op::Slice { start: s2, len: f2 }) =
+        (&g.node(gate).op, &g.node(b).op)
+    else {
         return None;
     };
     let p = g.inputs(gate)[0];
-    let packed_width = g.inputs(p).len() == 3 && g.node(p).shape.get(1) == Some(&weft_ir::Dim::Known(2 * f));
-    (g.inputs(b)[0] == p && *s2 == *f && f2 == f && matches!(g.node(p).op, Op::MatMulCat { .. }) && packed_width)
+    let packed_width =
+        g.inputs(p).len() == 3 && g.node(p).shape.get(1) == Some(&weft_ir::Dim::Known(2 * f));
+    (g.inputs(b)[0] == p
+        && *s2 == *f
+        && f2 == f
+        && matches!(g.node(p).op, Op::MatMulCat { .. })
+        && packed_width)
         .then_some((act, p))
 }
 
@@ -39,14 +46,19 @@ impl Pass for FuseGlu {
                 continue;
             }
             let ins = g.inputs(m);
-            let Some((act, p)) = gated(g, ins[0], ins[1]).or_else(|| gated(g, ins[1], ins[0])) else {
+            let Some((act, p)) = gated(g, ins[0], ins[1]).or_else(|| gated(g, ins[1], ins[0]))
+            else {
                 continue;
             };
             let node = g.node(m).clone();
             let glu = g.add(Op::Glu { act }, node.name.clone(), node.origin, &[p]);
             g.replace_uses(m, glu);
             g.remove(m);
-            log.push(format!("'{}': {act:?}(gate)·up over '{}' as one glu", node.name, g.node(p).name));
+            log.push(format!(
+                "'{}': {act:?}(gate)·up over '{}' as one glu",
+                node.name,
+                g.node(p).name
+            ));
         }
         log
     }

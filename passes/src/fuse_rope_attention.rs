@@ -14,26 +14,64 @@ impl Pass for FuseRopeAttention {
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for a in g.topo_order() {
-            let Op::Attention { rope: None, .. } = g.node(a).op else { continue };
+            let Op::Attention { rope: None, .. } = g.node(a).op else {
+                continue;
+            };
             let ins = g.inputs(a);
             let (q, k, v) = (ins[0], ins[1], ins[2]);
             let params = |n| match g.node(n).op {
-                Op::Rope { head_dim, rot_dim, base, layout, scaling } => {
-                    Some(RopeParams { head_dim, rot_dim, base, layout, scaling })
-                }
+                Op::Rope {
+                    head_dim,
+                    rot_dim,
+                    base,
+                    layout,
+                    scaling,
+                } => Some(RopeParams {
+                    head_dim,
+                    rot_dim,
+                    base,
+                    layout,
+                    scaling,
+                }),
                 _ => None,
             };
-            let (Some(pq), Some(pk)) = (params(q), params(k)) else { continue };
+            let (Some(pq), Some(pk)) = (params(q), params(k)) else {
+                continue;
+            };
             let (iq, ik) = (g.inputs(q), g.inputs(k));
             // Same rotation (params and divisors) on both, and nobody else reads the rotated values.
-            if pq != pk || iq[1..] != ik[1..] || g.users(q) != vec![a] || g.users(k) != vec![a] || q == k {
+            if pq != pk
+                || iq[1..] != ik[1..]
+                || g.users(q) != vec![a]
+                || g.users(k) != vec![a]
+                || q == k
+            {
                 continue;
             }
             let node = g.node(a).clone();
-            let Op::Attention { layer, n_heads, n_kv_heads, head_dim, scale, window, softcap, .. } = node.op else {
+            let Op::Attention {
+                layer,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                scale,
+                window,
+                softcap,
+                ..
+            } = node.op
+            else {
                 unreachable!()
             };
-            let op = Op::Attention { layer, n_heads, n_kv_heads, head_dim, scale, window, softcap, rope: Some(pq) };
+            let op = Op::Attention {
+                layer,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                scale,
+                window,
+                softcap,
+                rope: Some(pq),
+            };
             let mut inputs = vec![iq[0], ik[0], v];
             inputs.extend(iq.get(1));
             let fused = g.add(op, node.name.clone(), node.origin, &inputs);
@@ -41,7 +79,12 @@ impl Pass for FuseRopeAttention {
             g.remove(a);
             g.remove(q);
             g.remove(k);
-            log.push(format!("rope of '{}' and '{}' into attention '{}'", g.node(iq[0]).name, g.node(ik[0]).name, node.name));
+            log.push(format!(
+                "rope of '{}' and '{}' into attention '{}'",
+                g.node(iq[0]).name,
+                g.node(ik[0]).name,
+                node.name
+            ));
         }
         log
     }

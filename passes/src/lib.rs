@@ -65,7 +65,11 @@ fn known_names() -> Vec<&'static str> {
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     #[error("shape error at '{node}' ({origin}): {message}")]
-    Shape { node: String, origin: String, message: String },
+    Shape {
+        node: String,
+        origin: String,
+        message: String,
+    },
     #[error("unknown pass '{0}' (known: {known})", known = known_names().join(", "))]
     UnknownPass(String),
 }
@@ -92,14 +96,32 @@ impl PassSelection {
             _ => {}
         }
         let find = |name: &str| {
-            known_names().into_iter().find(|p| *p == name).ok_or_else(|| PassError::UnknownPass(name.to_string()))
+            known_names()
+                .into_iter()
+                .find(|p| *p == name)
+                .ok_or_else(|| PassError::UnknownPass(name.to_string()))
         };
-        let items: Vec<&str> = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let items: Vec<&str> = spec
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         if items.iter().all(|s| s.starts_with('-')) {
-            let off = items.iter().map(|s| find(&s[1..])).collect::<Result<Vec<_>, _>>()?;
-            Ok(PassSelection(Self::all().0.into_iter().filter(|p| !off.contains(p)).collect()))
+            let off = items
+                .iter()
+                .map(|s| find(&s[1..]))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(PassSelection(
+                Self::all()
+                    .0
+                    .into_iter()
+                    .filter(|p| !off.contains(p))
+                    .collect(),
+            ))
         } else {
-            Ok(PassSelection(items.iter().map(|s| find(s)).collect::<Result<_, _>>()?))
+            Ok(PassSelection(
+                items.iter().map(|s| find(s)).collect::<Result<_, _>>()?,
+            ))
         }
     }
 

@@ -55,11 +55,18 @@ pub fn plan_memory(plan: &mut Plan) -> Vec<String> {
             }
         }
     }
-    plan.memory = Some(MemoryPlan { slots, n_slots: slot_size.len() });
+    plan.memory = Some(MemoryPlan {
+        slots,
+        n_slots: slot_size.len(),
+    });
     let (arena1, naive1) = plan.activation_bytes(1);
     let (arena, naive) = plan.activation_bytes(SIZING_SEQ);
     vec![
-        format!("{} activations in {} slots", (0..n).filter(|&i| holds(i)).count(), slot_size.len()),
+        format!(
+            "{} activations in {} slots",
+            (0..n).filter(|&i| holds(i)).count(),
+            slot_size.len()
+        ),
         format!("  seq=1: arena {arena1} bytes, naive {naive1} bytes"),
         format!("  seq={SIZING_SEQ}: arena {arena} bytes, naive {naive} bytes"),
     ]

@@ -16,23 +16,35 @@ impl Pass for QuantRoute {
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for n in g.topo_order() {
-            if !matches!(g.node(n).op, Op::MatMul { route: None } | Op::MatMulCat { route: None }) {
+            if !matches!(
+                g.node(n).op,
+                Op::MatMul { route: None } | Op::MatMulCat { route: None }
+            ) {
                 continue;
             }
             let w = g.inputs(n)[1];
-            let Op::Weight { dtype, .. } = g.node(w).op else { continue };
+            let Op::Weight { dtype, .. } = g.node(w).op else {
+                continue;
+            };
             let one_row = g.node(n).shape.first() == Some(&Dim::Known(1));
             let route = Route {
                 dtype,
                 decode: MatKernel::Dot,
-                prefill: if one_row { MatKernel::Dot } else { MatKernel::DecodeReuse },
+                prefill: if one_row {
+                    MatKernel::Dot
+                } else {
+                    MatKernel::DecodeReuse
+                },
             };
             let node = g.node_mut(n);
             node.op = match node.op {
                 Op::MatMul { .. } => Op::MatMul { route: Some(route) },
                 _ => Op::MatMulCat { route: Some(route) },
             };
-            log.push(format!("'{}': {dtype}, decode={:?}, prefill={:?}", node.name, route.decode, route.prefill));
+            log.push(format!(
+                "'{}': {dtype}, decode={:?}, prefill={:?}",
+                node.name, route.decode, route.prefill
+            ));
         }
         log
     }

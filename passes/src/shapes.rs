@@ -107,7 +107,11 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
         Op::AddRmsNorm { group, .. } => {
             arity(3)?;
             if ins[0] != ins[1] {
-                return Err(format!("operands differ: {} and {}", show(&ins[0]), show(&ins[1])));
+                return Err(format!(
+                    "operands differ: {} and {}",
+                    show(&ins[0]),
+                    show(&ins[1])
+                ));
             }
             let (rows, d) = matrix(&ins[0], "the input")?;
             let w: usize = ins[2].iter().map(|x| x.eval(1)).product();
@@ -122,21 +126,28 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             arity(1)?;
             let (rows, d) = matrix(&ins[0], "the input")?;
             if d % 2 != 0 {
-                return Err(format!("a gated unit needs gate and up halves, found rows of {d}"));
+                return Err(format!(
+                    "a gated unit needs gate and up halves, found rows of {d}"
+                ));
             }
             vec![rows, Dim::Known(d / 2)]
         }
         Op::Elementwise { code } => {
             if ins.is_empty() || ins.iter().any(|s| *s != ins[0]) {
                 let all: Vec<String> = ins.iter().map(|s| show(s)).collect();
-                return Err(format!("elementwise inputs must share one shape, found {}", all.join(", ")));
+                return Err(format!(
+                    "elementwise inputs must share one shape, found {}",
+                    all.join(", ")
+                ));
             }
             if code.is_empty() {
                 return Err("empty elementwise program".into());
             }
             for (k, e) in code.iter().enumerate() {
                 if e.operands().iter().any(|&r| r >= ins.len() + k) {
-                    return Err(format!("elementwise instruction {k} reads a register not yet written"));
+                    return Err(format!(
+                        "elementwise instruction {k} reads a register not yet written"
+                    ));
                 }
             }
             ins[0].clone()
@@ -192,7 +203,11 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             rope,
             ..
         } => {
-            let want = if rope.is_some() && ins.len() == 4 { 4 } else { 3 };
+            let want = if rope.is_some() && ins.len() == 4 {
+                4
+            } else {
+                3
+            };
             arity(want)?;
             let (rows, dq) = matrix(&ins[0], "q")?;
             let (_, dk) = matrix(&ins[1], "k")?;

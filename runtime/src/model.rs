@@ -172,14 +172,30 @@ impl Model {
         let expanded_text = graph.to_text();
         let nodes_expanded = graph.len();
         let mut log = weft_passes::optimize(&mut graph, passes, after)?;
-        let mut plan = Plan::from_graph(&graph, &expanded.family, self.stamp(), expanded.hparams.clone(), vec![]);
+        let mut plan = Plan::from_graph(
+            &graph,
+            &expanded.family,
+            self.stamp(),
+            expanded.hparams.clone(),
+            vec![],
+        );
         if passes.memory() {
             let lines = weft_passes::plan_memory(&mut plan);
-            log.push(format!("{}: {} slot(s)", weft_passes::MEMORY, plan.memory.as_ref().map_or(0, |m| m.n_slots)));
+            log.push(format!(
+                "{}: {} slot(s)",
+                weft_passes::MEMORY,
+                plan.memory.as_ref().map_or(0, |m| m.n_slots)
+            ));
             log.extend(lines.into_iter().map(|l| format!("  {l}")));
         }
         plan.pass_log = log;
-        Ok(Compiled { expanded, expanded_text, nodes_expanded, plan, compile_ms: t0.elapsed().as_secs_f64() * 1e3 })
+        Ok(Compiled {
+            expanded,
+            expanded_text,
+            nodes_expanded,
+            plan,
+            compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
     }
 
     /// Checks that a plan was compiled for these weights.

@@ -97,7 +97,7 @@ def main() -> int:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
 
-    model_path = weft_home() / "models" / "smollm2-135m.gguf"
+    model_path = weft_home() / "models" / "gemma3-270m.gguf"
     ref = json.loads((FIX / "llamacpp.json").read_text(encoding="utf-8"))
     model = AutoModelForCausalLM.from_pretrained(
         str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32,

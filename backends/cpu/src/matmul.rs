@@ -18,7 +18,11 @@ fn rows_per_task(n: usize, k: usize, m: usize) -> usize {
 /// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type, with the kernel that suits
 /// m: dot straight from the blocks for one row, decode-once-reuse for several.
 pub fn matmul(x: &[f32], m: usize, w: &WeightView, out: &mut [f32]) {
-    let kernel = if m == 1 { MatKernel::Dot } else { MatKernel::DecodeReuse };
+    let kernel = if m == 1 {
+        MatKernel::Dot
+    } else {
+        MatKernel::DecodeReuse
+    };
     matmul_cat(x, m, &[w], kernel, out);
 }
 
@@ -40,9 +44,20 @@ pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, ou
     let parts: Vec<(usize, usize, &dyn crate::quant::QuantKernel, &[u8])> = ws
         .iter()
         .scan(0, |start, w| {
-            assert_eq!(w.cols(), k, "matmul {}: rows of {} values, x has {k}", w.name, w.cols());
+            assert_eq!(
+                w.cols(),
+                k,
+                "matmul {}: rows of {} values, x has {k}",
+                w.name,
+                w.cols()
+            );
             let rb = w.dtype.row_bytes(k).expect("weight rows are whole blocks");
-            assert_eq!(w.bytes().len(), w.rows() * rb, "matmul {}: byte length", w.name);
+            assert_eq!(
+                w.bytes().len(),
+                w.rows() * rb,
+                "matmul {}: byte length",
+                w.name
+            );
             let p = (*start, rb, kernel_for(w.dtype), w.bytes());
             *start += w.rows();
             Some(p)
@@ -56,12 +71,14 @@ pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, ou
     let per_task = rows_per_task(n, k, m);
 
     if m == 1 {
-        out.par_chunks_mut(per_task).enumerate().for_each(|(c, oc)| {
-            for (jj, o) in oc.iter_mut().enumerate() {
-                let (kern, r) = row(c * per_task + jj);
-                *o = kern.dot(r, x);
-            }
-        });
+        out.par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(c, oc)| {
+                for (jj, o) in oc.iter_mut().enumerate() {
+                    let (kern, r) = row(c * per_task + jj);
+                    *o = kern.dot(r, x);
+                }
+            });
         return;
     }
 

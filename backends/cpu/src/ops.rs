@@ -167,6 +167,43 @@ pub fn attention(
     });
 }
 
+/// Runs a fused elementwise program over inputs of one length, a block of values at
+/// a time so each instruction is a tight loop.
+pub fn elementwise(inputs: &[&[f32]], code: &[Ew], out: &mut [f32]) {
+    const BLOCK: usize = 256;
+    let n_regs = inputs.len() + code.len();
+    let mut regs = vec![[0f32; BLOCK]; n_regs];
+    for start in (0..out.len()).step_by(BLOCK) {
+        let len = BLOCK.min(out.len() - start);
+        for (r, inp) in regs.iter_mut().zip(inputs) {
+            r[..len].copy_from_slice(&inp[start..start + len]);
+        }
+        for (k, e) in code.iter().enumerate() {
+            let dst = inputs.len() + k;
+            let (done, rest) = regs.split_at_mut(dst);
+            let d = &mut rest[0][..len];
+            match *e {
+                Ew::Add { a, b } => d
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = done[a][j] + done[b][j]),
+                Ew::Mul { a, b } => d
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = done[a][j] * done[b][j]),
+                Ew::Scale { a, factor } => d
+                    .iter_mut()
+                    .zip(&done[a][..len])
+                    .for_each(|(v, x)| *v = x * factor),
+                Ew::Silu { a } => silu(&done[a][..len], d),
+                Ew::Gelu { a } => gelu(&done[a][..len], d),
+                Ew::Softcap { a, cap } => softcap(&done[a][..len], cap, d),
+            }
+        }
+        out[start..start + len].copy_from_slice(&regs[n_regs - 1][..len]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,33 +241,5 @@ mod tests {
         let mut out = [0.0; 4];
         attention(&q, &k, &v, s, 0, &mut out);
         assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
-    }
-}
-
-/// Runs a fused elementwise program over inputs of one length, a block of values at
-/// a time so each instruction is a tight loop.
-pub fn elementwise(inputs: &[&[f32]], code: &[Ew], out: &mut [f32]) {
-    const BLOCK: usize = 256;
-    let n_regs = inputs.len() + code.len();
-    let mut regs = vec![[0f32; BLOCK]; n_regs];
-    for start in (0..out.len()).step_by(BLOCK) {
-        let len = BLOCK.min(out.len() - start);
-        for (r, inp) in regs.iter_mut().zip(inputs) {
-            r[..len].copy_from_slice(&inp[start..start + len]);
-        }
-        for (k, e) in code.iter().enumerate() {
-            let dst = inputs.len() + k;
-            let (done, rest) = regs.split_at_mut(dst);
-            let d = &mut rest[0][..len];
-            match *e {
-                Ew::Add { a, b } => d.iter_mut().enumerate().for_each(|(j, v)| *v = done[a][j] + done[b][j]),
-                Ew::Mul { a, b } => d.iter_mut().enumerate().for_each(|(j, v)| *v = done[a][j] * done[b][j]),
-                Ew::Scale { a, factor } => d.iter_mut().zip(&done[a][..len]).for_each(|(v, x)| *v = x * factor),
-                Ew::Silu { a } => silu(&done[a][..len], d),
-                Ew::Gelu { a } => gelu(&done[a][..len], d),
-                Ew::Softcap { a, cap } => softcap(&done[a][..len], cap, d),
-            }
-        }
-        out[start..start + len].copy_from_slice(&regs[n_regs - 1][..len]);
     }
 }

@@ -10,9 +10,17 @@ pub enum CpuError {
     #[error("the plan needs tensor '{0}', which the model does not provide")]
     MissingWeight(String),
     #[error("tensor '{tensor}': the plan expects {expected}, the model has {found}")]
-    WeightMismatch { tensor: String, expected: String, found: String },
+    WeightMismatch {
+        tensor: String,
+        expected: String,
+        found: String,
+    },
     #[error("step {step} ('{name}'): {message}")]
-    BadPlan { step: usize, name: String, message: String },
+    BadPlan {
+        step: usize,
+        name: String,
+        message: String,
+    },
     #[error("context full: {needed} positions needed, the KV cache holds {max_ctx}")]
     ContextFull { needed: usize, max_ctx: usize },
     #[error("{0}")]
@@ -52,7 +60,11 @@ pub struct CpuProgram {
 }
 
 fn bad(i: usize, plan: &Plan, message: &str) -> CpuError {
-    CpuError::BadPlan { step: i, name: plan.steps[i].node.name.clone(), message: message.to_string() }
+    CpuError::BadPlan {
+        step: i,
+        name: plan.steps[i].node.name.clone(),
+        message: message.to_string(),
+    }
 }
 
 impl CpuProgram {
@@ -74,8 +86,14 @@ impl CpuProgram {
         let mut bound = Vec::with_capacity(n);
         for (i, st) in plan.steps.iter().enumerate() {
             bound.push(match &st.node.op {
-                Op::Weight { tensor, dtype, shape } => {
-                    let w = weights.weight(tensor).ok_or_else(|| CpuError::MissingWeight(tensor.clone()))?;
+                Op::Weight {
+                    tensor,
+                    dtype,
+                    shape,
+                } => {
+                    let w = weights
+                        .weight(tensor)
+                        .ok_or_else(|| CpuError::MissingWeight(tensor.clone()))?;
                     if w.dtype != *dtype || &w.shape != shape {
                         return Err(CpuError::WeightMismatch {
                             tensor: tensor.clone(),
@@ -104,12 +122,23 @@ impl CpuProgram {
             .steps
             .iter()
             .map(|st| match &st.node.op {
-                Op::Rope { rot_dim, base, scaling, .. } => {
-                    Some(ops::rope_inv_freqs(*rot_dim, *base, *scaling, divisors(st, 1)))
-                }
-                Op::Attention { rope: Some(r), .. } => {
-                    Some(ops::rope_inv_freqs(r.rot_dim, r.base, r.scaling, divisors(st, 3)))
-                }
+                Op::Rope {
+                    rot_dim,
+                    base,
+                    scaling,
+                    ..
+                } => Some(ops::rope_inv_freqs(
+                    *rot_dim,
+                    *base,
+                    *scaling,
+                    divisors(st, 1),
+                )),
+                Op::Attention { rope: Some(r), .. } => Some(ops::rope_inv_freqs(
+                    r.rot_dim,
+                    r.base,
+                    r.scaling,
+                    divisors(st, 3),
+                )),
                 _ => None,
             })
             .collect();
@@ -125,13 +154,18 @@ impl CpuProgram {
                         message: "attention layers must be numbered 0, 1, 2… once each".into(),
                     });
                 }
-                Ok(Cache { k: vec![0.0; max_ctx * nkv * hd], v: vec![0.0; max_ctx * nkv * hd], width: nkv * hd })
+                Ok(Cache {
+                    k: vec![0.0; max_ctx * nkv * hd],
+                    v: vec![0.0; max_ctx * nkv * hd],
+                    width: nkv * hd,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (slot, n_slots) = match &plan.memory {
-            Some(m) if m.slots.len() == n => {
-                (m.slots.iter().map(|s| s.unwrap_or(m.n_slots)).collect(), m.n_slots + 1)
-            }
+            Some(m) if m.slots.len() == n => (
+                m.slots.iter().map(|s| s.unwrap_or(m.n_slots)).collect(),
+                m.n_slots + 1,
+            ),
             Some(_) => return Err(bad(0, &plan, "the memory plan does not cover every step")),
             None => ((0..n).collect(), n),
         };
@@ -179,7 +213,10 @@ impl CpuProgram {
             return Err(CpuError::NoTokens);
         }
         if self.pos + seq > self.max_ctx {
-            return Err(CpuError::ContextFull { needed: self.pos + seq, max_ctx: self.max_ctx });
+            return Err(CpuError::ContextFull {
+                needed: self.pos + seq,
+                max_ctx: self.max_ctx,
+            });
         }
         let pos0 = self.pos;
         for i in 0..self.plan.steps.len() {
@@ -214,14 +251,22 @@ impl CpuProgram {
                 _ => Err(bad(i, &self.plan, "expected a decoded weight")),
             }
         };
-        let auto = |rows: usize| if rows == 1 { MatKernel::Dot } else { MatKernel::DecodeReuse };
+        let auto = |rows: usize| {
+            if rows == 1 {
+                MatKernel::Dot
+            } else {
+                MatKernel::DecodeReuse
+            }
+        };
         match &step.node.op {
             Op::Tokens | Op::Weight { .. } => {}
             Op::TokenEmbed => matmul::gather_rows(weight(0)?, tokens, &mut out)?,
             Op::MatMul { route } | Op::MatMulCat { route } => {
                 let rows = shape[0];
                 let kernel = route.map_or(auto(rows), |r| r.for_rows(rows));
-                let ws = (1..step.inputs.len()).map(weight).collect::<Result<Vec<_>, _>>()?;
+                let ws = (1..step.inputs.len())
+                    .map(weight)
+                    .collect::<Result<Vec<_>, _>>()?;
                 matmul::matmul_cat(input(0), rows, &ws, kernel, &mut out);
             }
             Op::Slice { start, len: width } => {
@@ -246,13 +291,19 @@ impl CpuProgram {
                     *o = a * factor;
                 }
             }
-            Op::RmsNorm { eps, weight_offset, .. } => {
-                ops::rms_norm(input(0), small(1)?, *eps, *weight_offset, &mut out)
-            }
-            Op::AddRmsNorm { eps, weight_offset, .. } => {
+            Op::RmsNorm {
+                eps, weight_offset, ..
+            } => ops::rms_norm(input(0), small(1)?, *eps, *weight_offset, &mut out),
+            Op::AddRmsNorm {
+                eps, weight_offset, ..
+            } => {
                 let d = shape[1] / 2;
                 let (a, b, w) = (input(0), input(1), small(2)?);
-                for ((o, ra), rb) in out.chunks_exact_mut(2 * d).zip(a.chunks_exact(d)).zip(b.chunks_exact(d)) {
+                for ((o, ra), rb) in out
+                    .chunks_exact_mut(2 * d)
+                    .zip(a.chunks_exact(d))
+                    .zip(b.chunks_exact(d))
+                {
                     let (sum, normed) = o.split_at_mut(d);
                     for ((s, x), y) in sum.iter_mut().zip(ra).zip(rb) {
                         *s = x + y;
@@ -280,12 +331,25 @@ impl CpuProgram {
             Op::Silu => ops::silu(input(0), &mut out),
             Op::Gelu => ops::gelu(input(0), &mut out),
             Op::Softcap { cap } => ops::softcap(input(0), *cap, &mut out),
-            Op::Rope { head_dim, layout, .. } => {
-                let f = self.freqs[i].as_deref().expect("rope steps have frequencies");
+            Op::Rope {
+                head_dim, layout, ..
+            } => {
+                let f = self.freqs[i]
+                    .as_deref()
+                    .expect("rope steps have frequencies");
                 out.copy_from_slice(input(0));
                 ops::rope(&mut out, shape[1], *head_dim, f, *layout, pos0);
             }
-            Op::Attention { layer, n_heads, n_kv_heads, head_dim, scale, window, softcap, rope } => {
+            Op::Attention {
+                layer,
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                scale,
+                window,
+                softcap,
+                rope,
+            } => {
                 let s = AttnShape {
                     n_heads: *n_heads,
                     n_kv_heads: *n_kv_heads,
@@ -302,11 +366,20 @@ impl CpuProgram {
                 let mut q = &self.slots[self.slot[step.inputs[0]]][..];
                 if let Some(r) = rope {
                     // Rope fused into attention: rotate k as it enters the cache, q in scratch.
-                    let f = self.freqs[i].as_deref().expect("rope-fused attention has frequencies");
+                    let f = self.freqs[i]
+                        .as_deref()
+                        .expect("rope-fused attention has frequencies");
                     ops::rope(&mut c.k[rows], w, r.head_dim, f, r.layout, pos0);
                     self.scratch.clear();
                     self.scratch.extend_from_slice(q);
-                    ops::rope(&mut self.scratch, n_heads * head_dim, r.head_dim, f, r.layout, pos0);
+                    ops::rope(
+                        &mut self.scratch,
+                        n_heads * head_dim,
+                        r.head_dim,
+                        f,
+                        r.layout,
+                        pos0,
+                    );
                     q = &self.scratch;
                 }
                 let c = &self.caches[*layer];
