@@ -43,7 +43,19 @@ enum Command {
         /// Print a graph instead of (or as well as) writing the plan.
         #[arg(long, value_enum)]
         dump: Option<Dump>,
-        /// Optional passes: all, none, a list, or removals (-dce).
+        /// Print the graph (text) as it stands after the named pass.
+        #[arg(long, value_name = "PASS")]
+        dump_after: Option<String>,
+        /// Print compile statistics: node counts, activation arena vs naive bytes, time.
+        #[arg(long)]
+        stats: bool,
+        /// Positions per step at which --stats sizes activations (1: a decode step).
+        #[arg(long, default_value_t = 1)]
+        seq: usize,
+        /// With --stats: one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Optional passes: all, none, a list (tie-alias,cse,…,memory), or removals (-fuse-matmul,-cse).
         #[arg(long, default_value = "all")]
         passes: String,
     },
@@ -176,15 +188,33 @@ fn real_main() -> Result<()> {
             let model = open(weights.as_deref().unwrap_or(&plan_v.model.source))?;
             run_plan(&model, plan_v, &gen)
         }
-        Command::Compile {
-            model,
-            output,
-            dump,
-            passes,
-        } => {
+        Command::Compile { model, output, dump, dump_after, stats, seq, json, passes } => {
             let selection = PassSelection::parse(&passes)?;
+            if let Some(p) = &dump_after {
+                if !selection.contains(p) {
+                    bail!("--dump-after {p}: that pass does not run with --passes {passes}");
+                }
+            }
             let model = open(&model)?;
-            let compiled = model.compile(&selection)?;
+            let compiled = model.compile_with(&selection, |pass, graph| {
+                if dump_after.as_deref() == Some(pass) {
+                    print!("{}", graph.to_text());
+                }
+            })?;
+            if stats {
+                let (arena, naive) = compiled.plan.activation_bytes(seq);
+                if json {
+                    println!(
+                        "{}",
+                        json!({"nodes_expanded": compiled.nodes_expanded, "nodes_optimized": compiled.plan.steps.len(),
+                               "arena_bytes": arena, "naive_bytes": naive, "compile_ms": compiled.compile_ms, "seq": seq})
+                    );
+                } else {
+                    println!("nodes: {} expanded, {} optimised", compiled.nodes_expanded, compiled.plan.steps.len());
+                    println!("activations at seq={seq}: arena {arena} bytes, naive {naive} bytes");
+                    println!("compile: {:.2} ms", compiled.compile_ms);
+                }
+            }
             match dump {
                 Some(Dump::Expanded) => print!("{}", compiled.expanded_text),
                 Some(Dump::Optimized) => print!("{}", compiled.plan.to_text()),
@@ -202,8 +232,8 @@ fn real_main() -> Result<()> {
                     compiled.plan.steps.len(),
                     compiled.compile_ms
                 );
-            } else if dump.is_none() {
-                bail!("nothing to do: give -o plan.json and/or --dump");
+            } else if dump.is_none() && dump_after.is_none() && !stats {
+                bail!("nothing to do: give -o plan.json, --dump, --dump-after or --stats");
             }
             Ok(())
         }

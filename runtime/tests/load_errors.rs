@@ -185,10 +185,10 @@ fn valid_tensors() -> Vec<T> {
             data: vec![0; 16],
         },
         T {
-            name: "w.q4k",
+            name: "w.q8k",
             dims: vec![256, 1],
-            ty: 12,
-            data: vec![7; 144],
+            ty: 15,
+            data: vec![7; 292],
         },
     ]
 }
@@ -235,7 +235,7 @@ fn valid_gguf_loads() {
         );
 
         let names: Vec<&str> = m.tensors.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["w.f32", "w.q8", "w.weird", "w.q4k"]);
+        assert_eq!(names, ["w.f32", "w.q8", "w.weird", "w.q8k"]);
         let f = m.view("w.f32").unwrap();
         assert_eq!(f.dtype, DType::F32);
         assert_eq!(f.shape, vec![2, 3]);
@@ -247,17 +247,17 @@ fn valid_gguf_loads() {
         assert_eq!(q.row(1)[2], 1);
         assert!(m.weight("w.q8").is_some());
 
-        let k = m.tensor("w.q4k").unwrap();
+        let k = m.tensor("w.q8k").unwrap();
         assert_eq!(
             (k.type_name.as_str(), k.dtype, k.bytes),
-            ("Q4_K", None, 144)
+            ("Q8_K", None, 292)
         );
-        let err = m.view("w.q4k").unwrap_err().to_string();
+        let err = m.view("w.q8k").unwrap_err().to_string();
         assert!(
-            err.contains("unsupported tensor type Q4_K in tensor 'w.q4k'"),
+            err.contains("unsupported tensor type Q8_K in tensor 'w.q8k'"),
             "{err}"
         );
-        assert!(m.weight("w.q4k").is_none());
+        assert!(m.weight("w.q8k").is_none());
         let w = m.tensor("w.weird").unwrap();
         assert_eq!((w.dtype, w.shape.clone()), (None, vec![4]));
         assert!(m.view("w.weird").is_err());

@@ -276,6 +276,8 @@ FAMILIES: list[dict] = [
             activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
             bos_token_id=0, eos_token_id=1,
         ),
+        # transformers 5 no longer writes n_ctx; convert_hf_to_gguf.py's GPT2Model reads it.
+        "config_extra": {"n_ctx": 64},
         "notes": "learned absolute positions (wpe, n_positions 64), LayerNorm with bias, Conv1D "
                  "weights stored [in, out] in safetensors, fused c_attn (q|k|v), gelu_new, tied",
     },
@@ -285,8 +287,9 @@ FAMILIES: list[dict] = [
         "arch": "PhiForCausalLM",
         "config_class": "PhiConfig",
         "cfg": dict(
-            vocab_size=289, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+            vocab_size=289, hidden_size=48, intermediate_size=192, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=4,  # head_dim 12
+            # intermediate = 4 * hidden: the converter writes phi2.feed_forward_length = 4 * n_embd
             partial_rotary_factor=0.5, hidden_act="gelu_new", layer_norm_eps=1e-5,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
             max_position_embeddings=2048, qk_layernorm=False, tie_word_embeddings=False,
@@ -308,6 +311,9 @@ FAMILIES: list[dict] = [
             max_position_embeddings=4096, tie_word_embeddings=True,
             bos_token_id=0, eos_token_id=1,
         ),
+        "gguf_lossy": {
+            "sliding_window": "not written; llama.cpp's starcoder2 attends to the whole context",
+        },
         "notes": "LayerNorm with bias, biases on every linear, plain (non-gated) MLP c_fc/c_proj, "
                  "sliding window 4 on every layer, tied",
     },
@@ -366,6 +372,7 @@ def build(f: dict, d: Path) -> None:
         (d / extra).unlink(missing_ok=True)
     cj = json.loads((d / "config.json").read_text())
     cj.pop("_attn_implementation", None)
+    cj.update(f.get("config_extra", {}))
     (d / "config.json").write_text(json.dumps(cj, indent=2, sort_keys=False) + "\n")
     os.chmod(d / "model.safetensors", 0o644)
 
