@@ -419,21 +419,26 @@ impl Graph {
         self.inner.node_indices().collect()
     }
 
-    /// Nodes in an order where every input comes before its readers; ties keep
-    /// insertion order, so dumps are stable.
+    /// Nodes in an order where every input comes before its readers. Ready nodes go
+    /// in insertion order, and leaves (weights, token ids) right before their first
+    /// reader, so dumps read top to bottom and stay stable.
     pub fn topo_order(&self) -> Vec<NodeId> {
+        let is_leaf = |n: NodeId| self.inner.edges_directed(n, Direction::Incoming).next().is_none();
         let mut indeg: std::collections::HashMap<NodeId, usize> = self
             .inner
             .node_indices()
-            .map(|n| (n, self.inputs(n).len()))
+            .map(|n| (n, self.inner.edges_directed(n, Direction::Incoming).filter(|e| !is_leaf(e.source())).count()))
             .collect();
-        let mut ready: std::collections::BTreeSet<NodeId> = indeg
-            .iter()
-            .filter(|(_, &d)| d == 0)
-            .map(|(&n, _)| n)
-            .collect();
+        let mut ready: std::collections::BTreeSet<NodeId> =
+            indeg.iter().filter(|(&n, &d)| d == 0 && !is_leaf(n)).map(|(&n, _)| n).collect();
+        let mut placed = std::collections::HashSet::new();
         let mut order = Vec::with_capacity(self.len());
         while let Some(n) = ready.pop_first() {
+            for i in self.inputs(n) {
+                if is_leaf(i) && placed.insert(i) {
+                    order.push(i);
+                }
+            }
             order.push(n);
             for e in self.inner.edges_directed(n, Direction::Outgoing) {
                 let d = indeg.get_mut(&e.target()).expect("edge to a live node");
@@ -443,6 +448,8 @@ impl Graph {
                 }
             }
         }
+        // Leaves nobody reads still belong to the graph.
+        order.extend(self.inner.node_indices().filter(|&n| is_leaf(n) && !placed.contains(&n)));
         order
     }
 }
