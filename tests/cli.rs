@@ -184,3 +184,30 @@ fn gpu_backend_says_not_built() {
     assert_ne!(code, 0);
     assert!(err.contains("not built yet"), "{err}");
 }
+
+#[test]
+fn plan_of_another_format_version_is_refused() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-version-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    let (code, _, err) = weft(&["compile", &tied_gguf(), "-o", plan.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let mut p = json(&plan);
+    p["format_version"] = 99.into();
+    std::fs::write(&plan, p.to_string()).unwrap();
+    let (code, _, err) = weft(&["exec", plan.to_str().unwrap(), "--tokens", "1,2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("format version 99"), "{err}");
+}
+
+#[test]
+fn stats_json_contract() {
+    let (code, out, err) = weft(&["compile", &tied_gguf(), "--stats", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for k in ["nodes_expanded", "nodes_optimized", "arena_bytes", "naive_bytes", "compile_ms"] {
+        assert!(v[k].is_number(), "{k} in {v}");
+    }
+    assert!(v["nodes_optimized"].as_u64() < v["nodes_expanded"].as_u64());
+    assert!(v["arena_bytes"].as_u64() < v["naive_bytes"].as_u64());
+}

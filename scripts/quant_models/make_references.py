@@ -28,6 +28,14 @@ For every TYPE and prompt:
                  max_abs_diff_vs_tf (max |llama.cpp - tf| on those logits)
   agreement      first greedy step where the two differ (null if none) and both
                  implementations' gaps at that step
+  llamacpp_f32   cross-check of the transformers side: llama.cpp on a copy of the
+                 file with every quantised tensor replaced by its gguf-py f32
+                 dequantisation, f32 KV cache: max_abs_diff_vs_tf on the prompt
+                 logits, 16 greedy tokens, first_mismatch vs tf.  This isolates
+                 what llama.cpp's quantised dot products (activations rounded to
+                 q8_0 / q8_K) and f16 KV cache contribute to the llamacpp-vs-tf gap.
+Per model, dequant_matches_ggml: every quantised tensor's gguf-py dequantisation is
+bit-identical to ggml's dequantize_row_<type> (libggml-base of llama-cpp-python).
 
 When a run of both greedy sequences diverges, tokens after the first mismatch
 are conditioned on different prefixes: compare only up to `first_mismatch`.
@@ -39,16 +47,20 @@ A TYPE given on the command line is merged into an existing references.json.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
+import gguf
 import llama_cpp
+from gguf.quants import dequantize
 from llama_cpp import Llama
 from transformers import AutoModelForCausalLM
 
@@ -94,9 +106,10 @@ def top2_gap(logits: np.ndarray) -> tuple[int, float]:
     return int(order[0]), float(logits[order[0]] - logits[order[1]])
 
 
-def run_llamacpp(path: Path) -> list[dict]:
+def run_llamacpp(path: Path, f32_kv: bool = False) -> list[dict]:
+    kv = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32; default f16
     llm = Llama(model_path=str(path), n_ctx=N_CTX, n_threads=N_THREADS,
-                n_threads_batch=N_THREADS, seed=0, verbose=False)
+                n_threads_batch=N_THREADS, seed=0, verbose=False, **kv)
     n_vocab = llm.n_vocab()
 
     def last_logits() -> np.ndarray:
@@ -119,6 +132,50 @@ def run_llamacpp(path: Path) -> list[dict]:
                     "text": llm.detokenize(toks).decode("utf-8", errors="replace")})
     del llm
     return out
+
+
+def dequant_matches_ggml(path: Path) -> dict[str, int]:
+    """Compare gguf-py's dequantisation of every quantised tensor with ggml's own
+    dequantize_row_<type>; return {type: tensors checked}; raise on any difference."""
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    checked: dict[str, int] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        name = t.tensor_type.name
+        if name in ("F32", "F16", "BF16"):
+            continue
+        fn = getattr(lib, f"dequantize_row_{name.lower()}")
+        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
+        raw = np.ascontiguousarray(t.data).view(np.uint8)
+        n = int(np.prod([int(x) for x in t.shape]))
+        got = np.empty(n, dtype=np.float32)
+        fn(raw.ctypes.data, got.ctypes.data, n)
+        ref = np.ascontiguousarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(-1)
+        if not np.array_equal(got.view(np.uint32), ref.view(np.uint32)):
+            raise SystemExit(f"{path.name}: {t.name} ({name}): gguf-py and ggml dequantisation differ")
+        checked[name] = checked.get(name, 0) + 1
+    return dict(sorted(checked.items()))
+
+
+def write_f32_copy(src: Path, dst: Path) -> None:
+    """A copy of src with every quantised tensor stored as its gguf-py f32 dequantisation."""
+    r = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), r.fields["general.architecture"].contents())
+    for f in r.fields.values():
+        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
+            continue
+        vt = f.types[0]
+        w.add_key_value(f.name, f.contents(), vt,
+                        sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    for t in r.tensors:
+        if t.tensor_type.name in ("F32", "F16", "BF16"):
+            w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+        else:
+            w.add_tensor(t.name, np.ascontiguousarray(dequantize(t.data, t.tensor_type), dtype=np.float32),
+                         raw_dtype=gguf.GGMLQuantizationType.F32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def run_transformers(path: Path, prompt_tokens: list[list[int]]) -> list[dict]:
@@ -169,10 +226,16 @@ def main() -> int:
             print(f"missing {path}; run scripts/quant_models/make_models.sh", file=sys.stderr)
             return 1
         print(f"== {t}", file=sys.stderr)
+        checked = dequant_matches_ggml(path)
         lc = run_llamacpp(path)
         tf = run_transformers(path, [c["prompt_tokens"] for c in lc])
+        with tempfile.TemporaryDirectory(dir=qm) as td:
+            f32_path = Path(td) / "f32.gguf"
+            write_f32_copy(path, f32_path)
+            lc32 = run_llamacpp(f32_path, f32_kv=True)
         cases = []
-        for i, (p, l, f) in enumerate(zip(PROMPTS, lc, tf)):
+        for i, (p, l, f, l32) in enumerate(zip(PROMPTS, lc, tf, lc32)):
+            assert l32["prompt_tokens"] == l["prompt_tokens"]
             fname = f"{t}_{i}.tf.f32"
             (out_dir / fname).write_bytes(f["first"].astype("<f4").tobytes())
             mism = next((k for k, (x, y) in enumerate(zip(f["tokens"], l["tokens"])) if x != y), None)
@@ -197,17 +260,26 @@ def main() -> int:
                     "text": l["text"],
                 },
                 "agreement": agreement,
+                "llamacpp_f32": {
+                    "max_abs_diff_vs_tf": float(np.abs(l32["first"] - f["first"]).max()),
+                    "tokens": l32["tokens"],
+                    "first_mismatch_vs_tf": next(
+                        (k for k, (x, y) in enumerate(zip(f["tokens"], l32["tokens"])) if x != y), None),
+                },
             })
             print(f"  {p!r} -> {l['text']!r}  first mismatch {mism}"
                   + (f" (gaps tf {f['gaps'][mism]:.4f}, llama.cpp {l['gaps'][mism]:.4f})" if mism is not None else "")
                   + f"  max|dlogit| {cases[-1]['llamacpp']['max_abs_diff_vs_tf']:.4f}"
-                  f" / max|logit| {cases[-1]['tf']['max_abs_logit']:.2f}", file=sys.stderr)
+                  f" / max|logit| {cases[-1]['tf']['max_abs_logit']:.2f};  f32 weights: max|dlogit| "
+                  f"{cases[-1]['llamacpp_f32']['max_abs_diff_vs_tf']:.2e}, first mismatch "
+                  f"{cases[-1]['llamacpp_f32']['first_mismatch_vs_tf']}", file=sys.stderr)
         models[t] = {
             "file": path.name,
             "recipe": RECIPES[t],
             "bytes": path.stat().st_size,
             "sha256": census.sha256(path),
             "tensor_types": census.census(path),
+            "dequant_matches_ggml": checked,
             "cases": cases,
         }
 
@@ -232,6 +304,8 @@ def main() -> int:
             "tf": "transformers, GGUF dequantised to f32 by gguf-py, dtype float32, 1 thread, KV cache",
             "llamacpp": f"llama-cpp-python, n_ctx {N_CTX}, {N_THREADS} threads, f16 KV cache, no flash-attn",
             "logits_files": "raw little-endian f32, n_vocab values, last prompt position (transformers)",
+            "llamacpp_f32": "llama.cpp on an f32-dequantised copy of the file, f32 KV cache (cross-check of tf)",
+            "dequant_matches_ggml": "{ggml type: tensors whose gguf-py dequantisation is bit-identical to ggml's}",
             "prompt_tokens": "llama.cpp tokenize, add_special=True (no BOS for this vocab), parse_special=False",
         },
         "prompts": PROMPTS,
