@@ -5,7 +5,7 @@ use crate::template::{HparamSpec, Keys, Template, TensorSpec};
 use crate::{find_template, FamilyError, ModelInfo, SourceKind};
 use std::collections::{BTreeMap, HashMap};
 use toml::Table;
-use weft_ir::{Graph, MetaValue, NodeId, Op, RopeLayout, RopeScaling};
+use weft_ir::{GluAct, Graph, MetaValue, NodeId, Op, RopeLayout, RopeScaling};
 
 /// A model's graph as its template describes it, before any pass.
 pub struct Expanded {
@@ -51,14 +51,7 @@ pub fn expand_with(
     let hparams = x
         .vars
         .iter()
-        .map(|(k, v)| {
-            let m = match v {
-                Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => MetaValue::Int(*n as i64),
-                Value::Num(n) => MetaValue::Float(*n),
-                Value::Str(s) => MetaValue::Str(s.clone()),
-            };
-            (k.clone(), m)
-        })
+        .map(|(k, v)| (k.clone(), value_to_meta(v)))
         .collect();
     Ok(Expanded {
         family: t.family.name.clone(),
@@ -82,8 +75,17 @@ struct Expander<'a> {
 fn meta_to_value(m: &MetaValue) -> Option<Value> {
     match m {
         MetaValue::Str(s) => Some(Value::Str(s.clone())),
-        MetaValue::Array(_) => None,
+        MetaValue::Array(a) => a.iter().map(meta_to_value).collect::<Option<Vec<_>>>().map(Value::List),
         other => other.as_f64().map(Value::Num),
+    }
+}
+
+fn value_to_meta(v: &Value) -> MetaValue {
+    match v {
+        Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => MetaValue::Int(*n as i64),
+        Value::Num(n) => MetaValue::Float(*n),
+        Value::Str(s) => MetaValue::Str(s.clone()),
+        Value::List(l) => MetaValue::Array(l.iter().map(value_to_meta).collect()),
     }
 }
 
@@ -105,62 +107,88 @@ impl Expander<'_> {
         }
     }
 
+    /// Reads every hyperparameter: from its key, else its default. Defaults may name
+    /// other hyperparameters in any order (a child template's override can use names
+    /// its parent never had); a default waits until the names it uses are known.
     fn read_hparams(&mut self) -> Result<(), FamilyError> {
-        let arch = self.info.architecture().to_string();
+        let mut pending: Vec<(String, HparamSpec)> = Vec::new();
         for (name, spec) in &self.t.hparams {
             let spec: HparamSpec = spec.clone().try_into().map_err(|e| FamilyError::Template {
                 file: self.file.to_string(),
                 message: format!("hparams.{name}: {e}"),
             })?;
-            let (keys, source_default) = match self.info.source_kind() {
-                SourceKind::Gguf => (spec.gguf.as_ref(), spec.gguf_default.as_ref()),
-                SourceKind::Hf => (spec.hf.as_ref(), spec.hf_default.as_ref()),
-            };
-            let keys: Vec<String> = keys
-                .map(Keys::list)
-                .unwrap_or_default()
-                .iter()
-                .map(|k| k.replace("{arch}", &arch))
-                .collect();
-            let mut value = None;
-            for k in &keys {
-                if let Some(m) = self.info.meta(k) {
-                    let v = meta_to_value(m).ok_or_else(|| {
-                        self.hparam_err(
-                            name,
-                            format!(
-                                "key '{k}' holds {}, expected a number or string",
-                                m.summary()
-                            ),
-                        )
-                    })?;
-                    value = Some(v);
-                    break;
+            pending.push((name.clone(), spec));
+        }
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut waiting = Vec::new();
+            let mut first_wait = None;
+            for (name, spec) in pending {
+                match self.read_hparam(&name, &spec) {
+                    Ok(v) => {
+                        self.vars.insert(name, v);
+                    }
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => {
+                        first_wait.get_or_insert(name.clone());
+                        waiting.push((name, spec));
+                    }
                 }
             }
-            if value.is_none() {
-                if let Some(d) = source_default.or(spec.default.as_ref()) {
-                    value = Some(
-                        eval(d, &self.vars)
-                            .map_err(|e| self.hparam_err(name, format!("default '{d}': {e}")))?,
-                    );
-                }
+            if waiting.len() == before {
+                let (name, spec) = &waiting[0];
+                let d = self.default_of(spec).cloned().unwrap_or_default();
+                let e = eval(&d, &self.vars).err().unwrap_or_default();
+                return Err(self.hparam_err(name, format!("default '{d}': {e}")));
             }
-            let value = value.ok_or_else(|| {
-                let place = match self.info.source_kind() {
-                    SourceKind::Gguf => "the GGUF metadata",
-                    SourceKind::Hf => "config.json",
-                };
-                let tried = if keys.is_empty() {
-                    "no key for this source in the template".to_string()
-                } else {
-                    format!("key {} not found in {place}", keys.join(" or "))
-                };
-                self.hparam_err(name, format!("{tried} and no default"))
-            })?;
-            self.vars.insert(name.clone(), value);
+            pending = waiting;
         }
         Ok(())
+    }
+
+    fn default_of<'s>(&self, spec: &'s HparamSpec) -> Option<&'s String> {
+        match self.info.source_kind() {
+            SourceKind::Gguf => spec.gguf_default.as_ref(),
+            SourceKind::Hf => spec.hf_default.as_ref(),
+        }
+        .or(spec.default.as_ref())
+    }
+
+    /// One hyperparameter; `Err(None)` when its default names one not read yet.
+    fn read_hparam(&self, name: &str, spec: &HparamSpec) -> Result<Value, Option<FamilyError>> {
+        let arch = self.info.architecture();
+        let keys = match self.info.source_kind() {
+            SourceKind::Gguf => spec.gguf.as_ref(),
+            SourceKind::Hf => spec.hf.as_ref(),
+        };
+        let keys: Vec<String> =
+            keys.map(Keys::list).unwrap_or_default().iter().map(|k| k.replace("{arch}", arch)).collect();
+        for k in &keys {
+            if let Some(m) = self.info.meta(k) {
+                return meta_to_value(m).ok_or_else(|| {
+                    Some(self.hparam_err(name, format!("key '{k}' holds {}, expected numbers or strings", m.summary())))
+                });
+            }
+        }
+        if let Some(d) = self.default_of(spec) {
+            return eval(d, &self.vars).map_err(|e| {
+                let waits = e
+                    .strip_prefix("unknown name '")
+                    .and_then(|r| r.strip_suffix('\''))
+                    .is_some_and(|n| self.t.hparams.contains_key(n) && !self.vars.contains_key(n));
+                (!waits).then(|| self.hparam_err(name, format!("default '{d}': {e}")))
+            });
+        }
+        let place = match self.info.source_kind() {
+            SourceKind::Gguf => "the GGUF metadata",
+            SourceKind::Hf => "config.json",
+        };
+        let tried = if keys.is_empty() {
+            "no key for this source in the template".to_string()
+        } else {
+            format!("key {} not found in {place}", keys.join(" or "))
+        };
+        Err(Some(self.hparam_err(name, format!("{tried} and no default"))))
     }
 
     fn usize_var(&self, name: &str, at: &str) -> Result<usize, FamilyError> {
@@ -264,12 +292,21 @@ impl Expander<'_> {
     ) -> Result<(), FamilyError> {
         if let Some(i) = layer {
             self.vars.insert("i".to_string(), Value::Num(i as f64));
+            for (name, e) in &self.t.layer_vars {
+                let at = format!("layer_vars.{name}");
+                let src = e.as_str().ok_or_else(|| self.op_err(&at, "expected an expression string"))?;
+                let v = eval(src, &self.vars).map_err(|m| self.op_err(&at, format!("layer {i}: {m}")))?;
+                self.vars.insert(name.clone(), v);
+            }
         }
         for (k, entry) in ops.iter().enumerate() {
             let at = format!("body.{section}[{k}]");
             self.op(entry, &at, layer, scope)?;
         }
         self.vars.remove("i");
+        for name in self.t.layer_vars.keys() {
+            self.vars.remove(name);
+        }
         Ok(())
     }
 
@@ -292,9 +329,7 @@ impl Expander<'_> {
         match self.expr(entry, key, at)? {
             None => Ok(None),
             Some(Value::Num(n)) => Ok(Some(n)),
-            Some(Value::Str(s)) => {
-                Err(self.op_err(at, format!("{key}: expected a number, found '{s}'")))
-            }
+            Some(other) => Err(self.op_err(at, format!("{key}: expected a number, found {other}"))),
         }
     }
 
@@ -318,9 +353,7 @@ impl Expander<'_> {
         match self.expr(entry, key, at)? {
             None => Ok(None),
             Some(Value::Str(s)) => Ok(Some(s)),
-            Some(Value::Num(n)) => {
-                Err(self.op_err(at, format!("{key}: expected a string, found {n}")))
-            }
+            Some(other) => Err(self.op_err(at, format!("{key}: expected a string, found {other}"))),
         }
     }
 
@@ -475,6 +508,24 @@ impl Expander<'_> {
                     rope: None,
                 };
                 (op, ins.clone())
+            }
+            "bias" => {
+                need(1)?;
+                (Op::Bias, vec![ins[0], need_weight()?])
+            }
+            "slice" => {
+                need(1)?;
+                let start = self.num(entry, "start", at)?.unwrap_or(0.0) as usize;
+                (Op::Slice { start, len: self.req_count(entry, "len", at)? }, ins.clone())
+            }
+            "glu" => {
+                need(1)?;
+                let act = match self.string(entry, "act", at)?.as_deref() {
+                    Some("silu") => GluAct::Silu,
+                    Some("gelu") => GluAct::Gelu,
+                    other => return Err(self.op_err(at, format!("glu act must be 'silu' or 'gelu', found {other:?}"))),
+                };
+                (Op::Glu { act }, ins.clone())
             }
             "last_position" => {
                 need(1)?;

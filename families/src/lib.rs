@@ -44,7 +44,14 @@ pub trait ModelInfo {
 }
 
 /// The built-in templates, by file name.
-pub const TEMPLATES: &[(&str, &str)] = &[("llama.toml", include_str!("../llama.toml"))];
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("llama.toml", include_str!("../llama.toml")),
+    ("qwen2.toml", include_str!("../qwen2.toml")),
+    ("qwen3.toml", include_str!("../qwen3.toml")),
+    ("phi3.toml", include_str!("../phi3.toml")),
+    ("gemma2.toml", include_str!("../gemma2.toml")),
+    ("gemma3.toml", include_str!("../gemma3.toml")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FamilyError {
@@ -85,12 +92,24 @@ pub enum FamilyError {
     },
 }
 
-/// Parses a template (its file name is used in messages).
+/// Parses a template (its file name is used in messages), resolving `extends` among
+/// the built-in templates.
 pub fn parse_template(file: &str, text: &str) -> Result<Template, FamilyError> {
-    toml::from_str(text).map_err(|e| FamilyError::Template {
-        file: file.to_string(),
-        message: e.to_string(),
-    })
+    let t: Template =
+        toml::from_str(text).map_err(|e| FamilyError::Template { file: file.to_string(), message: e.to_string() })?;
+    match t.family.extends.clone() {
+        None => Ok(t),
+        Some(parent) => {
+            let (pfile, ptext) = TEMPLATES.iter().find(|(f, _)| *f == parent).ok_or_else(|| FamilyError::Template {
+                file: file.to_string(),
+                message: format!("extends unknown template '{parent}'"),
+            })?;
+            if *pfile == file {
+                return Err(FamilyError::Template { file: file.to_string(), message: "extends itself".into() });
+            }
+            Ok(t.over(parse_template(pfile, ptext)?))
+        }
+    }
 }
 
 /// The built-in template serving this model.

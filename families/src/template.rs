@@ -8,8 +8,14 @@ use toml::Table;
 pub struct Template {
     pub family: FamilyHeader,
     /// In order: a default may name the hyperparameters above it.
+    #[serde(default)]
     pub hparams: toml::map::Map<String, toml::Value>,
+    #[serde(default)]
     pub tensors: toml::map::Map<String, toml::Value>,
+    /// Per-layer values, in order: expressions over the hyperparameters and `i`.
+    #[serde(default)]
+    pub layer_vars: toml::map::Map<String, toml::Value>,
+    #[serde(default)]
     pub body: Body,
 }
 
@@ -17,17 +23,24 @@ pub struct Template {
 #[serde(deny_unknown_fields)]
 pub struct FamilyHeader {
     pub name: String,
+    /// A template this one builds on: its hparams, tensors and layer_vars are taken,
+    /// entries named here replace theirs in place, and body sections given here replace
+    /// the parent's.
+    pub extends: Option<String>,
     #[serde(default)]
     pub gguf_architectures: Vec<String>,
     #[serde(default)]
     pub hf_model_types: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Body {
+    #[serde(default)]
     pub embed: Vec<Table>,
+    #[serde(default)]
     pub layer: Vec<Table>,
+    #[serde(default)]
     pub head: Vec<Table>,
 }
 
@@ -68,4 +81,28 @@ pub struct TensorSpec {
     pub tied_when: Option<String>,
     #[serde(default)]
     pub optional: bool,
+}
+
+impl Template {
+    /// This template laid over its parent (see [`FamilyHeader::extends`]).
+    pub fn over(self, parent: Template) -> Template {
+        let merge = |mut base: toml::map::Map<String, toml::Value>, top: toml::map::Map<String, toml::Value>| {
+            for (k, v) in top {
+                base.insert(k, v);
+            }
+            base
+        };
+        let pick = |mine: Vec<Table>, theirs: Vec<Table>| if mine.is_empty() { theirs } else { mine };
+        Template {
+            family: FamilyHeader { extends: None, ..self.family },
+            hparams: merge(parent.hparams, self.hparams),
+            tensors: merge(parent.tensors, self.tensors),
+            layer_vars: merge(parent.layer_vars, self.layer_vars),
+            body: Body {
+                embed: pick(self.body.embed, parent.body.embed),
+                layer: pick(self.body.layer, parent.body.layer),
+                head: pick(self.body.head, parent.body.head),
+            },
+        }
+    }
 }

@@ -193,6 +193,8 @@ pub enum Op {
     },
     Add,
     Mul,
+    /// `x + b` with the vector b (input 1) added to every row.
+    Bias,
     Scale {
         factor: f32,
     },
@@ -254,6 +256,7 @@ impl Op {
             Op::Elementwise { .. } => "elementwise",
             Op::Add => "add",
             Op::Mul => "mul",
+            Op::Bias => "bias",
             Op::Scale { .. } => "scale",
             Op::RmsNorm { .. } => "rms_norm",
             Op::Silu => "silu",

@@ -122,6 +122,15 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             }
             vec![rows, Dim::Known(2 * d)]
         }
+        Op::Bias => {
+            arity(2)?;
+            let (_, d) = matrix(&ins[0], "the input")?;
+            let b: usize = ins[1].iter().map(|x| x.eval(1)).product();
+            if b != d {
+                return Err(format!("bias of {b} values over rows of {d}"));
+            }
+            ins[0].clone()
+        }
         Op::Glu { .. } => {
             arity(1)?;
             let (rows, d) = matrix(&ins[0], "the input")?;

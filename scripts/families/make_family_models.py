@@ -392,10 +392,25 @@ def config_summary(model, f: dict) -> dict:
     c = model.config
     out = {}
     for k in CONFIG_KEYS:
-        if hasattr(c, k):
+        try:
             v = getattr(c, k)
-            if v is not None or k in f["cfg"]:
-                out[k] = v
+        except Exception:  # AttributeError, or Gemma 4's per-layer attributes
+            v = f["cfg"].get(k)
+            if v is None:
+                continue
+        if v is not None or k in f["cfg"]:
+            out[k] = v
+    for k in ("global_head_dim", "num_global_key_value_heads", "attention_k_eq_v",
+              "hidden_size_per_layer_input", "vocab_size_per_layer_input", "num_kv_shared_layers"):
+        if k in f["cfg"]:
+            out[k] = f["cfg"][k]
+    if hasattr(c, "per_layer_config") and f["config_class"] == "Gemma4TextConfig":
+        out["per_layer"] = [{"head_dim": a.self_attn.head_dim,
+                             "num_key_value_heads": a.self_attn.config.num_attention_heads
+                             // a.self_attn.num_key_value_groups,
+                             "sliding_window": a.self_attn.sliding_window,
+                             "has_v_proj": getattr(a.self_attn, "v_proj", None) is not None}
+                            for a in model.model.layers]
     attn = _first_attn(model)
     if attn is not None:
         out["effective_head_dim"] = getattr(attn, "head_dim", None)
@@ -417,10 +432,15 @@ def check_roundtrip(model, f: dict) -> None:
     for k in ("vocab_size", "num_key_value_heads", "head_dim", "query_pre_attn_scalar",
               "sliding_window", "layer_types", "num_experts", "num_experts_per_tok",
               "attn_logit_softcapping", "final_logit_softcapping"):
-        if k in want and want[k] is not None:
+        if k in want and want[k] is not None and f["config_class"] != "Gemma4TextConfig":
             assert getattr(c, k) == want[k], (k, getattr(c, k), want[k])
     attn = _first_attn(model)
-    if "head_dim" in want:
+    if "head_dim" in want and f["config_class"] == "Gemma4TextConfig":
+        hds = [layer.self_attn.head_dim for layer in model.model.layers]
+        want_hd = [want["global_head_dim"] if t == "full_attention" else want["head_dim"]
+                   for t in want["layer_types"]]
+        assert hds == want_hd, (hds, want_hd)
+    elif "head_dim" in want:
         assert attn.head_dim == want["head_dim"], (attn.head_dim, want["head_dim"])
     if "query_pre_attn_scalar" in want:
         assert abs(attn.scaling - want["query_pre_attn_scalar"] ** -0.5) < 1e-12, attn.scaling
@@ -811,10 +831,21 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--no-llamacpp", action="store_true")
+    ap.add_argument("--metadata-only", action="store_true",
+                    help="only rewrite GGUF_METADATA.md / gguf_metadata.json from the existing GGUFs")
     ap.add_argument("--llamacpp-one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.llamacpp_one:
         return _llamacpp_one(*a.llamacpp_one)
+    if a.metadata_only:
+        summaries = {}
+        for f in FAMILIES:
+            d = OUT_ROOT / f["name"]
+            if (d / "model-f32.gguf").exists() and (not a.only or f["name"] in a.only):
+                summaries[f["name"]] = gguf_summary(d / "model-f32.gguf")
+                summaries[f["name"]]["f16_types"] = sorted({t[2] for t in gguf_summary(d / "model-f16.gguf")["tensors"]})
+        write_metadata_md(summaries)
+        return 0
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     OUT_ROOT.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ impl CpuProgram {
         let mut small_use = vec![false; n];
         for st in &plan.steps {
             match st.node.op {
-                Op::RmsNorm { .. } => small_use[st.inputs[1]] = true,
+                Op::RmsNorm { .. } | Op::Bias => small_use[st.inputs[1]] = true,
                 Op::AddRmsNorm { .. } => small_use[st.inputs[2]] = true,
                 Op::Rope { .. } if st.inputs.len() > 1 => small_use[st.inputs[1]] = true,
                 Op::Attention { .. } if st.inputs.len() > 3 => small_use[st.inputs[3]] = true,
@@ -284,6 +284,14 @@ impl CpuProgram {
             Op::Mul => {
                 for ((o, a), b) in out.iter_mut().zip(input(0)).zip(input(1)) {
                     *o = a * b;
+                }
+            }
+            Op::Bias => {
+                let b = small(1)?;
+                for (o, r) in out.chunks_exact_mut(b.len()).zip(input(0).chunks_exact(b.len())) {
+                    for ((o, x), y) in o.iter_mut().zip(r).zip(b) {
+                        *o = x + y;
+                    }
                 }
             }
             Op::Scale { factor } => {

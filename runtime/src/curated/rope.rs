@@ -1,0 +1,121 @@
+//! Rope inverse frequencies and the scalings the files declare.
+
+use crate::load::ModelSource;
+use crate::RuntimeError;
+use weft_cpu::quant::kernel_for;
+use weft_ir::MetaValue;
+
+pub(super) enum Scaling {
+    None,
+    Linear(f64),
+    Llama3 {
+        factor: f64,
+        low: f64,
+        high: f64,
+        original: f64,
+    },
+}
+
+pub(super) fn inv_freq(theta: f64, rope_dim: usize, scaling: &Scaling) -> Vec<f64> {
+    let mut f: Vec<f64> = (0..rope_dim / 2)
+        .map(|i| theta.powf(-((2 * i) as f64) / rope_dim as f64))
+        .collect();
+    match *scaling {
+        Scaling::None => {}
+        Scaling::Linear(factor) => f.iter_mut().for_each(|v| *v /= factor),
+        Scaling::Llama3 {
+            factor,
+            low,
+            high,
+            original,
+        } => {
+            for v in f.iter_mut() {
+                let wavelen = std::f64::consts::TAU / *v;
+                let scaled = *v / factor;
+                *v = if wavelen < original / high {
+                    *v
+                } else if wavelen > original / low {
+                    scaled
+                } else {
+                    let s = (original / wavelen - low) / (high - low);
+                    (1.0 - s) * scaled + s * *v
+                };
+            }
+        }
+    }
+    f
+}
+
+/// HF scaling, looked up under the first of `prefixes` that names a type.
+pub(super) fn hf_scaling(src: &ModelSource, prefixes: &[&str]) -> Result<Scaling, RuntimeError> {
+    for p in prefixes {
+        let kind = [format!("{p}.rope_type"), format!("{p}.type")]
+            .iter()
+            .find_map(|k| src.meta(k))
+            .and_then(MetaValue::as_str);
+        let Some(kind) = kind else { continue };
+        let get = |name: &str, default: f64| {
+            src.meta(&format!("{p}.{name}"))
+                .and_then(MetaValue::as_f64)
+                .unwrap_or(default)
+        };
+        return match kind {
+            "default" => Ok(Scaling::None),
+            "linear" => Ok(Scaling::Linear(get("factor", 1.0))),
+            "llama3" => Ok(Scaling::Llama3 {
+                factor: get("factor", 1.0),
+                low: get("low_freq_factor", 1.0),
+                high: get("high_freq_factor", 4.0),
+                original: get("original_max_position_embeddings", 8192.0),
+            }),
+            other => Err(RuntimeError::Curated(format!(
+                "{}: rope scaling '{other}' ({p}) is not handled",
+                src.path.display()
+            ))),
+        };
+    }
+    Ok(Scaling::None)
+}
+
+/// GGUF scaling: only `linear` changes the frequencies here (llama3-style files
+/// carry their divisors in `rope_freqs.weight`, see [`apply_freq_factors`]).
+pub(super) fn gguf_scaling(src: &ModelSource) -> Result<Scaling, RuntimeError> {
+    let arch = &src.architecture;
+    let kind = src
+        .meta(&format!("{arch}.rope.scaling.type"))
+        .and_then(MetaValue::as_str);
+    let factor = src
+        .meta(&format!("{arch}.rope.scaling.factor"))
+        .and_then(MetaValue::as_f64)
+        .unwrap_or(1.0);
+    match kind {
+        None | Some("none") => Ok(Scaling::None),
+        Some("linear") => Ok(Scaling::Linear(factor)),
+        Some(other) => Err(RuntimeError::Curated(format!(
+            "{}: rope scaling '{other}' is not handled",
+            src.path.display()
+        ))),
+    }
+}
+
+/// llama3-scaled GGUF files store per-frequency divisors as a 1-D tensor.
+pub(super) fn apply_freq_factors(src: &ModelSource, f: &mut [f64]) -> Result<(), RuntimeError> {
+    if src.tensor("rope_freqs.weight").is_none() {
+        return Ok(());
+    }
+    let w = src.view("rope_freqs.weight")?;
+    if w.numel() != f.len() {
+        return Err(RuntimeError::Curated(format!(
+            "{}: rope_freqs.weight has {} values for {} frequencies",
+            src.path.display(),
+            w.numel(),
+            f.len()
+        )));
+    }
+    let mut d = vec![0.0; w.numel()];
+    kernel_for(w.dtype).decode_row(w.bytes(), &mut d);
+    for (v, d) in f.iter_mut().zip(d) {
+        *v /= d as f64;
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The tensors of one layer, by their names in each source, with shape checks.
+
+use super::spec::{Family, Spec};
+use crate::load::ModelSource;
+use crate::RuntimeError;
+use rayon::prelude::*;
+use weft_cpu::quant::kernel_for;
+use weft_ir::WeightView;
+
+/// A matrix, or a run of rows of a stored matrix (fused qkv / gate-up, one
+/// expert of a 3-D expert tensor): the rows are read in place, never copied.
+pub(super) struct Proj {
+    w: WeightView,
+    first: usize,
+    rows: usize,
+    bias: Option<Vec<f32>>,
+}
+
+impl Proj {
+    pub(super) fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let k = kernel_for(self.w.dtype);
+        let mut y: Vec<f32> = (self.first..self.first + self.rows)
+            .into_par_iter()
+            .map(|r| k.dot(self.w.row(r), x))
+            .collect();
+        if let Some(b) = &self.bias {
+            y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+        }
+        y
+    }
+}
+
+pub(super) enum Ffn {
+    Dense {
+        gate: Proj,
+        up: Proj,
+        down: Proj,
+    },
+    Moe {
+        router: Proj,
+        /// (gate, up, down) per expert.
+        experts: Vec<(Proj, Proj, Proj)>,
+    },
+}
+
+pub(super) struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub q: Proj,
+    pub k: Proj,
+    pub v: Proj,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub o: Proj,
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub ffn: Ffn,
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// Decodes a small 1-D tensor (norm weights, biases) once.
+pub(super) fn decode_all(w: &WeightView) -> Vec<f32> {
+    let mut out = vec![0.0; w.numel()];
+    kernel_for(w.dtype).decode_row(w.bytes(), &mut out);
+    out
+}
+
+pub(super) struct Loader<'a> {
+    pub src: &'a ModelSource,
+    pub spec: &'a Spec,
+}
+
+impl Loader<'_> {
+    fn name(&self, i: usize, g: &str, h: &str) -> String {
+        if self.spec.gguf {
+            format!("blk.{i}.{g}")
+        } else {
+            format!("model.layers.{i}.{h}")
+        }
+    }
+
+    fn bad(&self, name: &str, what: String) -> RuntimeError {
+        RuntimeError::Curated(format!("{}: tensor '{name}': {what}", self.src.path.display()))
+    }
+
+    pub(super) fn has(&self, i: usize, g: &str, h: &str) -> bool {
+        self.src.tensor(&self.name(i, g, h)).is_some()
+    }
+
+    /// A 1-D tensor of `len` values; HF gemma norms get their +1 here.
+    pub(super) fn vector(&self, name: &str, len: usize, norm: bool) -> Result<Vec<f32>, RuntimeError> {
+        let w = self.src.view(name)?;
+        if w.numel() != len {
+            return Err(self.bad(name, format!("expected {len} values, found shape {:?}", w.shape)));
+        }
+        let mut v = decode_all(&w);
+        if norm && self.spec.norm_plus_one {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Ok(v)
+    }
+
+    pub(super) fn norm(&self, i: usize, g: &str, h: &str, len: usize) -> Result<Vec<f32>, RuntimeError> {
+        self.vector(&self.name(i, g, h), len, true)
+    }
+
+    /// Rows `first..first + rows` of a matrix with `cols` columns, plus its bias
+    /// (sliced alike) when the file has one.
+    pub(super) fn proj_rows(
+        &self,
+        name: &str,
+        first: usize,
+        rows: usize,
+        cols: usize,
+        total_rows: usize,
+    ) -> Result<Proj, RuntimeError> {
+        let w = self.src.view(&format!("{name}.weight"))?;
+        if w.cols() != cols || w.rows() != total_rows {
+            return Err(self.bad(
+                &w.name,
+                format!("expected {total_rows} rows of {cols}, found shape {:?}", w.shape),
+            ));
+        }
+        let bias_name = format!("{name}.bias");
+        let bias = if self.src.tensor(&bias_name).is_some() {
+            let b = self.vector(&bias_name, total_rows, false)?;
+            Some(b[first..first + rows].to_vec())
+        } else {
+            None
+        };
+        Ok(Proj {
+            w,
+            first,
+            rows,
+            bias,
+        })
+    }
+
+    pub(super) fn proj(&self, name: &str, rows: usize, cols: usize) -> Result<Proj, RuntimeError> {
+        self.proj_rows(name, 0, rows, cols, rows)
+    }
+
+    pub(super) fn layer(&self, i: usize) -> Result<Layer, RuntimeError> {
+        let s = self.spec;
+        let (hd, h) = (s.head_dim, s.hidden);
+        let (qw, kvw) = (s.n_heads * hd, s.n_kv * hd);
+        let n = |g: &str, hf: &str| self.name(i, g, hf);
+
+        let (q, k, v) = if self.has(i, "attn_qkv.weight", "self_attn.qkv_proj.weight") {
+            // phi3: one stored matrix, q rows then k rows then v rows.
+            let f = n("attn_qkv", "self_attn.qkv_proj");
+            let total = qw + 2 * kvw;
+            (
+                self.proj_rows(&f, 0, qw, h, total)?,
+                self.proj_rows(&f, qw, kvw, h, total)?,
+                self.proj_rows(&f, qw + kvw, kvw, h, total)?,
+            )
+        } else {
+            (
+                self.proj(&n("attn_q", "self_attn.q_proj"), qw, h)?,
+                self.proj(&n("attn_k", "self_attn.k_proj"), kvw, h)?,
+                self.proj(&n("attn_v", "self_attn.v_proj"), kvw, h)?,
+            )
+        };
+        let (q_norm, k_norm) = if s.qk_norm {
+            (
+                Some(self.norm(i, "attn_q_norm.weight", "self_attn.q_norm.weight", hd)?),
+                Some(self.norm(i, "attn_k_norm.weight", "self_attn.k_norm.weight", hd)?),
+            )
+        } else {
+            (None, None)
+        };
+        let o = self.proj(&n("attn_output", "self_attn.o_proj"), h, qw)?;
+
+        // HF gemma names its post-attention norm like llama's pre-FFN norm.
+        let (ffn_norm_hf, post_attn_norm, post_ffn_norm) = if s.sandwich {
+            (
+                "pre_feedforward_layernorm.weight",
+                Some(self.norm(i, "post_attention_norm.weight", "post_attention_layernorm.weight", h)?),
+                Some(self.norm(i, "post_ffw_norm.weight", "post_feedforward_layernorm.weight", h)?),
+            )
+        } else {
+            ("post_attention_layernorm.weight", None, None)
+        };
+
+        let ffn = if s.family == Family::Qwen3Moe && self.has(i, "ffn_gate_inp.weight", "mlp.gate.weight") {
+            self.moe(i)?
+        } else if self.has(i, "ffn_gate.weight", "mlp.gate_proj.weight") {
+            Ffn::Dense {
+                gate: self.proj(&n("ffn_gate", "mlp.gate_proj"), s.ffn, h)?,
+                up: self.proj(&n("ffn_up", "mlp.up_proj"), s.ffn, h)?,
+                down: self.proj(&n("ffn_down", "mlp.down_proj"), h, s.ffn)?,
+            }
+        } else {
+            // phi3: gate rows then up rows in one matrix (GGUF calls it ffn_up).
+            let f = n("ffn_up", "mlp.gate_up_proj");
+            Ffn::Dense {
+                gate: self.proj_rows(&f, 0, s.ffn, h, 2 * s.ffn)?,
+                up: self.proj_rows(&f, s.ffn, s.ffn, h, 2 * s.ffn)?,
+                down: self.proj(&n("ffn_down", "mlp.down_proj"), h, s.ffn)?,
+            }
+        };
+        Ok(Layer {
+            attn_norm: self.norm(i, "attn_norm.weight", "input_layernorm.weight", h)?,
+            q,
+            k,
+            v,
+            q_norm,
+            k_norm,
+            o,
+            post_attn_norm,
+            ffn_norm: self.norm(i, "ffn_norm.weight", ffn_norm_hf, h)?,
+            ffn,
+            post_ffn_norm,
+        })
+    }
+
+    fn moe(&self, i: usize) -> Result<Ffn, RuntimeError> {
+        let s = self.spec;
+        let (h, e, f) = (s.hidden, s.experts, s.expert_ffn);
+        let router = self.proj(&self.name(i, "ffn_gate_inp", "mlp.gate"), e, h)?;
+        let mut experts = Vec::with_capacity(e);
+        for x in 0..e {
+            experts.push(if s.gguf {
+                // 3-D tensors [expert, rows, cols]: expert x owns a run of rows.
+                let t = |g: &str, rows, cols| {
+                    self.proj_rows(&format!("blk.{i}.{g}"), x * rows, rows, cols, e * rows)
+                };
+                (t("ffn_gate_exps", f, h)?, t("ffn_up_exps", f, h)?, t("ffn_down_exps", h, f)?)
+            } else {
+                let t = |p: &str, rows, cols| {
+                    self.proj(&format!("model.layers.{i}.mlp.experts.{x}.{p}"), rows, cols)
+                };
+                (t("gate_proj", f, h)?, t("up_proj", f, h)?, t("down_proj", h, f)?)
+            });
+        }
+        Ok(Ffn::Moe { router, experts })
+    }
+}
