@@ -188,7 +188,16 @@ fn real_main() -> Result<()> {
             let model = open(weights.as_deref().unwrap_or(&plan_v.model.source))?;
             run_plan(&model, plan_v, &gen)
         }
-        Command::Compile { model, output, dump, dump_after, stats, seq, json, passes } => {
+        Command::Compile {
+            model,
+            output,
+            dump,
+            dump_after,
+            stats,
+            seq,
+            json,
+            passes,
+        } => {
             let selection = PassSelection::parse(&passes)?;
             if let Some(p) = &dump_after {
                 if !selection.contains(p) {
@@ -210,7 +219,11 @@ fn real_main() -> Result<()> {
                                "arena_bytes": arena, "naive_bytes": naive, "compile_ms": compiled.compile_ms, "seq": seq})
                     );
                 } else {
-                    println!("nodes: {} expanded, {} optimised", compiled.nodes_expanded, compiled.plan.steps.len());
+                    println!(
+                        "nodes: {} expanded, {} optimised",
+                        compiled.nodes_expanded,
+                        compiled.plan.steps.len()
+                    );
                     println!("activations at seq={seq}: arena {arena} bytes, naive {naive} bytes");
                     println!("compile: {:.2} ms", compiled.compile_ms);
                 }

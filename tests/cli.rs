@@ -205,7 +205,13 @@ fn stats_json_contract() {
     let (code, out, err) = weft(&["compile", &tied_gguf(), "--stats", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    for k in ["nodes_expanded", "nodes_optimized", "arena_bytes", "naive_bytes", "compile_ms"] {
+    for k in [
+        "nodes_expanded",
+        "nodes_optimized",
+        "arena_bytes",
+        "naive_bytes",
+        "compile_ms",
+    ] {
         assert!(v[k].is_number(), "{k} in {v}");
     }
     assert!(v["nodes_optimized"].as_u64() < v["nodes_expanded"].as_u64());

@@ -120,8 +120,18 @@ fn graph_and_curated_agree_for_32_steps() {
 fn passes_on_and_off_give_the_same_logits() {
     let model = smollm2();
     let prompt = model.encode(PROMPTS[0]).unwrap();
-    let mut on = model.cpu(model.compile(&PassSelection::all()).unwrap().plan, prompt.len() + 1).unwrap();
-    let mut off = model.cpu(model.compile(&PassSelection::none()).unwrap().plan, prompt.len() + 1).unwrap();
+    let mut on = model
+        .cpu(
+            model.compile(&PassSelection::all()).unwrap().plan,
+            prompt.len() + 1,
+        )
+        .unwrap();
+    let mut off = model
+        .cpu(
+            model.compile(&PassSelection::none()).unwrap().plan,
+            prompt.len() + 1,
+        )
+        .unwrap();
     let r = parity::compare(&mut on, &mut off, &prompt, 0, 1e-5).unwrap();
     eprintln!("passes on vs off: max rel {:.2e}", r.max_rel());
     assert!(r.passed(), "rel {:.2e}", r.max_rel());

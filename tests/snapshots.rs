@@ -22,3 +22,40 @@ fn llama_tied_gguf() {
 fn llama_gqa_untied_hf() {
     snapshot("llama_gqa_untied_hf", tiny("llama-gqa-untied"));
 }
+
+fn family(name: &str) -> std::path::PathBuf {
+    fixtures()
+        .join("families")
+        .join(name)
+        .join("model-f32.gguf")
+}
+
+#[test]
+fn qwen2_gguf() {
+    snapshot("qwen2_gguf", family("qwen2"));
+}
+
+#[test]
+fn qwen3_gguf() {
+    snapshot("qwen3_gguf", family("qwen3"));
+}
+
+#[test]
+fn phi3_gguf() {
+    snapshot("phi3_gguf", family("phi3-partial-rope"));
+}
+
+#[test]
+fn gemma2_gguf() {
+    snapshot("gemma2_gguf", family("gemma2"));
+}
+
+#[test]
+fn gemma3_gguf() {
+    snapshot("gemma3_gguf", family("gemma3-p6"));
+}
+
+#[test]
+fn gemma3_hf() {
+    snapshot("gemma3_hf", fixtures().join("families").join("gemma3"));
+}

@@ -5,8 +5,7 @@
 
 mod common;
 use common::*;
-use weft_runtime::sampler::argmax;
-use weft_runtime::{parity, Forward, PassSelection};
+use weft_runtime::{Forward, PassSelection};
 
 /// (directory, weights inside it or "" for the HF directory itself, reference file)
 const CASES: &[(&str, &str, &str)] = &[
@@ -22,54 +21,10 @@ const CASES: &[(&str, &str, &str)] = &[
     ("llama-odd", "model-f16.gguf", "reference-f16.json"),
 ];
 
-fn check(dir: &str, weights: &str, reference: &str) {
-    let path = tiny(dir).join(weights);
-    let r = json(&tiny(dir).join(reference));
-    let input = ids(&r["input_ids"]);
-    let want_logits = floats(&r["last_logits"]);
-    let want_greedy = ids(&r["greedy"]);
-    let model = open_shared(path.to_str().unwrap());
-    let plan = model.compile(&PassSelection::all()).unwrap().plan;
-    let mut graph = model.cpu(plan, input.len() + want_greedy.len()).unwrap();
-
-    let logits = graph.forward(&input).unwrap().to_vec();
-    let rel = max_abs_diff(&logits, &want_logits) / max_abs(&want_logits);
-    eprintln!("{dir}/{weights}: max |Δlogit| / max|logit| vs transformers = {rel:.2e}");
-    assert!(
-        rel <= 1e-3,
-        "{dir}/{weights}: logits differ from transformers by {rel:.2e} (relative)"
-    );
-
-    let mut tokens = vec![argmax(&logits)];
-    while tokens.len() < want_greedy.len() {
-        let l = graph.forward(&[*tokens.last().unwrap()]).unwrap();
-        tokens.push(argmax(l));
-    }
-    assert_eq!(
-        tokens, want_greedy,
-        "{dir}/{weights}: greedy tokens differ from transformers"
-    );
-
-    let mut graph = model
-        .cpu(
-            model.compile(&PassSelection::all()).unwrap().plan,
-            input.len() + 17,
-        )
-        .unwrap();
-    let mut curated = model.curated(input.len() + 17).unwrap();
-    let rep = parity::compare(&mut graph, &mut curated, &input, 16, 1e-4).unwrap();
-    assert!(
-        rep.passed(),
-        "{dir}/{weights}: graph vs curated: rel {:.2e}, tokens agree {}",
-        rep.max_rel(),
-        rep.tokens_agree()
-    );
-}
-
 #[test]
 fn tiny_llama_matches_transformers_through_every_path() {
     for (dir, weights, reference) in CASES {
-        check(dir, weights, reference);
+        check_against_reference(&tiny(dir), weights, reference);
     }
 }
 

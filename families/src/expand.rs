@@ -75,7 +75,11 @@ struct Expander<'a> {
 fn meta_to_value(m: &MetaValue) -> Option<Value> {
     match m {
         MetaValue::Str(s) => Some(Value::Str(s.clone())),
-        MetaValue::Array(a) => a.iter().map(meta_to_value).collect::<Option<Vec<_>>>().map(Value::List),
+        MetaValue::Array(a) => a
+            .iter()
+            .map(meta_to_value)
+            .collect::<Option<Vec<_>>>()
+            .map(Value::List),
         other => other.as_f64().map(Value::Num),
     }
 }
@@ -161,12 +165,22 @@ impl Expander<'_> {
             SourceKind::Gguf => spec.gguf.as_ref(),
             SourceKind::Hf => spec.hf.as_ref(),
         };
-        let keys: Vec<String> =
-            keys.map(Keys::list).unwrap_or_default().iter().map(|k| k.replace("{arch}", arch)).collect();
+        let keys: Vec<String> = keys
+            .map(Keys::list)
+            .unwrap_or_default()
+            .iter()
+            .map(|k| k.replace("{arch}", arch))
+            .collect();
         for k in &keys {
             if let Some(m) = self.info.meta(k) {
                 return meta_to_value(m).ok_or_else(|| {
-                    Some(self.hparam_err(name, format!("key '{k}' holds {}, expected numbers or strings", m.summary())))
+                    Some(self.hparam_err(
+                        name,
+                        format!(
+                            "key '{k}' holds {}, expected numbers or strings",
+                            m.summary()
+                        ),
+                    ))
                 });
             }
         }
@@ -188,7 +202,9 @@ impl Expander<'_> {
         } else {
             format!("key {} not found in {place}", keys.join(" or "))
         };
-        Err(Some(self.hparam_err(name, format!("{tried} and no default"))))
+        Err(Some(
+            self.hparam_err(name, format!("{tried} and no default")),
+        ))
     }
 
     fn usize_var(&self, name: &str, at: &str) -> Result<usize, FamilyError> {
@@ -294,8 +310,11 @@ impl Expander<'_> {
             self.vars.insert("i".to_string(), Value::Num(i as f64));
             for (name, e) in &self.t.layer_vars {
                 let at = format!("layer_vars.{name}");
-                let src = e.as_str().ok_or_else(|| self.op_err(&at, "expected an expression string"))?;
-                let v = eval(src, &self.vars).map_err(|m| self.op_err(&at, format!("layer {i}: {m}")))?;
+                let src = e
+                    .as_str()
+                    .ok_or_else(|| self.op_err(&at, "expected an expression string"))?;
+                let v = eval(src, &self.vars)
+                    .map_err(|m| self.op_err(&at, format!("layer {i}: {m}")))?;
                 self.vars.insert(name.clone(), v);
             }
         }
@@ -516,14 +535,25 @@ impl Expander<'_> {
             "slice" => {
                 need(1)?;
                 let start = self.num(entry, "start", at)?.unwrap_or(0.0) as usize;
-                (Op::Slice { start, len: self.req_count(entry, "len", at)? }, ins.clone())
+                (
+                    Op::Slice {
+                        start,
+                        len: self.req_count(entry, "len", at)?,
+                    },
+                    ins.clone(),
+                )
             }
             "glu" => {
                 need(1)?;
                 let act = match self.string(entry, "act", at)?.as_deref() {
                     Some("silu") => GluAct::Silu,
                     Some("gelu") => GluAct::Gelu,
-                    other => return Err(self.op_err(at, format!("glu act must be 'silu' or 'gelu', found {other:?}"))),
+                    other => {
+                        return Err(self.op_err(
+                            at,
+                            format!("glu act must be 'silu' or 'gelu', found {other:?}"),
+                        ))
+                    }
                 };
                 (Op::Glu { act }, ins.clone())
             }

@@ -28,7 +28,14 @@ impl fmt::Display for Value {
         match self {
             Value::Num(n) => write!(f, "{n}"),
             Value::Str(s) => write!(f, "'{s}'"),
-            Value::List(l) => write!(f, "[{}]", l.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
+            Value::List(l) => write!(
+                f,
+                "[{}]",
+                l.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -59,7 +66,9 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
             }
             let s = &src[start..i];
-            out.push(Tok::Num(s.parse().map_err(|_| format!("bad number {s:?}"))?));
+            out.push(Tok::Num(
+                s.parse().map_err(|_| format!("bad number {s:?}"))?,
+            ));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
@@ -103,7 +112,10 @@ enum Expr {
 /// Evaluates `src` with `vars` in scope.
 pub fn eval(src: &str, vars: &BTreeMap<String, Value>) -> Result<Value, String> {
     let toks = lex(src)?;
-    let mut p = Parser { toks: &toks, pos: 0 };
+    let mut p = Parser {
+        toks: &toks,
+        pos: 0,
+    };
     let e = p.expr(0)?;
     if p.pos != toks.len() {
         return Err(format!("unexpected {:?}", toks[p.pos]));
@@ -208,7 +220,10 @@ impl Expr {
         let bool_num = |x: bool| Value::Num(x as u8 as f64);
         Ok(match self {
             Expr::Lit(v) => v.clone(),
-            Expr::Name(n) => vars.get(n).cloned().ok_or_else(|| format!("unknown name '{n}'"))?,
+            Expr::Name(n) => vars
+                .get(n)
+                .cloned()
+                .ok_or_else(|| format!("unknown name '{n}'"))?,
             Expr::Neg(e) => Value::Num(-num(&e.eval(vars)?, "'-'")?),
             Expr::Not(e) => bool_num(!e.eval(vars)?.truthy()),
             Expr::Index(l, i) => {
@@ -241,12 +256,20 @@ impl Expr {
                 _ => return Err("len takes one argument".into()),
             },
             Expr::Call(f, args) => {
-                let nums = args.iter().map(|a| num(&a.eval(vars)?, f)).collect::<Result<Vec<_>, _>>()?;
+                let nums = args
+                    .iter()
+                    .map(|a| num(&a.eval(vars)?, f))
+                    .collect::<Result<Vec<_>, _>>()?;
                 match (f.as_str(), nums.as_slice()) {
                     ("sqrt", [x]) => Value::Num(x.sqrt()),
                     ("min", [a, b]) => Value::Num(a.min(*b)),
                     ("max", [a, b]) => Value::Num(a.max(*b)),
-                    _ => return Err(format!("unknown function {f} with {} argument(s)", nums.len())),
+                    _ => {
+                        return Err(format!(
+                            "unknown function {f} with {} argument(s)",
+                            nums.len()
+                        ))
+                    }
                 }
             }
             Expr::Bin(op, a, b) => {
@@ -291,7 +314,10 @@ mod tests {
         v.insert("hidden".to_string(), Value::Num(576.0));
         v.insert("n_heads".to_string(), Value::Num(9.0));
         v.insert("kind".to_string(), Value::Str("pairs".into()));
-        v.insert("types".to_string(), Value::List(vec![Value::Str("a".into()), Value::Str("b".into())]));
+        v.insert(
+            "types".to_string(),
+            Value::List(vec![Value::Str("a".into()), Value::Str("b".into())]),
+        );
         v.insert("none".to_string(), Value::List(vec![]));
         assert_eq!(eval("hidden / n_heads", &v), Ok(Value::Num(64.0)));
         assert_eq!(eval("1 / sqrt(64)", &v), Ok(Value::Num(0.125)));
@@ -301,9 +327,14 @@ mod tests {
         assert_eq!(eval("(5 + 1) % 4 == 2", &v), Ok(Value::Num(1.0)));
         assert_eq!(eval("-hidden + 1", &v), Ok(Value::Num(-575.0)));
         assert_eq!(eval("types[1] == 'b'", &v), Ok(Value::Num(1.0)));
-        assert_eq!(eval("if(len(none) > 0, none[3], 7)", &v), Ok(Value::Num(7.0)));
+        assert_eq!(
+            eval("if(len(none) > 0, none[3], 7)", &v),
+            Ok(Value::Num(7.0))
+        );
         assert!(eval("none[3]", &v).unwrap_err().contains("outside"));
-        assert!(eval("nope + 1", &v).unwrap_err().contains("unknown name 'nope'"));
+        assert!(eval("nope + 1", &v)
+            .unwrap_err()
+            .contains("unknown name 'nope'"));
         assert!(eval("kind * 2", &v).is_err());
         assert!(eval("1 +", &v).is_err());
     }

@@ -95,17 +95,25 @@ pub enum FamilyError {
 /// Parses a template (its file name is used in messages), resolving `extends` among
 /// the built-in templates.
 pub fn parse_template(file: &str, text: &str) -> Result<Template, FamilyError> {
-    let t: Template =
-        toml::from_str(text).map_err(|e| FamilyError::Template { file: file.to_string(), message: e.to_string() })?;
+    let t: Template = toml::from_str(text).map_err(|e| FamilyError::Template {
+        file: file.to_string(),
+        message: e.to_string(),
+    })?;
     match t.family.extends.clone() {
         None => Ok(t),
         Some(parent) => {
-            let (pfile, ptext) = TEMPLATES.iter().find(|(f, _)| *f == parent).ok_or_else(|| FamilyError::Template {
-                file: file.to_string(),
-                message: format!("extends unknown template '{parent}'"),
-            })?;
+            let (pfile, ptext) = TEMPLATES
+                .iter()
+                .find(|(f, _)| *f == parent)
+                .ok_or_else(|| FamilyError::Template {
+                    file: file.to_string(),
+                    message: format!("extends unknown template '{parent}'"),
+                })?;
             if *pfile == file {
-                return Err(FamilyError::Template { file: file.to_string(), message: "extends itself".into() });
+                return Err(FamilyError::Template {
+                    file: file.to_string(),
+                    message: "extends itself".into(),
+                });
             }
             Ok(t.over(parse_template(pfile, ptext)?))
         }

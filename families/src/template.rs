@@ -86,15 +86,20 @@ pub struct TensorSpec {
 impl Template {
     /// This template laid over its parent (see [`FamilyHeader::extends`]).
     pub fn over(self, parent: Template) -> Template {
-        let merge = |mut base: toml::map::Map<String, toml::Value>, top: toml::map::Map<String, toml::Value>| {
+        let merge = |mut base: toml::map::Map<String, toml::Value>,
+                     top: toml::map::Map<String, toml::Value>| {
             for (k, v) in top {
                 base.insert(k, v);
             }
             base
         };
-        let pick = |mine: Vec<Table>, theirs: Vec<Table>| if mine.is_empty() { theirs } else { mine };
+        let pick =
+            |mine: Vec<Table>, theirs: Vec<Table>| if mine.is_empty() { theirs } else { mine };
         Template {
-            family: FamilyHeader { extends: None, ..self.family },
+            family: FamilyHeader {
+                extends: None,
+                ..self.family
+            },
             hparams: merge(parent.hparams, self.hparams),
             tensors: merge(parent.tensors, self.tensors),
             layer_vars: merge(parent.layer_vars, self.layer_vars),

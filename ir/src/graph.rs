@@ -426,14 +426,30 @@ impl Graph {
     /// in insertion order, and leaves (weights, token ids) right before their first
     /// reader, so dumps read top to bottom and stay stable.
     pub fn topo_order(&self) -> Vec<NodeId> {
-        let is_leaf = |n: NodeId| self.inner.edges_directed(n, Direction::Incoming).next().is_none();
+        let is_leaf = |n: NodeId| {
+            self.inner
+                .edges_directed(n, Direction::Incoming)
+                .next()
+                .is_none()
+        };
         let mut indeg: std::collections::HashMap<NodeId, usize> = self
             .inner
             .node_indices()
-            .map(|n| (n, self.inner.edges_directed(n, Direction::Incoming).filter(|e| !is_leaf(e.source())).count()))
+            .map(|n| {
+                (
+                    n,
+                    self.inner
+                        .edges_directed(n, Direction::Incoming)
+                        .filter(|e| !is_leaf(e.source()))
+                        .count(),
+                )
+            })
             .collect();
-        let mut ready: std::collections::BTreeSet<NodeId> =
-            indeg.iter().filter(|(&n, &d)| d == 0 && !is_leaf(n)).map(|(&n, _)| n).collect();
+        let mut ready: std::collections::BTreeSet<NodeId> = indeg
+            .iter()
+            .filter(|(&n, &d)| d == 0 && !is_leaf(n))
+            .map(|(&n, _)| n)
+            .collect();
         let mut placed = std::collections::HashSet::new();
         let mut order = Vec::with_capacity(self.len());
         while let Some(n) = ready.pop_first() {
@@ -452,7 +468,11 @@ impl Graph {
             }
         }
         // Leaves nobody reads still belong to the graph.
-        order.extend(self.inner.node_indices().filter(|&n| is_leaf(n) && !placed.contains(&n)));
+        order.extend(
+            self.inner
+                .node_indices()
+                .filter(|&n| is_leaf(n) && !placed.contains(&n)),
+        );
         order
     }
 }

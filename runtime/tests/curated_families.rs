@@ -74,13 +74,21 @@ fn check_source(family: &str, source: &str, reference: &str) -> f32 {
     let prompt = ids(&r["input_ids"]);
     let want = floats(&r["last_logits"]);
     let greedy = ids(&r["greedy"]);
-    let path = if source == "hf" { dir.clone() } else { dir.join(source) };
+    let path = if source == "hf" {
+        dir.clone()
+    } else {
+        dir.join(source)
+    };
     let mut m = open(&path, prompt.len() + GREEDY_STEPS + 1);
     let (logits, tokens) = run(&mut m, &prompt, GREEDY_STEPS);
     let scale = r["max_abs_logit"].as_f64().unwrap() as f32;
     assert!((max_abs(&want) - scale).abs() <= 1e-6 * scale.max(1.0));
     let rel = max_diff(&logits, &want) / scale;
-    let agree = tokens.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
+    let agree = tokens
+        .iter()
+        .zip(&greedy)
+        .take_while(|(a, b)| a == b)
+        .count();
     eprintln!(
         "{family:18} {source:15} max|Δ|/max|logit| = {rel:.2e}   greedy {agree}/{GREEDY_STEPS}"
     );
@@ -217,7 +225,10 @@ fn gemma3_270m_real_model() {
             first_diff,
             want_tokens.len()
         );
-        assert!(rel <= REL_TOL, "prompt {i}: logits differ by {rel:.3e} of max|logit|");
+        assert!(
+            rel <= REL_TOL,
+            "prompt {i}: logits differ by {rel:.3e} of max|logit|"
+        );
         if let Some(s) = first_diff {
             assert!(
                 gaps[s] < tol,

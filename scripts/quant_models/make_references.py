@@ -143,7 +143,9 @@ def dequant_matches_ggml(path: Path) -> dict[str, int]:
         name = t.tensor_type.name
         if name in ("F32", "F16", "BF16"):
             continue
-        fn = getattr(lib, f"dequantize_row_{name.lower()}")
+        sym = name.lower()
+        sym = sym[:-2] + "_K" if sym.endswith("_k") else sym  # ggml spells q2_K ... q6_K
+        fn = getattr(lib, f"dequantize_row_{sym}")
         fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
         raw = np.ascontiguousarray(t.data).view(np.uint8)
         n = int(np.prod([int(x) for x in t.shape]))

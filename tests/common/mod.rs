@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use weft_runtime::Model;
+use weft_runtime::sampler::argmax;
+use weft_runtime::{parity, Forward, Model, PassSelection};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,4 +82,63 @@ pub fn max_abs(v: &[f32]) -> f32 {
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "logit vectors differ in length");
     a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// A model in `dir` (the directory itself, or a weights file in it when `weights` is not
+/// empty) against a transformers reference file there: last-position logits within
+/// 1e-3·max|logit|, the reference's greedy tokens exactly, and graph vs curated within
+/// 1e-4 relative with the same greedy tokens for 16 steps.
+pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
+    let path = dir.join(weights);
+    let label = format!("{}/{weights}", dir.file_name().unwrap().to_string_lossy());
+    let r = json(&dir.join(reference));
+    let input = ids(&r["input_ids"]);
+    let want_logits = floats(&r["last_logits"]);
+    let want_greedy = ids(&r["greedy"]);
+    let model = open_shared(path.to_str().unwrap());
+    let plan = model.compile(&PassSelection::all()).unwrap().plan;
+    let mut graph = model.cpu(plan, input.len() + want_greedy.len()).unwrap();
+
+    let logits = graph.forward(&input).unwrap().to_vec();
+    let rel = max_abs_diff(&logits, &want_logits) / max_abs(&want_logits);
+    eprintln!("{label}: max |Δlogit| / max|logit| vs transformers = {rel:.2e}");
+    assert!(
+        rel <= 1e-3,
+        "{label}: logits differ from transformers by {rel:.2e} (relative)"
+    );
+    assert_eq!(
+        greedy_after(&mut graph, &logits, want_greedy.len()),
+        want_greedy,
+        "{label}: greedy tokens differ from transformers"
+    );
+
+    let mut graph = model
+        .cpu(
+            model.compile(&PassSelection::all()).unwrap().plan,
+            input.len() + 17,
+        )
+        .unwrap();
+    let mut curated = model.curated(input.len() + 17).unwrap();
+    let rep = parity::compare(&mut graph, &mut curated, &input, 16, 1e-4).unwrap();
+    eprintln!(
+        "{label}: graph vs curated max rel {:.2e}, tokens agree {}",
+        rep.max_rel(),
+        rep.tokens_agree()
+    );
+    assert!(
+        rep.passed(),
+        "{label}: graph vs curated: rel {:.2e}, tokens agree {}",
+        rep.max_rel(),
+        rep.tokens_agree()
+    );
+}
+
+/// Greedy continuation of `n` tokens, the first chosen from `logits` (already computed).
+pub fn greedy_after(model: &mut dyn Forward, logits: &[f32], n: usize) -> Vec<u32> {
+    let mut tokens = vec![argmax(logits)];
+    while tokens.len() < n {
+        let l = model.forward(&[*tokens.last().unwrap()]).unwrap();
+        tokens.push(argmax(l));
+    }
+    tokens
 }

@@ -288,7 +288,10 @@ impl CpuProgram {
             }
             Op::Bias => {
                 let b = small(1)?;
-                for (o, r) in out.chunks_exact_mut(b.len()).zip(input(0).chunks_exact(b.len())) {
+                for (o, r) in out
+                    .chunks_exact_mut(b.len())
+                    .zip(input(0).chunks_exact(b.len()))
+                {
                     for ((o, x), y) in o.iter_mut().zip(r).zip(b) {
                         *o = x + y;
                     }

@@ -14,10 +14,11 @@ mod weights;
 
 use crate::load::ModelSource;
 use crate::RuntimeError;
+use rayon::prelude::*;
 use spec::Spec;
 use weft_cpu::quant::kernel_for;
 use weft_ir::{MetaValue, WeightView};
-use weights::{Ffn, Layer, Loader};
+use weights::{Ffn, Layer, Loader, Mlp};
 
 pub struct Curated {
     spec: Spec,
@@ -54,7 +55,11 @@ impl Curated {
                 .meta("tie_word_embeddings")
                 .and_then(MetaValue::as_bool)
                 .unwrap_or(false);
-        let head_name = if gguf { "output.weight" } else { "lm_head.weight" };
+        let head_name = if gguf {
+            "output.weight"
+        } else {
+            "lm_head.weight"
+        };
         let head = if tied_hf || src.tensor(head_name).is_none() {
             embed.clone()
         } else {
@@ -65,14 +70,22 @@ impl Curated {
             .map(|i| loader.layer(i))
             .collect::<Result<Vec<_>, _>>()?;
         let out_norm = loader.vector(
-            if gguf { "output_norm.weight" } else { "model.norm.weight" },
+            if gguf {
+                "output_norm.weight"
+            } else {
+                "model.norm.weight"
+            },
             spec.hidden,
             true,
         )?;
         let kv_width = spec.n_kv * spec.head_dim;
         Ok(Curated {
-            keys: (0..spec.n_layers).map(|_| vec![0.0; max_ctx * kv_width]).collect(),
-            values: (0..spec.n_layers).map(|_| vec![0.0; max_ctx * kv_width]).collect(),
+            keys: (0..spec.n_layers)
+                .map(|_| vec![0.0; max_ctx * kv_width])
+                .collect(),
+            values: (0..spec.n_layers)
+                .map(|_| vec![0.0; max_ctx * kv_width])
+                .collect(),
             spec,
             embed,
             out_norm,
@@ -130,14 +143,14 @@ impl Curated {
                 g / (1.0 + (-g).exp())
             }
         };
-        let dense = |gate: &weights::Proj, up: &weights::Proj, down: &weights::Proj| {
-            let g = gate.apply(h);
-            let u = up.apply(h);
+        let dense = |m: &Mlp| {
+            let g = m.gate.apply(h);
+            let u = m.up.apply(h);
             let a: Vec<f32> = g.iter().zip(&u).map(|(g, u)| act(*g) * u).collect();
-            down.apply(&a)
+            m.down.apply(&a)
         };
         match ffn {
-            Ffn::Dense { gate, up, down } => dense(gate, up, down),
+            Ffn::Dense(m) => dense(m),
             Ffn::Moe { router, experts } => {
                 // Softmax over all experts, keep the top k (ties to the lower index).
                 let logits = router.apply(h);
@@ -154,8 +167,7 @@ impl Curated {
                 }
                 let mut out = vec![0.0; self.spec.hidden];
                 for (&i, wi) in top.iter().zip(&w) {
-                    let (g, u, d) = &experts[i];
-                    let y = dense(g, u, d);
+                    let y = dense(&experts[i]);
                     out.iter_mut().zip(&y).for_each(|(o, y)| *o += wi * y);
                 }
                 out
@@ -191,12 +203,12 @@ impl Curated {
                 Self::norm_heads(&mut q, qn, c.eps);
                 Self::norm_heads(&mut k, kn, c.eps);
             }
-            self.rotate(&mut q, p, 0);
-            self.rotate(&mut k, p, 0);
+            self.rotate(&mut q, p, kind.rope);
+            self.rotate(&mut k, p, kind.rope);
             self.keys[li][p * kvw..(p + 1) * kvw].copy_from_slice(&k);
             self.values[li][p * kvw..(p + 1) * kvw].copy_from_slice(&v);
             // HF sliding window: query p sees keys j with p - j < window.
-            let first = 0;
+            let first = kind.window.map_or(0, |w| (p + 1).saturating_sub(w));
             let mut att = vec![0.0; c.n_heads * hd];
             for hq in 0..c.n_heads {
                 let kvh = hq / per_kv;
@@ -239,7 +251,6 @@ impl Curated {
             let h = Self::norm(&x, &self.out_norm, c.eps);
             let k = kernel_for(self.head.dtype);
             let head = &self.head;
-            use rayon::prelude::*;
             let mut logits: Vec<f32> = (0..head.rows())
                 .into_par_iter()
                 .map(|r| k.dot(head.row(r), &h))

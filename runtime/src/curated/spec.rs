@@ -138,7 +138,7 @@ impl Spec {
         let n_kv = k
             .opt("attention.head_count_kv", &["num_key_value_heads"])
             .map_or(n_heads, |v| v as usize);
-        if n_heads == 0 || n_kv == 0 || n_heads % n_kv != 0 {
+        if n_heads == 0 || n_kv == 0 || !n_heads.is_multiple_of(n_kv) {
             return Err(err(format!(
                 "{}: {n_heads} query heads cannot share {n_kv} key/value heads",
                 src.path.display()
@@ -156,16 +156,20 @@ impl Spec {
             }
         }
         let rope_dim = if gguf {
-            k.opt("rope.dimension_count", &[]).map_or(head_dim, |v| v as usize)
+            k.opt("rope.dimension_count", &[])
+                .map_or(head_dim, |v| v as usize)
         } else {
             let f = num(
                 src,
-                &["partial_rotary_factor", "rope_parameters.partial_rotary_factor"],
+                &[
+                    "partial_rotary_factor",
+                    "rope_parameters.partial_rotary_factor",
+                ],
             )
             .unwrap_or(1.0);
             (head_dim as f64 * f) as usize
         };
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
+        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(err(format!(
                 "{}: rope over {rope_dim} of {head_dim} head dims",
                 src.path.display()
@@ -231,7 +235,10 @@ impl Spec {
             if gguf {
                 // GGUF has no query_pre_attn_scalar; llama.cpp uses head_dim,
                 // except hidden/heads for the 27B models (46 / 62 layers).
-                let big = matches!((family, n_layers), (Family::Gemma2, 46) | (Family::Gemma3, 62));
+                let big = matches!(
+                    (family, n_layers),
+                    (Family::Gemma2, 46) | (Family::Gemma3, 62)
+                );
                 let d = if big { hidden / n_heads } else { head_dim };
                 1.0 / (d as f32).sqrt()
             } else {
@@ -243,6 +250,23 @@ impl Spec {
         };
         let cap = |gk: &str, hk: &str| k.opt(gk, &[hk]).filter(|v| *v > 0.0).map(|v| v as f32);
         let moe = family == Family::Qwen3Moe;
+        let (experts, experts_used, expert_ffn) = if moe {
+            let n = k
+                .need("expert_count", "num_experts")
+                .or_else(|_| k.need("expert_count", "num_local_experts"))?
+                as usize;
+            let used = k.need("expert_used_count", "num_experts_per_tok")? as usize;
+            if used == 0 || used > n {
+                return Err(err(format!(
+                    "{}: {used} experts per token out of {n}",
+                    src.path.display()
+                )));
+            }
+            let f = k.need("expert_feed_forward_length", "moe_intermediate_size")? as usize;
+            (n, used, f)
+        } else {
+            (0, 0, 0)
+        };
         Ok(Spec {
             family,
             gguf,
@@ -265,22 +289,9 @@ impl Spec {
             gelu: family.gemma(),
             sandwich: family.gemma(),
             qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),
-            experts: if moe {
-                k.need("expert_count", "num_experts")
-                    .or_else(|_| k.need("expert_count", "num_local_experts"))? as usize
-            } else {
-                0
-            },
-            experts_used: if moe {
-                k.need("expert_used_count", "num_experts_per_tok")? as usize
-            } else {
-                0
-            },
-            expert_ffn: if moe {
-                k.need("expert_feed_forward_length", "moe_intermediate_size")? as usize
-            } else {
-                0
-            },
+            experts,
+            experts_used,
+            expert_ffn,
             // llama.cpp always renormalises the top-k weights for qwen3moe.
             norm_topk: moe
                 && (gguf
@@ -311,13 +322,20 @@ fn layer_kinds(
         match src.meta(&key) {
             Some(MetaValue::Array(a)) => {
                 if a.len() != n_layers {
-                    return Err(bad(format!("'{key}' has {} entries for {n_layers} layers", a.len())));
+                    return Err(bad(format!(
+                        "'{key}' has {} entries for {n_layers} layers",
+                        a.len()
+                    )));
                 }
                 a.iter().map(|v| v.as_bool().unwrap_or(false)).collect()
             }
             Some(v) => match v.as_u64() {
                 Some(p) if p > 0 => every(p as usize),
-                _ => return Err(bad(format!("'{key}': expected a layer count or a bool per layer"))),
+                _ => {
+                    return Err(bad(format!(
+                        "'{key}': expected a layer count or a bool per layer"
+                    )))
+                }
             },
             // llama.cpp hard-codes the patterns of these two families.
             None => match family {
@@ -328,7 +346,10 @@ fn layer_kinds(
         }
     } else if let Some(MetaValue::Array(a)) = src.meta("layer_types") {
         if a.len() != n_layers {
-            return Err(bad(format!("'layer_types' has {} entries for {n_layers} layers", a.len())));
+            return Err(bad(format!(
+                "'layer_types' has {} entries for {n_layers} layers",
+                a.len()
+            )));
         }
         a.iter()
             .map(|v| match v.as_str() {

@@ -30,17 +30,16 @@ impl Proj {
     }
 }
 
+/// A gated FFN: down(act(gate·x) * up·x).
+pub(super) struct Mlp {
+    pub gate: Proj,
+    pub up: Proj,
+    pub down: Proj,
+}
+
 pub(super) enum Ffn {
-    Dense {
-        gate: Proj,
-        up: Proj,
-        down: Proj,
-    },
-    Moe {
-        router: Proj,
-        /// (gate, up, down) per expert.
-        experts: Vec<(Proj, Proj, Proj)>,
-    },
+    Dense(Box<Mlp>),
+    Moe { router: Proj, experts: Vec<Mlp> },
 }
 
 pub(super) struct Layer {
@@ -79,7 +78,10 @@ impl Loader<'_> {
     }
 
     fn bad(&self, name: &str, what: String) -> RuntimeError {
-        RuntimeError::Curated(format!("{}: tensor '{name}': {what}", self.src.path.display()))
+        RuntimeError::Curated(format!(
+            "{}: tensor '{name}': {what}",
+            self.src.path.display()
+        ))
     }
 
     pub(super) fn has(&self, i: usize, g: &str, h: &str) -> bool {
@@ -87,10 +89,18 @@ impl Loader<'_> {
     }
 
     /// A 1-D tensor of `len` values; HF gemma norms get their +1 here.
-    pub(super) fn vector(&self, name: &str, len: usize, norm: bool) -> Result<Vec<f32>, RuntimeError> {
+    pub(super) fn vector(
+        &self,
+        name: &str,
+        len: usize,
+        norm: bool,
+    ) -> Result<Vec<f32>, RuntimeError> {
         let w = self.src.view(name)?;
         if w.numel() != len {
-            return Err(self.bad(name, format!("expected {len} values, found shape {:?}", w.shape)));
+            return Err(self.bad(
+                name,
+                format!("expected {len} values, found shape {:?}", w.shape),
+            ));
         }
         let mut v = decode_all(&w);
         if norm && self.spec.norm_plus_one {
@@ -99,7 +109,13 @@ impl Loader<'_> {
         Ok(v)
     }
 
-    pub(super) fn norm(&self, i: usize, g: &str, h: &str, len: usize) -> Result<Vec<f32>, RuntimeError> {
+    pub(super) fn norm(
+        &self,
+        i: usize,
+        g: &str,
+        h: &str,
+        len: usize,
+    ) -> Result<Vec<f32>, RuntimeError> {
         self.vector(&self.name(i, g, h), len, true)
     }
 
@@ -117,7 +133,10 @@ impl Loader<'_> {
         if w.cols() != cols || w.rows() != total_rows {
             return Err(self.bad(
                 &w.name,
-                format!("expected {total_rows} rows of {cols}, found shape {:?}", w.shape),
+                format!(
+                    "expected {total_rows} rows of {cols}, found shape {:?}",
+                    w.shape
+                ),
             ));
         }
         let bias_name = format!("{name}.bias");
@@ -175,29 +194,41 @@ impl Loader<'_> {
         let (ffn_norm_hf, post_attn_norm, post_ffn_norm) = if s.sandwich {
             (
                 "pre_feedforward_layernorm.weight",
-                Some(self.norm(i, "post_attention_norm.weight", "post_attention_layernorm.weight", h)?),
-                Some(self.norm(i, "post_ffw_norm.weight", "post_feedforward_layernorm.weight", h)?),
+                Some(self.norm(
+                    i,
+                    "post_attention_norm.weight",
+                    "post_attention_layernorm.weight",
+                    h,
+                )?),
+                Some(self.norm(
+                    i,
+                    "post_ffw_norm.weight",
+                    "post_feedforward_layernorm.weight",
+                    h,
+                )?),
             )
         } else {
             ("post_attention_layernorm.weight", None, None)
         };
 
-        let ffn = if s.family == Family::Qwen3Moe && self.has(i, "ffn_gate_inp.weight", "mlp.gate.weight") {
+        let ffn = if s.family == Family::Qwen3Moe
+            && self.has(i, "ffn_gate_inp.weight", "mlp.gate.weight")
+        {
             self.moe(i)?
         } else if self.has(i, "ffn_gate.weight", "mlp.gate_proj.weight") {
-            Ffn::Dense {
+            Ffn::Dense(Box::new(Mlp {
                 gate: self.proj(&n("ffn_gate", "mlp.gate_proj"), s.ffn, h)?,
                 up: self.proj(&n("ffn_up", "mlp.up_proj"), s.ffn, h)?,
                 down: self.proj(&n("ffn_down", "mlp.down_proj"), h, s.ffn)?,
-            }
+            }))
         } else {
             // phi3: gate rows then up rows in one matrix (GGUF calls it ffn_up).
             let f = n("ffn_up", "mlp.gate_up_proj");
-            Ffn::Dense {
+            Ffn::Dense(Box::new(Mlp {
                 gate: self.proj_rows(&f, 0, s.ffn, h, 2 * s.ffn)?,
                 up: self.proj_rows(&f, s.ffn, s.ffn, h, 2 * s.ffn)?,
                 down: self.proj(&n("ffn_down", "mlp.down_proj"), h, s.ffn)?,
-            }
+            }))
         };
         Ok(Layer {
             attn_norm: self.norm(i, "attn_norm.weight", "input_layernorm.weight", h)?,
@@ -225,12 +256,20 @@ impl Loader<'_> {
                 let t = |g: &str, rows, cols| {
                     self.proj_rows(&format!("blk.{i}.{g}"), x * rows, rows, cols, e * rows)
                 };
-                (t("ffn_gate_exps", f, h)?, t("ffn_up_exps", f, h)?, t("ffn_down_exps", h, f)?)
+                Mlp {
+                    gate: t("ffn_gate_exps", f, h)?,
+                    up: t("ffn_up_exps", f, h)?,
+                    down: t("ffn_down_exps", h, f)?,
+                }
             } else {
                 let t = |p: &str, rows, cols| {
                     self.proj(&format!("model.layers.{i}.mlp.experts.{x}.{p}"), rows, cols)
                 };
-                (t("gate_proj", f, h)?, t("up_proj", f, h)?, t("down_proj", h, f)?)
+                Mlp {
+                    gate: t("gate_proj", f, h)?,
+                    up: t("up_proj", f, h)?,
+                    down: t("down_proj", h, f)?,
+                }
             });
         }
         Ok(Ffn::Moe { router, experts })
