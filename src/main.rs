@@ -67,6 +67,10 @@ enum Command {
         /// the plan's recorded size and tensor table.
         #[arg(long)]
         weights: Option<String>,
+        /// Run these passes on the plan before executing (they add to what compile ran;
+        /// a plan compiled with --passes none can be optimised here).
+        #[arg(long)]
+        passes: Option<String>,
         #[command(flatten)]
         gen: GenArgs,
     },
@@ -180,12 +184,29 @@ fn real_main() -> Result<()> {
             );
             run_plan(&model, compiled.plan, &gen)
         }
-        Command::Exec { plan, weights, gen } => {
+        Command::Exec {
+            plan,
+            weights,
+            passes,
+            gen,
+        } => {
             let text = std::fs::read_to_string(&plan)
                 .with_context(|| format!("reading plan {}", plan.display()))?;
-            let plan_v: Plan = serde_json::from_str(&text)
+            let mut plan_v: Plan = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a weft plan", plan.display()))?;
             let model = open(weights.as_deref().unwrap_or(&plan_v.model.source))?;
+            if let Some(p) = passes {
+                let selection = PassSelection::parse(&p)?;
+                let mut graph = plan_v.to_graph();
+                weft_passes::infer_shapes(&mut graph)?;
+                let (family, stamp, hparams) = (
+                    plan_v.family.clone(),
+                    plan_v.model.clone(),
+                    plan_v.hparams.clone(),
+                );
+                plan_v =
+                    weft_passes::build_plan(graph, &selection, &family, stamp, hparams, |_, _| {})?;
+            }
             run_plan(&model, plan_v, &gen)
         }
         Command::Compile {

@@ -217,3 +217,39 @@ fn stats_json_contract() {
     assert!(v["nodes_optimized"].as_u64() < v["nodes_expanded"].as_u64());
     assert!(v["arena_bytes"].as_u64() < v["naive_bytes"].as_u64());
 }
+
+#[test]
+fn exec_can_optimise_an_unoptimised_plan() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-execpasses-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    let (code, _, err) = weft(&[
+        "compile",
+        &tied_gguf(),
+        "--passes",
+        "none",
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    for (file, extra) in [(&a, vec![]), (&b, vec!["--passes", "all"])] {
+        let args = [
+            &[
+                "exec",
+                plan.to_str().unwrap(),
+                "--tokens",
+                "3,1,4",
+                "--max-tokens",
+                "1",
+                "--logits-out",
+                file.to_str().unwrap(),
+            ][..],
+            &extra[..],
+        ]
+        .concat();
+        let (code, _, err) = weft(&args);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(floats(&json(&a)["logits"]), floats(&json(&b)["logits"]));
+}

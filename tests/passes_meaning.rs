@@ -30,6 +30,7 @@ struct Shape {
     tied: bool,
     softcap: bool,
     window: Option<usize>,
+    qkv_bias: bool,
     seed: u64,
 }
 
@@ -44,10 +45,21 @@ fn shapes() -> impl Strategy<Value = Shape> {
         prop::bool::ANY,
         prop::bool::ANY,
         prop::option::of(1usize..4),
-        any::<u64>(),
+        (any::<bool>(), any::<u64>()),
     )
         .prop_map(
-            |(kv, gqa, layers, gelu, extra_chain, duplicate_norm, tied, softcap, window, seed)| {
+            |(
+                kv,
+                gqa,
+                layers,
+                gelu,
+                extra_chain,
+                duplicate_norm,
+                tied,
+                softcap,
+                window,
+                (qkv_bias, seed),
+            )| {
                 Shape {
                     heads: if gqa { kv * 2 } else { kv },
                     kv_heads: kv,
@@ -58,6 +70,7 @@ fn shapes() -> impl Strategy<Value = Shape> {
                     tied,
                     softcap,
                     window,
+                    qkv_bias,
                     seed,
                 }
             },
@@ -152,9 +165,16 @@ fn build(s: &Shape) -> (Graph, Weights) {
         let wq = b.weight(&qw, &[s.heads * HEAD_DIM, d], 0.0);
         let wk = b.weight(&kw, &[s.kv_heads * HEAD_DIM, d], 0.0);
         let wv = b.weight(&vw, &[s.kv_heads * HEAD_DIM, d], 0.0);
-        let q = b.op(Op::MatMul { route: None }, "q", &[h, wq]);
-        let k = b.op(Op::MatMul { route: None }, "k", &[h2, wk]);
-        let v = b.op(Op::MatMul { route: None }, "v", &[h, wv]);
+        let q = b.op(Op::matmul(), "q", &[h, wq]);
+        let k = b.op(Op::matmul(), "k", &[h2, wk]);
+        let mut v = b.op(Op::matmul(), "v", &[h, wv]);
+        let mut q = q;
+        if s.qkv_bias {
+            let bq = b.weight(&format!("bq{l}"), &[s.heads * HEAD_DIM], 0.0);
+            let bv = b.weight(&format!("bv{l}"), &[s.kv_heads * HEAD_DIM], 0.0);
+            q = b.op(Op::Bias, "q", &[q, bq]);
+            v = b.op(Op::Bias, "v", &[v, bv]);
+        }
         let q = b.op(rope.clone(), "q", &[q]);
         let k = b.op(rope.clone(), "k", &[k]);
         let att = Op::Attention {
@@ -169,17 +189,17 @@ fn build(s: &Shape) -> (Graph, Weights) {
         };
         let a = b.op(att, "a", &[q, k, v]);
         let wo = b.weight(&ow, &[d, s.heads * HEAD_DIM], 0.0);
-        let a = b.op(Op::MatMul { route: None }, "o", &[a, wo]);
+        let a = b.op(Op::matmul(), "o", &[a, wo]);
         x = b.op(Op::Add, "x", &[x, a]);
         let h = norm(&mut b, x, &format!("f{l}"));
         let wg = b.weight(&format!("g{l}"), &[ffn, d], 0.0);
         let wu = b.weight(&format!("u{l}"), &[ffn, d], 0.0);
         let wd = b.weight(&format!("d{l}"), &[d, ffn], 0.0);
-        let gt = b.op(Op::MatMul { route: None }, "g", &[h, wg]);
-        let up = b.op(Op::MatMul { route: None }, "u", &[h, wu]);
+        let gt = b.op(Op::matmul(), "g", &[h, wg]);
+        let up = b.op(Op::matmul(), "u", &[h, wu]);
         let act = b.op(if s.gelu { Op::Gelu } else { Op::Silu }, "g", &[gt]);
         let m = b.op(Op::Mul, "m", &[act, up]);
-        let dn = b.op(Op::MatMul { route: None }, "d", &[m, wd]);
+        let dn = b.op(Op::matmul(), "d", &[m, wd]);
         x = b.op(Op::Add, "x", &[x, dn]);
         // Elementwise chains for the general fusion rule.
         for c in 0..s.extra_chain {
@@ -204,7 +224,7 @@ fn build(s: &Shape) -> (Graph, Weights) {
     } else {
         b.weight("head", &[VOCAB, d], 0.0)
     };
-    let mut logits = b.op(Op::MatMul { route: None }, "logits", &[x, head]);
+    let mut logits = b.op(Op::matmul(), "logits", &[x, head]);
     if s.softcap {
         logits = b.op(Op::Softcap { cap: 8.0 }, "logits", &[logits]);
     }

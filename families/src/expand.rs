@@ -431,7 +431,7 @@ impl Expander<'_> {
             }
             "matmul" => {
                 need(1)?;
-                (Op::MatMul { route: None }, vec![ins[0], need_weight()?])
+                (Op::matmul(), vec![ins[0], need_weight()?])
             }
             "add" | "mul" => {
                 need(2)?;

@@ -159,17 +159,18 @@ pub enum Op {
     },
     /// Rows of the table (input 0) picked by the token ids (input 1).
     TokenEmbed,
-    /// `x · wᵀ`: x `[seq, k]` (input 0), w `[n, k]` (input 1, any dtype) → `[seq, n]`.
+    /// `x · [w₁; w₂; …]ᵀ`: x `[seq, k]` (input 0) against one or more weights `[n_i, k]`
+    /// of any stored type (inputs 1..=n), outputs side by side `[seq, Σ n_i]`: several
+    /// weights over one input are one pass over it (fused q/k/v, gate/up). Epilogue:
+    /// with `bias`, inputs n+1..=2n are each weight's bias; then `softcap` if set.
     /// `route`: the kernels chosen by the quant-route pass (none: the backend picks).
     MatMul {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         route: Option<Route>,
-    },
-    /// Several matmuls over one input (input 0) in one pass: weights are inputs 1..,
-    /// all `[n_i, k]`; the outputs sit side by side: `[seq, Σ n_i]`.
-    MatMulCat {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        bias: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        route: Option<Route>,
+        softcap: Option<f32>,
     },
     /// Columns `start..start + len` of the input.
     Slice {
@@ -242,6 +243,15 @@ pub enum Op {
 }
 
 impl Op {
+    /// A plain matmul: one weight, no epilogue, not routed yet.
+    pub fn matmul() -> Op {
+        Op::MatMul {
+            route: None,
+            bias: false,
+            softcap: None,
+        }
+    }
+
     /// The op's name in text dumps.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -249,7 +259,6 @@ impl Op {
             Op::Weight { .. } => "weight",
             Op::TokenEmbed => "token_embed",
             Op::MatMul { .. } => "matmul",
-            Op::MatMulCat { .. } => "matmul_cat",
             Op::Slice { .. } => "slice",
             Op::AddRmsNorm { .. } => "add_rms_norm",
             Op::Glu { .. } => "glu",
@@ -277,8 +286,18 @@ impl Op {
             Op::RmsNorm { eps, weight_offset, group } | Op::AddRmsNorm { eps, weight_offset, group } => {
                 format!("eps={eps:e} offset={weight_offset} group={group}")
             }
-            Op::MatMul { route: Some(r) } | Op::MatMulCat { route: Some(r) } => {
-                format!("{} decode={:?} prefill={:?}", r.dtype, r.decode, r.prefill)
+            Op::MatMul { route, bias, softcap } => {
+                let mut p = Vec::new();
+                if let Some(r) = route {
+                    p.push(format!("{} decode={:?} prefill={:?}", r.dtype, r.decode, r.prefill));
+                }
+                if *bias {
+                    p.push("bias".into());
+                }
+                if let Some(c) = softcap {
+                    p.push(format!("softcap={c}"));
+                }
+                p.join(" ")
             }
             Op::Slice { start, len } => format!("start={start} len={len}"),
             Op::Glu { act } => format!("act={act:?}"),

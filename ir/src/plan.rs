@@ -114,6 +114,25 @@ impl Plan {
         (arena, naive)
     }
 
+    /// The plan as a graph again (for passes run on a written plan).
+    pub fn to_graph(&self) -> Graph {
+        let mut g = Graph::new();
+        let mut ids = Vec::with_capacity(self.steps.len());
+        for st in &self.steps {
+            let inputs: Vec<NodeId> = st.inputs.iter().map(|&i| ids[i]).collect();
+            let n = g.add(
+                st.node.op.clone(),
+                st.node.name.clone(),
+                st.node.origin.clone(),
+                &inputs,
+            );
+            g.node_mut(n).shape = st.node.shape.clone();
+            ids.push(n);
+        }
+        g.outputs = self.outputs.iter().map(|&o| ids[o]).collect();
+        g
+    }
+
     /// The graph text: one line per step.
     pub fn to_text(&self) -> String {
         let mut s = String::new();

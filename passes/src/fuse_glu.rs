@@ -1,5 +1,5 @@
 //! Gated linear units: `act(gate) · up`, where gate and up are the two halves of one
-//! `matmul_cat`, become one `glu` over the packed output (SwiGLU, GeGLU).
+//! two-weight matmul, become one `glu` over the packed output (SwiGLU, GeGLU).
 
 use crate::Pass;
 use weft_ir::{GluAct, Graph, NodeId, Op};
@@ -7,7 +7,7 @@ use weft_ir::{GluAct, Graph, NodeId, Op};
 pub struct FuseGlu;
 
 /// `(act, packed)` when `a` is `act(slice(P, 0, f))` and `b` is `slice(P, f, f)` for a
-/// two-weight matmul_cat P of width 2f, with the activation read only here.
+/// matmul P of width 2f, with the activation read only here.
 fn gated(g: &Graph, a: NodeId, b: NodeId) -> Option<(GluAct, NodeId)> {
     let act = match g.node(a).op {
         Op::Silu => GluAct::Silu,
@@ -24,12 +24,11 @@ fn gated(g: &Graph, a: NodeId, b: NodeId) -> Option<(GluAct, NodeId)> {
         return None;
     };
     let p = g.inputs(gate)[0];
-    let packed_width =
-        g.inputs(p).len() == 3 && g.node(p).shape.get(1) == Some(&weft_ir::Dim::Known(2 * f));
+    let packed_width = g.node(p).shape.get(1) == Some(&weft_ir::Dim::Known(2 * f));
     (g.inputs(b)[0] == p
         && *s2 == *f
         && f2 == f
-        && matches!(g.node(p).op, Op::MatMulCat { .. })
+        && matches!(g.node(p).op, Op::MatMul { .. })
         && packed_width)
         .then_some((act, p))
 }

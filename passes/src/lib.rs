@@ -10,6 +10,7 @@ mod cse;
 mod dce;
 mod fuse_add_norm;
 mod fuse_elementwise;
+mod fuse_epilogue;
 mod fuse_glu;
 mod fuse_matmul;
 mod fuse_rope_attention;
@@ -22,6 +23,7 @@ pub use cse::Cse;
 pub use dce::Dce;
 pub use fuse_add_norm::FuseAddNorm;
 pub use fuse_elementwise::FuseElementwise;
+pub use fuse_epilogue::FuseEpilogue;
 pub use fuse_glu::FuseGlu;
 pub use fuse_matmul::FuseMatmul;
 pub use fuse_rope_attention::FuseRopeAttention;
@@ -30,7 +32,8 @@ pub use quant_route::QuantRoute;
 pub use shapes::infer_shapes;
 pub use tie_alias::TieAlias;
 
-use weft_ir::Graph;
+use std::collections::BTreeMap;
+use weft_ir::{Graph, MetaValue, ModelStamp, Plan};
 
 /// A graph rewrite that preserves meaning.
 pub trait Pass: Sync {
@@ -41,11 +44,13 @@ pub trait Pass: Sync {
 }
 
 /// The graph passes, in order. Aliasing and CSE first so fusions see shared values
-/// once; matmul fusion before GLU fusion (which reads its packed output); the general
+/// once; epilogues into single matmuls before those merge (biases travel with their
+/// weights); matmul fusion before GLU fusion (which reads its packed output); the general
 /// elementwise rule after the specific fusions; routing once matmuls are final; DCE last.
 pub const PIPELINE: &[&dyn Pass] = &[
     &TieAlias,
     &Cse,
+    &FuseEpilogue,
     &FuseMatmul,
     &FuseGlu,
     &FuseAddNorm,
@@ -151,4 +156,28 @@ pub fn optimize(
         after(pass.name(), g);
     }
     Ok(log)
+}
+
+/// Optimises `graph` with the selected passes and lays it out as a plan for `model`,
+/// with memory planning when selected; the plan's log says what every pass did.
+pub fn build_plan(
+    mut graph: Graph,
+    selection: &PassSelection,
+    family: &str,
+    model: ModelStamp,
+    hparams: BTreeMap<String, MetaValue>,
+    after: impl FnMut(&str, &Graph),
+) -> Result<Plan, PassError> {
+    let mut log = optimize(&mut graph, selection, after)?;
+    let mut plan = Plan::from_graph(&graph, family, model, hparams, vec![]);
+    if selection.memory() {
+        let lines = plan_memory(&mut plan);
+        log.push(format!(
+            "{MEMORY}: {} slot(s)",
+            plan.memory.as_ref().map_or(0, |m| m.n_slots)
+        ));
+        log.extend(lines.into_iter().map(|l| format!("  {l}")));
+    }
+    plan.pass_log = log;
+    Ok(plan)
 }

@@ -16,10 +16,7 @@ impl Pass for QuantRoute {
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for n in g.topo_order() {
-            if !matches!(
-                g.node(n).op,
-                Op::MatMul { route: None } | Op::MatMulCat { route: None }
-            ) {
+            if !matches!(g.node(n).op, Op::MatMul { route: None, .. }) {
                 continue;
             }
             let w = g.inputs(n)[1];
@@ -37,10 +34,9 @@ impl Pass for QuantRoute {
                 },
             };
             let node = g.node_mut(n);
-            node.op = match node.op {
-                Op::MatMul { .. } => Op::MatMul { route: Some(route) },
-                _ => Op::MatMulCat { route: Some(route) },
-            };
+            if let Op::MatMul { route: r, .. } = &mut node.op {
+                *r = Some(route);
+            }
             log.push(format!(
                 "'{}': {dtype}, decode={:?}, prefill={:?}",
                 node.name, route.decode, route.prefill

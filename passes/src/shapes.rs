@@ -72,18 +72,21 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             }
             vec![ins[1][0], Dim::Known(d)]
         }
-        Op::MatMul { .. } | Op::MatMulCat { .. } => {
-            let single = matches!(g.node(n).op, Op::MatMul { .. });
-            if ins.len() < 2 || (single && ins.len() != 2) {
+        Op::MatMul { bias, .. } => {
+            let n_weights = if *bias {
+                (ins.len() - 1) / 2
+            } else {
+                ins.len() - 1
+            };
+            if ins.len() < 2 || (*bias && ins.len().is_multiple_of(2)) {
                 return Err(format!(
-                    "{} takes an activation and weight(s), found {} input(s)",
-                    g.node(n).op.kind(),
+                    "matmul takes an activation, weight(s) and as many biases when biased, found {} input(s)",
                     ins.len()
                 ));
             }
             let (rows, k) = matrix(&ins[0], "the activation")?;
             let mut n_out = 0;
-            for w in &ins[1..] {
+            for (i, w) in ins[1..=n_weights].iter().enumerate() {
                 let (wn, wk) = matrix(w, "the weight")?;
                 if wk != k {
                     return Err(format!(
@@ -91,6 +94,12 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
                         show(w),
                         show(&ins[0])
                     ));
+                }
+                if *bias {
+                    let b: usize = ins[1 + n_weights + i].iter().map(|x| x.eval(1)).product();
+                    if b != wn.eval(1) {
+                        return Err(format!("bias of {b} values for a weight of {wn} rows"));
+                    }
                 }
                 n_out += wn.eval(1);
             }

@@ -171,24 +171,14 @@ impl Model {
         weft_passes::infer_shapes(&mut graph)?;
         let expanded_text = graph.to_text();
         let nodes_expanded = graph.len();
-        let mut log = weft_passes::optimize(&mut graph, passes, after)?;
-        let mut plan = Plan::from_graph(
-            &graph,
+        let plan = weft_passes::build_plan(
+            graph,
+            passes,
             &expanded.family,
             self.stamp(),
             expanded.hparams.clone(),
-            vec![],
-        );
-        if passes.memory() {
-            let lines = weft_passes::plan_memory(&mut plan);
-            log.push(format!(
-                "{}: {} slot(s)",
-                weft_passes::MEMORY,
-                plan.memory.as_ref().map_or(0, |m| m.n_slots)
-            ));
-            log.extend(lines.into_iter().map(|l| format!("  {l}")));
-        }
-        plan.pass_log = log;
+            after,
+        )?;
         Ok(Compiled {
             expanded,
             expanded_text,

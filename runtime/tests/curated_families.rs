@@ -150,31 +150,54 @@ fn phi3_partial_rope() {
 /// (`gguf_lossy` in reference.json) and llama.cpp assumes pattern 6 and
 /// 1/sqrt(head_dim). So the HF directory is checked against transformers,
 /// and the GGUF files against llama.cpp's greedy tokens (it read the same
-/// lossy file), allowing a difference only at a step llama.cpp's f16 KV cache
-/// could flip.
+/// lossy file).
 #[test]
 fn gemma3() {
     check_source("gemma3", "hf", "reference.json");
-    let dir = fixtures().join("families").join("gemma3");
-    let lossy = json(&dir.join("reference.json"));
+    check_lossy_gguf("gemma3", "query_pre_attn_scalar");
+}
+
+/// A fixture whose config cannot be written to GGUF faithfully (the converter
+/// drops `lost`, listed in `gguf_lossy`): its GGUF files are compared with
+/// llama.cpp's greedy tokens, since llama.cpp read the same lossy file.
+fn check_lossy_gguf(family: &str, lost: &str) {
+    let dir = fixtures().join("families").join(family);
+    let r = json(&dir.join("reference.json"));
     assert!(
-        lossy["gguf_lossy"]["query_pre_attn_scalar"].is_string()
-            && lossy["gguf_lossy"]["layer_types"].is_string(),
-        "the gemma3 fixture no longer says its GGUF is lossy: check the GGUF against transformers"
+        r["gguf_lossy"][lost].is_string(),
+        "{family}: reference.json no longer lists '{lost}' as lost in GGUF: \
+         check the GGUF files against transformers instead"
     );
     let cpp = json(&dir.join("llamacpp.json"));
+    let prompt = ids(&r["input_ids"]);
     for file in ["model-f32.gguf", "model-f16.gguf"] {
         let want = ids(&cpp[file]["greedy"]);
-        let prompt = ids(&lossy["input_ids"]);
         let mut m = open(&dir.join(file), prompt.len() + want.len() + 1);
         let (_, tokens) = run(&mut m, &prompt, want.len());
         let agree = tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
         eprintln!(
-            "gemma3 (lossy GGUF) {file:15} greedy vs llama.cpp {agree}/{}",
+            "{family:18} {file:15} (lossy GGUF) greedy vs llama.cpp {agree}/{}",
             want.len()
         );
-        assert_eq!(tokens, want, "gemma3 {file}: greedy differs from llama.cpp");
+        assert_eq!(
+            tokens, want,
+            "{family} {file}: greedy differs from llama.cpp"
+        );
     }
+}
+
+#[test]
+fn phi2() {
+    check_family("phi2");
+}
+
+/// starcoder2's GGUF has no sliding window (the converter drops it, llama.cpp
+/// attends to the whole context), so as for gemma3 the GGUF files are checked
+/// against llama.cpp's greedy tokens and the HF directory against transformers.
+#[test]
+fn starcoder2() {
+    check_source("starcoder2", "hf", "reference.json");
+    check_lossy_gguf("starcoder2", "sliding_window");
 }
 
 #[test]

@@ -77,6 +77,12 @@ impl CpuProgram {
         for st in &plan.steps {
             match st.node.op {
                 Op::RmsNorm { .. } | Op::Bias => small_use[st.inputs[1]] = true,
+                Op::MatMul { bias: true, .. } => {
+                    let n_weights = (st.inputs.len() - 1) / 2;
+                    st.inputs[1 + n_weights..]
+                        .iter()
+                        .for_each(|&b| small_use[b] = true);
+                }
                 Op::AddRmsNorm { .. } => small_use[st.inputs[2]] = true,
                 Op::Rope { .. } if st.inputs.len() > 1 => small_use[st.inputs[1]] = true,
                 Op::Attention { .. } if st.inputs.len() > 3 => small_use[st.inputs[3]] = true,
@@ -261,13 +267,38 @@ impl CpuProgram {
         match &step.node.op {
             Op::Tokens | Op::Weight { .. } => {}
             Op::TokenEmbed => matmul::gather_rows(weight(0)?, tokens, &mut out)?,
-            Op::MatMul { route } | Op::MatMulCat { route } => {
+            Op::MatMul {
+                route,
+                bias,
+                softcap,
+            } => {
                 let rows = shape[0];
                 let kernel = route.map_or(auto(rows), |r| r.for_rows(rows));
-                let ws = (1..step.inputs.len())
-                    .map(weight)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let n_weights = if *bias {
+                    (step.inputs.len() - 1) / 2
+                } else {
+                    step.inputs.len() - 1
+                };
+                let ws = (1..=n_weights).map(weight).collect::<Result<Vec<_>, _>>()?;
                 matmul::matmul_cat(input(0), rows, &ws, kernel, &mut out);
+                if *bias {
+                    let biases = (0..n_weights)
+                        .map(|k| small(1 + n_weights + k))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    for row in out.chunks_exact_mut(shape[1]) {
+                        let mut at = 0;
+                        for b in &biases {
+                            row[at..at + b.len()]
+                                .iter_mut()
+                                .zip(b.iter())
+                                .for_each(|(o, v)| *o += v);
+                            at += b.len();
+                        }
+                    }
+                }
+                if let Some(cap) = softcap {
+                    out.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+                }
             }
             Op::Slice { start, len: width } => {
                 let src = input(0);

@@ -3,7 +3,7 @@
 //! It exists to check the graph path; agreement of the two is the parity test.
 //!
 //! One forward for several families (llama, mistral, qwen2, qwen3, qwen3moe,
-//! gemma2, gemma3, phi3), switched by flags that [`spec`] reads from the file's
+//! gemma2, gemma3, phi3, phi2, starcoder2), switched by flags that [`spec`] reads from the file's
 //! own keys and tensor names. Written for plainness, one token at a time; it
 //! shares only the per-block dot products and row decoders with the CPU backend
 //! (those are checked bit-exact against the format's reference on their own).
@@ -18,14 +18,15 @@ use rayon::prelude::*;
 use spec::Spec;
 use weft_cpu::quant::kernel_for;
 use weft_ir::{MetaValue, WeightView};
-use weights::{Ffn, Layer, Loader, Mlp};
+use weights::{Ffn, Layer, Loader, Mlp, Norm};
 
 pub struct Curated {
     spec: Spec,
     embed: WeightView,
     layers: Vec<Layer>,
-    out_norm: Vec<f32>,
+    out_norm: Norm,
     head: WeightView,
+    head_bias: Option<Vec<f32>>,
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     pos: usize,
@@ -69,15 +70,19 @@ impl Curated {
         let layers = (0..spec.n_layers)
             .map(|i| loader.layer(i))
             .collect::<Result<Vec<_>, _>>()?;
-        let out_norm = loader.vector(
-            if gguf {
-                "output_norm.weight"
-            } else {
-                "model.norm.weight"
+        let out_norm = loader.norm_named(
+            match (gguf, spec.family) {
+                (true, _) => "output_norm",
+                (false, spec::Family::Phi2) => "model.final_layernorm",
+                (false, _) => "model.norm",
             },
             spec.hidden,
-            true,
         )?;
+        let head_bias_name = format!("{}.bias", head_name.trim_end_matches(".weight"));
+        let head_bias = match src.tensor(&head_bias_name) {
+            Some(_) => Some(loader.vector(&head_bias_name, head.rows(), false)?),
+            None => None,
+        };
         let kv_width = spec.n_kv * spec.head_dim;
         Ok(Curated {
             keys: (0..spec.n_layers)
@@ -90,6 +95,7 @@ impl Curated {
             embed,
             out_norm,
             head,
+            head_bias,
             layers,
             pos: 0,
             max_ctx,
@@ -97,17 +103,32 @@ impl Curated {
         })
     }
 
-    fn norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-        let ms: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        x.iter().zip(w).map(|(v, g)| v * inv * g).collect()
+    /// RMSNorm, or LayerNorm (mean removed, then bias) for phi2/starcoder2.
+    fn norm(&self, x: &[f32], n: &Norm) -> Vec<f32> {
+        let len = x.len() as f32;
+        let mean = if self.spec.layer_norm {
+            x.iter().sum::<f32>() / len
+        } else {
+            0.0
+        };
+        let var: f32 = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / len;
+        let inv = 1.0 / (var + self.spec.eps).sqrt();
+        let mut y: Vec<f32> = x
+            .iter()
+            .zip(&n.w)
+            .map(|(v, g)| (v - mean) * inv * g)
+            .collect();
+        if let Some(b) = &n.b {
+            y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+        }
+        y
     }
 
-    /// RMSNorm of each head of `v` on its own (qwen3, gemma3 q/k norm).
-    fn norm_heads(v: &mut [f32], w: &[f32], eps: f32) {
-        for head in v.chunks_exact_mut(w.len()) {
-            let n = Self::norm(head, w, eps);
-            head.copy_from_slice(&n);
+    /// The norm of each head of `v` on its own (qwen3, gemma3 q/k norm).
+    fn norm_heads(&self, v: &mut [f32], n: &Norm) {
+        for head in v.chunks_exact_mut(n.w.len()) {
+            let y = self.norm(head, n);
+            head.copy_from_slice(&y);
         }
     }
 
@@ -151,6 +172,10 @@ impl Curated {
         };
         match ffn {
             Ffn::Dense(m) => dense(m),
+            Ffn::Plain { up, down } => {
+                let a: Vec<f32> = up.apply(h).into_iter().map(act).collect();
+                down.apply(&a)
+            }
             Ffn::Moe { router, experts } => {
                 // Softmax over all experts, keep the top k (ties to the lower index).
                 let logits = router.apply(h);
@@ -195,13 +220,13 @@ impl Curated {
         let per_kv = c.n_heads / c.n_kv;
         for (li, layer) in self.layers.iter().enumerate() {
             let kind = &c.layers[li];
-            let h = Self::norm(&x, &layer.attn_norm, c.eps);
+            let h = self.norm(&x, &layer.attn_norm);
             let mut q = layer.q.apply(&h);
             let mut k = layer.k.apply(&h);
             let v = layer.v.apply(&h);
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                Self::norm_heads(&mut q, qn, c.eps);
-                Self::norm_heads(&mut k, kn, c.eps);
+                self.norm_heads(&mut q, qn);
+                self.norm_heads(&mut k, kn);
             }
             self.rotate(&mut q, p, kind.rope);
             self.rotate(&mut k, p, kind.rope);
@@ -235,26 +260,33 @@ impl Curated {
                 }
             }
             let mut o = layer.o.apply(&att);
-            if let Some(w) = &layer.post_attn_norm {
-                o = Self::norm(&o, w, c.eps);
+            if let Some(n) = &layer.post_attn_norm {
+                o = self.norm(&o, n);
             }
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            let h = Self::norm(&x, &layer.ffn_norm, c.eps);
+            // phi2 (no FFN norm): the FFN reads the same normed input as attention.
+            let h = match &layer.ffn_norm {
+                Some(n) => self.norm(&x, n),
+                None => h,
+            };
             let mut f = self.ffn(&layer.ffn, &h);
-            if let Some(w) = &layer.post_ffn_norm {
-                f = Self::norm(&f, w, c.eps);
+            if let Some(n) = &layer.post_ffn_norm {
+                f = self.norm(&f, n);
             }
             x.iter_mut().zip(&f).for_each(|(a, b)| *a += b);
         }
         self.pos += 1;
         if want_logits {
-            let h = Self::norm(&x, &self.out_norm, c.eps);
+            let h = self.norm(&x, &self.out_norm);
             let k = kernel_for(self.head.dtype);
             let head = &self.head;
             let mut logits: Vec<f32> = (0..head.rows())
                 .into_par_iter()
                 .map(|r| k.dot(head.row(r), &h))
                 .collect();
+            if let Some(b) = &self.head_bias {
+                logits.iter_mut().zip(b).for_each(|(l, b)| *l += b);
+            }
             if let Some(cap) = c.final_softcap {
                 logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
             }

@@ -16,10 +16,12 @@ pub(super) enum Family {
     Gemma2,
     Gemma3,
     Phi3,
+    Phi2,
+    Starcoder2,
 }
 
 const HANDLED: &str = "llama, mistral, qwen2, qwen3, qwen3moe (HF qwen3_moe), gemma2, \
-                       gemma3 (HF gemma3_text), phi3";
+                       gemma3 (HF gemma3_text), phi3, phi2 (HF phi), starcoder2";
 
 impl Family {
     fn of(arch: &str) -> Option<Family> {
@@ -31,6 +33,8 @@ impl Family {
             "gemma2" => Family::Gemma2,
             "gemma3" | "gemma3_text" => Family::Gemma3,
             "phi3" => Family::Phi3,
+            "phi2" | "phi" => Family::Phi2,
+            "starcoder2" => Family::Starcoder2,
             _ => return None,
         })
     }
@@ -74,6 +78,12 @@ pub(super) struct Spec {
     /// HF gemma norms compute x·(1+w); GGUF gemma files store w+1 already.
     pub norm_plus_one: bool,
     pub gelu: bool,
+    /// LayerNorm (mean removed, optional bias) instead of RMSNorm.
+    pub layer_norm: bool,
+    /// down(act(gate)·up) rather than down(act(up)).
+    pub gated: bool,
+    /// phi2: attention and FFN both read the one input norm, both add to x.
+    pub parallel: bool,
     /// Gemma: a norm after attention and after the FFN, before each residual add.
     pub sandwich: bool,
     pub qk_norm: bool,
@@ -177,7 +187,11 @@ impl Spec {
         }
         let ffn = k.need("feed_forward_length", "intermediate_size")? as usize;
         let eps = k
-            .opt("attention.layer_norm_rms_epsilon", &["rms_norm_eps"])
+            .opt(
+                "attention.layer_norm_rms_epsilon",
+                &["rms_norm_eps", "norm_epsilon", "layer_norm_eps"],
+            )
+            .or_else(|| k.opt("attention.layer_norm_epsilon", &[]))
             .unwrap_or(1e-6) as f32;
 
         // Rope bases: one table, or for gemma3 a global and a local one.
@@ -286,7 +300,13 @@ impl Spec {
             final_softcap: cap("final_logit_softcapping", "final_logit_softcapping"),
             embed_scale: family.gemma().then(|| (hidden as f32).sqrt()),
             norm_plus_one: family.gemma() && !gguf,
-            gelu: family.gemma(),
+            gelu: !matches!(
+                family,
+                Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::Phi3
+            ),
+            layer_norm: matches!(family, Family::Phi2 | Family::Starcoder2),
+            gated: !matches!(family, Family::Phi2 | Family::Starcoder2),
+            parallel: family == Family::Phi2,
             sandwich: family.gemma(),
             qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),
             experts,

@@ -39,21 +39,36 @@ pub(super) struct Mlp {
 
 pub(super) enum Ffn {
     Dense(Box<Mlp>),
-    Moe { router: Proj, experts: Vec<Mlp> },
+    /// down(act(up·x)): starcoder2, phi2.
+    Plain {
+        up: Proj,
+        down: Proj,
+    },
+    Moe {
+        router: Proj,
+        experts: Vec<Mlp>,
+    },
+}
+
+/// Norm weights (and a bias for LayerNorm families), decoded once.
+pub(super) struct Norm {
+    pub w: Vec<f32>,
+    pub b: Option<Vec<f32>>,
 }
 
 pub(super) struct Layer {
-    pub attn_norm: Vec<f32>,
+    pub attn_norm: Norm,
     pub q: Proj,
     pub k: Proj,
     pub v: Proj,
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
+    pub q_norm: Option<Norm>,
+    pub k_norm: Option<Norm>,
     pub o: Proj,
-    pub post_attn_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
+    pub post_attn_norm: Option<Norm>,
+    /// None where the FFN reads the attention's input norm (phi2).
+    pub ffn_norm: Option<Norm>,
     pub ffn: Ffn,
-    pub post_ffn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Norm>,
 }
 
 /// Decodes a small 1-D tensor (norm weights, biases) once.
@@ -109,14 +124,26 @@ impl Loader<'_> {
         Ok(v)
     }
 
+    /// `<base>.weight`, and `<base>.bias` when the file has one.
+    pub(super) fn norm_named(&self, base: &str, len: usize) -> Result<Norm, RuntimeError> {
+        let bias = format!("{base}.bias");
+        Ok(Norm {
+            w: self.vector(&format!("{base}.weight"), len, true)?,
+            b: match self.src.tensor(&bias) {
+                Some(_) => Some(self.vector(&bias, len, false)?),
+                None => None,
+            },
+        })
+    }
+
     pub(super) fn norm(
         &self,
         i: usize,
         g: &str,
         h: &str,
         len: usize,
-    ) -> Result<Vec<f32>, RuntimeError> {
-        self.vector(&self.name(i, g, h), len, true)
+    ) -> Result<Norm, RuntimeError> {
+        self.norm_named(&self.name(i, g, h), len)
     }
 
     /// Rows `first..first + rows` of a matrix with `cols` columns, plus its bias
@@ -182,39 +209,43 @@ impl Loader<'_> {
         };
         let (q_norm, k_norm) = if s.qk_norm {
             (
-                Some(self.norm(i, "attn_q_norm.weight", "self_attn.q_norm.weight", hd)?),
-                Some(self.norm(i, "attn_k_norm.weight", "self_attn.k_norm.weight", hd)?),
+                Some(self.norm(i, "attn_q_norm", "self_attn.q_norm", hd)?),
+                Some(self.norm(i, "attn_k_norm", "self_attn.k_norm", hd)?),
             )
         } else {
             (None, None)
         };
-        let o = self.proj(&n("attn_output", "self_attn.o_proj"), h, qw)?;
+        let o_hf = if s.family == Family::Phi2 {
+            "self_attn.dense"
+        } else {
+            "self_attn.o_proj"
+        };
+        let o = self.proj(&n("attn_output", o_hf), h, qw)?;
 
         // HF gemma names its post-attention norm like llama's pre-FFN norm.
         let (ffn_norm_hf, post_attn_norm, post_ffn_norm) = if s.sandwich {
             (
-                "pre_feedforward_layernorm.weight",
-                Some(self.norm(
-                    i,
-                    "post_attention_norm.weight",
-                    "post_attention_layernorm.weight",
-                    h,
-                )?),
-                Some(self.norm(
-                    i,
-                    "post_ffw_norm.weight",
-                    "post_feedforward_layernorm.weight",
-                    h,
-                )?),
+                "pre_feedforward_layernorm",
+                Some(self.norm(i, "post_attention_norm", "post_attention_layernorm", h)?),
+                Some(self.norm(i, "post_ffw_norm", "post_feedforward_layernorm", h)?),
             )
         } else {
-            ("post_attention_layernorm.weight", None, None)
+            ("post_attention_layernorm", None, None)
         };
 
         let ffn = if s.family == Family::Qwen3Moe
             && self.has(i, "ffn_gate_inp.weight", "mlp.gate.weight")
         {
             self.moe(i)?
+        } else if !s.gated {
+            let (up, down) = match s.family {
+                Family::Phi2 => ("mlp.fc1", "mlp.fc2"),
+                _ => ("mlp.c_fc", "mlp.c_proj"),
+            };
+            Ffn::Plain {
+                up: self.proj(&n("ffn_up", up), s.ffn, h)?,
+                down: self.proj(&n("ffn_down", down), h, s.ffn)?,
+            }
         } else if self.has(i, "ffn_gate.weight", "mlp.gate_proj.weight") {
             Ffn::Dense(Box::new(Mlp {
                 gate: self.proj(&n("ffn_gate", "mlp.gate_proj"), s.ffn, h)?,
@@ -231,7 +262,7 @@ impl Loader<'_> {
             }))
         };
         Ok(Layer {
-            attn_norm: self.norm(i, "attn_norm.weight", "input_layernorm.weight", h)?,
+            attn_norm: self.norm(i, "attn_norm", "input_layernorm", h)?,
             q,
             k,
             v,
@@ -239,7 +270,11 @@ impl Loader<'_> {
             k_norm,
             o,
             post_attn_norm,
-            ffn_norm: self.norm(i, "ffn_norm.weight", ffn_norm_hf, h)?,
+            ffn_norm: if s.parallel {
+                None
+            } else {
+                Some(self.norm(i, "ffn_norm", ffn_norm_hf, h)?)
+            },
             ffn,
             post_ffn_norm,
         })
