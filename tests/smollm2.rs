@@ -80,12 +80,7 @@ fn matches_llama_cpp_until_its_gap_falls_below_one() {
         let case = &fx["prompts"][i];
         let want = ids(&case["tokens"]);
         let gaps = floats(&case["gaps"]);
-        // The step with gap < 1.0 is compared too: llama.cpp was not sure there, but
-        // the tokens before it fix the sequence it is compared on.
-        let n = gaps
-            .iter()
-            .position(|g| *g < 1.0)
-            .map_or(want.len(), |k| k + 1);
+        let n = llama_cpp_decided_steps(&gaps);
         let (_, tokens) = greedy(smollm2(), &ids(&case["prompt_tokens"]), want.len());
         let agree = tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
         eprintln!("{p:?}: compared {n} step(s) against llama.cpp; {agree} of 32 agree");

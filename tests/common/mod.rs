@@ -142,3 +142,10 @@ pub fn greedy_after(model: &mut dyn Forward, logits: &[f32], n: usize) -> Vec<u3
     }
     tokens
 }
+
+/// How many leading greedy steps weft is held to llama.cpp: the steps before llama.cpp's
+/// first top-1/top-2 gap below 1.0 (its 8-bit activations and f16 KV cache move logits
+/// by up to about 1, so a smaller gap is its noise, not a fact about the model).
+pub fn llama_cpp_decided_steps(gaps: &[f32]) -> usize {
+    gaps.iter().position(|g| *g < 1.0).unwrap_or(gaps.len())
+}
