@@ -30,6 +30,10 @@ enum Command {
         /// Optional passes: all, none, a list (tie-alias,dce) or removals (-dce).
         #[arg(long, default_value = "all")]
         passes: String,
+        /// Generate with the hand-written curated decoder instead of the compiled plan
+        /// (same generation loop; for cross-checks and memory comparisons).
+        #[arg(long)]
+        curated: bool,
         #[command(flatten)]
         gen: GenArgs,
     },
@@ -172,9 +176,17 @@ fn main() {
 
 fn real_main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run { model, passes, gen } => {
+        Command::Run {
+            model,
+            passes,
+            curated,
+            gen,
+        } => {
             let selection = PassSelection::parse(&passes)?;
             let model = open(&model)?;
+            if curated {
+                return run_forward(&model, &gen, |ctx| Ok(Box::new(model.curated(ctx)?)));
+            }
             let compiled = model.compile(&selection)?;
             eprintln!(
                 "weft: compiled {} ({} steps) in {:.1} ms",
@@ -346,9 +358,18 @@ fn run_plan(model: &Model, plan: Plan, gen: &GenArgs) -> Result<()> {
     if gen.backend == Backend::Gpu {
         bail!("the gpu backend is not built yet; use --backend cpu");
     }
+    run_forward(model, gen, |ctx| Ok(Box::new(model.cpu(plan, ctx)?)))
+}
+
+/// Generates with the forward `make(ctx)` builds, streaming or printing JSON.
+fn run_forward<'m>(
+    model: &'m Model,
+    gen: &GenArgs,
+    make: impl FnOnce(usize) -> Result<Box<dyn Forward + 'm>>,
+) -> Result<()> {
     let prompt = prompt_tokens(model, gen.prompt.as_deref(), gen.tokens.clone())?;
     let ctx = gen.ctx.unwrap_or(prompt.len() + gen.max_tokens);
-    let mut program = model.cpu(plan, ctx)?;
+    let mut program = make(ctx)?;
     let params = GenParams {
         max_tokens: gen.max_tokens,
         sampler: SamplerParams {
@@ -373,7 +394,7 @@ fn run_plan(model: &Model, plan: Plan, gen: &GenArgs) -> Result<()> {
             stdout.flush()?;
         }
     }
-    let result = generate(&mut program as &mut dyn Forward, &prompt, &params, |id| {
+    let result = generate(program.as_mut(), &prompt, &params, |id| {
         if let (false, Some(t)) = (gen.json, tok) {
             let piece = stream.push(t, id);
             // A closed stdout (a pager quit) ends generation rather than erroring mid-token.

@@ -15,6 +15,6 @@ pub use graph::{
     Dim, Ew, GluAct, Graph, MatKernel, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling,
     Route, Sym,
 };
-pub use meta::MetaValue;
+pub use meta::{MetaValue, PackedArray, StrList, StrListBuilder};
 pub use plan::{MemoryPlan, ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
 pub use weights::{ByteSource, WeightProvider, WeightView};

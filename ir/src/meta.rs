@@ -1,6 +1,10 @@
 //! Model metadata values, as GGUF key/values or HF `config.json` entries present them.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// One metadata value. GGUF's integer widths collapse to `Int`/`UInt`, floats to `Float`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -12,6 +16,181 @@ pub enum MetaValue {
     Float(f64),
     Str(String),
     Array(Vec<MetaValue>),
+    /// A long array of scalars or strings (e.g. a tokenizer vocabulary) kept in
+    /// one buffer rather than a `MetaValue` per element. Serialises as a list.
+    #[serde(skip_deserializing)]
+    Packed(PackedArray),
+}
+
+/// A homogeneous array stored compactly; cloning shares the buffer.
+#[derive(Clone, PartialEq)]
+pub enum PackedArray {
+    Bool(Arc<[bool]>),
+    /// 8-, 16- and 64-bit signed integers.
+    Int(Arc<[i64]>),
+    /// 32-bit signed integers (e.g. GGUF token types), kept at their width.
+    I32(Arc<[i32]>),
+    UInt(Arc<[u64]>),
+    /// 32-bit floats (e.g. GGUF token scores), kept at their width.
+    F32(Arc<[f32]>),
+    F64(Arc<[f64]>),
+    Str(StrList),
+}
+
+impl PackedArray {
+    pub fn len(&self) -> usize {
+        match self {
+            PackedArray::Bool(v) => v.len(),
+            PackedArray::Int(v) => v.len(),
+            PackedArray::I32(v) => v.len(),
+            PackedArray::UInt(v) => v.len(),
+            PackedArray::F32(v) => v.len(),
+            PackedArray::F64(v) => v.len(),
+            PackedArray::Str(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a standalone value.
+    pub fn get(&self, i: usize) -> Option<MetaValue> {
+        Some(match self {
+            PackedArray::Bool(v) => MetaValue::Bool(*v.get(i)?),
+            PackedArray::Int(v) => MetaValue::Int(*v.get(i)?),
+            PackedArray::I32(v) => MetaValue::Int(*v.get(i)? as i64),
+            PackedArray::UInt(v) => MetaValue::UInt(*v.get(i)?),
+            PackedArray::F32(v) => MetaValue::Float(*v.get(i)? as f64),
+            PackedArray::F64(v) => MetaValue::Float(*v.get(i)?),
+            PackedArray::Str(v) => MetaValue::Str(v.get(i)?.to_string()),
+        })
+    }
+
+    /// Every element as a standalone value (allocates one per element).
+    pub fn iter(&self) -> impl Iterator<Item = MetaValue> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    pub fn as_strs(&self) -> Option<&StrList> {
+        match self {
+            PackedArray::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Element `i` as an integer, if this is an integer array.
+    pub fn get_i64(&self, i: usize) -> Option<i64> {
+        match self {
+            PackedArray::Int(v) => v.get(i).copied(),
+            PackedArray::I32(v) => v.get(i).map(|&x| x as i64),
+            PackedArray::UInt(v) => v.get(i).and_then(|&x| i64::try_from(x).ok()),
+            _ => None,
+        }
+    }
+
+    /// Element `i` as a float, if this is a numeric array.
+    pub fn get_f64(&self, i: usize) -> Option<f64> {
+        match self {
+            PackedArray::F32(v) => v.get(i).map(|&x| x as f64),
+            PackedArray::F64(v) => v.get(i).copied(),
+            PackedArray::Bool(v) => v.get(i).map(|&b| b as u8 as f64),
+            _ => self.get_i64(i).map(|x| x as f64),
+        }
+    }
+}
+
+impl fmt::Debug for PackedArray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            PackedArray::Bool(_) => "bool",
+            PackedArray::Int(_) => "int",
+            PackedArray::I32(_) => "i32",
+            PackedArray::UInt(_) => "uint",
+            PackedArray::F32(_) => "f32",
+            PackedArray::F64(_) => "f64",
+            PackedArray::Str(_) => "str",
+        };
+        write!(f, "Packed({} {kind} values)", self.len())
+    }
+}
+
+impl Serialize for PackedArray {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for v in self.iter() {
+            seq.serialize_element(&v)?;
+        }
+        seq.end()
+    }
+}
+
+/// A list of strings in one buffer: element `i` is `data[ends[i-1]..ends[i]]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StrList {
+    data: Arc<str>,
+    ends: Arc<[u32]>,
+}
+
+impl StrList {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.data.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+}
+
+impl fmt::Debug for StrList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StrList({} strings)", self.len())
+    }
+}
+
+/// Builds a [`StrList`] one string at a time.
+#[derive(Default)]
+pub struct StrListBuilder {
+    data: String,
+    ends: Vec<u32>,
+}
+
+impl StrListBuilder {
+    pub fn with_capacity(strings: usize, bytes: usize) -> StrListBuilder {
+        StrListBuilder {
+            data: String::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+        }
+    }
+
+    /// Appends `s`; `false` (and nothing appended) when the buffer would pass 4 GiB.
+    pub fn push(&mut self, s: &str) -> bool {
+        match u32::try_from(self.data.len() + s.len()) {
+            Ok(end) => {
+                self.data.push_str(s);
+                self.ends.push(end);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn finish(self) -> StrList {
+        StrList {
+            data: Arc::from(self.data),
+            ends: Arc::from(self.ends),
+        }
+    }
 }
 
 impl MetaValue {
@@ -50,9 +229,29 @@ impl MetaValue {
         }
     }
 
+    /// The elements of an `Array` (a `Packed` array has no `MetaValue`s to
+    /// borrow: see [`MetaValue::array_len`] / [`MetaValue::array_get`]).
     pub fn as_array(&self) -> Option<&[MetaValue]> {
         match self {
             MetaValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Number of elements of an `Array` or `Packed` array.
+    pub fn array_len(&self) -> Option<usize> {
+        match self {
+            MetaValue::Array(a) => Some(a.len()),
+            MetaValue::Packed(p) => Some(p.len()),
+            _ => None,
+        }
+    }
+
+    /// Element `i` of an `Array` or `Packed` array.
+    pub fn array_get(&self, i: usize) -> Option<MetaValue> {
+        match self {
+            MetaValue::Array(a) => a.get(i).cloned(),
+            MetaValue::Packed(p) => p.get(i),
             _ => None,
         }
     }
@@ -64,6 +263,11 @@ impl MetaValue {
             MetaValue::Array(a) => format!(
                 "[{}]",
                 a.iter().map(|v| v.summary()).collect::<Vec<_>>().join(", ")
+            ),
+            MetaValue::Packed(p) if p.len() > 8 => format!("[{} values]", p.len()),
+            MetaValue::Packed(p) => format!(
+                "[{}]",
+                p.iter().map(|v| v.summary()).collect::<Vec<_>>().join(", ")
             ),
             MetaValue::Str(s) if s.len() > 80 => format!("{:?}…", &s[..s.floor_char_boundary(80)]),
             MetaValue::Str(s) => format!("{s:?}"),
