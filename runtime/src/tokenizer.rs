@@ -9,6 +9,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 use tokenizers::models::bpe::BPE;
@@ -17,7 +18,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::SplitDelimiterBehavior;
-use weft_ir::MetaValue;
+use weft_ir::{MetaValue, PackedArray, StrList, StrListBuilder};
 
 /// Everything that can go wrong building or running a tokenizer.
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +81,8 @@ enum Model {
     Bpe { hf: Box<tokenizers::Tokenizer> },
     /// GGUF SentencePiece-style vocabulary, llama.cpp's greedy bigram merge.
     Spm {
-        vocab: HashMap<String, u32>,
-        scores: Vec<f32>,
+        vocab: VocabIndex,
+        scores: Arc<[f32]>,
         byte_ids: Vec<Option<u32>>,
         add_space_prefix: bool,
     },
@@ -97,7 +98,7 @@ enum Model {
 pub struct Tokenizer {
     model: Model,
     /// Decoded bytes of each id (empty for hidden tokens).
-    pieces: Vec<Vec<u8>>,
+    pieces: Pieces,
     /// User-defined tokens, longest first, matched in raw text before the model runs.
     user_defined: Vec<(String, u32)>,
     bos: Option<u32>,
@@ -187,16 +188,157 @@ fn meta_id(
     }
 }
 
-fn meta_array<'a>(
-    meta: &'a BTreeMap<String, MetaValue>,
+/// A string array, packed (shared, no copy) or a plain `Array` (copied).
+fn meta_strs(
+    meta: &BTreeMap<String, MetaValue>,
     key: &str,
-) -> Result<Option<&'a [MetaValue]>, TokenizerError> {
+) -> Result<Option<StrList>, TokenizerError> {
     match meta.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_array()
-            .map(Some)
-            .ok_or_else(|| bad_key(key, "an array", v)),
+        Some(MetaValue::Packed(PackedArray::Str(s))) => Ok(Some(s.clone())),
+        Some(MetaValue::Array(a)) => {
+            let mut b = StrListBuilder::with_capacity(a.len(), 0);
+            for (i, v) in a.iter().enumerate() {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| bad_key(&format!("{key}[{i}]"), "a string", v))?;
+                b.push(s);
+            }
+            Ok(Some(b.finish()))
+        }
+        Some(v) => Err(bad_key(key, "an array of strings", v)),
+    }
+}
+
+/// Element `i` of an integer array, packed or not.
+fn elem_i64(v: &MetaValue, i: usize) -> Option<i64> {
+    match v {
+        MetaValue::Packed(p) => p.get_i64(i),
+        MetaValue::Array(a) => match a.get(i)? {
+            MetaValue::Int(t) => Some(*t),
+            MetaValue::UInt(t) => Some(*t as i64),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Element `i` of a numeric array, packed or not.
+fn elem_f64(v: &MetaValue, i: usize) -> Option<f64> {
+    match v {
+        MetaValue::Packed(p) => p.get_f64(i),
+        MetaValue::Array(a) => a.get(i)?.as_f64(),
+        _ => None,
+    }
+}
+
+/// FNV-1a 64 of a token text.
+fn text_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in s.as_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Text → id over a [`StrList`] without a second copy of the texts: an
+/// open-addressing table of ids, each probe verified against the list. A text
+/// listed twice maps to its last id.
+struct VocabIndex {
+    texts: StrList,
+    /// id + 1 per slot, 0 for empty; the length is a power of two.
+    slots: Vec<u32>,
+}
+
+impl VocabIndex {
+    fn new(texts: StrList) -> VocabIndex {
+        let cap = (texts.len() * 3 / 2 + 1).next_power_of_two().max(16);
+        let mut slots = vec![0u32; cap];
+        let mask = cap - 1;
+        for (i, t) in texts.iter().enumerate() {
+            let mut k = text_hash(t) as usize & mask;
+            loop {
+                match slots[k] {
+                    0 => {
+                        slots[k] = i as u32 + 1;
+                        break;
+                    }
+                    id if texts.get(id as usize - 1) == Some(t) => {
+                        slots[k] = i as u32 + 1;
+                        break;
+                    }
+                    _ => k = (k + 1) & mask,
+                }
+            }
+        }
+        VocabIndex { texts, slots }
+    }
+
+    fn get(&self, text: &str) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let mut k = text_hash(text) as usize & mask;
+        loop {
+            match self.slots[k] {
+                0 => return None,
+                id if self.texts.get(id as usize - 1) == Some(text) => return Some(id - 1),
+                _ => k = (k + 1) & mask,
+            }
+        }
+    }
+
+    fn contains(&self, text: &str) -> bool {
+        self.get(text).is_some()
+    }
+
+    fn text(&self, id: u32) -> &str {
+        self.texts.get(id as usize).unwrap_or_default()
+    }
+
+    fn texts(&self) -> &StrList {
+        &self.texts
+    }
+}
+
+/// The decoded bytes of every id, in one buffer.
+#[derive(Default)]
+struct Pieces {
+    data: Vec<u8>,
+    /// End of each id's bytes in `data`.
+    ends: Vec<usize>,
+}
+
+impl Pieces {
+    fn with_capacity(n: usize) -> Pieces {
+        Pieces {
+            data: Vec::new(),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.ends.push(self.data.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        match self.ends.get(i) {
+            Some(&end) => {
+                let start = if i == 0 { 0 } else { self.ends[i - 1] };
+                &self.data[start..end]
+            }
+            None => &[],
+        }
+    }
+
+    fn shrink(mut self) -> Pieces {
+        self.data.shrink_to_fit();
+        self
     }
 }
 
@@ -220,15 +362,13 @@ fn byte_level_chars() -> [char; 256] {
 }
 
 /// Inverts the byte-level mapping; characters outside it keep their UTF-8 bytes.
-fn byte_level_decode(text: &str, inverse: &HashMap<char, u8>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
+fn byte_level_decode_into(text: &str, inverse: &HashMap<char, u8>, out: &mut Vec<u8>) {
     for c in text.chars() {
         match inverse.get(&c) {
             Some(&b) => out.push(b),
             None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
         }
     }
-    out
 }
 
 /// `<0xAB>` → 0xAB.
@@ -307,7 +447,7 @@ impl PartialOrd for Bigram {
 /// llama.cpp's SentencePiece tokenization of one already-escaped fragment.
 fn spm_tokenize(
     text: &str,
-    vocab: &HashMap<String, u32>,
+    vocab: &VocabIndex,
     scores: &[f32],
     byte_ids: &[Option<u32>],
     out: &mut Vec<u32>,
@@ -344,7 +484,7 @@ fn spm_tokenize(
         };
         let start = syms[l].start;
         let size = syms[l].len + syms[r].len;
-        if let Some(&id) = vocab.get(&text[start..start + size]) {
+        if let Some(id) = vocab.get(&text[start..start + size]) {
             let score = scores.get(id as usize).copied().unwrap_or(0.0);
             queue.push(Bigram {
                 score,
@@ -378,7 +518,7 @@ fn spm_tokenize(
     while let Some(k) = i {
         let piece = &text[syms[k].start..syms[k].start + syms[k].len];
         match vocab.get(piece) {
-            Some(&id) => out.push(id),
+            Some(id) => out.push(id),
             // Only unmerged single characters can be missing: spell them as bytes.
             None => out.extend(piece.bytes().filter_map(|b| byte_ids[b as usize])),
         }
@@ -428,90 +568,87 @@ impl Tokenizer {
         let Some(model) = meta_str(meta, "tokenizer.ggml.model")? else {
             return Ok(None);
         };
-        let tokens = meta_array(meta, "tokenizer.ggml.tokens")?.ok_or_else(|| {
+        let tokens = meta_strs(meta, "tokenizer.ggml.tokens")?.ok_or_else(|| {
             TokenizerError::MissingKey {
                 key: "tokenizer.ggml.tokens".into(),
             }
         })?;
-        let mut texts = Vec::with_capacity(tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            let s = t
-                .as_str()
-                .ok_or_else(|| bad_key(&format!("tokenizer.ggml.tokens[{i}]"), "a string", t))?;
-            // llama.cpp renames empty tokens so they can never match text.
-            texts.push(if s.is_empty() {
-                format!("[EMPTY_{i}]")
-            } else {
-                s.to_string()
-            });
-        }
-        let n = texts.len();
-        let kinds: Vec<TokenKind> = match meta_array(meta, "tokenizer.ggml.token_type")? {
-            None => vec![TokenKind::Normal; n],
-            Some(a) if a.len() == n => a
-                .iter()
-                .map(|v| match v {
-                    MetaValue::Int(t) => TokenKind::from_gguf(*t),
-                    MetaValue::UInt(t) => TokenKind::from_gguf(*t as i64),
-                    _ => TokenKind::Unused,
-                })
-                .collect(),
-            Some(a) => {
-                return Err(TokenizerError::BadKey {
-                    key: "tokenizer.ggml.token_type".into(),
-                    expected: format!("{n} entries (one per token)"),
-                    found: format!("{} entries", a.len()),
-                })
+        // llama.cpp renames empty tokens so they can never match text.
+        let texts = if tokens.iter().any(str::is_empty) {
+            let mut b = StrListBuilder::with_capacity(tokens.len(), 0);
+            for (i, t) in tokens.iter().enumerate() {
+                if t.is_empty() {
+                    b.push(&format!("[EMPTY_{i}]"));
+                } else {
+                    b.push(t);
+                }
             }
+            b.finish()
+        } else {
+            tokens
         };
-        let mut vocab = HashMap::with_capacity(n);
-        for (i, t) in texts.iter().enumerate() {
-            vocab.insert(t.clone(), i as u32);
-        }
+        let n = texts.len();
+        let kinds: Vec<TokenKind> = match meta.get("tokenizer.ggml.token_type") {
+            None => vec![TokenKind::Normal; n],
+            Some(v) => match v.array_len() {
+                Some(len) if len == n => (0..n)
+                    .map(|i| elem_i64(v, i).map_or(TokenKind::Unused, TokenKind::from_gguf))
+                    .collect(),
+                Some(len) => {
+                    return Err(TokenizerError::BadKey {
+                        key: "tokenizer.ggml.token_type".into(),
+                        expected: format!("{n} entries (one per token)"),
+                        found: format!("{len} entries"),
+                    })
+                }
+                None => return Err(bad_key("tokenizer.ggml.token_type", "an array", v)),
+            },
+        };
+        let vocab = VocabIndex::new(texts);
 
         let mut user_defined: Vec<(String, u32)> = (0..n)
             .filter(|&i| kinds[i] == TokenKind::UserDefined)
-            .map(|i| (texts[i].clone(), i as u32))
+            .map(|i| (vocab.text(i as u32).to_string(), i as u32))
             .collect();
         user_defined.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
 
+        let mut eog: Vec<u32> = EOG_TEXTS.iter().filter_map(|t| vocab.get(t)).collect();
         let model_name = model;
         let (model, pieces, default_bos, default_add_bos) = match model {
             "gpt2" => {
                 let pre = meta_str(meta, "tokenizer.ggml.pre")?.unwrap_or("default");
                 let (regexes, ignore_merges) = pre_regexes(pre)?;
-                let merges_meta = meta_array(meta, "tokenizer.ggml.merges")?.ok_or_else(|| {
+                let merges_meta = meta_strs(meta, "tokenizer.ggml.merges")?.ok_or_else(|| {
                     TokenizerError::MissingKey {
                         key: "tokenizer.ggml.merges".into(),
                     }
                 })?;
                 let mut merges = Vec::with_capacity(merges_meta.len());
-                for (i, m) in merges_meta.iter().enumerate() {
-                    let s = m.as_str().ok_or_else(|| {
-                        bad_key(&format!("tokenizer.ggml.merges[{i}]"), "a string", m)
-                    })?;
+                let mut joined = String::new();
+                for s in merges_meta.iter() {
                     // Split at the first space after the first character, as llama.cpp does.
                     let Some(pos) = s.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1) else {
                         continue;
                     };
                     let (a, b) = (&s[..pos], &s[pos + 1..]);
+                    joined.clear();
+                    joined.push_str(a);
+                    joined.push_str(b);
                     // A merge whose parts or result are not tokens can never yield a
                     // token; the BPE builder rejects such merges, so drop them.
-                    if vocab.contains_key(a)
-                        && vocab.contains_key(b)
-                        && vocab.contains_key(&format!("{a}{b}"))
-                    {
+                    if vocab.contains(a) && vocab.contains(b) && vocab.contains(&joined) {
                         merges.push((a.to_string(), b.to_string()));
                     }
                 }
+                drop(merges_meta);
+                // The BPE model keeps its own text→id map; ours is only needed
+                // while building.
+                let mut hf_vocab = tokenizers::models::bpe::Vocab::with_capacity(n);
+                for (i, t) in vocab.texts().iter().enumerate() {
+                    hf_vocab.insert(t.to_string(), i as u32);
+                }
                 let bpe = BPE::builder()
-                    .vocab_and_merges(
-                        vocab
-                            .iter()
-                            .map(|(k, &v)| (k.clone(), v))
-                            .collect::<tokenizers::models::bpe::Vocab>(),
-                        merges,
-                    )
+                    .vocab_and_merges(hf_vocab, merges)
                     .ignore_merges(ignore_merges)
                     .build()
                     .map_err(|e| TokenizerError::Build(e.to_string()))?;
@@ -536,13 +673,19 @@ impl Tokenizer {
                     .enumerate()
                     .map(|(b, &c)| (c, b as u8))
                     .collect();
-                let pieces = (0..n)
-                    .map(|i| match kinds[i] {
-                        TokenKind::Normal => byte_level_decode(&texts[i], &inverse),
-                        TokenKind::UserDefined => texts[i].clone().into_bytes(),
-                        _ => Vec::new(),
-                    })
-                    .collect();
+                let mut pieces = Pieces::with_capacity(n);
+                let mut buf = Vec::new();
+                for (i, t) in vocab.texts().iter().enumerate() {
+                    match kinds[i] {
+                        TokenKind::Normal => {
+                            buf.clear();
+                            byte_level_decode_into(t, &inverse, &mut buf);
+                            pieces.push(&buf);
+                        }
+                        TokenKind::UserDefined => pieces.push(t.as_bytes()),
+                        _ => pieces.push(&[]),
+                    }
+                }
                 (
                     Model::Bpe { hf: Box::new(hf) },
                     pieces,
@@ -551,41 +694,56 @@ impl Tokenizer {
                 )
             }
             "llama" => {
-                let scores: Vec<f32> = match meta_array(meta, "tokenizer.ggml.scores")? {
-                    None => vec![0.0; n],
-                    Some(a) if a.len() == n => {
-                        a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect()
-                    }
-                    Some(a) => {
-                        return Err(TokenizerError::BadKey {
-                            key: "tokenizer.ggml.scores".into(),
-                            expected: format!("{n} entries (one per token)"),
-                            found: format!("{} entries", a.len()),
-                        })
-                    }
+                let scores: Arc<[f32]> = match meta.get("tokenizer.ggml.scores") {
+                    None => vec![0.0; n].into(),
+                    Some(MetaValue::Packed(PackedArray::F32(a))) if a.len() == n => a.clone(),
+                    Some(v) => match v.array_len() {
+                        Some(len) if len == n => (0..n)
+                            .map(|i| elem_f64(v, i).unwrap_or(0.0) as f32)
+                            .collect(),
+                        Some(len) => {
+                            return Err(TokenizerError::BadKey {
+                                key: "tokenizer.ggml.scores".into(),
+                                expected: format!("{n} entries (one per token)"),
+                                found: format!("{len} entries"),
+                            })
+                        }
+                        None => return Err(bad_key("tokenizer.ggml.scores", "an array", v)),
+                    },
                 };
                 let mut byte_ids = vec![None; 256];
                 for (b, slot) in byte_ids.iter_mut().enumerate() {
-                    *slot = vocab
-                        .get(&format!("<0x{b:02X}>"))
-                        .or_else(|| {
-                            char::from_u32(b as u32).and_then(|c| vocab.get(&c.to_string()))
-                        })
-                        .copied();
+                    *slot = vocab.get(&format!("<0x{b:02X}>")).or_else(|| {
+                        char::from_u32(b as u32).and_then(|c| vocab.get(c.encode_utf8(&mut [0; 4])))
+                    });
                 }
                 let add_space_prefix =
                     meta_bool(meta, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-                let pieces = (0..n)
-                    .map(|i| match kinds[i] {
-                        TokenKind::Normal => texts[i].replace('\u{2581}', " ").into_bytes(),
-                        TokenKind::UserDefined => texts[i].clone().into_bytes(),
-                        TokenKind::Byte => spm_piece_bytes(&texts[i]),
-                        _ => Vec::new(),
-                    })
-                    .collect();
+                let mut pieces = Pieces::with_capacity(n);
+                let mut buf = String::new();
+                for (i, t) in vocab.texts().iter().enumerate() {
+                    match kinds[i] {
+                        TokenKind::Normal if t.contains('\u{2581}') => {
+                            buf.clear();
+                            for (j, part) in t.split('\u{2581}').enumerate() {
+                                if j > 0 {
+                                    buf.push(' ');
+                                }
+                                buf.push_str(part);
+                            }
+                            pieces.push(buf.as_bytes());
+                        }
+                        TokenKind::Normal | TokenKind::UserDefined => pieces.push(t.as_bytes()),
+                        TokenKind::Byte => match parse_byte_token(t) {
+                            Some(b) => pieces.push(&[b]),
+                            None => pieces.push(t.replace('\u{2581}', " ").as_bytes()),
+                        },
+                        _ => pieces.push(&[]),
+                    }
+                }
                 (
                     Model::Spm {
-                        vocab: vocab.clone(),
+                        vocab,
                         scores,
                         byte_ids,
                         add_space_prefix,
@@ -615,12 +773,12 @@ impl Tokenizer {
         if model_name == "llama" && eos.is_empty() && n > 2 {
             eos.push(2);
         }
-        eos.extend(EOG_TEXTS.iter().filter_map(|t| vocab.get(*t).copied()));
+        eos.append(&mut eog);
         eos.sort_unstable();
         eos.dedup();
         Ok(Some(Tokenizer {
             model,
-            pieces,
+            pieces: pieces.shrink(),
             user_defined,
             bos,
             add_bos,
@@ -703,22 +861,24 @@ impl Tokenizer {
             .map(|(b, &c)| (c, b as u8))
             .collect();
         let added = hf.get_added_tokens_decoder();
-        let pieces = (0..n as u32)
-            .map(|id| {
-                if let Some(a) = added.get(&id) {
-                    return if a.special {
-                        Vec::new()
-                    } else {
-                        a.content.clone().into_bytes()
-                    };
+        let mut pieces = Pieces::with_capacity(n);
+        let mut buf = Vec::new();
+        for id in 0..n as u32 {
+            if let Some(a) = added.get(&id) {
+                pieces.push(if a.special { &[] } else { a.content.as_bytes() });
+                continue;
+            }
+            match hf.id_to_token(id) {
+                None => pieces.push(&[]),
+                Some(t) if byte_level => {
+                    buf.clear();
+                    byte_level_decode_into(&t, &inverse, &mut buf);
+                    pieces.push(&buf);
                 }
-                match hf.id_to_token(id) {
-                    None => Vec::new(),
-                    Some(t) if byte_level => byte_level_decode(&t, &inverse),
-                    Some(t) => spm_piece_bytes(&t),
-                }
-            })
-            .collect();
+                Some(t) => pieces.push(&spm_piece_bytes(&t)),
+            }
+        }
+        drop(added);
         let strip_leading_space = !byte_level
             && json
                 .get("decoder")
@@ -729,7 +889,7 @@ impl Tokenizer {
                 add_bos,
                 strip_leading_space,
             },
-            pieces,
+            pieces: pieces.shrink(),
             user_defined: Vec::new(),
             bos,
             add_bos: add_bos.unwrap_or(false),
@@ -835,10 +995,7 @@ impl Tokenizer {
     }
 
     fn piece(&self, id: u32) -> &[u8] {
-        self.pieces
-            .get(id as usize)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.pieces.get(id)
     }
 
     /// Raw bytes of one token (empty for control tokens and unknown ids); a

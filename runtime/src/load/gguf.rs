@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use weft_ir::{ggml_type_name, DType, MetaValue};
+use weft_ir::{ggml_type_name, DType, MetaValue, PackedArray, StrListBuilder};
 
 use super::{
     blocked_bytes, LoadError, MappedFile, ModelSource, ParsedTensor, SourceKind, TensorInfo,
@@ -13,6 +13,9 @@ use super::{
 const GGML_MAX_DIMS: u32 = 4;
 /// Nested arrays deeper than this are rejected (real files nest at most once).
 const MAX_ARRAY_DEPTH: usize = 8;
+/// Scalar and string arrays at least this long (tokenizer vocabularies, scores,
+/// merges) are kept as one [`PackedArray`] buffer, not a `MetaValue` per element.
+const PACK_MIN_LEN: usize = 1024;
 
 /// (block size, bytes per block) of a GGML type id, where known.
 pub(crate) fn ggml_layout(id: u32) -> Option<(usize, usize)> {
@@ -103,6 +106,11 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, LoadError> {
+        Ok(self.str(what)?.to_string())
+    }
+
+    /// A string borrowed from the mapped file.
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str, LoadError> {
         let len = self.u64(what)?;
         // Bound by the bytes left, so a corrupt length never allocates.
         let n = usize::try_from(len)
@@ -116,7 +124,7 @@ impl<'a> Reader<'a> {
                 len: self.buf.len() as u64,
             })?;
         let bytes = self.take(n, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| {
+        std::str::from_utf8(bytes).map_err(|_| {
             LoadError::corrupt(self.path, format!("{}: string is not valid UTF-8", what()))
         })
     }
@@ -183,6 +191,11 @@ impl<'a> Reader<'a> {
                     )
                 })?;
                 let n = self.check_count(count, min, what)?;
+                if n >= PACK_MIN_LEN && elem != 9 {
+                    if let Some(p) = self.packed(elem, n, what)? {
+                        return Ok(MetaValue::Packed(p));
+                    }
+                }
                 let mut items = Vec::with_capacity(n);
                 for i in 0..n {
                     let item_what = || format!("{}[{i}]", what());
@@ -203,6 +216,78 @@ impl<'a> Reader<'a> {
                 ))
             }
         })
+    }
+}
+
+impl Reader<'_> {
+    /// `n` values of scalar/string type `elem` as one buffer; `None` (nothing
+    /// consumed) for a string array too large for 32-bit offsets.
+    fn packed(
+        &mut self,
+        elem: u32,
+        n: usize,
+        what: &dyn Fn() -> String,
+    ) -> Result<Option<PackedArray>, LoadError> {
+        macro_rules! scalars {
+            ($variant:ident, $read:ident, $conv:expr) => {{
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let item_what = || format!("{}[{i}]", what());
+                    v.push($conv(self.$read(&item_what)?));
+                }
+                PackedArray::$variant(v.into())
+            }};
+        }
+        Ok(Some(match elem {
+            0 => scalars!(UInt, u8, |x: u8| x as u64),
+            1 => scalars!(Int, u8, |x: u8| x as i8 as i64),
+            2 => scalars!(UInt, u16, |x: u16| x as u64),
+            3 => scalars!(Int, u16, |x: u16| x as i16 as i64),
+            4 => scalars!(UInt, u32, |x: u32| x as u64),
+            5 => scalars!(I32, u32, |x: u32| x as i32),
+            6 => scalars!(F32, u32, f32::from_bits),
+            10 => scalars!(UInt, u64, |x: u64| x),
+            11 => scalars!(Int, u64, |x: u64| x as i64),
+            12 => scalars!(F64, u64, f64::from_bits),
+            7 => {
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let item_what = || format!("{}[{i}]", what());
+                    v.push(match self.u8(&item_what)? {
+                        0 => false,
+                        1 => true,
+                        b => {
+                            return Err(LoadError::corrupt(
+                                self.path,
+                                format!("{}: bool value must be 0 or 1, found {b}", item_what()),
+                            ))
+                        }
+                    });
+                }
+                PackedArray::Bool(v.into())
+            }
+            8 => {
+                // Size the buffer exactly with a first pass, then copy once.
+                let start = self.pos;
+                let mut bytes = 0usize;
+                for i in 0..n {
+                    let item_what = || format!("{}[{i}]", what());
+                    bytes += self.str(&item_what)?.len();
+                }
+                if bytes > u32::MAX as usize {
+                    self.pos = start;
+                    return Ok(None);
+                }
+                self.pos = start;
+                let mut b = StrListBuilder::with_capacity(n, bytes);
+                for i in 0..n {
+                    let item_what = || format!("{}[{i}]", what());
+                    b.push(self.str(&item_what)?);
+                }
+                PackedArray::Str(b.finish())
+            }
+            _ => return Ok(None),
+        }))
     }
 }
 
