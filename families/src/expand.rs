@@ -412,6 +412,12 @@ impl Expander<'_> {
             Some(Some(role)) => self.weight(role, layer, at)?,
             Some(None) => return Err(self.op_err(at, "'weight' must name a tensor")),
         };
+        // A second tensor (layer_norm's bias).
+        let bias = match entry.get("bias").map(|v| v.as_str()) {
+            None => None,
+            Some(Some(role)) => self.weight(role, layer, at)?,
+            Some(None) => return Err(self.op_err(at, "'bias' must name a tensor")),
+        };
         let need = |n: usize| -> Result<(), FamilyError> {
             if ins.len() == n {
                 Ok(())
@@ -527,6 +533,15 @@ impl Expander<'_> {
                     rope: None,
                 };
                 (op, ins.clone())
+            }
+            "position_embed" => {
+                need(0)?;
+                (Op::PositionEmbed, vec![need_weight()?])
+            }
+            "layer_norm" => {
+                need(1)?;
+                let b = bias.ok_or_else(|| self.op_err(at, "layer_norm needs a 'bias' tensor"))?;
+                (Op::LayerNorm { eps: self.req_num(entry, "eps", at)? as f32 }, vec![ins[0], need_weight()?, b])
             }
             "bias" => {
                 need(1)?;

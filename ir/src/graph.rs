@@ -159,6 +159,10 @@ pub enum Op {
     },
     /// Rows of the table (input 0) picked by the token ids (input 1).
     TokenEmbed,
+    /// Rows of a learned position table (input 0) for the step's positions.
+    PositionEmbed,
+    /// `(x − mean) / sqrt(var + eps) · w + b` over each row; inputs x, w, b.
+    LayerNorm { eps: f32 },
     /// `x · [w₁; w₂; …]ᵀ`: x `[seq, k]` (input 0) against one or more weights `[n_i, k]`
     /// of any stored type (inputs 1..=n), outputs side by side `[seq, Σ n_i]`: several
     /// weights over one input are one pass over it (fused q/k/v, gate/up). Epilogue:
@@ -258,6 +262,8 @@ impl Op {
             Op::Tokens => "tokens",
             Op::Weight { .. } => "weight",
             Op::TokenEmbed => "token_embed",
+            Op::PositionEmbed => "position_embed",
+            Op::LayerNorm { .. } => "layer_norm",
             Op::MatMul { .. } => "matmul",
             Op::Slice { .. } => "slice",
             Op::AddRmsNorm { .. } => "add_rms_norm",
@@ -300,6 +306,7 @@ impl Op {
                 p.join(" ")
             }
             Op::Slice { start, len } => format!("start={start} len={len}"),
+            Op::LayerNorm { eps } => format!("eps={eps:e}"),
             Op::Glu { act } => format!("act={act:?}"),
             Op::Elementwise { code } => code
                 .iter()

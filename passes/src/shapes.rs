@@ -131,6 +131,22 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             }
             vec![rows, Dim::Known(2 * d)]
         }
+        Op::PositionEmbed => {
+            arity(1)?;
+            let (_, d) = matrix(&ins[0], "the position table")?;
+            vec![Dim::SEQ, Dim::Known(d)]
+        }
+        Op::LayerNorm { .. } => {
+            arity(3)?;
+            let (_, d) = matrix(&ins[0], "the input")?;
+            for (k, what) in [(1, "weight"), (2, "bias")] {
+                let n: usize = ins[k].iter().map(|x| x.eval(1)).product();
+                if n != d {
+                    return Err(format!("layer norm {what} of {n} values over rows of {d}"));
+                }
+            }
+            ins[0].clone()
+        }
         Op::Bias => {
             arity(2)?;
             let (_, d) = matrix(&ins[0], "the input")?;

@@ -304,8 +304,8 @@ impl VocabIndex {
 #[derive(Default)]
 struct Pieces {
     data: Vec<u8>,
-    /// End of each id's bytes in `data`.
-    ends: Vec<usize>,
+    /// End of each id's bytes in `data` (vocabularies stay far below 4 GiB).
+    ends: Vec<u32>,
 }
 
 impl Pieces {
@@ -317,8 +317,10 @@ impl Pieces {
     }
 
     fn push(&mut self, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
-        self.ends.push(self.data.len());
+        if u32::try_from(self.data.len() + bytes.len()).is_ok() {
+            self.data.extend_from_slice(bytes);
+        }
+        self.ends.push(self.data.len() as u32);
     }
 
     fn len(&self) -> usize {
@@ -330,7 +332,7 @@ impl Pieces {
         match self.ends.get(i) {
             Some(&end) => {
                 let start = if i == 0 { 0 } else { self.ends[i - 1] };
-                &self.data[start..end]
+                &self.data[start as usize..end as usize]
             }
             None => &[],
         }
@@ -776,9 +778,10 @@ impl Tokenizer {
         eos.append(&mut eog);
         eos.sort_unstable();
         eos.dedup();
+        let pieces = pieces.shrink();
         Ok(Some(Tokenizer {
             model,
-            pieces: pieces.shrink(),
+            pieces,
             user_defined,
             bos,
             add_bos,

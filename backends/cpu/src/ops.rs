@@ -16,6 +16,19 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, offset: f32, out: &mut [f32]) {
     }
 }
 
+/// `(x − mean) / sqrt(var + eps) · w + b` over each row of `w.len()` values.
+pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xs, os) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = xs.iter().sum::<f32>() / d as f32;
+        let var = xs.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let r = 1.0 / (var + eps).sqrt();
+        for (((o, &v), &wv), &bv) in os.iter_mut().zip(xs).zip(w).zip(b) {
+            *o = (v - mean) * r * wv + bv;
+        }
+    }
+}
+
 pub fn silu(x: &[f32], out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = v / (1.0 + (-v).exp());

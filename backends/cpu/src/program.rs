@@ -77,6 +77,7 @@ impl CpuProgram {
         for st in &plan.steps {
             match st.node.op {
                 Op::RmsNorm { .. } | Op::Bias => small_use[st.inputs[1]] = true,
+                Op::LayerNorm { .. } => st.inputs[1..].iter().for_each(|&w| small_use[w] = true),
                 Op::MatMul { bias: true, .. } => {
                     let n_weights = (st.inputs.len() - 1) / 2;
                     st.inputs[1 + n_weights..]
@@ -267,6 +268,12 @@ impl CpuProgram {
         match &step.node.op {
             Op::Tokens | Op::Weight { .. } => {}
             Op::TokenEmbed => matmul::gather_rows(weight(0)?, tokens, &mut out)?,
+            Op::PositionEmbed => {
+                let table = weight(0)?;
+                let positions: Vec<u32> = (pos0..pos0 + seq).map(|p| p as u32).collect();
+                matmul::gather_rows(table, &positions, &mut out)?;
+            }
+            Op::LayerNorm { eps } => ops::layer_norm(input(0), small(1)?, small(2)?, *eps, &mut out),
             Op::MatMul {
                 route,
                 bias,
