@@ -36,18 +36,13 @@ fn gemma2() {
     all_sources("gemma2");
 }
 
-#[test]
-fn gemma3() {
-    all_sources("gemma3-p6");
-    // This fixture's config holds what GGUF cannot carry (a global layer every 3rd,
-    // query_pre_attn_scalar ≠ head_dim), so its GGUFs are checked against llama.cpp,
-    // which reads them as weft must: pattern 6, scale 1/√head_dim.
-    check_against_reference(&family("gemma3"), "", "reference.json");
-    let r = json(&family("gemma3").join("reference.json"));
-    let input = ids(&r["input_ids"]);
+/// For a fixture whose config holds what GGUF cannot carry, the GGUFs are held to
+/// llama.cpp's greedy tokens instead: llama.cpp reads them as weft must.
+fn gguf_against_llama_cpp(name: &str) {
+    let input = ids(&json(&family(name).join("reference.json"))["input_ids"]);
     for file in ["model-f32.gguf", "model-f16.gguf"] {
-        let want = ids(&json(&family("gemma3").join("llamacpp.json"))[file]["greedy"]);
-        let model = open_shared(family("gemma3").join(file).to_str().unwrap());
+        let want = ids(&json(&family(name).join("llamacpp.json"))[file]["greedy"]);
+        let model = open_shared(family(name).join(file).to_str().unwrap());
         let plan = model
             .compile(&weft_runtime::PassSelection::all())
             .unwrap()
@@ -59,7 +54,40 @@ fn gemma3() {
         assert_eq!(
             greedy_after(&mut g, &logits, want.len()),
             want,
-            "gemma3/{file} vs llama.cpp"
+            "{name}/{file} vs llama.cpp"
         );
     }
+}
+
+#[test]
+fn gemma3() {
+    all_sources("gemma3-p6");
+    // A global layer every 3rd and query_pre_attn_scalar ≠ head_dim: GGUF keeps neither
+    // (llama.cpp assumes pattern 6 and 1/√head_dim).
+    check_against_reference(&family("gemma3"), "", "reference.json");
+    gguf_against_llama_cpp("gemma3");
+}
+
+#[test]
+fn starcoder2() {
+    // GGUF keeps no sliding window; llama.cpp attends to the whole context.
+    check_against_reference(&family("starcoder2"), "", "reference.json");
+    gguf_against_llama_cpp("starcoder2");
+}
+
+#[test]
+fn phi2() {
+    all_sources("phi2");
+}
+
+#[test]
+fn gpt2_gguf() {
+    // The curated decoder does not cover GPT-2 yet.
+    check_reference(&family("gpt2"), "model-f32.gguf", "reference.json", false);
+    check_reference(
+        &family("gpt2"),
+        "model-f16.gguf",
+        "reference-f16.json",
+        false,
+    );
 }

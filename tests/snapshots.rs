@@ -59,3 +59,18 @@ fn gemma3_gguf() {
 fn gemma3_hf() {
     snapshot("gemma3_hf", fixtures().join("families").join("gemma3"));
 }
+
+#[test]
+fn starcoder2_gguf() {
+    snapshot("starcoder2_gguf", family("starcoder2"));
+}
+
+#[test]
+fn phi2_gguf() {
+    snapshot("phi2_gguf", family("phi2"));
+}
+
+#[test]
+fn gpt2_gguf() {
+    snapshot("gpt2_gguf", family("gpt2"));
+}

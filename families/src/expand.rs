@@ -541,7 +541,12 @@ impl Expander<'_> {
             "layer_norm" => {
                 need(1)?;
                 let b = bias.ok_or_else(|| self.op_err(at, "layer_norm needs a 'bias' tensor"))?;
-                (Op::LayerNorm { eps: self.req_num(entry, "eps", at)? as f32 }, vec![ins[0], need_weight()?, b])
+                (
+                    Op::LayerNorm {
+                        eps: self.req_num(entry, "eps", at)? as f32,
+                    },
+                    vec![ins[0], need_weight()?, b],
+                )
             }
             "bias" => {
                 need(1)?;

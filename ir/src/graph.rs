@@ -162,7 +162,9 @@ pub enum Op {
     /// Rows of a learned position table (input 0) for the step's positions.
     PositionEmbed,
     /// `(x − mean) / sqrt(var + eps) · w + b` over each row; inputs x, w, b.
-    LayerNorm { eps: f32 },
+    LayerNorm {
+        eps: f32,
+    },
     /// `x · [w₁; w₂; …]ᵀ`: x `[seq, k]` (input 0) against one or more weights `[n_i, k]`
     /// of any stored type (inputs 1..=n), outputs side by side `[seq, Σ n_i]`: several
     /// weights over one input are one pass over it (fused q/k/v, gate/up). Epilogue:

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::SplitDelimiterBehavior;
+use tokenizers::{
+    OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, SplitDelimiterBehavior,
+};
 use weft_ir::{MetaValue, PackedArray, StrList, StrListBuilder};
 
 /// Everything that can go wrong building or running a tokenizer.
@@ -77,8 +78,17 @@ impl TokenKind {
 }
 
 enum Model {
-    /// GGUF byte-level BPE: a `tokenizers` BPE with llama.cpp's pre-tokenizer regexes.
-    Bpe { hf: Box<tokenizers::Tokenizer> },
+    /// GGUF byte-level BPE: llama.cpp's pre-tokenizer regexes (run by
+    /// `tokenizers`), then the `tokenizers` BPE merge algorithm over our own
+    /// compact vocabulary and merge table.
+    Bpe {
+        pre: Sequence,
+        vocab: VocabIndex,
+        /// (left, right) → (rank, merged id).
+        merges: HashMap<(u32, u32), (u32, u32)>,
+        /// Words already in the vocabulary skip merging (llama3-style).
+        ignore_merges: bool,
+    },
     /// GGUF SentencePiece-style vocabulary, llama.cpp's greedy bigram merge.
     Spm {
         vocab: VocabIndex,
@@ -528,6 +538,95 @@ fn spm_tokenize(
     }
 }
 
+/// The `tokenizers` crate's BPE (no dropout, unknown token, or affixes) of one
+/// pre-tokenized word: symbols are its characters found in the vocabulary;
+/// the lowest-ranked adjacent pair merges first, leftmost on ties.
+fn bpe_word(
+    word: &str,
+    vocab: &VocabIndex,
+    merges: &HashMap<(u32, u32), (u32, u32)>,
+    ignore_merges: bool,
+    out: &mut Vec<u32>,
+) {
+    if word.is_empty() {
+        return;
+    }
+    if ignore_merges {
+        if let Some(id) = vocab.get(word) {
+            out.push(id);
+            return;
+        }
+    }
+    #[derive(Clone, Copy)]
+    struct Sym {
+        id: u32,
+        prev: Option<usize>,
+        next: Option<usize>,
+        live: bool,
+    }
+    let mut syms: Vec<Sym> = Vec::with_capacity(word.len());
+    let mut it = word.char_indices().peekable();
+    while let Some((i, c)) = it.next() {
+        // Characters outside the vocabulary are dropped, as `tokenizers` does
+        // without an unknown token.
+        if let Some(id) = vocab.get(&word[i..i + c.len_utf8()]) {
+            let k = syms.len();
+            syms.push(Sym {
+                id,
+                prev: k.checked_sub(1),
+                next: None,
+                live: true,
+            });
+            if k > 0 {
+                syms[k - 1].next = Some(k);
+            }
+        }
+    }
+    // (rank, pos, merged id), smallest rank then smallest pos first.
+    let mut queue: BinaryHeap<std::cmp::Reverse<(u32, usize, u32)>> = syms
+        .windows(2)
+        .enumerate()
+        .filter_map(|(pos, w)| {
+            merges
+                .get(&(w[0].id, w[1].id))
+                .map(|&(rank, id)| std::cmp::Reverse((rank, pos, id)))
+        })
+        .collect();
+    while let Some(std::cmp::Reverse((_, pos, new_id))) = queue.pop() {
+        if !syms[pos].live {
+            continue;
+        }
+        let Some(next) = syms[pos].next else {
+            continue;
+        };
+        // Skip entries made stale by an earlier merge.
+        if merges
+            .get(&(syms[pos].id, syms[next].id))
+            .is_none_or(|&(_, id)| id != new_id)
+        {
+            continue;
+        }
+        let right = syms[next];
+        syms[pos].id = new_id;
+        syms[pos].next = right.next;
+        syms[next].live = false;
+        if let Some(n) = right.next {
+            syms[n].prev = Some(pos);
+        }
+        if let Some(p) = syms[pos].prev {
+            if let Some(&(rank, id)) = merges.get(&(syms[p].id, new_id)) {
+                queue.push(std::cmp::Reverse((rank, p, id)));
+            }
+        }
+        if let Some(n) = syms[pos].next {
+            if let Some(&(rank, id)) = merges.get(&(new_id, syms[n].id)) {
+                queue.push(std::cmp::Reverse((rank, pos, id)));
+            }
+        }
+    }
+    out.extend(syms.iter().filter(|s| s.live).map(|s| s.id));
+}
+
 /// A raw text fragment, or a token matched verbatim.
 enum Fragment<'a> {
     Text(&'a str),
@@ -625,7 +724,8 @@ impl Tokenizer {
                         key: "tokenizer.ggml.merges".into(),
                     }
                 })?;
-                let mut merges = Vec::with_capacity(merges_meta.len());
+                let mut merges = HashMap::with_capacity(merges_meta.len());
+                let mut kept = 0u32;
                 let mut joined = String::new();
                 for s in merges_meta.iter() {
                     // Split at the first space after the first character, as llama.cpp does.
@@ -637,23 +737,17 @@ impl Tokenizer {
                     joined.push_str(a);
                     joined.push_str(b);
                     // A merge whose parts or result are not tokens can never yield a
-                    // token; the BPE builder rejects such merges, so drop them.
-                    if vocab.contains(a) && vocab.contains(b) && vocab.contains(&joined) {
-                        merges.push((a.to_string(), b.to_string()));
+                    // token (the `tokenizers` builder rejects them): drop it. Ranks
+                    // count the kept merges; a repeated pair keeps its last rank.
+                    if let (Some(a), Some(b), Some(ab)) =
+                        (vocab.get(a), vocab.get(b), vocab.get(&joined))
+                    {
+                        merges.insert((a, b), (kept, ab));
+                        kept += 1;
                     }
                 }
                 drop(merges_meta);
-                // The BPE model keeps its own text→id map; ours is only needed
-                // while building.
-                let mut hf_vocab = tokenizers::models::bpe::Vocab::with_capacity(n);
-                for (i, t) in vocab.texts().iter().enumerate() {
-                    hf_vocab.insert(t.to_string(), i as u32);
-                }
-                let bpe = BPE::builder()
-                    .vocab_and_merges(hf_vocab, merges)
-                    .ignore_merges(ignore_merges)
-                    .build()
-                    .map_err(|e| TokenizerError::Build(e.to_string()))?;
+                merges.shrink_to_fit();
                 let mut pres: Vec<PreTokenizerWrapper> = Vec::new();
                 for r in regexes {
                     let split = Split::new(
@@ -667,8 +761,6 @@ impl Tokenizer {
                     pres.push(split.into());
                 }
                 pres.push(ByteLevel::new(false, false, false).into());
-                let mut hf = tokenizers::Tokenizer::new(bpe);
-                hf.with_pre_tokenizer(Some(Sequence::new(pres)));
 
                 let inverse: HashMap<char, u8> = byte_level_chars()
                     .iter()
@@ -689,7 +781,12 @@ impl Tokenizer {
                     }
                 }
                 (
-                    Model::Bpe { hf: Box::new(hf) },
+                    Model::Bpe {
+                        pre: Sequence::new(pres),
+                        vocab,
+                        merges,
+                        ignore_merges,
+                    },
                     pieces,
                     Some(11),
                     pre_adds_bos(pre),
@@ -927,7 +1024,12 @@ impl Tokenizer {
                 }
                 return Ok(out);
             }
-            Model::Bpe { hf } => {
+            Model::Bpe {
+                pre,
+                vocab,
+                merges,
+                ignore_merges,
+            } => {
                 if self.add_bos {
                     out.extend(self.bos);
                 }
@@ -935,10 +1037,14 @@ impl Tokenizer {
                     match frag {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(t) => {
-                            let enc = hf
-                                .encode_fast(t, false)
+                            let mut pts = PreTokenizedString::from(t);
+                            pre.pre_tokenize(&mut pts)
                                 .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-                            out.extend_from_slice(enc.get_ids());
+                            for (word, _, _) in
+                                pts.get_splits(OffsetReferential::Original, OffsetType::Byte)
+                            {
+                                bpe_word(word, vocab, merges, *ignore_merges, &mut out);
+                            }
                         }
                     }
                 }

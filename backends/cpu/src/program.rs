@@ -273,7 +273,9 @@ impl CpuProgram {
                 let positions: Vec<u32> = (pos0..pos0 + seq).map(|p| p as u32).collect();
                 matmul::gather_rows(table, &positions, &mut out)?;
             }
-            Op::LayerNorm { eps } => ops::layer_norm(input(0), small(1)?, small(2)?, *eps, &mut out),
+            Op::LayerNorm { eps } => {
+                ops::layer_norm(input(0), small(1)?, small(2)?, *eps, &mut out)
+            }
             Op::MatMul {
                 route,
                 bias,
