@@ -185,7 +185,7 @@ fn real_main() -> Result<()> {
             let selection = PassSelection::parse(&passes)?;
             let model = open(&model)?;
             if curated {
-                return run_forward(&model, &gen, |ctx| Ok(Box::new(model.curated(ctx)?)));
+                return run_forward(&model, &gen, |ctx| Ok(model.curated(ctx)?));
             }
             let compiled = model.compile(&selection)?;
             eprintln!(
@@ -358,14 +358,14 @@ fn run_plan(model: &Model, plan: Plan, gen: &GenArgs) -> Result<()> {
     if gen.backend == Backend::Gpu {
         bail!("the gpu backend is not built yet; use --backend cpu");
     }
-    run_forward(model, gen, |ctx| Ok(Box::new(model.cpu(plan, ctx)?)))
+    run_forward(model, gen, |ctx| Ok(model.cpu(plan, ctx)?))
 }
 
 /// Generates with the forward `make(ctx)` builds, streaming or printing JSON.
-fn run_forward<'m>(
-    model: &'m Model,
+fn run_forward<F: Forward>(
+    model: &Model,
     gen: &GenArgs,
-    make: impl FnOnce(usize) -> Result<Box<dyn Forward + 'm>>,
+    make: impl FnOnce(usize) -> Result<F>,
 ) -> Result<()> {
     let prompt = prompt_tokens(model, gen.prompt.as_deref(), gen.tokens.clone())?;
     let ctx = gen.ctx.unwrap_or(prompt.len() + gen.max_tokens);
@@ -394,7 +394,7 @@ fn run_forward<'m>(
             stdout.flush()?;
         }
     }
-    let result = generate(program.as_mut(), &prompt, &params, |id| {
+    let result = generate(&mut program, &prompt, &params, |id| {
         if let (false, Some(t)) = (gen.json, tok) {
             let piece = stream.push(t, id);
             // A closed stdout (a pager quit) ends generation rather than erroring mid-token.
