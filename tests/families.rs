@@ -43,19 +43,8 @@ fn gguf_against_llama_cpp(name: &str) {
     for file in ["model-f32.gguf", "model-f16.gguf"] {
         let want = ids(&json(&family(name).join("llamacpp.json"))[file]["greedy"]);
         let model = open_shared(family(name).join(file).to_str().unwrap());
-        let plan = model
-            .compile(&weft_runtime::PassSelection::all())
-            .unwrap()
-            .plan;
-        let mut g = model.cpu(plan, input.len() + want.len()).unwrap();
-        let logits = weft_runtime::Forward::forward(&mut g, &input)
-            .unwrap()
-            .to_vec();
-        assert_eq!(
-            greedy_after(&mut g, &logits, want.len()),
-            want,
-            "{name}/{file} vs llama.cpp"
-        );
+        let (_, tokens) = greedy_run(model, &input, want.len());
+        assert_eq!(tokens, want, "{name}/{file} vs llama.cpp");
     }
 }
 

@@ -51,14 +51,9 @@ fn matches_transformers_and_llama_cpp() {
         let want_logits = read_f32(&fixtures().join("gemma3").join(format!("tf_gguf_{i}.f32")));
         let want = ids(&t["tokens"]);
         let gaps = floats(&t["gaps"]);
-        let plan = gemma().compile(&PassSelection::all()).unwrap().plan;
-        let mut g = gemma().cpu(plan, prompt.len() + want.len()).unwrap();
-        let logits = weft_runtime::Forward::forward(&mut g, &prompt)
-            .unwrap()
-            .to_vec();
+        let (logits, tokens) = greedy_run(gemma(), &prompt, want.len());
         let scale = max_abs(&want_logits);
         let rel = max_abs_diff(&logits, &want_logits) / scale;
-        let tokens = greedy_after(&mut g, &logits, want.len());
         eprintln!("prompt {i}: max |Δlogit| / max|logit| vs transformers = {rel:.2e}");
         assert!(rel <= 1e-3, "prompt {i}: {rel:.2e}");
         if let Some(k) = tokens.iter().zip(&want).position(|(a, b)| a != b) {

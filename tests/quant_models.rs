@@ -12,7 +12,7 @@
 
 mod common;
 use common::*;
-use weft_runtime::{weft_home, Forward, PassSelection};
+use weft_runtime::weft_home;
 
 const TYPES: [&str; 13] = [
     "Q4_0", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",
@@ -48,12 +48,9 @@ fn every_quant_type_matches_transformers_and_llama_cpp() {
             );
             let want = ids(&tf["tokens"]);
             let gaps = floats(&tf["gaps"]);
-            let plan = model.compile(&PassSelection::all()).unwrap().plan;
-            let mut g = model.cpu(plan, prompt.len() + want.len()).unwrap();
-            let logits = g.forward(&prompt).unwrap().to_vec();
+            let (logits, tokens) = greedy_run(model, &prompt, want.len());
             let scale = max_abs(&want_logits);
             let rel = max_abs_diff(&logits, &want_logits) / scale;
-            let tokens = greedy_after(&mut g, &logits, want.len());
             let lc = &case["llamacpp"];
             let n = llama_cpp_decided_steps(&floats(&lc["gaps"]));
             let lc_agree = tokens

@@ -8,8 +8,7 @@
 
 mod common;
 use common::*;
-use weft_runtime::sampler::argmax;
-use weft_runtime::{parity, Forward, Model, PassSelection};
+use weft_runtime::{parity, Model, PassSelection};
 
 const PROMPTS: [&str; 3] = [
     "The capital of France is",
@@ -19,18 +18,6 @@ const PROMPTS: [&str; 3] = [
 
 fn smollm2() -> &'static Model {
     open_shared("smollm2-135m")
-}
-
-fn greedy(model: &Model, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
-    let plan = model.compile(&PassSelection::all()).unwrap().plan;
-    let mut g = model.cpu(plan, prompt.len() + steps).unwrap();
-    let logits = g.forward(prompt).unwrap().to_vec();
-    let mut tokens = vec![argmax(&logits)];
-    while tokens.len() < steps {
-        let l = g.forward(&[*tokens.last().unwrap()]).unwrap();
-        tokens.push(argmax(l));
-    }
-    (logits, tokens)
 }
 
 #[test]
@@ -55,7 +42,7 @@ fn matches_transformers_on_the_same_gguf() {
         let want_logits = read_f32(&fixtures().join("smollm2").join(format!("tf_gguf_{i}.f32")));
         let want = ids(&case["tokens"]);
         let gaps = floats(&case["gaps"]);
-        let (logits, tokens) = greedy(smollm2(), &ids(&case["prompt_tokens"]), want.len());
+        let (logits, tokens) = greedy_run(smollm2(), &ids(&case["prompt_tokens"]), want.len());
         let scale = max_abs(&want_logits);
         let rel = max_abs_diff(&logits, &want_logits) / scale;
         eprintln!("{p:?}: max |Δlogit| / max|logit| vs transformers = {rel:.2e}");
@@ -81,7 +68,7 @@ fn matches_llama_cpp_until_its_gap_falls_below_one() {
         let want = ids(&case["tokens"]);
         let gaps = floats(&case["gaps"]);
         let n = llama_cpp_decided_steps(&gaps);
-        let (_, tokens) = greedy(smollm2(), &ids(&case["prompt_tokens"]), want.len());
+        let (_, tokens) = greedy_run(smollm2(), &ids(&case["prompt_tokens"]), want.len());
         let agree = tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
         eprintln!("{p:?}: compared {n} step(s) against llama.cpp; {agree} of 32 agree");
         assert_eq!(tokens[..n], want[..n], "{p:?}");

@@ -158,3 +158,13 @@ pub fn greedy_after(model: &mut dyn Forward, logits: &[f32], n: usize) -> Vec<u3
 pub fn llama_cpp_decided_steps(gaps: &[f32]) -> usize {
     gaps.iter().position(|g| *g < 1.0).unwrap_or(gaps.len())
 }
+
+/// Compiles `model` with every pass, runs `prompt` and `steps` greedy steps: the
+/// last-prompt-position logits and the greedy tokens.
+pub fn greedy_run(model: &Model, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
+    let plan = model.compile(&PassSelection::all()).unwrap().plan;
+    let mut g = model.cpu(plan, prompt.len() + steps).unwrap();
+    let logits = g.forward(prompt).unwrap().to_vec();
+    let tokens = greedy_after(&mut g, &logits, steps);
+    (logits, tokens)
+}
