@@ -297,10 +297,6 @@ impl VocabIndex {
         }
     }
 
-    fn contains(&self, text: &str) -> bool {
-        self.get(text).is_some()
-    }
-
     fn text(&self, id: u32) -> &str {
         self.texts.get(id as usize).unwrap_or_default()
     }
@@ -565,8 +561,7 @@ fn bpe_word(
         live: bool,
     }
     let mut syms: Vec<Sym> = Vec::with_capacity(word.len());
-    let mut it = word.char_indices().peekable();
-    while let Some((i, c)) = it.next() {
+    for (i, c) in word.char_indices() {
         // Characters outside the vocabulary are dropped, as `tokenizers` does
         // without an unknown token.
         if let Some(id) = vocab.get(&word[i..i + c.len_utf8()]) {

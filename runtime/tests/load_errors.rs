@@ -627,3 +627,88 @@ fn safetensors_bad_offsets_and_sizes() {
     let e = ModelSource::open(&dir).unwrap_err().to_string();
     assert!(e.contains("model.safetensors") && e.contains("JSON"), "{e}");
 }
+
+#[test]
+fn long_arrays_are_packed() {
+    const N: usize = 1500;
+    let strs: Vec<V> = (0..N)
+        .map(|i| {
+            let s: &'static str = Box::leak(format!("tok{i}\u{2581}").into_boxed_str());
+            V::Str(if i == 7 { "" } else { s })
+        })
+        .collect();
+    let mut kvs = valid_kvs();
+    kvs.push(("t.strs", V::Arr(8, strs)));
+    kvs.push((
+        "t.i32s",
+        V::Arr(5, (0..N).map(|i| V::I32(i as i32 - 3)).collect()),
+    ));
+    kvs.push((
+        "t.f32s",
+        V::Arr(6, (0..N).map(|i| V::F32(i as f32 * 0.5)).collect()),
+    ));
+    kvs.push(("t.u8s", V::Arr(0, (0..N).map(|i| V::U8(i as u8)).collect())));
+    kvs.push((
+        "t.bools",
+        V::Arr(7, (0..N).map(|i| V::Bool(i % 3 == 0)).collect()),
+    ));
+    let dir = scratch("packed");
+    let path = write_file(&dir, "p.gguf", &gguf(3, &kvs, &valid_tensors()));
+    let m = ModelSource::open(&path).unwrap();
+
+    let s = m.meta("t.strs").unwrap();
+    assert!(matches!(s, MetaValue::Packed(_)), "{s:?}");
+    assert_eq!(s.summary(), format!("[{N} values]"));
+    assert_eq!(s.array_len(), Some(N));
+    assert_eq!(s.array_get(0), Some(MetaValue::Str("tok0\u{2581}".into())));
+    assert_eq!(s.array_get(7), Some(MetaValue::Str(String::new())));
+    assert_eq!(
+        s.array_get(N - 1),
+        Some(MetaValue::Str(format!("tok{}\u{2581}", N - 1)))
+    );
+    assert_eq!(s.array_get(N), None);
+    let MetaValue::Packed(p) = s else {
+        unreachable!()
+    };
+    let list = p.as_strs().unwrap();
+    assert_eq!(list.len(), N);
+    assert_eq!(list.iter().nth(12), Some("tok12\u{2581}"));
+
+    let i = m.meta("t.i32s").unwrap();
+    assert_eq!(i.array_get(0), Some(MetaValue::Int(-3)));
+    assert_eq!(i.array_get(N - 1), Some(MetaValue::Int(N as i64 - 4)));
+    let f = m.meta("t.f32s").unwrap();
+    assert_eq!(f.array_get(3), Some(MetaValue::Float(1.5)));
+    let u = m.meta("t.u8s").unwrap();
+    assert_eq!(u.array_get(300), Some(MetaValue::UInt(300 % 256)));
+    let b = m.meta("t.bools").unwrap();
+    assert_eq!(b.array_get(3), Some(MetaValue::Bool(true)));
+    assert_eq!(b.array_get(4), Some(MetaValue::Bool(false)));
+    // Packed arrays serialise as plain lists.
+    let json = serde_json::to_value(i).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), N);
+    assert_eq!(json[1], serde_json::json!(-2));
+
+    // Corruption inside a long array is still one clear error.
+    let mut bad = valid_kvs();
+    let mut items: Vec<V> = (0..N).map(|_| V::Bool(true)).collect();
+    items[N - 2] = V::U8(2);
+    bad.push(("t.bools", V::Arr(7, items)));
+    let msg = open_err("packed-bool", &gguf(3, &bad, &[]));
+    assert!(msg.contains("t.bools") && msg.contains("found 2"), "{msg}");
+
+    let mut bad = valid_kvs();
+    let mut bytes = gguf(3, &bad, &[]);
+    let at = bytes.len();
+    bad.push(("t.strs", V::Arr(8, (0..N).map(|_| V::Str("ab")).collect())));
+    bytes = gguf(3, &bad, &[]);
+    // Break UTF-8 in the last string.
+    let last = bytes.len() - 1;
+    bytes[last] = 0xff;
+    let msg = open_err("packed-utf8", &bytes);
+    assert!(msg.contains("UTF-8"), "{msg}");
+    for cut in [at + 30, bytes.len() - 1] {
+        let msg = open_err("packed-trunc", &bytes[..cut]);
+        assert!(msg.contains("x.gguf"), "cut {cut}: {msg}");
+    }
+}

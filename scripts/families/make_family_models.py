@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Tiny random-weight models of each supported family (HF dirs + GGUF conversions + references).
 
-Same approach and reference.json format as scripts/fixtures/make_tiny_llama.py (whose
-tokenizer, JSON and conversion helpers are reused), one directory per model under
-tests/fixtures/families/<name>/:
+Same approach and reference.json format as scripts/fixtures/make_tiny_llama.py (the
+tokenizer, JSON, greedy and conversion helpers of both are in scripts/fixtures/common.py),
+one directory per model under tests/fixtures/families/<name>/:
 
   config.json            written by the family's own transformers config class
   model.safetensors      f32 weights (written by save_pretrained: hub tensor names)
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -43,14 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts" / "fixtures"))
-import make_tiny_llama as tl  # noqa: E402  (tokenizer, JSON and converter helpers)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+import common as fx  # noqa: E402  (tokenizer, JSON, greedy and converter helpers)
 
-OUT_ROOT = REPO / "tests" / "fixtures" / "families"
-N_GEN = tl.N_GEN
+SCRIPT = "scripts/families/make_family_models.py"
+OUT_ROOT = fx.FIXTURES / "families"
 WEIGHT_STD = 0.2
 NORM_STD = 0.1
 BIAS_STD = 0.1
@@ -477,49 +474,17 @@ def sliding_window_probe(model, f: dict, input_ids: list[int]) -> dict | None:
 
 # ----------------------------------------------------------------------------- GGUF
 
-CONVERT_WRAPPER = r"""
-import sys
-src, arch, vocab_patch, argv = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
-sys.path.insert(0, src)
-sys.path.insert(1, src + "/gguf-py")
-import conversion
-import conversion.base as base
-# Our toy byte-level BPE tokenizer has no known pre-tokenizer hash; it uses the
-# GPT-2 byte-level regex, which llama.cpp calls "gpt-2".
-base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
-# transformers 5's AutoTokenizer picks the family's tokenizer class from config.json
-# (e.g. Qwen2Tokenizer, which adds <|endoftext|> beyond our vocab); read tokenizer.json as is.
-import transformers
-transformers.AutoTokenizer.from_pretrained = transformers.PreTrainedTokenizerFast.from_pretrained
-if vocab_patch:
-    # This arch's set_vocab wants a sentencepiece tokenizer.model; ours is byte-level BPE.
-    cls = conversion.get_model_class(arch)
-    cls.set_vocab = lambda self: self._set_vocab_gpt2()
-import runpy
-sys.argv = [src + "/convert_hf_to_gguf.py"] + argv
-runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
-"""
-
-
 def convert(d: Path, f: dict, outtype: str) -> Path:
-    src = tl.llama_cpp_src()
-    out = d / f"model-{outtype}.gguf"
-    tmp = d / f".model-{outtype}.gguf.tmp"
-    cmd = [sys.executable, "-c", CONVERT_WRAPPER, str(src), f["arch"], "1" if f.get("vocab_patch") else "0",
-           str(d), "--outtype", outtype, "--outfile", str(tmp),
-           # general.name defaults to the directory name; llama.cpp keys per-token attributes
-           # on it (a name containing "phi3" demands <unk> and <|endoftext|> tokens).
-           "--model-name", f"weft-fixture-{f['seed']}"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"conversion of {d.name} to {outtype} failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
-    os.replace(tmp, out)
-    return out
+    return fx.convert(d, outtype, arch=f["arch"], vocab_patch=bool(f.get("vocab_patch")),
+                      plain_autotokenizer=True,
+                      # general.name defaults to the directory name; llama.cpp keys per-token
+                      # attributes on it (a name containing "phi3" demands <unk> and
+                      # <|endoftext|> tokens).
+                      model_name=f"weft-fixture-{f['seed']}")
 
 
 def gguf_summary(path: Path) -> dict:
-    sys.path.insert(0, str(tl.llama_cpp_src() / "gguf-py"))
+    sys.path.insert(0, str(fx.llama_cpp_src() / "gguf-py"))
     import gguf  # the converter's own gguf-py
 
     r = gguf.GGUFReader(str(path))
@@ -546,26 +511,7 @@ def gguf_summary(path: Path) -> dict:
 
 def load_gguf_model(d: Path, f: dict, gguf_name: str):
     # Config from config.json (the GGUF drops some values, see gguf_lossy); tensors from the GGUF.
-    cfg = transformers.AutoConfig.from_pretrained(str(d))
-    m = model_class(f).from_pretrained(str(d), gguf_file=gguf_name, config=cfg, dtype=torch.float32,
-                                       attn_implementation="eager")
-    m.eval()
-    return m
-
-
-def compare_weights(a, b, f16: bool) -> float:
-    """Max |a - b| over tensors; with f16, each >= 2-D tensor may match a's value either
-    rounded to f16 or as is (the converter keeps some 2-D tensors, e.g. MoE routers, in f32)."""
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys(), sorted(sa.keys() ^ sb.keys())
-    worst = 0.0
-    for k in sa:
-        x = sa[k]
-        d = float((x - sb[k]).abs().max())
-        if f16 and x.dim() >= 2:
-            d = min(d, float((x.to(torch.float16).to(torch.float32) - sb[k]).abs().max()))
-        worst = max(worst, d)
-    return worst
+    return fx.load_gguf_model(model_class(f), d, gguf_name, attn_implementation="eager")
 
 
 def keeps_f32(name: str) -> bool:
@@ -582,61 +528,6 @@ def f16_rounded_copy(model, f: dict, d: Path):
             if p.dim() >= 2 and not keeps_f32(n):
                 p.copy_(p.to(torch.float16).to(torch.float32))
     return m
-
-
-def reference(model, input_ids: list[int]) -> dict:
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([input_ids]), use_cache=True)
-        last = out.logits[0, -1].float().numpy()
-        past = out.past_key_values
-        cur = last
-        toks, gaps = [], []
-        for _ in range(N_GEN):
-            t, g = tl.top2_gap(cur)
-            toks.append(t)
-            gaps.append(g)
-            o = model(input_ids=torch.tensor([[t]]), past_key_values=past, use_cache=True)
-            past = o.past_key_values
-            cur = o.logits[0, -1].float().numpy()
-        full = model(input_ids=torch.tensor([input_ids + toks]), use_cache=False).logits[0].numpy()
-        n = len(input_ids)
-        nocache = [int(np.argmax(full[n - 1 + k])) for k in range(N_GEN)]
-        assert nocache == toks, "KV-cache and full-sequence greedy disagree"
-        assert np.allclose(full[n - 1], last, atol=1e-5)
-    max_abs = float(np.abs(last).max())
-    return {
-        "input_ids": input_ids,
-        "last_logits": [float(x) for x in last],
-        "max_abs_logit": max_abs,
-        "greedy": toks,
-        "gaps": gaps,
-        "min_gap": min(gaps),
-        "min_gap_over_max_abs_logit": min(gaps) / max_abs,
-    }
-
-
-def llamacpp_run(gguf: Path, input_ids: list[int], n_gen: int) -> tuple[np.ndarray, list[int]]:
-    import llama_cpp
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf), n_ctx=128, n_threads=1, n_threads_batch=1,
-                verbose=os.environ.get("WEFT_LLAMACPP_VERBOSE") == "1")
-    n_vocab = llm.n_vocab()
-
-    def last() -> np.ndarray:
-        ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float32).copy()
-
-    llm.eval(input_ids)
-    first = last()
-    cur, toks = first, []
-    for _ in range(n_gen):
-        t = int(np.argmax(cur))
-        toks.append(t)
-        llm.eval([t])
-        cur = last()
-    del llm
-    return first, toks
 
 
 def llamacpp_check(d: Path) -> dict:
@@ -667,18 +558,13 @@ def llamacpp_check(d: Path) -> dict:
 
 def _llamacpp_one(gguf: str, refname: str) -> int:
     ref = json.loads((Path(gguf).parent / refname).read_text())
-    logits, toks = llamacpp_run(Path(gguf), ref["input_ids"], len(ref["greedy"]))
+    logits, toks = fx.llamacpp_greedy(Path(gguf), ref["input_ids"], len(ref["greedy"]),
+                                      verbose=os.environ.get("WEFT_LLAMACPP_VERBOSE") == "1")
     print(logits.astype("<f4").tobytes().hex(), json.dumps(toks))
     return 0
 
 
 # ----------------------------------------------------------------------------- main
-
-
-def generator_info() -> dict:
-    info = tl.generator_info()
-    info["script"] = "scripts/families/make_family_models.py"
-    return info
 
 
 def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
@@ -688,21 +574,19 @@ def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
         shutil.rmtree(d)
     d.mkdir(parents=True)
     vocab = f["cfg"]["vocab_size"]
-    tok = tl.make_tokenizer(vocab)
-    tl.write_tokenizer(tok, d)
+    tok = fx.make_tokenizer(vocab)
+    fx.write_tokenizer(tok, d)
     build(f, d)
     model = load_hf(d, f)
     check_roundtrip(model, f)
 
-    input_ids = tl.make_input_ids(tok, vocab)
-    ref = reference(model, input_ids)
-    ratio = ref["min_gap_over_max_abs_logit"]
-    if ratio <= 1e-3:
-        raise SystemExit(f"{name}: greedy gap too small ({ratio:.2e} of max|logit|); change seed")
+    input_ids = fx.make_input_ids(tok, vocab)
+    ref = fx.hf_reference(model, input_ids)
+    ratio = fx.check_greedy_gap(name, ref)
     if len(set(ref["greedy"])) < 8:
         raise SystemExit(f"{name}: greedy output degenerate ({len(set(ref['greedy']))} distinct ids); change seed")
     common = {
-        "generator": generator_info(),
+        "generator": fx.generator_info(SCRIPT),
         "model": name,
         "architecture": f["arch"],
         "seed": f["seed"],
@@ -710,8 +594,8 @@ def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
                 f"N(0, {BIAS_STD}) biases, "
                 f"{f.get('norm_center', 1.0)} + N(0, {NORM_STD}) norm weights",
         "attn_implementation": "eager",
-        "input_text": tl.INPUT_TEXT,
-        "input_note": "input_ids = [<s>] + tokenizer(input_text)[:8] padded with high ids",
+        "input_text": fx.INPUT_TEXT,
+        "input_note": fx.INPUT_NOTE,
         "notes": f["notes"],
         "config": config_summary(model, f),
     }
@@ -725,11 +609,11 @@ def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
                          "(window counts the query itself) on sliding layers",
             "probe_input": "input_ids + first 20 greedy ids, full-sequence forward",
         }
-    tl.write_json(d / "reference.json", {
+    fx.write_json(d / "reference.json", {
         **common,
         "weights": "model.safetensors (f32)",
         **ref,
-        "tokenizer_checks": [{"text": s, "ids": tok.encode(s).ids} for s in tl.TOKENIZER_CHECKS],
+        "tokenizer_checks": fx.tokenizer_checks(tok),
     })
     row = {"name": name, "greedy8": ref["greedy"][:8], "min_gap": ref["min_gap"], "ratio": ratio,
            "max_abs_logit": ref["max_abs_logit"]}
@@ -751,16 +635,16 @@ def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
     method = "model-f16.gguf, loaded by transformers (f16 tensors widened to f32, compute in f32)"
     try:
         g32 = load_gguf_model(d, f, f32.name)
-        diff32 = compare_weights(model, g32, f16=False)
+        diff32 = fx.compare_weights(model, g32, f16=False)
         g16 = load_gguf_model(d, f, f16.name)
-        diff16 = compare_weights(model, g16, f16=True)
+        diff16 = fx.compare_weights(model, g16, f16=True)
         # Gemma 2/3 GGUFs store norm weights as 1+w; transformers subtracts 1 again, which
         # may round the last bit of w (|diff| <= ~6e-8 for |w| < 0.5).
         tol = 1e-6 if f.get("norm_center", 1.0) == 0.0 else 0.0
         if diff32 > tol or diff16 > tol:
             raise RuntimeError(f"GGUF tensors read back by transformers differ ({diff32}, {diff16})")
         row["tf_gguf_max_abs_weight_diff"] = max(diff32, diff16)
-        ref32 = reference(g32, input_ids)
+        ref32 = fx.hf_reference(g32, input_ids)
         assert ref32["greedy"] == ref["greedy"] and np.allclose(ref32["last_logits"], ref["last_logits"], atol=1e-5)
         row["tf_gguf"] = "transformers reads the GGUF back bit-exactly"
     except Exception as e:  # transformers cannot read this arch's GGUF
@@ -769,8 +653,8 @@ def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
         g16 = f16_rounded_copy(model, f, d)
         method = ("HF model with every >=2-D tensor rounded to f16 (the converter's f16 rule); "
                   "transformers could not load this arch's GGUF")
-    ref16 = reference(g16, input_ids)
-    tl.write_json(d / "reference-f16.json", {
+    ref16 = fx.hf_reference(g16, input_ids)
+    fx.write_json(d / "reference-f16.json", {
         **common,
         "weights": method,
         **ref16,
@@ -781,9 +665,8 @@ def make_one(f: dict, run_llamacpp: bool, summaries: dict) -> dict:
     row["f16_greedy_same"] = ref16["greedy"] == ref["greedy"]
     if run_llamacpp:
         lc = llamacpp_check(d)
-        tl.write_json(d / "llamacpp.json", {
-            "generator": {"script": "scripts/families/make_family_models.py",
-                          "llama_cpp_python": tl.LLAMA_CPP_PYTHON},
+        fx.write_json(d / "llamacpp.json", {
+            "generator": {"script": SCRIPT, "llama_cpp_python": fx.LLAMA_CPP_PYTHON},
             "settings": {"n_ctx": 128, "n_threads": 1, "kv_cache_type": "f16",
                          "input": "input_ids of reference.json, one llama_decode for the prompt, "
                                   "then one token per decode; greedy = argmax"},
@@ -807,9 +690,9 @@ def write_metadata_md(summaries: dict) -> None:
         old = json.loads(jpath.read_text())
     old.update(summaries)
     order = [f["name"] for f in FAMILIES if f["name"] in old]
-    tl.write_json(jpath, {k: old[k] for k in order})
+    fx.write_json(jpath, {k: old[k] for k in order})
     lines = ["# GGUF metadata written by convert_hf_to_gguf.py for the family fixtures", "",
-             "Generated by scripts/families/make_family_models.py from each model-f32.gguf "
+             f"Generated by {SCRIPT} from each model-f32.gguf "
              "(tokenizer arrays elided).  Tensor shapes are GGUF order (ne0 first).", ""]
     for k in order:
         s = old[k]
