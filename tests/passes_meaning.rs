@@ -295,3 +295,42 @@ proptest! {
         prop_assert!(log.iter().filter(|l| !l.starts_with(' ')).all(|l| l.ends_with(": 0 change(s)")), "{:?}", log);
     }
 }
+
+#[test]
+fn a_declined_fusion_leaves_the_unfused_form() {
+    let s = Shape {
+        heads: 2,
+        kv_heads: 1,
+        layers: 1,
+        gelu: false,
+        extra_chain: 0,
+        duplicate_norm: false,
+        tied: true,
+        softcap: false,
+        window: None,
+        qkv_bias: false,
+        seed: 7,
+    };
+    let (g, w) = build(&s);
+    let mut base = g.clone();
+    weft_passes::infer_shapes(&mut base).unwrap();
+    let (sel, log) = PassSelection::all().declining(&["glu"]);
+    assert_eq!(
+        log,
+        vec!["fuse-glu: declined by the backend (glu)".to_string()]
+    );
+    let mut fused = base.clone();
+    optimize(&mut fused, &sel, |_, _| {}).unwrap();
+    let text = fused.to_text();
+    assert!(
+        !text.contains("= glu(") && text.contains("= silu("),
+        "{text}"
+    );
+    let want = run(&base, &w, false);
+    let got = run(&fused, &w, true);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(want
+        .iter()
+        .zip(&got)
+        .all(|(a, b)| (a - b).abs() <= 1e-5 * scale));
+}

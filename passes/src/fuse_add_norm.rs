@@ -11,6 +11,10 @@ impl Pass for FuseAddNorm {
         "fuse-add-norm"
     }
 
+    fn produces(&self) -> Option<&'static str> {
+        Some("add_rms_norm")
+    }
+
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for r in g.topo_order() {

@@ -68,6 +68,10 @@ impl Pass for FuseElementwise {
         "fuse-elementwise"
     }
 
+    fn produces(&self) -> Option<&'static str> {
+        Some("elementwise")
+    }
+
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         // A node folds into its reader when it is elementwise, read once, by an elementwise node.

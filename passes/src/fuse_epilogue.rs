@@ -11,6 +11,10 @@ impl Pass for FuseEpilogue {
         "fuse-epilogue"
     }
 
+    fn produces(&self) -> Option<&'static str> {
+        Some("matmul_epilogue")
+    }
+
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for n in g.topo_order() {

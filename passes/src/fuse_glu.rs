@@ -38,6 +38,10 @@ impl Pass for FuseGlu {
         "fuse-glu"
     }
 
+    fn produces(&self) -> Option<&'static str> {
+        Some("glu")
+    }
+
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for m in g.topo_order() {

@@ -17,6 +17,10 @@ impl Pass for FuseMatmul {
         "fuse-matmul"
     }
 
+    fn produces(&self) -> Option<&'static str> {
+        Some("matmul_multi")
+    }
+
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for x in g.topo_order() {

@@ -11,6 +11,10 @@ impl Pass for FuseRopeAttention {
         "fuse-rope-attention"
     }
 
+    fn produces(&self) -> Option<&'static str> {
+        Some("attention_rope")
+    }
+
     fn run(&self, g: &mut Graph) -> Vec<String> {
         let mut log = Vec::new();
         for a in g.topo_order() {

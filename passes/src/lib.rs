@@ -41,6 +41,10 @@ pub trait Pass: Sync {
     fn name(&self) -> &'static str;
     /// Rewrites the graph; log lines describe the changes (none: nothing changed).
     fn run(&self, g: &mut Graph) -> Vec<String>;
+    /// The fused form this pass makes, by the name a backend may decline it under.
+    fn produces(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The graph passes, in order. Aliasing and CSE first so fusions see shared values
@@ -136,6 +140,31 @@ impl PassSelection {
 
     pub fn memory(&self) -> bool {
         self.contains(MEMORY)
+    }
+
+    /// This selection less the fusions whose product a backend declines (it then runs
+    /// the unfused form); the log lines say which were left out.
+    pub fn declining(&self, declined: &[&str]) -> (Self, Vec<String>) {
+        let mut log = Vec::new();
+        let kept = self
+            .0
+            .iter()
+            .copied()
+            .filter(|name| {
+                let product = PIPELINE
+                    .iter()
+                    .find(|p| p.name() == *name)
+                    .and_then(|p| p.produces());
+                match product.filter(|p| declined.contains(p)) {
+                    Some(p) => {
+                        log.push(format!("{name}: declined by the backend ({p})"));
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .collect();
+        (PassSelection(kept), log)
     }
 }
 

@@ -171,14 +171,17 @@ impl Model {
         weft_passes::infer_shapes(&mut graph)?;
         let expanded_text = graph.to_text();
         let nodes_expanded = graph.len();
-        let plan = weft_passes::build_plan(
+        // The CPU backend is the one there is; its declined fusions stay unfused.
+        let (passes, declined) = passes.declining(weft_cpu::DECLINED_FUSIONS);
+        let mut plan = weft_passes::build_plan(
             graph,
-            passes,
+            &passes,
             &expanded.family,
             self.stamp(),
             expanded.hparams.clone(),
             after,
         )?;
+        plan.pass_log.splice(0..0, declined);
         Ok(Compiled {
             expanded,
             expanded_text,

@@ -688,6 +688,8 @@ def write_metadata_md(summaries: dict) -> None:
     jpath = OUT_ROOT / "gguf_metadata.json"
     if jpath.exists():
         old = json.loads(jpath.read_text())
+        for s in old.values():  # tuples, as gguf_summary makes them: one line each in the JSON
+            s["tensors"] = [tuple(t) for t in s["tensors"]]
     old.update(summaries)
     order = [f["name"] for f in FAMILIES if f["name"] in old]
     fx.write_json(jpath, {k: old[k] for k in order})

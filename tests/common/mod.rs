@@ -86,8 +86,9 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// A model in `dir` (the directory itself, or a weights file in it when `weights` is not
 /// empty) against a transformers reference file there: last-position logits within
-/// 1e-3·max|logit|, the reference's greedy tokens exactly, and graph vs curated within
-/// 1e-4 relative with the same greedy tokens for 16 steps.
+/// 1e-3·max|logit|, the reference's greedy tokens exactly, the same logits with every
+/// pass off (1e-5 relative), and graph vs curated within 1e-4 relative with the same
+/// greedy tokens for 16 steps.
 pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
     check_reference(dir, weights, reference, true)
 }
@@ -116,6 +117,19 @@ pub fn check_reference(dir: &Path, weights: &str, reference: &str, curated: bool
         greedy_after(&mut graph, &logits, want_greedy.len()),
         want_greedy,
         "{label}: greedy tokens differ from transformers"
+    );
+    // Every pass off must give the same logits.
+    let mut bare = model
+        .cpu(
+            model.compile(&PassSelection::none()).unwrap().plan,
+            input.len() + 1,
+        )
+        .unwrap();
+    let off = bare.forward(&input).unwrap().to_vec();
+    let rel_off = max_abs_diff(&logits, &off) / max_abs(&logits);
+    assert!(
+        rel_off <= 1e-5,
+        "{label}: passes on vs off differ by {rel_off:.2e}"
     );
     if !curated {
         return;

@@ -8,3 +8,7 @@ mod program;
 pub mod quant;
 
 pub use program::{CpuError, CpuProgram};
+
+/// Fused forms (see `Pass::produces`) this backend cannot run; compiling for it leaves
+/// those fusions out. The CPU runs every fused op the passes make.
+pub const DECLINED_FUSIONS: &[&str] = &[];
