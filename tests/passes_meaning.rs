@@ -314,10 +314,14 @@ fn a_declined_fusion_leaves_the_unfused_form() {
     let (g, w) = build(&s);
     let mut base = g.clone();
     weft_passes::infer_shapes(&mut base).unwrap();
-    let (sel, log) = PassSelection::all().declining(&["glu"]);
+    // Without glu and the general elementwise rule, silu and mul stay separate ops.
+    let (sel, log) = PassSelection::all().declining(&["glu", "elementwise"]);
     assert_eq!(
         log,
-        vec!["fuse-glu: declined by the backend (glu)".to_string()]
+        vec![
+            "fuse-glu: declined by the backend (glu)".to_string(),
+            "fuse-elementwise: declined by the backend (elementwise)".to_string()
+        ]
     );
     let mut fused = base.clone();
     optimize(&mut fused, &sel, |_, _| {}).unwrap();
