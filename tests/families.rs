@@ -26,6 +26,11 @@ fn qwen3() {
 }
 
 #[test]
+fn qwen3moe() {
+    all_sources("qwen3moe");
+}
+
+#[test]
 fn phi3() {
     all_sources("phi3");
     all_sources("phi3-partial-rope");

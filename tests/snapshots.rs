@@ -74,3 +74,13 @@ fn phi2_gguf() {
 fn gpt2_gguf() {
     snapshot("gpt2_gguf", family("gpt2"));
 }
+
+#[test]
+fn qwen3moe_gguf() {
+    snapshot("qwen3moe_gguf", family("qwen3moe"));
+}
+
+#[test]
+fn qwen3moe_hf() {
+    snapshot("qwen3moe_hf", fixtures().join("families").join("qwen3moe"));
+}

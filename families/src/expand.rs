@@ -35,6 +35,7 @@ pub fn expand_with(
         vars: BTreeMap::new(),
         graph: Graph::new(),
         weights: HashMap::new(),
+        expert: None,
     };
     x.read_hparams()?;
     let tokens = x.graph.add(Op::Tokens, "tokens", "", &[]);
@@ -70,6 +71,8 @@ struct Expander<'a> {
     /// Weight nodes by (canonical name, layer); a tensor read under two names gets
     /// two nodes here, which the tie-alias pass merges.
     weights: HashMap<(String, Option<usize>), Option<NodeId>>,
+    /// The expert whose tensors `weight` reads (while expanding a `moe` op).
+    expert: Option<usize>,
 }
 
 fn meta_to_value(m: &MetaValue) -> Option<Value> {
@@ -225,7 +228,12 @@ impl Expander<'_> {
         layer: Option<usize>,
         at: &str,
     ) -> Result<Option<NodeId>, FamilyError> {
-        if let Some(&n) = self.weights.get(&(role.to_string(), layer)) {
+        // `{e}` in a tensor name is the expert index, for per-expert tensors.
+        let key = match self.expert {
+            Some(e) => format!("{role}#{e}"),
+            None => role.to_string(),
+        };
+        if let Some(&n) = self.weights.get(&(key.clone(), layer)) {
             return Ok(n);
         }
         let spec: TensorSpec = self
@@ -243,8 +251,13 @@ impl Expander<'_> {
             SourceKind::Gguf => spec.gguf.as_ref(),
             SourceKind::Hf => spec.hf.as_ref(),
         };
-        let name =
-            name.map(|n| n.replace("{i}", &layer.map(|i| i.to_string()).unwrap_or_default()));
+        let name = name.map(|n| {
+            n.replace("{i}", &layer.map(|i| i.to_string()).unwrap_or_default())
+                .replace(
+                    "{e}",
+                    &self.expert.map(|e| e.to_string()).unwrap_or_default(),
+                )
+        });
         let present = name
             .as_ref()
             .is_some_and(|n| self.info.tensor_meta(n).is_some());
@@ -295,8 +308,20 @@ impl Expander<'_> {
                 tensor: name.unwrap_or_else(|| "(no name for this source)".to_string()),
             });
         };
-        self.weights.insert((role.to_string(), layer), node);
+        self.weights.insert((key, layer), node);
         Ok(node)
+    }
+
+    /// Whether tensor `role`'s name in this source contains `needle`.
+    fn tensor_name_has(&self, role: &str, needle: &str) -> bool {
+        let spec = self.t.tensors.get(role).and_then(|v| {
+            v.get(match self.info.source_kind() {
+                SourceKind::Gguf => "gguf",
+                SourceKind::Hf => "hf",
+            })
+        });
+        spec.and_then(|v| v.as_str())
+            .is_some_and(|n| n.contains(needle))
     }
 
     fn section(
@@ -533,6 +558,58 @@ impl Expander<'_> {
                     rope: None,
                 };
                 (op, ins.clone())
+            }
+            "moe" => {
+                need(1)?;
+                let e = self.req_count(entry, "experts", at)?;
+                let act = match self.string(entry, "act", at)?.as_deref() {
+                    Some("silu") | None => GluAct::Silu,
+                    Some("gelu") => GluAct::Gelu,
+                    other => {
+                        return Err(self.op_err(
+                            at,
+                            format!("moe act must be 'silu' or 'gelu', found {other:?}"),
+                        ))
+                    }
+                };
+                let mut inputs = vec![ins[0]];
+                let router = entry
+                    .get("router")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| self.op_err(at, "moe needs a 'router' tensor"))?;
+                inputs.push(
+                    self.weight(router, layer, at)?
+                        .ok_or_else(|| self.op_err(at, "the router tensor is absent"))?,
+                );
+                let mut stacked = None;
+                for key in ["gate", "up", "down"] {
+                    let role = entry
+                        .get(key)
+                        .and_then(|v| v.as_str())
+                        .ok_or_else(|| self.op_err(at, format!("moe needs a '{key}' tensor")))?;
+                    let per_expert = self.tensor_name_has(role, "{e}");
+                    if *stacked.get_or_insert(!per_expert) == per_expert {
+                        return Err(
+                            self.op_err(at, "expert tensors must all be stacked or all per expert")
+                        );
+                    }
+                    for x in 0..if per_expert { e } else { 1 } {
+                        self.expert = per_expert.then_some(x);
+                        let w = self.weight(role, layer, at);
+                        self.expert = None;
+                        inputs.push(w?.ok_or_else(|| {
+                            self.op_err(at, format!("expert tensor '{role}' is absent"))
+                        })?);
+                    }
+                }
+                let op = Op::Moe {
+                    n_experts: e,
+                    top_k: self.req_count(entry, "top_k", at)?,
+                    norm_topk: self.num(entry, "norm_topk", at)?.unwrap_or(1.0) != 0.0,
+                    act,
+                    stacked: stacked.unwrap_or(true),
+                };
+                (op, inputs)
             }
             "position_embed" => {
                 need(0)?;

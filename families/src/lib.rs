@@ -48,6 +48,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("llama.toml", include_str!("../llama.toml")),
     ("qwen2.toml", include_str!("../qwen2.toml")),
     ("qwen3.toml", include_str!("../qwen3.toml")),
+    ("qwen3moe.toml", include_str!("../qwen3moe.toml")),
     ("phi3.toml", include_str!("../phi3.toml")),
     ("gemma2.toml", include_str!("../gemma2.toml")),
     ("gemma3.toml", include_str!("../gemma3.toml")),

@@ -242,6 +242,18 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rope: Option<RopeParams>,
     },
+    /// Mixture of experts: a router (input 1, `[n_experts, d]`) scores each row of x
+    /// (input 0), the `top_k` best experts (softmax weights, renormalised over the k
+    /// when `norm_topk`) each run `down · (act(gate · x) ⊙ (up · x))`, summed by weight.
+    /// Experts' gate, up and down weights follow: three `[n_experts, rows, cols]`
+    /// tensors when `stacked`, else `n_experts` gates, then ups, then downs.
+    Moe {
+        n_experts: usize,
+        top_k: usize,
+        norm_topk: bool,
+        act: GluAct,
+        stacked: bool,
+    },
     /// Keeps the last position: `[seq, n]` → `[1, n]`.
     LastPosition,
     /// A result of the graph (the logits).
@@ -281,6 +293,7 @@ impl Op {
             Op::Softcap { .. } => "softcap",
             Op::Rope { .. } => "rope",
             Op::Attention { .. } => "attention",
+            Op::Moe { .. } => "moe",
             Op::LastPosition => "last_position",
             Op::Output => "output",
         }
@@ -310,6 +323,9 @@ impl Op {
             Op::Slice { start, len } => format!("start={start} len={len}"),
             Op::LayerNorm { eps } => format!("eps={eps:e}"),
             Op::Glu { act } => format!("act={act:?}"),
+            Op::Moe { n_experts, top_k, norm_topk, act, stacked } => {
+                format!("experts={n_experts} top_k={top_k} norm_topk={norm_topk} act={act:?} stacked={stacked}")
+            }
             Op::Elementwise { code } => code
                 .iter()
                 .map(|e| format!("{e:?}"))

@@ -147,6 +147,45 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             }
             ins[0].clone()
         }
+        Op::Moe {
+            n_experts,
+            top_k,
+            stacked,
+            ..
+        } => {
+            let e = *n_experts;
+            let want = if *stacked { 5 } else { 2 + 3 * e };
+            arity(want)?;
+            let (rows, d) = matrix(&ins[0], "the input")?;
+            if ins[1] != [Dim::Known(e), Dim::Known(d)] {
+                return Err(format!("router {} is not [{e}, {d}]", show(&ins[1])));
+            }
+            if *top_k == 0 || *top_k > e {
+                return Err(format!("top_k {top_k} of {e} experts"));
+            }
+            // Each expert: gate and up [f, d], down [d, f].
+            let expert = |k: usize, x: usize| -> Vec<Dim> {
+                if *stacked {
+                    ins[2 + k][1..].to_vec()
+                } else {
+                    ins[2 + k * e + x].clone()
+                }
+            };
+            let stacked_ok = !*stacked || (2..5).all(|k| ins[k].first() == Some(&Dim::Known(e)));
+            for x in 0..e {
+                let (g, u, dn) = (expert(0, x), expert(1, x), expert(2, x));
+                let f = g.first().copied().unwrap_or(Dim::Known(0));
+                if !stacked_ok || g != [f, Dim::Known(d)] || u != g || dn != [Dim::Known(d), f] {
+                    return Err(format!(
+                        "expert {x}: gate {}, up {}, down {} do not fit rows of {d}",
+                        show(&g),
+                        show(&u),
+                        show(&dn)
+                    ));
+                }
+            }
+            vec![rows, Dim::Known(d)]
+        }
         Op::Bias => {
             arity(2)?;
             let (_, d) = matrix(&ins[0], "the input")?;

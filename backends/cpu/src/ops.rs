@@ -1,8 +1,9 @@
 //! Reference kernels for the non-matmul ops, on row-major f32 activations.
 //! Written for clarity first; a later issue moves the hot ones to SIMD and the JIT.
 
+use crate::quant::kernel_for;
 use rayon::prelude::*;
-use weft_ir::{Ew, RopeLayout, RopeScaling};
+use weft_ir::{Ew, GluAct, RopeLayout, RopeScaling, WeightView};
 
 /// `x / rms(x) · (w + offset)` over each group of `w.len()` values.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, offset: f32, out: &mut [f32]) {
@@ -178,6 +179,73 @@ pub fn attention(
             }
         }
     });
+}
+
+/// One expert's weights: each a view and the first row of the expert inside it (stacked
+/// `[n_experts, rows, cols]` tensors hold every expert; per-expert tensors start at 0).
+pub struct Expert<'a> {
+    pub gate: (&'a WeightView, usize),
+    pub up: (&'a WeightView, usize),
+    pub down: (&'a WeightView, usize),
+    pub ffn: usize,
+}
+
+/// Mixture of experts over rows of `d` values: softmax router, the `top_k` best experts
+/// (renormalised over the k when `norm_topk`), each `down · (act(gate · x) ⊙ (up · x))`.
+#[allow(clippy::too_many_arguments)]
+pub fn moe(
+    x: &[f32],
+    d: usize,
+    router: &WeightView,
+    experts: &[Expert],
+    top_k: usize,
+    norm_topk: bool,
+    act: GluAct,
+    out: &mut [f32],
+) {
+    let dot = |(w, base): (&WeightView, usize), r: usize, v: &[f32]| {
+        kernel_for(w.dtype).dot(w.row(base + r), v)
+    };
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let logits: Vec<f32> = (0..experts.len())
+            .map(|e| dot((router, 0), e, xr))
+            .collect();
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let z: f32 = exps.iter().sum();
+        let mut order: Vec<usize> = (0..experts.len()).collect();
+        order.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]).then(a.cmp(&b)));
+        order.truncate(top_k);
+        let norm = if norm_topk {
+            order.iter().map(|&e| exps[e] / z).sum::<f32>()
+        } else {
+            1.0
+        };
+        or.fill(0.0);
+        for e in order {
+            let ex = &experts[e];
+            let weight = exps[e] / z / norm;
+            let g: Vec<f32> = (0..ex.ffn)
+                .into_par_iter()
+                .map(|r| dot(ex.gate, r, xr))
+                .collect();
+            let u: Vec<f32> = (0..ex.ffn)
+                .into_par_iter()
+                .map(|r| dot(ex.up, r, xr))
+                .collect();
+            let mut h = vec![0.0; ex.ffn];
+            match act {
+                GluAct::Silu => silu(&g, &mut h),
+                GluAct::Gelu => gelu(&g, &mut h),
+            }
+            h.iter_mut().zip(&u).for_each(|(a, b)| *a *= b);
+            let y: Vec<f32> = (0..d)
+                .into_par_iter()
+                .map(|r| dot(ex.down, r, &h))
+                .collect();
+            or.iter_mut().zip(&y).for_each(|(o, v)| *o += weight * v);
+        }
+    }
 }
 
 /// Runs a fused elementwise program over inputs of one length, a block of values at

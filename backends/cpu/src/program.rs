@@ -375,6 +375,42 @@ impl CpuProgram {
                     }
                 }
             }
+            Op::Moe {
+                n_experts,
+                top_k,
+                norm_topk,
+                act,
+                stacked,
+            } => {
+                let (n, d) = (*n_experts, shape[1]);
+                let experts = (0..n)
+                    .map(|e| {
+                        let (g, u, dn) = if *stacked {
+                            (weight(2)?, weight(3)?, weight(4)?)
+                        } else {
+                            (weight(2 + e)?, weight(2 + n + e)?, weight(2 + 2 * n + e)?)
+                        };
+                        let ffn = g.shape[g.shape.len() - 2];
+                        let (fb, db) = if *stacked { (e * ffn, e * d) } else { (0, 0) };
+                        Ok(ops::Expert {
+                            gate: (g, fb),
+                            up: (u, fb),
+                            down: (dn, db),
+                            ffn,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, CpuError>>()?;
+                ops::moe(
+                    input(0),
+                    d,
+                    weight(1)?,
+                    &experts,
+                    *top_k,
+                    *norm_topk,
+                    *act,
+                    &mut out,
+                );
+            }
             Op::Elementwise { code } => {
                 let ins: Vec<&[f32]> = (0..step.inputs.len()).map(input).collect();
                 ops::elementwise(&ins, code, &mut out);
