@@ -76,12 +76,6 @@ fn phi2() {
 
 #[test]
 fn gpt2_gguf() {
-    // The curated decoder does not cover GPT-2 yet.
-    check_reference(&family("gpt2"), "model-f32.gguf", "reference.json", false);
-    check_reference(
-        &family("gpt2"),
-        "model-f16.gguf",
-        "reference-f16.json",
-        false,
-    );
+    check_against_reference(&family("gpt2"), "model-f32.gguf", "reference.json");
+    check_against_reference(&family("gpt2"), "model-f16.gguf", "reference-f16.json");
 }

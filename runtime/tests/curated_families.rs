@@ -200,16 +200,39 @@ fn starcoder2() {
     check_lossy_gguf("starcoder2", "sliding_window");
 }
 
+/// GPT-2 from GGUF (learned positions, LayerNorm with bias, fused qkv,
+/// gelu_new, tied head) against transformers. The HF directory stores Conv1D
+/// weights transposed and is refused (see below).
+#[test]
+fn gpt2() {
+    check_source("gpt2", "model-f32.gguf", "reference.json");
+    check_source("gpt2", "model-f16.gguf", "reference-f16.json");
+}
+
+/// Past the learned positions a gpt2 model has no position row: an error.
+#[test]
+fn gpt2_beyond_learned_positions_is_an_error() {
+    let path = fixtures().join("families/gpt2/model-f32.gguf");
+    let mut m = open(&path, 128);
+    let prompt = vec![0u32; 65];
+    match m.forward(&prompt) {
+        Err(RuntimeError::Curated(msg)) => assert!(msg.contains("learned 64"), "{msg}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("65 positions with 64 learned should be refused"),
+    }
+}
+
+/// HF GPT-2 directories (Conv1D weights stored [in, out]) are not handled.
 #[test]
 fn unsupported_architecture_is_a_clear_error() {
-    let path = fixtures().join("families/gpt2/model-f32.gguf");
+    let path = fixtures().join("families/gpt2");
     let src = ModelSource::open(&path).unwrap();
     match Curated::new(&src, 8) {
         Err(RuntimeError::Curated(msg)) => {
             assert!(msg.contains("'gpt2'") && msg.contains("handles"), "{msg}")
         }
         Err(e) => panic!("wrong error: {e}"),
-        Ok(_) => panic!("gpt2 is not handled yet, Curated::new should refuse it"),
+        Ok(_) => panic!("HF gpt2 is not handled, Curated::new should refuse it"),
     }
 }
 

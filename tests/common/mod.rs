@@ -90,12 +90,6 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// pass off (1e-5 relative), and graph vs curated within 1e-4 relative with the same
 /// greedy tokens for 16 steps.
 pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
-    check_reference(dir, weights, reference, true)
-}
-
-/// [`check_against_reference`], optionally without the curated cross-check (for a
-/// family the curated decoder does not cover yet).
-pub fn check_reference(dir: &Path, weights: &str, reference: &str, curated: bool) {
     let path = dir.join(weights);
     let label = format!("{}/{weights}", dir.file_name().unwrap().to_string_lossy());
     let r = json(&dir.join(reference));
@@ -131,9 +125,6 @@ pub fn check_reference(dir: &Path, weights: &str, reference: &str, curated: bool
         rel_off <= 1e-5,
         "{label}: passes on vs off differ by {rel_off:.2e}"
     );
-    if !curated {
-        return;
-    }
 
     let mut graph = model
         .cpu(

@@ -3,7 +3,7 @@
 //! It exists to check the graph path; agreement of the two is the parity test.
 //!
 //! One forward for several families (llama, mistral, qwen2, qwen3, qwen3moe,
-//! gemma2, gemma3, phi3, phi2, starcoder2), switched by flags that [`spec`] reads from the file's
+//! gemma2, gemma3, phi3, phi2, starcoder2, gpt2), switched by flags that [`spec`] reads from the file's
 //! own keys and tensor names. Written for plainness, one token at a time; it
 //! shares only the per-block dot products and row decoders with the CPU backend
 //! (those are checked bit-exact against the format's reference on their own).
@@ -23,6 +23,8 @@ use weights::{Ffn, Layer, Loader, Mlp, Norm};
 pub struct Curated {
     spec: Spec,
     embed: WeightView,
+    /// gpt2: learned absolute position rows, added to the token embedding.
+    positions: Option<WeightView>,
     layers: Vec<Layer>,
     out_norm: Norm,
     head: WeightView,
@@ -51,6 +53,20 @@ impl Curated {
                 spec.hidden
             )));
         }
+        let positions = if spec.learned_positions {
+            let p = src.view("position_embd.weight")?;
+            if p.cols() != spec.hidden {
+                return Err(RuntimeError::Curated(format!(
+                    "{}: position rows have {} values, hidden size is {}",
+                    src.path.display(),
+                    p.cols(),
+                    spec.hidden
+                )));
+            }
+            Some(p)
+        } else {
+            None
+        };
         let tied_hf = !gguf
             && src
                 .meta("tie_word_embeddings")
@@ -93,6 +109,7 @@ impl Curated {
                 .collect(),
             spec,
             embed,
+            positions,
             out_norm,
             head,
             head_bias,
@@ -103,7 +120,7 @@ impl Curated {
         })
     }
 
-    /// RMSNorm, or LayerNorm (mean removed, then bias) for phi2/starcoder2.
+    /// RMSNorm, or LayerNorm (mean removed, then bias) for phi2/starcoder2/gpt2.
     fn norm(&self, x: &[f32], n: &Norm) -> Vec<f32> {
         let len = x.len() as f32;
         let mean = if self.spec.layer_norm {
@@ -215,6 +232,11 @@ impl Curated {
             x.iter_mut().for_each(|v| *v *= s);
         }
         let p = self.pos;
+        if let Some(pe) = &self.positions {
+            let mut row = vec![0.0; c.hidden];
+            kernel_for(pe.dtype).decode_row(pe.row(p), &mut row);
+            x.iter_mut().zip(&row).for_each(|(a, b)| *a += b);
+        }
         let hd = c.head_dim;
         let kvw = c.n_kv * hd;
         let per_kv = c.n_heads / c.n_kv;
@@ -307,6 +329,15 @@ impl crate::Forward for Curated {
                 self.pos + tokens.len(),
                 self.max_ctx
             )));
+        }
+        if let Some(pe) = &self.positions {
+            if self.pos + tokens.len() > pe.rows() {
+                return Err(RuntimeError::Curated(format!(
+                    "{} positions, the model learned {}",
+                    self.pos + tokens.len(),
+                    pe.rows()
+                )));
+            }
         }
         for (i, &t) in tokens.iter().enumerate() {
             self.step(t, i + 1 == tokens.len())?;

@@ -18,13 +18,16 @@ pub(super) enum Family {
     Phi3,
     Phi2,
     Starcoder2,
+    /// GGUF only: HF GPT-2 stores Conv1D weights transposed ([in, out]).
+    Gpt2,
 }
 
 const HANDLED: &str = "llama, mistral, qwen2, qwen3, qwen3moe (HF qwen3_moe), gemma2, \
-                       gemma3 (HF gemma3_text), phi3, phi2 (HF phi), starcoder2";
+                       gemma3 (HF gemma3_text), phi3, phi2 (HF phi), starcoder2, \
+                       gpt2 (GGUF only)";
 
 impl Family {
-    fn of(arch: &str) -> Option<Family> {
+    fn of(arch: &str, gguf: bool) -> Option<Family> {
         Some(match arch {
             "llama" | "mistral" => Family::Llama,
             "qwen2" => Family::Qwen2,
@@ -35,6 +38,7 @@ impl Family {
             "phi3" => Family::Phi3,
             "phi2" | "phi" => Family::Phi2,
             "starcoder2" => Family::Starcoder2,
+            "gpt2" if gguf => Family::Gpt2,
             _ => return None,
         })
     }
@@ -64,6 +68,8 @@ pub(super) struct Spec {
     pub rope_dim: usize,
     pub ffn: usize,
     pub eps: f32,
+    /// gpt2: learned absolute positions (`position_embd`), no rope.
+    pub learned_positions: bool,
     /// Rope inverse frequencies: [global] or [global, local].
     pub inv_freq: Vec<Vec<f64>>,
     /// Only GGUF llama files rotate adjacent pairs (the converter permutes Q/K
@@ -133,7 +139,7 @@ impl Spec {
     pub(super) fn read(src: &ModelSource) -> Result<Spec, RuntimeError> {
         let arch = src.architecture.as_str();
         let gguf = src.kind == SourceKind::Gguf;
-        let family = Family::of(arch).ok_or_else(|| {
+        let family = Family::of(arch, gguf).ok_or_else(|| {
             err(format!(
                 "{}: the curated decoder does not handle architecture '{arch}' ({:?} source); \
                  it handles {HANDLED}",
@@ -165,7 +171,10 @@ impl Spec {
                 )));
             }
         }
-        let rope_dim = if gguf {
+        let learned_positions = family == Family::Gpt2;
+        let rope_dim = if learned_positions {
+            0
+        } else if gguf {
             k.opt("rope.dimension_count", &[])
                 .map_or(head_dim, |v| v as usize)
         } else {
@@ -292,6 +301,7 @@ impl Spec {
             rope_dim,
             ffn,
             eps,
+            learned_positions,
             inv_freq,
             adjacent_pairs: gguf && family == Family::Llama,
             layers,
@@ -304,8 +314,8 @@ impl Spec {
                 family,
                 Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::Phi3
             ),
-            layer_norm: matches!(family, Family::Phi2 | Family::Starcoder2),
-            gated: !matches!(family, Family::Phi2 | Family::Starcoder2),
+            layer_norm: matches!(family, Family::Phi2 | Family::Starcoder2 | Family::Gpt2),
+            gated: !matches!(family, Family::Phi2 | Family::Starcoder2 | Family::Gpt2),
             parallel: family == Family::Phi2,
             sandwich: family.gemma(),
             qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),

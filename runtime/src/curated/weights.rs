@@ -39,7 +39,7 @@ pub(super) struct Mlp {
 
 pub(super) enum Ffn {
     Dense(Box<Mlp>),
-    /// down(act(up·x)): starcoder2, phi2.
+    /// down(act(up·x)): starcoder2, phi2, gpt2.
     Plain {
         up: Proj,
         down: Proj,
@@ -192,7 +192,7 @@ impl Loader<'_> {
         let n = |g: &str, hf: &str| self.name(i, g, hf);
 
         let (q, k, v) = if self.has(i, "attn_qkv.weight", "self_attn.qkv_proj.weight") {
-            // phi3: one stored matrix, q rows then k rows then v rows.
+            // phi3, gpt2: one stored matrix, q rows then k rows then v rows.
             let f = n("attn_qkv", "self_attn.qkv_proj");
             let total = qw + 2 * kvw;
             (
