@@ -64,10 +64,7 @@ fn matches_transformers_and_llama_cpp() {
             );
         }
         let lgaps = floats(&l["gaps"]);
-        let n = lgaps
-            .iter()
-            .position(|g| *g < 1.0)
-            .map_or(want.len(), |k| k + 1);
+        let n = llama_cpp_decided_steps(&lgaps);
         eprintln!("prompt {i}: compared {n} step(s) against llama.cpp");
         assert_eq!(
             tokens[..n],
