@@ -431,9 +431,8 @@ fn run_forward<F: Forward>(
         });
         writeln!(stdout, "{out}")?;
     } else {
-        if let Some(t) = tok {
+        if tok.is_some() {
             write!(stdout, "{}", stream.finish())?;
-            let _ = t;
         } else {
             write!(stdout, "{:?}", result.tokens)?;
         }

@@ -227,7 +227,7 @@ impl Model {
         Curated::new(&self.source, max_ctx)
     }
 
-    /// The vocabulary size (rows of the embedding as the plan reads it).
+    /// The token ids that end generation (EOS, end of turn), from the tokenizer.
     pub fn stop_ids(&self) -> Vec<u32> {
         self.tokenizer
             .as_ref()

@@ -75,6 +75,5 @@ pub fn compare(
         r.gaps.push(top_gap(&la));
         input = vec![ta];
     }
-    // The last forward's argmax is a step beyond `steps`; keep exactly `steps + 1` positions.
     Ok(r)
 }

@@ -207,11 +207,6 @@ impl CpuProgram {
         self.pos = 0;
     }
 
-    /// Bytes held by activation buffers now (after a step, at that step's size).
-    pub fn activation_bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.capacity() * 4).sum()
-    }
-
     /// Runs `tokens` at the next positions; returns the first output (logits) as
     /// `[rows, vocab]` row-major with its row count.
     pub fn execute(&mut self, tokens: &[u32]) -> Result<(&[f32], usize), CpuError> {
