@@ -10,15 +10,7 @@ use weft_ir::MetaValue;
 use super::{safetensors, LoadError, MappedFile, ModelSource, SourceKind};
 
 fn read_json(path: &Path) -> Result<Value, LoadError> {
-    let text = std::fs::read(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            LoadError::NotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            LoadError::io(path, e)
-        }
-    })?;
+    let text = std::fs::read(path).map_err(|e| LoadError::io(path, e))?;
     serde_json::from_slice(&text).map_err(|e| LoadError::Json {
         path: path.to_path_buf(),
         msg: e.to_string(),

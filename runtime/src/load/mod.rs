@@ -103,15 +103,7 @@ impl fmt::Debug for ModelSource {
 impl ModelSource {
     /// Opens a `.gguf` file or a Hugging Face model directory.
     pub fn open(path: &Path) -> Result<ModelSource, LoadError> {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                LoadError::NotFound {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                LoadError::io(path, e)
-            }
-        })?;
+        let meta = std::fs::metadata(path).map_err(|e| LoadError::io(path, e))?;
         if meta.is_dir() {
             return hf::open_dir(path);
         }
@@ -310,7 +302,13 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// An I/O error on `path`; a missing file gets its own, plainer message.
     pub(crate) fn io(path: &Path, source: std::io::Error) -> LoadError {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return LoadError::NotFound {
+                path: path.to_path_buf(),
+            };
+        }
         LoadError::Io {
             path: path.to_path_buf(),
             source,
