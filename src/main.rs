@@ -28,7 +28,7 @@ enum Command {
         #[arg(default_value = "smollm2-135m")]
         model: String,
         /// Optional passes: all, none, a list (tie-alias,dce) or removals (-dce).
-        #[arg(long, default_value = "all")]
+        #[arg(long, allow_hyphen_values = true, default_value = "all")]
         passes: String,
         /// Generate with the hand-written curated decoder instead of the compiled plan
         /// (same generation loop; for cross-checks and memory comparisons).
@@ -60,7 +60,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Optional passes: all, none, a list (tie-alias,cse,…,memory), or removals (-fuse-matmul,-cse).
-        #[arg(long, default_value = "all")]
+        #[arg(long, allow_hyphen_values = true, default_value = "all")]
         passes: String,
     },
     /// Run a plan written by `weft compile`.
@@ -73,7 +73,7 @@ enum Command {
         weights: Option<String>,
         /// Run these passes on the plan before executing (they add to what compile ran;
         /// a plan compiled with --passes none can be optimised here).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         passes: Option<String>,
         #[command(flatten)]
         gen: GenArgs,
@@ -97,7 +97,7 @@ enum Command {
         /// Greedy steps compared after the prompt.
         #[arg(long, default_value_t = 8)]
         steps: usize,
-        #[arg(long, default_value = "all")]
+        #[arg(long, allow_hyphen_values = true, default_value = "all")]
         passes: String,
         /// Largest allowed max|Δlogit| / max|logit|.
         #[arg(long, default_value_t = 1e-4)]

@@ -253,3 +253,23 @@ fn exec_can_optimise_an_unoptimised_plan() {
     }
     assert_eq!(floats(&json(&a)["logits"]), floats(&json(&b)["logits"]));
 }
+
+#[test]
+fn passes_flag_takes_removals_and_groups() {
+    let (code, out, err) = weft(&[
+        "compile",
+        &tied_gguf(),
+        "--passes",
+        "-fusion,-cse",
+        "--dump",
+        "optimized",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("glu(") && !out.contains("add_rms_norm(") && out.contains("silu("),
+        "{out}"
+    );
+    let (code, _, err) = weft(&["compile", &tied_gguf(), "--passes", "-fusoin", "--stats"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown pass 'fusoin'"), "{err}");
+}

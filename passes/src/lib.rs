@@ -79,12 +79,12 @@ pub enum PassError {
         origin: String,
         message: String,
     },
-    #[error("unknown pass '{0}' (known: {known})", known = known_names().join(", "))]
+    #[error("unknown pass '{0}' (known: {known}, and fusion for every fuse-* pass)", known = known_names().join(", "))]
     UnknownPass(String),
 }
 
 /// Which optional passes run: `all`, `none`, a list (`tie-alias,dce`), or removals
-/// from all (`-fuse-matmul,-cse`).
+/// from all (`-fusion,-cse`); `fusion` names every fuse-* pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PassSelection(Vec<&'static str>);
 
@@ -104,32 +104,46 @@ impl PassSelection {
             "none" => return Ok(Self::none()),
             _ => {}
         }
-        let find = |name: &str| {
-            known_names()
+        // A name, or `fusion` for every fuse-* pass.
+        let find = |name: &str| -> Result<Vec<&'static str>, PassError> {
+            let names: Vec<&'static str> = known_names()
                 .into_iter()
-                .find(|p| *p == name)
-                .ok_or_else(|| PassError::UnknownPass(name.to_string()))
+                .filter(|p| *p == name || (name == "fusion" && p.starts_with("fuse-")))
+                .collect();
+            if names.is_empty() {
+                return Err(PassError::UnknownPass(name.to_string()));
+            }
+            Ok(names)
         };
         let items: Vec<&str> = spec
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .collect();
+        let mut listed = Vec::new();
+        for item in &items {
+            listed.extend(find(item.trim_start_matches('-'))?);
+        }
         if items.iter().all(|s| s.starts_with('-')) {
-            let off = items
-                .iter()
-                .map(|s| find(&s[1..]))
-                .collect::<Result<Vec<_>, _>>()?;
             Ok(PassSelection(
                 Self::all()
                     .0
                     .into_iter()
-                    .filter(|p| !off.contains(p))
+                    .filter(|p| !listed.contains(p))
                     .collect(),
             ))
+        } else if items.iter().any(|s| s.starts_with('-')) {
+            Err(PassError::UnknownPass(format!(
+                "{spec} (list passes to run, or only -PASS to leave out)"
+            )))
         } else {
+            // Keep pipeline order whatever order they were listed in.
             Ok(PassSelection(
-                items.iter().map(|s| find(s)).collect::<Result<_, _>>()?,
+                Self::all()
+                    .0
+                    .into_iter()
+                    .filter(|p| listed.contains(p))
+                    .collect(),
             ))
         }
     }
