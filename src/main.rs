@@ -84,6 +84,13 @@ enum Command {
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Print the memory a plan needs (weights in their stored types, f32 KV cache at
+        /// --ctx, activation arena) without allocating it.
+        #[arg(long)]
+        budget: bool,
+        /// Context length for --budget.
+        #[arg(long, default_value_t = 4096)]
+        ctx: usize,
     },
     /// Run the graph executor and the curated decoder on the same tokens and compare.
     /// Exits 1 unless logits agree within 1e-4 relative and greedy tokens are identical.
@@ -283,7 +290,52 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { model, json } => inspect(&model, json),
+        Command::Inspect {
+            model,
+            json,
+            budget: true,
+            ctx,
+        } => {
+            let model = open(&model)?;
+            let b = model.budget(ctx)?;
+            let total = b.weight_bytes + b.kv_bytes + b.arena_prefill_bytes;
+            if json {
+                println!(
+                    "{}",
+                    json!({"ctx": ctx, "weight_bytes": b.weight_bytes, "kv_bytes": b.kv_bytes,
+                           "arena_decode_bytes": b.arena_decode_bytes, "arena_prefill_bytes": b.arena_prefill_bytes,
+                           "total_bytes": total})
+                );
+            } else {
+                let gib = |x: u64| x as f64 / (1u64 << 30) as f64;
+                println!(
+                    "weights (stored types):  {:>14} bytes  {:8.3} GiB",
+                    b.weight_bytes,
+                    gib(b.weight_bytes)
+                );
+                println!(
+                    "KV cache (f32, ctx {ctx}): {:>14} bytes  {:8.3} GiB",
+                    b.kv_bytes,
+                    gib(b.kv_bytes)
+                );
+                println!(
+                    "arena, decode step:      {:>14} bytes",
+                    b.arena_decode_bytes
+                );
+                println!(
+                    "arena, prefill of ctx:   {:>14} bytes  {:8.3} GiB",
+                    b.arena_prefill_bytes,
+                    gib(b.arena_prefill_bytes)
+                );
+                println!(
+                    "total (prefill of ctx):  {:>14} bytes  {:8.3} GiB",
+                    total,
+                    gib(total)
+                );
+            }
+            Ok(())
+        }
+        Command::Inspect { model, json, .. } => inspect(&model, json),
         Command::Parity {
             model,
             prompt,

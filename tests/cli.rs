@@ -273,3 +273,38 @@ fn passes_flag_takes_removals_and_groups() {
     assert_ne!(code, 0);
     assert!(err.contains("unknown pass 'fusoin'"), "{err}");
 }
+
+#[test]
+fn budget_counts_weights_kv_and_arena_without_running() {
+    let (code, out, err) = weft(&[
+        "inspect",
+        &tied_gguf(),
+        "--budget",
+        "--ctx",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // llama-tied: 2 layers, 4 kv heads of 16, f32 cache: 2 (k, v) × 100 × 64 × 4 bytes per layer.
+    assert_eq!(v["kv_bytes"], 2 * 2 * 100 * 64 * 4);
+    // The tied head is the embedding: its bytes count once. Every tensor is F32.
+    let (_, inspect, _) = weft(&["inspect", &tied_gguf(), "--json"]);
+    let t: serde_json::Value = serde_json::from_str(inspect.trim()).unwrap();
+    let all: u64 = t["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            x["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+                * 4
+        })
+        .sum();
+    assert_eq!(v["weight_bytes"].as_u64().unwrap(), all);
+    assert!(v["arena_prefill_bytes"].as_u64() > v["arena_decode_bytes"].as_u64());
+}

@@ -15,7 +15,7 @@ pub mod sampler;
 pub mod tokenizer;
 
 pub use executor::{generate, Forward, GenParams, Generation, StopReason};
-pub use model::{cached_model_path, resolve, weft_home, Compiled, Model, SHORT_NAMES};
+pub use model::{cached_model_path, resolve, weft_home, Budget, Compiled, Model, SHORT_NAMES};
 pub use sampler::SamplerParams;
 pub use weft_passes::PassSelection;
 

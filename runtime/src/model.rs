@@ -115,6 +115,19 @@ pub struct Compiled {
     pub compile_ms: f64,
 }
 
+/// Memory a plan needs, by kind (bytes). The KV cache is f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Weights in their stored types, each tensor the plan reads counted once.
+    pub weight_bytes: u64,
+    /// Keys and values for every attention layer at the given context.
+    pub kv_bytes: u64,
+    /// Activation arena for a one-position (decode) step.
+    pub arena_decode_bytes: u64,
+    /// Activation arena for a prefill of the whole context in one step.
+    pub arena_prefill_bytes: u64,
+}
+
 /// An opened model with its tokenizer (when the source has one).
 pub struct Model {
     /// The path or short name it was opened from.
@@ -188,6 +201,38 @@ impl Model {
             nodes_expanded,
             plan,
             compile_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The memory a plan for this model needs at `ctx` positions, computed from the
+    /// tensor table and the plan without allocating anything.
+    pub fn budget(&self, ctx: usize) -> Result<Budget, RuntimeError> {
+        let plan = self.compile(&PassSelection::all())?.plan;
+        // Each tensor the plan reads, once (tied weights count once).
+        let mut read = std::collections::BTreeMap::new();
+        for st in &plan.steps {
+            if let weft_ir::Op::Weight {
+                tensor,
+                dtype,
+                shape,
+            } = &st.node.op
+            {
+                read.insert(
+                    tensor.clone(),
+                    dtype.tensor_bytes(shape).unwrap_or(0) as u64,
+                );
+            }
+        }
+        let kv_bytes = plan
+            .kv_layout()
+            .iter()
+            .map(|&(_, nkv, hd)| (2 * ctx * nkv * hd * 4) as u64)
+            .sum();
+        Ok(Budget {
+            weight_bytes: read.values().sum(),
+            kv_bytes,
+            arena_decode_bytes: plan.activation_bytes(1).0 as u64,
+            arena_prefill_bytes: plan.activation_bytes(ctx).0 as u64,
         })
     }
 
