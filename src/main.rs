@@ -421,9 +421,20 @@ fn run_forward<F: Forward>(
 ) -> Result<()> {
     let prompt = prompt_tokens(model, gen.prompt.as_deref(), gen.tokens.clone())?;
     let ctx = gen.ctx.unwrap_or(prompt.len() + gen.max_tokens);
+    if prompt.len() > ctx {
+        bail!(
+            "the prompt has {} tokens, more than --ctx {ctx}",
+            prompt.len()
+        );
+    }
+    // The last token needs no cache position of its own, so a full cache still yields one.
+    let max_tokens = gen.max_tokens.min(ctx + 1 - prompt.len());
+    if max_tokens < gen.max_tokens {
+        eprintln!("weft: --ctx {ctx} leaves room for {max_tokens} generated token(s)");
+    }
     let mut program = make(ctx)?;
     let params = GenParams {
-        max_tokens: gen.max_tokens,
+        max_tokens,
         sampler: SamplerParams {
             greedy: gen.greedy,
             temperature: gen.temperature,
