@@ -270,6 +270,27 @@ impl Op {
         }
     }
 
+    /// The rotation a rope step applies, or a rope-fused attention applies to q and k.
+    pub fn rope_params(&self) -> Option<RopeParams> {
+        match *self {
+            Op::Rope {
+                head_dim,
+                rot_dim,
+                base,
+                layout,
+                scaling,
+            } => Some(RopeParams {
+                head_dim,
+                rot_dim,
+                base,
+                layout,
+                scaling,
+            }),
+            Op::Attention { rope, .. } => rope,
+            _ => None,
+        }
+    }
+
     /// The op's name in text dumps.
     pub fn kind(&self) -> &'static str {
         match self {

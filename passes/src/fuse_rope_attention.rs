@@ -2,7 +2,7 @@
 //! enters the KV cache and q in attention's scratch, saving two passes and two buffers.
 
 use crate::Pass;
-use weft_ir::{Graph, Op, RopeParams};
+use weft_ir::{Graph, Op};
 
 pub struct FuseRopeAttention;
 
@@ -23,20 +23,8 @@ impl Pass for FuseRopeAttention {
             };
             let ins = g.inputs(a);
             let (q, k, v) = (ins[0], ins[1], ins[2]);
-            let params = |n| match g.node(n).op {
-                Op::Rope {
-                    head_dim,
-                    rot_dim,
-                    base,
-                    layout,
-                    scaling,
-                } => Some(RopeParams {
-                    head_dim,
-                    rot_dim,
-                    base,
-                    layout,
-                    scaling,
-                }),
+            let params = |n: weft_ir::NodeId| match g.node(n).op {
+                Op::Rope { .. } => g.node(n).op.rope_params(),
                 _ => None,
             };
             let (Some(pq), Some(pk)) = (params(q), params(k)) else {
@@ -53,29 +41,10 @@ impl Pass for FuseRopeAttention {
                 continue;
             }
             let node = g.node(a).clone();
-            let Op::Attention {
-                layer,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                scale,
-                window,
-                softcap,
-                ..
-            } = node.op
-            else {
-                unreachable!()
-            };
-            let op = Op::Attention {
-                layer,
-                n_heads,
-                n_kv_heads,
-                head_dim,
-                scale,
-                window,
-                softcap,
-                rope: Some(pq),
-            };
+            let mut op = node.op.clone();
+            if let Op::Attention { rope, .. } = &mut op {
+                *rope = Some(pq);
+            }
             let mut inputs = vec![iq[0], ik[0], v];
             inputs.extend(iq.get(1));
             let fused = g.add(op, node.name.clone(), node.origin, &inputs);

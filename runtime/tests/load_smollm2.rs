@@ -1,4 +1,4 @@
-//! Opens the real SmolLM2 GGUF (skipped with a message when it is absent).
+//! Opens the real SmolLM2 GGUF (fetched into $WEFT_HOME when missing).
 
 use std::path::PathBuf;
 
@@ -6,24 +6,12 @@ use weft_ir::{DType, WeightProvider};
 use weft_runtime::load::{ModelSource, SourceKind};
 
 fn model_path() -> PathBuf {
-    let home = std::env::var_os("WEFT_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weft")
-        });
-    home.join("models/smollm2-135m.gguf")
+    weft_runtime::resolve("smollm2-135m", &mut |m| eprintln!("{m}")).expect("fetch smollm2-135m")
 }
 
 #[test]
 fn smollm2_gguf_loads() {
     let path = model_path();
-    if !path.is_file() {
-        eprintln!(
-            "skipping: {} not found (run scripts/fetch_model.py smollm2-135m)",
-            path.display()
-        );
-        return;
-    }
     let m = ModelSource::open(&path).unwrap();
     assert_eq!(m.kind, SourceKind::Gguf);
     assert_eq!(m.architecture, "llama");

@@ -11,33 +11,18 @@ use weft_runtime::load::ModelSource;
 use weft_runtime::tokenizer::{StreamDecoder, Tokenizer};
 
 fn model_path() -> PathBuf {
-    let home = std::env::var_os("WEFT_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weft")
-        });
-    home.join("models/smollm2-135m.gguf")
+    weft_runtime::resolve("smollm2-135m", &mut |m| eprintln!("{m}")).expect("fetch smollm2-135m")
 }
 
 fn fixture_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/smollm2/llamacpp.json")
 }
 
-fn tokenizer() -> Option<Tokenizer> {
-    let path = model_path();
-    if !path.is_file() {
-        eprintln!(
-            "SKIPPED: {} not found (run scripts/fetch_model.py smollm2-135m)",
-            path.display()
-        );
-        return None;
-    }
-    let m = ModelSource::open(&path).expect("open model");
-    Some(
-        Tokenizer::from_gguf(&m.metadata)
-            .expect("build tokenizer")
-            .expect("model has a tokenizer"),
-    )
+fn tokenizer() -> Tokenizer {
+    let m = ModelSource::open(&model_path()).expect("open model");
+    Tokenizer::from_gguf(&m.metadata)
+        .expect("build tokenizer")
+        .expect("model has a tokenizer")
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -50,12 +35,9 @@ fn ids(v: &Value) -> Vec<u32> {
 
 #[test]
 fn matches_llamacpp_fixture() {
-    let Some(tok) = tokenizer() else { return };
+    let tok = tokenizer();
     let path = fixture_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("SKIPPED: fixture {} not found", path.display());
-        return;
-    };
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Value = serde_json::from_str(&text).expect("fixture JSON");
     let mut checked = 0;
     let mut failures = Vec::new();
@@ -102,7 +84,7 @@ fn matches_llamacpp_fixture() {
 
 #[test]
 fn special_ids_and_round_trips() {
-    let Some(tok) = tokenizer() else { return };
+    let tok = tokenizer();
     assert_eq!(tok.vocab_size(), 49152);
     assert_eq!(tok.bos_id(), Some(1));
     // add_bos_token is false in this file: no BOS.

@@ -103,13 +103,17 @@ pub fn rope(
     pos0: usize,
 ) {
     let half = inv_freq.len();
+    // One buffer for the row's (cos, sin) pairs, shared by all its heads.
+    let mut cs: Vec<(f32, f32)> = Vec::with_capacity(half);
     for (t, row) in x.chunks_exact_mut(width).enumerate() {
         let p = (pos0 + t) as f32;
-        let cs: Vec<(f32, f32)> = inv_freq
-            .iter()
-            .map(|&f| (p * f).sin_cos())
-            .map(|(s, c)| (c, s))
-            .collect();
+        cs.clear();
+        cs.extend(
+            inv_freq
+                .iter()
+                .map(|&f| (p * f).sin_cos())
+                .map(|(s, c)| (c, s)),
+        );
         for head in row.chunks_exact_mut(head_dim) {
             for (i, &(c, s)) in cs.iter().enumerate() {
                 let (a, b) = match layout {
@@ -148,37 +152,39 @@ pub fn attention(
     let (hd, nh) = (s.head_dim, s.n_heads);
     let kvw = s.n_kv_heads * hd;
     let group = nh / s.n_kv_heads;
-    out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
-        let (t, h) = (idx / nh, idx % nh);
-        let p = pos0 + t;
-        let start = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
-        let qh = &q[t * nh * hd + h * hd..][..hd];
-        let kvh = h / group;
-        let mut scores: Vec<f32> = (start..=p)
-            .map(|j| {
+    // One score buffer per worker, not per head and position.
+    out.par_chunks_mut(hd)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (idx, o)| {
+            let (t, h) = (idx / nh, idx % nh);
+            let p = pos0 + t;
+            let start = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let qh = &q[t * nh * hd + h * hd..][..hd];
+            let kvh = h / group;
+            scores.clear();
+            scores.extend((start..=p).map(|j| {
                 let kj = &k_cache[j * kvw + kvh * hd..][..hd];
                 let mut d = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * s.scale;
                 if let Some(c) = s.softcap {
                     d = c * (d / c).tanh();
                 }
                 d
-            })
-            .collect();
-        let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in &mut scores {
-            *v = (*v - m).exp();
-            sum += *v;
-        }
-        o.fill(0.0);
-        for (j, w) in (start..=p).zip(&scores) {
-            let vj = &v_cache[j * kvw + kvh * hd..][..hd];
-            let w = w / sum;
-            for (oi, vi) in o.iter_mut().zip(vj) {
-                *oi += w * vi;
+            }));
+            let m = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for v in scores.iter_mut() {
+                *v = (*v - m).exp();
+                sum += *v;
             }
-        }
-    });
+            o.fill(0.0);
+            for (j, w) in (start..=p).zip(scores.iter()) {
+                let vj = &v_cache[j * kvw + kvh * hd..][..hd];
+                let w = w / sum;
+                for (oi, vi) in o.iter_mut().zip(vj) {
+                    *oi += w * vi;
+                }
+            }
+        });
 }
 
 /// One expert's weights: each a view and the first row of the expert inside it (stacked

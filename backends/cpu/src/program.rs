@@ -128,25 +128,20 @@ impl CpuProgram {
         let freqs = plan
             .steps
             .iter()
-            .map(|st| match &st.node.op {
-                Op::Rope {
-                    rot_dim,
-                    base,
-                    scaling,
-                    ..
-                } => Some(ops::rope_inv_freqs(
-                    *rot_dim,
-                    *base,
-                    *scaling,
-                    divisors(st, 1),
-                )),
-                Op::Attention { rope: Some(r), .. } => Some(ops::rope_inv_freqs(
+            .map(|st| {
+                // Divisors follow x for rope, q/k/v for rope-fused attention.
+                let at = if matches!(st.node.op, Op::Rope { .. }) {
+                    1
+                } else {
+                    3
+                };
+                let r = st.node.op.rope_params()?;
+                Some(ops::rope_inv_freqs(
                     r.rot_dim,
                     r.base,
                     r.scaling,
-                    divisors(st, 3),
-                )),
-                _ => None,
+                    divisors(st, at),
+                ))
             })
             .collect();
         let caches = plan
@@ -236,8 +231,12 @@ impl CpuProgram {
         if matches!(step.node.op, Op::Tokens | Op::Weight { .. }) {
             return Ok(());
         }
-        let shape: Vec<usize> = step.node.shape.iter().map(|d| d.eval(seq)).collect();
-        let len: usize = shape.iter().product();
+        // Activations are [rows, cols] (shape inference guarantees it); no allocation per step.
+        let shape = [
+            step.node.shape[0].eval(seq),
+            step.node.shape.get(1).map_or(1, |d| d.eval(seq)),
+        ];
+        let len = shape[0] * shape[1];
         let mut out = std::mem::take(&mut self.slots[self.slot[i]]);
         out.resize(len, 0.0);
         let input = |k: usize| -> &[f32] { &self.slots[self.slot[step.inputs[k]]] };

@@ -1,5 +1,7 @@
 //! matmul and gather_rows against naive loops over decoded rows, for every type.
 
+mod common;
+use common::f16_fields;
 use weft_cpu::matmul::{gather_rows, matmul, GatherError};
 use weft_cpu::quant::kernel_for;
 use weft_ir::{DType, WeightView};
@@ -25,21 +27,6 @@ impl Rng {
 
 fn f16_le(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_bits().to_le_bytes()
-}
-
-/// Byte offsets of the f16 fields of one block: the scale d, then (where the
-/// type has one) the minimum or the scale of the minimums.
-fn f16_fields(dtype: DType) -> &'static [usize] {
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
-        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
-        DType::Q2_K => &[80, 82],
-        DType::Q3_K => &[108],
-        DType::Q6_K => &[208],
-        DType::TQ1_0 => &[52],
-        DType::TQ2_0 => &[64],
-        DType::F32 | DType::F16 | DType::BF16 => &[],
-    }
 }
 
 /// Random stored bytes of an [n, k] weight with moderate scales.

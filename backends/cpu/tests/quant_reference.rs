@@ -5,6 +5,8 @@
 // differently shaped reading of each layout than the kernels' iterators.
 #![allow(clippy::needless_range_loop)]
 
+mod common;
+use common::f16_fields;
 use proptest::prelude::*;
 use weft_cpu::quant::{
     kernel_for, BlockFormat, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K,
@@ -310,20 +312,6 @@ fn decode_ref(dtype: DType, row: &[u8]) -> Vec<f32> {
 const KVALUES: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
-
-/// Byte offsets of the f16 scale fields in one block of a quantised type.
-fn f16_fields(dtype: DType) -> &'static [usize] {
-    match dtype {
-        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
-        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
-        DType::Q2_K => &[80, 82],
-        DType::Q3_K => &[108],
-        DType::Q6_K => &[208],
-        DType::TQ1_0 => &[52],
-        DType::TQ2_0 => &[64],
-        DType::F32 | DType::F16 | DType::BF16 => &[],
-    }
-}
 
 /// Finite f16 bit patterns, with the extremes over-represented.
 fn f16_bits() -> impl Strategy<Value = u16> {
