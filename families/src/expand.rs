@@ -38,6 +38,17 @@ pub fn expand_with(
         expert: None,
     };
     x.read_hparams()?;
+    for cond in &t.family.requires {
+        let holds = eval(cond, &x.vars)
+            .map_err(|e| x.op_err("family.requires", format!("'{cond}': {e}")))?
+            .truthy();
+        if !holds {
+            return Err(x.hparam_err(
+                "requires",
+                format!("this model needs what the template does not describe: '{cond}' does not hold"),
+            ));
+        }
+    }
     let tokens = x.graph.add(Op::Tokens, "tokens", "", &[]);
     let mut scope = HashMap::from([("tokens".to_string(), tokens)]);
     x.section("embed", &t.body.embed, None, &mut scope)?;
@@ -168,11 +179,13 @@ impl Expander<'_> {
             SourceKind::Gguf => spec.gguf.as_ref(),
             SourceKind::Hf => spec.hf.as_ref(),
         };
+        // Inside a layer, `{i}` in a key is the layer index (per-layer config entries).
+        let layer = self.vars.get("i").map(|i| i.to_string()).unwrap_or_default();
         let keys: Vec<String> = keys
             .map(Keys::list)
             .unwrap_or_default()
             .iter()
-            .map(|k| k.replace("{arch}", arch))
+            .map(|k| k.replace("{arch}", arch).replace("{i}", &layer))
             .collect();
         for k in &keys {
             if let Some(m) = self.info.meta(k) {
@@ -335,11 +348,29 @@ impl Expander<'_> {
             self.vars.insert("i".to_string(), Value::Num(i as f64));
             for (name, e) in &self.t.layer_vars {
                 let at = format!("layer_vars.{name}");
-                let src = e
-                    .as_str()
-                    .ok_or_else(|| self.op_err(&at, "expected an expression string"))?;
-                let v = eval(src, &self.vars)
-                    .map_err(|m| self.op_err(&at, format!("layer {i}: {m}")))?;
+                let v = match e {
+                    toml::Value::String(src) => eval(src, &self.vars)
+                        .map_err(|m| self.op_err(&at, format!("layer {i}: {m}")))?,
+                    // Read like a hyperparameter, with `{i}` in its keys.
+                    toml::Value::Table(_) => {
+                        let spec: HparamSpec =
+                            e.clone().try_into().map_err(|e| FamilyError::Template {
+                                file: self.file.to_string(),
+                                message: format!("{at}: {e}"),
+                            })?;
+                        self.read_hparam(name, &spec).map_err(|e| {
+                            e.unwrap_or_else(|| {
+                                self.op_err(&at, format!("layer {i}: its default names an unknown value"))
+                            })
+                        })?
+                    }
+                    _ => {
+                        return Err(self.op_err(
+                            &at,
+                            "expected an expression string or a table of source keys",
+                        ))
+                    }
+                };
                 self.vars.insert(name.clone(), v);
             }
         }
@@ -470,11 +501,18 @@ impl Expander<'_> {
             }
             "scale" => {
                 need(1)?;
+                // By a constant, a learned scalar (`weight`, one value), or both.
+                let factor = match weight {
+                    Some(_) => self.num(entry, "factor", at)?.unwrap_or(1.0),
+                    None => self.req_num(entry, "factor", at)?,
+                };
+                let mut inputs = ins.clone();
+                inputs.extend(weight);
                 (
                     Op::Scale {
-                        factor: self.req_num(entry, "factor", at)? as f32,
+                        factor: factor as f32,
                     },
-                    ins.clone(),
+                    inputs,
                 )
             }
             "silu" | "gelu" => {
@@ -495,17 +533,22 @@ impl Expander<'_> {
             }
             "rms_norm" => {
                 need(1)?;
-                let w = need_weight()?;
-                let group = match &self.graph.node(w).op {
-                    Op::Weight { shape, .. } => shape.iter().product(),
-                    _ => unreachable!("weights are Weight nodes"),
+                // The group is the weight's length; a norm without a weight names it.
+                let group = match weight {
+                    Some(w) => match &self.graph.node(w).op {
+                        Op::Weight { shape, .. } => shape.iter().product(),
+                        _ => unreachable!("weights are Weight nodes"),
+                    },
+                    None => self.req_count(entry, "group", at)?,
                 };
                 let op = Op::RmsNorm {
                     eps: self.req_num(entry, "eps", at)? as f32,
                     weight_offset: self.num(entry, "weight_offset", at)?.unwrap_or(0.0) as f32,
                     group,
                 };
-                (op, vec![ins[0], w])
+                let mut inputs = vec![ins[0]];
+                inputs.extend(weight);
+                (op, inputs)
             }
             "rope" => {
                 need(1)?;
@@ -530,7 +573,7 @@ impl Expander<'_> {
                         format!("rot_dim {rot_dim} must be even and at most head_dim {head_dim}"),
                     ));
                 }
-                let scaling = self.rope_scaling(entry, at)?;
+                let scaling = self.rope_scaling(entry, rot_dim, at)?;
                 let op = Op::Rope {
                     head_dim,
                     rot_dim,
@@ -683,7 +726,12 @@ impl Expander<'_> {
         Ok(())
     }
 
-    fn rope_scaling(&self, entry: &Table, at: &str) -> Result<RopeScaling, FamilyError> {
+    fn rope_scaling(
+        &self,
+        entry: &Table,
+        rot_dim: usize,
+        at: &str,
+    ) -> Result<RopeScaling, FamilyError> {
         let kind = self
             .string(entry, "scaling", at)?
             .unwrap_or_else(|| "none".to_string());
@@ -699,10 +747,23 @@ impl Expander<'_> {
                 high_freq_factor: get("high_freq_factor")?,
                 original_context: get("original_context")?,
             },
+            // HF's rope_type "proportional": int(partial · rot_dim / 2) frequencies turn.
+            "proportional" => {
+                let partial = self.num(entry, "partial", at)?.unwrap_or(1.0);
+                if !(0.0..=1.0).contains(&partial) {
+                    return Err(self.op_err(at, format!("partial must be in [0, 1], found {partial}")));
+                }
+                RopeScaling::Proportional {
+                    pairs: (partial * rot_dim as f64 / 2.0) as usize,
+                    factor: self.num(entry, "factor", at)?.unwrap_or(1.0) as f32,
+                }
+            }
             other => {
                 return Err(self.op_err(
                     at,
-                    format!("rope scaling '{other}' is not supported (none, linear, llama3)"),
+                    format!(
+                        "rope scaling '{other}' is not supported (none, linear, llama3, proportional)"
+                    ),
                 ))
             }
         })

@@ -247,6 +247,19 @@ impl Expr {
                 }
                 _ => return Err("if takes (condition, then, else)".into()),
             },
+            // A key that holds one value for every layer, or a list of one per layer.
+            Expr::Call(f, args) if f == "at" => match args.as_slice() {
+                [l, i] => match l.eval(vars)? {
+                    Value::List(items) => {
+                        let i = num(&i.eval(vars)?, "an index")?;
+                        items.get(i as usize).cloned().ok_or_else(|| {
+                            format!("index {i} is outside a list of {}", items.len())
+                        })?
+                    }
+                    one => one,
+                },
+                _ => return Err("at takes (list or value, index)".into()),
+            },
             Expr::Call(f, args) if f == "len" => match args.as_slice() {
                 [l] => match l.eval(vars)? {
                     Value::List(items) => Value::Num(items.len() as f64),

@@ -52,6 +52,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("phi3.toml", include_str!("../phi3.toml")),
     ("gemma2.toml", include_str!("../gemma2.toml")),
     ("gemma3.toml", include_str!("../gemma3.toml")),
+    ("gemma4.toml", include_str!("../gemma4.toml")),
     ("starcoder2.toml", include_str!("../starcoder2.toml")),
     ("phi2.toml", include_str!("../phi2.toml")),
     ("gpt2.toml", include_str!("../gpt2.toml")),

@@ -31,6 +31,10 @@ pub struct FamilyHeader {
     pub gguf_architectures: Vec<String>,
     #[serde(default)]
     pub hf_model_types: Vec<String>,
+    /// Conditions over the hyperparameters that a model must meet: features of the
+    /// family the template does not describe (an error names the failed one).
+    #[serde(default)]
+    pub requires: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,9 +99,12 @@ impl Template {
         };
         let pick =
             |mine: Vec<Table>, theirs: Vec<Table>| if mine.is_empty() { theirs } else { mine };
+        let mut requires = parent.family.requires;
+        requires.extend(self.family.requires);
         Template {
             family: FamilyHeader {
                 extends: None,
+                requires,
                 ..self.family
             },
             hparams: merge(parent.hparams, self.hparams),

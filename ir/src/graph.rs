@@ -69,6 +69,12 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_context: f32,
     },
+    /// Gemma 4's "proportional" rope: only the first `pairs` frequencies turn (exponents
+    /// still over the whole rotated width), the rest stay still; all divided by `factor`.
+    Proportional {
+        pairs: usize,
+        factor: f32,
+    },
 }
 
 /// The parameters of a rotary embedding (see [`Op::Rope`]).
@@ -202,10 +208,12 @@ pub enum Op {
     Mul,
     /// `x + b` with the vector b (input 1) added to every row.
     Bias,
+    /// `x · factor`, times the one value of an optional input 1 (a learned scalar weight).
     Scale {
         factor: f32,
     },
-    /// Each group of `group` values becomes `x / rms(x) · (w + weight_offset)`; w (input 1) has `group` values.
+    /// Each group of `group` values becomes `x / rms(x) · (w + weight_offset)`; w (optional
+    /// input 1) has `group` values; without it the norm has no scale (Gemma 4's v norm).
     RmsNorm {
         eps: f32,
         weight_offset: f32,

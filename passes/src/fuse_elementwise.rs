@@ -8,11 +8,13 @@ use weft_ir::{Ew, Graph, NodeId, Op};
 
 pub struct FuseElementwise;
 
-fn is_elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Add | Op::Mul | Op::Scale { .. } | Op::Silu | Op::Gelu | Op::Softcap { .. }
-    )
+/// A scale by a learned weight (a second input) stays a node of its own.
+fn is_elementwise(g: &Graph, n: NodeId) -> bool {
+    match g.node(n).op {
+        Op::Add | Op::Mul | Op::Silu | Op::Gelu | Op::Softcap { .. } => true,
+        Op::Scale { .. } => g.inputs(n).len() == 1,
+        _ => false,
+    }
 }
 
 /// Appends the program of `n` (inputs first) and returns its register.
@@ -76,15 +78,15 @@ impl Pass for FuseElementwise {
         let mut log = Vec::new();
         // A node folds into its reader when it is elementwise, read once, by an elementwise node.
         let folds = |g: &Graph, n: NodeId| {
-            is_elementwise(&g.node(n).op) && {
+            is_elementwise(g, n) && {
                 let u = g.users(n);
-                u.len() == 1 && is_elementwise(&g.node(u[0]).op) && !g.outputs.contains(&n)
+                u.len() == 1 && is_elementwise(g, u[0]) && !g.outputs.contains(&n)
             }
         };
         let order = g.topo_order();
         for root in order.into_iter().rev() {
             if g.node_ids().binary_search(&root).is_err()
-                || !is_elementwise(&g.node(root).op)
+                || !is_elementwise(g, root)
                 || folds(g, root)
             {
                 continue;

@@ -236,16 +236,33 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
             }
             ins[0].clone()
         }
-        Op::Scale { .. } | Op::Silu | Op::Gelu | Op::Softcap { .. } | Op::Output => {
+        Op::Silu | Op::Gelu | Op::Softcap { .. } | Op::Output => {
             arity(1)?;
             ins[0].clone()
         }
+        Op::Scale { .. } => {
+            // One input, or two with a learned scalar.
+            arity(ins.len().clamp(1, 2))?;
+            if let Some(w) = ins.get(1) {
+                let n: usize = w.iter().map(|x| x.eval(1)).product();
+                if n != 1 {
+                    return Err(format!("a scale weight holds one value, found {n}"));
+                }
+            }
+            ins[0].clone()
+        }
         Op::RmsNorm { group, .. } => {
-            arity(2)?;
+            // The weight is optional.
+            arity(ins.len().clamp(1, 2))?;
             let (_, d) = matrix(&ins[0], "the input")?;
-            let w: usize = ins[1].iter().map(|x| x.eval(1)).product();
-            if w != *group || d % group != 0 {
-                return Err(format!("norm weight of {w} values, groups of {group}, over rows of {d}: they must agree"));
+            if let Some(w) = ins.get(1) {
+                let w: usize = w.iter().map(|x| x.eval(1)).product();
+                if w != *group {
+                    return Err(format!("norm weight of {w} values for groups of {group}"));
+                }
+            }
+            if *group == 0 || d % group != 0 {
+                return Err(format!("rows of {d} values are not whole groups of {group}"));
             }
             ins[0].clone()
         }

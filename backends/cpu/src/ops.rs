@@ -6,13 +6,17 @@ use rayon::prelude::*;
 use weft_ir::{Ew, GluAct, RopeLayout, RopeScaling, WeightView};
 
 /// `x / rms(x) · (w + offset)` over each group of `w.len()` values.
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, offset: f32, out: &mut [f32]) {
-    let g = w.len();
-    for (xs, os) in x.chunks_exact(g).zip(out.chunks_exact_mut(g)) {
-        let ms = xs.iter().map(|v| v * v).sum::<f32>() / g as f32;
+pub fn rms_norm(x: &[f32], group: usize, w: Option<&[f32]>, eps: f32, offset: f32, out: &mut [f32]) {
+    for (xs, os) in x.chunks_exact(group).zip(out.chunks_exact_mut(group)) {
+        let ms = xs.iter().map(|v| v * v).sum::<f32>() / group as f32;
         let r = 1.0 / (ms + eps).sqrt();
-        for ((o, &v), &wv) in os.iter_mut().zip(xs).zip(w) {
-            *o = v * r * (wv + offset);
+        match w {
+            Some(w) => {
+                for ((o, &v), &wv) in os.iter_mut().zip(xs).zip(w) {
+                    *o = v * r * (wv + offset);
+                }
+            }
+            None => os.iter_mut().zip(xs).for_each(|(o, &v)| *o = v * r),
         }
     }
 }
@@ -63,6 +67,9 @@ pub fn rope_inv_freqs(
             match scaling {
                 RopeScaling::None => {}
                 RopeScaling::Linear { factor } => f /= factor as f64,
+                RopeScaling::Proportional { pairs, factor } => {
+                    f = if i < pairs { f / factor as f64 } else { 0.0 }
+                }
                 RopeScaling::Llama3 {
                     factor,
                     low_freq_factor,

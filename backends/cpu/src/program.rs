@@ -76,7 +76,10 @@ impl CpuProgram {
         let mut small_use = vec![false; n];
         for st in &plan.steps {
             match st.node.op {
-                Op::RmsNorm { .. } | Op::Bias => small_use[st.inputs[1]] = true,
+                Op::Bias => small_use[st.inputs[1]] = true,
+                Op::RmsNorm { .. } | Op::Scale { .. } if st.inputs.len() > 1 => {
+                    small_use[st.inputs[1]] = true
+                }
                 Op::LayerNorm { .. } => st.inputs[1..].iter().for_each(|&w| small_use[w] = true),
                 Op::MatMul { bias: true, .. } => {
                     let n_weights = (st.inputs.len() - 1) / 2;
@@ -332,13 +335,25 @@ impl CpuProgram {
                 }
             }
             Op::Scale { factor } => {
+                let factor = match step.inputs.len() {
+                    1 => *factor,
+                    _ => factor * small(1)?[0],
+                };
                 for (o, a) in out.iter_mut().zip(input(0)) {
                     *o = a * factor;
                 }
             }
             Op::RmsNorm {
-                eps, weight_offset, ..
-            } => ops::rms_norm(input(0), small(1)?, *eps, *weight_offset, &mut out),
+                eps,
+                weight_offset,
+                group,
+            } => {
+                let w = match step.inputs.len() {
+                    1 => None,
+                    _ => Some(small(1)?),
+                };
+                ops::rms_norm(input(0), *group, w, *eps, *weight_offset, &mut out)
+            }
             Op::AddRmsNorm {
                 eps, weight_offset, ..
             } => {
@@ -353,7 +368,7 @@ impl CpuProgram {
                     for ((s, x), y) in sum.iter_mut().zip(ra).zip(rb) {
                         *s = x + y;
                     }
-                    ops::rms_norm(sum, w, *eps, *weight_offset, normed);
+                    ops::rms_norm(sum, w.len(), Some(w), *eps, *weight_offset, normed);
                 }
             }
             Op::Glu { act } => {
