@@ -2,12 +2,13 @@
 //!
 //! Invariant: only this crate prints. Results go to stdout, progress and errors to stderr.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use weft_ir::Plan;
+use weft_runtime::quant_mix::QuantMix;
 use weft_runtime::tokenizer::StreamDecoder;
 use weft_runtime::{generate, parity, Forward, GenParams, Model, PassSelection, SamplerParams};
 
@@ -79,6 +80,8 @@ enum Command {
         gen: GenArgs,
     },
     /// Print a model's metadata, tensors and which family template applies.
+    /// MODEL may be a bare config.json with --budget: its tensors are then the template's
+    /// shapes in the stored types of --quant.
     Inspect {
         model: String,
         /// One JSON object on stdout.
@@ -91,6 +94,10 @@ enum Command {
         /// Context length for --budget.
         #[arg(long, default_value_t = 4096)]
         ctx: usize,
+        /// For a bare config.json: the file type to assume, as llama-quantize would make it
+        /// (Q4_K_M, Q5_K_M, or one type for every matrix: Q8_0, F16, BF16, ...).
+        #[arg(long, default_value = "Q4_K_M")]
+        quant: String,
     },
     /// Run the graph executor and the curated decoder on the same tokens and compare.
     /// Exits 1 unless logits agree within 1e-4 relative and greedy tokens are identical.
@@ -295,8 +302,17 @@ fn real_main() -> Result<()> {
             json,
             budget: true,
             ctx,
+            quant,
         } => {
-            let model = open(&model)?;
+            let mut model = open(&model)?;
+            if model.source.config_only() {
+                let mix: QuantMix = quant.parse().map_err(|e: String| anyhow!(e))?;
+                eprintln!(
+                    "weft: {} has no weights: assuming {mix} stored types",
+                    model.spec
+                );
+                model.assume_quant(mix);
+            }
             let b = model.budget(ctx)?;
             let total = b.weight_bytes + b.kv_bytes + b.arena_prefill_bytes;
             if json {

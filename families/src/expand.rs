@@ -45,7 +45,9 @@ pub fn expand_with(
         if !holds {
             return Err(x.hparam_err(
                 "requires",
-                format!("this model needs what the template does not describe: '{cond}' does not hold"),
+                format!(
+                    "this model needs what the template does not describe: '{cond}' does not hold"
+                ),
             ));
         }
     }
@@ -180,7 +182,11 @@ impl Expander<'_> {
             SourceKind::Hf => spec.hf.as_ref(),
         };
         // Inside a layer, `{i}` in a key is the layer index (per-layer config entries).
-        let layer = self.vars.get("i").map(|i| i.to_string()).unwrap_or_default();
+        let layer = self
+            .vars
+            .get("i")
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         let keys: Vec<String> = keys
             .map(Keys::list)
             .unwrap_or_default()
@@ -271,9 +277,25 @@ impl Expander<'_> {
                     &self.expert.map(|e| e.to_string()).unwrap_or_default(),
                 )
         });
+        let declared = self.declared_shape(&spec, role, at)?;
+        // A bare config.json: tensors the template gives a shape are taken as present.
+        let assumed = match (
+            &declared,
+            self.info.tensor_meta(name.as_deref().unwrap_or("")),
+        ) {
+            (_, Some(_)) => None,
+            (Some(shape), None) if !shape.contains(&0) => {
+                let n_layers = self.usize_var("n_layers", at)?;
+                self.info
+                    .assumed_dtype(role, layer, n_layers, shape)
+                    .map(|dtype| (dtype, shape.clone()))
+            }
+            _ => None,
+        };
         let present = name
             .as_ref()
-            .is_some_and(|n| self.info.tensor_meta(n).is_some());
+            .is_some_and(|n| self.info.tensor_meta(n).is_some())
+            || assumed.is_some();
         let tie = match &spec.tied_when {
             Some(w) => eval(w, &self.vars)
                 .map_err(|e| self.op_err(&format!("tensors.{role}.tied_when"), e))?
@@ -285,7 +307,23 @@ impl Expander<'_> {
             match target {
                 // A node of its own over the same tensor: tie-alias merges it, visibly.
                 Some(t) => {
-                    let op = self.graph.node(t).op.clone();
+                    let mut op = self.graph.node(t).op.clone();
+                    // An assumed tensor read in two roles is stored as the later role needs
+                    // (llama.cpp quantises a tied embedding as the output).
+                    if let Op::Weight {
+                        tensor,
+                        dtype,
+                        shape,
+                    } = &mut op
+                    {
+                        if self.info.tensor_meta(tensor).is_none() {
+                            let n_layers = self.usize_var("n_layers", at)?;
+                            if let Some(d) = self.info.assumed_dtype(role, layer, n_layers, shape) {
+                                *dtype = d;
+                                self.graph.node_mut(t).op = op.clone();
+                            }
+                        }
+                    }
                     Some(
                         self.graph
                             .add(op, role, format!("tensors.{role} (tied to {tied})"), &[]),
@@ -295,17 +333,36 @@ impl Expander<'_> {
             }
         } else if present {
             let name = name.expect("present implies a name");
-            let m = self.info.tensor_meta(&name).expect("present");
-            let dtype = m.dtype.ok_or_else(|| FamilyError::UnsupportedType {
-                origin: self.info.origin(),
-                type_name: m.type_name.clone(),
-                tensor: name.clone(),
-            })?;
+            let (dtype, shape) = match assumed {
+                Some(a) => a,
+                None => {
+                    let m = self.info.tensor_meta(&name).expect("present");
+                    let fits = |d: &Vec<usize>| {
+                        d.len() == m.shape.len()
+                            && d.iter().zip(&m.shape).all(|(e, f)| *e == 0 || e == f)
+                    };
+                    if let Some(expected) = declared.filter(|d| !fits(d)) {
+                        return Err(FamilyError::Shape {
+                            origin: self.info.origin(),
+                            file: self.file.to_string(),
+                            tensor: name,
+                            expected,
+                            found: m.shape,
+                        });
+                    }
+                    let dtype = m.dtype.ok_or_else(|| FamilyError::UnsupportedType {
+                        origin: self.info.origin(),
+                        type_name: m.type_name.clone(),
+                        tensor: name.clone(),
+                    })?;
+                    (dtype, m.shape)
+                }
+            };
             Some(self.graph.add(
                 Op::Weight {
                     tensor: name,
                     dtype,
-                    shape: m.shape,
+                    shape,
                 },
                 role,
                 format!("tensors.{role}"),
@@ -323,6 +380,30 @@ impl Expander<'_> {
         };
         self.weights.insert((key, layer), node);
         Ok(node)
+    }
+
+    /// The template's shape for a tensor, evaluated here (`None` if it declares none).
+    fn declared_shape(
+        &self,
+        spec: &TensorSpec,
+        role: &str,
+        at: &str,
+    ) -> Result<Option<Vec<usize>>, FamilyError> {
+        let Some(dims) = &spec.shape else {
+            return Ok(None);
+        };
+        dims.iter()
+            .map(|d| match eval(d, &self.vars) {
+                // 0: a size the source does not state (a GGUF's vocabulary); the file's holds.
+                Ok(Value::Num(n)) if n >= 0.0 && n.fract() == 0.0 => Ok(n as usize),
+                Ok(v) => Err(self.op_err(
+                    &format!("tensors.{role}.shape"),
+                    format!("'{d}' is {v}, expected a whole number (used at {at})"),
+                )),
+                Err(e) => Err(self.op_err(&format!("tensors.{role}.shape"), format!("'{d}': {e}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// Whether tensor `role`'s name in this source contains `needle`.
@@ -360,7 +441,10 @@ impl Expander<'_> {
                             })?;
                         self.read_hparam(name, &spec).map_err(|e| {
                             e.unwrap_or_else(|| {
-                                self.op_err(&at, format!("layer {i}: its default names an unknown value"))
+                                self.op_err(
+                                    &at,
+                                    format!("layer {i}: its default names an unknown value"),
+                                )
                             })
                         })?
                     }
@@ -751,21 +835,21 @@ impl Expander<'_> {
             "proportional" => {
                 let partial = self.num(entry, "partial", at)?.unwrap_or(1.0);
                 if !(0.0..=1.0).contains(&partial) {
-                    return Err(self.op_err(at, format!("partial must be in [0, 1], found {partial}")));
+                    return Err(
+                        self.op_err(at, format!("partial must be in [0, 1], found {partial}"))
+                    );
                 }
                 RopeScaling::Proportional {
                     pairs: (partial * rot_dim as f64 / 2.0) as usize,
                     factor: self.num(entry, "factor", at)?.unwrap_or(1.0) as f32,
                 }
             }
-            other => {
-                return Err(self.op_err(
-                    at,
-                    format!(
-                        "rope scaling '{other}' is not supported (none, linear, llama3, proportional)"
-                    ),
-                ))
-            }
+            other => return Err(self.op_err(
+                at,
+                format!(
+                    "rope scaling '{other}' is not supported (none, linear, llama3, proportional)"
+                ),
+            )),
         })
     }
 }

@@ -39,6 +39,18 @@ pub trait ModelInfo {
     fn architecture(&self) -> &str;
     fn meta(&self, key: &str) -> Option<&MetaValue>;
     fn tensor_meta(&self, name: &str) -> Option<TensorMeta>;
+    /// For a source with metadata but no tensors (a bare config.json): the stored type
+    /// to assume for a tensor the template declares (canonical `role`, its layer of
+    /// `n_layers`, its shape). `None`: tensors must exist.
+    fn assumed_dtype(
+        &self,
+        _role: &str,
+        _layer: Option<usize>,
+        _n_layers: usize,
+        _shape: &[usize],
+    ) -> Option<DType> {
+        None
+    }
     /// The file or directory, for error messages.
     fn origin(&self) -> String;
 }
@@ -82,6 +94,14 @@ pub enum FamilyError {
         file: String,
         role: String,
         tensor: String,
+    },
+    #[error("{origin}: tensor '{tensor}' has shape {found:?}, the template ({file}) expects {expected:?}")]
+    Shape {
+        origin: String,
+        file: String,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
     },
     #[error("{origin}: unsupported tensor type {type_name} in tensor '{tensor}'")]
     UnsupportedType {

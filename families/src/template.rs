@@ -85,6 +85,9 @@ pub struct TensorSpec {
     pub tied_when: Option<String>,
     #[serde(default)]
     pub optional: bool,
+    /// Expected shape, `[rows, cols]` (out, in) or `[len]`, as expressions: checked
+    /// against files, and the shape assumed when a model is only a config.json.
+    pub shape: Option<Vec<String>>,
 }
 
 impl Template {

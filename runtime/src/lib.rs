@@ -11,7 +11,9 @@ mod executor;
 pub mod load;
 mod model;
 pub mod parity;
+pub mod quant_mix;
 pub mod sampler;
+pub mod synth;
 pub mod tokenizer;
 
 pub use executor::{generate, Forward, GenParams, Generation, StopReason};
@@ -42,4 +44,6 @@ pub enum RuntimeError {
     NoTokenizer(String),
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("{0} is a config.json without weights: it can be inspected (--budget), not run")]
+    NoWeights(String),
 }

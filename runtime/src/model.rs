@@ -3,6 +3,7 @@
 
 use crate::curated::Curated;
 use crate::load::{ModelSource, SourceKind};
+use crate::quant_mix::QuantMix;
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use weft_cpu::CpuProgram;
 use weft_families::{Expanded, ModelInfo, TensorMeta};
-use weft_ir::{MetaValue, ModelStamp, Plan, PLAN_FORMAT_VERSION};
+use weft_ir::{DType, MetaValue, ModelStamp, Plan, PLAN_FORMAT_VERSION};
 use weft_passes::PassSelection;
 
 /// Models that `scripts/fetch_model.py` knows, by short name.
@@ -75,12 +76,23 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Ru
     Ok(fetched)
 }
 
-/// Adapts the loader's view of a model to what the family expander reads.
-struct Info<'a>(&'a ModelSource);
+/// Adapts the loader's view of a model to what the family expander reads; for a bare
+/// config.json, the quantisation whose stored types the template's tensors are assumed to have.
+struct Info<'a>(&'a ModelSource, Option<QuantMix>);
 
 impl ModelInfo for Info<'_> {
     fn source_kind(&self) -> SourceKind {
         self.0.kind
+    }
+
+    fn assumed_dtype(
+        &self,
+        role: &str,
+        layer: Option<usize>,
+        n_layers: usize,
+        shape: &[usize],
+    ) -> Option<DType> {
+        self.1.map(|m| m.dtype(role, layer, n_layers, shape))
     }
 
     fn architecture(&self) -> &str {
@@ -134,6 +146,8 @@ pub struct Model {
     pub spec: String,
     pub source: ModelSource,
     pub tokenizer: Option<Tokenizer>,
+    /// For a bare config.json: the file type its tensors are assumed stored in.
+    assumed: Option<QuantMix>,
 }
 
 impl Model {
@@ -150,7 +164,15 @@ impl Model {
             spec: spec.to_string(),
             source,
             tokenizer,
+            assumed: None,
         })
+    }
+
+    /// For a bare config.json: assume its tensors stored as `mix` (e.g. Q4_K_M), so that
+    /// it compiles and [`Model::budget`] gives what such a file would need. Files with
+    /// weights keep their own types.
+    pub fn assume_quant(&mut self, mix: QuantMix) {
+        self.assumed = Some(mix);
     }
 
     /// Which weights these are, as a plan records them.
@@ -164,7 +186,17 @@ impl Model {
 
     /// The family template's graph for this model, before any pass.
     pub fn expand(&self) -> Result<Expanded, RuntimeError> {
-        Ok(weft_families::expand(&Info(&self.source))?)
+        let assumed = match (self.source.config_only(), self.assumed) {
+            (false, _) => None,
+            (true, Some(m)) => Some(m),
+            (true, None) => {
+                return Err(RuntimeError::NoWeights(format!(
+                    "{} (no quantisation to assume was given)",
+                    self.source.path.display()
+                )))
+            }
+        };
+        Ok(weft_families::expand(&Info(&self.source, assumed))?)
     }
 
     /// Expands and runs the selected passes.
@@ -263,13 +295,24 @@ impl Model {
 
     /// Binds a plan to the CPU backend with room for `max_ctx` positions.
     pub fn cpu(&self, plan: Plan, max_ctx: usize) -> Result<CpuProgram, RuntimeError> {
+        self.runnable()?;
         self.check_plan(&plan)?;
         Ok(CpuProgram::new(plan, &self.source, max_ctx)?)
     }
 
     /// The hand-written decoder over the same weights.
     pub fn curated(&self, max_ctx: usize) -> Result<Curated, RuntimeError> {
+        self.runnable()?;
         Curated::new(&self.source, max_ctx)
+    }
+
+    fn runnable(&self) -> Result<(), RuntimeError> {
+        match self.source.config_only() {
+            true => Err(RuntimeError::NoWeights(
+                self.source.path.display().to_string(),
+            )),
+            false => Ok(()),
+        }
     }
 
     /// The token ids that end generation (EOS, end of turn), from the tokenizer.

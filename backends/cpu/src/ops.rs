@@ -6,7 +6,14 @@ use rayon::prelude::*;
 use weft_ir::{Ew, GluAct, RopeLayout, RopeScaling, WeightView};
 
 /// `x / rms(x) · (w + offset)` over each group of `w.len()` values.
-pub fn rms_norm(x: &[f32], group: usize, w: Option<&[f32]>, eps: f32, offset: f32, out: &mut [f32]) {
+pub fn rms_norm(
+    x: &[f32],
+    group: usize,
+    w: Option<&[f32]>,
+    eps: f32,
+    offset: f32,
+    out: &mut [f32],
+) {
     for (xs, os) in x.chunks_exact(group).zip(out.chunks_exact_mut(group)) {
         let ms = xs.iter().map(|v| v * v).sum::<f32>() / group as f32;
         let r = 1.0 / (ms + eps).sqrt();

@@ -59,23 +59,36 @@ fn to_meta(v: &Value) -> Option<MetaValue> {
     })
 }
 
-pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, LoadError> {
-    let config_path = dir.join("config.json");
-    if !config_path.is_file() {
-        return Err(LoadError::UnknownFormat {
-            path: dir.to_path_buf(),
-            found: format!("a directory without {}", config_path.display()),
-        });
-    }
-    let config = read_json(&config_path)?;
+/// A config.json alone: metadata without tensors, for what needs only shapes
+/// (memory budgets of models too big or too far away to fetch).
+pub(crate) fn open_config(config_path: &Path) -> Result<ModelSource, LoadError> {
+    let (architecture, metadata) = read_config(config_path)?;
+    ModelSource::assemble(
+        config_path,
+        SourceKind::Hf,
+        architecture,
+        metadata,
+        vec![],
+        vec![],
+        None,
+    )
+}
+
+/// config.json's model type and its keys, dotted. A multimodal config's `text_config`
+/// is laid over the top level: its keys describe the language model.
+fn read_config(config_path: &Path) -> Result<(String, BTreeMap<String, MetaValue>), LoadError> {
+    let config = read_json(config_path)?;
     if !config.is_object() {
         return Err(LoadError::Json {
-            path: config_path,
+            path: config_path.to_path_buf(),
             msg: "expected a JSON object at the top level".into(),
         });
     }
     let mut metadata = BTreeMap::new();
     flatten("", &config, &mut metadata);
+    if let Some(text) = config.get("text_config").filter(|t| t.is_object()) {
+        flatten("", text, &mut metadata);
+    }
     let architecture = match config.get("model_type") {
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
@@ -86,12 +99,24 @@ pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, LoadError> {
         }
         None => {
             return Err(LoadError::MissingKey {
-                path: config_path,
+                path: config_path.to_path_buf(),
                 key: "model_type".into(),
             })
         }
     };
 
+    Ok((architecture, metadata))
+}
+
+pub(crate) fn open_dir(dir: &Path) -> Result<ModelSource, LoadError> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(LoadError::UnknownFormat {
+            path: dir.to_path_buf(),
+            found: format!("a directory without {}", config_path.display()),
+        });
+    }
+    let (architecture, metadata) = read_config(&config_path)?;
     let weight_files = find_weight_files(dir)?;
     let mut files = Vec::with_capacity(weight_files.len());
     let mut per_file = Vec::with_capacity(weight_files.len());

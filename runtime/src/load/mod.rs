@@ -101,7 +101,8 @@ impl fmt::Debug for ModelSource {
 }
 
 impl ModelSource {
-    /// Opens a `.gguf` file or a Hugging Face model directory.
+    /// Opens a `.gguf` file, a Hugging Face model directory, or a bare `config.json`
+    /// (metadata only: see [`ModelSource::config_only`]).
     pub fn open(path: &Path) -> Result<ModelSource, LoadError> {
         let meta = std::fs::metadata(path).map_err(|e| LoadError::io(path, e))?;
         if meta.is_dir() {
@@ -128,6 +129,12 @@ impl ModelSource {
                 .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
             if (n == 4 && &magic == b"GGUF") || is_gguf_name {
                 return gguf::open_file(path);
+            }
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+            {
+                return hf::open_config(path);
             }
             return Err(LoadError::UnknownFormat {
                 path: path.to_path_buf(),
@@ -215,6 +222,11 @@ impl ModelSource {
             loc.offset,
             loc.len,
         ))
+    }
+
+    /// A config.json without weights: good for shapes and budgets, not for running.
+    pub fn config_only(&self) -> bool {
+        self.files.is_empty()
     }
 
     pub fn meta(&self, key: &str) -> Option<&MetaValue> {
