@@ -107,6 +107,7 @@ impl Builder {
             tensor: name.into(),
             dtype: DType::F32,
             shape: shape.to_vec(),
+            transposed: false,
         };
         self.g.add(op, name, "", &[])
     }

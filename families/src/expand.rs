@@ -314,6 +314,7 @@ impl Expander<'_> {
                         tensor,
                         dtype,
                         shape,
+                        ..
                     } = &mut op
                     {
                         if self.info.tensor_meta(tensor).is_none() {
@@ -333,10 +334,15 @@ impl Expander<'_> {
             }
         } else if present {
             let name = name.expect("present implies a name");
+            // HF Conv1D matrices are stored [in, out]; the graph sees [out, in].
+            let transposed = spec.hf_transposed && self.info.source_kind() == SourceKind::Hf;
             let (dtype, shape) = match assumed {
                 Some(a) => a,
                 None => {
-                    let m = self.info.tensor_meta(&name).expect("present");
+                    let mut m = self.info.tensor_meta(&name).expect("present");
+                    if transposed {
+                        m.shape.reverse();
+                    }
                     let fits = |d: &Vec<usize>| {
                         d.len() == m.shape.len()
                             && d.iter().zip(&m.shape).all(|(e, f)| *e == 0 || e == f)
@@ -363,6 +369,7 @@ impl Expander<'_> {
                     tensor: name,
                     dtype,
                     shape,
+                    transposed,
                 },
                 role,
                 format!("tensors.{role}"),
@@ -844,12 +851,14 @@ impl Expander<'_> {
                     factor: self.num(entry, "factor", at)?.unwrap_or(1.0) as f32,
                 }
             }
-            other => return Err(self.op_err(
-                at,
-                format!(
+            other => {
+                return Err(self.op_err(
+                    at,
+                    format!(
                     "rope scaling '{other}' is not supported (none, linear, llama3, proportional)"
                 ),
-            )),
+                ))
+            }
         })
     }
 }

@@ -88,6 +88,9 @@ pub struct TensorSpec {
     /// Expected shape, `[rows, cols]` (out, in) or `[len]`, as expressions: checked
     /// against files, and the shape assumed when a model is only a config.json.
     pub shape: Option<Vec<String>>,
+    /// HF stores this matrix `[in, out]` (GPT-2's Conv1D): the backend reads it transposed.
+    #[serde(default)]
+    pub hf_transposed: bool,
 }
 
 impl Template {

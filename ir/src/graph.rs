@@ -157,11 +157,14 @@ pub enum GluAct {
 pub enum Op {
     /// The token ids of the step: `[seq]`.
     Tokens,
-    /// A weight tensor, by its name in the model file, in its stored type.
+    /// A weight tensor, by its name in the model file, in its stored type. `transposed`:
+    /// the file stores the transpose of `shape` (HF Conv1D, `[in, out]`).
     Weight {
         tensor: String,
         dtype: DType,
         shape: Vec<usize>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        transposed: bool,
     },
     /// Rows of the table (input 0) picked by the token ids (input 1).
     TokenEmbed,
@@ -331,7 +334,15 @@ impl Op {
     /// The op's parameters, for text dumps.
     pub fn params(&self) -> String {
         match self {
-            Op::Weight { tensor, dtype, shape } => format!("{tensor:?} {dtype} {shape:?}"),
+            Op::Weight {
+                tensor,
+                dtype,
+                shape,
+                transposed,
+            } => {
+                let t = if *transposed { " transposed" } else { "" };
+                format!("{tensor:?} {dtype} {shape:?}{t}")
+            }
             Op::Scale { factor } => format!("factor={factor}"),
             Op::RmsNorm { eps, weight_offset, group } | Op::AddRmsNorm { eps, weight_offset, group } => {
                 format!("eps={eps:e} offset={weight_offset} group={group}")

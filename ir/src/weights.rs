@@ -65,6 +65,31 @@ impl WeightView {
         WeightView::new(name, dtype, shape, Arc::new(bytes), 0, len)
     }
 
+    /// A copy with rows and columns swapped, in the same type: for matrices stored
+    /// `[in, out]` (HF Conv1D). Only element types (not blocks) can be transposed.
+    pub fn transposed(&self) -> Option<WeightView> {
+        let [r, c] = self.shape[..] else {
+            return None;
+        };
+        if self.dtype.block_size() != 1 {
+            return None;
+        }
+        let e = self.dtype.block_bytes();
+        let src = self.bytes();
+        let mut out = vec![0u8; src.len()];
+        for i in 0..r {
+            for j in 0..c {
+                out[(j * r + i) * e..][..e].copy_from_slice(&src[(i * c + j) * e..][..e]);
+            }
+        }
+        Some(WeightView::owned(
+            self.name.clone(),
+            self.dtype,
+            vec![c, r],
+            out,
+        ))
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.source.bytes()[self.offset..self.offset + self.len]
     }

@@ -262,7 +262,9 @@ fn rule(g: &Graph, n: NodeId, ins: &[Vec<Dim>]) -> Result<Vec<Dim>, String> {
                 }
             }
             if *group == 0 || d % group != 0 {
-                return Err(format!("rows of {d} values are not whole groups of {group}"));
+                return Err(format!(
+                    "rows of {d} values are not whole groups of {group}"
+                ));
             }
             ins[0].clone()
         }

@@ -13,20 +13,21 @@ impl Pass for TieAlias {
     }
 
     fn run(&self, g: &mut Graph) -> Vec<String> {
-        let mut first: HashMap<String, weft_ir::NodeId> = HashMap::new();
+        let mut first: HashMap<(String, bool), weft_ir::NodeId> = HashMap::new();
         let mut log = Vec::new();
         for n in g.topo_order() {
             let Op::Weight {
                 tensor,
                 dtype,
                 shape,
+                transposed,
             } = &g.node(n).op
             else {
                 continue;
             };
-            match first.get(tensor) {
+            match first.get(&(tensor.clone(), *transposed)) {
                 None => {
-                    first.insert(tensor.clone(), n);
+                    first.insert((tensor.clone(), *transposed), n);
                 }
                 Some(&keep) => {
                     let bytes = dtype.tensor_bytes(shape).unwrap_or(0);

@@ -247,6 +247,7 @@ impl Model {
                 tensor,
                 dtype,
                 shape,
+                ..
             } = &st.node.op
             {
                 read.insert(

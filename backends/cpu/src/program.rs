@@ -100,10 +100,19 @@ impl CpuProgram {
                     tensor,
                     dtype,
                     shape,
+                    transposed,
                 } => {
-                    let w = weights
+                    let mut w = weights
                         .weight(tensor)
                         .ok_or_else(|| CpuError::MissingWeight(tensor.clone()))?;
+                    // Stored [in, out]: one transposed copy, so matmuls read rows as usual.
+                    if *transposed {
+                        w = w.transposed().ok_or_else(|| CpuError::WeightMismatch {
+                            tensor: tensor.clone(),
+                            expected: "a 2-D matrix of f32, f16 or bf16 to transpose".into(),
+                            found: format!("{} {:?}", w.dtype, w.shape),
+                        })?;
+                    }
                     if w.dtype != *dtype || &w.shape != shape {
                         return Err(CpuError::WeightMismatch {
                             tensor: tensor.clone(),
