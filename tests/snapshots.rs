@@ -84,3 +84,18 @@ fn qwen3moe_gguf() {
 fn qwen3moe_hf() {
     snapshot("qwen3moe_hf", fixtures().join("families").join("qwen3moe"));
 }
+
+#[test]
+fn gpt2_hf() {
+    snapshot("gpt2_hf", fixtures().join("families").join("gpt2"));
+}
+
+#[test]
+fn gemma4_gguf() {
+    snapshot("gemma4_gguf", family("gemma4"));
+}
+
+#[test]
+fn gemma4_hf() {
+    snapshot("gemma4_hf", fixtures().join("families").join("gemma4"));
+}
