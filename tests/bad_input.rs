@@ -95,9 +95,47 @@ fn config_contradicting_the_weights() {
             c.insert("head_dim".into(), 8.into());
         })
     });
+    // The template's declared shape catches it, naming the tensor and both shapes.
     fails_with(
         &["run", dir.to_str().unwrap(), "--tokens", "1,2"],
-        &["shape error"],
+        &[
+            "model.layers.0.self_attn.q_proj.weight",
+            "has shape [48, 48]",
+            "expects [64, 48]",
+        ],
+    );
+}
+
+/// A Gemma 4 whose later layers share K/V (E2B/E4B): the template says it does not
+/// describe that, instead of running a wrong graph.
+#[test]
+fn family_feature_the_template_does_not_describe() {
+    let dir = std::env::temp_dir().join(format!("weft-bad-kvshare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixtures().join("families").join("gemma4");
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    edit_config(&dir, |c| {
+        c.insert("num_kv_shared_layers".into(), 2.into());
+    });
+    fails_with(
+        &["run", dir.to_str().unwrap(), "--tokens", "1,2"],
+        &["gemma4.toml", "kv_shared_layers == 0"],
+    );
+}
+
+/// A bare config.json is priced by --budget but not run.
+#[test]
+fn config_json_without_weights_does_not_run() {
+    let cfg = fixtures().join("standins").join("qwen2.5-coder-14b").join("config.json");
+    fails_with(
+        &["run", cfg.to_str().unwrap(), "--tokens", "1,2"],
+        &["config.json without weights"],
+    );
+    fails_with(
+        &["inspect", cfg.to_str().unwrap(), "--budget", "--quant", "Q9_Z"],
+        &["unknown quantisation 'Q9_Z'"],
     );
 }
 

@@ -340,6 +340,10 @@ mod tests {
         assert_eq!(eval("(5 + 1) % 4 == 2", &v), Ok(Value::Num(1.0)));
         assert_eq!(eval("-hidden + 1", &v), Ok(Value::Num(-575.0)));
         assert_eq!(eval("types[1] == 'b'", &v), Ok(Value::Num(1.0)));
+        // at(): one value for every layer, or one per layer.
+        assert_eq!(eval("at(n_heads, 5)", &v), Ok(Value::Num(9.0)));
+        assert_eq!(eval("at(types, 0)", &v), Ok(Value::Str("a".into())));
+        assert!(eval("at(types, 2)", &v).is_err());
         assert_eq!(
             eval("if(len(none) > 0, none[3], 7)", &v),
             Ok(Value::Num(7.0))
