@@ -128,13 +128,22 @@ fn family_feature_the_template_does_not_describe() {
 /// A bare config.json is priced by --budget but not run.
 #[test]
 fn config_json_without_weights_does_not_run() {
-    let cfg = fixtures().join("standins").join("qwen2.5-coder-14b").join("config.json");
+    let cfg = fixtures()
+        .join("standins")
+        .join("qwen2.5-coder-14b")
+        .join("config.json");
     fails_with(
         &["run", cfg.to_str().unwrap(), "--tokens", "1,2"],
         &["config.json without weights"],
     );
     fails_with(
-        &["inspect", cfg.to_str().unwrap(), "--budget", "--quant", "Q9_Z"],
+        &[
+            "inspect",
+            cfg.to_str().unwrap(),
+            "--budget",
+            "--quant",
+            "Q9_Z",
+        ],
         &["unknown quantisation 'Q9_Z'"],
     );
 }

@@ -53,7 +53,7 @@ impl fmt::Display for QuantMix {
 /// llama.cpp's "use more bits" layers: the first and last eighth, and every third between.
 fn more_bits(layer: usize, n_layers: usize) -> bool {
     let eighth = n_layers / 8;
-    layer < eighth || layer >= 7 * n_layers / 8 || (layer >= eighth && (layer - eighth) % 3 == 2)
+    layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2
 }
 
 impl QuantMix {
@@ -87,7 +87,7 @@ impl QuantMix {
 /// llama.cpp's fallback when rows do not split into the type's blocks.
 fn fit(t: DType, shape: &[usize]) -> DType {
     let cols = shape[shape.len() - 1];
-    if cols % t.block_size() == 0 {
+    if cols.is_multiple_of(t.block_size()) {
         return t;
     }
     let alt = match t {
@@ -96,7 +96,7 @@ fn fit(t: DType, shape: &[usize]) -> DType {
         DType::Q6_K => DType::Q8_0,
         _ => DType::F16,
     };
-    if cols % alt.block_size() == 0 {
+    if cols.is_multiple_of(alt.block_size()) {
         alt
     } else {
         DType::F16

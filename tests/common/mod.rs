@@ -85,16 +85,18 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// A model in `dir` (the directory itself, or a weights file in it when `weights` is not
-/// empty) against a transformers reference file there: last-position logits within
+/// empty) against a transformers reference file there (or at an absolute path; its
+/// `last_logits` are a list, or the name of a raw f32 file beside it): last-position logits within
 /// 1e-3·max|logit|, the reference's greedy tokens exactly, the same logits with every
 /// pass off (1e-5 relative), and graph vs curated within 1e-4 relative with the same
 /// greedy tokens for 16 steps.
 pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
     let path = dir.join(weights);
     let label = format!("{}/{weights}", dir.file_name().unwrap().to_string_lossy());
-    let r = json(&dir.join(reference));
+    let reference = dir.join(reference);
+    let r = json(&reference);
     let input = ids(&r["input_ids"]);
-    let want_logits = floats(&r["last_logits"]);
+    let want_logits = reference_logits(&reference, &r);
     let want_greedy = ids(&r["greedy"]);
     let model = open_shared(path.to_str().unwrap());
     let plan = model.compile(&PassSelection::all()).unwrap().plan;
@@ -172,4 +174,135 @@ pub fn greedy_run(model: &Model, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec
     let logits = g.forward(prompt).unwrap().to_vec();
     let tokens = greedy_after(&mut g, &logits, steps);
     (logits, tokens)
+}
+
+/// A reference's `last_logits`: inline, or the name of a raw little-endian f32 file in the
+/// reference file's directory.
+pub fn reference_logits(reference: &Path, r: &serde_json::Value) -> Vec<f32> {
+    match r["last_logits"].as_str() {
+        Some(file) => read_f32(&reference.parent().expect("a file").join(file)),
+        None => floats(&r["last_logits"]),
+    }
+}
+
+/// SHA-256 (FIPS 180-4), streaming; the stand-in references record one per tensor.
+pub struct Sha256 {
+    state: [u32; 8],
+    block: [u8; 64],
+    filled: usize,
+    total: u64,
+}
+
+const SHA256_K: [u32; 64] = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Sha256 {
+            state: [
+                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+                0x5be0cd19,
+            ],
+            block: [0; 64],
+            filled: 0,
+            total: 0,
+        }
+    }
+}
+
+impl Sha256 {
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        if self.filled > 0 {
+            let n = (64 - self.filled).min(data.len());
+            self.block[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled < 64 {
+                return;
+            }
+            let block = self.block;
+            self.compress(&block);
+            self.filled = 0;
+        }
+        let mut blocks = data.chunks_exact(64);
+        for b in &mut blocks {
+            self.compress(b.try_into().unwrap());
+        }
+        let rest = blocks.remainder();
+        self.block[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    pub fn finish(mut self) -> [u8; 32] {
+        let bits = self.total.wrapping_mul(8);
+        self.update(&[0x80]);
+        while self.filled != 56 {
+            self.update(&[0]);
+        }
+        self.update(&bits.to_be_bytes());
+        let mut out = [0u8; 32];
+        for (o, s) in out.chunks_exact_mut(4).zip(self.state) {
+            o.copy_from_slice(&s.to_be_bytes());
+        }
+        out
+    }
+
+    fn compress(&mut self, block: &[u8; 64]) {
+        let mut w = [0u32; 64];
+        for (i, c) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes(c.try_into().unwrap());
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = self.state;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = h
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(SHA256_K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            h = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (s, v) in self.state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+            *s = s.wrapping_add(v);
+        }
+    }
+}
+
+/// Lowercase hex of the SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut h = Sha256::default();
+    h.update(data);
+    hex(&h.finish())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

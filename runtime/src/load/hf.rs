@@ -93,7 +93,7 @@ fn read_config(config_path: &Path) -> Result<(String, BTreeMap<String, MetaValue
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
             return Err(LoadError::corrupt(
-                &config_path,
+                config_path,
                 "key 'model_type': expected a string",
             ))
         }
