@@ -3,10 +3,11 @@
 //! It exists to check the graph path; agreement of the two is the parity test.
 //!
 //! One forward for several families (llama, mistral, qwen2, qwen3, qwen3moe,
-//! gemma2, gemma3, phi3, phi2, starcoder2, gpt2), switched by flags that [`spec`] reads from the file's
-//! own keys and tensor names. Written for plainness, one token at a time; it
-//! shares only the per-block dot products and row decoders with the CPU backend
-//! (those are checked bit-exact against the format's reference on their own).
+//! gemma2, gemma3, gemma4, phi3, phi2, starcoder2, gpt2), switched by flags that
+//! [`spec`] reads from the file's own keys and tensor names. Written for
+//! plainness, one token at a time; it shares only the per-block dot products and
+//! row decoders with the CPU backend (those are checked bit-exact against the
+//! format's reference on their own).
 
 mod rope;
 mod spec;
@@ -15,20 +16,23 @@ mod weights;
 use crate::load::ModelSource;
 use crate::RuntimeError;
 use rayon::prelude::*;
-use spec::Spec;
+use spec::{LayerKind, Spec};
 use weft_cpu::quant::kernel_for;
 use weft_ir::{MetaValue, WeightView};
-use weights::{Ffn, Layer, Loader, Mlp, Norm};
+use weights::{Ffn, Layer, Loader, Mlp, Norm, PerLayerInputs};
 
 pub struct Curated {
     spec: Spec,
     embed: WeightView,
     /// gpt2: learned absolute position rows, added to the token embedding.
     positions: Option<WeightView>,
+    /// Gemma 4: the tables that make each layer's per-layer input.
+    per_layer_inputs: Option<PerLayerInputs>,
     layers: Vec<Layer>,
     out_norm: Norm,
     head: WeightView,
     head_bias: Option<Vec<f32>>,
+    /// Per layer, `max_ctx` rows of that layer's key/value width.
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     pos: usize,
@@ -40,10 +44,10 @@ impl Curated {
     pub fn new(src: &ModelSource, max_ctx: usize) -> Result<Curated, RuntimeError> {
         let spec = Spec::read(src)?;
         let gguf = spec.gguf;
-        let embed = src.view(if gguf {
-            "token_embd.weight"
+        let embed = src.view(&if gguf {
+            "token_embd.weight".to_string()
         } else {
-            "model.embed_tokens.weight"
+            format!("{}embed_tokens.weight", spec.hf_model)
         })?;
         if embed.cols() != spec.hidden {
             return Err(RuntimeError::Curated(format!(
@@ -86,11 +90,12 @@ impl Curated {
         let layers = (0..spec.n_layers)
             .map(|i| loader.layer(i))
             .collect::<Result<Vec<_>, _>>()?;
+        let per_layer_inputs = loader.per_layer_inputs()?;
         let out_norm = loader.norm_named(
-            match (gguf, spec.family) {
-                (true, _) => "output_norm",
-                (false, spec::Family::Phi2) => "model.final_layernorm",
-                (false, _) => "model.norm",
+            &match (gguf, spec.family) {
+                (true, _) => "output_norm".to_string(),
+                (false, spec::Family::Phi2) => format!("{}final_layernorm", spec.hf_model),
+                (false, _) => format!("{}norm", spec.hf_model),
             },
             spec.hidden,
         )?;
@@ -99,17 +104,19 @@ impl Curated {
             Some(_) => Some(loader.vector(&head_bias_name, head.rows(), false)?),
             None => None,
         };
-        let kv_width = spec.n_kv * spec.head_dim;
+        let cache = || -> Vec<Vec<f32>> {
+            spec.layers
+                .iter()
+                .map(|l| vec![0.0; max_ctx * l.n_kv * l.head_dim])
+                .collect()
+        };
         Ok(Curated {
-            keys: (0..spec.n_layers)
-                .map(|_| vec![0.0; max_ctx * kv_width])
-                .collect(),
-            values: (0..spec.n_layers)
-                .map(|_| vec![0.0; max_ctx * kv_width])
-                .collect(),
+            keys: cache(),
+            values: cache(),
             spec,
             embed,
             positions,
+            per_layer_inputs,
             out_norm,
             head,
             head_bias,
@@ -141,7 +148,7 @@ impl Curated {
         y
     }
 
-    /// The norm of each head of `v` on its own (qwen3, gemma3 q/k norm).
+    /// The norm of each head of `v` on its own (qwen3, gemma3/4 q/k norm, gemma4 v norm).
     fn norm_heads(&self, v: &mut [f32], n: &Norm) {
         for head in v.chunks_exact_mut(n.w.len()) {
             let y = self.norm(head, n);
@@ -149,14 +156,13 @@ impl Curated {
         }
     }
 
-    fn rotate(&self, v: &mut [f32], pos: usize, table: usize) {
-        let c = &self.spec;
-        let half = c.rope_dim / 2;
-        for head in v.chunks_exact_mut(c.head_dim) {
-            for (i, f) in c.inv_freq[table].iter().enumerate() {
+    fn rotate(&self, v: &mut [f32], pos: usize, kind: &LayerKind) {
+        let half = kind.inv_freq.len();
+        for head in v.chunks_exact_mut(kind.head_dim) {
+            for (i, f) in kind.inv_freq.iter().enumerate() {
                 let angle = (pos as f32) * (*f as f32);
                 let (sin, cos) = angle.sin_cos();
-                let (a, b) = if c.adjacent_pairs {
+                let (a, b) = if self.spec.adjacent_pairs {
                     (2 * i, 2 * i + 1)
                 } else {
                     (i, i + half)
@@ -171,6 +177,29 @@ impl Curated {
     fn gelu_tanh(x: f32) -> f32 {
         let c = (2.0 / std::f32::consts::PI).sqrt();
         0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+    }
+
+    /// Gemma 4: every layer's per-layer input for this token, `n_layers * width`
+    /// values: (norm(proj(x)/√hidden) per layer + token row·√width) / √2, where x
+    /// is the scaled embedding.
+    fn per_layer_inputs(&self, p: &PerLayerInputs, token: u32, x: &[f32]) -> Vec<f32> {
+        let width = self.spec.per_layer_input;
+        let mut tok = vec![0.0; p.table.cols()];
+        kernel_for(p.table.dtype).decode_row(p.table.row(token as usize), &mut tok);
+        let tok_scale = (width as f32).sqrt();
+        let ctx_scale = 1.0 / (self.spec.hidden as f32).sqrt();
+        let ctx = p.proj.apply(x);
+        let mut out = Vec::with_capacity(tok.len());
+        for (c, t) in ctx.chunks_exact(width).zip(tok.chunks_exact(width)) {
+            let c: Vec<f32> = c.iter().map(|v| v * ctx_scale).collect();
+            let c = self.norm(&c, &p.norm);
+            out.extend(
+                c.iter()
+                    .zip(t)
+                    .map(|(c, t)| (c + t * tok_scale) * std::f32::consts::FRAC_1_SQRT_2),
+            );
+        }
+        out
     }
 
     fn ffn(&self, ffn: &Ffn, h: &[f32]) -> Vec<f32> {
@@ -231,27 +260,43 @@ impl Curated {
         if let Some(s) = c.embed_scale {
             x.iter_mut().for_each(|v| *v *= s);
         }
+        let per_layer_inputs = match &self.per_layer_inputs {
+            Some(p) if token as usize >= p.table.rows() => {
+                return Err(RuntimeError::Curated(format!(
+                    "token id {token} is outside the per-layer input vocabulary of {}",
+                    p.table.rows()
+                )))
+            }
+            Some(p) => self.per_layer_inputs(p, token, &x),
+            None => Vec::new(),
+        };
         let p = self.pos;
         if let Some(pe) = &self.positions {
             let mut row = vec![0.0; c.hidden];
             kernel_for(pe.dtype).decode_row(pe.row(p), &mut row);
             x.iter_mut().zip(&row).for_each(|(a, b)| *a += b);
         }
-        let hd = c.head_dim;
-        let kvw = c.n_kv * hd;
-        let per_kv = c.n_heads / c.n_kv;
         for (li, layer) in self.layers.iter().enumerate() {
             let kind = &c.layers[li];
+            let hd = kind.head_dim;
+            let kvw = kind.n_kv * hd;
+            let per_kv = c.n_heads / kind.n_kv;
             let h = self.norm(&x, &layer.attn_norm);
             let mut q = layer.q.apply(&h);
             let mut k = layer.k.apply(&h);
-            let v = layer.v.apply(&h);
+            let mut v = match &layer.v {
+                Some(v) => v.apply(&h),
+                None => k.clone(),
+            };
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 self.norm_heads(&mut q, qn);
                 self.norm_heads(&mut k, kn);
             }
-            self.rotate(&mut q, p, kind.rope);
-            self.rotate(&mut k, p, kind.rope);
+            if let Some(vn) = &layer.v_norm {
+                self.norm_heads(&mut v, vn);
+            }
+            self.rotate(&mut q, p, kind);
+            self.rotate(&mut k, p, kind);
             self.keys[li][p * kvw..(p + 1) * kvw].copy_from_slice(&k);
             self.values[li][p * kvw..(p + 1) * kvw].copy_from_slice(&v);
             // HF sliding window: query p sees keys j with p - j < window.
@@ -296,6 +341,22 @@ impl Curated {
                 f = self.norm(&f, n);
             }
             x.iter_mut().zip(&f).for_each(|(a, b)| *a += b);
+            if let Some(pl) = &layer.per_layer {
+                let width = c.per_layer_input;
+                let input = &per_layer_inputs[li * width..(li + 1) * width];
+                let g: Vec<f32> = pl
+                    .gate
+                    .apply(&x)
+                    .iter()
+                    .zip(input)
+                    .map(|(g, e)| Self::gelu_tanh(*g) * e)
+                    .collect();
+                let y = self.norm(&pl.proj.apply(&g), &pl.norm);
+                x.iter_mut().zip(&y).for_each(|(a, b)| *a += b);
+            }
+            if let Some(s) = layer.out_scale {
+                x.iter_mut().for_each(|v| *v *= s);
+            }
         }
         self.pos += 1;
         if want_logits {

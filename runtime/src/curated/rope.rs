@@ -1,5 +1,6 @@
 //! Rope inverse frequencies and the scalings the files declare.
 
+use super::spec::Keys;
 use crate::load::ModelSource;
 use crate::RuntimeError;
 use weft_cpu::quant::kernel_for;
@@ -13,6 +14,12 @@ pub(super) enum Scaling {
         low: f64,
         high: f64,
         original: f64,
+    },
+    /// Gemma 4 full layers: a frequency per pair of the whole head, only the
+    /// first `partial·dims/2` nonzero (the other pairs stay unrotated).
+    Proportional {
+        partial: f64,
+        factor: f64,
     },
 }
 
@@ -42,20 +49,27 @@ pub(super) fn inv_freq(theta: f64, rope_dim: usize, scaling: &Scaling) -> Vec<f6
                 };
             }
         }
+        Scaling::Proportional { partial, factor } => {
+            // transformers: rope_angles = int(partial * head_dim // 2).
+            let rotated = (partial * rope_dim as f64 / 2.0).floor() as usize;
+            for (i, v) in f.iter_mut().enumerate() {
+                *v = if i < rotated { *v / factor } else { 0.0 };
+            }
+        }
     }
     f
 }
 
 /// HF scaling, looked up under the first of `prefixes` that names a type.
-pub(super) fn hf_scaling(src: &ModelSource, prefixes: &[&str]) -> Result<Scaling, RuntimeError> {
+pub(super) fn hf_scaling(k: &Keys, prefixes: &[&str]) -> Result<Scaling, RuntimeError> {
     for p in prefixes {
         let kind = [format!("{p}.rope_type"), format!("{p}.type")]
             .iter()
-            .find_map(|k| src.meta(k))
+            .find_map(|key| k.hf(key))
             .and_then(MetaValue::as_str);
         let Some(kind) = kind else { continue };
         let get = |name: &str, default: f64| {
-            src.meta(&format!("{p}.{name}"))
+            k.hf(&format!("{p}.{name}"))
                 .and_then(MetaValue::as_f64)
                 .unwrap_or(default)
         };
@@ -68,9 +82,13 @@ pub(super) fn hf_scaling(src: &ModelSource, prefixes: &[&str]) -> Result<Scaling
                 high: get("high_freq_factor", 4.0),
                 original: get("original_max_position_embeddings", 8192.0),
             }),
+            "proportional" => Ok(Scaling::Proportional {
+                partial: get("partial_rotary_factor", 1.0),
+                factor: get("factor", 1.0),
+            }),
             other => Err(RuntimeError::Curated(format!(
                 "{}: rope scaling '{other}' ({p}) is not handled",
-                src.path.display()
+                k.src.path.display()
             ))),
         };
     }
@@ -98,7 +116,8 @@ pub(super) fn gguf_scaling(src: &ModelSource) -> Result<Scaling, RuntimeError> {
     }
 }
 
-/// llama3-scaled GGUF files store per-frequency divisors as a 1-D tensor.
+/// llama3-scaled GGUF files, and Gemma 4 ones for their full layers, store
+/// per-frequency divisors as a 1-D tensor.
 pub(super) fn apply_freq_factors(src: &ModelSource, f: &mut [f64]) -> Result<(), RuntimeError> {
     if src.tensor("rope_freqs.weight").is_none() {
         return Ok(());

@@ -15,6 +15,8 @@ pub(super) enum Family {
     Qwen3Moe,
     Gemma2,
     Gemma3,
+    /// Per-layer head sizes, per-layer input embeddings, V = K on full layers.
+    Gemma4,
     Phi3,
     Phi2,
     Starcoder2,
@@ -23,8 +25,8 @@ pub(super) enum Family {
 }
 
 const HANDLED: &str = "llama, mistral, qwen2, qwen3, qwen3moe (HF qwen3_moe), gemma2, \
-                       gemma3 (HF gemma3_text), phi3, phi2 (HF phi), starcoder2, \
-                       gpt2 (GGUF only)";
+                       gemma3 (HF gemma3_text), gemma4 (HF gemma4_text), phi3, phi2 (HF phi), \
+                       starcoder2, gpt2 (GGUF only)";
 
 impl Family {
     fn of(arch: &str, gguf: bool) -> Option<Family> {
@@ -35,6 +37,7 @@ impl Family {
             "qwen3moe" | "qwen3_moe" => Family::Qwen3Moe,
             "gemma2" => Family::Gemma2,
             "gemma3" | "gemma3_text" => Family::Gemma3,
+            "gemma4" | "gemma4_text" => Family::Gemma4,
             "phi3" => Family::Phi3,
             "phi2" | "phi" => Family::Phi2,
             "starcoder2" => Family::Starcoder2,
@@ -44,34 +47,38 @@ impl Family {
     }
 
     pub(super) fn gemma(self) -> bool {
-        matches!(self, Family::Gemma2 | Family::Gemma3)
+        matches!(self, Family::Gemma2 | Family::Gemma3 | Family::Gemma4)
     }
 }
 
-/// Per layer: attention span and which rope table it uses.
+/// Per layer: attention span, head geometry and rope frequencies.
 #[derive(Clone, Debug)]
 pub(super) struct LayerKind {
     pub window: Option<usize>,
-    /// Index into `Spec::inv_freq` (0 global, 1 local).
-    pub rope: usize,
+    pub head_dim: usize,
+    pub n_kv: usize,
+    /// One inverse frequency per rotated pair: the rope covers the first
+    /// `2 * inv_freq.len()` dims of each head.
+    pub inv_freq: Vec<f64>,
+    /// Gemma 4 `attention_k_eq_v`: no V projection; V is the K projection's
+    /// output (before k_norm and rope).
+    pub v_from_k: bool,
 }
 
 #[derive(Clone, Debug)]
 pub(super) struct Spec {
     pub family: Family,
     pub gguf: bool,
+    /// HF tensor names start with this: `model.`, or `model.language_model.` in
+    /// a multimodal checkpoint.
+    pub hf_model: &'static str,
     pub hidden: usize,
     pub n_layers: usize,
     pub n_heads: usize,
-    pub n_kv: usize,
-    pub head_dim: usize,
-    pub rope_dim: usize,
     pub ffn: usize,
     pub eps: f32,
     /// gpt2: learned absolute positions (`position_embd`), no rope.
     pub learned_positions: bool,
-    /// Rope inverse frequencies: [global] or [global, local].
-    pub inv_freq: Vec<Vec<f64>>,
     /// Only GGUF llama files rotate adjacent pairs (the converter permutes Q/K
     /// rows); every other family rotates halves in both sources.
     pub adjacent_pairs: bool,
@@ -81,7 +88,8 @@ pub(super) struct Spec {
     pub final_softcap: Option<f32>,
     /// Gemma multiplies embeddings by sqrt(hidden).
     pub embed_scale: Option<f32>,
-    /// HF gemma norms compute x·(1+w); GGUF gemma files store w+1 already.
+    /// HF gemma2/3 norms compute x·(1+w); their GGUF files store w+1 already.
+    /// Gemma 4 norms are plain x·w in both.
     pub norm_plus_one: bool,
     pub gelu: bool,
     /// LayerNorm (mean removed, optional bias) instead of RMSNorm.
@@ -93,16 +101,14 @@ pub(super) struct Spec {
     /// Gemma: a norm after attention and after the FFN, before each residual add.
     pub sandwich: bool,
     pub qk_norm: bool,
+    /// Gemma 4: a weight-free RMSNorm on each head of V.
+    pub v_norm: bool,
+    /// Gemma 4 per-layer input embeddings: values per layer (0: none).
+    pub per_layer_input: usize,
     pub experts: usize,
     pub experts_used: usize,
     pub expert_ffn: usize,
     pub norm_topk: bool,
-}
-
-fn num(src: &ModelSource, keys: &[&str]) -> Option<f64> {
-    keys.iter()
-        .find_map(|k| src.meta(k))
-        .and_then(MetaValue::as_f64)
 }
 
 fn err(msg: String) -> RuntimeError {
@@ -110,28 +116,93 @@ fn err(msg: String) -> RuntimeError {
 }
 
 /// Reads keys of either source: `gk` is a GGUF key without the `<arch>.` prefix.
-struct Keys<'a> {
-    src: &'a ModelSource,
-    gguf: bool,
+/// (The loader lays a multimodal config's `text_config` over the top level.)
+pub(super) struct Keys<'a> {
+    pub src: &'a ModelSource,
+    pub gguf: bool,
 }
 
-impl Keys<'_> {
-    fn opt(&self, gk: &str, hk: &[&str]) -> Option<f64> {
+impl<'a> Keys<'a> {
+    /// An HF key.
+    pub(super) fn hf(&self, key: &str) -> Option<&'a MetaValue> {
+        self.src.meta(key)
+    }
+
+    /// The first of several HF keys present, as a number.
+    fn hf_num(&self, keys: &[&str]) -> Option<f64> {
+        keys.iter()
+            .find_map(|k| self.hf(k))
+            .and_then(MetaValue::as_f64)
+    }
+
+    /// HF keys `<prefix><rest>`, as (rest, value).
+    fn hf_under(&self, prefix: &str) -> Vec<(&'a str, &'a MetaValue)> {
+        let src: &'a ModelSource = self.src;
+        src.metadata
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|rest| (rest, v)))
+            .collect()
+    }
+
+    fn raw(&self, gk: &str, hk: &[&str]) -> Option<&'a MetaValue> {
         if self.gguf {
-            num(self.src, &[&format!("{}.{gk}", self.src.architecture)])
+            self.src.meta(&format!("{}.{gk}", self.src.architecture))
         } else {
-            num(self.src, hk)
+            hk.iter().find_map(|k| self.hf(k))
         }
     }
+
+    fn opt(&self, gk: &str, hk: &[&str]) -> Option<f64> {
+        self.raw(gk, hk).and_then(MetaValue::as_f64)
+    }
+
+    fn name(&self, gk: &str, hk: &str) -> String {
+        if self.gguf {
+            format!("{}.{gk}", self.src.architecture)
+        } else {
+            hk.to_string()
+        }
+    }
+
     fn need(&self, gk: &str, hk: &str) -> Result<f64, RuntimeError> {
         self.opt(gk, &[hk]).ok_or_else(|| {
-            let key = if self.gguf {
-                format!("{}.{gk}", self.src.architecture)
-            } else {
-                hk.to_string()
-            };
-            err(format!("{}: missing key '{key}'", self.src.path.display()))
+            err(format!(
+                "{}: missing key '{}'",
+                self.src.path.display(),
+                self.name(gk, hk)
+            ))
         })
+    }
+
+    /// One count per layer, from a single number or (GGUF) an array of one
+    /// per layer; `None` when the key is absent.
+    fn per_layer(&self, gk: &str, hk: &str, n: usize) -> Result<Option<Vec<usize>>, RuntimeError> {
+        let Some(v) = self.raw(gk, &[hk]) else {
+            return Ok(None);
+        };
+        let bad = |what: &str| {
+            err(format!(
+                "{}: key '{}': {what}",
+                self.src.path.display(),
+                self.name(gk, hk)
+            ))
+        };
+        let one = |v: &MetaValue| v.as_u64().map(|x| x as usize);
+        match v.array_len() {
+            Some(len) if len != n => Err(bad(&format!("{len} entries for {n} layers"))),
+            Some(_) => (0..n)
+                .map(|i| {
+                    v.array_get(i)
+                        .as_ref()
+                        .and_then(one)
+                        .ok_or_else(|| bad("expected a count per layer"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            None => one(v)
+                .map(|x| Some(vec![x; n]))
+                .ok_or_else(|| bad("expected a count")),
+        }
     }
 }
 
@@ -139,61 +210,38 @@ impl Spec {
     pub(super) fn read(src: &ModelSource) -> Result<Spec, RuntimeError> {
         let arch = src.architecture.as_str();
         let gguf = src.kind == SourceKind::Gguf;
+        let path = src.path.display();
         let family = Family::of(arch, gguf).ok_or_else(|| {
             err(format!(
-                "{}: the curated decoder does not handle architecture '{arch}' ({:?} source); \
+                "{path}: the curated decoder does not handle architecture '{arch}' ({:?} source); \
                  it handles {HANDLED}",
-                src.path.display(),
                 src.kind
             ))
         })?;
         let k = Keys { src, gguf };
+        if family == Family::Gemma4 {
+            gemma4_unhandled(&k)?;
+        }
         let hidden = k.need("embedding_length", "hidden_size")? as usize;
         let n_layers = k.need("block_count", "num_hidden_layers")? as usize;
-        let n_heads = k.need("attention.head_count", "num_attention_heads")? as usize;
-        let n_kv = k
-            .opt("attention.head_count_kv", &["num_key_value_heads"])
-            .map_or(n_heads, |v| v as usize);
-        if n_heads == 0 || n_kv == 0 || !n_heads.is_multiple_of(n_kv) {
-            return Err(err(format!(
-                "{}: {n_heads} query heads cannot share {n_kv} key/value heads",
-                src.path.display()
-            )));
+        let n_heads = match k.per_layer("attention.head_count", "num_attention_heads", n_layers)? {
+            Some(h) if h.windows(2).all(|w| w[0] == w[1]) => h.first().copied().unwrap_or(0),
+            Some(_) => {
+                return Err(err(format!(
+                    "{path}: query head counts that differ per layer are not handled"
+                )))
+            }
+            None => k.need("attention.head_count", "num_attention_heads")? as usize,
+        };
+        if n_heads == 0 {
+            return Err(err(format!("{path}: 0 query heads")));
         }
+        // Head size of the full-attention layers (GGUF `key_length`), and of the
+        // layers that nothing overrides (HF `head_dim`).
         let head_dim = k
             .opt("attention.key_length", &["head_dim"])
             .map_or(hidden / n_heads, |v| v as usize);
-        if let Some(vl) = k.opt("attention.value_length", &[]) {
-            if vl as usize != head_dim {
-                return Err(err(format!(
-                    "{}: value length {vl} differs from key length {head_dim}",
-                    src.path.display()
-                )));
-            }
-        }
         let learned_positions = family == Family::Gpt2;
-        let rope_dim = if learned_positions {
-            0
-        } else if gguf {
-            k.opt("rope.dimension_count", &[])
-                .map_or(head_dim, |v| v as usize)
-        } else {
-            let f = num(
-                src,
-                &[
-                    "partial_rotary_factor",
-                    "rope_parameters.partial_rotary_factor",
-                ],
-            )
-            .unwrap_or(1.0);
-            (head_dim as f64 * f) as usize
-        };
-        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
-            return Err(err(format!(
-                "{}: rope over {rope_dim} of {head_dim} head dims",
-                src.path.display()
-            )));
-        }
         let ffn = k.need("feed_forward_length", "intermediate_size")? as usize;
         let eps = k
             .opt(
@@ -203,7 +251,50 @@ impl Spec {
             .or_else(|| k.opt("attention.layer_norm_epsilon", &[]))
             .unwrap_or(1e-6) as f32;
 
-        // Rope bases: one table, or for gemma3 a global and a local one.
+        let sliding = sliding_layers(&k, family, n_layers)?;
+        let window = k
+            .opt("attention.sliding_window", &["sliding_window"])
+            .filter(|w| *w > 0.0)
+            .map(|w| w as usize);
+        let (head_dims, kv_heads) = geometry(&k, family, &sliding, n_heads, head_dim)?;
+
+        // Rope: one table, or for gemma3/4 a global one (full layers) and a local
+        // one (sliding layers), each over its own layers' head size.
+        let full_hd = (0..n_layers)
+            .find(|&i| !sliding[i])
+            .map_or(head_dim, |i| head_dims[i]);
+        let local_hd = (0..n_layers)
+            .find(|&i| sliding[i])
+            .map_or(full_hd, |i| head_dims[i]);
+        let two_tables = matches!(family, Family::Gemma3 | Family::Gemma4);
+        for (i, (&hd, &s)) in head_dims.iter().zip(&sliding).enumerate() {
+            let want = if s && two_tables { local_hd } else { full_hd };
+            if hd != want {
+                return Err(err(format!(
+                    "{path}: layer {i} has head size {hd}, other layers of its kind {want}; \
+                     one rope table per kind needs one head size"
+                )));
+            }
+        }
+        // HF partial rope (phi-style): the first fraction of each head rotates.
+        let partial = k
+            .hf_num(&[
+                "partial_rotary_factor",
+                "rope_parameters.partial_rotary_factor",
+            ])
+            .unwrap_or(1.0);
+        let hf_dim = |hd: usize, s: &Scaling| match s {
+            // Proportional rope keeps a frequency per pair of the whole head.
+            Scaling::Proportional { .. } => hd,
+            _ => (hd as f64 * partial) as usize,
+        };
+        let check = |dim: usize, hd: usize| {
+            if dim > hd || !dim.is_multiple_of(2) {
+                Err(err(format!("{path}: rope over {dim} of {hd} head dims")))
+            } else {
+                Ok(())
+            }
+        };
         let theta = k
             .opt(
                 "rope.freq_base",
@@ -214,28 +305,36 @@ impl Spec {
                 ],
             )
             .unwrap_or(10000.0);
-        let global_scaling = if gguf {
-            rope::gguf_scaling(src)?
+        let (global, global_dim) = if learned_positions {
+            (Vec::new(), 0)
+        } else if gguf {
+            let dim = k
+                .opt("rope.dimension_count", &[])
+                .map_or(full_hd, |v| v as usize);
+            check(dim, full_hd)?;
+            let mut f = rope::inv_freq(theta, dim, &rope::gguf_scaling(src)?);
+            // llama3-scaled files, and Gemma 4's proportional rope (divisors
+            // 1e30 freeze the unrotated pairs), carry per-frequency divisors.
+            rope::apply_freq_factors(src, &mut f)?;
+            (f, dim)
         } else {
-            rope::hf_scaling(
-                src,
+            let scaling = rope::hf_scaling(
+                &k,
                 &[
                     "rope_scaling",
                     "rope_parameters",
                     "rope_parameters.full_attention",
                 ],
-            )?
+            )?;
+            let dim = hf_dim(full_hd, &scaling);
+            check(dim, full_hd)?;
+            (rope::inv_freq(theta, dim, &scaling), dim)
         };
-        let mut global = rope::inv_freq(theta, rope_dim, &global_scaling);
-        if gguf {
-            rope::apply_freq_factors(src, &mut global)?;
-        }
-        let mut inv_freq = vec![global];
-        if family == Family::Gemma3 {
+        let local = if two_tables {
             // llama.cpp defaults the local base to 1e4 when the key is absent
-            // (the real Gemma 3 270M GGUF has no freq_base_swa), and never
-            // scales local layers.
-            let local_theta = k
+            // (the real Gemma 3 270M GGUF has no freq_base_swa), never scales
+            // local layers, and gives them the global rope dims by default.
+            let theta = k
                 .opt(
                     "rope.freq_base_swa",
                     &[
@@ -244,32 +343,65 @@ impl Spec {
                     ],
                 )
                 .unwrap_or(10000.0);
-            let local_scaling = if gguf {
-                Scaling::None
+            let (scaling, dim) = if gguf {
+                let dim = k
+                    .opt("rope.dimension_count_swa", &[])
+                    .map_or(global_dim, |v| v as usize);
+                (Scaling::None, dim)
             } else {
-                rope::hf_scaling(src, &["rope_parameters.sliding_attention"])?
+                let s = rope::hf_scaling(&k, &["rope_parameters.sliding_attention"])?;
+                let dim = hf_dim(local_hd, &s);
+                (s, dim)
             };
-            inv_freq.push(rope::inv_freq(local_theta, rope_dim, &local_scaling));
-        }
-
-        let layers = layer_kinds(src, &k, family, n_layers)?;
-
-        let attn_scale = if family.gemma() {
-            if gguf {
-                // GGUF has no query_pre_attn_scalar; llama.cpp uses head_dim,
-                // except hidden/heads for the 27B models (46 / 62 layers).
-                let big = matches!(
-                    (family, n_layers),
-                    (Family::Gemma2, 46) | (Family::Gemma3, 62)
-                );
-                let d = if big { hidden / n_heads } else { head_dim };
-                1.0 / (d as f32).sqrt()
-            } else {
-                let s = k.need("", "query_pre_attn_scalar")?;
-                (1.0 / s.sqrt()) as f32
-            }
+            check(dim, local_hd)?;
+            Some(rope::inv_freq(theta, dim, &scaling))
         } else {
-            1.0 / (head_dim as f32).sqrt()
+            None
+        };
+
+        // HF: full layers of an attention_k_eq_v model have no v_proj. GGUF:
+        // llama.cpp uses K wherever a gemma4 layer has no attn_v.
+        let k_eq_v = family == Family::Gemma4
+            && k.hf("attention_k_eq_v")
+                .and_then(MetaValue::as_bool)
+                .unwrap_or(false);
+        let layers = (0..n_layers)
+            .map(|i| LayerKind {
+                window: if sliding[i] { window } else { None },
+                head_dim: head_dims[i],
+                n_kv: kv_heads[i],
+                inv_freq: match &local {
+                    Some(l) if sliding[i] => l.clone(),
+                    _ => global.clone(),
+                },
+                v_from_k: if gguf {
+                    family == Family::Gemma4
+                        && src.tensor(&format!("blk.{i}.attn_v.weight")).is_none()
+                } else {
+                    k_eq_v && !sliding[i]
+                },
+            })
+            .collect();
+
+        let attn_scale = match family {
+            // q_norm/k_norm set the scale: transformers and llama.cpp use 1.
+            Family::Gemma4 => 1.0,
+            f if f.gemma() => {
+                if gguf {
+                    // GGUF has no query_pre_attn_scalar; llama.cpp uses head_dim,
+                    // except hidden/heads for the 27B models (46 / 62 layers).
+                    let big = matches!(
+                        (family, n_layers),
+                        (Family::Gemma2, 46) | (Family::Gemma3, 62)
+                    );
+                    let d = if big { hidden / n_heads } else { head_dim };
+                    1.0 / (d as f32).sqrt()
+                } else {
+                    let s = k.need("", "query_pre_attn_scalar")?;
+                    (1.0 / s.sqrt()) as f32
+                }
+            }
+            _ => 1.0 / (head_dim as f32).sqrt(),
         };
         let cap = |gk: &str, hk: &str| k.opt(gk, &[hk]).filter(|v| *v > 0.0).map(|v| v as f32);
         let moe = family == Family::Qwen3Moe;
@@ -280,36 +412,50 @@ impl Spec {
                 as usize;
             let used = k.need("expert_used_count", "num_experts_per_tok")? as usize;
             if used == 0 || used > n {
-                return Err(err(format!(
-                    "{}: {used} experts per token out of {n}",
-                    src.path.display()
-                )));
+                return Err(err(format!("{path}: {used} experts per token out of {n}")));
             }
             let f = k.need("expert_feed_forward_length", "moe_intermediate_size")? as usize;
             (n, used, f)
         } else {
             (0, 0, 0)
         };
+        let per_layer_input = if family == Family::Gemma4 {
+            // transformers' default when config.json omits the key is 256.
+            let default = if gguf { 0.0 } else { 256.0 };
+            k.opt(
+                "embedding_length_per_layer_input",
+                &["hidden_size_per_layer_input"],
+            )
+            .unwrap_or(default) as usize
+        } else {
+            0
+        };
+        let hf_model = if !gguf
+            && src
+                .tensor("model.language_model.embed_tokens.weight")
+                .is_some()
+        {
+            "model.language_model."
+        } else {
+            "model."
+        };
         Ok(Spec {
             family,
             gguf,
+            hf_model,
             hidden,
             n_layers,
             n_heads,
-            n_kv,
-            head_dim,
-            rope_dim,
             ffn,
             eps,
             learned_positions,
-            inv_freq,
             adjacent_pairs: gguf && family == Family::Llama,
             layers,
             attn_scale,
             attn_softcap: cap("attn_logit_softcapping", "attn_logit_softcapping"),
             final_softcap: cap("final_logit_softcapping", "final_logit_softcapping"),
             embed_scale: family.gemma().then(|| (hidden as f32).sqrt()),
-            norm_plus_one: family.gemma() && !gguf,
+            norm_plus_one: matches!(family, Family::Gemma2 | Family::Gemma3) && !gguf,
             gelu: !matches!(
                 family,
                 Family::Llama | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::Phi3
@@ -318,100 +464,207 @@ impl Spec {
             gated: !matches!(family, Family::Phi2 | Family::Starcoder2 | Family::Gpt2),
             parallel: family == Family::Phi2,
             sandwich: family.gemma(),
-            qk_norm: matches!(family, Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3),
+            qk_norm: matches!(
+                family,
+                Family::Qwen3 | Family::Qwen3Moe | Family::Gemma3 | Family::Gemma4
+            ),
+            v_norm: family == Family::Gemma4,
+            per_layer_input,
             experts,
             experts_used,
             expert_ffn,
             // llama.cpp always renormalises the top-k weights for qwen3moe.
             norm_topk: moe
                 && (gguf
-                    || src
-                        .meta("norm_topk_prob")
+                    || k.hf("norm_topk_prob")
                         .and_then(MetaValue::as_bool)
                         .unwrap_or(false)),
         })
     }
 }
 
-/// Which layers are sliding-window and which rope table each uses.
-fn layer_kinds(
-    src: &ModelSource,
+/// Gemma 4 variants this decoder would run wrongly: refuse them by name.
+fn gemma4_unhandled(k: &Keys) -> Result<(), RuntimeError> {
+    let path = k.src.path.display();
+    let shared = k
+        .opt("attention.shared_kv_layers", &["num_kv_shared_layers"])
+        .unwrap_or(0.0);
+    if shared > 0.0 {
+        return Err(err(format!(
+            "{path}: {shared} layers reuse an earlier layer's keys and values \
+             (Gemma 4 KV sharing); the curated decoder does not handle that"
+        )));
+    }
+    let moe = if k.gguf {
+        k.opt("expert_count", &[]).unwrap_or(0.0) > 0.0
+    } else {
+        k.hf("enable_moe_block")
+            .and_then(MetaValue::as_bool)
+            .unwrap_or(false)
+    };
+    if moe {
+        return Err(err(format!(
+            "{path}: Gemma 4 mixture-of-experts blocks are not handled by the curated decoder"
+        )));
+    }
+    let bidirectional = k
+        .hf("use_bidirectional_attention")
+        .and_then(MetaValue::as_str);
+    if !k.gguf && bidirectional == Some("all") {
+        return Err(err(format!(
+            "{path}: use_bidirectional_attention = \"all\" (not causal) is not handled"
+        )));
+    }
+    Ok(())
+}
+
+/// Head size and key/value head count of each layer.
+fn geometry(
     k: &Keys,
     family: Family,
-    n_layers: usize,
-) -> Result<Vec<LayerKind>, RuntimeError> {
-    let window = k
-        .opt("attention.sliding_window", &["sliding_window"])
-        .filter(|w| *w > 0.0)
-        .map(|w| w as usize);
+    sliding: &[bool],
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<(Vec<usize>, Vec<usize>), RuntimeError> {
+    let n = sliding.len();
+    let path = k.src.path.display();
+    let mut kv = k
+        .per_layer("attention.head_count_kv", "num_key_value_heads", n)?
+        .unwrap_or_else(|| vec![n_heads; n]);
+    let mut dims = vec![head_dim; n];
+    let overrides = if k.gguf {
+        Vec::new()
+    } else {
+        k.hf_under("per_layer_config.")
+    };
+    if k.gguf {
+        // llama.cpp: sliding layers have their own head size when the file says so.
+        let swa = k.opt("attention.key_length_swa", &[]).map(|v| v as usize);
+        for (d, _) in dims.iter_mut().zip(sliding).filter(|(_, s)| **s) {
+            *d = swa.unwrap_or(*d);
+        }
+        for (key, want) in [
+            ("attention.value_length", Some(head_dim)),
+            ("attention.value_length_swa", swa.or(Some(head_dim))),
+        ] {
+            if let (Some(vl), Some(want)) = (k.opt(key, &[]), want) {
+                if vl as usize != want {
+                    return Err(err(format!(
+                        "{path}: '{}' {vl} differs from the key length {want}",
+                        k.name(key, "")
+                    )));
+                }
+            }
+        }
+    } else if !overrides.is_empty() {
+        // transformers' per_layer_config: {"<layer>": {"head_dim": .., "num_key_value_heads": ..}}.
+        for (rest, v) in overrides {
+            let parsed = rest.split_once('.').and_then(|(i, field)| {
+                let i: usize = i.parse().ok().filter(|&i| i < n)?;
+                Some((i, field, v.as_u64()? as usize))
+            });
+            match parsed {
+                Some((i, "head_dim", v)) => dims[i] = v,
+                Some((i, "num_key_value_heads", v)) => kv[i] = v,
+                _ => {
+                    return Err(err(format!(
+                        "{path}: per_layer_config.{rest}: only head_dim and \
+                         num_key_value_heads of a layer below {n} are handled"
+                    )))
+                }
+            }
+        }
+    } else if family == Family::Gemma4 {
+        // Google's configs: full layers take global_head_dim (transformers'
+        // default 512) and, only with attention_k_eq_v, num_global_key_value_heads.
+        let g_dim = k.hf_num(&["global_head_dim"]).unwrap_or(512.0) as usize;
+        let k_eq_v = k
+            .hf("attention_k_eq_v")
+            .and_then(MetaValue::as_bool)
+            .unwrap_or(false);
+        let g_kv = k
+            .hf_num(&["num_global_key_value_heads"])
+            .filter(|_| k_eq_v)
+            .map(|v| v as usize);
+        for i in (0..n).filter(|&i| !sliding[i]) {
+            dims[i] = g_dim;
+            kv[i] = g_kv.unwrap_or(kv[i]);
+        }
+    }
+    for i in 0..n {
+        if dims[i] == 0 || kv[i] == 0 || !n_heads.is_multiple_of(kv[i]) {
+            return Err(err(format!(
+                "{path}: layer {i}: {n_heads} query heads of size {} cannot share {} \
+                 key/value heads",
+                dims[i], kv[i]
+            )));
+        }
+    }
+    Ok((dims, kv))
+}
+
+/// Which layers are sliding-window (true) and which attend to everything.
+fn sliding_layers(k: &Keys, family: Family, n_layers: usize) -> Result<Vec<bool>, RuntimeError> {
+    let src = k.src;
     let bad = |what: String| err(format!("{}: {what}", src.path.display()));
     // Some(pattern p): layer i is global iff i % p == p - 1 (llama.cpp's rule).
     let every = |p: usize| -> Vec<bool> { (0..n_layers).map(|i| i % p != p - 1).collect() };
-    let sliding: Vec<bool> = if k.gguf {
-        let key = format!("{}.attention.sliding_window_pattern", src.architecture);
-        match src.meta(&key) {
-            Some(MetaValue::Array(a)) => {
-                if a.len() != n_layers {
-                    return Err(bad(format!(
-                        "'{key}' has {} entries for {n_layers} layers",
-                        a.len()
-                    )));
-                }
-                a.iter().map(|v| v.as_bool().unwrap_or(false)).collect()
-            }
-            Some(v) => match v.as_u64() {
-                Some(p) if p > 0 => every(p as usize),
-                _ => {
-                    return Err(bad(format!(
-                        "'{key}': expected a layer count or a bool per layer"
-                    )))
-                }
-            },
-            // llama.cpp hard-codes the patterns of these two families.
-            None => match family {
-                Family::Gemma2 => every(2),
-                Family::Gemma3 => every(6),
-                _ => vec![true; n_layers],
-            },
-        }
-    } else if let Some(MetaValue::Array(a)) = src.meta("layer_types") {
-        if a.len() != n_layers {
+    // A per-layer array (a GGUF array may be stored packed).
+    let each = |key: &str, v: &MetaValue, f: &dyn Fn(MetaValue) -> Result<bool, RuntimeError>| {
+        let len = v.array_len().unwrap_or(0);
+        if len != n_layers {
             return Err(bad(format!(
-                "'layer_types' has {} entries for {n_layers} layers",
-                a.len()
+                "'{key}' has {len} entries for {n_layers} layers"
             )));
         }
-        a.iter()
-            .map(|v| match v.as_str() {
-                Some("sliding_attention") => Ok(true),
-                Some("full_attention") => Ok(false),
-                other => Err(bad(format!("layer_types: unknown layer type {other:?}"))),
-            })
-            .collect::<Result<_, _>>()?
-    } else {
-        match family {
-            Family::Gemma2 => every(2),
-            Family::Gemma3 => {
-                let p = num(src, &["sliding_window_pattern", "_sliding_window_pattern"])
-                    .unwrap_or(6.0) as usize;
-                every(p.max(1))
-            }
-            Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
-                let on = src
-                    .meta("use_sliding_window")
-                    .and_then(MetaValue::as_bool)
-                    .unwrap_or(false);
-                vec![on; n_layers]
-            }
-            _ => vec![true; n_layers],
-        }
+        (0..n_layers)
+            .map(|i| f(v.array_get(i).unwrap_or(MetaValue::Bool(false))))
+            .collect::<Result<Vec<bool>, _>>()
     };
-    Ok(sliding
-        .into_iter()
-        .map(|s| LayerKind {
-            window: if s { window } else { None },
-            // Only gemma3 has a separate local rope table.
-            rope: usize::from(s && family == Family::Gemma3),
-        })
-        .collect())
+    if k.gguf {
+        let key = format!("{}.attention.sliding_window_pattern", src.architecture);
+        return match src.meta(&key) {
+            Some(v) if v.array_len().is_some() => {
+                each(&key, v, &|b| Ok(b.as_bool().unwrap_or(false)))
+            }
+            Some(v) => match v.as_u64() {
+                Some(p) if p > 0 => Ok(every(p as usize)),
+                _ => Err(bad(format!(
+                    "'{key}': expected a layer count or a bool per layer"
+                ))),
+            },
+            // llama.cpp hard-codes the patterns of these two families (and
+            // requires the key of gemma4).
+            None => match family {
+                Family::Gemma2 => Ok(every(2)),
+                Family::Gemma3 => Ok(every(6)),
+                Family::Gemma4 => Err(bad(format!("missing key '{key}'"))),
+                _ => Ok(vec![true; n_layers]),
+            },
+        };
+    }
+    if let Some(v) = k.hf("layer_types").filter(|v| v.array_len().is_some()) {
+        return each("layer_types", v, &|t| match t.as_str() {
+            Some("sliding_attention") => Ok(true),
+            Some("full_attention") => Ok(false),
+            other => Err(bad(format!("layer_types: unknown layer type {other:?}"))),
+        });
+    }
+    Ok(match family {
+        Family::Gemma2 => every(2),
+        Family::Gemma3 | Family::Gemma4 => {
+            let p = k
+                .hf_num(&["sliding_window_pattern", "_sliding_window_pattern"])
+                .unwrap_or(6.0) as usize;
+            every(p.max(1))
+        }
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+            let on = k
+                .hf("use_sliding_window")
+                .and_then(MetaValue::as_bool)
+                .unwrap_or(false);
+            vec![on; n_layers]
+        }
+        _ => vec![true; n_layers],
+    })
 }

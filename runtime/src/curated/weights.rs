@@ -56,19 +56,43 @@ pub(super) struct Norm {
     pub b: Option<Vec<f32>>,
 }
 
+/// Gemma 4 per-layer input, added after the FFN: x += norm(proj(gelu(gate·x) * input)).
+pub(super) struct PerLayer {
+    pub gate: Proj,
+    pub proj: Proj,
+    pub norm: Norm,
+}
+
+/// Gemma 4: what makes each layer's per-layer input from the token and its
+/// scaled embedding (one row of `n_layers * width` values each).
+pub(super) struct PerLayerInputs {
+    /// Token rows of `n_layers * width` values.
+    pub table: WeightView,
+    /// The scaled embedding projected to `n_layers * width` values.
+    pub proj: Proj,
+    /// RMSNorm of each layer's `width` projected values.
+    pub norm: Norm,
+}
+
 pub(super) struct Layer {
     pub attn_norm: Norm,
     pub q: Proj,
     pub k: Proj,
-    pub v: Proj,
+    /// None: V is K's projection (Gemma 4 attention_k_eq_v).
+    pub v: Option<Proj>,
     pub q_norm: Option<Norm>,
     pub k_norm: Option<Norm>,
+    /// Gemma 4: a weight-free RMSNorm of each V head (unit weights here).
+    pub v_norm: Option<Norm>,
     pub o: Proj,
     pub post_attn_norm: Option<Norm>,
     /// None where the FFN reads the attention's input norm (phi2).
     pub ffn_norm: Option<Norm>,
     pub ffn: Ffn,
     pub post_ffn_norm: Option<Norm>,
+    pub per_layer: Option<PerLayer>,
+    /// Gemma 4 `layer_scalar`: the layer's output is multiplied by it.
+    pub out_scale: Option<f32>,
 }
 
 /// Decodes a small 1-D tensor (norm weights, biases) once.
@@ -88,7 +112,7 @@ impl Loader<'_> {
         if self.spec.gguf {
             format!("blk.{i}.{g}")
         } else {
-            format!("model.layers.{i}.{h}")
+            format!("{}layers.{i}.{h}", self.spec.hf_model)
         }
     }
 
@@ -187,8 +211,9 @@ impl Loader<'_> {
 
     pub(super) fn layer(&self, i: usize) -> Result<Layer, RuntimeError> {
         let s = self.spec;
-        let (hd, h) = (s.head_dim, s.hidden);
-        let (qw, kvw) = (s.n_heads * hd, s.n_kv * hd);
+        let kind = &s.layers[i];
+        let (hd, h) = (kind.head_dim, s.hidden);
+        let (qw, kvw) = (s.n_heads * hd, kind.n_kv * hd);
         let n = |g: &str, hf: &str| self.name(i, g, hf);
 
         let (q, k, v) = if self.has(i, "attn_qkv.weight", "self_attn.qkv_proj.weight") {
@@ -198,13 +223,17 @@ impl Loader<'_> {
             (
                 self.proj_rows(&f, 0, qw, h, total)?,
                 self.proj_rows(&f, qw, kvw, h, total)?,
-                self.proj_rows(&f, qw + kvw, kvw, h, total)?,
+                Some(self.proj_rows(&f, qw + kvw, kvw, h, total)?),
             )
         } else {
             (
                 self.proj(&n("attn_q", "self_attn.q_proj"), qw, h)?,
                 self.proj(&n("attn_k", "self_attn.k_proj"), kvw, h)?,
-                self.proj(&n("attn_v", "self_attn.v_proj"), kvw, h)?,
+                if kind.v_from_k {
+                    None
+                } else {
+                    Some(self.proj(&n("attn_v", "self_attn.v_proj"), kvw, h)?)
+                },
             )
         };
         let (q_norm, k_norm) = if s.qk_norm {
@@ -221,6 +250,26 @@ impl Loader<'_> {
             "self_attn.o_proj"
         };
         let o = self.proj(&n("attn_output", o_hf), h, qw)?;
+        let v_norm = s.v_norm.then(|| Norm {
+            w: vec![1.0; hd],
+            b: None,
+        });
+        let per_layer = if s.per_layer_input > 0 {
+            let p = s.per_layer_input;
+            Some(PerLayer {
+                gate: self.proj(&n("inp_gate", "per_layer_input_gate"), p, h)?,
+                proj: self.proj(&n("proj", "per_layer_projection"), h, p)?,
+                norm: self.norm(i, "post_norm", "post_per_layer_input_norm", h)?,
+            })
+        } else {
+            None
+        };
+        // GGUF gives the buffer a `.weight` suffix; llama.cpp treats it as optional.
+        let scale = n("layer_output_scale.weight", "layer_scalar");
+        let out_scale = match self.src.tensor(&scale) {
+            Some(_) => Some(self.vector(&scale, 1, false)?[0]),
+            None => None,
+        };
 
         // HF gemma names its post-attention norm like llama's pre-FFN norm.
         let (ffn_norm_hf, post_attn_norm, post_ffn_norm) = if s.sandwich {
@@ -277,7 +326,49 @@ impl Loader<'_> {
             },
             ffn,
             post_ffn_norm,
+            per_layer,
+            out_scale,
+            v_norm,
         })
+    }
+
+    /// Gemma 4's per-layer input tables, when the model has them.
+    pub(super) fn per_layer_inputs(&self) -> Result<Option<PerLayerInputs>, RuntimeError> {
+        let s = self.spec;
+        let p = s.per_layer_input;
+        if p == 0 {
+            return Ok(None);
+        }
+        let width = s.n_layers * p;
+        let name = |g: &str, h: &str| {
+            if s.gguf {
+                g.to_string()
+            } else {
+                format!("{}{h}", s.hf_model)
+            }
+        };
+        let table = self.src.view(&name(
+            "per_layer_token_embd.weight",
+            "embed_tokens_per_layer.weight",
+        ))?;
+        if table.cols() != width {
+            return Err(self.bad(
+                &table.name,
+                format!(
+                    "expected rows of {width} values ({} layers × {p}), found shape {:?}",
+                    s.n_layers, table.shape
+                ),
+            ));
+        }
+        Ok(Some(PerLayerInputs {
+            table,
+            proj: self.proj(
+                &name("per_layer_model_proj", "per_layer_model_projection"),
+                width,
+                s.hidden,
+            )?,
+            norm: self.norm_named(&name("per_layer_proj_norm", "per_layer_projection_norm"), p)?,
+        }))
     }
 
     fn moe(&self, i: usize) -> Result<Ffn, RuntimeError> {
