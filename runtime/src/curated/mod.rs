@@ -44,10 +44,11 @@ impl Curated {
     pub fn new(src: &ModelSource, max_ctx: usize) -> Result<Curated, RuntimeError> {
         let spec = Spec::read(src)?;
         let gguf = spec.gguf;
-        let embed = src.view(&if gguf {
-            "token_embd.weight".to_string()
-        } else {
-            format!("{}embed_tokens.weight", spec.hf_model)
+        let hf_gpt2 = !gguf && spec.family == spec::Family::Gpt2;
+        let embed = src.view(&match (gguf, hf_gpt2) {
+            (true, _) => "token_embd.weight".to_string(),
+            (false, true) => "transformer.wte.weight".to_string(),
+            (false, false) => format!("{}embed_tokens.weight", spec.hf_model),
         })?;
         if embed.cols() != spec.hidden {
             return Err(RuntimeError::Curated(format!(
@@ -58,7 +59,10 @@ impl Curated {
             )));
         }
         let positions = if spec.learned_positions {
-            let p = src.view("position_embd.weight")?;
+            let p = src.view(match gguf {
+                true => "position_embd.weight",
+                false => "transformer.wpe.weight",
+            })?;
             if p.cols() != spec.hidden {
                 return Err(RuntimeError::Curated(format!(
                     "{}: position rows have {} values, hidden size is {}",
@@ -94,6 +98,7 @@ impl Curated {
         let out_norm = loader.norm_named(
             &match (gguf, spec.family) {
                 (true, _) => "output_norm".to_string(),
+                (false, spec::Family::Gpt2) => "transformer.ln_f".to_string(),
                 (false, spec::Family::Phi2) => format!("{}final_layernorm", spec.hf_model),
                 (false, _) => format!("{}norm", spec.hf_model),
             },

@@ -20,16 +20,16 @@ pub(super) enum Family {
     Phi3,
     Phi2,
     Starcoder2,
-    /// GGUF only: HF GPT-2 stores Conv1D weights transposed ([in, out]).
+    /// HF GPT-2 stores its Conv1D matrices [in, out] under `transformer.h.{i}`.
     Gpt2,
 }
 
 const HANDLED: &str = "llama, mistral, qwen2, qwen3, qwen3moe (HF qwen3_moe), gemma2, \
                        gemma3 (HF gemma3_text), gemma4 (HF gemma4_text), phi3, phi2 (HF phi), \
-                       starcoder2, gpt2 (GGUF only)";
+                       starcoder2, gpt2";
 
 impl Family {
-    fn of(arch: &str, gguf: bool) -> Option<Family> {
+    fn of(arch: &str) -> Option<Family> {
         Some(match arch {
             "llama" | "mistral" => Family::Llama,
             "qwen2" => Family::Qwen2,
@@ -41,7 +41,7 @@ impl Family {
             "phi3" => Family::Phi3,
             "phi2" | "phi" => Family::Phi2,
             "starcoder2" => Family::Starcoder2,
-            "gpt2" if gguf => Family::Gpt2,
+            "gpt2" => Family::Gpt2,
             _ => return None,
         })
     }
@@ -123,9 +123,17 @@ pub(super) struct Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
-    /// An HF key.
+    /// An HF key, or GPT-2's own spelling of it (transformers maps these names too).
     pub(super) fn hf(&self, key: &str) -> Option<&'a MetaValue> {
-        self.src.meta(key)
+        let gpt2 = match key {
+            "hidden_size" => "n_embd",
+            "num_hidden_layers" => "n_layer",
+            "num_attention_heads" => "n_head",
+            "intermediate_size" => "n_inner",
+            "layer_norm_eps" => "layer_norm_epsilon",
+            other => other,
+        };
+        self.src.meta(key).or_else(|| self.src.meta(gpt2))
     }
 
     /// The first of several HF keys present, as a number.
@@ -211,7 +219,7 @@ impl Spec {
         let arch = src.architecture.as_str();
         let gguf = src.kind == SourceKind::Gguf;
         let path = src.path.display();
-        let family = Family::of(arch, gguf).ok_or_else(|| {
+        let family = Family::of(arch).ok_or_else(|| {
             err(format!(
                 "{path}: the curated decoder does not handle architecture '{arch}' ({:?} source); \
                  it handles {HANDLED}",
@@ -242,7 +250,13 @@ impl Spec {
             .opt("attention.key_length", &["head_dim"])
             .map_or(hidden / n_heads, |v| v as usize);
         let learned_positions = family == Family::Gpt2;
-        let ffn = k.need("feed_forward_length", "intermediate_size")? as usize;
+        // GPT-2's n_inner may be null: 4 × hidden.
+        let ffn = match family {
+            Family::Gpt2 => k
+                .opt("feed_forward_length", &["intermediate_size"])
+                .map_or(4 * hidden, |v| v as usize),
+            _ => k.need("feed_forward_length", "intermediate_size")? as usize,
+        };
         let eps = k
             .opt(
                 "attention.layer_norm_rms_epsilon",

@@ -111,6 +111,19 @@ impl Loader<'_> {
     fn name(&self, i: usize, g: &str, h: &str) -> String {
         if self.spec.gguf {
             format!("blk.{i}.{g}")
+        } else if self.spec.family == Family::Gpt2 {
+            // HF GPT-2 names its layer tensors its own way; map from the GGUF names.
+            let (base, rest) = g.split_at(g.find('.').unwrap_or(g.len()));
+            let hf = match base {
+                "attn_norm" => "ln_1",
+                "attn_qkv" => "attn.c_attn",
+                "attn_output" => "attn.c_proj",
+                "ffn_norm" => "ln_2",
+                "ffn_up" => "mlp.c_fc",
+                "ffn_down" => "mlp.c_proj",
+                other => other,
+            };
+            format!("transformer.h.{i}.{hf}{rest}")
         } else {
             format!("{}layers.{i}.{h}", self.spec.hf_model)
         }
@@ -180,7 +193,13 @@ impl Loader<'_> {
         cols: usize,
         total_rows: usize,
     ) -> Result<Proj, RuntimeError> {
-        let w = self.src.view(&format!("{name}.weight"))?;
+        let mut w = self.src.view(&format!("{name}.weight"))?;
+        // HF GPT-2's Conv1D stores [in, out]: read a transposed copy.
+        if self.spec.family == Family::Gpt2 && !self.spec.gguf {
+            w = w
+                .transposed()
+                .ok_or_else(|| self.bad(&w.name, "cannot transpose a Conv1D matrix".into()))?;
+        }
         if w.cols() != cols || w.rows() != total_rows {
             return Err(self.bad(
                 &w.name,

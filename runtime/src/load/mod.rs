@@ -192,19 +192,26 @@ impl ModelSource {
         })
     }
 
+    /// Where tensor `name` is. A multimodal HF checkpoint keeps its language model
+    /// under `model.language_model.`: text-model names (`model.…`) find it there too.
+    fn find(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied().or_else(|| {
+            let rest = name.strip_prefix("model.")?;
+            let i = self.index.get(&format!("model.language_model.{rest}"))?;
+            (self.kind == SourceKind::Hf).then_some(*i)
+        })
+    }
+
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.index.get(name).map(|&i| &self.tensors[i])
+        self.find(name).map(|i| &self.tensors[i])
     }
 
     /// A zero-copy view of a tensor's stored bytes.
     pub fn view(&self, name: &str) -> Result<WeightView, LoadError> {
-        let &i = self
-            .index
-            .get(name)
-            .ok_or_else(|| LoadError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
+        let i = self.find(name).ok_or_else(|| LoadError::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+        })?;
         let info = &self.tensors[i];
         let unsupported = || LoadError::UnsupportedTensorType {
             path: self.path.clone(),
