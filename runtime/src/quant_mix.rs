@@ -119,8 +119,9 @@ mod tests {
         assert_eq!(m.dtype("wq", Some(0), 48, &[5120, 5120]), DType::Q4_K);
         assert_eq!(m.dtype("head", None, 48, &[152064, 5120]), DType::Q6_K);
         assert_eq!(m.dtype("attn_norm", Some(0), 48, &[5120]), DType::F32);
-        // Rows of 1000 values are not whole Q4_K blocks.
-        assert_eq!(m.dtype("wq", Some(0), 48, &[64, 1000]), DType::Q5_0);
+        // Rows of 640 values are not whole Q4_K blocks but whole Q5_0 ones; 1000 neither.
+        assert_eq!(m.dtype("wq", Some(0), 48, &[64, 640]), DType::Q5_0);
+        assert_eq!(m.dtype("wq", Some(0), 48, &[64, 1000]), DType::F16);
         assert_eq!(
             "q8_0".parse::<QuantMix>(),
             Ok(QuantMix::Uniform(DType::Q8_0))
