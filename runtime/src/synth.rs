@@ -133,8 +133,20 @@ pub fn fill_range(
     out: &mut [f32],
 ) -> Result<(), SynthError> {
     let kind = Kind::of(name, shape)?;
+    check_range(name, shape, start, start + out.len())?;
+    let k = key(name, seed);
+    out.par_chunks_mut(TASK).enumerate().for_each(|(c, o)| {
+        let base = (start + c * TASK) as u64;
+        for (i, v) in o.iter_mut().enumerate() {
+            *v = kind.value(unit(k, base + i as u64));
+        }
+    });
+    Ok(())
+}
+
+/// Elements `start..end` must lie inside the tensor.
+fn check_range(name: &str, shape: &[usize], start: usize, end: usize) -> Result<(), SynthError> {
     let numel: usize = shape.iter().product();
-    let end = start + out.len();
     if end > numel {
         return Err(SynthError::Range {
             name: name.to_string(),
@@ -144,13 +156,6 @@ pub fn fill_range(
             end,
         });
     }
-    let k = key(name, seed);
-    out.par_chunks_mut(TASK).enumerate().for_each(|(c, o)| {
-        let base = (start + c * TASK) as u64;
-        for (i, v) in o.iter_mut().enumerate() {
-            *v = kind.value(unit(k, base + i as u64));
-        }
-    });
     Ok(())
 }
 
@@ -180,17 +185,7 @@ fn encode_range(
 ) -> Result<(), SynthError> {
     let width = dtype_width(dtype)?;
     let kind = Kind::of(name, shape)?;
-    let numel: usize = shape.iter().product();
-    let end = start + out.len() / width;
-    if end > numel {
-        return Err(SynthError::Range {
-            name: name.to_string(),
-            shape: shape.to_vec(),
-            numel,
-            start,
-            end,
-        });
-    }
+    check_range(name, shape, start, start + out.len() / width)?;
     let k = key(name, seed);
     out.par_chunks_mut(TASK * width)
         .enumerate()
