@@ -222,18 +222,32 @@ fn gpt2_beyond_learned_positions_is_an_error() {
     }
 }
 
-/// HF GPT-2 directories (Conv1D weights stored [in, out]) are not handled.
+/// An architecture the curated decoder does not know is refused, naming it and the
+/// ones it handles.
 #[test]
 fn unsupported_architecture_is_a_clear_error() {
-    let path = fixtures().join("families/gpt2");
-    let src = ModelSource::open(&path).unwrap();
+    let dir = std::env::temp_dir().join(format!("weft-curated-arch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixtures().join("families/gpt2");
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let config = config.replace(
+        "\"model_type\": \"gpt2\"",
+        "\"model_type\": \"frobnicator\"",
+    );
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let src = ModelSource::open(&dir).unwrap();
     match Curated::new(&src, 8) {
         Err(RuntimeError::Curated(msg)) => {
-            assert!(msg.contains("'gpt2'") && msg.contains("handles"), "{msg}")
+            assert!(
+                msg.contains("'frobnicator'") && msg.contains("handles"),
+                "{msg}"
+            )
         }
         Err(e) => panic!("wrong error: {e}"),
-        Ok(_) => panic!("HF gpt2 is not handled, Curated::new should refuse it"),
+        Ok(_) => panic!("an unknown architecture should be refused"),
     }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Gemma 3 270M Q4_K_M against transformers loading the same GGUF (dequantised
