@@ -200,11 +200,20 @@ fn starcoder2() {
     check_lossy_gguf("starcoder2", "sliding_window");
 }
 
-/// GPT-2 from GGUF (learned positions, LayerNorm with bias, fused qkv,
-/// gelu_new, tied head) against transformers. The HF directory stores Conv1D
-/// weights transposed and is refused (see below).
+/// Gemma 4: per-layer-kind head sizes and kv heads, K as V, weight-free V norm,
+/// proportional rope, per-layer embeddings, layer scalars.
+#[test]
+fn gemma4() {
+    check_source("gemma4", "hf", "reference.json");
+    check_source("gemma4", "model-f32.gguf", "reference.json");
+    check_source("gemma4", "model-f16.gguf", "reference-f16.json");
+}
+
+/// GPT-2 (learned positions, LayerNorm with bias, fused qkv, gelu_new, tied head)
+/// against transformers: the HF directory (Conv1D weights stored [in, out]) and GGUF.
 #[test]
 fn gpt2() {
+    check_source("gpt2", "hf", "reference.json");
     check_source("gpt2", "model-f32.gguf", "reference.json");
     check_source("gpt2", "model-f16.gguf", "reference-f16.json");
 }
