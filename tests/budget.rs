@@ -48,6 +48,19 @@ fn qwen2_5_coder_14b_q4_k_m_is_about_9_gb() {
     assert_eq!(b.kv_bytes, 48 * 8 * 128 * 2 * 4 * 4096);
 }
 
+/// Published Q4_K_M GGUF of gemma-4-31B-it: 18.7e9 bytes (a quantiser's model card
+/// comparing against its own mix; another lists 17.4 GiB, the same size).
+#[test]
+fn gemma_4_31b_q4_k_m_is_about_18_7_gb() {
+    let b = assumed("gemma-4-31b", "Q4_K_M").budget(4096).unwrap();
+    let rel = (b.weight_bytes as f64 - 18.7e9).abs() / 18.7e9;
+    eprintln!(
+        "gemma-4-31b Q4_K_M weights {} bytes ({rel:.3} from 18.7e9)",
+        b.weight_bytes
+    );
+    assert!(rel < 0.05, "{} bytes", b.weight_bytes);
+}
+
 /// Gemma 4 31B: full layers have 4 kv heads of 512 dims and no V weights (K doubles as V),
 /// sliding layers 16 of 256; the head is the tied embedding.
 #[test]
