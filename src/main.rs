@@ -300,7 +300,7 @@ fn real_main() -> Result<()> {
         Command::Inspect {
             model,
             json,
-            budget: true,
+            budget,
             ctx,
             quant,
         } => {
@@ -312,6 +312,9 @@ fn real_main() -> Result<()> {
                     model.spec
                 );
                 model.assume_quant(mix);
+            }
+            if !budget {
+                return inspect(&model, json);
             }
             let b = model.budget(ctx)?;
             let total = b.weight_bytes + b.kv_bytes + b.arena_prefill_bytes;
@@ -351,7 +354,6 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { model, json, .. } => inspect(&model, json),
         Command::Parity {
             model,
             prompt,
@@ -528,8 +530,7 @@ fn run_forward<F: Forward>(
     Ok(())
 }
 
-fn inspect(spec: &str, json_out: bool) -> Result<()> {
-    let model = open(spec)?;
+fn inspect(model: &Model, json_out: bool) -> Result<()> {
     let src = &model.source;
     let family = model.expand().map(|e| e.family);
     let expanded = model.expand().ok();
