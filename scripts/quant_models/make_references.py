@@ -67,7 +67,9 @@ from transformers import AutoModelForCausalLM
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "fixtures"))
 import census  # noqa: E402
+import common as fx  # noqa: E402  (weft_home, JSON, greedy helpers shared with the fixtures)
 
 TYPES = ["Q4_0", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
          "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"]
@@ -81,50 +83,20 @@ RECIPES["Q2_K"] = "llama-quantize --allow-requantize --tensor-type ffn_down=q2_k
 RECIPES["Q3_K"] = "llama-quantize --allow-requantize --tensor-type ffn_down=q3_k Q3_K"
 
 
-def dumps_compact(obj, indent: int = 1, _level: int = 0) -> str:
-    """JSON with nested dicts indented but lists of scalars kept on one line."""
-    pad, pad_in = " " * (indent * _level), " " * (indent * (_level + 1))
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f"{pad_in}{json.dumps(k, ensure_ascii=False)}: {dumps_compact(v, indent, _level + 1)}"
-                 for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and any(isinstance(x, (dict, list)) for x in obj):
-        items = [pad_in + dumps_compact(v, indent, _level + 1) for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    return json.dumps(obj, ensure_ascii=False)
-
-
-def weft_home() -> Path:
-    env = os.environ.get("WEFT_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "weft"
-
-
-def top2_gap(logits: np.ndarray) -> tuple[int, float]:
-    order = np.argsort(-logits, kind="stable")
-    return int(order[0]), float(logits[order[0]] - logits[order[1]])
-
-
 def run_llamacpp(path: Path, f32_kv: bool = False) -> list[dict]:
     kv = {"type_k": 0, "type_v": 0} if f32_kv else {}  # 0 = GGML_TYPE_F32; default f16
     llm = Llama(model_path=str(path), n_ctx=N_CTX, n_threads=N_THREADS,
                 n_threads_batch=N_THREADS, seed=0, verbose=False, **kv)
-    n_vocab = llm.n_vocab()
-
-    def last_logits() -> np.ndarray:
-        ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float32).copy()
 
     out = []
     for p in PROMPTS:
         ptoks = [int(t) for t in llm.tokenize(p.encode("utf-8"), add_bos=True, special=False)]
         llm.reset()
         llm.eval(ptoks)
-        first = last_logits()
+        first = fx.llamacpp_last_logits(llm)
         toks, gaps = [], []
         for _ in range(N_GEN):
-            t, g = top2_gap(last_logits())
+            t, g = fx.top2_gap(fx.llamacpp_last_logits(llm))
             toks.append(t)
             gaps.append(g)
             llm.eval([t])
@@ -187,17 +159,8 @@ def run_transformers(path: Path, prompt_tokens: list[list[int]]) -> list[dict]:
     out = []
     with torch.no_grad():
         for ptoks in prompt_tokens:
-            o = model(input_ids=torch.tensor([ptoks], dtype=torch.long), use_cache=True)
-            first = o.logits[0, -1].float().numpy().astype(np.float32)
-            past, cur = o.past_key_values, first
-            toks, gaps = [], []
-            for _ in range(N_GEN):
-                t, g = top2_gap(cur)
-                toks.append(t)
-                gaps.append(g)
-                o = model(input_ids=torch.tensor([[t]]), past_key_values=past, use_cache=True)
-                past, cur = o.past_key_values, o.logits[0, -1].float().numpy()
-            out.append({"first": first, "tokens": toks, "gaps": gaps})
+            first, toks, gaps = fx.hf_greedy(model, ptoks, N_GEN)
+            out.append({"first": first.astype(np.float32), "tokens": toks, "gaps": gaps})
     del model
     return out
 
@@ -214,7 +177,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    qm = weft_home() / "quant-models"
+    qm = fx.weft_home() / "quant-models"
     out_dir: Path = a.out
     out_dir.mkdir(parents=True, exist_ok=True)
     ref_path = out_dir / "references.json"
@@ -314,7 +277,7 @@ def main() -> int:
         "models": models,
     }
     tmp = ref_path.with_suffix(".json.tmp")
-    tmp.write_text(dumps_compact(out) + "\n", encoding="utf-8")
+    tmp.write_text(fx.dumps_compact(out) + "\n", encoding="utf-8")
     os.replace(tmp, ref_path)
     types_path = out_dir / "types.json"
     types_path.write_text(json.dumps({t: m["tensor_types"] for t, m in models.items()}, indent=1) + "\n",

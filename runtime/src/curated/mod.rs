@@ -48,7 +48,7 @@ impl Curated {
         let embed = src.view(&match (gguf, hf_gpt2) {
             (true, _) => "token_embd.weight".to_string(),
             (false, true) => "transformer.wte.weight".to_string(),
-            (false, false) => format!("{}embed_tokens.weight", spec.hf_model),
+            (false, false) => "model.embed_tokens.weight".to_string(),
         })?;
         if embed.cols() != spec.hidden {
             return Err(RuntimeError::Curated(format!(
@@ -99,8 +99,8 @@ impl Curated {
             &match (gguf, spec.family) {
                 (true, _) => "output_norm".to_string(),
                 (false, spec::Family::Gpt2) => "transformer.ln_f".to_string(),
-                (false, spec::Family::Phi2) => format!("{}final_layernorm", spec.hf_model),
-                (false, _) => format!("{}norm", spec.hf_model),
+                (false, spec::Family::Phi2) => "model.final_layernorm".to_string(),
+                (false, _) => "model.norm".to_string(),
             },
             spec.hidden,
         )?;

@@ -69,9 +69,6 @@ pub(super) struct LayerKind {
 pub(super) struct Spec {
     pub family: Family,
     pub gguf: bool,
-    /// HF tensor names start with this: `model.`, or `model.language_model.` in
-    /// a multimodal checkpoint.
-    pub hf_model: &'static str,
     pub hidden: usize,
     pub n_layers: usize,
     pub n_heads: usize,
@@ -444,19 +441,9 @@ impl Spec {
         } else {
             0
         };
-        let hf_model = if !gguf
-            && src
-                .tensor("model.language_model.embed_tokens.weight")
-                .is_some()
-        {
-            "model.language_model."
-        } else {
-            "model."
-        };
         Ok(Spec {
             family,
             gguf,
-            hf_model,
             hidden,
             n_layers,
             n_heads,

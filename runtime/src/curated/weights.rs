@@ -125,7 +125,8 @@ impl Loader<'_> {
             };
             format!("transformer.h.{i}.{hf}{rest}")
         } else {
-            format!("{}layers.{i}.{h}", self.spec.hf_model)
+            // A multimodal checkpoint's `model.language_model.*` answers to these (the loader).
+            format!("model.layers.{i}.{h}")
         }
     }
 
@@ -363,7 +364,7 @@ impl Loader<'_> {
             if s.gguf {
                 g.to_string()
             } else {
-                format!("{}{h}", s.hf_model)
+                format!("model.{h}")
             }
         };
         let table = self.src.view(&name(

@@ -42,6 +42,18 @@ impl QuantKernel for F32Kernel {
 /// Elements converted per step by the f16/bf16 dots (a stack buffer, not a row).
 const HALF_CHUNK: usize = 64;
 
+/// The dot of a 2-byte float row: convert a stack buffer's worth, then the f32 dot.
+fn half_dot(k: &dyn QuantKernel, row: &[u8], x: &[f32]) -> f32 {
+    let mut buf = [0f32; HALF_CHUNK];
+    let mut sum = 0f32;
+    for (xc, r) in x.chunks(HALF_CHUNK).zip(row.chunks(2 * HALF_CHUNK)) {
+        let b = &mut buf[..xc.len()];
+        k.decode_row(r, b);
+        sum += dot_f32(b, xc);
+    }
+    sum
+}
+
 /// IEEE half rows.
 pub struct F16Kernel;
 
@@ -65,14 +77,7 @@ impl QuantKernel for F16Kernel {
 
     fn dot(&self, row: &[u8], x: &[f32]) -> f32 {
         check_len(DType::F16, row, x.len());
-        let mut buf = [0f32; HALF_CHUNK];
-        let mut sum = 0f32;
-        for (xc, r) in x.chunks(HALF_CHUNK).zip(row.chunks(2 * HALF_CHUNK)) {
-            let b = &mut buf[..xc.len()];
-            self.decode_row(r, b);
-            sum += dot_f32(b, xc);
-        }
-        sum
+        half_dot(self, row, x)
     }
 }
 
@@ -93,13 +98,6 @@ impl QuantKernel for Bf16Kernel {
 
     fn dot(&self, row: &[u8], x: &[f32]) -> f32 {
         check_len(DType::BF16, row, x.len());
-        let mut buf = [0f32; HALF_CHUNK];
-        let mut sum = 0f32;
-        for (xc, r) in x.chunks(HALF_CHUNK).zip(row.chunks(2 * HALF_CHUNK)) {
-            let b = &mut buf[..xc.len()];
-            self.decode_row(r, b);
-            sum += dot_f32(b, xc);
-        }
-        sum
+        half_dot(self, row, x)
     }
 }
