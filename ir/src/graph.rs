@@ -87,37 +87,6 @@ pub struct RopeParams {
     pub scaling: RopeScaling,
 }
 
-/// How a matmul reads its weight rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MatKernel {
-    /// Dot each stored row with each activation row, straight from the blocks
-    /// (best for one activation row: decode).
-    Dot,
-    /// Decode each stored row once and reuse it for every activation row (prefill).
-    DecodeReuse,
-}
-
-/// The kernels a matmul is bound to, by weight type and shape class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    pub dtype: DType,
-    /// For steps of one position.
-    pub decode: MatKernel,
-    /// For steps of several positions.
-    pub prefill: MatKernel,
-}
-
-impl Route {
-    pub fn for_rows(&self, rows: usize) -> MatKernel {
-        if rows == 1 {
-            self.decode
-        } else {
-            self.prefill
-        }
-    }
-}
-
 /// One instruction of a fused elementwise program ([`Op::Elementwise`]). Operands
 /// index a register file that starts with the node's inputs; each instruction
 /// appends one register; the last register is the result.
@@ -178,10 +147,8 @@ pub enum Op {
     /// of any stored type (inputs 1..=n), outputs side by side `[seq, Σ n_i]`: several
     /// weights over one input are one pass over it (fused q/k/v, gate/up). Epilogue:
     /// with `bias`, inputs n+1..=2n are each weight's bias; then `softcap` if set.
-    /// `route`: the kernels chosen by the quant-route pass (none: the backend picks).
+    /// Which kernels read the weights is the backend's choice, made at lowering.
     MatMul {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        route: Option<Route>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         bias: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,10 +239,9 @@ pub enum Op {
 }
 
 impl Op {
-    /// A plain matmul: one weight, no epilogue, not routed yet.
+    /// A plain matmul: one weight, no epilogue.
     pub fn matmul() -> Op {
         Op::MatMul {
-            route: None,
             bias: false,
             softcap: None,
         }
@@ -347,11 +313,8 @@ impl Op {
             Op::RmsNorm { eps, weight_offset, group } | Op::AddRmsNorm { eps, weight_offset, group } => {
                 format!("eps={eps:e} offset={weight_offset} group={group}")
             }
-            Op::MatMul { route, bias, softcap } => {
+            Op::MatMul { bias, softcap } => {
                 let mut p = Vec::new();
-                if let Some(r) = route {
-                    p.push(format!("{} decode={:?} prefill={:?}", r.dtype, r.decode, r.prefill));
-                }
                 if *bias {
                     p.push("bias".into());
                 }

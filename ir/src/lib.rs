@@ -12,9 +12,8 @@ mod weights;
 
 pub use dtype::{ggml_type_name, DType};
 pub use graph::{
-    Dim, Ew, GluAct, Graph, MatKernel, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling,
-    Route, Sym,
+    Dim, Ew, GluAct, Graph, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling, Sym,
 };
 pub use meta::{MetaValue, PackedArray, StrList, StrListBuilder};
-pub use plan::{MemoryPlan, ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
+pub use plan::{ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
 pub use weights::{ByteSource, WeightProvider, WeightView};

@@ -5,8 +5,9 @@ use crate::{Dim, Graph, MetaValue, Node, NodeId, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-/// Bumped whenever the serialised form changes meaning.
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the serialised form changes meaning (2: kernel routes and the memory
+/// plan left the plan for the backend stage).
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 
 /// Which weights a plan was compiled against.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,18 +39,6 @@ pub struct Plan {
     pub outputs: Vec<usize>,
     /// What each pass changed, in order.
     pub pass_log: Vec<String>,
-    /// Arena slots of the activations (from memory planning); none: one buffer per step.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemoryPlan>,
-}
-
-/// Activations assigned to reusable slots: values whose lifetimes do not overlap
-/// share a slot. A slot is sized for its largest value at the step's `seq`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MemoryPlan {
-    /// Slot of each step's value; `None` for steps that hold no activation (weights).
-    pub slots: Vec<Option<usize>>,
-    pub n_slots: usize,
 }
 
 impl Plan {
@@ -79,39 +68,23 @@ impl Plan {
             steps,
             outputs: graph.outputs.iter().map(|o| index[o]).collect(),
             pass_log,
-            memory: None,
         }
     }
 
-    /// Elements of each step's value at `seq` positions (0 for weights and token ids).
+    /// Elements of each step's value at `seq` positions (0 for weights and token ids);
+    /// saturates rather than wraps for absurd sizes.
     pub fn value_sizes(&self, seq: usize) -> Vec<usize> {
         self.steps
             .iter()
             .map(|s| match s.node.op {
                 Op::Weight { .. } | Op::Tokens => 0,
-                _ => s.node.shape.iter().map(|d| d.eval(seq)).product(),
+                _ => s
+                    .node
+                    .shape
+                    .iter()
+                    .fold(1usize, |a, d| a.saturating_mul(d.eval(seq))),
             })
             .collect()
-    }
-
-    /// Bytes of activations at `seq` positions: `(arena, naive)`, where naive gives
-    /// every value its own buffer and arena follows the memory plan (naive without one).
-    pub fn activation_bytes(&self, seq: usize) -> (usize, usize) {
-        let sizes = self.value_sizes(seq);
-        let naive: usize = sizes.iter().sum::<usize>() * 4;
-        let arena = match &self.memory {
-            None => naive,
-            Some(m) => {
-                let mut slot_max = vec![0usize; m.n_slots];
-                for (s, size) in m.slots.iter().zip(&sizes) {
-                    if let Some(s) = s {
-                        slot_max[*s] = slot_max[*s].max(*size);
-                    }
-                }
-                slot_max.iter().sum::<usize>() * 4
-            }
-        };
-        (arena, naive)
     }
 
     /// The plan as a graph again (for passes run on a written plan).
@@ -136,11 +109,17 @@ impl Plan {
     /// The graph text: one line per step.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        for (i, st) in self.steps.iter().enumerate() {
-            s += &step_line(i, &st.node, &st.inputs);
+        for i in 0..self.steps.len() {
+            s += &self.step_text(i);
             s.push('\n');
         }
         s
+    }
+
+    /// One step as a line of text (`%7 = matmul(%5, %6) : [seq, 576]  ; blk.0.q`).
+    pub fn step_text(&self, i: usize) -> String {
+        let st = &self.steps[i];
+        step_line(i, &st.node, &st.inputs)
     }
 
     /// Graphviz DOT.

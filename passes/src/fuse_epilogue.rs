@@ -21,7 +21,6 @@ impl Pass for FuseEpilogue {
             let ins = g.inputs(n);
             let Some(&m) = ins.first() else { continue };
             let Op::MatMul {
-                route,
                 bias,
                 softcap: None,
             } = g.node(m).op
@@ -37,13 +36,11 @@ impl Pass for FuseEpilogue {
                 Op::Bias if !bias && m_ins.len() == 2 => {
                     m_ins.push(ins[1]);
                     Op::MatMul {
-                        route,
                         bias: true,
                         softcap: None,
                     }
                 }
                 Op::Softcap { cap } => Op::MatMul {
-                    route,
                     bias,
                     softcap: Some(cap),
                 },

@@ -57,7 +57,6 @@ impl Pass for FuseMatmul {
                 inputs.extend(members.iter().map(|m| m.1[0]));
                 inputs.extend(members.iter().filter_map(|m| m.1.get(1)));
                 let op = Op::MatMul {
-                    route: None,
                     bias,
                     softcap: None,
                 };

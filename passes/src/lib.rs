@@ -14,8 +14,6 @@ mod fuse_epilogue;
 mod fuse_glu;
 mod fuse_matmul;
 mod fuse_rope_attention;
-mod memory;
-mod quant_route;
 mod shapes;
 mod tie_alias;
 
@@ -27,8 +25,6 @@ pub use fuse_epilogue::FuseEpilogue;
 pub use fuse_glu::FuseGlu;
 pub use fuse_matmul::FuseMatmul;
 pub use fuse_rope_attention::FuseRopeAttention;
-pub use memory::plan_memory;
-pub use quant_route::QuantRoute;
 pub use shapes::infer_shapes;
 pub use tie_alias::TieAlias;
 
@@ -47,10 +43,11 @@ pub trait Pass: Sync {
     }
 }
 
-/// The graph passes, in order. Aliasing and CSE first so fusions see shared values
-/// once; epilogues into single matmuls before those merge (biases travel with their
-/// weights); matmul fusion before GLU fusion (which reads its packed output); the general
-/// elementwise rule after the specific fusions; routing once matmuls are final; DCE last.
+/// The portable graph passes, in order. Aliasing and CSE first so fusions see shared
+/// values once; epilogues into single matmuls before those merge (biases travel with
+/// their weights); matmul fusion before GLU fusion (which reads its packed output); the
+/// general elementwise rule after the specific fusions; DCE last. Kernel routing and
+/// memory planning are backend-stage passes, run at lowering (weft-backend).
 pub const PIPELINE: &[&dyn Pass] = &[
     &TieAlias,
     &Cse,
@@ -60,11 +57,11 @@ pub const PIPELINE: &[&dyn Pass] = &[
     &FuseAddNorm,
     &FuseRopeAttention,
     &FuseElementwise,
-    &QuantRoute,
     &Dce,
 ];
 
-/// The name of the memory-planning stage in `--passes`.
+/// The backend-stage passes that `--passes` can leave out: memory planning (without it
+/// every value has its own buffer). Kernel routing always runs: a backend needs kernels.
 pub const MEMORY: &str = "memory";
 
 fn known_names() -> Vec<&'static str> {
@@ -201,8 +198,8 @@ pub fn optimize(
     Ok(log)
 }
 
-/// Optimises `graph` with the selected passes and lays it out as a plan for `model`,
-/// with memory planning when selected; the plan's log says what every pass did.
+/// Optimises `graph` with the selected portable passes and lays it out as a plan for
+/// `model`; the plan's log says what every pass did.
 pub fn build_plan(
     mut graph: Graph,
     selection: &PassSelection,
@@ -211,16 +208,6 @@ pub fn build_plan(
     hparams: BTreeMap<String, MetaValue>,
     after: impl FnMut(&str, &Graph),
 ) -> Result<Plan, PassError> {
-    let mut log = optimize(&mut graph, selection, after)?;
-    let mut plan = Plan::from_graph(&graph, family, model, hparams, vec![]);
-    if selection.memory() {
-        let lines = plan_memory(&mut plan);
-        log.push(format!(
-            "{MEMORY}: {} slot(s)",
-            plan.memory.as_ref().map_or(0, |m| m.n_slots)
-        ));
-        log.extend(lines.into_iter().map(|l| format!("  {l}")));
-    }
-    plan.pass_log = log;
-    Ok(plan)
+    let log = optimize(&mut graph, selection, after)?;
+    Ok(Plan::from_graph(&graph, family, model, hparams, log))
 }

@@ -6,8 +6,8 @@
 //! Every fixture is required: a missing file fails the test.
 
 use std::path::{Path, PathBuf};
-use weft_runtime::curated::Curated;
-use weft_runtime::load::ModelSource;
+use weft_curated::Curated;
+use weft_formats::ModelSource;
 use weft_runtime::sampler::argmax;
 use weft_runtime::{resolve, Forward, RuntimeError};
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use weft_ir::{DType, WeightProvider};
-use weft_runtime::load::{ModelSource, SourceKind};
+use weft_formats::{ModelSource, SourceKind};
 
 fn model_path() -> PathBuf {
     weft_runtime::resolve("smollm2-135m", &mut |m| eprintln!("{m}")).expect("fetch smollm2-135m")

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use weft_runtime::load::ModelSource;
+use weft_formats::ModelSource;
 use weft_runtime::tokenizer::{StreamDecoder, Tokenizer};
 
 fn model_path() -> PathBuf {

@@ -1,14 +1,60 @@
-//! weft's CPU backend: kernels behind [`quant::QuantKernel`] (one per stored weight
-//! type), reference kernels for the other ops, and the lowering of a plan into a
-//! [`CpuProgram`].
+//! weft's CPU backend: the host executor with kernels that use every core (rayon over
+//! output rows, block dots straight from the stored weights, decode-once reuse for
+//! prefill). The CPU-speed work (SIMD, repacked layouts, the cranelift JIT) lands here;
+//! the reference backend stays the yardstick.
 
 pub mod matmul;
-pub mod ops;
-mod program;
-pub mod quant;
 
-pub use program::{CpuError, CpuProgram};
+use std::sync::Arc;
+use weft_backend::{Backend, BackendError, Executable, LowerOptions, MatKernel, Route};
+use weft_ir::{DType, Plan, WeightProvider, WeightView};
+use weft_reference::{host, Kernels};
 
-/// Fused forms (see `Pass::produces`) this backend cannot run; compiling for it leaves
-/// those fusions out. The CPU runs every fused op the passes make.
-pub const DECLINED_FUSIONS: &[&str] = &[];
+/// The CPU backend.
+pub struct Cpu;
+
+impl Backend for Cpu {
+    fn name(&self) -> &'static str {
+        Parallel::NAME
+    }
+
+    fn declined_fusions(&self) -> &'static [&'static str] {
+        Parallel::DECLINED
+    }
+
+    fn lower(
+        &self,
+        plan: Plan,
+        weights: &dyn WeightProvider,
+        options: &LowerOptions,
+    ) -> Result<Arc<dyn Executable>, BackendError> {
+        host::lower::<Parallel>(plan, weights, options)
+    }
+}
+
+/// The CPU backend's kernels.
+pub struct Parallel;
+
+impl Kernels for Parallel {
+    const NAME: &'static str = "cpu";
+
+    fn route(dtype: DType, one_row: bool) -> Route {
+        Route {
+            dtype,
+            decode: MatKernel::Dot,
+            prefill: if one_row {
+                MatKernel::Dot
+            } else {
+                MatKernel::DecodeReuse
+            },
+        }
+    }
+
+    fn matmul(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
+        matmul::matmul_cat(x, m, ws, kernel, out)
+    }
+
+    fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
+        matmul::gather_rows(w, ids, out)
+    }
+}

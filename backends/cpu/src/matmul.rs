@@ -1,8 +1,9 @@
 //! Matrix products against stored weights, and the embedding lookup.
 
-use crate::quant::{dot_f32, kernel_for};
+use weft_backend::MatKernel;
+use weft_quant::{dot_f32, kernel_for, QuantKernel};
 use rayon::prelude::*;
-use weft_ir::{MatKernel, WeightView};
+use weft_ir::WeightView;
 
 /// Elements of weight (times rows of x) one rayon task should cover at least,
 /// so that small products do not drown in scheduling.
@@ -41,7 +42,7 @@ pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, ou
         return;
     }
     // Global row j of the stacked weights → (kernel, stored bytes).
-    let parts: Vec<(usize, usize, &dyn crate::quant::QuantKernel, &[u8])> = ws
+    let parts: Vec<(usize, usize, &dyn QuantKernel, &[u8])> = ws
         .iter()
         .scan(0, |start, w| {
             assert_eq!(
@@ -116,25 +117,10 @@ pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, ou
         });
 }
 
-/// A token id that names no row of the embedding table.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GatherError {
-    #[error(
-        "token id {id} (position {pos}) is out of range for `{tensor}`, which has {rows} rows"
-    )]
-    IdOutOfRange {
-        tensor: String,
-        id: u32,
-        pos: usize,
-        rows: usize,
-    },
-}
-
-/// Embedding lookup: out[i] = row ids[i] of w decoded (only the rows asked for). Error (not panic) when an id >= rows.
-///
-/// All ids are checked before anything is written.
-pub fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) -> Result<(), GatherError> {
-    let (rows, k) = (w.rows(), w.cols());
+/// Embedding lookup: out[i] = row ids[i] of w decoded (only the rows asked for). The
+/// caller has checked every id against the table's rows.
+pub fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
+    let k = w.cols();
     assert_eq!(
         out.len(),
         ids.len() * k,
@@ -142,21 +128,12 @@ pub fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) -> Result<(), G
         w.name,
         ids.len()
     );
-    if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= rows) {
-        return Err(GatherError::IdOutOfRange {
-            tensor: w.name.clone(),
-            id,
-            pos,
-            rows,
-        });
-    }
     if k == 0 {
-        return Ok(());
+        return;
     }
     let kern = kernel_for(w.dtype);
     out.par_chunks_mut(k)
         .zip(ids.par_iter())
         .with_min_len((MIN_TASK_WORK / k).max(1))
         .for_each(|(o, &id)| kern.decode_row(w.row(id as usize), o));
-    Ok(())
 }

@@ -1,9 +1,7 @@
 //! matmul and gather_rows against naive loops over decoded rows, for every type.
 
-mod common;
-use common::f16_fields;
-use weft_cpu::matmul::{gather_rows, matmul, GatherError};
-use weft_cpu::quant::kernel_for;
+use weft_cpu::matmul::{gather_rows, matmul};
+use weft_quant::kernel_for;
 use weft_ir::{DType, WeightView};
 
 /// xorshift64*: deterministic data without a rand dependency.
@@ -41,7 +39,7 @@ fn weight(dtype: DType, n: usize, k: usize, rng: &mut Rng) -> WeightView {
                 // Random codes and packed sub-scales; then d small and positive,
                 // the minimum (if any) of either sign.
                 let mut block: Vec<u8> = (0..dtype.block_bytes()).map(|_| rng.byte()).collect();
-                for (i, &at) in f16_fields(dtype).iter().enumerate() {
+                for (i, &at) in weft_quant::f16_field_offsets(dtype).iter().enumerate() {
                     let v = if i == 0 {
                         0.01 + 0.05 * rng.f().abs()
                     } else {
@@ -133,7 +131,7 @@ fn gather_rows_decodes_the_asked_rows() {
         let wd = decoded(&w);
         let ids = [2u32, 0, 2, 10, 5];
         let mut out = vec![f32::NAN; ids.len() * k];
-        gather_rows(&w, &ids, &mut out).unwrap();
+        gather_rows(&w, &ids, &mut out);
         for (i, &id) in ids.iter().enumerate() {
             let want = &wd[id as usize * k..(id as usize + 1) * k];
             let got = &out[i * k..(i + 1) * k];
@@ -145,23 +143,4 @@ fn gather_rows_decodes_the_asked_rows() {
             );
         }
     }
-}
-
-#[test]
-fn gather_rows_rejects_out_of_range_ids() {
-    let w = weight(DType::Q4_1, 6, 64, &mut Rng(5));
-    let mut out = vec![1.5f32; 3 * 64];
-    let err = gather_rows(&w, &[1, 6, 2], &mut out).unwrap_err();
-    assert_eq!(
-        err,
-        GatherError::IdOutOfRange {
-            tensor: "w".into(),
-            id: 6,
-            pos: 1,
-            rows: 6
-        }
-    );
-    assert!(err.to_string().contains("out of range"));
-    assert!(out.iter().all(|&v| v == 1.5), "nothing written on error");
-    assert!(gather_rows(&w, &[u32::MAX], &mut out[..64]).is_err());
 }

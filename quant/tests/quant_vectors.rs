@@ -2,11 +2,11 @@
 //! (fixtures made by scripts/quant_vectors/make_quant_vectors.py).
 
 use std::path::PathBuf;
-use weft_cpu::quant::kernel_for;
+use weft_quant::kernel_for;
 use weft_ir::DType;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/quant")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quant")
 }
 
 /// The value of `"key": value` in one line of index.json (written one entry per line).

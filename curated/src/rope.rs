@@ -1,9 +1,9 @@
 //! Rope inverse frequencies and the scalings the files declare.
 
 use super::spec::Keys;
-use crate::load::ModelSource;
-use crate::RuntimeError;
-use weft_cpu::quant::kernel_for;
+use weft_formats::ModelSource;
+use crate::CuratedError;
+use weft_quant::kernel_for;
 use weft_ir::MetaValue;
 
 pub(super) enum Scaling {
@@ -61,7 +61,7 @@ pub(super) fn inv_freq(theta: f64, rope_dim: usize, scaling: &Scaling) -> Vec<f6
 }
 
 /// HF scaling, looked up under the first of `prefixes` that names a type.
-pub(super) fn hf_scaling(k: &Keys, prefixes: &[&str]) -> Result<Scaling, RuntimeError> {
+pub(super) fn hf_scaling(k: &Keys, prefixes: &[&str]) -> Result<Scaling, CuratedError> {
     for p in prefixes {
         let kind = [format!("{p}.rope_type"), format!("{p}.type")]
             .iter()
@@ -86,7 +86,7 @@ pub(super) fn hf_scaling(k: &Keys, prefixes: &[&str]) -> Result<Scaling, Runtime
                 partial: get("partial_rotary_factor", 1.0),
                 factor: get("factor", 1.0),
             }),
-            other => Err(RuntimeError::Curated(format!(
+            other => Err(CuratedError::Model(format!(
                 "{}: rope scaling '{other}' ({p}) is not handled",
                 k.src.path.display()
             ))),
@@ -97,7 +97,7 @@ pub(super) fn hf_scaling(k: &Keys, prefixes: &[&str]) -> Result<Scaling, Runtime
 
 /// GGUF scaling: only `linear` changes the frequencies here (llama3-style files
 /// carry their divisors in `rope_freqs.weight`, see [`apply_freq_factors`]).
-pub(super) fn gguf_scaling(src: &ModelSource) -> Result<Scaling, RuntimeError> {
+pub(super) fn gguf_scaling(src: &ModelSource) -> Result<Scaling, CuratedError> {
     let arch = &src.architecture;
     let kind = src
         .meta(&format!("{arch}.rope.scaling.type"))
@@ -109,7 +109,7 @@ pub(super) fn gguf_scaling(src: &ModelSource) -> Result<Scaling, RuntimeError> {
     match kind {
         None | Some("none") => Ok(Scaling::None),
         Some("linear") => Ok(Scaling::Linear(factor)),
-        Some(other) => Err(RuntimeError::Curated(format!(
+        Some(other) => Err(CuratedError::Model(format!(
             "{}: rope scaling '{other}' is not handled",
             src.path.display()
         ))),
@@ -118,13 +118,13 @@ pub(super) fn gguf_scaling(src: &ModelSource) -> Result<Scaling, RuntimeError> {
 
 /// llama3-scaled GGUF files, and Gemma 4 ones for their full layers, store
 /// per-frequency divisors as a 1-D tensor.
-pub(super) fn apply_freq_factors(src: &ModelSource, f: &mut [f64]) -> Result<(), RuntimeError> {
+pub(super) fn apply_freq_factors(src: &ModelSource, f: &mut [f64]) -> Result<(), CuratedError> {
     if src.tensor("rope_freqs.weight").is_none() {
         return Ok(());
     }
     let w = src.view("rope_freqs.weight")?;
     if w.numel() != f.len() {
-        return Err(RuntimeError::Curated(format!(
+        return Err(CuratedError::Model(format!(
             "{}: rope_freqs.weight has {} values for {} frequencies",
             src.path.display(),
             w.numel(),

@@ -5,10 +5,8 @@
 // differently shaped reading of each layout than the kernels' iterators.
 #![allow(clippy::needless_range_loop)]
 
-mod common;
-use common::f16_fields;
 use proptest::prelude::*;
-use weft_cpu::quant::{
+use weft_quant::{
     kernel_for, BlockFormat, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K,
     Q8_0, TQ1_0, TQ2_0,
 };
@@ -358,7 +356,7 @@ fn block(dtype: DType) -> BoxedStrategy<Vec<u8>> {
             .prop_map(le)
             .boxed(),
         _ => {
-            let fields = f16_fields(dtype);
+            let fields = weft_quant::f16_field_offsets(dtype);
             prop_oneof![
                 4 => (prop::collection::vec(f16_bits(), fields.len()), payload(bytes)).prop_map(
                     move |(scales, mut b)| {

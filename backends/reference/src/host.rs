@@ -1,32 +1,41 @@
-//! Lowering a plan onto the CPU: bind weights, then run the steps in order for each
-//! forward call, keeping the KV cache between calls.
+//! The host executor: the one generic executor of weft's CPU-side backends. Lowering
+//! validates the plan, runs the backend stage and binds weights once into a
+//! [`HostExecutable`] (shared, `Send + Sync`); each [`HostSession`] holds its own KV
+//! cache, arena and position and runs the steps in order for each forward call. The
+//! arithmetic of matmuls and embedding lookups comes from the backend's [`Kernels`];
+//! the other ops run the reference kernels of [`crate::ops`].
 
 use crate::ops::{self, AttnShape};
-use crate::{matmul, quant};
-use weft_ir::{GluAct, MatKernel, Op, Plan, WeightProvider, WeightView};
+use std::sync::Arc;
+use weft_backend::{
+    backend_stage, validate_plan, BackendError, Executable, Logits, LowerOptions, MatKernel,
+    Output, Route, Session, Stage,
+};
+use weft_ir::{DType, GluAct, Op, Plan, WeightProvider, WeightView};
 
-#[derive(Debug, thiserror::Error)]
-pub enum CpuError {
-    #[error("the plan needs tensor '{0}', which the model does not provide")]
-    MissingWeight(String),
-    #[error("tensor '{tensor}': the plan expects {expected}, the model has {found}")]
-    WeightMismatch {
-        tensor: String,
-        expected: String,
-        found: String,
-    },
-    #[error("step {step} ('{name}'): {message}")]
-    BadPlan {
-        step: usize,
-        name: String,
-        message: String,
-    },
-    #[error("context full: {needed} positions needed, the KV cache holds {max_ctx}")]
-    ContextFull { needed: usize, max_ctx: usize },
-    #[error("{0}")]
-    Gather(#[from] matmul::GatherError),
-    #[error("empty step: no tokens given")]
-    NoTokens,
+/// The arithmetic a host backend supplies: how matmuls read stored weights and how
+/// embedding rows are gathered.
+pub trait Kernels: Send + Sync + 'static {
+    /// The backend's name (`--backend`).
+    const NAME: &'static str;
+    /// Fused forms this backend declines.
+    const DECLINED: &'static [&'static str] = &[];
+    /// The kernels a matmul over `dtype` is bound to; `one_row`: its shape is one row
+    /// whatever the step (a head after `last_position`).
+    fn route(dtype: DType, one_row: bool) -> Route;
+    /// `out[m×Σn] = x[m×k] · [w₁; w₂; …]ᵀ`, outputs side by side.
+    fn matmul(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]);
+    /// `out[i]` = row `ids[i]` of `w`, decoded; ids are checked by the caller.
+    fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]);
+}
+
+/// Lowers `plan` for the host backend `K`.
+pub fn lower<K: Kernels>(
+    plan: Plan,
+    weights: &dyn WeightProvider,
+    options: &LowerOptions,
+) -> Result<Arc<dyn Executable>, BackendError> {
+    Ok(Arc::new(HostExecutable::<K>::new(plan, weights, options)?))
 }
 
 enum Bound {
@@ -44,33 +53,61 @@ struct Cache {
     width: usize,
 }
 
-/// A plan bound to weights, with its KV cache: call [`CpuProgram::execute`] once per step.
-pub struct CpuProgram {
+/// A plan lowered for the host backend `K`, its weights bound once.
+pub struct HostExecutable<K: Kernels> {
     plan: Plan,
+    stage: Stage,
     bound: Vec<Bound>,
     /// Rope inverse frequencies of rope steps and rope-fused attention steps.
     freqs: Vec<Option<Vec<f32>>>,
     /// Arena slot of each step's value (one per step without a memory plan).
     slot: Vec<usize>,
-    slots: Vec<Vec<f32>>,
-    caches: Vec<Cache>,
-    scratch: Vec<f32>,
-    max_ctx: usize,
-    pos: usize,
+    n_slots: usize,
+    /// KV width (kv heads × head_dim) of each attention layer.
+    kv_widths: Vec<usize>,
+    /// Steps at or after a `last_position`: one row per position when all logits are asked.
+    after_last: Vec<bool>,
+    _kernels: std::marker::PhantomData<K>,
 }
 
-fn bad(i: usize, plan: &Plan, message: &str) -> CpuError {
-    CpuError::BadPlan {
+fn bad(i: usize, plan: &Plan, message: &str) -> BackendError {
+    BackendError::BadPlan {
         step: i,
         name: plan.steps[i].node.name.clone(),
         message: message.to_string(),
     }
 }
 
-impl CpuProgram {
-    /// Binds every weight step to the provider's tensor (checking dtype and shape) and
-    /// sizes the KV cache for `max_ctx` positions.
-    pub fn new(plan: Plan, weights: &dyn WeightProvider, max_ctx: usize) -> Result<Self, CpuError> {
+impl<K: Kernels> HostExecutable<K> {
+    /// Validates the plan, runs the backend stage and binds every weight step to the
+    /// provider's tensor (checking dtype and shape).
+    pub fn new(
+        plan: Plan,
+        weights: &dyn WeightProvider,
+        options: &LowerOptions,
+    ) -> Result<Self, BackendError> {
+        validate_plan(&plan)?;
+        for (i, st) in plan.steps.iter().enumerate() {
+            let form = match st.node.op {
+                Op::MatMul { bias: true, .. } | Op::MatMul { softcap: Some(_), .. } => {
+                    "matmul_epilogue"
+                }
+                Op::AddRmsNorm { .. } => "add_rms_norm",
+                Op::Glu { .. } => "glu",
+                Op::Elementwise { .. } => "elementwise",
+                Op::Attention { rope: Some(_), .. } => "rope_attention",
+                _ => continue,
+            };
+            if K::DECLINED.contains(&form) {
+                return Err(BackendError::Declined {
+                    step: i,
+                    name: st.node.name.clone(),
+                    form: form.into(),
+                    backend: K::NAME,
+                });
+            }
+        }
+        let stage = backend_stage(&plan, K::NAME, K::route, options.memory, 4);
         let n = plan.steps.len();
         // Weights read as f32 vectors rather than matrices: norm weights, rope divisors.
         let mut small_use = vec![false; n];
@@ -104,17 +141,17 @@ impl CpuProgram {
                 } => {
                     let mut w = weights
                         .weight(tensor)
-                        .ok_or_else(|| CpuError::MissingWeight(tensor.clone()))?;
+                        .ok_or_else(|| BackendError::MissingWeight(tensor.clone()))?;
                     // Stored [in, out]: one transposed copy, so matmuls read rows as usual.
                     if *transposed {
-                        w = w.transposed().ok_or_else(|| CpuError::WeightMismatch {
+                        w = w.transposed().ok_or_else(|| BackendError::WeightMismatch {
                             tensor: tensor.clone(),
                             expected: "a 2-D matrix of f32, f16 or bf16 to transpose".into(),
                             found: format!("{} {:?}", w.dtype, w.shape),
                         })?;
                     }
                     if w.dtype != *dtype || &w.shape != shape {
-                        return Err(CpuError::WeightMismatch {
+                        return Err(BackendError::WeightMismatch {
                             tensor: tensor.clone(),
                             expected: format!("{dtype} {shape:?}"),
                             found: format!("{} {:?}", w.dtype, w.shape),
@@ -123,7 +160,7 @@ impl CpuProgram {
                     if small_use[i] {
                         let mut f = vec![0.0; w.numel()];
                         for (r, out) in f.chunks_exact_mut(w.cols()).enumerate() {
-                            quant::kernel_for(w.dtype).decode_row(w.row(r), out);
+                            weft_quant::kernel_for(w.dtype).decode_row(w.row(r), out);
                         }
                         Bound::Small(f)
                     } else {
@@ -156,26 +193,23 @@ impl CpuProgram {
                 ))
             })
             .collect();
-        let caches = plan
-            .kv_layout()
-            .iter()
-            .enumerate()
-            .map(|(k, &(layer, nkv, hd))| {
-                if layer != k {
-                    return Err(CpuError::BadPlan {
-                        step: 0,
-                        name: format!("layer {layer}"),
-                        message: "attention layers must be numbered 0, 1, 2… once each".into(),
-                    });
-                }
-                Ok(Cache {
-                    k: vec![0.0; max_ctx * nkv * hd],
-                    v: vec![0.0; max_ctx * nkv * hd],
-                    width: nkv * hd,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let (slot, n_slots) = match &plan.memory {
+        let mut kv_widths = Vec::new();
+        for (k, (layer, nkv, hd)) in plan.kv_layout().into_iter().enumerate() {
+            if layer != k {
+                return Err(BackendError::BadPlan {
+                    step: 0,
+                    name: format!("layer {layer}"),
+                    message: "attention layers must be numbered 0, 1, 2… once each".into(),
+                });
+            }
+            kv_widths.push(nkv * hd);
+        }
+        let mut after_last = vec![false; n];
+        for (i, st) in plan.steps.iter().enumerate() {
+            after_last[i] = matches!(st.node.op, Op::LastPosition)
+                || st.inputs.iter().any(|&j| after_last[j]);
+        }
+        let (slot, n_slots) = match &stage.memory {
             Some(m) if m.slots.len() == n => (
                 m.slots.iter().map(|s| s.unwrap_or(m.n_slots)).collect(),
                 m.n_slots + 1,
@@ -183,119 +217,215 @@ impl CpuProgram {
             Some(_) => return Err(bad(0, &plan, "the memory plan does not cover every step")),
             None => ((0..n).collect(), n),
         };
-        Ok(CpuProgram {
+        Ok(HostExecutable {
             plan,
+            stage,
             bound,
             freqs,
             slot,
-            slots: vec![Vec::new(); n_slots],
+            n_slots,
+            kv_widths,
+            after_last,
+            _kernels: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<K: Kernels> Executable for HostExecutable<K> {
+    fn backend(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn lowered_text(&self) -> String {
+        self.stage.describe(&self.plan)
+    }
+
+    fn session(self: Arc<Self>, max_ctx: usize) -> Result<Box<dyn Session>, BackendError> {
+        let caches = self
+            .kv_widths
+            .iter()
+            .map(|&width| {
+                Ok(Cache {
+                    k: zeroed(max_ctx, width, "the key cache")?,
+                    v: zeroed(max_ctx, width, "the value cache")?,
+                    width,
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        Ok(Box::new(HostSession {
+            slots: vec![Vec::new(); self.n_slots],
+            exe: self,
             caches,
             scratch: Vec::new(),
             max_ctx,
             pos: 0,
-        })
+        }))
     }
+}
 
-    pub fn plan(&self) -> &Plan {
-        &self.plan
+/// Checks that every id names a row of `table` before anything is written.
+fn check_ids(table: &WeightView, ids: &[u32]) -> Result<(), BackendError> {
+    let rows = table.rows();
+    match ids.iter().enumerate().find(|(_, &id)| id as usize >= rows) {
+        Some((pos, &id)) => Err(BackendError::TokenOutOfRange {
+            tensor: table.name.clone(),
+            id,
+            pos,
+            rows,
+        }),
+        None => Ok(()),
     }
+}
 
-    /// Positions held in the KV cache.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
+/// `rows × width` zeros, allocated fallibly: sizes come from flags and files.
+fn zeroed(rows: usize, width: usize, what: &str) -> Result<Vec<f32>, BackendError> {
+    let n = rows.checked_mul(width);
+    let too_big = || BackendError::Alloc {
+        what: format!("{what} ({rows} positions × {width})"),
+        bytes: rows as u128 * width as u128 * 4,
+    };
+    let n = n.filter(|n| n.checked_mul(4).is_some()).ok_or_else(too_big)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| too_big())?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
 
-    pub fn max_ctx(&self) -> usize {
-        self.max_ctx
-    }
+/// One sequence on a [`HostExecutable`]: KV cache, arena, position.
+pub struct HostSession<K: Kernels> {
+    exe: Arc<HostExecutable<K>>,
+    /// The arena: one buffer per slot, grown to the largest value it holds.
+    slots: Vec<Vec<f32>>,
+    caches: Vec<Cache>,
+    scratch: Vec<f32>,
+    max_ctx: usize,
+    pos: usize,
+}
 
-    /// Forgets the KV cache (a new sequence starts at position 0).
-    pub fn reset(&mut self) {
-        self.pos = 0;
-    }
-
-    /// Runs `tokens` at the next positions; returns the first output (logits) as
-    /// `[rows, vocab]` row-major with its row count.
-    pub fn execute(&mut self, tokens: &[u32]) -> Result<(&[f32], usize), CpuError> {
+impl<K: Kernels> Session for HostSession<K> {
+    fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError> {
         let seq = tokens.len();
         if seq == 0 {
-            return Err(CpuError::NoTokens);
+            return Err(BackendError::NoTokens);
         }
         if self.pos + seq > self.max_ctx {
-            return Err(CpuError::ContextFull {
+            return Err(BackendError::ContextFull {
                 needed: self.pos + seq,
                 max_ctx: self.max_ctx,
             });
         }
+        let exe = Arc::clone(&self.exe);
+        let all = which == Logits::All;
         let pos0 = self.pos;
-        for i in 0..self.plan.steps.len() {
-            self.run_step(i, tokens, pos0)?;
+        for i in 0..exe.plan.steps.len() {
+            self.run_step(&exe, i, tokens, pos0, all)?;
         }
         self.pos += seq;
-        let o = self.plan.outputs[0];
-        let rows = self.plan.steps[o].node.shape[0].eval(seq);
-        Ok((&self.slots[self.slot[o]], rows))
+        let o = exe.plan.outputs[0];
+        let rows = exe.rows(o, seq, all);
+        Ok(Output {
+            logits: &self.slots[exe.slot[o]],
+            rows,
+        })
     }
 
-    fn run_step(&mut self, i: usize, tokens: &[u32], pos0: usize) -> Result<(), CpuError> {
+    fn truncate(&mut self, pos: usize) -> Result<(), BackendError> {
+        if pos > self.pos {
+            return Err(BackendError::Truncate {
+                to: pos,
+                position: self.pos,
+            });
+        }
+        self.pos = pos;
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn max_ctx(&self) -> usize {
+        self.max_ctx
+    }
+}
+
+impl<K: Kernels> HostExecutable<K> {
+    /// Rows of step `i`'s value at `seq` positions.
+    fn rows(&self, i: usize, seq: usize, all: bool) -> usize {
+        match all && self.after_last[i] {
+            true => seq,
+            false => self.plan.steps[i].node.shape[0].eval(seq),
+        }
+    }
+}
+
+impl<K: Kernels> HostSession<K> {
+    fn run_step(
+        &mut self,
+        exe: &HostExecutable<K>,
+        i: usize,
+        tokens: &[u32],
+        pos0: usize,
+        all: bool,
+    ) -> Result<(), BackendError> {
         let seq = tokens.len();
-        let step = &self.plan.steps[i];
+        let step = &exe.plan.steps[i];
         if matches!(step.node.op, Op::Tokens | Op::Weight { .. }) {
             return Ok(());
         }
         // Activations are [rows, cols] (shape inference guarantees it); no allocation per step.
         let shape = [
-            step.node.shape[0].eval(seq),
+            exe.rows(i, seq, all),
             step.node.shape.get(1).map_or(1, |d| d.eval(seq)),
         ];
         let len = shape[0] * shape[1];
-        let mut out = std::mem::take(&mut self.slots[self.slot[i]]);
+        let mut out = std::mem::take(&mut self.slots[exe.slot[i]]);
         out.resize(len, 0.0);
-        let input = |k: usize| -> &[f32] { &self.slots[self.slot[step.inputs[k]]] };
-        let weight = |k: usize| -> Result<&WeightView, CpuError> {
-            match &self.bound[step.inputs[k]] {
+        let input = |k: usize| -> &[f32] { &self.slots[exe.slot[step.inputs[k]]] };
+        let weight = |k: usize| -> Result<&WeightView, BackendError> {
+            match &exe.bound[step.inputs[k]] {
                 Bound::Weight(w) => Ok(w),
-                _ => Err(bad(i, &self.plan, "expected a weight input")),
+                _ => Err(bad(i, &exe.plan, "expected a weight input")),
             }
         };
-        let small = |k: usize| -> Result<&[f32], CpuError> {
-            match &self.bound[step.inputs[k]] {
+        let small = |k: usize| -> Result<&[f32], BackendError> {
+            match &exe.bound[step.inputs[k]] {
                 Bound::Small(w) => Ok(w),
-                _ => Err(bad(i, &self.plan, "expected a decoded weight")),
-            }
-        };
-        let auto = |rows: usize| {
-            if rows == 1 {
-                MatKernel::Dot
-            } else {
-                MatKernel::DecodeReuse
+                _ => Err(bad(i, &exe.plan, "expected a decoded weight")),
             }
         };
         match &step.node.op {
             Op::Tokens | Op::Weight { .. } => {}
-            Op::TokenEmbed => matmul::gather_rows(weight(0)?, tokens, &mut out)?,
+            Op::TokenEmbed => {
+                let table = weight(0)?;
+                check_ids(table, tokens)?;
+                K::gather_rows(table, tokens, &mut out);
+            }
             Op::PositionEmbed => {
                 let table = weight(0)?;
                 let positions: Vec<u32> = (pos0..pos0 + seq).map(|p| p as u32).collect();
-                matmul::gather_rows(table, &positions, &mut out)?;
+                check_ids(table, &positions)?;
+                K::gather_rows(table, &positions, &mut out);
             }
             Op::LayerNorm { eps } => {
                 ops::layer_norm(input(0), small(1)?, small(2)?, *eps, &mut out)
             }
-            Op::MatMul {
-                route,
-                bias,
-                softcap,
-            } => {
+            Op::MatMul { bias, softcap } => {
                 let rows = shape[0];
-                let kernel = route.map_or(auto(rows), |r| r.for_rows(rows));
+                let kernel = exe.stage.routes[i]
+                    .ok_or_else(|| bad(i, &exe.plan, "a matmul without a kernel route"))?
+                    .for_rows(rows);
                 let n_weights = if *bias {
                     (step.inputs.len() - 1) / 2
                 } else {
                     step.inputs.len() - 1
                 };
                 let ws = (1..=n_weights).map(weight).collect::<Result<Vec<_>, _>>()?;
-                matmul::matmul_cat(input(0), rows, &ws, kernel, &mut out);
+                K::matmul(input(0), rows, &ws, kernel, &mut out);
                 if *bias {
                     let biases = (0..n_weights)
                         .map(|k| small(1 + n_weights + k))
@@ -417,7 +547,7 @@ impl CpuProgram {
                             ffn,
                         })
                     })
-                    .collect::<Result<Vec<_>, CpuError>>()?;
+                    .collect::<Result<Vec<_>, BackendError>>()?;
                 ops::moe(
                     input(0),
                     d,
@@ -439,7 +569,7 @@ impl CpuProgram {
             Op::Rope {
                 head_dim, layout, ..
             } => {
-                let f = self.freqs[i]
+                let f = exe.freqs[i]
                     .as_deref()
                     .expect("rope steps have frequencies");
                 out.copy_from_slice(input(0));
@@ -466,12 +596,12 @@ impl CpuProgram {
                 let c = &mut self.caches[*layer];
                 let w = c.width;
                 let rows = pos0 * w..(pos0 + seq) * w;
-                c.k[rows.clone()].copy_from_slice(&self.slots[self.slot[step.inputs[1]]]);
-                c.v[rows.clone()].copy_from_slice(&self.slots[self.slot[step.inputs[2]]]);
-                let mut q = &self.slots[self.slot[step.inputs[0]]][..];
+                c.k[rows.clone()].copy_from_slice(&self.slots[exe.slot[step.inputs[1]]]);
+                c.v[rows.clone()].copy_from_slice(&self.slots[exe.slot[step.inputs[2]]]);
+                let mut q = &self.slots[exe.slot[step.inputs[0]]][..];
                 if let Some(r) = rope {
                     // Rope fused into attention: rotate k as it enters the cache, q in scratch.
-                    let f = self.freqs[i]
+                    let f = exe.freqs[i]
                         .as_deref()
                         .expect("rope-fused attention has frequencies");
                     ops::rope(&mut c.k[rows], w, r.head_dim, f, r.layout, pos0);
@@ -491,13 +621,14 @@ impl CpuProgram {
                 let end = (pos0 + seq) * w;
                 ops::attention(q, &c.k[..end], &c.v[..end], s, pos0, &mut out);
             }
+            // With all logits asked, every position goes on (rows = seq).
             Op::LastPosition => {
                 let src = input(0);
                 out.copy_from_slice(&src[src.len() - len..]);
             }
             Op::Output => out.copy_from_slice(input(0)),
         }
-        self.slots[self.slot[i]] = out;
+        self.slots[exe.slot[i]] = out;
         Ok(())
     }
 }

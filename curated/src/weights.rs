@@ -1,10 +1,10 @@
 //! The tensors of one layer, by their names in each source, with shape checks.
 
 use super::spec::{Family, Spec};
-use crate::load::ModelSource;
-use crate::RuntimeError;
+use weft_formats::ModelSource;
+use crate::CuratedError;
 use rayon::prelude::*;
-use weft_cpu::quant::kernel_for;
+use weft_quant::kernel_for;
 use weft_ir::WeightView;
 
 /// A matrix, or a run of rows of a stored matrix (fused qkv / gate-up, one
@@ -130,8 +130,8 @@ impl Loader<'_> {
         }
     }
 
-    fn bad(&self, name: &str, what: String) -> RuntimeError {
-        RuntimeError::Curated(format!(
+    fn bad(&self, name: &str, what: String) -> CuratedError {
+        CuratedError::Model(format!(
             "{}: tensor '{name}': {what}",
             self.src.path.display()
         ))
@@ -147,7 +147,7 @@ impl Loader<'_> {
         name: &str,
         len: usize,
         norm: bool,
-    ) -> Result<Vec<f32>, RuntimeError> {
+    ) -> Result<Vec<f32>, CuratedError> {
         let w = self.src.view(name)?;
         if w.numel() != len {
             return Err(self.bad(
@@ -163,7 +163,7 @@ impl Loader<'_> {
     }
 
     /// `<base>.weight`, and `<base>.bias` when the file has one.
-    pub(super) fn norm_named(&self, base: &str, len: usize) -> Result<Norm, RuntimeError> {
+    pub(super) fn norm_named(&self, base: &str, len: usize) -> Result<Norm, CuratedError> {
         let bias = format!("{base}.bias");
         Ok(Norm {
             w: self.vector(&format!("{base}.weight"), len, true)?,
@@ -180,7 +180,7 @@ impl Loader<'_> {
         g: &str,
         h: &str,
         len: usize,
-    ) -> Result<Norm, RuntimeError> {
+    ) -> Result<Norm, CuratedError> {
         self.norm_named(&self.name(i, g, h), len)
     }
 
@@ -193,7 +193,7 @@ impl Loader<'_> {
         rows: usize,
         cols: usize,
         total_rows: usize,
-    ) -> Result<Proj, RuntimeError> {
+    ) -> Result<Proj, CuratedError> {
         let mut w = self.src.view(&format!("{name}.weight"))?;
         // HF GPT-2's Conv1D stores [in, out]: read a transposed copy.
         if self.spec.family == Family::Gpt2 && !self.spec.gguf {
@@ -225,11 +225,11 @@ impl Loader<'_> {
         })
     }
 
-    pub(super) fn proj(&self, name: &str, rows: usize, cols: usize) -> Result<Proj, RuntimeError> {
+    pub(super) fn proj(&self, name: &str, rows: usize, cols: usize) -> Result<Proj, CuratedError> {
         self.proj_rows(name, 0, rows, cols, rows)
     }
 
-    pub(super) fn layer(&self, i: usize) -> Result<Layer, RuntimeError> {
+    pub(super) fn layer(&self, i: usize) -> Result<Layer, CuratedError> {
         let s = self.spec;
         let kind = &s.layers[i];
         let (hd, h) = (kind.head_dim, s.hidden);
@@ -353,7 +353,7 @@ impl Loader<'_> {
     }
 
     /// Gemma 4's per-layer input tables, when the model has them.
-    pub(super) fn per_layer_inputs(&self) -> Result<Option<PerLayerInputs>, RuntimeError> {
+    pub(super) fn per_layer_inputs(&self) -> Result<Option<PerLayerInputs>, CuratedError> {
         let s = self.spec;
         let p = s.per_layer_input;
         if p == 0 {
@@ -391,7 +391,7 @@ impl Loader<'_> {
         }))
     }
 
-    fn moe(&self, i: usize) -> Result<Ffn, RuntimeError> {
+    fn moe(&self, i: usize) -> Result<Ffn, CuratedError> {
         let s = self.spec;
         let (h, e, f) = (s.hidden, s.experts, s.expert_ffn);
         let router = self.proj(&self.name(i, "ffn_gate_inp", "mlp.gate"), e, h)?;

@@ -2,8 +2,8 @@
 //! `<arch>.*` keys or HF `config.json` keys), never from a template.
 
 use super::rope::{self, Scaling};
-use crate::load::{ModelSource, SourceKind};
-use crate::RuntimeError;
+use weft_formats::{ModelSource, SourceKind};
+use crate::CuratedError;
 use weft_ir::MetaValue;
 
 /// The families the curated decoder knows; each is a set of flags below.
@@ -108,8 +108,8 @@ pub(super) struct Spec {
     pub norm_topk: bool,
 }
 
-fn err(msg: String) -> RuntimeError {
-    RuntimeError::Curated(msg)
+fn err(msg: String) -> CuratedError {
+    CuratedError::Model(msg)
 }
 
 /// Reads keys of either source: `gk` is a GGUF key without the `<arch>.` prefix.
@@ -169,7 +169,7 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn need(&self, gk: &str, hk: &str) -> Result<f64, RuntimeError> {
+    fn need(&self, gk: &str, hk: &str) -> Result<f64, CuratedError> {
         self.opt(gk, &[hk]).ok_or_else(|| {
             err(format!(
                 "{}: missing key '{}'",
@@ -181,7 +181,7 @@ impl<'a> Keys<'a> {
 
     /// One count per layer, from a single number or (GGUF) an array of one
     /// per layer; `None` when the key is absent.
-    fn per_layer(&self, gk: &str, hk: &str, n: usize) -> Result<Option<Vec<usize>>, RuntimeError> {
+    fn per_layer(&self, gk: &str, hk: &str, n: usize) -> Result<Option<Vec<usize>>, CuratedError> {
         let Some(v) = self.raw(gk, &[hk]) else {
             return Ok(None);
         };
@@ -212,7 +212,7 @@ impl<'a> Keys<'a> {
 }
 
 impl Spec {
-    pub(super) fn read(src: &ModelSource) -> Result<Spec, RuntimeError> {
+    pub(super) fn read(src: &ModelSource) -> Result<Spec, CuratedError> {
         let arch = src.architecture.as_str();
         let gguf = src.kind == SourceKind::Gguf;
         let path = src.path.display();
@@ -485,7 +485,7 @@ impl Spec {
 }
 
 /// Gemma 4 variants this decoder would run wrongly: refuse them by name.
-fn gemma4_unhandled(k: &Keys) -> Result<(), RuntimeError> {
+fn gemma4_unhandled(k: &Keys) -> Result<(), CuratedError> {
     let path = k.src.path.display();
     let shared = k
         .opt("attention.shared_kv_layers", &["num_kv_shared_layers"])
@@ -526,7 +526,7 @@ fn geometry(
     sliding: &[bool],
     n_heads: usize,
     head_dim: usize,
-) -> Result<(Vec<usize>, Vec<usize>), RuntimeError> {
+) -> Result<(Vec<usize>, Vec<usize>), CuratedError> {
     let n = sliding.len();
     let path = k.src.path.display();
     let mut kv = k
@@ -605,13 +605,13 @@ fn geometry(
 }
 
 /// Which layers are sliding-window (true) and which attend to everything.
-fn sliding_layers(k: &Keys, family: Family, n_layers: usize) -> Result<Vec<bool>, RuntimeError> {
+fn sliding_layers(k: &Keys, family: Family, n_layers: usize) -> Result<Vec<bool>, CuratedError> {
     let src = k.src;
     let bad = |what: String| err(format!("{}: {what}", src.path.display()));
     // Some(pattern p): layer i is global iff i % p == p - 1 (llama.cpp's rule).
     let every = |p: usize| -> Vec<bool> { (0..n_layers).map(|i| i % p != p - 1).collect() };
     // A per-layer array (a GGUF array may be stored packed).
-    let each = |key: &str, v: &MetaValue, f: &dyn Fn(MetaValue) -> Result<bool, RuntimeError>| {
+    let each = |key: &str, v: &MetaValue, f: &dyn Fn(MetaValue) -> Result<bool, CuratedError>| {
         let len = v.array_len().unwrap_or(0);
         if len != n_layers {
             return Err(bad(format!(

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use weft_ir::{DType, MetaValue, WeightProvider};
-use weft_runtime::load::{LoadError, ModelSource, SourceKind};
+use weft_formats::{LoadError, ModelSource, SourceKind};
 
 /// A GGUF metadata value to write.
 #[derive(Clone)]

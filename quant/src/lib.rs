@@ -1,4 +1,6 @@
-//! Decoding and dot products for every stored weight type.
+//! weft's neutral quant crate: block layouts and the scalar, bit-exact decoders and dot
+//! products of every stored weight type. The curated decoder, the reference backend and
+//! every kernel test read weights through it; fast kernels live in their backend.
 //!
 //! Each type is one [`QuantKernel`]; block-quantised types implement the smaller
 //! [`BlockFormat`] (decode one block) and get the row kernels for free, so adding
@@ -169,5 +171,21 @@ impl<T: BlockFormat> QuantKernel for Blocks<T> {
             sum += dot_f32(w, xs);
         }
         sum
+    }
+}
+
+/// Byte offsets of the f16 fields of one block of `dtype`: the scale d, then (where the
+/// type has one) the minimum or the scale of the minimums. Tests use it to plant
+/// extreme scales.
+pub fn f16_field_offsets(dtype: DType) -> &'static [usize] {
+    match dtype {
+        DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::IQ4_NL | DType::IQ4_XS => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q2_K => &[80, 82],
+        DType::Q3_K => &[108],
+        DType::Q6_K => &[208],
+        DType::TQ1_0 => &[52],
+        DType::TQ2_0 => &[64],
+        DType::F32 | DType::F16 | DType::BF16 => &[],
     }
 }

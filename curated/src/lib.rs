@@ -5,21 +5,31 @@
 //! One forward for several families (llama, mistral, qwen2, qwen3, qwen3moe,
 //! gemma2, gemma3, gemma4, phi3, phi2, starcoder2, gpt2), switched by flags that
 //! [`spec`] reads from the file's own keys and tensor names. Written for
-//! plainness, one token at a time; it shares only the per-block dot products and
-//! row decoders with the CPU backend (those are checked bit-exact against the
-//! format's reference on their own).
+//! plainness, one token at a time; it shares only the scalar per-block dot products
+//! and row decoders of the neutral quant crate (checked bit-exact against the
+//! format's reference on their own), and no code of any backend or template.
 
 mod rope;
 mod spec;
 mod weights;
 
-use crate::load::ModelSource;
-use crate::RuntimeError;
+use weft_formats::ModelSource;
 use rayon::prelude::*;
 use spec::{LayerKind, Spec};
-use weft_cpu::quant::kernel_for;
+use weft_quant::kernel_for;
 use weft_ir::{MetaValue, WeightView};
 use weights::{Ffn, Layer, Loader, Mlp, Norm, PerLayerInputs};
+
+/// What the curated decoder reports: the model's file, or what of it it cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum CuratedError {
+    #[error(transparent)]
+    Load(#[from] weft_formats::LoadError),
+    #[error("curated decoder: {0}")]
+    Model(String),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+}
 
 pub struct Curated {
     spec: Spec,
@@ -41,7 +51,7 @@ pub struct Curated {
 }
 
 impl Curated {
-    pub fn new(src: &ModelSource, max_ctx: usize) -> Result<Curated, RuntimeError> {
+    pub fn new(src: &ModelSource, max_ctx: usize) -> Result<Curated, CuratedError> {
         let spec = Spec::read(src)?;
         let gguf = spec.gguf;
         let hf_gpt2 = !gguf && spec.family == spec::Family::Gpt2;
@@ -51,7 +61,7 @@ impl Curated {
             (false, false) => "model.embed_tokens.weight".to_string(),
         })?;
         if embed.cols() != spec.hidden {
-            return Err(RuntimeError::Curated(format!(
+            return Err(CuratedError::Model(format!(
                 "{}: embedding rows have {} values, hidden size is {}",
                 src.path.display(),
                 embed.cols(),
@@ -64,7 +74,7 @@ impl Curated {
                 false => "transformer.wpe.weight",
             })?;
             if p.cols() != spec.hidden {
-                return Err(RuntimeError::Curated(format!(
+                return Err(CuratedError::Model(format!(
                     "{}: position rows have {} values, hidden size is {}",
                     src.path.display(),
                     p.cols(),
@@ -252,10 +262,10 @@ impl Curated {
     }
 
     /// One token at the next position; fills `self.logits` when `want_logits`.
-    fn step(&mut self, token: u32, want_logits: bool) -> Result<(), RuntimeError> {
+    fn step(&mut self, token: u32, want_logits: bool) -> Result<(), CuratedError> {
         let c = &self.spec;
         if token as usize >= self.embed.rows() {
-            return Err(RuntimeError::Curated(format!(
+            return Err(CuratedError::Model(format!(
                 "token id {token} is outside the vocabulary of {}",
                 self.embed.rows()
             )));
@@ -267,7 +277,7 @@ impl Curated {
         }
         let per_layer_inputs = match &self.per_layer_inputs {
             Some(p) if token as usize >= p.table.rows() => {
-                return Err(RuntimeError::Curated(format!(
+                return Err(CuratedError::Model(format!(
                     "token id {token} is outside the per-layer input vocabulary of {}",
                     p.table.rows()
                 )))
@@ -384,13 +394,14 @@ impl Curated {
     }
 }
 
-impl crate::Forward for Curated {
-    fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+impl Curated {
+    /// Runs `tokens` at the next positions, one at a time; the last one's logits.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], CuratedError> {
         if tokens.is_empty() {
-            return Err(RuntimeError::EmptyPrompt);
+            return Err(CuratedError::EmptyPrompt);
         }
         if self.pos + tokens.len() > self.max_ctx {
-            return Err(RuntimeError::Curated(format!(
+            return Err(CuratedError::Model(format!(
                 "context full: {} positions, room for {}",
                 self.pos + tokens.len(),
                 self.max_ctx
@@ -398,7 +409,7 @@ impl crate::Forward for Curated {
         }
         if let Some(pe) = &self.positions {
             if self.pos + tokens.len() > pe.rows() {
-                return Err(RuntimeError::Curated(format!(
+                return Err(CuratedError::Model(format!(
                     "{} positions, the model learned {}",
                     self.pos + tokens.len(),
                     pe.rows()
@@ -411,11 +422,13 @@ impl crate::Forward for Curated {
         Ok(&self.logits)
     }
 
-    fn reset(&mut self) {
+    /// Starts a new sequence at position 0.
+    pub fn reset(&mut self) {
         self.pos = 0;
     }
 
-    fn position(&self) -> usize {
+    /// Positions held in the KV cache.
+    pub fn position(&self) -> usize {
         self.pos
     }
 }

@@ -1,7 +1,7 @@
 //! Reference kernels for the non-matmul ops, on row-major f32 activations.
 //! Written for clarity first; a later issue moves the hot ones to SIMD and the JIT.
 
-use crate::quant::kernel_for;
+use weft_quant::kernel_for;
 use rayon::prelude::*;
 use weft_ir::{Ew, GluAct, RopeLayout, RopeScaling, WeightView};
 

@@ -1,4 +1,4 @@
-//! Model loaders: a GGUF file or a Hugging Face directory (`config.json` +
+//! weft's file formats. Model loaders: a GGUF file or a Hugging Face directory (`config.json` +
 //! safetensors), memory-mapped and exposed as zero-copy [`WeightView`]s.
 //!
 //! Every offset and length read from a file is checked against the file's size
@@ -18,7 +18,14 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use weft_ir::{ByteSource, DType, MetaValue, WeightProvider, WeightView};
 
-pub use weft_families::SourceKind;
+/// Which kind of source a model came from (and so which names its keys and tensors use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A GGUF file: `general.architecture`, GGUF keys and tensor names.
+    Gguf,
+    /// A Hugging Face directory: `config.json` (`model_type`), HF tensor names.
+    Hf,
+}
 
 /// One tensor of the source's table, supported or not.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,13 +2,54 @@
 //! free arena slot (best fit by size) and frees its inputs' slots after their last
 //! reader. A value's slot is never its own input's, so kernels need not work in place.
 
-use weft_ir::{MemoryPlan, Op, Plan};
+use weft_ir::{Op, Plan};
 
 /// The `seq` used to compare value sizes when choosing a slot.
 const SIZING_SEQ: usize = 64;
 
-/// Assigns arena slots; returns the log.
-pub fn plan_memory(plan: &mut Plan) -> Vec<String> {
+/// Activations assigned to reusable slots: values whose lifetimes do not overlap
+/// share a slot. A slot is sized for its largest value at the step's `seq`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    /// Slot of each step's value; `None` for steps that hold no activation (weights).
+    pub slots: Vec<Option<usize>>,
+    pub n_slots: usize,
+}
+
+/// Bytes of activations at `seq` positions with `elem_bytes` per element (the backend's
+/// activation type): `(arena, naive)`, where naive gives every value its own buffer and
+/// arena follows the memory plan (naive without one). Saturates rather than wraps.
+pub fn activation_bytes(
+    plan: &Plan,
+    memory: Option<&MemoryPlan>,
+    seq: usize,
+    elem_bytes: usize,
+) -> (usize, usize) {
+    let sizes = plan.value_sizes(seq);
+    let naive = sizes
+        .iter()
+        .fold(0usize, |a, &s| a.saturating_add(s))
+        .saturating_mul(elem_bytes);
+    let arena = match memory {
+        None => naive,
+        Some(m) => {
+            let mut slot_max = vec![0usize; m.n_slots];
+            for (s, size) in m.slots.iter().zip(&sizes) {
+                if let Some(s) = s.filter(|&s| s < m.n_slots) {
+                    slot_max[s] = slot_max[s].max(*size);
+                }
+            }
+            slot_max
+                .iter()
+                .fold(0usize, |a, &s| a.saturating_add(s))
+                .saturating_mul(elem_bytes)
+        }
+    };
+    (arena, naive)
+}
+
+/// Assigns arena slots for activations of `elem_bytes` each; returns the plan and the log.
+pub fn plan_memory(plan: &Plan, elem_bytes: usize) -> (MemoryPlan, Vec<String>) {
     let n = plan.steps.len();
     let sizes = plan.value_sizes(SIZING_SEQ);
     let holds = |i: usize| !matches!(plan.steps[i].node.op, Op::Weight { .. } | Op::Tokens);
@@ -55,13 +96,13 @@ pub fn plan_memory(plan: &mut Plan) -> Vec<String> {
             }
         }
     }
-    plan.memory = Some(MemoryPlan {
+    let memory = MemoryPlan {
         slots,
         n_slots: slot_size.len(),
-    });
-    let (arena1, naive1) = plan.activation_bytes(1);
-    let (arena, naive) = plan.activation_bytes(SIZING_SEQ);
-    vec![
+    };
+    let (arena1, naive1) = activation_bytes(plan, Some(&memory), 1, elem_bytes);
+    let (arena, naive) = activation_bytes(plan, Some(&memory), SIZING_SEQ, elem_bytes);
+    let log = vec![
         format!(
             "{} activations in {} slots",
             (0..n).filter(|&i| holds(i)).count(),
@@ -69,5 +110,6 @@ pub fn plan_memory(plan: &mut Plan) -> Vec<String> {
         ),
         format!("  seq=1: arena {arena1} bytes, naive {naive1} bytes"),
         format!("  seq={SIZING_SEQ}: arena {arena} bytes, naive {naive} bytes"),
-    ]
+    ];
+    (memory, log)
 }
