@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use weft_ir::Plan;
 use weft_runtime::quant_mix::QuantMix;
 use weft_runtime::tokenizer::StreamDecoder;
-use weft_runtime::{generate, parity, Forward, GenParams, Model, PassSelection, SamplerParams};
+use weft_runtime::{
+    generate, parity, BackendKind, Forward, GenParams, LowerOptions, Model, PassSelection,
+    SamplerParams,
+};
 
 /// weft compiles transformer language models into execution plans and runs them.
 #[derive(Parser)]
@@ -18,6 +21,9 @@ use weft_runtime::{generate, parity, Forward, GenParams, Model, PassSelection, S
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Compute threads (default: one per physical core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +69,10 @@ enum Command {
         /// Optional passes: all, none, a list (tie-alias,cse,…,memory), or removals (-fuse-matmul,-cse).
         #[arg(long, allow_hyphen_values = true, default_value = "all")]
         passes: String,
+        /// The backend the plan is for: its declined fusions stay unfused, and
+        /// --dump lowered shows its backend stage.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
     },
     /// Run a plan written by `weft compile`.
     Exec {
@@ -118,6 +128,9 @@ enum Command {
         tolerance: f32,
         #[arg(long)]
         json: bool,
+        /// The backend the graph side runs on.
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
     },
 }
 
@@ -129,12 +142,28 @@ enum Dump {
     Optimized,
     /// The optimised graph as Graphviz DOT.
     Dot,
+    /// The plan after --backend's stage: each step's kernels and arena slot (needs weights).
+    Lowered,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
-enum Backend {
+enum BackendArg {
+    /// The scalar interpreter every other backend is checked against.
+    Reference,
+    /// The fast CPU backend.
     Cpu,
+    /// Not built yet: refused with an error.
     Gpu,
+}
+
+impl BackendArg {
+    fn kind(self) -> Result<BackendKind> {
+        match self {
+            BackendArg::Reference => Ok(BackendKind::Reference),
+            BackendArg::Cpu => Ok(BackendKind::Cpu),
+            BackendArg::Gpu => bail!("the gpu backend is not built yet; use --backend cpu or reference"),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -178,7 +207,7 @@ struct GenArgs {
     #[arg(long)]
     ctx: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: Backend,
+    backend: BackendArg,
 }
 
 fn main() {
@@ -189,7 +218,9 @@ fn main() {
 }
 
 fn real_main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    weft_runtime::set_threads(cli.threads)?;
+    match cli.command {
         Command::Run {
             model,
             passes,
@@ -201,14 +232,14 @@ fn real_main() -> Result<()> {
             if curated {
                 return run_forward(&model, &gen, |ctx| Ok(model.curated(ctx)?));
             }
-            let compiled = model.compile(&selection)?;
+            let compiled = model.compile_for(&selection, gen.backend.kind()?)?;
             eprintln!(
                 "weft: compiled {} ({} steps) in {:.1} ms",
                 compiled.plan.family,
                 compiled.plan.steps.len(),
                 compiled.compile_ms
             );
-            run_plan(&model, compiled.plan, &gen)
+            run_plan(&model, compiled.plan, &selection, &gen)
         }
         Command::Exec {
             plan,
@@ -221,19 +252,15 @@ fn real_main() -> Result<()> {
             let mut plan_v: Plan = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a weft plan", plan.display()))?;
             let model = open(weights.as_deref().unwrap_or(&plan_v.model.source))?;
-            if let Some(p) = passes {
-                let selection = PassSelection::parse(&p)?;
-                let mut graph = plan_v.to_graph();
-                weft_passes::infer_shapes(&mut graph)?;
-                let (family, stamp, hparams) = (
-                    plan_v.family.clone(),
-                    plan_v.model.clone(),
-                    plan_v.hparams.clone(),
-                );
-                plan_v =
-                    weft_passes::build_plan(graph, &selection, &family, stamp, hparams, |_, _| {})?;
-            }
-            run_plan(&model, plan_v, &gen)
+            let selection = match passes {
+                Some(p) => {
+                    let selection = PassSelection::parse(&p)?;
+                    plan_v = model.reoptimize(&plan_v, &selection, gen.backend.kind()?)?;
+                    selection
+                }
+                None => PassSelection::all(),
+            };
+            run_plan(&model, plan_v, &selection, &gen)
         }
         Command::Compile {
             model,
@@ -244,21 +271,23 @@ fn real_main() -> Result<()> {
             seq,
             json,
             passes,
+            backend,
         } => {
             let selection = PassSelection::parse(&passes)?;
+            let backend = backend.kind()?;
             if let Some(p) = &dump_after {
                 if !selection.contains(p) {
                     bail!("--dump-after {p}: that pass does not run with --passes {passes}");
                 }
             }
             let model = open(&model)?;
-            let compiled = model.compile_with(&selection, |pass, graph| {
+            let compiled = model.compile_with(&selection, Some(backend), |pass, graph| {
                 if dump_after.as_deref() == Some(pass) {
                     print!("{}", graph.to_text());
                 }
             })?;
             if stats {
-                let (arena, naive) = compiled.plan.activation_bytes(seq);
+                let (arena, naive) = compiled.activation_bytes(seq, selection.memory());
                 if json {
                     println!(
                         "{}",
@@ -279,6 +308,13 @@ fn real_main() -> Result<()> {
                 Some(Dump::Expanded) => print!("{}", compiled.expanded_text),
                 Some(Dump::Optimized) => print!("{}", compiled.plan.to_text()),
                 Some(Dump::Dot) => print!("{}", compiled.plan.to_dot()),
+                Some(Dump::Lowered) => {
+                    let options = LowerOptions {
+                        memory: selection.memory(),
+                    };
+                    let engine = model.engine(compiled.plan.clone(), backend, &options)?;
+                    print!("{}", engine.lowered_text())
+                }
                 None => {}
             }
             if let Some(out) = output {
@@ -362,13 +398,18 @@ fn real_main() -> Result<()> {
             passes,
             tolerance,
             json,
+            backend,
         } => {
             let selection = PassSelection::parse(&passes)?;
+            let backend = backend.kind()?;
             let model = open(&model)?;
             let prompt = prompt_tokens(&model, prompt.as_deref(), tokens)?;
-            let plan = model.compile(&selection)?.plan;
+            let plan = model.compile_for(&selection, backend)?.plan;
             let ctx = prompt.len() + steps + 1;
-            let mut graph = model.cpu(plan, ctx)?;
+            let options = LowerOptions {
+                memory: selection.memory(),
+            };
+            let mut graph = model.engine(plan, backend, &options)?.session(ctx)?;
             let mut curated = model.curated(ctx)?;
             let r = parity::compare(&mut graph, &mut curated, &prompt, steps, tolerance)?;
             if json {
@@ -424,11 +465,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn run_plan(model: &Model, plan: Plan, gen: &GenArgs) -> Result<()> {
-    if gen.backend == Backend::Gpu {
-        bail!("the gpu backend is not built yet; use --backend cpu");
-    }
-    run_forward(model, gen, |ctx| Ok(model.cpu(plan, ctx)?))
+fn run_plan(model: &Model, plan: Plan, passes: &PassSelection, gen: &GenArgs) -> Result<()> {
+    let options = LowerOptions {
+        memory: passes.memory(),
+    };
+    let engine = model.engine(plan, gen.backend.kind()?, &options)?;
+    run_forward(model, gen, |ctx| Ok(engine.session(ctx)?))
 }
 
 /// Generates with the forward `make(ctx)` builds, streaming or printing JSON.

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use weft_runtime::quant_mix::QuantMix;
-use weft_runtime::{Model, PassSelection};
+use weft_runtime::{BackendKind, Model, PassSelection};
 
 fn config(name: &str) -> String {
     let p = fixtures().join("standins").join(name).join("config.json");
@@ -83,5 +83,5 @@ fn gemma_4_31b_budget_follows_its_layer_kinds() {
     );
     // A config-only model compiles but does not run.
     let plan = m.compile(&PassSelection::all()).unwrap().plan;
-    assert!(m.cpu(plan, 8).is_err());
+    assert!(m.session(BackendKind::Cpu, plan, 8).is_err());
 }

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use weft_runtime::{parity, Model, PassSelection};
+use weft_runtime::{parity, BackendKind, Model, PassSelection};
 
 fn gemma() -> &'static Model {
     open_shared("gemma3-270m")
@@ -78,7 +78,7 @@ fn matches_transformers_and_llama_cpp() {
 fn graph_and_curated_agree() {
     let prompt = gemma().encode("Once upon a time").unwrap();
     let plan = gemma().compile(&PassSelection::all()).unwrap().plan;
-    let mut g = gemma().cpu(plan, prompt.len() + 33).unwrap();
+    let mut g = gemma().session(BackendKind::Cpu, plan, prompt.len() + 33).unwrap();
     let mut c = gemma().curated(prompt.len() + 33).unwrap();
     let r = parity::compare(&mut g, &mut c, &prompt, 32, 1e-4).unwrap();
     eprintln!(

@@ -4,11 +4,12 @@
 
 use proptest::prelude::*;
 use std::collections::HashMap;
-use weft_cpu::CpuProgram;
+use weft_backend::{Backend, LowerOptions, Logits};
+use weft_reference::Reference;
 use weft_ir::{
     DType, Graph, ModelStamp, NodeId, Op, Plan, RopeLayout, RopeScaling, WeightProvider, WeightView,
 };
-use weft_passes::{optimize, plan_memory, PassSelection, PIPELINE};
+use weft_passes::{optimize, PassSelection, PIPELINE};
 
 struct Weights(HashMap<String, WeightView>);
 
@@ -244,16 +245,14 @@ fn stamp() -> ModelStamp {
 
 /// Logits after a 3-token prefill and two decode steps, concatenated.
 fn run(g: &Graph, w: &Weights, memory: bool) -> Vec<f32> {
-    let mut plan = Plan::from_graph(g, "random", stamp(), Default::default(), vec![]);
-    if memory {
-        plan_memory(&mut plan);
-    }
-    let mut p = CpuProgram::new(plan, w, 8).unwrap();
+    let plan = Plan::from_graph(g, "random", stamp(), Default::default(), vec![]);
+    let exe = Reference.lower(plan, w, &LowerOptions { memory }).unwrap();
+    let mut p = exe.session(8).unwrap();
     let mut all = Vec::new();
     for step in [&[3u32, 17, 5][..], &[9], &[30]] {
-        let (l, rows) = p.execute(step).unwrap();
-        assert_eq!(rows, 1);
-        all.extend_from_slice(l);
+        let out = p.forward(step, Logits::Last).unwrap();
+        assert_eq!(out.rows, 1);
+        all.extend_from_slice(out.logits);
     }
     all
 }

@@ -1,6 +1,6 @@
 //! Shape-true stand-ins for Qwen3-0.6B and Qwen2.5-Coder-1.5B: the published config.json
 //! cut to 2 layers with the real widths (vocab 151936, Qwen3's head_dim 128 where
-//! hidden/heads is 64), BF16 weights drawn by `weft_runtime::synth`, against transformers
+//! hidden/heads is 64), BF16 weights drawn by `synth (tests/synth)`, against transformers
 //! run on the same weights (`scripts/standins/make_standins.py`).
 //!
 //! The weights are generated here, into `$WEFT_HOME/standins/<name>-<spec hash>/` (kept
@@ -15,7 +15,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use weft_ir::DType;
-use weft_runtime::{synth, weft_home};
+mod synth;
+use weft_runtime::weft_home;
 
 #[test]
 fn qwen3_0_6b_standin_matches_transformers() {
@@ -165,7 +166,7 @@ fn standin_dir(name: &str, s: &Spec) -> PathBuf {
     }
     if let Some(why) = bad {
         panic!(
-            "{name}: generator parity: weft_runtime::synth and scripts/standins/make_standins.py \
+            "{name}: generator parity: synth (tests/synth) and scripts/standins/make_standins.py \
              disagree on {why}; the references cannot be trusted until they agree"
         );
     }

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use weft_runtime::{Forward, PassSelection};
+use weft_runtime::{BackendKind, Forward, PassSelection};
 
 /// (directory, weights inside it or "" for the HF directory itself, reference file)
 const CASES: &[(&str, &str, &str)] = &[
@@ -33,10 +33,10 @@ fn passes_off_gives_identical_logits() {
     let model = open_shared(tiny("llama-tied").join("model-f32.gguf").to_str().unwrap());
     let input = [0u32, 5, 9, 77, 12];
     let mut on = model
-        .cpu(model.compile(&PassSelection::all()).unwrap().plan, 8)
+        .session(BackendKind::Cpu, model.compile(&PassSelection::all()).unwrap().plan, 8)
         .unwrap();
     let mut off = model
-        .cpu(model.compile(&PassSelection::none()).unwrap().plan, 8)
+        .session(BackendKind::Cpu, model.compile(&PassSelection::none()).unwrap().plan, 8)
         .unwrap();
     let a = on.forward(&input).unwrap().to_vec();
     let b = off.forward(&input).unwrap().to_vec();

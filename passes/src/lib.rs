@@ -1,7 +1,8 @@
 //! weft's graph passes.
 //!
 //! Shape inference always runs (it is validation, not optimisation). The optional
-//! graph passes run in [`PIPELINE`] order, then memory planning on the linear plan.
+//! portable passes run in [`PIPELINE`] order; kernel routing and memory planning are
+//! the backend stage, run at lowering (weft-backend).
 //! Each pass returns log lines for what it changed, and the log says "0 change(s)"
 //! when it changed nothing, so a fusion that does not fire is visible.
 //! docs/passes.md explains the order.

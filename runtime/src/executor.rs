@@ -1,11 +1,10 @@
 //! The one generic generation loop: prompt → prefill (one step for the whole
 //! prompt) → sample → decode step → … until EOS or the token budget. It drives any
-//! [`Forward`]: the graph executor on a backend, or the curated decoder.
+//! [`Forward`]: a session of the graph executor on a backend, or the curated decoder.
 
 use crate::sampler::{Sampler, SamplerParams};
 use crate::RuntimeError;
 use std::time::Instant;
-use weft_cpu::CpuProgram;
 
 /// A model forward pass with its own KV cache.
 pub trait Forward {
@@ -16,22 +15,6 @@ pub trait Forward {
     fn reset(&mut self);
     /// Positions held in the KV cache.
     fn position(&self) -> usize;
-}
-
-impl Forward for CpuProgram {
-    fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
-        let (logits, rows) = CpuProgram::execute(self, tokens)?;
-        let vocab = logits.len() / rows;
-        Ok(&logits[(rows - 1) * vocab..])
-    }
-
-    fn reset(&mut self) {
-        CpuProgram::reset(self)
-    }
-
-    fn position(&self) -> usize {
-        CpuProgram::position(self)
-    }
 }
 
 /// What to generate.

@@ -1,24 +1,27 @@
-//! weft's runtime: model loading, tokenizer, executor, sampler, curated decoder.
+//! weft's runtime: open a [`Model`], compile it into a plan, lower the plan onto a
+//! backend as an [`Engine`] (weights mapped once, shared), open [`GraphSession`]s on it,
+//! and [`generate`] through the one generic loop, getting each token through a callback.
 //!
-//! This is the library API that the CLI (and later the server) is a thin layer
-//! over: open a [`Model`], compile a plan, bind it to a backend, and [`generate`]
-//! through the one generic loop, getting each token through a callback.
-//!
+//! This is the library API that the CLI (and later the server) is a thin layer over.
 //! Invariant: nothing here prints; progress reaches the caller through callbacks.
 
-pub mod curated;
+mod engine;
 mod executor;
-pub mod load;
 mod model;
 pub mod parity;
 pub mod quant_mix;
 pub mod sampler;
-pub mod synth;
+mod threads;
 pub mod tokenizer;
 
+pub use engine::{BackendKind, Engine, GraphSession};
 pub use executor::{generate, Forward, GenParams, Generation, StopReason};
 pub use model::{cached_model_path, resolve, weft_home, Budget, Compiled, Model, SHORT_NAMES};
 pub use sampler::SamplerParams;
+pub use threads::{physical_cores, set_threads};
+pub use weft_backend::{LowerOptions, Logits};
+pub use weft_curated as curated;
+pub use weft_formats as load;
 pub use weft_passes::PassSelection;
 
 /// Every error the runtime reports; each names what it is about.
@@ -31,19 +34,23 @@ pub enum RuntimeError {
     #[error(transparent)]
     Pass(#[from] weft_passes::PassError),
     #[error(transparent)]
-    Cpu(#[from] weft_cpu::CpuError),
+    Backend(#[from] weft_backend::BackendError),
+    #[error(transparent)]
+    Curated(#[from] curated::CuratedError),
     #[error(transparent)]
     Tokenizer(#[from] tokenizer::TokenizerError),
     #[error("fetch: {0}")]
     Fetch(String),
     #[error("plan does not match the model: {0}")]
     PlanMismatch(String),
-    #[error("curated decoder: {0}")]
-    Curated(String),
     #[error("{0} has no tokenizer: give token ids (--tokens 1,2,3) instead of text")]
     NoTokenizer(String),
     #[error("the prompt is empty")]
     EmptyPrompt,
     #[error("{0} is a config.json without weights: it can be inspected (--budget), not run")]
     NoWeights(String),
+    #[error("unknown backend '{0}' (known: reference, cpu)")]
+    UnknownBackend(String),
+    #[error("threads: {0}")]
+    Threads(String),
 }

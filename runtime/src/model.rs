@@ -1,16 +1,17 @@
 //! Opening a model (a path or a short name of a fetched one), compiling it into a
 //! plan, and binding a plan to a backend.
 
-use crate::curated::Curated;
-use crate::load::{ModelSource, SourceKind};
+use crate::engine::{BackendKind, Engine, GraphSession};
 use crate::quant_mix::QuantMix;
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
-use weft_cpu::CpuProgram;
-use weft_families::{Expanded, ModelInfo, TensorMeta};
+use weft_backend::{activation_bytes, plan_memory, LowerOptions};
+use weft_curated::Curated;
+use weft_families::{Expanded, ModelInfo, SourceKind, TensorMeta};
+use weft_formats::ModelSource;
 use weft_ir::{DType, MetaValue, ModelStamp, Plan, PLAN_FORMAT_VERSION};
 use weft_passes::PassSelection;
 
@@ -82,7 +83,10 @@ struct Info<'a>(&'a ModelSource, Option<QuantMix>);
 
 impl ModelInfo for Info<'_> {
     fn source_kind(&self) -> SourceKind {
-        self.0.kind
+        match self.0.kind {
+            weft_formats::SourceKind::Gguf => SourceKind::Gguf,
+            weft_formats::SourceKind::Hf => SourceKind::Hf,
+        }
     }
 
     fn assumed_dtype(
@@ -127,6 +131,15 @@ pub struct Compiled {
     pub compile_ms: f64,
 }
 
+impl Compiled {
+    /// Bytes of the host backends' f32 activations at `seq` positions: `(arena, naive)`,
+    /// the arena as their backend stage lays it out (`memory`), naive one buffer a value.
+    pub fn activation_bytes(&self, seq: usize, memory: bool) -> (usize, usize) {
+        let plan = memory.then(|| plan_memory(&self.plan, 4).0);
+        activation_bytes(&self.plan, plan.as_ref(), seq, 4)
+    }
+}
+
 /// Memory a plan needs, by kind (bytes). The KV cache is f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
@@ -156,9 +169,9 @@ impl Model {
         let path = resolve(spec, progress)?;
         let source = ModelSource::open(&path)?;
         let tokenizer = match (&source.kind, &source.tokenizer_json) {
-            (SourceKind::Gguf, _) => Tokenizer::from_gguf(&source.metadata)?,
-            (SourceKind::Hf, Some(p)) => Some(Tokenizer::from_file(p)?),
-            (SourceKind::Hf, None) => None,
+            (weft_formats::SourceKind::Gguf, _) => Tokenizer::from_gguf(&source.metadata)?,
+            (weft_formats::SourceKind::Hf, Some(p)) => Some(Tokenizer::from_file(p)?),
+            (weft_formats::SourceKind::Hf, None) => None,
         };
         Ok(Model {
             spec: spec.to_string(),
@@ -199,15 +212,26 @@ impl Model {
         Ok(weft_families::expand(&Info(&self.source, assumed))?)
     }
 
-    /// Expands and runs the selected passes.
+    /// Expands and runs the selected portable passes: a plan any backend can lower
+    /// (unless it declines a fused form; see [`Model::compile_for`]).
     pub fn compile(&self, passes: &PassSelection) -> Result<Compiled, RuntimeError> {
-        self.compile_with(passes, |_, _| {})
+        self.compile_with(passes, None, |_, _| {})
     }
 
-    /// Like [`Model::compile`]; `after(pass, graph)` sees the graph after each pass.
+    /// A plan for `backend`: the selected passes less the fusions it declines.
+    pub fn compile_for(
+        &self,
+        passes: &PassSelection,
+        backend: BackendKind,
+    ) -> Result<Compiled, RuntimeError> {
+        self.compile_with(passes, Some(backend), |_, _| {})
+    }
+
+    /// Like [`Model::compile_for`]; `after(pass, graph)` sees the graph after each pass.
     pub fn compile_with(
         &self,
         passes: &PassSelection,
+        backend: Option<BackendKind>,
         after: impl FnMut(&str, &weft_ir::Graph),
     ) -> Result<Compiled, RuntimeError> {
         let t0 = Instant::now();
@@ -216,8 +240,9 @@ impl Model {
         weft_passes::infer_shapes(&mut graph)?;
         let expanded_text = graph.to_text();
         let nodes_expanded = graph.len();
-        // The CPU backend is the one there is; its declined fusions stay unfused.
-        let (passes, declined) = passes.declining(weft_cpu::DECLINED_FUSIONS);
+        // The target backend's declined fusions stay unfused.
+        let declines = backend.map_or(&[][..], |b| b.backend().declined_fusions());
+        let (passes, declined) = passes.declining(declines);
         let mut plan = weft_passes::build_plan(
             graph,
             &passes,
@@ -259,13 +284,20 @@ impl Model {
         let kv_bytes = plan
             .kv_layout()
             .iter()
-            .map(|&(_, nkv, hd)| (2 * ctx * nkv * hd * 4) as u64)
-            .sum();
+            .map(|&(_, nkv, hd)| {
+                [ctx, nkv, hd, 4]
+                    .iter()
+                    .fold(2u64, |a, &d| a.saturating_mul(d as u64))
+            })
+            .fold(0u64, u64::saturating_add);
+        // The f32 activations of the host backends, in their arena.
+        let (memory, _) = plan_memory(&plan, 4);
+        let arena = |seq| activation_bytes(&plan, Some(&memory), seq, 4).0 as u64;
         Ok(Budget {
             weight_bytes: read.values().sum(),
             kv_bytes,
-            arena_decode_bytes: plan.activation_bytes(1).0 as u64,
-            arena_prefill_bytes: plan.activation_bytes(ctx).0 as u64,
+            arena_decode_bytes: arena(1),
+            arena_prefill_bytes: arena(ctx),
         })
     }
 
@@ -294,17 +326,64 @@ impl Model {
         Ok(())
     }
 
-    /// Binds a plan to the CPU backend with room for `max_ctx` positions.
-    pub fn cpu(&self, plan: Plan, max_ctx: usize) -> Result<CpuProgram, RuntimeError> {
+    /// Runs more passes on a written plan (they add to what compile ran): a plan
+    /// compiled with `--passes none` can be optimised at `exec`.
+    pub fn reoptimize(
+        &self,
+        plan: &Plan,
+        passes: &PassSelection,
+        backend: BackendKind,
+    ) -> Result<Plan, RuntimeError> {
+        self.check_plan(plan)?;
+        weft_backend::validate_plan(plan)?;
+        let mut graph = plan.to_graph();
+        weft_passes::infer_shapes(&mut graph)?;
+        let (passes, declined) = passes.declining(backend.backend().declined_fusions());
+        let mut out = weft_passes::build_plan(
+            graph,
+            &passes,
+            &plan.family,
+            plan.model.clone(),
+            plan.hparams.clone(),
+            |_, _| {},
+        )?;
+        out.pass_log.splice(0..0, declined);
+        Ok(out)
+    }
+
+    /// Lowers a plan onto `backend` with this model's weights (checked against the
+    /// plan's stamp); the engine opens sessions.
+    pub fn engine(
+        &self,
+        plan: Plan,
+        backend: BackendKind,
+        options: &LowerOptions,
+    ) -> Result<Engine, RuntimeError> {
         self.runnable()?;
         self.check_plan(&plan)?;
-        Ok(CpuProgram::new(plan, &self.source, max_ctx)?)
+        Ok(Engine::new(backend.backend().lower(
+            plan,
+            &self.source,
+            options,
+        )?))
+    }
+
+    /// One session of a plan on `backend` with room for `max_ctx` positions (an engine
+    /// of its own; open an [`Engine`] to share the weights between sessions).
+    pub fn session(
+        &self,
+        backend: BackendKind,
+        plan: Plan,
+        max_ctx: usize,
+    ) -> Result<GraphSession, RuntimeError> {
+        self.engine(plan, backend, &LowerOptions::default())?
+            .session(max_ctx)
     }
 
     /// The hand-written decoder over the same weights.
     pub fn curated(&self, max_ctx: usize) -> Result<Curated, RuntimeError> {
         self.runnable()?;
-        Curated::new(&self.source, max_ctx)
+        Ok(Curated::new(&self.source, max_ctx)?)
     }
 
     fn runnable(&self) -> Result<(), RuntimeError> {

@@ -6,10 +6,10 @@
 //! Every fixture is required: a missing file fails the test.
 
 use std::path::{Path, PathBuf};
-use weft_curated::Curated;
+use weft_curated::{Curated, CuratedError};
 use weft_formats::ModelSource;
 use weft_runtime::sampler::argmax;
-use weft_runtime::{resolve, Forward, RuntimeError};
+use weft_runtime::resolve;
 
 const REL_TOL: f32 = 1e-3;
 const GREEDY_STEPS: usize = 16;
@@ -225,7 +225,7 @@ fn gpt2_beyond_learned_positions_is_an_error() {
     let mut m = open(&path, 128);
     let prompt = vec![0u32; 65];
     match m.forward(&prompt) {
-        Err(RuntimeError::Curated(msg)) => assert!(msg.contains("learned 64"), "{msg}"),
+        Err(CuratedError::Model(msg)) => assert!(msg.contains("learned 64"), "{msg}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("65 positions with 64 learned should be refused"),
     }
@@ -247,7 +247,7 @@ fn unsupported_architecture_is_a_clear_error() {
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
     let src = ModelSource::open(&dir).unwrap();
     match Curated::new(&src, 8) {
-        Err(RuntimeError::Curated(msg)) => {
+        Err(CuratedError::Model(msg)) => {
             assert!(
                 msg.contains("'frobnicator'") && msg.contains("handles"),
                 "{msg}"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use weft_runtime::sampler::argmax;
-use weft_runtime::{parity, Forward, Model, PassSelection};
+use weft_runtime::{parity, BackendKind, Forward, Model, PassSelection};
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -100,7 +100,7 @@ pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
     let want_greedy = ids(&r["greedy"]);
     let model = open_shared(path.to_str().unwrap());
     let plan = model.compile(&PassSelection::all()).unwrap().plan;
-    let mut graph = model.cpu(plan, input.len() + want_greedy.len()).unwrap();
+    let mut graph = model.session(BackendKind::Cpu, plan, input.len() + want_greedy.len()).unwrap();
 
     let logits = graph.forward(&input).unwrap().to_vec();
     let rel = max_abs_diff(&logits, &want_logits) / max_abs(&want_logits);
@@ -116,7 +116,7 @@ pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
     );
     // Every pass off must give the same logits.
     let mut bare = model
-        .cpu(
+        .session(BackendKind::Cpu, 
             model.compile(&PassSelection::none()).unwrap().plan,
             input.len() + 1,
         )
@@ -129,7 +129,7 @@ pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
     );
 
     let mut graph = model
-        .cpu(
+        .session(BackendKind::Cpu, 
             model.compile(&PassSelection::all()).unwrap().plan,
             input.len() + 17,
         )
@@ -170,7 +170,7 @@ pub fn llama_cpp_decided_steps(gaps: &[f32]) -> usize {
 /// last-prompt-position logits and the greedy tokens.
 pub fn greedy_run(model: &Model, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
     let plan = model.compile(&PassSelection::all()).unwrap().plan;
-    let mut g = model.cpu(plan, prompt.len() + steps).unwrap();
+    let mut g = model.session(BackendKind::Cpu, plan, prompt.len() + steps).unwrap();
     let logits = g.forward(prompt).unwrap().to_vec();
     let tokens = greedy_after(&mut g, &logits, steps);
     (logits, tokens)

@@ -28,8 +28,6 @@
 //!   (no spaces, tensors in the order given, padded with spaces to a multiple of 8 bytes),
 //!   then the tensors' bytes in that order; the Python twin writes the same bytes.
 
-use crate::load::LoadError;
-use crate::RuntimeError;
 use rayon::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -249,12 +247,12 @@ pub fn write_safetensors(
     tensors: &[(String, Vec<usize>)],
     seed: u64,
     dtype: DType,
-) -> Result<(), RuntimeError> {
-    let fail = |msg: String| RuntimeError::Load(LoadError::corrupt(path, msg));
+) -> Result<(), String> {
+    let fail = |msg: String| format!("{}: {msg}", path.display());
     let header = safetensors_header(tensors, dtype).map_err(|e| fail(e.to_string()))?;
     let width = dtype_width(dtype).map_err(|e| fail(e.to_string()))?;
     let tmp = temp_path(path);
-    let result = (|| -> Result<(), RuntimeError> {
+    let result = (|| -> Result<(), String> {
         let io = |what: &str, e: std::io::Error| fail(format!("writing {what}: {e}"));
         let mut file = std::fs::File::create(&tmp).map_err(|e| io("a temporary file", e))?;
         file.write_all(&header).map_err(|e| io("the header", e))?;
@@ -401,7 +399,7 @@ mod tests {
                 }
             }
             std::fs::write(dir.join("config.json"), r#"{"model_type": "test"}"#).unwrap();
-            let src = crate::load::ModelSource::open(&dir).unwrap();
+            let src = weft_formats::ModelSource::open(&dir).unwrap();
             let t = src.tensor("b.weight").unwrap();
             assert_eq!((t.dtype, t.shape.clone()), (Some(dtype), vec![3, 4]));
         }

@@ -1,0 +1,132 @@
+//! The engine: a plan lowered onto a backend with the model's weights, shared by any
+//! number of sessions (and threads); a session is one sequence with its own KV cache.
+
+use crate::{Forward, RuntimeError};
+use std::sync::Arc;
+use weft_backend::{Backend, Executable, Logits, Session};
+use weft_ir::Plan;
+
+/// The backends this build can run plans on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// The scalar interpreter every other backend is checked against.
+    Reference,
+    /// The fast CPU backend.
+    Cpu,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 2] = [BackendKind::Reference, BackendKind::Cpu];
+
+    pub fn backend(self) -> &'static dyn Backend {
+        match self {
+            BackendKind::Reference => &weft_reference::Reference,
+            BackendKind::Cpu => &weft_cpu::Cpu,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.backend().name()
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self, RuntimeError> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| RuntimeError::UnknownBackend(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A lowered plan with its weights: cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    exe: Arc<dyn Executable>,
+}
+
+impl Engine {
+    pub(crate) fn new(exe: Arc<dyn Executable>) -> Self {
+        Engine { exe }
+    }
+
+    /// A new sequence with room for `max_ctx` positions.
+    pub fn session(&self, max_ctx: usize) -> Result<GraphSession, RuntimeError> {
+        Ok(GraphSession {
+            inner: Arc::clone(&self.exe).session(max_ctx)?,
+        })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.exe.backend()
+    }
+
+    pub fn plan(&self) -> &Plan {
+        self.exe.plan()
+    }
+
+    /// The plan after the backend stage, as text.
+    pub fn lowered_text(&self) -> String {
+        self.exe.lowered_text()
+    }
+}
+
+/// One sequence on an [`Engine`].
+pub struct GraphSession {
+    inner: Box<dyn Session>,
+}
+
+impl GraphSession {
+    /// Runs `tokens` at the next positions; the logits of every one of them, as
+    /// `(rows × vocab, rows)`.
+    pub fn forward_all(&mut self, tokens: &[u32]) -> Result<(&[f32], usize), RuntimeError> {
+        let out = self.inner.forward(tokens, Logits::All)?;
+        Ok((out.logits, out.rows))
+    }
+
+    /// Rewinds to the first `pos` positions (a prefix of what ran).
+    pub fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+        Ok(self.inner.truncate(pos)?)
+    }
+
+    pub fn max_ctx(&self) -> usize {
+        self.inner.max_ctx()
+    }
+}
+
+impl Forward for GraphSession {
+    fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+        Ok(self.inner.forward(tokens, Logits::Last)?.last())
+    }
+
+    fn reset(&mut self) {
+        // Position 0 is a prefix of every sequence.
+        let _ = self.inner.truncate(0);
+    }
+
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+}
+
+impl Forward for weft_curated::Curated {
+    fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+        Ok(weft_curated::Curated::forward(self, tokens)?)
+    }
+
+    fn reset(&mut self) {
+        weft_curated::Curated::reset(self)
+    }
+
+    fn position(&self) -> usize {
+        weft_curated::Curated::position(self)
+    }
+}
