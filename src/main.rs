@@ -31,9 +31,9 @@ enum Command {
     /// Compile MODEL and generate from a prompt (compile + exec in one step).
     Run {
         /// A .gguf file, an HF directory (config.json + safetensors), or a short name
-        /// (smollm2-135m, gemma3-270m) that is fetched into $WEFT_HOME when missing.
-        #[arg(default_value = "smollm2-135m")]
-        model: String,
+        /// that scripts/fetch_model.py knows (--list), fetched into $WEFT_HOME when
+        /// missing. Default: the first short name it lists.
+        model: Option<String>,
         /// Optional passes: all, none, a list (tie-alias,dce) or removals (-dce).
         #[arg(long, allow_hyphen_values = true, default_value = "all")]
         passes: String,
@@ -228,6 +228,13 @@ fn real_main() -> Result<()> {
             gen,
         } => {
             let selection = PassSelection::parse(&passes)?;
+            let model = match model {
+                Some(m) => m,
+                None => weft_runtime::short_names()?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow!("the fetch script knows no model; give MODEL"))?,
+            };
             let model = open(&model)?;
             if curated {
                 return run_forward(&model, &gen, |ctx| Ok(model.curated(ctx)?));

@@ -67,7 +67,7 @@ fn compile_then_exec_equals_run_and_checks_weights() {
     let (code, _, err) = weft(&["compile", &tied_gguf(), "-o", plan.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let p = json(&plan);
-    assert_eq!(p["format_version"], 1);
+    assert_eq!(p["format_version"], 2);
     assert!(p["pass_log"]
         .as_array()
         .unwrap()

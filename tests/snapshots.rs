@@ -1,9 +1,10 @@
-//! The expanded and optimised graphs of the llama family, and the pass log, as text
-//! under insta. A changed template, expander or pass shows up here as a diff.
+//! The expanded and optimised graphs of every family, the pass log, and the plan as
+//! the cpu backend lowers it (kernels and arena slots), as text under insta. A changed
+//! template, expander, pass or backend stage shows up here as a diff.
 
 mod common;
 use common::*;
-use weft_runtime::PassSelection;
+use weft_runtime::{BackendKind, LowerOptions, PassSelection};
 
 fn snapshot(name: &str, path: std::path::PathBuf) {
     let model = open_shared(path.to_str().unwrap());
@@ -11,6 +12,10 @@ fn snapshot(name: &str, path: std::path::PathBuf) {
     insta::assert_snapshot!(format!("{name}_expanded"), c.expanded_text);
     insta::assert_snapshot!(format!("{name}_optimized"), c.plan.to_text());
     insta::assert_snapshot!(format!("{name}_pass_log"), c.plan.pass_log.join("\n"));
+    let engine = model
+        .engine(c.plan, BackendKind::Cpu, &LowerOptions::default())
+        .unwrap();
+    insta::assert_snapshot!(format!("{name}_lowered"), engine.lowered_text());
 }
 
 #[test]

@@ -55,20 +55,9 @@ pub trait ModelInfo {
     fn origin(&self) -> String;
 }
 
-/// The built-in templates, by file name.
-pub const TEMPLATES: &[(&str, &str)] = &[
-    ("llama.toml", include_str!("../llama.toml")),
-    ("qwen2.toml", include_str!("../qwen2.toml")),
-    ("qwen3.toml", include_str!("../qwen3.toml")),
-    ("qwen3moe.toml", include_str!("../qwen3moe.toml")),
-    ("phi3.toml", include_str!("../phi3.toml")),
-    ("gemma2.toml", include_str!("../gemma2.toml")),
-    ("gemma3.toml", include_str!("../gemma3.toml")),
-    ("gemma4.toml", include_str!("../gemma4.toml")),
-    ("starcoder2.toml", include_str!("../starcoder2.toml")),
-    ("phi2.toml", include_str!("../phi2.toml")),
-    ("gpt2.toml", include_str!("../gpt2.toml")),
-];
+/// The built-in templates, by file name: every `*.toml` beside this crate's manifest
+/// (listed by build.rs, in name order).
+pub const TEMPLATES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum FamilyError {

@@ -16,7 +16,9 @@ pub mod tokenizer;
 
 pub use engine::{BackendKind, Engine, GraphSession};
 pub use executor::{generate, Forward, GenParams, Generation, StopReason};
-pub use model::{cached_model_path, resolve, weft_home, Budget, Compiled, Model, SHORT_NAMES};
+pub use model::{
+    cached_model_path, resolve, short_names, weft_home, Budget, Compiled, Model,
+};
 pub use sampler::SamplerParams;
 pub use threads::{physical_cores, set_threads};
 pub use weft_backend::{LowerOptions, Logits};

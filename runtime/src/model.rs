@@ -15,9 +15,6 @@ use weft_formats::ModelSource;
 use weft_ir::{DType, MetaValue, ModelStamp, Plan, PLAN_FORMAT_VERSION};
 use weft_passes::PassSelection;
 
-/// Models that `scripts/fetch_model.py` knows, by short name.
-pub const SHORT_NAMES: &[&str] = &["smollm2-135m", "gemma3-270m"];
-
 /// The script that fetches short-named models (part of this repository).
 const FETCH_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch_model.py");
 
@@ -37,12 +34,43 @@ pub fn cached_model_path(name: &str) -> PathBuf {
     weft_home().join("models").join(format!("{name}.gguf"))
 }
 
+/// The short names the fetch script knows, in its order (the first is the default
+/// model). The table lives in the script, so no model name is compiled in.
+pub fn short_names() -> Result<Vec<String>, RuntimeError> {
+    let out = Command::new("python3")
+        .arg(FETCH_SCRIPT)
+        .arg("--list")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| RuntimeError::Fetch(format!("could not run python3 {FETCH_SCRIPT}: {e}")))?;
+    if !out.status.success() {
+        return Err(RuntimeError::Fetch(format!(
+            "{FETCH_SCRIPT} --list failed ({})",
+            out.status
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// Whether `spec` can only be a short name: a bare word, not a path of any kind.
+fn is_short_name(spec: &str) -> bool {
+    !spec.is_empty()
+        && spec
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Resolves `spec` (a path, or a short name) to a file or directory, fetching a
 /// short-named model that is not cached yet. `progress` hears what is happening;
-/// the fetch script reports its own progress on stderr.
+/// the fetch script reports its own progress (and unknown names) on stderr.
 pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, RuntimeError> {
     let path = Path::new(spec);
-    if path.exists() || !SHORT_NAMES.contains(&spec) {
+    if path.exists() || !is_short_name(spec) {
         return Ok(path.to_path_buf());
     }
     let cached = cached_model_path(spec);
