@@ -89,7 +89,9 @@ pub enum BackendError {
     ContextFull { needed: usize, max_ctx: usize },
     #[error("cannot truncate to position {to}: the session holds {position}")]
     Truncate { to: usize, position: usize },
-    #[error("token id {id} (position {pos}) is out of range for '{tensor}', which has {rows} rows")]
+    #[error(
+        "token id {id} (position {pos}) is out of range for '{tensor}', which has {rows} rows"
+    )]
     TokenOutOfRange {
         tensor: String,
         id: u32,

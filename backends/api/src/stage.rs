@@ -76,7 +76,10 @@ pub fn backend_stage(
             Some(r)
         })
         .collect();
-    log.push(format!("quant-route ({backend}): {} matmul(s)", lines.len()));
+    log.push(format!(
+        "quant-route ({backend}): {} matmul(s)",
+        lines.len()
+    ));
     log.append(&mut lines);
     let memory = memory.then(|| {
         let (m, lines) = plan_memory(plan, elem_bytes);
@@ -98,9 +101,16 @@ impl Stage {
         for i in 0..plan.steps.len() {
             s += &plan.step_text(i);
             if let Some(r) = self.routes.get(i).copied().flatten() {
-                s += &format!("  [{} decode={:?} prefill={:?}]", r.dtype, r.decode, r.prefill);
+                s += &format!(
+                    "  [{} decode={:?} prefill={:?}]",
+                    r.dtype, r.decode, r.prefill
+                );
             }
-            if let Some(slot) = self.memory.as_ref().and_then(|m| m.slots.get(i).copied().flatten()) {
+            if let Some(slot) = self
+                .memory
+                .as_ref()
+                .and_then(|m| m.slots.get(i).copied().flatten())
+            {
                 s += &format!("  @slot{slot}");
             }
             s.push('\n');
