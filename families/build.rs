@@ -13,7 +13,11 @@ fn main() {
     files.sort();
     let mut out = String::from("&[\n");
     for f in &files {
-        writeln!(out, "    ({f:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{f}\"))),").unwrap();
+        writeln!(
+            out,
+            "    ({f:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{f}\"))),"
+        )
+        .unwrap();
     }
     out += "]\n";
     let dest = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("templates.rs");

@@ -161,7 +161,9 @@ impl BackendArg {
         match self {
             BackendArg::Reference => Ok(BackendKind::Reference),
             BackendArg::Cpu => Ok(BackendKind::Cpu),
-            BackendArg::Gpu => bail!("the gpu backend is not built yet; use --backend cpu or reference"),
+            BackendArg::Gpu => {
+                bail!("the gpu backend is not built yet; use --backend cpu or reference")
+            }
         }
     }
 }

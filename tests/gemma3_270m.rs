@@ -78,7 +78,9 @@ fn matches_transformers_and_llama_cpp() {
 fn graph_and_curated_agree() {
     let prompt = gemma().encode("Once upon a time").unwrap();
     let plan = gemma().compile(&PassSelection::all()).unwrap().plan;
-    let mut g = gemma().session(BackendKind::Cpu, plan, prompt.len() + 33).unwrap();
+    let mut g = gemma()
+        .session(BackendKind::Cpu, plan, prompt.len() + 33)
+        .unwrap();
     let mut c = gemma().curated(prompt.len() + 33).unwrap();
     let r = parity::compare(&mut g, &mut c, &prompt, 32, 1e-4).unwrap();
     eprintln!(

@@ -4,12 +4,12 @@
 
 use proptest::prelude::*;
 use std::collections::HashMap;
-use weft_backend::{Backend, LowerOptions, Logits};
-use weft_reference::Reference;
+use weft_backend::{Backend, Logits, LowerOptions};
 use weft_ir::{
     DType, Graph, ModelStamp, NodeId, Op, Plan, RopeLayout, RopeScaling, WeightProvider, WeightView,
 };
 use weft_passes::{optimize, PassSelection, PIPELINE};
+use weft_reference::Reference;
 
 struct Weights(HashMap<String, WeightView>);
 

@@ -81,7 +81,9 @@ fn graph_and_curated_agree_for_32_steps() {
         let model = smollm2();
         let prompt = model.encode(p).unwrap();
         let plan = model.compile(&PassSelection::all()).unwrap().plan;
-        let mut g = model.session(BackendKind::Cpu, plan, prompt.len() + 33).unwrap();
+        let mut g = model
+            .session(BackendKind::Cpu, plan, prompt.len() + 33)
+            .unwrap();
         let mut c = model.curated(prompt.len() + 33).unwrap();
         let r = parity::compare(&mut g, &mut c, &prompt, 32, 1e-4).unwrap();
         eprintln!(
@@ -103,13 +105,15 @@ fn passes_on_and_off_give_the_same_logits() {
     let model = smollm2();
     let prompt = model.encode(PROMPTS[0]).unwrap();
     let mut on = model
-        .session(BackendKind::Cpu, 
+        .session(
+            BackendKind::Cpu,
             model.compile(&PassSelection::all()).unwrap().plan,
             prompt.len() + 1,
         )
         .unwrap();
     let mut off = model
-        .session(BackendKind::Cpu, 
+        .session(
+            BackendKind::Cpu,
             model.compile(&PassSelection::none()).unwrap().plan,
             prompt.len() + 1,
         )

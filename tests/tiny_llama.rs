@@ -33,10 +33,18 @@ fn passes_off_gives_identical_logits() {
     let model = open_shared(tiny("llama-tied").join("model-f32.gguf").to_str().unwrap());
     let input = [0u32, 5, 9, 77, 12];
     let mut on = model
-        .session(BackendKind::Cpu, model.compile(&PassSelection::all()).unwrap().plan, 8)
+        .session(
+            BackendKind::Cpu,
+            model.compile(&PassSelection::all()).unwrap().plan,
+            8,
+        )
         .unwrap();
     let mut off = model
-        .session(BackendKind::Cpu, model.compile(&PassSelection::none()).unwrap().plan, 8)
+        .session(
+            BackendKind::Cpu,
+            model.compile(&PassSelection::none()).unwrap().plan,
+            8,
+        )
         .unwrap();
     let a = on.forward(&input).unwrap().to_vec();
     let b = off.forward(&input).unwrap().to_vec();

@@ -13,11 +13,11 @@ mod rope;
 mod spec;
 mod weights;
 
-use weft_formats::ModelSource;
 use rayon::prelude::*;
 use spec::{LayerKind, Spec};
-use weft_quant::kernel_for;
+use weft_formats::ModelSource;
 use weft_ir::{MetaValue, WeightView};
+use weft_quant::kernel_for;
 use weights::{Ffn, Layer, Loader, Mlp, Norm, PerLayerInputs};
 
 /// What the curated decoder reports: the model's file, or what of it it cannot run.

@@ -1,10 +1,10 @@
 //! Rope inverse frequencies and the scalings the files declare.
 
 use super::spec::Keys;
-use weft_formats::ModelSource;
 use crate::CuratedError;
-use weft_quant::kernel_for;
+use weft_formats::ModelSource;
 use weft_ir::MetaValue;
+use weft_quant::kernel_for;
 
 pub(super) enum Scaling {
     None,

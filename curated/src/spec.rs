@@ -2,8 +2,8 @@
 //! `<arch>.*` keys or HF `config.json` keys), never from a template.
 
 use super::rope::{self, Scaling};
-use weft_formats::{ModelSource, SourceKind};
 use crate::CuratedError;
+use weft_formats::{ModelSource, SourceKind};
 use weft_ir::MetaValue;
 
 /// The families the curated decoder knows; each is a set of flags below.

@@ -1,11 +1,11 @@
 //! The tensors of one layer, by their names in each source, with shape checks.
 
 use super::spec::{Family, Spec};
-use weft_formats::ModelSource;
 use crate::CuratedError;
 use rayon::prelude::*;
-use weft_quant::kernel_for;
+use weft_formats::ModelSource;
 use weft_ir::WeightView;
+use weft_quant::kernel_for;
 
 /// A matrix, or a run of rows of a stored matrix (fused qkv / gate-up, one
 /// expert of a 3-D expert tensor): the rows are read in place, never copied.

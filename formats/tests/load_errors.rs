@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use weft_ir::{DType, MetaValue, WeightProvider};
 use weft_formats::{LoadError, ModelSource, SourceKind};
+use weft_ir::{DType, MetaValue, WeightProvider};
 
 /// A GGUF metadata value to write.
 #[derive(Clone)]

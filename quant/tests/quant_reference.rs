@@ -6,11 +6,11 @@
 #![allow(clippy::needless_range_loop)]
 
 use proptest::prelude::*;
+use weft_ir::DType;
 use weft_quant::{
     kernel_for, BlockFormat, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K,
     Q8_0, TQ1_0, TQ2_0,
 };
-use weft_ir::DType;
 
 /// IEEE half → f32 by the definition (exact in f64, so the cast is exact too).
 fn f16_ref(bits: u16) -> f32 {

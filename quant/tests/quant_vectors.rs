@@ -2,8 +2,8 @@
 //! (fixtures made by scripts/quant_vectors/make_quant_vectors.py).
 
 use std::path::PathBuf;
-use weft_quant::kernel_for;
 use weft_ir::DType;
+use weft_quant::kernel_for;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quant")

@@ -201,6 +201,9 @@ impl Model {
             (weft_formats::SourceKind::Hf, Some(p)) => Some(Tokenizer::from_file(p)?),
             (weft_formats::SourceKind::Hf, None) => None,
         };
+        for w in tokenizer.iter().flat_map(|t| t.warnings()) {
+            progress(w);
+        }
         Ok(Model {
             spec: spec.to_string(),
             source,

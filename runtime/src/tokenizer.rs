@@ -34,8 +34,6 @@ pub enum TokenizerError {
     },
     #[error("tokenizer: unsupported tokenizer.ggml.model '{0}' (expected \"gpt2\" or \"llama\")")]
     UnknownModel(String),
-    #[error("tokenizer: unsupported tokenizer.ggml.pre '{0}' (supported: default, gpt2, gpt-2, smollm, llama-bpe, llama3, qwen2, starcoder)")]
-    UnknownPre(String),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -114,6 +112,8 @@ pub struct Tokenizer {
     bos: Option<u32>,
     add_bos: bool,
     eos: Vec<u32>,
+    /// What the caller should hear about (e.g. an unknown pre-tokenizer's fallback).
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -396,34 +396,95 @@ fn spm_piece_bytes(text: &str) -> Vec<u8> {
     }
 }
 
-/// llama.cpp's pre-tokenizer regexes for a `tokenizer.ggml.pre` value, and
-/// whether it skips merges for words already in the vocabulary.
-fn pre_regexes(pre: &str) -> Result<(Vec<&'static str>, bool), TokenizerError> {
-    const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
-    const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    Ok(match pre {
-        "default" => (
-            vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
-            false,
-        ),
-        "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "roberta-bpe" => (vec![GPT2], false),
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
-            (vec![r"\p{N}", GPT2], false)
-        }
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => (vec![LLAMA3], true),
-        "dbrx" | "smaug-bpe" => (vec![LLAMA3], false),
-        "qwen2" | "stablelm2" | "megrez" | "deepseek-r1-qwen" => (vec![QWEN2], false),
-        other => return Err(TokenizerError::UnknownPre(other.to_string())),
-    })
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// One BPE pre-tokenizer of llama.cpp: the `tokenizer.ggml.pre` names it answers to,
+/// its regexes (applied in turn), whether it skips merges for words already in the
+/// vocabulary, and whether it adds BOS by default. One table, so a name never has a
+/// BOS rule without its regexes.
+struct PreTokenizerRule {
+    names: &'static [&'static str],
+    regexes: &'static [&'static str],
+    ignore_merges: bool,
+    adds_bos: bool,
 }
 
-/// Whether a BPE pre-tokenizer makes llama.cpp add BOS by default.
-fn pre_adds_bos(pre: &str) -> bool {
-    matches!(
-        pre,
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "tekken" | "chameleon"
-    )
+const PRE_TOKENIZERS: &[PreTokenizerRule] = &[
+    PreTokenizerRule {
+        names: &["default"],
+        regexes: &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
+        ignore_merges: false,
+        adds_bos: false,
+    },
+    PreTokenizerRule {
+        names: &[
+            "gpt2",
+            "gpt-2",
+            "phi-2",
+            "mpt",
+            "olmo",
+            "jais",
+            "roberta-bpe",
+        ],
+        regexes: &[GPT2],
+        ignore_merges: false,
+        adds_bos: false,
+    },
+    PreTokenizerRule {
+        names: &[
+            "smollm",
+            "starcoder",
+            "refact",
+            "command-r",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
+        ],
+        regexes: &[r"\p{N}", GPT2],
+        ignore_merges: false,
+        adds_bos: false,
+    },
+    PreTokenizerRule {
+        names: &["llama3", "llama-v3", "llama-bpe", "falcon3"],
+        regexes: &[LLAMA3],
+        ignore_merges: true,
+        adds_bos: true,
+    },
+    PreTokenizerRule {
+        names: &["dbrx", "smaug-bpe"],
+        regexes: &[LLAMA3],
+        ignore_merges: false,
+        adds_bos: false,
+    },
+    PreTokenizerRule {
+        names: &["qwen2", "stablelm2", "megrez", "deepseek-r1-qwen"],
+        regexes: &[QWEN2],
+        ignore_merges: false,
+        adds_bos: false,
+    },
+    PreTokenizerRule {
+        names: &["tekken"],
+        regexes: &[TEKKEN],
+        ignore_merges: true,
+        adds_bos: true,
+    },
+];
+
+/// The pre-tokenizer for a `tokenizer.ggml.pre` value; an unknown value gets the
+/// closest generic rule (GPT-2's) and a warning, so the model still compiles and runs.
+fn pre_tokenizer(pre: &str) -> (&'static PreTokenizerRule, Option<String>) {
+    match PRE_TOKENIZERS.iter().find(|p| p.names.contains(&pre)) {
+        Some(p) => (p, None),
+        None => (
+            &PRE_TOKENIZERS[1],
+            Some(format!(
+                "tokenizer: unknown tokenizer.ggml.pre '{pre}': encoding text with the generic GPT-2 rule, which may split words differently from the model's own"
+            )),
+        ),
+    }
 }
 
 #[derive(PartialEq)]
@@ -657,6 +718,11 @@ fn partition<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fragment<'a>>
 }
 
 impl Tokenizer {
+    /// Warnings from building it, for the caller to pass on.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// Builds the tokenizer a GGUF file describes; `None` when it has none.
     pub fn from_gguf(
         meta: &BTreeMap<String, MetaValue>,
@@ -664,6 +730,7 @@ impl Tokenizer {
         let Some(model) = meta_str(meta, "tokenizer.ggml.model")? else {
             return Ok(None);
         };
+        let mut warnings = Vec::new();
         let tokens = meta_strs(meta, "tokenizer.ggml.tokens")?.ok_or_else(|| {
             TokenizerError::MissingKey {
                 key: "tokenizer.ggml.tokens".into(),
@@ -713,7 +780,9 @@ impl Tokenizer {
         let (model, pieces, default_bos, default_add_bos) = match model {
             "gpt2" => {
                 let pre = meta_str(meta, "tokenizer.ggml.pre")?.unwrap_or("default");
-                let (regexes, ignore_merges) = pre_regexes(pre)?;
+                let (pre_tok, warning) = pre_tokenizer(pre);
+                warnings.extend(warning);
+                let (regexes, ignore_merges) = (pre_tok.regexes, pre_tok.ignore_merges);
                 let merges_meta = meta_strs(meta, "tokenizer.ggml.merges")?.ok_or_else(|| {
                     TokenizerError::MissingKey {
                         key: "tokenizer.ggml.merges".into(),
@@ -784,7 +853,7 @@ impl Tokenizer {
                     },
                     pieces,
                     Some(11),
-                    pre_adds_bos(pre),
+                    pre_tok.adds_bos,
                 )
             }
             "llama" => {
@@ -878,6 +947,7 @@ impl Tokenizer {
             bos,
             add_bos,
             eos,
+            warnings,
         }))
     }
 
@@ -989,6 +1059,7 @@ impl Tokenizer {
             bos,
             add_bos: add_bos.unwrap_or(false),
             eos,
+            warnings: Vec::new(),
         })
     }
 
@@ -1176,5 +1247,35 @@ impl StreamDecoder {
         let s = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         s
+    }
+}
+
+#[cfg(test)]
+mod pre_tokenizer_tests {
+    use super::*;
+
+    /// Every pre-tokenizer's regexes build, and no name is listed twice.
+    #[test]
+    fn every_listed_name_has_regexes_that_build() {
+        let mut seen = std::collections::HashSet::new();
+        for p in PRE_TOKENIZERS {
+            assert!(!p.regexes.is_empty(), "{:?} has no regexes", p.names);
+            for r in p.regexes {
+                Split::new(
+                    SplitPattern::Regex(r.to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .unwrap_or_else(|e| panic!("{:?}: {r:?}: {e}", p.names));
+            }
+            for n in p.names {
+                assert!(seen.insert(*n), "'{n}' is listed twice");
+            }
+        }
+        let (p, warning) = pre_tokenizer("tekken");
+        assert!(p.adds_bos && p.ignore_merges && warning.is_none());
+        let (p, warning) = pre_tokenizer("no-such-pre");
+        assert!(p.names.contains(&"gpt2"));
+        assert!(warning.unwrap().contains("no-such-pre"));
     }
 }

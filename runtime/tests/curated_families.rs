@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use weft_curated::{Curated, CuratedError};
 use weft_formats::ModelSource;
-use weft_runtime::sampler::argmax;
 use weft_runtime::resolve;
+use weft_runtime::sampler::argmax;
 
 const REL_TOL: f32 = 1e-3;
 const GREEDY_STEPS: usize = 16;

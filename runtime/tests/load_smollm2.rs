@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use weft_ir::{DType, WeightProvider};
 use weft_formats::{ModelSource, SourceKind};
+use weft_ir::{DType, WeightProvider};
 
 fn model_path() -> PathBuf {
     weft_runtime::resolve("smollm2-135m", &mut |m| eprintln!("{m}")).expect("fetch smollm2-135m")

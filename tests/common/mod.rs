@@ -100,7 +100,9 @@ pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
     let want_greedy = ids(&r["greedy"]);
     let model = open_shared(path.to_str().unwrap());
     let plan = model.compile(&PassSelection::all()).unwrap().plan;
-    let mut graph = model.session(BackendKind::Cpu, plan, input.len() + want_greedy.len()).unwrap();
+    let mut graph = model
+        .session(BackendKind::Cpu, plan, input.len() + want_greedy.len())
+        .unwrap();
 
     let logits = graph.forward(&input).unwrap().to_vec();
     let rel = max_abs_diff(&logits, &want_logits) / max_abs(&want_logits);
@@ -116,7 +118,8 @@ pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
     );
     // Every pass off must give the same logits.
     let mut bare = model
-        .session(BackendKind::Cpu, 
+        .session(
+            BackendKind::Cpu,
             model.compile(&PassSelection::none()).unwrap().plan,
             input.len() + 1,
         )
@@ -128,8 +131,30 @@ pub fn check_against_reference(dir: &Path, weights: &str, reference: &str) {
         "{label}: passes on vs off differ by {rel_off:.2e}"
     );
 
+    // The same plan on the reference backend: within 1e-5 relative of the cpu backend.
+    let plan = model.compile(&PassSelection::all()).unwrap().plan;
+    let mut cpu = model
+        .session(BackendKind::Cpu, plan.clone(), input.len() + 9)
+        .unwrap();
+    let mut reference = model
+        .session(BackendKind::Reference, plan, input.len() + 9)
+        .unwrap();
+    let rep = parity::compare(&mut cpu, &mut reference, &input, 8, 1e-5).unwrap();
+    eprintln!(
+        "{label}: cpu vs reference backend max rel {:.2e}, tokens agree {}",
+        rep.max_rel(),
+        rep.tokens_agree()
+    );
+    assert!(
+        rep.passed(),
+        "{label}: cpu vs reference backend: rel {:.2e}, tokens agree {}",
+        rep.max_rel(),
+        rep.tokens_agree()
+    );
+
     let mut graph = model
-        .session(BackendKind::Cpu, 
+        .session(
+            BackendKind::Cpu,
             model.compile(&PassSelection::all()).unwrap().plan,
             input.len() + 17,
         )
@@ -170,7 +195,9 @@ pub fn llama_cpp_decided_steps(gaps: &[f32]) -> usize {
 /// last-prompt-position logits and the greedy tokens.
 pub fn greedy_run(model: &Model, prompt: &[u32], steps: usize) -> (Vec<f32>, Vec<u32>) {
     let plan = model.compile(&PassSelection::all()).unwrap().plan;
-    let mut g = model.session(BackendKind::Cpu, plan, prompt.len() + steps).unwrap();
+    let mut g = model
+        .session(BackendKind::Cpu, plan, prompt.len() + steps)
+        .unwrap();
     let logits = g.forward(prompt).unwrap().to_vec();
     let tokens = greedy_after(&mut g, &logits, steps);
     (logits, tokens)

@@ -1,9 +1,9 @@
 //! Matrix products against stored weights, and the embedding lookup.
 
-use weft_backend::MatKernel;
-use weft_quant::{dot_f32, kernel_for, QuantKernel};
 use rayon::prelude::*;
+use weft_backend::MatKernel;
 use weft_ir::WeightView;
+use weft_quant::{dot_f32, kernel_for, QuantKernel};
 
 /// Elements of weight (times rows of x) one rayon task should cover at least,
 /// so that small products do not drown in scheduling.

@@ -1,8 +1,8 @@
 //! matmul and gather_rows against naive loops over decoded rows, for every type.
 
 use weft_cpu::matmul::{gather_rows, matmul};
-use weft_quant::kernel_for;
 use weft_ir::{DType, WeightView};
+use weft_quant::kernel_for;
 
 /// xorshift64*: deterministic data without a rand dependency.
 struct Rng(u64);

@@ -89,9 +89,10 @@ impl<K: Kernels> HostExecutable<K> {
         validate_plan(&plan)?;
         for (i, st) in plan.steps.iter().enumerate() {
             let form = match st.node.op {
-                Op::MatMul { bias: true, .. } | Op::MatMul { softcap: Some(_), .. } => {
-                    "matmul_epilogue"
-                }
+                Op::MatMul { bias: true, .. }
+                | Op::MatMul {
+                    softcap: Some(_), ..
+                } => "matmul_epilogue",
                 Op::AddRmsNorm { .. } => "add_rms_norm",
                 Op::Glu { .. } => "glu",
                 Op::Elementwise { .. } => "elementwise",
@@ -206,8 +207,8 @@ impl<K: Kernels> HostExecutable<K> {
         }
         let mut after_last = vec![false; n];
         for (i, st) in plan.steps.iter().enumerate() {
-            after_last[i] = matches!(st.node.op, Op::LastPosition)
-                || st.inputs.iter().any(|&j| after_last[j]);
+            after_last[i] =
+                matches!(st.node.op, Op::LastPosition) || st.inputs.iter().any(|&j| after_last[j]);
         }
         let (slot, n_slots) = match &stage.memory {
             Some(m) if m.slots.len() == n => (
@@ -288,7 +289,9 @@ fn zeroed(rows: usize, width: usize, what: &str) -> Result<Vec<f32>, BackendErro
         what: format!("{what} ({rows} positions × {width})"),
         bytes: rows as u128 * width as u128 * 4,
     };
-    let n = n.filter(|n| n.checked_mul(4).is_some()).ok_or_else(too_big)?;
+    let n = n
+        .filter(|n| n.checked_mul(4).is_some())
+        .ok_or_else(too_big)?;
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| too_big())?;
     v.resize(n, 0.0);

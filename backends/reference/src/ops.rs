@@ -1,9 +1,9 @@
 //! Reference kernels for the non-matmul ops, on row-major f32 activations.
 //! Written for clarity first; a later issue moves the hot ones to SIMD and the JIT.
 
-use weft_quant::kernel_for;
 use rayon::prelude::*;
 use weft_ir::{Ew, GluAct, RopeLayout, RopeScaling, WeightView};
+use weft_quant::kernel_for;
 
 /// `x / rms(x) · (w + offset)` over each group of `w.len()` values.
 pub fn rms_norm(

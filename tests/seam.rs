@@ -1,0 +1,167 @@
+//! The backend seam: one engine (weights bound once) serving many sessions, on both
+//! host backends. Sessions interleaved token by token each get exactly what they get
+//! alone; `truncate(k)` then the rest equals a fresh run; all-position logits equal the
+//! last-position logits of step-by-step runs; the real models agree across backends.
+
+mod common;
+use common::*;
+use weft_runtime::sampler::argmax;
+use weft_runtime::{parity, BackendKind, Engine, Forward, LowerOptions, Model, PassSelection};
+
+fn engine(model: &Model, backend: BackendKind) -> Engine {
+    let plan = model.compile(&PassSelection::all()).unwrap().plan;
+    model
+        .engine(plan, backend, &LowerOptions::default())
+        .unwrap()
+}
+
+fn gemma4() -> &'static Model {
+    open_shared(fixtures().join("families/gemma4").to_str().unwrap())
+}
+
+/// Prompt logits then `n` greedy steps, all logits concatenated.
+fn alone(engine: &Engine, prompt: &[u32], n: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut s = engine.session(prompt.len() + n).unwrap();
+    let mut logits = s.forward(prompt).unwrap().to_vec();
+    let mut all = logits.clone();
+    let mut tokens = vec![];
+    for _ in 0..n {
+        let t = argmax(&logits);
+        tokens.push(t);
+        logits = s.forward(&[t]).unwrap().to_vec();
+        all.extend_from_slice(&logits);
+    }
+    (all, tokens)
+}
+
+#[test]
+fn interleaved_sessions_each_get_what_they_get_alone() {
+    for backend in BackendKind::ALL {
+        let engine = engine(gemma4(), backend);
+        let (pa, pb) = ([1u32, 7, 3, 9], [5u32, 2]);
+        let (want_a, _) = alone(&engine, &pa, 6);
+        let (want_b, _) = alone(&engine, &pb, 6);
+        let mut a = engine.session(16).unwrap();
+        let mut b = engine.session(16).unwrap();
+        let mut la = a.forward(&pa).unwrap().to_vec();
+        let mut lb = b.forward(&pb).unwrap().to_vec();
+        let (mut got_a, mut got_b) = (la.clone(), lb.clone());
+        for _ in 0..6 {
+            la = a.forward(&[argmax(&la)]).unwrap().to_vec();
+            got_a.extend_from_slice(&la);
+            lb = b.forward(&[argmax(&lb)]).unwrap().to_vec();
+            got_b.extend_from_slice(&lb);
+        }
+        assert_eq!(got_a, want_a, "{backend}: session a interleaved");
+        assert_eq!(got_b, want_b, "{backend}: session b interleaved");
+    }
+}
+
+#[test]
+fn sessions_on_threads_share_one_engine() {
+    let engine = engine(gemma4(), BackendKind::Cpu);
+    let prompts: Vec<Vec<u32>> = (0..4).map(|i| vec![1 + i, 7, 3 + 2 * i]).collect();
+    let want: Vec<_> = prompts.iter().map(|p| alone(&engine, p, 5)).collect();
+    let got: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let engine = engine.clone();
+                scope.spawn(move || alone(&engine, p, 5))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(got, want);
+}
+
+#[test]
+fn truncate_then_the_rest_equals_a_fresh_run() {
+    for backend in BackendKind::ALL {
+        let engine = engine(gemma4(), backend);
+        let tokens = [3u32, 1, 4, 1, 5, 9, 2, 6];
+        let mut fresh = engine.session(16).unwrap();
+        let want = fresh.forward(&tokens).unwrap().to_vec();
+        for k in [0, 1, 5, 7] {
+            let mut s = engine.session(16).unwrap();
+            // A different continuation first, then rewind to the shared prefix.
+            s.forward(&tokens[..k.max(1)]).unwrap();
+            s.forward(&[8, 8, 8]).unwrap();
+            s.truncate(k).unwrap();
+            assert_eq!(s.position(), k);
+            let got = s.forward(&tokens[k..]).unwrap().to_vec();
+            assert_eq!(got, want, "{backend}: truncate({k})");
+        }
+        let mut s = engine.session(16).unwrap();
+        s.forward(&tokens[..2]).unwrap();
+        let err = s.truncate(3).unwrap_err().to_string();
+        assert!(err.contains("truncate to position 3"), "{err}");
+    }
+}
+
+#[test]
+fn all_logits_are_each_positions_last_logits() {
+    for backend in BackendKind::ALL {
+        let engine = engine(gemma4(), backend);
+        let tokens = [3u32, 1, 4, 1, 5];
+        let mut s = engine.session(8).unwrap();
+        let (all, rows) = s.forward_all(&tokens).unwrap();
+        assert_eq!(rows, tokens.len());
+        let vocab = all.len() / rows;
+        let mut step = engine.session(8).unwrap();
+        for (i, row) in all.chunks_exact(vocab).enumerate() {
+            let want = step.forward(&tokens[i..=i]).unwrap();
+            let rel = max_abs_diff(row, want) / max_abs(want);
+            assert!(rel <= 1e-5, "{backend}: position {i} differs by {rel:.2e}");
+        }
+    }
+}
+
+/// Both real models, through both backends: the same plan agrees within 1e-5 relative
+/// with the same greedy tokens.
+#[test]
+fn real_models_agree_across_backends() {
+    for name in ["smollm2-135m", "gemma3-270m"] {
+        let model = open_shared(name);
+        let prompt = model.encode("The capital of France is").unwrap();
+        let plan = model.compile(&PassSelection::all()).unwrap().plan;
+        let mut cpu = model
+            .session(BackendKind::Cpu, plan.clone(), prompt.len() + 5)
+            .unwrap();
+        let mut reference = model
+            .session(BackendKind::Reference, plan, prompt.len() + 5)
+            .unwrap();
+        let r = parity::compare(&mut cpu, &mut reference, &prompt, 4, 1e-5).unwrap();
+        eprintln!(
+            "{name}: cpu vs reference max rel {:.2e}, tokens {:?}",
+            r.max_rel(),
+            r.tokens_a
+        );
+        assert!(r.passed(), "{name}: rel {:.2e}", r.max_rel());
+    }
+}
+
+/// A hand-edited plan with an input past its step gives one error naming the step.
+#[test]
+fn malformed_plan_is_refused_at_lowering() {
+    let model = gemma4();
+    let mut plan = model.compile(&PassSelection::all()).unwrap().plan;
+    let i = plan.steps.len() - 2;
+    plan.steps[i].inputs[0] = plan.steps.len() + 5;
+    for backend in BackendKind::ALL {
+        let err = model
+            .engine(plan.clone(), backend, &LowerOptions::default())
+            .err()
+            .expect("a malformed plan is refused")
+            .to_string();
+        assert!(err.contains(&format!("step {i}")), "{err}");
+    }
+}
+
+#[test]
+fn engines_and_sessions_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Engine>();
+    send::<weft_runtime::GraphSession>();
+}
