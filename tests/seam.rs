@@ -165,3 +165,53 @@ fn engines_and_sessions_cross_threads() {
     send_sync::<Engine>();
     send::<weft_runtime::GraphSession>();
 }
+
+/// A backend that declines a fused form refuses a plan that uses it, naming the step,
+/// and runs the plan compiled without that fusion to the same logits.
+#[test]
+fn declined_fusions_are_refused_or_left_unfused() {
+    use weft_backend::{Logits, MatKernel, Route};
+    use weft_ir::{DType, WeightView};
+    use weft_reference::{host, Kernels, Scalar};
+    struct NoGlu;
+    impl Kernels for NoGlu {
+        const NAME: &'static str = "no-glu";
+        const DECLINED: &'static [&'static str] = &["glu"];
+        fn route(dtype: DType, one_row: bool) -> Route {
+            Scalar::route(dtype, one_row)
+        }
+        fn matmul(x: &[f32], m: usize, ws: &[&WeightView], k: MatKernel, out: &mut [f32]) {
+            Scalar::matmul(x, m, ws, k, out)
+        }
+        fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
+            Scalar::gather_rows(w, ids, out)
+        }
+    }
+    let model = gemma4();
+    let fused = model.compile(&PassSelection::all()).unwrap().plan;
+    let err = host::lower::<NoGlu>(fused.clone(), &model.source, &LowerOptions::default())
+        .err()
+        .expect("a glu step is refused")
+        .to_string();
+    assert!(err.contains("does not run glu"), "{err}");
+    let (selection, log) = PassSelection::all().declining(NoGlu::DECLINED);
+    assert!(log[0].contains("declined"), "{log:?}");
+    let unfused = weft_passes::build_plan(
+        model.expand().unwrap().graph,
+        &selection,
+        &fused.family,
+        fused.model.clone(),
+        fused.hparams.clone(),
+        |_, _| {},
+    )
+    .unwrap();
+    let tokens = [3u32, 1, 4];
+    let run = |exe: std::sync::Arc<dyn weft_backend::Executable>| {
+        let mut s = exe.session(4).unwrap();
+        s.forward(&tokens, Logits::Last).unwrap().logits.to_vec()
+    };
+    let a = run(host::lower::<NoGlu>(unfused, &model.source, &LowerOptions::default()).unwrap());
+    let b = run(host::lower::<Scalar>(fused, &model.source, &LowerOptions::default()).unwrap());
+    let rel = max_abs_diff(&a, &b) / max_abs(&b);
+    assert!(rel <= 1e-5, "unfused vs fused: {rel:.2e}");
+}

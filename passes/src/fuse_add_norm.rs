@@ -12,7 +12,7 @@ impl Pass for FuseAddNorm {
     }
 
     fn produces(&self) -> Option<&'static str> {
-        Some("add_rms_norm")
+        Some(crate::forms::ADD_RMS_NORM)
     }
 
     fn run(&self, g: &mut Graph) -> Vec<String> {

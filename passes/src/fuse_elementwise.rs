@@ -71,7 +71,7 @@ impl Pass for FuseElementwise {
     }
 
     fn produces(&self) -> Option<&'static str> {
-        Some("elementwise")
+        Some(crate::forms::ELEMENTWISE)
     }
 
     fn run(&self, g: &mut Graph) -> Vec<String> {

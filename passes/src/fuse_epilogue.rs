@@ -12,7 +12,7 @@ impl Pass for FuseEpilogue {
     }
 
     fn produces(&self) -> Option<&'static str> {
-        Some("matmul_epilogue")
+        Some(crate::forms::MATMUL_EPILOGUE)
     }
 
     fn run(&self, g: &mut Graph) -> Vec<String> {

@@ -39,7 +39,7 @@ impl Pass for FuseGlu {
     }
 
     fn produces(&self) -> Option<&'static str> {
-        Some("glu")
+        Some(crate::forms::GLU)
     }
 
     fn run(&self, g: &mut Graph) -> Vec<String> {

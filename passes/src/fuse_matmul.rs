@@ -18,7 +18,7 @@ impl Pass for FuseMatmul {
     }
 
     fn produces(&self) -> Option<&'static str> {
-        Some("matmul_multi")
+        Some(crate::forms::MATMUL_MULTI)
     }
 
     fn run(&self, g: &mut Graph) -> Vec<String> {

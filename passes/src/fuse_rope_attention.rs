@@ -12,7 +12,7 @@ impl Pass for FuseRopeAttention {
     }
 
     fn produces(&self) -> Option<&'static str> {
-        Some("attention_rope")
+        Some(crate::forms::ATTENTION_ROPE)
     }
 
     fn run(&self, g: &mut Graph) -> Vec<String> {

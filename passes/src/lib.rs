@@ -30,7 +30,43 @@ pub use shapes::infer_shapes;
 pub use tie_alias::TieAlias;
 
 use std::collections::BTreeMap;
-use weft_ir::{Graph, MetaValue, ModelStamp, Plan};
+use weft_ir::{Graph, MetaValue, ModelStamp, Op, Plan};
+
+/// The fused forms the fusion passes make, by the names backends decline them under.
+pub mod forms {
+    pub const MATMUL_MULTI: &str = "matmul_multi";
+    pub const MATMUL_EPILOGUE: &str = "matmul_epilogue";
+    pub const GLU: &str = "glu";
+    pub const ADD_RMS_NORM: &str = "add_rms_norm";
+    pub const ATTENTION_ROPE: &str = "attention_rope";
+    pub const ELEMENTWISE: &str = "elementwise";
+}
+
+/// The fused forms a step with `op` and `n_inputs` inputs uses (what a backend that
+/// declines one of them cannot run).
+pub fn fused_forms(op: &Op, n_inputs: usize) -> Vec<&'static str> {
+    match op {
+        Op::MatMul { bias, softcap } => {
+            let weights = match bias {
+                true => n_inputs.saturating_sub(1) / 2,
+                false => n_inputs.saturating_sub(1),
+            };
+            let mut f = Vec::new();
+            if weights > 1 {
+                f.push(forms::MATMUL_MULTI);
+            }
+            if *bias || softcap.is_some() {
+                f.push(forms::MATMUL_EPILOGUE);
+            }
+            f
+        }
+        Op::Glu { .. } => vec![forms::GLU],
+        Op::AddRmsNorm { .. } => vec![forms::ADD_RMS_NORM],
+        Op::Attention { rope: Some(_), .. } => vec![forms::ATTENTION_ROPE],
+        Op::Elementwise { .. } => vec![forms::ELEMENTWISE],
+        _ => vec![],
+    }
+}
 
 /// A graph rewrite that preserves meaning.
 pub trait Pass: Sync {

@@ -18,6 +18,27 @@ pub use memory::{activation_bytes, plan_memory, MemoryPlan};
 pub use stage::{backend_stage, MatKernel, Route, Stage};
 pub use validate::validate_plan;
 
+/// Refuses a plan that uses a fused form `backend` declines (a plan compiled for
+/// another backend), naming the first such step.
+pub fn check_declined(
+    plan: &Plan,
+    backend: &'static str,
+    declined: &[&str],
+) -> Result<(), BackendError> {
+    for (i, st) in plan.steps.iter().enumerate() {
+        let forms = weft_passes::fused_forms(&st.node.op, st.inputs.len());
+        if let Some(form) = forms.into_iter().find(|f| declined.contains(f)) {
+            return Err(BackendError::Declined {
+                step: i,
+                name: st.node.name.clone(),
+                form: form.to_string(),
+                backend,
+            });
+        }
+    }
+    Ok(())
+}
+
 use std::sync::Arc;
 use weft_ir::{Plan, WeightProvider};
 

@@ -8,8 +8,8 @@
 use crate::ops::{self, AttnShape};
 use std::sync::Arc;
 use weft_backend::{
-    backend_stage, validate_plan, BackendError, Executable, Logits, LowerOptions, MatKernel,
-    Output, Route, Session, Stage,
+    backend_stage, check_declined, validate_plan, BackendError, Executable, Logits, LowerOptions,
+    MatKernel, Output, Route, Session, Stage,
 };
 use weft_ir::{DType, GluAct, Op, Plan, WeightProvider, WeightView};
 
@@ -87,27 +87,7 @@ impl<K: Kernels> HostExecutable<K> {
         options: &LowerOptions,
     ) -> Result<Self, BackendError> {
         validate_plan(&plan)?;
-        for (i, st) in plan.steps.iter().enumerate() {
-            let form = match st.node.op {
-                Op::MatMul { bias: true, .. }
-                | Op::MatMul {
-                    softcap: Some(_), ..
-                } => "matmul_epilogue",
-                Op::AddRmsNorm { .. } => "add_rms_norm",
-                Op::Glu { .. } => "glu",
-                Op::Elementwise { .. } => "elementwise",
-                Op::Attention { rope: Some(_), .. } => "rope_attention",
-                _ => continue,
-            };
-            if K::DECLINED.contains(&form) {
-                return Err(BackendError::Declined {
-                    step: i,
-                    name: st.node.name.clone(),
-                    form: form.into(),
-                    backend: K::NAME,
-                });
-            }
-        }
+        check_declined(&plan, K::NAME, K::DECLINED)?;
         let stage = backend_stage(&plan, K::NAME, K::route, options.memory, 4);
         let n = plan.steps.len();
         // Weights read as f32 vectors rather than matrices: norm weights, rope divisors.
