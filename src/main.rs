@@ -11,8 +11,8 @@ use weft_ir::Plan;
 use weft_runtime::quant_mix::QuantMix;
 use weft_runtime::tokenizer::StreamDecoder;
 use weft_runtime::{
-    generate, parity, BackendKind, Forward, GenParams, LowerOptions, Model, PassSelection,
-    SamplerParams,
+    generate, parity, Activations, BackendKind, Forward, GenParams, LowerOptions, Model,
+    PassSelection, SamplerParams,
 };
 
 /// weft compiles transformer language models into execution plans and runs them.
@@ -131,6 +131,9 @@ enum Command {
         /// The backend the graph side runs on.
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
+        /// What quantised matmuls multiply with (cpu backend).
+        #[arg(long, value_enum, default_value = "f32")]
+        activations: ActivationsArg,
     },
 }
 
@@ -210,6 +213,25 @@ struct GenArgs {
     ctx: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
+    /// What quantised matmuls multiply with: f32 activations (exact), or int8 blocks
+    /// for integer dot products where the backend has them.
+    #[arg(long, value_enum, default_value = "f32")]
+    activations: ActivationsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum ActivationsArg {
+    F32,
+    Int8,
+}
+
+impl From<ActivationsArg> for Activations {
+    fn from(a: ActivationsArg) -> Activations {
+        match a {
+            ActivationsArg::F32 => Activations::F32,
+            ActivationsArg::Int8 => Activations::Int8,
+        }
+    }
 }
 
 fn main() {
@@ -320,6 +342,7 @@ fn real_main() -> Result<()> {
                 Some(Dump::Lowered) => {
                     let options = LowerOptions {
                         memory: selection.memory(),
+                        ..LowerOptions::default()
                     };
                     let engine = model.engine(compiled.plan.clone(), backend, &options)?;
                     print!("{}", engine.lowered_text())
@@ -408,6 +431,7 @@ fn real_main() -> Result<()> {
             tolerance,
             json,
             backend,
+            activations,
         } => {
             let selection = PassSelection::parse(&passes)?;
             let backend = backend.kind()?;
@@ -417,6 +441,7 @@ fn real_main() -> Result<()> {
             let ctx = prompt.len() + steps + 1;
             let options = LowerOptions {
                 memory: selection.memory(),
+                activations: activations.into(),
             };
             let mut graph = model.engine(plan, backend, &options)?.session(ctx)?;
             let mut curated = model.curated(ctx)?;
@@ -477,6 +502,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn run_plan(model: &Model, plan: Plan, passes: &PassSelection, gen: &GenArgs) -> Result<()> {
     let options = LowerOptions {
         memory: passes.memory(),
+        activations: gen.activations.into(),
     };
     let engine = model.engine(plan, gen.backend.kind()?, &options)?;
     run_forward(model, gen, |ctx| Ok(engine.session(ctx)?))

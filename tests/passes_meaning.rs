@@ -246,7 +246,16 @@ fn stamp() -> ModelStamp {
 /// Logits after a 3-token prefill and two decode steps, concatenated.
 fn run(g: &Graph, w: &Weights, memory: bool) -> Vec<f32> {
     let plan = Plan::from_graph(g, "random", stamp(), Default::default(), vec![]);
-    let exe = Reference.lower(plan, w, &LowerOptions { memory }).unwrap();
+    let exe = Reference
+        .lower(
+            plan,
+            w,
+            &LowerOptions {
+                memory,
+                ..LowerOptions::default()
+            },
+        )
+        .unwrap();
     let mut p = exe.session(8).unwrap();
     let mut all = Vec::new();
     for step in [&[3u32, 17, 5][..], &[9], &[30]] {

@@ -177,14 +177,17 @@ fn declined_fusions_are_refused_or_left_unfused() {
     impl Kernels for NoGlu {
         const NAME: &'static str = "no-glu";
         const DECLINED: &'static [&'static str] = &["glu"];
-        fn route(dtype: DType, one_row: bool) -> Route {
-            Scalar::route(dtype, one_row)
+        fn new(_: &LowerOptions) -> Result<Self, weft_backend::BackendError> {
+            Ok(NoGlu)
         }
-        fn matmul(x: &[f32], m: usize, ws: &[&WeightView], k: MatKernel, out: &mut [f32]) {
-            Scalar::matmul(x, m, ws, k, out)
+        fn route(&self, dtype: DType, one_row: bool) -> Route {
+            Scalar.route(dtype, one_row)
         }
-        fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
-            Scalar::gather_rows(w, ids, out)
+        fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], k: MatKernel, out: &mut [f32]) {
+            Scalar.matmul(x, m, ws, k, out)
+        }
+        fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]) {
+            Scalar.gather_rows(w, ids, out)
         }
     }
     let model = gemma4();

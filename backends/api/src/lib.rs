@@ -69,16 +69,31 @@ impl<'a> Output<'a> {
     }
 }
 
+/// What a quantised matmul multiplies its weight blocks with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activations {
+    /// f32 activations, as the graph computes them (the exact mode).
+    #[default]
+    F32,
+    /// Activations quantised to 8-bit blocks for integer dot products, as llama.cpp
+    /// does; a backend without such kernels runs f32.
+    Int8,
+}
+
 /// Options of the backend stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
     /// Plan an activation arena (else every value keeps its own buffer).
     pub memory: bool,
+    pub activations: Activations,
 }
 
 impl Default for LowerOptions {
     fn default() -> Self {
-        LowerOptions { memory: true }
+        LowerOptions {
+            memory: true,
+            activations: Activations::default(),
+        }
     }
 }
 

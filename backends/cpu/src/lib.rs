@@ -38,7 +38,11 @@ pub struct Parallel;
 impl Kernels for Parallel {
     const NAME: &'static str = "cpu";
 
-    fn route(dtype: DType, one_row: bool) -> Route {
+    fn new(_options: &LowerOptions) -> Result<Self, BackendError> {
+        Ok(Parallel)
+    }
+
+    fn route(&self, dtype: DType, one_row: bool) -> Route {
         Route {
             dtype,
             decode: MatKernel::Dot,
@@ -50,11 +54,11 @@ impl Kernels for Parallel {
         }
     }
 
-    fn matmul(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
+    fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
         matmul::matmul_cat(x, m, ws, kernel, out)
     }
 
-    fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
+    fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]) {
         matmul::gather_rows(w, ids, out)
     }
 }

@@ -14,19 +14,26 @@ use weft_backend::{
 use weft_ir::{DType, GluAct, Op, Plan, WeightProvider, WeightView};
 
 /// The arithmetic a host backend supplies: how matmuls read stored weights and how
-/// embedding rows are gathered.
-pub trait Kernels: Send + Sync + 'static {
+/// embedding rows are gathered. One value per executable, made at lowering from the
+/// options (e.g. the activation mode of its matmuls).
+pub trait Kernels: Send + Sync + Sized + 'static {
     /// The backend's name (`--backend`).
     const NAME: &'static str;
     /// Fused forms this backend declines.
     const DECLINED: &'static [&'static str] = &[];
+    /// The kernels for one executable lowered with `options`.
+    fn new(options: &LowerOptions) -> Result<Self, BackendError>;
     /// The kernels a matmul over `dtype` is bound to; `one_row`: its shape is one row
     /// whatever the step (a head after `last_position`).
-    fn route(dtype: DType, one_row: bool) -> Route;
+    fn route(&self, dtype: DType, one_row: bool) -> Route;
     /// `out[m×Σn] = x[m×k] · [w₁; w₂; …]ᵀ`, outputs side by side.
-    fn matmul(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]);
+    fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]);
     /// `out[i]` = row `ids[i]` of `w`, decoded; ids are checked by the caller.
-    fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]);
+    fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]);
+    /// A line for the lowered dump: what these kernels are (instruction set, modes).
+    fn describe(&self) -> String {
+        Self::NAME.to_string()
+    }
 }
 
 /// Lowers `plan` for the host backend `K`.
@@ -67,7 +74,7 @@ pub struct HostExecutable<K: Kernels> {
     kv_widths: Vec<usize>,
     /// Steps at or after a `last_position`: one row per position when all logits are asked.
     after_last: Vec<bool>,
-    _kernels: std::marker::PhantomData<K>,
+    kernels: K,
 }
 
 fn bad(i: usize, plan: &Plan, message: &str) -> BackendError {
@@ -88,7 +95,17 @@ impl<K: Kernels> HostExecutable<K> {
     ) -> Result<Self, BackendError> {
         validate_plan(&plan)?;
         check_declined(&plan, K::NAME, K::DECLINED)?;
-        let stage = backend_stage(&plan, K::NAME, K::route, options.memory, 4);
+        let kernels = K::new(options)?;
+        let mut stage = backend_stage(
+            &plan,
+            K::NAME,
+            |d, one| kernels.route(d, one),
+            options.memory,
+            4,
+        );
+        stage
+            .log
+            .insert(0, format!("kernels: {}", kernels.describe()));
         let n = plan.steps.len();
         // Weights read as f32 vectors rather than matrices: norm weights, rope divisors.
         let mut small_use = vec![false; n];
@@ -207,7 +224,7 @@ impl<K: Kernels> HostExecutable<K> {
             n_slots,
             kv_widths,
             after_last,
-            _kernels: std::marker::PhantomData,
+            kernels,
         })
     }
 }
@@ -386,13 +403,13 @@ impl<K: Kernels> HostSession<K> {
             Op::TokenEmbed => {
                 let table = weight(0)?;
                 check_ids(table, tokens)?;
-                K::gather_rows(table, tokens, &mut out);
+                exe.kernels.gather_rows(table, tokens, &mut out);
             }
             Op::PositionEmbed => {
                 let table = weight(0)?;
                 let positions: Vec<u32> = (pos0..pos0 + seq).map(|p| p as u32).collect();
                 check_ids(table, &positions)?;
-                K::gather_rows(table, &positions, &mut out);
+                exe.kernels.gather_rows(table, &positions, &mut out);
             }
             Op::LayerNorm { eps } => {
                 ops::layer_norm(input(0), small(1)?, small(2)?, *eps, &mut out)
@@ -408,7 +425,7 @@ impl<K: Kernels> HostSession<K> {
                     step.inputs.len() - 1
                 };
                 let ws = (1..=n_weights).map(weight).collect::<Result<Vec<_>, _>>()?;
-                K::matmul(input(0), rows, &ws, kernel, &mut out);
+                exe.kernels.matmul(input(0), rows, &ws, kernel, &mut out);
                 if *bias {
                     let biases = (0..n_weights)
                         .map(|k| small(1 + n_weights + k))

@@ -40,7 +40,11 @@ pub struct Scalar;
 impl Kernels for Scalar {
     const NAME: &'static str = "reference";
 
-    fn route(dtype: DType, one_row: bool) -> Route {
+    fn new(_options: &LowerOptions) -> Result<Self, BackendError> {
+        Ok(Scalar)
+    }
+
+    fn route(&self, dtype: DType, one_row: bool) -> Route {
         Route {
             dtype,
             decode: MatKernel::Dot,
@@ -52,7 +56,7 @@ impl Kernels for Scalar {
         }
     }
 
-    fn matmul(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
+    fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
         let n: usize = ws.iter().map(|w| w.rows()).sum();
         let k = x.len() / m.max(1);
         let mut wrow = vec![0f32; k];
@@ -75,7 +79,7 @@ impl Kernels for Scalar {
         }
     }
 
-    fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
+    fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]) {
         let kern = kernel_for(w.dtype);
         for (o, &id) in out.chunks_exact_mut(w.cols().max(1)).zip(ids) {
             kern.decode_row(w.row(id as usize), o);
