@@ -19,7 +19,7 @@ pub use executor::{generate, Forward, GenParams, Generation, StopReason};
 pub use model::{cached_model_path, resolve, short_names, weft_home, Budget, Compiled, Model};
 pub use sampler::SamplerParams;
 pub use threads::{physical_cores, set_threads};
-pub use weft_backend::{Logits, LowerOptions};
+pub use weft_backend::{Activations, Logits, LowerOptions};
 pub use weft_curated as curated;
 pub use weft_formats as load;
 pub use weft_passes::PassSelection;
