@@ -9,7 +9,7 @@ use weft_ir::{
     DType, Graph, ModelStamp, NodeId, Op, Plan, RopeLayout, RopeScaling, WeightProvider, WeightView,
 };
 use weft_passes::{optimize, PassSelection, PIPELINE};
-use weft_reference::Reference;
+use weft_reference::REFERENCE;
 
 struct Weights(HashMap<String, WeightView>);
 
@@ -246,7 +246,7 @@ fn stamp() -> ModelStamp {
 /// Logits after a 3-token prefill and two decode steps, concatenated.
 fn run(g: &Graph, w: &Weights, memory: bool) -> Vec<f32> {
     let plan = Plan::from_graph(g, "random", stamp(), Default::default(), vec![]);
-    let exe = Reference
+    let exe = REFERENCE
         .lower(
             plan,
             w,

@@ -20,8 +20,8 @@ impl BackendKind {
 
     pub fn backend(self) -> &'static dyn Backend {
         match self {
-            BackendKind::Reference => &weft_reference::Reference,
-            BackendKind::Cpu => &weft_cpu::Cpu,
+            BackendKind::Reference => &weft_reference::REFERENCE,
+            BackendKind::Cpu => &weft_cpu::CPU,
         }
     }
 

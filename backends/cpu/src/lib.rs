@@ -5,32 +5,12 @@
 
 pub mod matmul;
 
-use std::sync::Arc;
-use weft_backend::{Backend, BackendError, Executable, LowerOptions, MatKernel, Route};
-use weft_ir::{DType, Plan, WeightProvider, WeightView};
-use weft_reference::{host, Kernels};
+use weft_backend::{BackendError, LowerOptions, MatKernel};
+use weft_ir::WeightView;
+use weft_reference::{Host, Kernels};
 
 /// The CPU backend.
-pub struct Cpu;
-
-impl Backend for Cpu {
-    fn name(&self) -> &'static str {
-        Parallel::NAME
-    }
-
-    fn declined_fusions(&self) -> &'static [&'static str] {
-        Parallel::DECLINED
-    }
-
-    fn lower(
-        &self,
-        plan: Plan,
-        weights: &dyn WeightProvider,
-        options: &LowerOptions,
-    ) -> Result<Arc<dyn Executable>, BackendError> {
-        host::lower::<Parallel>(plan, weights, options)
-    }
-}
+pub const CPU: Host<Parallel> = Host::new();
 
 /// The CPU backend's kernels.
 pub struct Parallel;
@@ -40,18 +20,6 @@ impl Kernels for Parallel {
 
     fn new(_options: &LowerOptions) -> Result<Self, BackendError> {
         Ok(Parallel)
-    }
-
-    fn route(&self, dtype: DType, one_row: bool) -> Route {
-        Route {
-            dtype,
-            decode: MatKernel::Dot,
-            prefill: if one_row {
-                MatKernel::Dot
-            } else {
-                MatKernel::DecodeReuse
-            },
-        }
     }
 
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {

@@ -24,8 +24,19 @@ pub trait Kernels: Send + Sync + Sized + 'static {
     /// The kernels for one executable lowered with `options`.
     fn new(options: &LowerOptions) -> Result<Self, BackendError>;
     /// The kernels a matmul over `dtype` is bound to; `one_row`: its shape is one row
-    /// whatever the step (a head after `last_position`).
-    fn route(&self, dtype: DType, one_row: bool) -> Route;
+    /// whatever the step (a head after `last_position`). By default: dots straight from
+    /// the blocks for one row, each weight row decoded once and reused for several.
+    fn route(&self, dtype: DType, one_row: bool) -> Route {
+        Route {
+            dtype,
+            decode: MatKernel::Dot,
+            prefill: if one_row {
+                MatKernel::Dot
+            } else {
+                MatKernel::DecodeReuse
+            },
+        }
+    }
     /// `out[m×Σn] = x[m×k] · [w₁; w₂; …]ᵀ`, outputs side by side.
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]);
     /// `out[i]` = row `ids[i]` of `w`, decoded; ids are checked by the caller.

@@ -7,21 +7,34 @@ pub mod ops;
 
 pub use host::{HostExecutable, HostSession, Kernels};
 
+use std::marker::PhantomData;
 use std::sync::Arc;
-use weft_backend::{Backend, BackendError, Executable, LowerOptions, MatKernel, Route};
-use weft_ir::{DType, Plan, WeightProvider, WeightView};
+use weft_backend::{Backend, BackendError, Executable, LowerOptions, MatKernel};
+use weft_ir::{Plan, WeightProvider, WeightView};
 use weft_quant::{dot_f32, kernel_for};
 
-/// The reference backend.
-pub struct Reference;
+/// A host backend: the host executor with the kernels `K`.
+pub struct Host<K>(PhantomData<fn() -> K>);
 
-impl Backend for Reference {
+impl<K> Host<K> {
+    pub const fn new() -> Self {
+        Host(PhantomData)
+    }
+}
+
+impl<K> Default for Host<K> {
+    fn default() -> Self {
+        Host::new()
+    }
+}
+
+impl<K: Kernels> Backend for Host<K> {
     fn name(&self) -> &'static str {
-        Scalar::NAME
+        K::NAME
     }
 
     fn declined_fusions(&self) -> &'static [&'static str] {
-        Scalar::DECLINED
+        K::DECLINED
     }
 
     fn lower(
@@ -30,9 +43,12 @@ impl Backend for Reference {
         weights: &dyn WeightProvider,
         options: &LowerOptions,
     ) -> Result<Arc<dyn Executable>, BackendError> {
-        host::lower::<Scalar>(plan, weights, options)
+        host::lower::<K>(plan, weights, options)
     }
 }
+
+/// The reference backend.
+pub const REFERENCE: Host<Scalar> = Host::new();
 
 /// One thread, one output at a time, through the neutral quant crate's scalar decoders.
 pub struct Scalar;
@@ -42,18 +58,6 @@ impl Kernels for Scalar {
 
     fn new(_options: &LowerOptions) -> Result<Self, BackendError> {
         Ok(Scalar)
-    }
-
-    fn route(&self, dtype: DType, one_row: bool) -> Route {
-        Route {
-            dtype,
-            decode: MatKernel::Dot,
-            prefill: if one_row {
-                MatKernel::Dot
-            } else {
-                MatKernel::DecodeReuse
-            },
-        }
     }
 
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
