@@ -34,23 +34,29 @@ pub fn cached_model_path(name: &str) -> PathBuf {
     weft_home().join("models").join(format!("{name}.gguf"))
 }
 
-/// The short names the fetch script knows, in its order (the first is the default
-/// model). The table lives in the script, so no model name is compiled in.
-pub fn short_names() -> Result<Vec<String>, RuntimeError> {
+/// Runs the fetch script with `arg`; its stdout. Its progress and errors go to stderr.
+fn fetch_script(arg: &str) -> Result<String, RuntimeError> {
     let out = Command::new("python3")
         .arg(FETCH_SCRIPT)
-        .arg("--list")
+        .arg(arg)
+        .env("WEFT_HOME", weft_home())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| RuntimeError::Fetch(format!("could not run python3 {FETCH_SCRIPT}: {e}")))?;
     if !out.status.success() {
         return Err(RuntimeError::Fetch(format!(
-            "{FETCH_SCRIPT} --list failed ({})",
+            "{FETCH_SCRIPT} {arg} failed ({})",
             out.status
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The short names the fetch script knows, in its order (the first is the default
+/// model). The table lives in the script, so no model name is compiled in.
+pub fn short_names() -> Result<Vec<String>, RuntimeError> {
+    Ok(fetch_script("--list")?
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
@@ -77,25 +83,18 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Ru
     if cached.exists() {
         return Ok(cached);
     }
+    let known = short_names()?;
+    if !known.iter().any(|k| k == spec) {
+        return Err(RuntimeError::Fetch(format!(
+            "'{spec}' is neither a file nor a directory, nor a model the fetch script knows ({})",
+            known.join(", ")
+        )));
+    }
     progress(&format!(
         "{spec} is not in the cache ({}); fetching it",
         cached.display()
     ));
-    let out = Command::new("python3")
-        .arg(FETCH_SCRIPT)
-        .arg(spec)
-        .env("WEFT_HOME", weft_home())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| RuntimeError::Fetch(format!("could not run python3 {FETCH_SCRIPT}: {e}")))?;
-    if !out.status.success() {
-        return Err(RuntimeError::Fetch(format!(
-            "fetching {spec} failed ({})",
-            out.status
-        )));
-    }
-    let fetched = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let fetched = PathBuf::from(fetch_script(spec)?.trim());
     if !fetched.exists() {
         return Err(RuntimeError::Fetch(format!(
             "the fetch script reported {}, which does not exist",
