@@ -8,6 +8,7 @@ use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use weft_ir::Plan;
+use weft_runtime::chat::{Conversation, Message};
 use weft_runtime::quant_mix::QuantMix;
 use weft_runtime::tokenizer::StreamDecoder;
 use weft_runtime::{
@@ -73,6 +74,27 @@ enum Command {
         /// --dump lowered shows its backend stage.
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
+    },
+    /// Chat with MODEL in the terminal: one line is one user turn, the answer streams
+    /// back, and the KV cache carries over between turns (only the new turn is
+    /// prefilled). `/reset` forgets the turns, `/exit` (or end of input) leaves. Works with
+    /// piped stdin too.
+    Chat {
+        /// A .gguf file, an HF directory, or a short name (default: the first short name).
+        model: Option<String>,
+        /// A system message that opens the conversation.
+        #[arg(long)]
+        system: Option<String>,
+        /// A Jinja chat template to use instead of the model's own (or its family's).
+        #[arg(long, value_name = "FILE")]
+        chat_template: Option<PathBuf>,
+        /// Print the rendered prompt of each turn on stderr.
+        #[arg(long)]
+        show_prompt: bool,
+        #[arg(long, allow_hyphen_values = true, default_value = "all")]
+        passes: String,
+        #[command(flatten)]
+        sample: SampleArgs,
     },
     /// Run a plan written by `weft compile`.
     Exec {
@@ -179,7 +201,23 @@ struct GenArgs {
     /// Prompt as comma-separated token ids (works without a tokenizer).
     #[arg(long, value_delimiter = ',')]
     tokens: Option<Vec<u32>>,
-    /// Most tokens to generate.
+    /// Keep generating past end-of-sequence, up to --max-tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Write the logits at the last prompt position to FILE as {"logits": [...]}.
+    #[arg(long)]
+    logits_out: Option<PathBuf>,
+    #[command(flatten)]
+    sample: SampleArgs,
+}
+
+/// How tokens are chosen, and where they are computed.
+#[derive(Args)]
+struct SampleArgs {
+    /// Most tokens to generate (per turn, in chat).
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
     /// Always take the most likely token.
@@ -199,16 +237,7 @@ struct GenArgs {
     repeat_penalty: f32,
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
-    /// Keep generating past end-of-sequence, up to --max-tokens.
-    #[arg(long)]
-    ignore_eos: bool,
-    /// Print one JSON object (prompt_tokens, tokens, text, timings) instead of streaming text.
-    #[arg(long)]
-    json: bool,
-    /// Write the logits at the last prompt position to FILE as {"logits": [...]}.
-    #[arg(long)]
-    logits_out: Option<PathBuf>,
-    /// KV-cache positions (default: prompt + max tokens).
+    /// KV-cache positions (default: prompt + max tokens; in chat, 4096).
     #[arg(long)]
     ctx: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -217,6 +246,28 @@ struct GenArgs {
     /// for integer dot products where the backend has them.
     #[arg(long, value_enum, default_value = "f32")]
     activations: ActivationsArg,
+}
+
+impl SampleArgs {
+    fn sampler(&self) -> SamplerParams {
+        SamplerParams {
+            greedy: self.greedy,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: 64,
+            seed: self.seed,
+        }
+    }
+
+    fn lower_options(&self, passes: &PassSelection) -> LowerOptions {
+        LowerOptions {
+            memory: passes.memory(),
+            activations: self.activations.into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -252,18 +303,11 @@ fn real_main() -> Result<()> {
             gen,
         } => {
             let selection = PassSelection::parse(&passes)?;
-            let model = match model {
-                Some(m) => m,
-                None => weft_runtime::short_names()?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| anyhow!("the fetch script knows no model; give MODEL"))?,
-            };
-            let model = open(&model)?;
+            let model = open(&model_or_default(model)?)?;
             if curated {
                 return run_forward(&model, &gen, |ctx| Ok(model.curated(ctx)?));
             }
-            let compiled = model.compile_for(&selection, gen.backend.kind()?)?;
+            let compiled = model.compile_for(&selection, gen.sample.backend.kind()?)?;
             eprintln!(
                 "weft: compiled {} ({} steps) in {:.1} ms",
                 compiled.plan.family,
@@ -271,6 +315,25 @@ fn real_main() -> Result<()> {
                 compiled.compile_ms
             );
             run_plan(&model, compiled.plan, &selection, &gen)
+        }
+        Command::Chat {
+            model,
+            system,
+            chat_template,
+            show_prompt,
+            passes,
+            sample,
+        } => {
+            let selection = PassSelection::parse(&passes)?;
+            let model = open(&model_or_default(model)?)?;
+            chat(
+                &model,
+                system,
+                chat_template.as_deref(),
+                show_prompt,
+                &selection,
+                &sample,
+            )
         }
         Command::Exec {
             plan,
@@ -286,7 +349,7 @@ fn real_main() -> Result<()> {
             let selection = match passes {
                 Some(p) => {
                     let selection = PassSelection::parse(&p)?;
-                    plan_v = model.reoptimize(&plan_v, &selection, gen.backend.kind()?)?;
+                    plan_v = model.reoptimize(&plan_v, &selection, gen.sample.backend.kind()?)?;
                     selection
                 }
                 None => PassSelection::all(),
@@ -474,6 +537,101 @@ fn real_main() -> Result<()> {
     }
 }
 
+/// MODEL, or the first short name the fetch script knows.
+fn model_or_default(model: Option<String>) -> Result<String> {
+    match model {
+        Some(m) => Ok(m),
+        None => weft_runtime::short_names()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the fetch script knows no model; give MODEL")),
+    }
+}
+
+/// The chat loop: lines from stdin, answers streamed to stdout.
+fn chat(
+    model: &Model,
+    system: Option<String>,
+    template: Option<&Path>,
+    show_prompt: bool,
+    passes: &PassSelection,
+    sample: &SampleArgs,
+) -> Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let template = model.chat_template(template)?;
+    eprintln!("weft: chat template from {}", template.origin());
+    let backend = sample.backend.kind()?;
+    let plan = model.compile_for(passes, backend)?.plan;
+    let ctx = sample.ctx.unwrap_or(4096);
+    let session = model
+        .engine(plan, backend, &sample.lower_options(passes))?
+        .session(ctx)?;
+    let mut conversation = Conversation::new(model, template.clone(), session, system);
+    let params = GenParams {
+        max_tokens: sample.max_tokens,
+        sampler: sample.sampler(),
+        stop_ids: model.stop_ids(),
+        ignore_eos: false,
+    };
+    let tok = model
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| anyhow!("{} has no tokenizer: it cannot chat", model.spec))?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("weft: /reset forgets the conversation, /exit leaves");
+    }
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.context("reading stdin")?;
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                conversation.reset();
+                eprintln!("weft: conversation reset");
+                continue;
+            }
+            _ => {}
+        }
+        if show_prompt {
+            let mut next = conversation.messages().to_vec();
+            next.push(Message::new("user", &line));
+            eprintln!("{}", template.render(&next, true)?);
+        }
+        let mut stream = StreamDecoder::new();
+        let mut stdout = std::io::stdout().lock();
+        let stop_ids = model.stop_ids();
+        let turn = conversation.say(&line, &params, |id| {
+            if stop_ids.contains(&id) {
+                return true;
+            }
+            let piece = stream.push(tok, id);
+            write!(stdout, "{piece}")
+                .and_then(|_| stdout.flush())
+                .is_ok()
+        })?;
+        let tail = stream.finish();
+        if writeln!(stdout, "{tail}").is_err() {
+            break; // stdout closed: the reader is gone
+        }
+        let g = &turn.generation;
+        eprintln!(
+            "weft: {} prompt tokens ({} reused from the cache), {} generated; prefill {:.1} tok/s, decode {:.1} tok/s",
+            g.prompt_tokens.len(),
+            g.reused_tokens,
+            g.tokens.len(),
+            g.prefill_tokens_per_s(),
+            g.decode_tokens_per_s()
+        );
+    }
+    Ok(())
+}
+
 fn open(spec: &str) -> Result<Model> {
     eprintln!("weft: opening {spec}");
     Ok(Model::open(spec, &mut |msg| eprintln!("weft: {msg}"))?)
@@ -500,11 +658,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn run_plan(model: &Model, plan: Plan, passes: &PassSelection, gen: &GenArgs) -> Result<()> {
-    let options = LowerOptions {
-        memory: passes.memory(),
-        activations: gen.activations.into(),
-    };
-    let engine = model.engine(plan, gen.backend.kind()?, &options)?;
+    let options = gen.sample.lower_options(passes);
+    let engine = model.engine(plan, gen.sample.backend.kind()?, &options)?;
     run_forward(model, gen, |ctx| Ok(engine.session(ctx)?))
 }
 
@@ -515,7 +670,10 @@ fn run_forward<F: Forward>(
     make: impl FnOnce(usize) -> Result<F>,
 ) -> Result<()> {
     let prompt = prompt_tokens(model, gen.prompt.as_deref(), gen.tokens.clone())?;
-    let ctx = gen.ctx.unwrap_or(prompt.len() + gen.max_tokens);
+    let ctx = gen
+        .sample
+        .ctx
+        .unwrap_or(prompt.len() + gen.sample.max_tokens);
     if prompt.len() > ctx {
         bail!(
             "the prompt has {} tokens, more than --ctx {ctx}",
@@ -523,23 +681,14 @@ fn run_forward<F: Forward>(
         );
     }
     // The last token needs no cache position of its own, so a full cache still yields one.
-    let max_tokens = gen.max_tokens.min(ctx + 1 - prompt.len());
-    if max_tokens < gen.max_tokens {
+    let max_tokens = gen.sample.max_tokens.min(ctx + 1 - prompt.len());
+    if max_tokens < gen.sample.max_tokens {
         eprintln!("weft: --ctx {ctx} leaves room for {max_tokens} generated token(s)");
     }
     let mut program = make(ctx)?;
     let params = GenParams {
         max_tokens,
-        sampler: SamplerParams {
-            greedy: gen.greedy,
-            temperature: gen.temperature,
-            top_k: gen.top_k,
-            top_p: gen.top_p,
-            min_p: gen.min_p,
-            repeat_penalty: gen.repeat_penalty,
-            repeat_last_n: 64,
-            seed: gen.seed,
-        },
+        sampler: gen.sample.sampler(),
         stop_ids: model.stop_ids(),
         ignore_eos: gen.ignore_eos,
     };

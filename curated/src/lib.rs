@@ -427,6 +427,15 @@ impl Curated {
         self.pos = 0;
     }
 
+    /// Rewinds to the first `pos` positions; false when it holds fewer.
+    pub fn truncate(&mut self, pos: usize) -> bool {
+        let ok = pos <= self.pos;
+        if ok {
+            self.pos = pos;
+        }
+        ok
+    }
+
     /// Positions held in the KV cache.
     pub fn position(&self) -> usize {
         self.pos

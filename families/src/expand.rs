@@ -14,6 +14,8 @@ pub struct Expanded {
     pub graph: Graph,
     /// Every hyperparameter the template read.
     pub hparams: BTreeMap<String, MetaValue>,
+    /// The family's default chat template, if it declares one.
+    pub chat_template: Option<String>,
 }
 
 /// Expands the built-in template that serves `info`.
@@ -72,6 +74,7 @@ pub fn expand_with(
         template_file: file.to_string(),
         graph: x.graph,
         hparams,
+        chat_template: t.family.chat_template.clone(),
     })
 }
 

@@ -35,6 +35,9 @@ pub struct FamilyHeader {
     /// family the template does not describe (an error names the failed one).
     #[serde(default)]
     pub requires: Vec<String>,
+    /// The family's default chat template (Jinja), for model files that carry none,
+    /// as llama.cpp keeps built-in ones. Inherited through `extends`.
+    pub chat_template: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +114,7 @@ impl Template {
             family: FamilyHeader {
                 extends: None,
                 requires,
+                chat_template: self.family.chat_template.or(parent.family.chat_template),
                 ..self.family
             },
             hparams: merge(parent.hparams, self.hparams),

@@ -112,6 +112,10 @@ impl Forward for GraphSession {
         let _ = self.inner.truncate(0);
     }
 
+    fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+        Ok(self.inner.truncate(pos)?)
+    }
+
     fn position(&self) -> usize {
         self.inner.position()
     }
@@ -124,6 +128,17 @@ impl Forward for weft_curated::Curated {
 
     fn reset(&mut self) {
         weft_curated::Curated::reset(self)
+    }
+
+    fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+        match weft_curated::Curated::truncate(self, pos) {
+            true => Ok(()),
+            false => Err(weft_backend::BackendError::Truncate {
+                to: pos,
+                position: self.position(),
+            }
+            .into()),
+        }
     }
 
     fn position(&self) -> usize {

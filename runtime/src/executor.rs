@@ -13,6 +13,8 @@ pub trait Forward {
     fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError>;
     /// Starts a new sequence at position 0.
     fn reset(&mut self);
+    /// Rewinds to the first `pos` positions (a prefix of what ran).
+    fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError>;
     /// Positions held in the KV cache.
     fn position(&self) -> usize;
 }
@@ -40,6 +42,8 @@ pub enum StopReason {
 #[derive(Clone, Debug)]
 pub struct Generation {
     pub prompt_tokens: Vec<u32>,
+    /// Leading prompt positions whose KV rows were reused, not prefilled.
+    pub reused_tokens: usize,
     pub tokens: Vec<u32>,
     /// Logits at the last prompt position (the first generated token's distribution).
     pub prompt_logits: Vec<f32>,
@@ -50,7 +54,7 @@ pub struct Generation {
 
 impl Generation {
     pub fn prefill_tokens_per_s(&self) -> f64 {
-        self.prompt_tokens.len() as f64 / self.prefill_secs.max(1e-9)
+        (self.prompt_tokens.len() - self.reused_tokens) as f64 / self.prefill_secs.max(1e-9)
     }
 
     /// Decode speed over the steps after the first token (which prefill produced).
@@ -70,16 +74,30 @@ pub fn generate(
     model: &mut dyn Forward,
     prompt: &[u32],
     params: &GenParams,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<Generation, RuntimeError> {
+    generate_from(model, 0, prompt, params, on_token)
+}
+
+/// Like [`generate`], keeping the first `reuse` positions of the sequence the model
+/// holds (they must be `prompt[..reuse]`): only the rest of the prompt is prefilled.
+/// `reuse` must be less than the prompt's length (the last position yields the logits).
+pub fn generate_from(
+    model: &mut dyn Forward,
+    reuse: usize,
+    prompt: &[u32],
+    params: &GenParams,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generation, RuntimeError> {
     if prompt.is_empty() {
         return Err(RuntimeError::EmptyPrompt);
     }
-    model.reset();
+    let reuse = reuse.min(prompt.len() - 1);
+    model.truncate(reuse)?;
     let mut sampler = Sampler::new(params.sampler.clone());
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
-    let prompt_logits = model.forward(prompt)?.to_vec();
+    let prompt_logits = model.forward(&prompt[reuse..])?.to_vec();
     let mut next = sampler.sample(&prompt_logits, &history);
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
@@ -104,6 +122,7 @@ pub fn generate(
     }
     Ok(Generation {
         prompt_tokens: prompt.to_vec(),
+        reused_tokens: reuse,
         tokens,
         prompt_logits,
         stop,

@@ -5,6 +5,7 @@
 //! This is the library API that the CLI (and later the server) is a thin layer over.
 //! Invariant: nothing here prints; progress reaches the caller through callbacks.
 
+pub mod chat;
 mod engine;
 mod executor;
 mod model;
@@ -15,7 +16,7 @@ mod threads;
 pub mod tokenizer;
 
 pub use engine::{BackendKind, Engine, GraphSession};
-pub use executor::{generate, Forward, GenParams, Generation, StopReason};
+pub use executor::{generate, generate_from, Forward, GenParams, Generation, StopReason};
 pub use model::{cached_model_path, resolve, short_names, weft_home, Budget, Compiled, Model};
 pub use sampler::SamplerParams;
 pub use threads::{physical_cores, set_threads};
@@ -39,6 +40,8 @@ pub enum RuntimeError {
     Curated(#[from] curated::CuratedError),
     #[error(transparent)]
     Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error(transparent)]
+    Chat(#[from] chat::ChatError),
     #[error("fetch: {0}")]
     Fetch(String),
     #[error("plan does not match the model: {0}")]

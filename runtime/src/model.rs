@@ -1,6 +1,7 @@
 //! Opening a model (a path or a short name of a fetched one), compiling it into a
 //! plan, and binding a plan to a backend.
 
+use crate::chat::{ChatError, ChatTemplate};
 use crate::engine::{BackendKind, Engine, GraphSession};
 use crate::quant_mix::QuantMix;
 use crate::tokenizer::Tokenizer;
@@ -433,12 +434,110 @@ impl Model {
             .unwrap_or_default()
     }
 
+    /// The chat template to render conversations with: `file` when given, else the
+    /// model's own (GGUF `tokenizer.chat_template`; an HF directory's
+    /// `chat_template.jinja` or `tokenizer_config.json`), else its family's default.
+    pub fn chat_template(&self, file: Option<&Path>) -> Result<ChatTemplate, RuntimeError> {
+        let tok = self.tokenizer()?;
+        let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
+        let meta_id = |key: &str| match self.source.meta(key) {
+            Some(v) => v.as_u64().map(|i| i as u32),
+            None => None,
+        };
+        let bos = text(tok.bos_id());
+        let eos = text(meta_id("tokenizer.ggml.eos_token_id").or(tok.eos_ids().first().copied()));
+        if let Some(f) = file {
+            return Ok(ChatTemplate::from_file(f, bos, eos)?);
+        }
+        let dir = &self.source.path;
+        let (bos, eos) = match hf_special_tokens(dir) {
+            Some((b, e)) => (b.unwrap_or(bos), e.unwrap_or(eos)),
+            None => (bos, eos),
+        };
+        let own = match self.source.kind {
+            weft_formats::SourceKind::Gguf => {
+                self.source.meta("tokenizer.chat_template").and_then(|v| {
+                    v.as_str()
+                        .map(|s| (s.to_string(), "tokenizer.chat_template".into()))
+                })
+            }
+            weft_formats::SourceKind::Hf => hf_chat_template(dir),
+        };
+        if let Some((source, origin)) = own {
+            let origin = format!("{}: {origin}", dir.display());
+            return Ok(ChatTemplate::new(source, origin, bos, eos));
+        }
+        let expanded = self.expand()?;
+        match expanded.chat_template.filter(|t| !t.trim().is_empty()) {
+            Some(t) => Ok(ChatTemplate::new(
+                t,
+                format!(
+                    "the {} family's default ({})",
+                    expanded.family, expanded.template_file
+                ),
+                bos,
+                eos,
+            )),
+            None => Err(ChatError::NoTemplate {
+                model: dir.display().to_string(),
+                family: expanded.family,
+            }
+            .into()),
+        }
+    }
+
+    fn tokenizer(&self) -> Result<&Tokenizer, RuntimeError> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| RuntimeError::NoTokenizer(self.source.path.display().to_string()))
+    }
+
+    /// Decodes token ids to text.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
+        Ok(self.tokenizer()?.decode(ids))
+    }
+
+    /// Encodes a rendered chat template (special-token texts become those tokens).
+    pub fn encode_chat(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+        Ok(self.tokenizer()?.encode_chat(text)?)
+    }
+
     /// Encodes text, or fails clearly when the model has no tokenizer.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
-        let t = self
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| RuntimeError::NoTokenizer(self.source.path.display().to_string()))?;
-        Ok(t.encode(text)?)
+        Ok(self.tokenizer()?.encode(text)?)
     }
+}
+
+/// An HF directory's `tokenizer_config.json`, if it has one.
+fn tokenizer_config(dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// An HF directory's chat template: `chat_template.jinja`, else `tokenizer_config.json`'s
+/// `chat_template` (a string, or named templates of which `default` is taken).
+fn hf_chat_template(dir: &Path) -> Option<(String, String)> {
+    if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Some((t, "chat_template.jinja".into()));
+    }
+    let origin = "tokenizer_config.json chat_template".to_string();
+    match tokenizer_config(dir)?.get("chat_template")? {
+        serde_json::Value::String(t) => Some((t.clone(), origin)),
+        serde_json::Value::Array(named) => named
+            .iter()
+            .find(|t| t["name"] == "default")
+            .and_then(|t| t["template"].as_str())
+            .map(|t| (t.to_string(), origin)),
+        _ => None,
+    }
+}
+
+/// `tokenizer_config.json`'s `bos_token` and `eos_token` (strings, or `{"content": …}`).
+fn hf_special_tokens(dir: &Path) -> Option<(Option<String>, Option<String>)> {
+    let config = tokenizer_config(dir)?;
+    let token = |key: &str| match &config[key] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        v => v["content"].as_str().map(str::to_string),
+    };
+    Some((token("bos_token"), token("eos_token")))
 }

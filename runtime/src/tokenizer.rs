@@ -109,6 +109,9 @@ pub struct Tokenizer {
     pieces: Pieces,
     /// User-defined tokens, longest first, matched in raw text before the model runs.
     user_defined: Vec<(String, u32)>,
+    /// User-defined and control tokens, longest first: what a rendered chat template's
+    /// special-token texts (`<|im_start|>`, `<start_of_turn>`) are parsed as.
+    special: Vec<(String, u32)>,
     bos: Option<u32>,
     add_bos: bool,
     eos: Vec<u32>,
@@ -769,11 +772,17 @@ impl Tokenizer {
         };
         let vocab = VocabIndex::new(texts);
 
-        let mut user_defined: Vec<(String, u32)> = (0..n)
-            .filter(|&i| kinds[i] == TokenKind::UserDefined)
-            .map(|i| (vocab.text(i as u32).to_string(), i as u32))
-            .collect();
-        user_defined.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        let longest_first = |kinds_wanted: &[TokenKind]| {
+            let mut v: Vec<(String, u32)> = (0..n)
+                .filter(|&i| kinds_wanted.contains(&kinds[i]))
+                .map(|i| (vocab.text(i as u32).to_string(), i as u32))
+                .filter(|(t, _)| !t.is_empty())
+                .collect();
+            v.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+            v
+        };
+        let user_defined = longest_first(&[TokenKind::UserDefined]);
+        let special = longest_first(&[TokenKind::UserDefined, TokenKind::Control]);
 
         let mut eog: Vec<u32> = EOG_TEXTS.iter().filter_map(|t| vocab.get(t)).collect();
         let model_name = model;
@@ -944,6 +953,7 @@ impl Tokenizer {
             model,
             pieces,
             user_defined,
+            special,
             bos,
             add_bos,
             eos,
@@ -1056,6 +1066,7 @@ impl Tokenizer {
             },
             pieces: pieces.shrink(),
             user_defined: Vec::new(),
+            special: Vec::new(),
             bos,
             add_bos: add_bos.unwrap_or(false),
             eos,
@@ -1065,8 +1076,29 @@ impl Tokenizer {
 
     /// Token ids of a plain prompt, BOS first when the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with(text, false)
+    }
+
+    /// Token ids of a rendered chat template: the texts of special and control tokens
+    /// become those tokens, and BOS is only where the text names it (as transformers'
+    /// `apply_chat_template` tokenizes).
+    pub fn encode_chat(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_with(text, true)
+    }
+
+    fn encode_with(&self, text: &str, chat: bool) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::new();
+        let (specials, add_bos) = match chat {
+            true => (&self.special, false),
+            false => (&self.user_defined, self.add_bos),
+        };
         match &self.model {
+            Model::Hf { hf, .. } if chat => {
+                let enc = hf
+                    .encode(text, false)
+                    .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                return Ok(enc.get_ids().to_vec());
+            }
             Model::Hf { hf, add_bos, .. } => {
                 let enc = hf
                     .encode(text, true)
@@ -1096,10 +1128,10 @@ impl Tokenizer {
                 merges,
                 ignore_merges,
             } => {
-                if self.add_bos {
+                if add_bos {
                     out.extend(self.bos);
                 }
-                for frag in partition(text, &self.user_defined) {
+                for frag in partition(text, specials) {
                     match frag {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(t) => {
@@ -1121,11 +1153,11 @@ impl Tokenizer {
                 byte_ids,
                 add_space_prefix,
             } => {
-                if self.add_bos {
+                if add_bos {
                     out.extend(self.bos);
                 }
                 let mut prev_special = true;
-                for frag in partition(text, &self.user_defined) {
+                for frag in partition(text, specials) {
                     match frag {
                         Fragment::Token(id) => {
                             out.push(id);
@@ -1186,6 +1218,16 @@ impl Tokenizer {
 
     pub fn bos_id(&self) -> Option<u32> {
         self.bos
+    }
+
+    /// The vocabulary's text of a token (control tokens included), if the id exists.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        match &self.model {
+            Model::Bpe { vocab, .. } | Model::Spm { vocab, .. } => {
+                ((id as usize) < self.pieces.len()).then(|| vocab.text(id).to_string())
+            }
+            Model::Hf { hf, .. } => hf.id_to_token(id),
+        }
     }
 
     /// Whether `encode` prepends BOS.
