@@ -11,6 +11,7 @@ use weft_ir::Plan;
 use weft_runtime::chat::{Conversation, Message};
 use weft_runtime::quant_mix::QuantMix;
 use weft_runtime::tokenizer::StreamDecoder;
+use weft_runtime::StopStrings;
 use weft_runtime::{
     generate, parity, Activations, BackendKind, Forward, GenParams, LowerOptions, Model,
     PassSelection, SamplerParams,
@@ -237,6 +238,9 @@ struct SampleArgs {
     repeat_penalty: f32,
     #[arg(long, default_value_t = 0x5eed)]
     seed: u64,
+    /// End the generated text at STRING (repeatable; found across token boundaries).
+    #[arg(long = "stop", value_name = "STRING")]
+    stop: Vec<String>,
     /// KV-cache positions (default: prompt + max tokens; in chat, 4096).
     #[arg(long)]
     ctx: Option<usize>,
@@ -566,7 +570,8 @@ fn chat(
     let session = model
         .engine(plan, backend, &sample.lower_options(passes))?
         .session(ctx)?;
-    let mut conversation = Conversation::new(model, template.clone(), session, system);
+    let mut conversation =
+        Conversation::new(model, template.clone(), session, system).with_stops(&sample.stop);
     let params = GenParams {
         max_tokens: sample.max_tokens,
         sampler: sample.sampler(),
@@ -604,19 +609,21 @@ fn chat(
             eprintln!("{}", template.render(&next, true)?);
         }
         let mut stream = StreamDecoder::new();
+        let mut stops = StopStrings::new(&sample.stop);
         let mut stdout = std::io::stdout().lock();
         let stop_ids = model.stop_ids();
         let turn = conversation.say(&line, &params, |id| {
             if stop_ids.contains(&id) {
                 return true;
             }
-            let piece = stream.push(tok, id);
+            let (piece, stopped) = stops.push(&stream.push(tok, id));
             write!(stdout, "{piece}")
                 .and_then(|_| stdout.flush())
                 .is_ok()
+                && !stopped
         })?;
-        let tail = stream.finish();
-        if writeln!(stdout, "{tail}").is_err() {
+        let (tail, _) = stops.push(&stream.finish());
+        if writeln!(stdout, "{tail}{}", stops.finish()).is_err() {
             break; // stdout closed: the reader is gone
         }
         let g = &turn.generation;
@@ -701,15 +708,16 @@ fn run_forward<F: Forward>(
             stdout.flush()?;
         }
     }
+    let mut stops = StopStrings::new(&gen.sample.stop);
     let result = generate(&mut program, &prompt, &params, |id| {
-        if let (false, Some(t)) = (gen.json, tok) {
-            let piece = stream.push(t, id);
-            // A closed stdout (a pager quit) ends generation rather than erroring mid-token.
-            return write!(stdout, "{piece}")
+        let Some(t) = tok else { return true };
+        let (piece, stopped) = stops.push(&stream.push(t, id));
+        // A closed stdout (a pager quit) ends generation rather than erroring mid-token.
+        let written = gen.json
+            || write!(stdout, "{piece}")
                 .and_then(|_| stdout.flush())
                 .is_ok();
-        }
-        true
+        written && !stopped
     })?;
     let stop_ids = model.stop_ids();
     let shown: Vec<u32> = result
@@ -725,7 +733,7 @@ fn run_forward<F: Forward>(
         )?;
     }
     if gen.json {
-        let text = tok.map(|t| t.decode(&shown));
+        let text = tok.map(|t| stops.cut(&t.decode(&shown)).to_string());
         let out = json!({
             "prompt_tokens": result.prompt_tokens,
             "tokens": result.tokens,
@@ -739,7 +747,8 @@ fn run_forward<F: Forward>(
         writeln!(stdout, "{out}")?;
     } else {
         if tok.is_some() {
-            write!(stdout, "{}", stream.finish())?;
+            let (tail, _) = stops.push(&stream.finish());
+            write!(stdout, "{tail}{}", stops.finish())?;
         } else {
             write!(stdout, "{:?}", result.tokens)?;
         }

@@ -104,3 +104,74 @@ fn turns_reuse_the_cache_and_match_a_fresh_run() {
     assert_eq!(second.generation.tokens, g.tokens);
     assert_eq!(second.reply, c.messages().last().unwrap().content);
 }
+
+/// `weft chat` with piped stdin: one answer per line, the second turn reusing the cache;
+/// `--stop` cuts an answer where the string appears, across token boundaries.
+#[test]
+fn chat_command_with_piped_stdin_and_stop_strings() {
+    use std::io::Write;
+    let run = |extra: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["chat", "smollm2-135m", "--greedy", "--max-tokens", "16"])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"What is the capital of France?\n/reset\nAnd of Germany?\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (out, err) = run(&[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("Paris"), "{out}");
+    assert!(err.contains("conversation reset"), "{err}");
+    // After /reset the system prompt's rows are still in the cache.
+    assert!(err.contains("reused from the cache"), "{err}");
+    let (cut, _) = run(&["--stop", "Paris"]);
+    let first = cut.lines().next().unwrap();
+    assert!(
+        !first.contains("Paris") && lines[0].starts_with(first),
+        "{cut}"
+    );
+}
+
+#[test]
+fn run_stops_at_a_stop_string() {
+    let args = [
+        "run",
+        "--prompt",
+        "Once upon a time",
+        "--greedy",
+        "--max-tokens",
+        "40",
+        "--json",
+    ];
+    let (code, full, err) = weft(&args);
+    assert_eq!(code, 0, "{err}");
+    let full = json_value(&full)["text"].as_str().unwrap().to_string();
+    let stop = &full[full.len() / 2..full.len() / 2 + 4];
+    let (code, cut, err) = weft(&[&args[..], &["--stop", stop]].concat());
+    assert_eq!(code, 0, "{err}");
+    let cut = json_value(&cut)["text"].as_str().unwrap().to_string();
+    assert_eq!(cut, full[..full.find(stop).unwrap()]);
+}
+
+fn json_value(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap()
+}

@@ -2,7 +2,7 @@
 //! by the model's own Jinja template (as transformers' `apply_chat_template` renders
 //! it: trimmed blocks, Python string methods, `raise_exception`, `strftime_now`).
 
-use crate::{generate_from, GenParams, Generation, GraphSession, Model, RuntimeError};
+use crate::{generate_from, GenParams, Generation, GraphSession, Model, RuntimeError, StopStrings};
 use serde::Serialize;
 use std::path::Path;
 
@@ -128,6 +128,8 @@ pub struct Conversation<'m> {
     messages: Vec<Message>,
     /// The tokens whose KV rows the session holds, in order.
     cached: Vec<u32>,
+    /// Replies end at the first of these.
+    stops: StopStrings,
 }
 
 /// What one turn did.
@@ -150,9 +152,17 @@ impl<'m> Conversation<'m> {
             system,
             messages: Vec::new(),
             cached: Vec::new(),
+            stops: StopStrings::default(),
         };
         c.reset();
         c
+    }
+
+    /// Replies end at the first of `stops` (the reply recorded is cut there; the caller
+    /// streams through its own [`StopStrings`]).
+    pub fn with_stops(mut self, stops: &[String]) -> Self {
+        self.stops = StopStrings::new(stops);
+        self
     }
 
     /// Forgets the turns (the system message stays); the cache is reused as far as the
@@ -218,7 +228,7 @@ impl<'m> Conversation<'m> {
             .copied()
             .filter(|t| !params.stop_ids.contains(t))
             .collect();
-        let reply = self.model.decode(&shown)?;
+        let reply = self.stops.cut(&self.model.decode(&shown)?).to_string();
         messages.push(Message::new("assistant", &reply));
         self.messages = messages;
         Ok(Turn { reply, generation })

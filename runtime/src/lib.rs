@@ -12,6 +12,7 @@ mod model;
 pub mod parity;
 pub mod quant_mix;
 pub mod sampler;
+mod stop;
 mod threads;
 pub mod tokenizer;
 
@@ -19,6 +20,7 @@ pub use engine::{BackendKind, Engine, GraphSession};
 pub use executor::{generate, generate_from, Forward, GenParams, Generation, StopReason};
 pub use model::{cached_model_path, resolve, short_names, weft_home, Budget, Compiled, Model};
 pub use sampler::SamplerParams;
+pub use stop::StopStrings;
 pub use threads::{physical_cores, set_threads};
 pub use weft_backend::{Activations, Logits, LowerOptions};
 pub use weft_curated as curated;
