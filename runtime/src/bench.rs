@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(r.min(), 1.0);
         assert_eq!(r.max(), 10.0);
         assert_eq!(r.mean(), 4.0);
-        assert!((r.stddev() - (38.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!((r.stddev() - (50.0f64 / 3.0).sqrt()).abs() < 1e-12);
     }
 
     #[test]
