@@ -142,8 +142,9 @@ enum Command {
     /// -n length N, `tgN` is N one-token decode steps after a one-token prefill (only the
     /// N steps are timed). Each test gets a fresh session, runs once untimed, then -r
     /// timed times (rewound to position 0 in between). Token ids are pseudo-random with a
-    /// fixed seed, so no tokenizer is needed. The table shows the median tokens/s
-    /// ± the standard deviation, the min and the max, then the process's peak RSS.
+    /// fixed seed, so no tokenizer is needed. Sizes must be at least 1 and fit the
+    /// model's context length. The table shows the median tokens/s ± the standard
+    /// deviation, the min and the max, then the process's peak RSS (VmHWM).
     Bench {
         /// A .gguf file, an HF directory, or a short name.
         model: String,
@@ -151,6 +152,7 @@ enum Command {
         #[arg(
             short = 'p',
             long = "n-prompt",
+            value_name = "N,...",
             value_delimiter = ',',
             default_value = "512"
         )]
@@ -164,7 +166,12 @@ enum Command {
         )]
         gens: Vec<usize>,
         /// Timed repetitions of each test.
-        #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+        #[arg(
+            short = 'r',
+            long = "repetitions",
+            value_name = "N",
+            default_value_t = 5
+        )]
         reps: usize,
         /// One JSON object on stdout: {"model", "backend", "threads", "results":
         /// {"ppN": median tok/s, "tgN": ...}, "peak_rss_bytes"}.
