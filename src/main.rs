@@ -8,6 +8,7 @@ use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use weft_ir::Plan;
+use weft_runtime::bench::{self, BenchEvent, BenchResult, BenchSpec};
 use weft_runtime::chat::{Conversation, Message};
 use weft_runtime::quant_mix::QuantMix;
 use weft_runtime::tokenizer::StreamDecoder;
@@ -158,6 +159,53 @@ enum Command {
         #[arg(long, value_enum, default_value = "f32")]
         activations: ActivationsArg,
     },
+    /// Time prompt processing and token generation, as llama-bench does.
+    ///
+    /// For each -p size N, `ppN` is N tokens in one step on an empty sequence; for each
+    /// -n length N, `tgN` is N one-token decode steps after a one-token prefill (only the
+    /// N steps are timed). Each test gets a fresh session, runs once untimed, then -r
+    /// timed times (rewound to position 0 in between). Token ids are pseudo-random with a
+    /// fixed seed, so no tokenizer is needed. Sizes must be at least 1 and fit the
+    /// model's context length. The table shows the median tokens/s ± the standard
+    /// deviation, the min and the max, then the process's peak RSS (VmHWM).
+    Bench {
+        /// A .gguf file, an HF directory, or a short name.
+        model: String,
+        /// Prompt sizes, comma-separated (one pp test each).
+        #[arg(
+            short = 'p',
+            long = "n-prompt",
+            value_name = "N,...",
+            value_delimiter = ',',
+            default_value = "512"
+        )]
+        prompts: Vec<usize>,
+        /// Generation lengths, comma-separated (one tg test each).
+        #[arg(
+            short = 'n',
+            long = "n-gen",
+            value_delimiter = ',',
+            default_value = "128"
+        )]
+        gens: Vec<usize>,
+        /// Timed repetitions of each test.
+        #[arg(
+            short = 'r',
+            long = "repetitions",
+            value_name = "N",
+            default_value_t = 5
+        )]
+        reps: usize,
+        /// One JSON object on stdout: {"model", "backend", "threads", "results":
+        /// {"ppN": median tok/s, "tgN": ...}, "peak_rss_bytes"}.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
+        /// What quantised matmuls multiply with (cpu backend).
+        #[arg(long, value_enum, default_value = "f32")]
+        activations: ActivationsArg,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -298,8 +346,49 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    weft_runtime::set_threads(cli.threads)?;
+    let threads = weft_runtime::set_threads(cli.threads)?;
     match cli.command {
+        Command::Bench {
+            model,
+            prompts,
+            gens,
+            reps,
+            json,
+            backend,
+            activations,
+        } => {
+            let spec = BenchSpec {
+                prompts,
+                gens,
+                reps,
+            };
+            spec.check(None)?;
+            let backend = backend.kind()?;
+            let model = open(&model)?;
+            spec.check(model.context_length())?;
+            let options = LowerOptions {
+                activations: activations.into(),
+                ..LowerOptions::default()
+            };
+            let plan = model.compile_for(&PassSelection::all(), backend)?.plan;
+            let engine = model.engine(plan, backend, &options)?;
+            let results = bench::bench(&engine, &spec, model.context_length(), &mut |e| match e {
+                BenchEvent::Warmup { test } => {
+                    eprintln!("weft: bench {} warm-up", test.name())
+                }
+                BenchEvent::Run {
+                    test,
+                    rep,
+                    reps,
+                    tokens_per_s,
+                } => eprintln!(
+                    "weft: bench {} run {rep}/{reps}: {tokens_per_s:.2} tok/s",
+                    test.name()
+                ),
+            })?;
+            print_bench(&model, engine.backend(), threads, &results, json);
+            Ok(())
+        }
         Command::Run {
             model,
             passes,
@@ -637,6 +726,89 @@ fn chat(
         );
     }
     Ok(())
+}
+
+/// `weft bench`'s report: a llama-bench-like table, or one JSON object.
+fn print_bench(model: &Model, backend: &str, threads: usize, results: &[BenchResult], json: bool) {
+    let peak = bench::peak_rss_bytes();
+    if json {
+        let figures: serde_json::Map<String, serde_json::Value> = results
+            .iter()
+            .map(|r| (r.test.name(), json!(r.median())))
+            .collect();
+        println!(
+            "{}",
+            json!({"model": model.spec, "backend": backend, "threads": threads,
+                   "results": figures, "peak_rss_bytes": peak})
+        );
+        return;
+    }
+    let name = Path::new(&model.spec)
+        .file_name()
+        .map_or(model.spec.clone(), |f| f.to_string_lossy().into_owned());
+    let rows: Vec<[String; 7]> = results
+        .iter()
+        .map(|r| {
+            [
+                name.clone(),
+                backend.to_string(),
+                threads.to_string(),
+                r.test.name(),
+                format!("{:.2} ± {:.2}", r.median(), r.stddev()),
+                format!("{:.2}", r.min()),
+                format!("{:.2}", r.max()),
+            ]
+        })
+        .collect();
+    let head = [
+        "model",
+        "backend",
+        "threads",
+        "test",
+        "tok/s (median)",
+        "min",
+        "max",
+    ];
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    // Text columns left-aligned, figures right-aligned (as llama-bench's markdown).
+    let right = [false, false, true, false, true, true, true];
+    let line = |cells: &[String]| {
+        let mut s = String::from("|");
+        for ((c, w), r) in cells.iter().zip(&width).zip(right) {
+            let pad = " ".repeat(w - c.chars().count());
+            s += &if r {
+                format!(" {pad}{c} |")
+            } else {
+                format!(" {c}{pad} |")
+            };
+        }
+        s
+    };
+    println!("{}", line(&head.map(String::from)));
+    let rule: Vec<String> = width
+        .iter()
+        .zip(right)
+        .map(|(w, r)| match r {
+            true => format!("{}:", "-".repeat(w - 1)),
+            false => "-".repeat(*w),
+        })
+        .collect();
+    println!("{}", line(&rule));
+    for row in &rows {
+        println!("{}", line(row));
+    }
+    match peak {
+        Some(b) => println!(
+            "\npeak RSS: {:.1} MiB ({b} bytes)",
+            b as f64 / (1u64 << 20) as f64
+        ),
+        None => println!("\npeak RSS: not reported on this system"),
+    }
 }
 
 fn open(spec: &str) -> Result<Model> {

@@ -5,6 +5,7 @@
 //! This is the library API that the CLI (and later the server) is a thin layer over.
 //! Invariant: nothing here prints; progress reaches the caller through callbacks.
 
+pub mod bench;
 pub mod chat;
 mod engine;
 mod executor;
@@ -58,4 +59,6 @@ pub enum RuntimeError {
     UnknownBackend(String),
     #[error("threads: {0}")]
     Threads(String),
+    #[error("bench: {0}")]
+    Bench(String),
 }

@@ -426,6 +426,18 @@ impl Model {
         }
     }
 
+    /// The context length the model was trained for, as its metadata states it
+    /// (GGUF `<arch>.context_length`, HF `max_position_embeddings` or `n_positions`);
+    /// `None` when it states none.
+    pub fn context_length(&self) -> Option<usize> {
+        let gguf = format!("{}.context_length", self.source.architecture);
+        [gguf.as_str(), "max_position_embeddings", "n_positions"]
+            .iter()
+            .find_map(|k| self.source.meta(k)?.as_u64())
+            .filter(|&n| n > 0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// The token ids that end generation (EOS, end of turn), from the tokenizer.
     pub fn stop_ids(&self) -> Vec<u32> {
         self.tokenizer

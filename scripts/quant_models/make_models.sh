@@ -11,7 +11,8 @@
 # 1. llama-quantize is built from the llama.cpp vendored in the pinned
 #    llama-cpp-python==0.3.36 sdist (the same llama.cpp that made the committed
 #    references).  Portable flags: GGML_NATIVE=OFF, AVX2/FMA/F16C on,
-#    AVX-512/AMX off; only the llama-quantize target is built.
+#    AVX-512/AMX off; only the llama-quantize target is built.  The build
+#    (llama_cpp.sh) is shared with scripts/bench/, which adds llama-bench.
 #    cmake comes from the system if it has one (>= 3.14), else from the pinned
 #    cmake wheel in a small venv ($WEFT_HOME/quant-models/tools-venv).
 # 2. smollm2-135m.gguf (Q4_1, fetched by scripts/fetch_model.py) is requantised
@@ -29,14 +30,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-WEFT_HOME="${WEFT_HOME:-$HOME/.cache/weft}"
-QM="$WEFT_HOME/quant-models"
-BUILD="$QM/build"
-TOOLS="$QM/tools-venv"
-JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
-PY="${PYTHON:-python3}"
-LCP_VERSION=0.3.36
-CMAKE_VERSION=4.4.5
+# WEFT_HOME, QM, BUILD, TOOLS, JOBS, PY, LCP_VERSION; llama_cpp_tools, llama_cpp_target
+# shellcheck source=llama_cpp.sh
+source "$HERE/llama_cpp.sh"
 GGUF_VERSION=0.19.0
 
 # Default set.  The name is both the file suffix and llama-quantize's type
@@ -59,79 +55,19 @@ extra_args() {
 
 log() { echo "== [$(date +%H:%M:%S)] $*" >&2; }
 T0=$(date +%s)
-mkdir -p "$QM" "$BUILD"
 
-# --- tools venv: gguf (census) and, if needed, cmake -------------------------
-if [ ! -x "$TOOLS/bin/python" ]; then
-    log "creating tools venv $TOOLS"
-    "$PY" -m venv "$TOOLS"
-fi
-TPY="$TOOLS/bin/python"
+# --- tools venv: cmake (llama_cpp.sh) and gguf (census) ------------------------
+llama_cpp_tools
 if ! "$TPY" -c "import importlib.metadata as m, sys; sys.exit(m.version('gguf') != '$GGUF_VERSION')" 2>/dev/null; then
     log "installing gguf==$GGUF_VERSION into the tools venv"
     "$TPY" -m pip install --disable-pip-version-check -q "gguf==$GGUF_VERSION"
 fi
 
-CMAKE=""
-if command -v cmake >/dev/null 2>&1; then
-    v="$(cmake --version | head -1 | sed 's/[^0-9.]*//')"
-    if [ "$(printf '%s\n' 3.14 "$v" | sort -V | head -1)" = 3.14 ]; then CMAKE="$(command -v cmake)"; fi
-fi
-if [ -z "$CMAKE" ]; then
-    if [ ! -x "$TOOLS/bin/cmake" ]; then
-        log "no usable system cmake: installing cmake==$CMAKE_VERSION into the tools venv"
-        "$TPY" -m pip install --disable-pip-version-check -q "cmake==$CMAKE_VERSION"
-    fi
-    CMAKE="$TOOLS/bin/cmake"
-fi
-log "cmake: $CMAKE ($("$CMAKE" --version | head -1))"
-
 # --- llama-quantize ----------------------------------------------------------
-SRC="$BUILD/llama_cpp_python-$LCP_VERSION/vendor/llama.cpp"
-BIN_DIR="$BUILD/llama.cpp-build"
-QUANTIZE="$BIN_DIR/bin/llama-quantize"
-CMAKE_FLAGS=(
-    -DCMAKE_BUILD_TYPE=Release
-    -DBUILD_SHARED_LIBS=OFF
-    -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_BUILD_MTMD=OFF
-    -DLLAMA_OPENSSL=OFF -DLLAMA_LLGUIDANCE=OFF
-    -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-    -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_OPENMP=OFF
-    -DGGML_BACKEND_DL=OFF -DGGML_CPU_ALL_VARIANTS=OFF
-)
-STAMP="$BIN_DIR/weft-build-flags"
-WANT_STAMP="$LCP_VERSION ${CMAKE_FLAGS[*]}"
-
-if [ -x "$QUANTIZE" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_STAMP" ]; then
-    log "llama-quantize already built: $QUANTIZE"
-    BUILD_S=0
-else
-    TB=$(date +%s)
-    SDIST="$BUILD/llama_cpp_python-$LCP_VERSION.tar.gz"
-    if [ ! -f "$SDIST" ]; then
-        log "downloading llama-cpp-python==$LCP_VERSION sdist"
-        "$TPY" -m pip download --disable-pip-version-check -q --no-deps --no-binary llama-cpp-python \
-            "llama-cpp-python==$LCP_VERSION" -d "$BUILD"
-    fi
-    if [ ! -f "$SRC/tools/quantize/main.cpp" ]; then
-        log "unpacking $(basename "$SDIST")"
-        tar -xzf "$SDIST" -C "$BUILD"
-    fi
-    rm -rf "$BIN_DIR"
-    mkdir -p "$BIN_DIR"
-    log "configuring llama.cpp (log: $BIN_DIR/configure.log)"
-    "$CMAKE" -S "$SRC" -B "$BIN_DIR" "${CMAKE_FLAGS[@]}" > "$BIN_DIR/configure.log" 2>&1 \
-        || { tail -40 "$BIN_DIR/configure.log" >&2; exit 1; }
-    log "building llama-quantize with -j$JOBS (log: $BIN_DIR/build.log)"
-    "$CMAKE" --build "$BIN_DIR" --target llama-quantize -j "$JOBS" > "$BIN_DIR/build.log" 2>&1 \
-        || { tail -40 "$BIN_DIR/build.log" >&2; exit 1; }
-    [ -x "$QUANTIZE" ] || { echo "build finished but $QUANTIZE is missing" >&2; exit 1; }
-    echo "$WANT_STAMP" > "$STAMP"
-    BUILD_S=$(( $(date +%s) - TB ))
-    log "built llama-quantize in ${BUILD_S}s"
-fi
+QUANTIZE="$LLAMA_BIN_DIR/bin/llama-quantize"
+TB=$(date +%s)
+llama_cpp_target llama-quantize || exit 1
+BUILD_S=$(( $(date +%s) - TB ))
 
 # --- source model --------------------------------------------------------------
 log "fetching smollm2-135m"
