@@ -53,4 +53,22 @@ pub enum RuntimeError {
     UnknownBackend(String),
     #[error("threads: {0}")]
     Threads(String),
+    #[error("{ctx} positions are more than the {trained} the model was trained for (its context length)")]
+    ContextTooLong { ctx: usize, trained: usize },
+    #[error(
+        "the tokenizer has {tokens} tokens, but the embedding '{tensor}' has {rows} rows: \
+         every id the tokenizer can produce needs a row"
+    )]
+    VocabMismatch {
+        tokens: usize,
+        tensor: String,
+        rows: usize,
+    },
+    #[error(
+        "the logits of generation step {step} (0 is the prompt) are not finite: {value} for \
+         token {id}; the model's numbers broke down (a norm epsilon or rope base out of range?)"
+    )]
+    NonFinite { step: usize, id: usize, value: f32 },
+    #[error(transparent)]
+    Sampler(#[from] sampler::SamplerError),
 }

@@ -41,6 +41,43 @@ impl SamplerParams {
             ..Default::default()
         }
     }
+
+    /// Refuses values that would sample nonsense silently (a NaN temperature, a top-p
+    /// of 2, a zero repetition penalty), naming the first one out of range.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let checks: [(&'static str, f32, &'static str, fn(f32) -> bool); 4] = [
+            ("temperature", self.temperature, "finite and ≥ 0", |v| {
+                v.is_finite() && v >= 0.0
+            }),
+            ("top_p", self.top_p, "in (0, 1]", |v| v > 0.0 && v <= 1.0),
+            ("min_p", self.min_p, "in [0, 1]", |v| {
+                (0.0..=1.0).contains(&v)
+            }),
+            (
+                "repeat_penalty",
+                self.repeat_penalty,
+                "finite and > 0",
+                |v| v.is_finite() && v > 0.0,
+            ),
+        ];
+        match checks.into_iter().find(|(_, v, _, ok)| !ok(*v)) {
+            Some((name, found, expected, _)) => Err(SamplerError {
+                name,
+                expected,
+                found,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A sampler setting out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("sampler: {name} must be {expected}, found {found}")]
+pub struct SamplerError {
+    pub name: &'static str,
+    pub expected: &'static str,
+    pub found: f32,
 }
 
 /// The index of the largest value (the first on ties), as llama.cpp and torch pick.
@@ -183,6 +220,58 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        assert!(SamplerParams::default().validate().is_ok());
+        for (p, says) in [
+            (
+                SamplerParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature must be finite and ≥ 0, found NaN",
+            ),
+            (
+                SamplerParams {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplerParams {
+                    top_p: 2.0,
+                    ..Default::default()
+                },
+                "top_p must be in (0, 1], found 2",
+            ),
+            (
+                SamplerParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplerParams {
+                    min_p: f32::NAN,
+                    ..Default::default()
+                },
+                "min_p must be in [0, 1], found NaN",
+            ),
+            (
+                SamplerParams {
+                    repeat_penalty: 0.0,
+                    ..Default::default()
+                },
+                "repeat_penalty must be finite and > 0, found 0",
+            ),
+        ] {
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     #[test]
     fn greedy_takes_first_max() {
