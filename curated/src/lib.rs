@@ -140,7 +140,7 @@ impl Curated {
                 .map(|(i, l)| {
                     try_zeros(&[max_ctx, l.n_kv * l.head_dim]).map_err(|need| CuratedError::Alloc {
                         what: format!(
-                            "the {what} cache of layer {i} ({max_ctx} positions × {})",
+                            "{what} cache of layer {i} ({max_ctx} positions × {})",
                             l.n_kv * l.head_dim
                         ),
                         need,

@@ -66,7 +66,7 @@ pub enum RuntimeError {
     },
     #[error(
         "the logits of generation step {step} (0 is the prompt) are not finite: {value} for \
-         token {id}; the model's numbers broke down (a norm epsilon or rope base out of range?)"
+         token {id} (weights that are not finite, or values beyond f32's range)"
     )]
     NonFinite { step: usize, id: usize, value: f32 },
     #[error(transparent)]
