@@ -22,18 +22,17 @@ fn elements(dims: &[usize]) -> Result<usize, TooBig> {
 /// Zeros for a buffer of `dims` (their product), reserved fallibly.
 pub fn try_zeros(dims: &[usize]) -> Result<Vec<f32>, TooBig> {
     let mut v = Vec::new();
-    try_resize(&mut v, elements(dims)?)?;
+    try_resize(&mut v, dims)?;
     Ok(v)
 }
 
-/// Resizes `v` to `n` values (new ones zero), reserving fallibly.
-pub fn try_resize(v: &mut Vec<f32>, n: usize) -> Result<(), TooBig> {
-    let too_big = TooBig {
-        bytes: n as u128 * 4,
-    };
-    elements(&[n]).map_err(|_| too_big)?;
+/// Resizes `v` to the product of `dims` (new values zero), reserving fallibly.
+pub fn try_resize(v: &mut Vec<f32>, dims: &[usize]) -> Result<(), TooBig> {
+    let n = elements(dims)?;
     v.try_reserve_exact(n.saturating_sub(v.len()))
-        .map_err(|_| too_big)?;
+        .map_err(|_| TooBig {
+            bytes: n as u128 * 4,
+        })?;
     v.resize(n, 0.0);
     Ok(())
 }
@@ -49,8 +48,8 @@ mod tests {
         assert_eq!(e.bytes, usize::MAX as u128 * 8);
         assert!(try_zeros(&[1 << 40, 1 << 20]).is_err());
         let mut v = vec![1.0];
-        try_resize(&mut v, 3).unwrap();
+        try_resize(&mut v, &[3]).unwrap();
         assert_eq!(v, [1.0, 0.0, 0.0]);
-        assert!(try_resize(&mut v, usize::MAX).is_err());
+        assert!(try_resize(&mut v, &[usize::MAX]).is_err());
     }
 }
