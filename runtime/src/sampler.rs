@@ -45,29 +45,34 @@ impl SamplerParams {
     /// Refuses values that would sample nonsense silently (a NaN temperature, a top-p
     /// of 2, a zero repetition penalty), naming the first one out of range.
     pub fn validate(&self) -> Result<(), SamplerError> {
-        let checks: [(&'static str, f32, &'static str, fn(f32) -> bool); 4] = [
-            ("temperature", self.temperature, "finite and ≥ 0", |v| {
-                v.is_finite() && v >= 0.0
-            }),
-            ("top_p", self.top_p, "in (0, 1]", |v| v > 0.0 && v <= 1.0),
-            ("min_p", self.min_p, "in [0, 1]", |v| {
-                (0.0..=1.0).contains(&v)
-            }),
-            (
-                "repeat_penalty",
-                self.repeat_penalty,
-                "finite and > 0",
-                |v| v.is_finite() && v > 0.0,
-            ),
-        ];
-        match checks.into_iter().find(|(_, v, _, ok)| !ok(*v)) {
-            Some((name, found, expected, _)) => Err(SamplerError {
+        let check = |name, found: f32, expected, ok: bool| match ok {
+            true => Ok(()),
+            false => Err(SamplerError {
                 name,
                 expected,
                 found,
             }),
-            None => Ok(()),
-        }
+        };
+        let (t, p, m, r) = (
+            self.temperature,
+            self.top_p,
+            self.min_p,
+            self.repeat_penalty,
+        );
+        check(
+            "temperature",
+            t,
+            "finite and ≥ 0",
+            t.is_finite() && t >= 0.0,
+        )?;
+        check("top_p", p, "in (0, 1]", p > 0.0 && p <= 1.0)?;
+        check("min_p", m, "in [0, 1]", (0.0..=1.0).contains(&m))?;
+        check(
+            "repeat_penalty",
+            r,
+            "finite and > 0",
+            r.is_finite() && r > 0.0,
+        )
     }
 }
 
