@@ -314,13 +314,6 @@ impl Curated {
             None => Vec::new(),
         };
         let p = self.pos;
-        if let Some(pe) = self.positions.as_ref().filter(|pe| p >= pe.rows()) {
-            return Err(CuratedError::Model(format!(
-                "position {p} is past the {} learned positions of '{}'",
-                pe.rows(),
-                pe.name
-            )));
-        }
         if let Some(pe) = &self.positions {
             let mut row = vec![0.0; c.hidden];
             kernel_for(pe.dtype).decode_row(pe.row(p), &mut row);
