@@ -289,7 +289,7 @@ struct SampleArgs {
     /// End the generated text at STRING (repeatable; found across token boundaries).
     #[arg(long = "stop", value_name = "STRING")]
     stop: Vec<String>,
-    /// KV-cache positions (default: prompt + max tokens; in chat, 4096).
+    /// KV-cache positions (default: prompt + max tokens; in chat, 4096 or the trained context if smaller).
     #[arg(long)]
     ctx: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -318,6 +318,16 @@ impl SampleArgs {
         LowerOptions {
             memory: passes.memory(),
             activations: self.activations.into(),
+        }
+    }
+}
+
+impl GenArgs {
+    /// Checks --logits-out before any work (see [`check_output`]).
+    fn check_output(&self, inputs: &[&Path]) -> Result<()> {
+        match &self.logits_out {
+            Some(out) => check_output("--logits-out", out, inputs),
+            None => Ok(()),
         }
     }
 }
@@ -365,27 +375,28 @@ fn real_main() -> Result<()> {
             spec.check(None)?;
             let backend = backend.kind()?;
             let model = open(&model)?;
-            spec.check(model.context_length())?;
+            spec.check(model.trained_context())?;
             let options = LowerOptions {
                 activations: activations.into(),
                 ..LowerOptions::default()
             };
             let plan = model.compile_for(&PassSelection::all(), backend)?.plan;
             let engine = model.engine(plan, backend, &options)?;
-            let results = bench::bench(&engine, &spec, model.context_length(), &mut |e| match e {
-                BenchEvent::Warmup { test } => {
-                    eprintln!("weft: bench {} warm-up", test.name())
-                }
-                BenchEvent::Run {
-                    test,
-                    rep,
-                    reps,
-                    tokens_per_s,
-                } => eprintln!(
-                    "weft: bench {} run {rep}/{reps}: {tokens_per_s:.2} tok/s",
-                    test.name()
-                ),
-            })?;
+            let results =
+                bench::bench(&engine, &spec, model.trained_context(), &mut |e| match e {
+                    BenchEvent::Warmup { test } => {
+                        eprintln!("weft: bench {} warm-up", test.name())
+                    }
+                    BenchEvent::Run {
+                        test,
+                        rep,
+                        reps,
+                        tokens_per_s,
+                    } => eprintln!(
+                        "weft: bench {} run {rep}/{reps}: {tokens_per_s:.2} tok/s",
+                        test.name()
+                    ),
+                })?;
             print_bench(&model, engine.backend(), threads, &results, json);
             Ok(())
         }
@@ -397,6 +408,7 @@ fn real_main() -> Result<()> {
         } => {
             let selection = PassSelection::parse(&passes)?;
             let model = open(&model_or_default(model)?)?;
+            gen.check_output(&[&model.source.path])?;
             if curated {
                 return run_forward(&model, &gen, |ctx| Ok(model.curated(ctx)?));
             }
@@ -439,6 +451,7 @@ fn real_main() -> Result<()> {
             let mut plan_v: Plan = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a weft plan", plan.display()))?;
             let model = open(weights.as_deref().unwrap_or(&plan_v.model.source))?;
+            gen.check_output(&[&model.source.path, &plan])?;
             let selection = match passes {
                 Some(p) => {
                     let selection = PassSelection::parse(&p)?;
@@ -468,6 +481,12 @@ fn real_main() -> Result<()> {
                 }
             }
             let model = open(&model)?;
+            if let Some(out) = &output {
+                check_output("-o", out, &[&model.source.path])?;
+            }
+            if stats {
+                check_trained_context(&model, seq, || format!("--seq {seq}"))?;
+            }
             let compiled = model.compile_with(&selection, Some(backend), |pass, graph| {
                 if dump_after.as_deref() == Some(pass) {
                     print!("{}", graph.to_text());
@@ -541,7 +560,10 @@ fn real_main() -> Result<()> {
                 return inspect(&model, json);
             }
             let b = model.budget(ctx)?;
-            let total = b.weight_bytes + b.kv_bytes + b.arena_prefill_bytes;
+            let total = b
+                .weight_bytes
+                .saturating_add(b.kv_bytes)
+                .saturating_add(b.arena_prefill_bytes);
             if json {
                 println!(
                     "{}",
@@ -593,8 +615,14 @@ fn real_main() -> Result<()> {
             let backend = backend.kind()?;
             let model = open(&model)?;
             let prompt = prompt_tokens(&model, prompt.as_deref(), tokens)?;
+            let ctx = prompt.len().saturating_add(steps).saturating_add(1);
+            check_trained_context(&model, ctx, || {
+                format!(
+                    "{ctx} positions (the prompt's {} plus --steps {steps} plus 1)",
+                    prompt.len()
+                )
+            })?;
             let plan = model.compile_for(&selection, backend)?.plan;
-            let ctx = prompt.len() + steps + 1;
             let options = LowerOptions {
                 memory: selection.memory(),
                 activations: activations.into(),
@@ -620,6 +648,9 @@ fn real_main() -> Result<()> {
                     r.tokens_agree(),
                     r.tokens_a.len()
                 );
+                if let Some(k) = r.non_finite {
+                    println!("non-finite logits at compared position {k} (0: the prompt's end)");
+                }
                 println!("{}", if r.passed() { "PASS" } else { "FAIL" });
             }
             if !r.passed() {
@@ -655,7 +686,10 @@ fn chat(
     eprintln!("weft: chat template from {}", template.origin());
     let backend = sample.backend.kind()?;
     let plan = model.compile_for(passes, backend)?.plan;
-    let ctx = sample.ctx.unwrap_or(4096);
+    let ctx = sample
+        .ctx
+        .unwrap_or_else(|| model.trained_context().map_or(4096, |t| t.min(4096)));
+    check_trained_context(model, ctx, || format!("--ctx {ctx}"))?;
     let session = model
         .engine(plan, backend, &sample.lower_options(passes))?
         .session(ctx)?;
@@ -828,12 +862,80 @@ fn prompt_tokens(
     }
 }
 
-/// Writes through a temporary file and a rename, so no half-written file is left.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp-weft");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+/// Refuses an output path before any work: its folder must exist, and it must not be
+/// an input (a model file, a file of a model directory, a plan).
+fn check_output(flag: &str, out: &Path, inputs: &[&Path]) -> Result<()> {
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        bail!(
+            "{flag} {}: the folder {} does not exist",
+            out.display(),
+            folder.display()
+        );
+    }
+    if out.is_dir() {
+        bail!("{flag} {}: that is a folder, not a file", out.display());
+    }
+    // Not there yet: no input can be it.
+    let Ok(target) = std::fs::canonicalize(out) else {
+        return Ok(());
+    };
+    for input in inputs.iter().filter_map(|i| std::fs::canonicalize(i).ok()) {
+        if target == input || (input.is_dir() && target.parent() == Some(&input)) {
+            bail!(
+                "{flag} {} would overwrite the input {}",
+                out.display(),
+                input.display()
+            );
+        }
+    }
     Ok(())
+}
+
+/// Refuses `ctx` positions beyond the model's trained context before any work;
+/// `asked` says how many were asked for and by which flags.
+fn check_trained_context(model: &Model, ctx: usize, asked: impl FnOnce() -> String) -> Result<()> {
+    match model.trained_context() {
+        Some(trained) if ctx > trained => bail!(
+            "{}: more than the {trained} positions {} was trained for",
+            asked(),
+            model.spec
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Writes through a temporary file beside `path` and a rename, so no half-written file
+/// is left. The temporary name is unique (pid, a counter, a random number) and created
+/// new, so no file of the user's is touched; it is removed on every error.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}-{n}-{random:016x}.tmp-weft",
+        std::process::id()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
 }
 
 fn run_plan(model: &Model, plan: Plan, passes: &PassSelection, gen: &GenArgs) -> Result<()> {
@@ -852,7 +954,15 @@ fn run_forward<F: Forward>(
     let ctx = gen
         .sample
         .ctx
-        .unwrap_or(prompt.len() + gen.sample.max_tokens);
+        .unwrap_or(prompt.len().saturating_add(gen.sample.max_tokens));
+    check_trained_context(model, ctx, || match gen.sample.ctx {
+        Some(_) => format!("--ctx {ctx}"),
+        None => format!(
+            "{ctx} positions (the prompt's {} plus --max-tokens {})",
+            prompt.len(),
+            gen.sample.max_tokens
+        ),
+    })?;
     if prompt.len() > ctx {
         bail!(
             "the prompt has {} tokens, more than --ctx {ctx}",
@@ -860,17 +970,21 @@ fn run_forward<F: Forward>(
         );
     }
     // The last token needs no cache position of its own, so a full cache still yields one.
-    let max_tokens = gen.sample.max_tokens.min(ctx + 1 - prompt.len());
+    let max_tokens = gen
+        .sample
+        .max_tokens
+        .min((ctx - prompt.len()).saturating_add(1));
     if max_tokens < gen.sample.max_tokens {
         eprintln!("weft: --ctx {ctx} leaves room for {max_tokens} generated token(s)");
     }
-    let mut program = make(ctx)?;
     let params = GenParams {
         max_tokens,
         sampler: gen.sample.sampler(),
         stop_ids: model.stop_ids(),
         ignore_eos: gen.ignore_eos,
     };
+    params.sampler.validate()?;
+    let mut program = make(ctx)?;
     let tok = model.tokenizer.as_ref();
     let mut stream = StreamDecoder::new();
     let mut stdout = std::io::stdout().lock();

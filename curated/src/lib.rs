@@ -16,7 +16,8 @@ mod weights;
 use rayon::prelude::*;
 use spec::{LayerKind, Spec};
 use weft_formats::ModelSource;
-use weft_ir::{MetaValue, WeightView};
+use weft_ir::alloc::{try_zeros, TooBig};
+use weft_ir::WeightView;
 use weft_quant::kernel_for;
 use weights::{Ffn, Layer, Loader, Mlp, Norm, PerLayerInputs};
 
@@ -29,6 +30,8 @@ pub enum CuratedError {
     Model(String),
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("out of memory: the curated decoder's {what} {need}")]
+    Alloc { what: String, need: TooBig },
 }
 
 pub struct Curated {
@@ -53,6 +56,13 @@ pub struct Curated {
 impl Curated {
     pub fn new(src: &ModelSource, max_ctx: usize) -> Result<Curated, CuratedError> {
         let spec = Spec::read(src)?;
+        if let Some(trained) = spec.context.filter(|&c| max_ctx > c) {
+            return Err(CuratedError::Model(format!(
+                "{}: {max_ctx} positions are more than the {trained} the model was trained for \
+                 (its context length)",
+                src.path.display()
+            )));
+        }
         let gguf = spec.gguf;
         let hf_gpt2 = !gguf && spec.family == spec::Family::Gpt2;
         let embed = src.view(&match (gguf, hf_gpt2) {
@@ -66,6 +76,14 @@ impl Curated {
                 src.path.display(),
                 embed.cols(),
                 spec.hidden
+            )));
+        }
+        if let Some(vocab) = spec.vocab.filter(|&v| v != embed.rows()) {
+            return Err(CuratedError::Model(format!(
+                "{}: '{}' has {} rows, the vocabulary size is {vocab}",
+                src.path.display(),
+                embed.name,
+                embed.rows()
             )));
         }
         let positions = if spec.learned_positions {
@@ -85,17 +103,12 @@ impl Curated {
         } else {
             None
         };
-        let tied_hf = !gguf
-            && src
-                .meta("tie_word_embeddings")
-                .and_then(MetaValue::as_bool)
-                .unwrap_or(false);
         let head_name = if gguf {
             "output.weight"
         } else {
             "lm_head.weight"
         };
-        let head = if tied_hf || src.tensor(head_name).is_none() {
+        let head = if spec.tie_embeddings || src.tensor(head_name).is_none() {
             embed.clone()
         } else {
             src.view(head_name)?
@@ -119,15 +132,25 @@ impl Curated {
             Some(_) => Some(loader.vector(&head_bias_name, head.rows(), false)?),
             None => None,
         };
-        let cache = || -> Vec<Vec<f32>> {
+        // Sized by a flag and the file: allocated fallibly.
+        let cache = |what: &str| -> Result<Vec<Vec<f32>>, CuratedError> {
             spec.layers
                 .iter()
-                .map(|l| vec![0.0; max_ctx * l.n_kv * l.head_dim])
+                .enumerate()
+                .map(|(i, l)| {
+                    try_zeros(&[max_ctx, l.n_kv * l.head_dim]).map_err(|need| CuratedError::Alloc {
+                        what: format!(
+                            "{what} cache of layer {i} ({max_ctx} positions × {})",
+                            l.n_kv * l.head_dim
+                        ),
+                        need,
+                    })
+                })
                 .collect()
         };
         Ok(Curated {
-            keys: cache(),
-            values: cache(),
+            keys: cache("key")?,
+            values: cache("value")?,
             spec,
             embed,
             positions,
@@ -140,6 +163,11 @@ impl Curated {
             max_ctx,
             logits: Vec::new(),
         })
+    }
+
+    /// The token embedding: its tensor name and rows (the vocabulary it can embed).
+    pub fn embedding(&self) -> (&str, usize) {
+        (&self.embed.name, self.embed.rows())
     }
 
     /// RMSNorm, or LayerNorm (mean removed, then bias) for phi2/starcoder2/gpt2.

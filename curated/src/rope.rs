@@ -3,7 +3,7 @@
 use super::spec::Keys;
 use crate::CuratedError;
 use weft_formats::ModelSource;
-use weft_ir::MetaValue;
+use weft_ir::{Expect, MetaValue};
 use weft_quant::kernel_for;
 
 pub(super) enum Scaling {
@@ -68,23 +68,23 @@ pub(super) fn hf_scaling(k: &Keys, prefixes: &[&str]) -> Result<Scaling, Curated
             .find_map(|key| k.hf(key))
             .and_then(MetaValue::as_str);
         let Some(kind) = kind else { continue };
-        let get = |name: &str, default: f64| {
-            k.hf(&format!("{p}.{name}"))
-                .and_then(MetaValue::as_f64)
-                .unwrap_or(default)
+        let get = |name: &str, expect: Expect, default: f64| -> Result<f64, CuratedError> {
+            Ok(k.hf_num(&[&format!("{p}.{name}")], expect)?
+                .unwrap_or(default))
         };
+        let factor = || get("factor", Expect::Positive, 1.0);
         return match kind {
             "default" => Ok(Scaling::None),
-            "linear" => Ok(Scaling::Linear(get("factor", 1.0))),
+            "linear" => Ok(Scaling::Linear(factor()?)),
             "llama3" => Ok(Scaling::Llama3 {
-                factor: get("factor", 1.0),
-                low: get("low_freq_factor", 1.0),
-                high: get("high_freq_factor", 4.0),
-                original: get("original_max_position_embeddings", 8192.0),
+                factor: factor()?,
+                low: get("low_freq_factor", Expect::Positive, 1.0)?,
+                high: get("high_freq_factor", Expect::Positive, 4.0)?,
+                original: get("original_max_position_embeddings", Expect::Size, 8192.0)?,
             }),
             "proportional" => Ok(Scaling::Proportional {
-                partial: get("partial_rotary_factor", 1.0),
-                factor: get("factor", 1.0),
+                partial: get("partial_rotary_factor", Expect::Fraction, 1.0)?,
+                factor: factor()?,
             }),
             other => Err(CuratedError::Model(format!(
                 "{}: rope scaling '{other}' ({p}) is not handled",
@@ -97,14 +97,13 @@ pub(super) fn hf_scaling(k: &Keys, prefixes: &[&str]) -> Result<Scaling, Curated
 
 /// GGUF scaling: only `linear` changes the frequencies here (llama3-style files
 /// carry their divisors in `rope_freqs.weight`, see [`apply_freq_factors`]).
-pub(super) fn gguf_scaling(src: &ModelSource) -> Result<Scaling, CuratedError> {
-    let arch = &src.architecture;
+pub(super) fn gguf_scaling(k: &Keys) -> Result<Scaling, CuratedError> {
+    let src = k.src;
     let kind = src
-        .meta(&format!("{arch}.rope.scaling.type"))
+        .meta(&format!("{}.rope.scaling.type", src.architecture))
         .and_then(MetaValue::as_str);
-    let factor = src
-        .meta(&format!("{arch}.rope.scaling.factor"))
-        .and_then(MetaValue::as_f64)
+    let factor = k
+        .num("rope.scaling.factor", &[], Expect::Positive)?
         .unwrap_or(1.0);
     match kind {
         None | Some("none") => Ok(Scaling::None),

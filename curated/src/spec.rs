@@ -4,7 +4,7 @@
 use super::rope::{self, Scaling};
 use crate::CuratedError;
 use weft_formats::{ModelSource, SourceKind};
-use weft_ir::MetaValue;
+use weft_ir::{Expect, MetaValue};
 
 /// The families the curated decoder knows; each is a set of flags below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +106,11 @@ pub(super) struct Spec {
     pub experts_used: usize,
     pub expert_ffn: usize,
     pub norm_topk: bool,
+    pub tie_embeddings: bool,
+    /// The context the model was trained for, when the file states it.
+    pub context: Option<usize>,
+    /// The vocabulary, when the file states it (the embedding must have its rows).
+    pub vocab: Option<usize>,
 }
 
 fn err(msg: String) -> CuratedError {
@@ -114,14 +119,17 @@ fn err(msg: String) -> CuratedError {
 
 /// Reads keys of either source: `gk` is a GGUF key without the `<arch>.` prefix.
 /// (The loader lays a multimodal config's `text_config` over the top level.)
+/// Numbers are checked by the rule the family templates use ([`Expect`]): a key that
+/// holds a string, a NaN or a zero where a size belongs is an error naming it.
 pub(super) struct Keys<'a> {
     pub src: &'a ModelSource,
     pub gguf: bool,
 }
 
 impl<'a> Keys<'a> {
-    /// An HF key, or GPT-2's own spelling of it (transformers maps these names too).
-    pub(super) fn hf(&self, key: &str) -> Option<&'a MetaValue> {
+    /// An HF key, or GPT-2's own spelling of it (transformers maps these names too),
+    /// with the name it was found under.
+    fn hf_entry(&self, key: &str) -> Option<(String, &'a MetaValue)> {
         let gpt2 = match key {
             "hidden_size" => "n_embd",
             "num_hidden_layers" => "n_layer",
@@ -130,14 +138,63 @@ impl<'a> Keys<'a> {
             "layer_norm_eps" => "layer_norm_epsilon",
             other => other,
         };
-        self.src.meta(key).or_else(|| self.src.meta(gpt2))
+        let src: &'a ModelSource = self.src;
+        [key, gpt2]
+            .into_iter()
+            .find_map(|k| src.meta(k).map(|v| (k.to_string(), v)))
     }
 
-    /// The first of several HF keys present, as a number.
-    fn hf_num(&self, keys: &[&str]) -> Option<f64> {
-        keys.iter()
-            .find_map(|k| self.hf(k))
-            .and_then(MetaValue::as_f64)
+    pub(super) fn hf(&self, key: &str) -> Option<&'a MetaValue> {
+        self.hf_entry(key).map(|(_, v)| v)
+    }
+
+    /// The key present: GGUF `<arch>.gk`, or the first of the HF keys `hk`.
+    fn raw(&self, gk: &str, hk: &[&str]) -> Option<(String, &'a MetaValue)> {
+        if self.gguf {
+            let src: &'a ModelSource = self.src;
+            let key = format!("{}.{gk}", src.architecture);
+            src.meta(&key).map(|v| (key, v))
+        } else {
+            hk.iter().find_map(|k| self.hf_entry(k))
+        }
+    }
+
+    /// A key's number, checked against `expect`; `None` when absent.
+    pub(super) fn num(
+        &self,
+        gk: &str,
+        hk: &[&str],
+        expect: Expect,
+    ) -> Result<Option<f64>, CuratedError> {
+        self.checked(self.raw(gk, hk), expect)
+    }
+
+    /// The first of several HF keys present, checked likewise.
+    pub(super) fn hf_num(
+        &self,
+        keys: &[&str],
+        expect: Expect,
+    ) -> Result<Option<f64>, CuratedError> {
+        self.checked(keys.iter().find_map(|k| self.hf_entry(k)), expect)
+    }
+
+    /// An HF flag; false when absent.
+    pub(super) fn hf_flag(&self, key: &str) -> Result<bool, CuratedError> {
+        Ok(self.hf_num(&[key], Expect::Flag)? == Some(1.0))
+    }
+
+    fn checked(
+        &self,
+        entry: Option<(String, &MetaValue)>,
+        expect: Expect,
+    ) -> Result<Option<f64>, CuratedError> {
+        entry
+            .map(|(key, v)| v.number(expect).map_err(|e| self.bad_key(&key, &e)))
+            .transpose()
+    }
+
+    pub(super) fn bad_key(&self, key: &str, what: &str) -> CuratedError {
+        err(format!("{}: key '{key}': {what}", self.src.path.display()))
     }
 
     /// HF keys `<prefix><rest>`, as (rest, value).
@@ -149,18 +206,6 @@ impl<'a> Keys<'a> {
             .collect()
     }
 
-    fn raw(&self, gk: &str, hk: &[&str]) -> Option<&'a MetaValue> {
-        if self.gguf {
-            self.src.meta(&format!("{}.{gk}", self.src.architecture))
-        } else {
-            hk.iter().find_map(|k| self.hf(k))
-        }
-    }
-
-    fn opt(&self, gk: &str, hk: &[&str]) -> Option<f64> {
-        self.raw(gk, hk).and_then(MetaValue::as_f64)
-    }
-
     fn name(&self, gk: &str, hk: &str) -> String {
         if self.gguf {
             format!("{}.{gk}", self.src.architecture)
@@ -169,8 +214,8 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn need(&self, gk: &str, hk: &str) -> Result<f64, CuratedError> {
-        self.opt(gk, &[hk]).ok_or_else(|| {
+    fn need(&self, gk: &str, hk: &str, expect: Expect) -> Result<f64, CuratedError> {
+        self.num(gk, &[hk], expect)?.ok_or_else(|| {
             err(format!(
                 "{}: missing key '{}'",
                 self.src.path.display(),
@@ -179,34 +224,20 @@ impl<'a> Keys<'a> {
         })
     }
 
-    /// One count per layer, from a single number or (GGUF) an array of one
-    /// per layer; `None` when the key is absent.
+    /// One size per layer, from a single number or (GGUF) an array of one per
+    /// layer; `None` when the key is absent.
     fn per_layer(&self, gk: &str, hk: &str, n: usize) -> Result<Option<Vec<usize>>, CuratedError> {
-        let Some(v) = self.raw(gk, &[hk]) else {
+        let Some((key, v)) = self.raw(gk, &[hk]) else {
             return Ok(None);
         };
-        let bad = |what: &str| {
-            err(format!(
-                "{}: key '{}': {what}",
-                self.src.path.display(),
-                self.name(gk, hk)
-            ))
-        };
-        let one = |v: &MetaValue| v.as_u64().map(|x| x as usize);
+        v.check(Expect::Size).map_err(|e| self.bad_key(&key, &e))?;
+        let size = |v: Option<MetaValue>| v.and_then(|v| v.as_u64()).unwrap_or(0) as usize;
         match v.array_len() {
-            Some(len) if len != n => Err(bad(&format!("{len} entries for {n} layers"))),
-            Some(_) => (0..n)
-                .map(|i| {
-                    v.array_get(i)
-                        .as_ref()
-                        .and_then(one)
-                        .ok_or_else(|| bad("expected a count per layer"))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Some),
-            None => one(v)
-                .map(|x| Some(vec![x; n]))
-                .ok_or_else(|| bad("expected a count")),
+            Some(len) if len != n => {
+                Err(self.bad_key(&key, &format!("{len} entries for {n} layers")))
+            }
+            Some(_) => Ok(Some((0..n).map(|i| size(v.array_get(i))).collect())),
+            None => Ok(Some(vec![size(Some(v.clone())); n])),
         }
     }
 }
@@ -227,8 +258,17 @@ impl Spec {
         if family == Family::Gemma4 {
             gemma4_unhandled(&k)?;
         }
-        let hidden = k.need("embedding_length", "hidden_size")? as usize;
-        let n_layers = k.need("block_count", "num_hidden_layers")? as usize;
+        let hidden = k.need("embedding_length", "hidden_size", Expect::Size)? as usize;
+        let n_layers = k.need("block_count", "num_hidden_layers", Expect::Size)? as usize;
+        // Each layer has tensors of its own: a count beyond the file's tensors is corrupt
+        // (and would be allocated per layer below).
+        if n_layers > src.tensors.len() {
+            return Err(err(format!(
+                "{path}: key '{}' says {n_layers} layers, but the file holds {} tensors",
+                k.name("block_count", "num_hidden_layers"),
+                src.tensors.len()
+            )));
+        }
         let n_heads = match k.per_layer("attention.head_count", "num_attention_heads", n_layers)? {
             Some(h) if h.windows(2).all(|w| w[0] == w[1]) => h.first().copied().unwrap_or(0),
             Some(_) => {
@@ -236,38 +276,53 @@ impl Spec {
                     "{path}: query head counts that differ per layer are not handled"
                 )))
             }
-            None => k.need("attention.head_count", "num_attention_heads")? as usize,
+            None => k.need("attention.head_count", "num_attention_heads", Expect::Size)? as usize,
         };
-        if n_heads == 0 {
-            return Err(err(format!("{path}: 0 query heads")));
-        }
         // Head size of the full-attention layers (GGUF `key_length`), and of the
         // layers that nothing overrides (HF `head_dim`).
         let head_dim = k
-            .opt("attention.key_length", &["head_dim"])
+            .num("attention.key_length", &["head_dim"], Expect::Size)?
             .map_or(hidden / n_heads, |v| v as usize);
         let learned_positions = family == Family::Gpt2;
         // GPT-2's n_inner may be null: 4 × hidden.
         let ffn = match family {
             Family::Gpt2 => k
-                .opt("feed_forward_length", &["intermediate_size"])
+                .num("feed_forward_length", &["intermediate_size"], Expect::Size)?
                 .map_or(4 * hidden, |v| v as usize),
-            _ => k.need("feed_forward_length", "intermediate_size")? as usize,
+            _ => k.need("feed_forward_length", "intermediate_size", Expect::Size)? as usize,
         };
-        let eps = k
-            .opt(
-                "attention.layer_norm_rms_epsilon",
-                &["rms_norm_eps", "norm_epsilon", "layer_norm_eps"],
-            )
-            .or_else(|| k.opt("attention.layer_norm_epsilon", &[]))
-            .unwrap_or(1e-6) as f32;
+        let eps = match k.num(
+            "attention.layer_norm_rms_epsilon",
+            &["rms_norm_eps", "norm_epsilon", "layer_norm_eps"],
+            Expect::Positive,
+        )? {
+            Some(e) => Some(e),
+            None => k.num("attention.layer_norm_epsilon", &[], Expect::Positive)?,
+        }
+        .unwrap_or(1e-6) as f32;
 
         let sliding = sliding_layers(&k, family, n_layers)?;
         let window = k
-            .opt("attention.sliding_window", &["sliding_window"])
+            .num(
+                "attention.sliding_window",
+                &["sliding_window"],
+                Expect::Count,
+            )?
             .filter(|w| *w > 0.0)
             .map(|w| w as usize);
         let (head_dims, kv_heads) = geometry(&k, family, &sliding, n_heads, head_dim)?;
+        // Rope tables are sized by the head: a head larger than every tensor dimension
+        // is corrupt, and is refused before any table is made.
+        let largest = src
+            .tensors
+            .iter()
+            .flat_map(|t| t.shape.iter().copied())
+            .max();
+        if let Some(hd) = head_dims.iter().find(|&&hd| Some(hd) > largest) {
+            return Err(err(format!(
+                "{path}: head size {hd} is larger than any tensor dimension of the file"
+            )));
+        }
 
         // Rope: one table, or for gemma3/4 a global one (full layers) and a local
         // one (sliding layers), each over its own layers' head size.
@@ -289,10 +344,13 @@ impl Spec {
         }
         // HF partial rope (phi-style): the first fraction of each head rotates.
         let partial = k
-            .hf_num(&[
-                "partial_rotary_factor",
-                "rope_parameters.partial_rotary_factor",
-            ])
+            .hf_num(
+                &[
+                    "partial_rotary_factor",
+                    "rope_parameters.partial_rotary_factor",
+                ],
+                Expect::Fraction,
+            )?
             .unwrap_or(1.0);
         let hf_dim = |hd: usize, s: &Scaling| match s {
             // Proportional rope keeps a frequency per pair of the whole head.
@@ -307,23 +365,24 @@ impl Spec {
             }
         };
         let theta = k
-            .opt(
+            .num(
                 "rope.freq_base",
                 &[
                     "rope_theta",
                     "rope_parameters.rope_theta",
                     "rope_parameters.full_attention.rope_theta",
                 ],
-            )
+                Expect::Positive,
+            )?
             .unwrap_or(10000.0);
         let (global, global_dim) = if learned_positions {
             (Vec::new(), 0)
         } else if gguf {
             let dim = k
-                .opt("rope.dimension_count", &[])
+                .num("rope.dimension_count", &[], Expect::Size)?
                 .map_or(full_hd, |v| v as usize);
             check(dim, full_hd)?;
-            let mut f = rope::inv_freq(theta, dim, &rope::gguf_scaling(src)?);
+            let mut f = rope::inv_freq(theta, dim, &rope::gguf_scaling(&k)?);
             // llama3-scaled files, and Gemma 4's proportional rope (divisors
             // 1e30 freeze the unrotated pairs), carry per-frequency divisors.
             rope::apply_freq_factors(src, &mut f)?;
@@ -346,17 +405,18 @@ impl Spec {
             // (the real Gemma 3 270M GGUF has no freq_base_swa), never scales
             // local layers, and gives them the global rope dims by default.
             let theta = k
-                .opt(
+                .num(
                     "rope.freq_base_swa",
                     &[
                         "rope_local_base_freq",
                         "rope_parameters.sliding_attention.rope_theta",
                     ],
-                )
+                    Expect::Positive,
+                )?
                 .unwrap_or(10000.0);
             let (scaling, dim) = if gguf {
                 let dim = k
-                    .opt("rope.dimension_count_swa", &[])
+                    .num("rope.dimension_count_swa", &[], Expect::Size)?
                     .map_or(global_dim, |v| v as usize);
                 (Scaling::None, dim)
             } else {
@@ -372,10 +432,7 @@ impl Spec {
 
         // HF: full layers of an attention_k_eq_v model have no v_proj. GGUF:
         // llama.cpp uses K wherever a gemma4 layer has no attn_v.
-        let k_eq_v = family == Family::Gemma4
-            && k.hf("attention_k_eq_v")
-                .and_then(MetaValue::as_bool)
-                .unwrap_or(false);
+        let k_eq_v = family == Family::Gemma4 && k.hf_flag("attention_k_eq_v")?;
         let layers = (0..n_layers)
             .map(|i| LayerKind {
                 window: if sliding[i] { window } else { None },
@@ -408,24 +465,36 @@ impl Spec {
                     let d = if big { hidden / n_heads } else { head_dim };
                     1.0 / (d as f32).sqrt()
                 } else {
-                    let s = k.need("", "query_pre_attn_scalar")?;
+                    let s = k.need("", "query_pre_attn_scalar", Expect::Positive)?;
                     (1.0 / s.sqrt()) as f32
                 }
             }
             _ => 1.0 / (head_dim as f32).sqrt(),
         };
-        let cap = |gk: &str, hk: &str| k.opt(gk, &[hk]).filter(|v| *v > 0.0).map(|v| v as f32);
+        // A softcap of 0 (or none stated) is off.
+        let cap = |key: &str| -> Result<Option<f32>, CuratedError> {
+            let v = k.num(key, &[key], Expect::NonNegative)?;
+            Ok(v.filter(|v| *v > 0.0).map(|v| v as f32))
+        };
         let moe = family == Family::Qwen3Moe;
         let (experts, experts_used, expert_ffn) = if moe {
-            let n = k
-                .need("expert_count", "num_experts")
-                .or_else(|_| k.need("expert_count", "num_local_experts"))?
-                as usize;
-            let used = k.need("expert_used_count", "num_experts_per_tok")? as usize;
+            let n = match k.num(
+                "expert_count",
+                &["num_experts", "num_local_experts"],
+                Expect::Size,
+            )? {
+                Some(n) => n as usize,
+                None => k.need("expert_count", "num_experts", Expect::Size)? as usize,
+            };
+            let used = k.need("expert_used_count", "num_experts_per_tok", Expect::Size)? as usize;
             if used == 0 || used > n {
                 return Err(err(format!("{path}: {used} experts per token out of {n}")));
             }
-            let f = k.need("expert_feed_forward_length", "moe_intermediate_size")? as usize;
+            let f = k.need(
+                "expert_feed_forward_length",
+                "moe_intermediate_size",
+                Expect::Size,
+            )? as usize;
             (n, used, f)
         } else {
             (0, 0, 0)
@@ -433,10 +502,11 @@ impl Spec {
         let per_layer_input = if family == Family::Gemma4 {
             // transformers' default when config.json omits the key is 256.
             let default = if gguf { 0.0 } else { 256.0 };
-            k.opt(
+            k.num(
                 "embedding_length_per_layer_input",
                 &["hidden_size_per_layer_input"],
-            )
+                Expect::Count,
+            )?
             .unwrap_or(default) as usize
         } else {
             0
@@ -453,8 +523,8 @@ impl Spec {
             adjacent_pairs: gguf && family == Family::Llama,
             layers,
             attn_scale,
-            attn_softcap: cap("attn_logit_softcapping", "attn_logit_softcapping"),
-            final_softcap: cap("final_logit_softcapping", "final_logit_softcapping"),
+            attn_softcap: cap("attn_logit_softcapping")?,
+            final_softcap: cap("final_logit_softcapping")?,
             embed_scale: family.gemma().then(|| (hidden as f32).sqrt()),
             norm_plus_one: matches!(family, Family::Gemma2 | Family::Gemma3) && !gguf,
             gelu: !matches!(
@@ -475,11 +545,19 @@ impl Spec {
             experts_used,
             expert_ffn,
             // llama.cpp always renormalises the top-k weights for qwen3moe.
-            norm_topk: moe
-                && (gguf
-                    || k.hf("norm_topk_prob")
-                        .and_then(MetaValue::as_bool)
-                        .unwrap_or(false)),
+            norm_topk: moe && (gguf || k.hf_flag("norm_topk_prob")?),
+            // GGUF ties by leaving out output.weight; HF says so in config.json.
+            tie_embeddings: !gguf && k.hf_flag("tie_word_embeddings")?,
+            context: k
+                .num(
+                    "context_length",
+                    &["max_position_embeddings", "n_positions"],
+                    Expect::Size,
+                )?
+                .map(|c| c as usize),
+            vocab: k
+                .num("vocab_size", &["vocab_size"], Expect::Size)?
+                .map(|v| v as usize),
         })
     }
 }
@@ -488,7 +566,11 @@ impl Spec {
 fn gemma4_unhandled(k: &Keys) -> Result<(), CuratedError> {
     let path = k.src.path.display();
     let shared = k
-        .opt("attention.shared_kv_layers", &["num_kv_shared_layers"])
+        .num(
+            "attention.shared_kv_layers",
+            &["num_kv_shared_layers"],
+            Expect::Count,
+        )?
         .unwrap_or(0.0);
     if shared > 0.0 {
         return Err(err(format!(
@@ -497,11 +579,9 @@ fn gemma4_unhandled(k: &Keys) -> Result<(), CuratedError> {
         )));
     }
     let moe = if k.gguf {
-        k.opt("expert_count", &[]).unwrap_or(0.0) > 0.0
+        k.num("expert_count", &[], Expect::Count)?.unwrap_or(0.0) > 0.0
     } else {
-        k.hf("enable_moe_block")
-            .and_then(MetaValue::as_bool)
-            .unwrap_or(false)
+        k.hf_flag("enable_moe_block")?
     };
     if moe {
         return Err(err(format!(
@@ -540,7 +620,9 @@ fn geometry(
     };
     if k.gguf {
         // llama.cpp: sliding layers have their own head size when the file says so.
-        let swa = k.opt("attention.key_length_swa", &[]).map(|v| v as usize);
+        let swa = k
+            .num("attention.key_length_swa", &[], Expect::Size)?
+            .map(|v| v as usize);
         for (d, _) in dims.iter_mut().zip(sliding).filter(|(_, s)| **s) {
             *d = swa.unwrap_or(*d);
         }
@@ -548,7 +630,7 @@ fn geometry(
             ("attention.value_length", Some(head_dim)),
             ("attention.value_length_swa", swa.or(Some(head_dim))),
         ] {
-            if let (Some(vl), Some(want)) = (k.opt(key, &[]), want) {
+            if let (Some(vl), Some(want)) = (k.num(key, &[], Expect::Size)?, want) {
                 if vl as usize != want {
                     return Err(err(format!(
                         "{path}: '{}' {vl} differs from the key length {want}",
@@ -562,7 +644,7 @@ fn geometry(
         for (rest, v) in overrides {
             let parsed = rest.split_once('.').and_then(|(i, field)| {
                 let i: usize = i.parse().ok().filter(|&i| i < n)?;
-                Some((i, field, v.as_u64()? as usize))
+                Some((i, field, v.number(Expect::Size).ok()? as usize))
             });
             match parsed {
                 Some((i, "head_dim", v)) => dims[i] = v,
@@ -578,13 +660,12 @@ fn geometry(
     } else if family == Family::Gemma4 {
         // Google's configs: full layers take global_head_dim (transformers'
         // default 512) and, only with attention_k_eq_v, num_global_key_value_heads.
-        let g_dim = k.hf_num(&["global_head_dim"]).unwrap_or(512.0) as usize;
-        let k_eq_v = k
-            .hf("attention_k_eq_v")
-            .and_then(MetaValue::as_bool)
-            .unwrap_or(false);
+        let g_dim = k
+            .hf_num(&["global_head_dim"], Expect::Size)?
+            .unwrap_or(512.0) as usize;
+        let k_eq_v = k.hf_flag("attention_k_eq_v")?;
         let g_kv = k
-            .hf_num(&["num_global_key_value_heads"])
+            .hf_num(&["num_global_key_value_heads"], Expect::Size)?
             .filter(|_| k_eq_v)
             .map(|v| v as usize);
         for i in (0..n).filter(|&i| !sliding[i]) {
@@ -625,9 +706,10 @@ fn sliding_layers(k: &Keys, family: Family, n_layers: usize) -> Result<Vec<bool>
     if k.gguf {
         let key = format!("{}.attention.sliding_window_pattern", src.architecture);
         return match src.meta(&key) {
-            Some(v) if v.array_len().is_some() => {
-                each(&key, v, &|b| Ok(b.as_bool().unwrap_or(false)))
-            }
+            Some(v) if v.array_len().is_some() => each(&key, v, &|b| {
+                let on = b.number(Expect::Flag).map_err(|e| k.bad_key(&key, &e))?;
+                Ok(on == 1.0)
+            }),
             Some(v) => match v.as_u64() {
                 Some(p) if p > 0 => Ok(every(p as usize)),
                 _ => Err(bad(format!(
@@ -655,16 +737,15 @@ fn sliding_layers(k: &Keys, family: Family, n_layers: usize) -> Result<Vec<bool>
         Family::Gemma2 => every(2),
         Family::Gemma3 | Family::Gemma4 => {
             let p = k
-                .hf_num(&["sliding_window_pattern", "_sliding_window_pattern"])
+                .hf_num(
+                    &["sliding_window_pattern", "_sliding_window_pattern"],
+                    Expect::Size,
+                )?
                 .unwrap_or(6.0) as usize;
-            every(p.max(1))
+            every(p)
         }
         Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
-            let on = k
-                .hf("use_sliding_window")
-                .and_then(MetaValue::as_bool)
-                .unwrap_or(false);
-            vec![on; n_layers]
+            vec![k.hf_flag("use_sliding_window")?; n_layers]
         }
         _ => vec![true; n_layers],
     })

@@ -7,6 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use toml::Table;
 use weft_ir::{GluAct, Graph, MetaValue, NodeId, Op, RopeLayout, RopeScaling};
 
+/// Layers a model may have: released models have a few hundred at most, and a corrupt
+/// count (2^40) must be refused rather than expanded until memory runs out (a bare
+/// config.json has no tensors whose absence would stop it).
+pub const MAX_LAYERS: usize = 1 << 12;
+
 /// A model's graph as its template describes it, before any pass.
 pub struct Expanded {
     pub family: String,
@@ -57,6 +62,12 @@ pub fn expand_with(
     let mut scope = HashMap::from([("tokens".to_string(), tokens)]);
     x.section("embed", &t.body.embed, None, &mut scope)?;
     let n_layers = x.usize_var("n_layers", "body")?;
+    if n_layers > MAX_LAYERS {
+        return Err(x.hparam_err(
+            "n_layers",
+            format!("{n_layers} layers is more than the {MAX_LAYERS} a model may have"),
+        ));
+    }
     for i in 0..n_layers {
         x.section("layer", &t.body.layer, Some(i), &mut scope)?;
     }
@@ -99,7 +110,8 @@ fn meta_to_value(m: &MetaValue) -> Option<Value> {
             .map(meta_to_value)
             .collect::<Option<Vec<_>>>()
             .map(Value::List),
-        other => other.as_f64().map(Value::Num),
+        // A NaN or infinity in a file is never a meaningful hyperparameter.
+        other => other.as_f64().filter(|x| x.is_finite()).map(Value::Num),
     }
 }
 
@@ -198,13 +210,14 @@ impl Expander<'_> {
             .collect();
         for k in &keys {
             if let Some(m) = self.info.meta(k) {
+                let bad = |why: String| Some(self.hparam_err(name, format!("key '{k}': {why}")));
+                if let Some(expect) = spec.check {
+                    m.check(expect).map_err(bad)?;
+                }
                 return meta_to_value(m).ok_or_else(|| {
-                    Some(self.hparam_err(
-                        name,
-                        format!(
-                            "key '{k}' holds {}, expected numbers or strings",
-                            m.summary()
-                        ),
+                    bad(format!(
+                        "expected finite numbers or strings, found {}",
+                        m.summary()
                     ))
                 });
             }

@@ -9,7 +9,7 @@ mod expand;
 pub mod expr;
 mod template;
 
-pub use expand::{expand, expand_with, Expanded};
+pub use expand::{expand, expand_with, Expanded, MAX_LAYERS};
 pub use template::Template;
 
 use weft_ir::{DType, MetaValue};

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use toml::Table;
+use weft_ir::Expect;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +77,10 @@ pub struct HparamSpec {
     pub gguf_default: Option<String>,
     pub hf_default: Option<String>,
     pub default: Option<String>,
+    /// What a value the source states must be (`size`, `count`, `positive`,
+    /// `fraction`, `flag`): a file's 0 hidden size is an error naming the key, where
+    /// the template's own default of 0 may still mean "take it from the tensor".
+    pub check: Option<Expect>,
 }
 
 #[derive(Debug, Deserialize, Clone)]

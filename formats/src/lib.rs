@@ -170,6 +170,7 @@ impl ModelSource {
         let mut locations = Vec::new();
         let mut index = HashMap::new();
         for (fi, parsed) in per_file.into_iter().enumerate() {
+            check_overlaps(&files[fi].path, &parsed)?;
             for t in parsed {
                 if index.insert(t.info.name.clone(), tensors.len()).is_some() {
                     return Err(LoadError::Corrupt {
@@ -345,6 +346,29 @@ impl LoadError {
             path: path.to_path_buf(),
             msg: msg.into(),
         }
+    }
+}
+
+/// Refuses tensors of one file whose bytes overlap: two weights must not alias each
+/// other's data (neither format writes them so; a crafted file could).
+fn check_overlaps(path: &Path, tensors: &[ParsedTensor]) -> Result<(), LoadError> {
+    let mut ranges: Vec<(usize, usize, &str)> = tensors
+        .iter()
+        .filter_map(|t| {
+            t.range
+                .map(|(off, len)| (off, off + len, t.info.name.as_str()))
+        })
+        .filter(|(start, end, _)| start < end)
+        .collect();
+    ranges.sort_unstable();
+    match ranges.windows(2).find(|w| w[1].0 < w[0].1) {
+        Some([(a0, a1, a), (b0, b1, b)]) => Err(LoadError::corrupt(
+            path,
+            format!(
+                "the data of tensors '{a}' (bytes {a0}..{a1}) and '{b}' (bytes {b0}..{b1}) overlap"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -1,7 +1,9 @@
 //! Safetensors reader: `u64` LE header length, a JSON header, then the data.
 
+use std::collections::HashSet;
 use std::path::Path;
 
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::Value;
 use weft_ir::DType;
 
@@ -20,6 +22,36 @@ fn element_bytes(dtype: &str) -> Option<usize> {
         "U64" | "I64" | "F64" => 8,
         _ => return None,
     })
+}
+
+/// The header's entries in file order. A JSON object read into a map keeps the last of
+/// two equal keys silently; a header that names a tensor twice is refused instead.
+struct Header(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Header, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Header;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+                let mut seen = HashSet::new();
+                let mut entries = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    if !seen.insert(k.clone()) {
+                        return Err(A::Error::custom(format!(
+                            "key '{k}' appears more than once"
+                        )));
+                    }
+                    entries.push((k, v));
+                }
+                Ok(Header(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
 }
 
 /// Parses the header of a safetensors image; ranges are absolute in `buf`.
@@ -51,17 +83,11 @@ pub(crate) fn parse(path: &Path, buf: &[u8]) -> Result<Vec<ParsedTensor>, LoadEr
             len: file_len,
         });
     }
-    let header: Value =
+    let Header(entries) =
         serde_json::from_slice(&buf[8..data_start as usize]).map_err(|e| LoadError::Json {
             path: path.to_path_buf(),
             msg: format!("safetensors header: {e}"),
         })?;
-    let Value::Object(entries) = header else {
-        return Err(LoadError::corrupt(
-            path,
-            "safetensors header: expected a JSON object",
-        ));
-    };
 
     let data_len = file_len - data_start;
     let mut out = Vec::with_capacity(entries.len());

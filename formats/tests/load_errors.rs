@@ -712,3 +712,71 @@ fn long_arrays_are_packed() {
         assert!(msg.contains("x.gguf"), "cut {cut}: {msg}");
     }
 }
+
+#[test]
+fn gguf_tensors_whose_data_overlap() {
+    // w.q8's data moved onto w.f32's bytes (offset 0, aligned and inside the file).
+    let kvs = valid_kvs();
+    let ts = valid_tensors();
+    let mut bytes = gguf(3, &kvs, &ts);
+    patch_offset(&mut bytes, &kvs, &ts, 1, 0);
+    let e = open_err("overlap", &bytes);
+    assert!(
+        e.contains("x.gguf")
+            && e.contains("'w.f32'")
+            && e.contains("'w.q8'")
+            && e.contains("overlap"),
+        "{e}"
+    );
+}
+
+#[test]
+fn safetensors_overlapping_offsets_and_duplicate_keys() {
+    let dir = scratch("hf-overlap");
+    write_file(&dir, "config.json", CONFIG.as_bytes());
+    let good = safetensors(&[
+        ("a", "F32", vec![2], f32_bytes(&[1.0, 2.0])),
+        ("b", "F32", vec![2], f32_bytes(&[3.0, 4.0])),
+    ]);
+    write_file(&dir, "model.safetensors", &good);
+    ModelSource::open(&dir).unwrap();
+
+    // b's range moved onto half of a's (the same length, so only the overlap is wrong).
+    write_file(
+        &dir,
+        "model.safetensors",
+        &replace(&good, "[8,16]", "[4,12]"),
+    );
+    let e = ModelSource::open(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("'a'")
+            && e.contains("'b'")
+            && e.contains("overlap"),
+        "{e}"
+    );
+
+    // The same tensor named twice in the header (a JSON map would keep the last).
+    write_file(
+        &dir,
+        "model.safetensors",
+        &replace(&good, "\"b\":", "\"a\":"),
+    );
+    let e = ModelSource::open(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("'a' appears more than once"),
+        "{e}"
+    );
+}
+
+/// `bytes` with the first `from` replaced by `to` (of the same length: the header keeps its size).
+fn replace(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from} not found"));
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}

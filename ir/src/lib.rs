@@ -4,6 +4,7 @@
 //! Families expand into a [`Graph`], passes rewrite it, and a [`Plan`] (the graph in
 //! execution order, serialisable) is what backends lower and run.
 
+pub mod alloc;
 mod dtype;
 mod graph;
 mod meta;
@@ -14,6 +15,6 @@ pub use dtype::{ggml_type_name, DType};
 pub use graph::{
     Dim, Ew, GluAct, Graph, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling, Sym,
 };
-pub use meta::{MetaValue, PackedArray, StrList, StrListBuilder};
+pub use meta::{Expect, MetaValue, PackedArray, StrList, StrListBuilder};
 pub use plan::{ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
 pub use weights::{ByteSource, WeightProvider, WeightView};

@@ -193,7 +193,92 @@ impl StrListBuilder {
     }
 }
 
+/// What a hyperparameter must be where a file states it. The family templates
+/// (`check = "size"`) and the curated decoder check values through this one rule, so
+/// both paths refuse the same files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// A whole number ≥ 1: a width, a head or layer count, a vocabulary.
+    Size,
+    /// A whole number ≥ 0 (0 meaning none: a sliding window, experts).
+    Count,
+    /// A finite number > 0: an epsilon, a rope base, a scaling factor.
+    Positive,
+    /// A finite number ≥ 0 (0 meaning off: a softcap).
+    NonNegative,
+    /// A number in [0, 1].
+    Fraction,
+    /// true or false (0 and 1 too: some writers store flags as integers).
+    Flag,
+}
+
+impl Expect {
+    fn admits(self, v: &MetaValue) -> bool {
+        let x = match v {
+            MetaValue::Bool(_) => return self == Expect::Flag,
+            MetaValue::Int(_) | MetaValue::UInt(_) | MetaValue::Float(_) => v.as_f64(),
+            _ => None,
+        };
+        // NaN fails every comparison below.
+        x.is_some_and(|x| match self {
+            Expect::Size => x >= 1.0 && x.is_finite() && x.fract() == 0.0,
+            Expect::Count => x >= 0.0 && x.is_finite() && x.fract() == 0.0,
+            Expect::Positive => x > 0.0 && x.is_finite(),
+            Expect::NonNegative => x >= 0.0 && x.is_finite(),
+            Expect::Fraction => (0.0..=1.0).contains(&x),
+            Expect::Flag => x == 0.0 || x == 1.0,
+        })
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expect::Size => "a whole number ≥ 1",
+            Expect::Count => "a whole number ≥ 0",
+            Expect::Positive => "a finite number > 0",
+            Expect::NonNegative => "a finite number ≥ 0",
+            Expect::Fraction => "a number in [0, 1]",
+            Expect::Flag => "true or false",
+        })
+    }
+}
+
 impl MetaValue {
+    /// Checks this value, or each element of an array, against `expect`;
+    /// `Err` says what was expected and what was found.
+    pub fn check(&self, expect: Expect) -> Result<(), String> {
+        let Some(n) = self.array_len() else {
+            return match expect.admits(self) {
+                true => Ok(()),
+                false => Err(format!("expected {expect}, found {}", self.summary())),
+            };
+        };
+        for i in 0..n {
+            let v = self.array_get(i).unwrap_or(MetaValue::Str(String::new()));
+            if !expect.admits(&v) {
+                return Err(format!(
+                    "entry {i}: expected {expect}, found {}",
+                    v.summary()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One number that meets `expect` (a flag as 0 or 1).
+    pub fn number(&self, expect: Expect) -> Result<f64, String> {
+        if self.array_len().is_some() {
+            return Err(format!(
+                "expected {expect}, found the list {}",
+                self.summary()
+            ));
+        }
+        self.check(expect)?;
+        Ok(self.as_f64().unwrap_or_default())
+    }
+
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             MetaValue::Int(v) => Some(*v as f64),
@@ -276,5 +361,39 @@ impl MetaValue {
             MetaValue::UInt(v) => v.to_string(),
             MetaValue::Float(v) => v.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyperparameters_are_checked_by_kind() {
+        use MetaValue::*;
+        assert_eq!(UInt(4).number(Expect::Size), Ok(4.0));
+        assert_eq!(Bool(true).number(Expect::Flag), Ok(1.0));
+        for (v, e) in [
+            (UInt(0), Expect::Size),
+            (Bool(true), Expect::Size),
+            (Float(2.5), Expect::Count),
+            (Float(f64::NAN), Expect::Positive),
+            (Float(-1e-6), Expect::Positive),
+            (Float(f64::INFINITY), Expect::Positive),
+            (Str("1e-5".into()), Expect::Positive),
+            (Str("yes".into()), Expect::Flag),
+            (Int(2), Expect::Flag),
+            (Float(1.5), Expect::Fraction),
+        ] {
+            assert!(v.check(e).is_err(), "{v:?} passed as {e}");
+        }
+        let e = Str("yes".into()).number(Expect::Flag).unwrap_err();
+        assert_eq!(e, "expected true or false, found \"yes\"");
+        let per_layer = Array(vec![UInt(4), UInt(0)]);
+        assert_eq!(
+            per_layer.check(Expect::Size).unwrap_err(),
+            "entry 1: expected a whole number ≥ 1, found 0"
+        );
+        assert!(per_layer.number(Expect::Count).is_err());
     }
 }

@@ -159,7 +159,7 @@ pub enum BenchEvent {
 /// Times `spec`'s tests on `engine`. Each test opens a fresh session with room for
 /// what it needs, runs once untimed, then `reps` timed runs with the session rewound
 /// to position 0 between them. `ctx_limit` is the model's trained context length,
-/// when known (see [`crate::Model::context_length`]).
+/// when known (see [`crate::Model::trained_context`]).
 pub fn bench(
     engine: &Engine,
     spec: &BenchSpec,

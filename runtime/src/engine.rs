@@ -1,6 +1,7 @@
 //! The engine: a plan lowered onto a backend with the model's weights, shared by any
 //! number of sessions (and threads); a session is one sequence with its own KV cache.
 
+use crate::model::check_context;
 use crate::{Forward, RuntimeError};
 use std::sync::Arc;
 use weft_backend::{Backend, Executable, Logits, Session};
@@ -60,6 +61,7 @@ impl Engine {
 
     /// A new sequence with room for `max_ctx` positions.
     pub fn session(&self, max_ctx: usize) -> Result<GraphSession, RuntimeError> {
+        check_context(&self.plan().hparams, max_ctx)?;
         Ok(GraphSession {
             inner: Arc::clone(&self.exe).session(max_ctx)?,
         })

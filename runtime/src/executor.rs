@@ -68,6 +68,24 @@ impl Generation {
     }
 }
 
+/// The first logit that is NaN or infinite, as (token id, value).
+pub(crate) fn first_non_finite(logits: &[f32]) -> Option<(usize, f32)> {
+    logits
+        .iter()
+        .copied()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+}
+
+/// Stops at the first step whose logits are not finite (0: the prompt; k: the k-th
+/// generated token's step), rather than sampling from garbage.
+fn check_finite(logits: &[f32], step: usize) -> Result<(), RuntimeError> {
+    match first_non_finite(logits) {
+        Some((id, value)) => Err(RuntimeError::NonFinite { step, id, value }),
+        None => Ok(()),
+    }
+}
+
 /// Generates from `prompt` on a fresh sequence. `on_token` sees each new token as it
 /// is chosen and returns `false` to stop.
 pub fn generate(
@@ -92,12 +110,14 @@ pub fn generate_from(
     if prompt.is_empty() {
         return Err(RuntimeError::EmptyPrompt);
     }
+    params.sampler.validate()?;
     let reuse = reuse.min(prompt.len() - 1);
     model.truncate(reuse)?;
     let mut sampler = Sampler::new(params.sampler.clone());
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
     let prompt_logits = model.forward(&prompt[reuse..])?.to_vec();
+    check_finite(&prompt_logits, 0)?;
     let mut next = sampler.sample(&prompt_logits, &history);
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
@@ -118,6 +138,7 @@ pub fn generate_from(
             break;
         }
         let logits = model.forward(&[next])?;
+        check_finite(logits, tokens.len())?;
         next = sampler.sample(logits, &history);
     }
     Ok(Generation {

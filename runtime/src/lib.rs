@@ -61,4 +61,22 @@ pub enum RuntimeError {
     Threads(String),
     #[error("bench: {0}")]
     Bench(String),
+    #[error("{ctx} positions are more than the {trained} the model was trained for (its context length)")]
+    ContextTooLong { ctx: usize, trained: usize },
+    #[error(
+        "the tokenizer has {tokens} tokens, but the embedding '{tensor}' has {rows} rows: \
+         every id the tokenizer can produce needs a row"
+    )]
+    VocabMismatch {
+        tokens: usize,
+        tensor: String,
+        rows: usize,
+    },
+    #[error(
+        "the logits of generation step {step} (0 is the prompt) are not finite: {value} for \
+         token {id} (weights that are not finite, or values beyond f32's range)"
+    )]
+    NonFinite { step: usize, id: usize, value: f32 },
+    #[error(transparent)]
+    Sampler(#[from] sampler::SamplerError),
 }

@@ -6,6 +6,7 @@ use crate::engine::{BackendKind, Engine, GraphSession};
 use crate::quant_mix::QuantMix;
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -13,7 +14,7 @@ use weft_backend::{activation_bytes, plan_memory, LowerOptions};
 use weft_curated::Curated;
 use weft_families::{Expanded, ModelInfo, SourceKind, TensorMeta};
 use weft_formats::ModelSource;
-use weft_ir::{DType, MetaValue, ModelStamp, Plan, PLAN_FORMAT_VERSION};
+use weft_ir::{DType, MetaValue, ModelStamp, Op, Plan, PLAN_FORMAT_VERSION};
 use weft_passes::PassSelection;
 
 /// The script that fetches short-named models (part of this repository).
@@ -103,6 +104,23 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Ru
         )));
     }
     Ok(fetched)
+}
+
+/// The context a model was trained for: its template's `context` (0: not stated).
+fn trained_context(hparams: &BTreeMap<String, MetaValue>) -> Option<usize> {
+    let c = hparams.get("context").and_then(MetaValue::as_u64)?;
+    (c > 0).then_some(c as usize)
+}
+
+/// Refuses sessions (and budgets) of more positions than the model was trained for.
+pub(crate) fn check_context(
+    hparams: &BTreeMap<String, MetaValue>,
+    ctx: usize,
+) -> Result<(), RuntimeError> {
+    match trained_context(hparams) {
+        Some(trained) if ctx > trained => Err(RuntimeError::ContextTooLong { ctx, trained }),
+        _ => Ok(()),
+    }
 }
 
 /// Adapts the loader's view of a model to what the family expander reads; for a bare
@@ -296,6 +314,7 @@ impl Model {
     /// tensor table and the plan without allocating anything.
     pub fn budget(&self, ctx: usize) -> Result<Budget, RuntimeError> {
         let plan = self.compile(&PassSelection::all())?.plan;
+        check_context(&plan.hparams, ctx)?;
         // Each tensor the plan reads, once (tied weights count once).
         let mut read = std::collections::BTreeMap::new();
         for st in &plan.steps {
@@ -325,7 +344,7 @@ impl Model {
         let (memory, _) = plan_memory(&plan, 4);
         let arena = |seq| activation_bytes(&plan, Some(&memory), seq, 4).0 as u64;
         Ok(Budget {
-            weight_bytes: read.values().sum(),
+            weight_bytes: read.values().fold(0, |a: u64, &b| a.saturating_add(b)),
             kv_bytes,
             arena_decode_bytes: arena(1),
             arena_prefill_bytes: arena(ctx),
@@ -392,6 +411,13 @@ impl Model {
     ) -> Result<Engine, RuntimeError> {
         self.runnable()?;
         self.check_plan(&plan)?;
+        let embed = plan.steps.iter().find_map(|st| match st.node.op {
+            Op::TokenEmbed => st.inputs.first().map(|&w| &plan.steps[w].node.op),
+            _ => None,
+        });
+        if let Some(Op::Weight { tensor, shape, .. }) = embed {
+            self.check_vocab(tensor, shape.first().copied().unwrap_or(0))?;
+        }
         Ok(Engine::new(backend.backend().lower(
             plan,
             &self.source,
@@ -414,7 +440,28 @@ impl Model {
     /// The hand-written decoder over the same weights.
     pub fn curated(&self, max_ctx: usize) -> Result<Curated, RuntimeError> {
         self.runnable()?;
-        Ok(Curated::new(&self.source, max_ctx)?)
+        let curated = Curated::new(&self.source, max_ctx)?;
+        let (tensor, rows) = curated.embedding();
+        self.check_vocab(tensor, rows)?;
+        Ok(curated)
+    }
+
+    /// The context the model was trained for, where its template reads one.
+    pub fn trained_context(&self) -> Option<usize> {
+        trained_context(&self.expand().ok()?.hparams)
+    }
+
+    /// Refuses a tokenizer that can produce ids past the embedding's `rows` (one
+    /// smaller than the embedding is common: padded vocabularies).
+    fn check_vocab(&self, tensor: &str, rows: usize) -> Result<(), RuntimeError> {
+        match &self.tokenizer {
+            Some(t) if t.vocab_size() > rows => Err(RuntimeError::VocabMismatch {
+                tokens: t.vocab_size(),
+                tensor: tensor.to_string(),
+                rows,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn runnable(&self) -> Result<(), RuntimeError> {
@@ -424,18 +471,6 @@ impl Model {
             )),
             false => Ok(()),
         }
-    }
-
-    /// The context length the model was trained for, as its metadata states it
-    /// (GGUF `<arch>.context_length`, HF `max_position_embeddings` or `n_positions`);
-    /// `None` when it states none.
-    pub fn context_length(&self) -> Option<usize> {
-        let gguf = format!("{}.context_length", self.source.architecture);
-        [gguf.as_str(), "max_position_embeddings", "n_positions"]
-            .iter()
-            .find_map(|k| self.source.meta(k)?.as_u64())
-            .filter(|&n| n > 0)
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// The token ids that end generation (EOS, end of turn), from the tokenizer.

@@ -1,6 +1,7 @@
 //! Two forwards, one truth: runs two implementations on the same tokens and
 //! measures how far their logits are apart.
 
+use crate::executor::first_non_finite;
 use crate::sampler::{argmax, top_gap};
 use crate::{Forward, RuntimeError};
 
@@ -15,6 +16,9 @@ pub struct ParityReport {
     /// Top-1/top-2 gap of side a at each step.
     pub gaps: Vec<f32>,
     pub tolerance: f32,
+    /// The first compared position (0: the prompt's end) where either side's logits
+    /// hold a NaN or an infinity: agreement in garbage is no agreement.
+    pub non_finite: Option<usize>,
 }
 
 impl ParityReport {
@@ -27,12 +31,16 @@ impl ParityReport {
     }
 
     pub fn passed(&self) -> bool {
-        self.tokens_agree() && self.max_rel() <= self.tolerance
+        self.non_finite.is_none() && self.tokens_agree() && self.max_rel() <= self.tolerance
     }
 }
 
-/// max |a−b| / max |a|.
+/// max |a−b| / max |a|; infinite when the lengths differ or a value is not finite
+/// (`f32::max` would skip a NaN and report agreement).
 pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || first_non_finite(a).or(first_non_finite(b)).is_some() {
+        return f32::INFINITY;
+    }
     let scale = a
         .iter()
         .fold(0.0f32, |m, v| m.max(v.abs()))
@@ -41,9 +49,6 @@ pub fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
         .iter()
         .zip(b)
         .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    if a.len() != b.len() {
-        return f32::INFINITY;
-    }
     diff / scale
 }
 
@@ -63,11 +68,15 @@ pub fn compare(
         tokens_b: vec![],
         gaps: vec![],
         tolerance,
+        non_finite: None,
     };
     let mut input = prompt.to_vec();
     for _ in 0..=steps {
         let la = a.forward(&input)?.to_vec();
         let lb = b.forward(&input)?;
+        if first_non_finite(&la).or(first_non_finite(lb)).is_some() {
+            r.non_finite.get_or_insert(r.rel_diffs.len());
+        }
         r.rel_diffs.push(rel_diff(&la, lb));
         let (ta, tb) = (argmax(&la), argmax(lb));
         r.tokens_a.push(ta);
@@ -76,4 +85,49 @@ pub fn compare(
         input = vec![ta];
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forward that returns fixed logits.
+    struct Fixed(Vec<f32>, usize);
+
+    impl Forward for Fixed {
+        fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+            self.1 += tokens.len();
+            Ok(&self.0)
+        }
+        fn reset(&mut self) {
+            self.1 = 0;
+        }
+        fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+            self.1 = pos.min(self.1);
+            Ok(())
+        }
+        fn position(&self) -> usize {
+            self.1
+        }
+    }
+
+    #[test]
+    fn nan_on_both_sides_fails() {
+        let nan = vec![f32::NAN, 1.0, f32::NAN];
+        let r = compare(
+            &mut Fixed(nan.clone(), 0),
+            &mut Fixed(nan, 0),
+            &[1],
+            2,
+            1e-4,
+        )
+        .unwrap();
+        assert!(r.tokens_agree());
+        assert_eq!(r.non_finite, Some(0));
+        assert!(r.max_rel().is_infinite());
+        assert!(!r.passed());
+        let ok = vec![0.5, 1.0, -1.0];
+        let r = compare(&mut Fixed(ok.clone(), 0), &mut Fixed(ok, 0), &[1], 2, 1e-4).unwrap();
+        assert!(r.passed());
+    }
 }

@@ -41,6 +41,48 @@ impl SamplerParams {
             ..Default::default()
         }
     }
+
+    /// Refuses values that would sample nonsense silently (a NaN temperature, a top-p
+    /// of 2, a zero repetition penalty), naming the first one out of range.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let check = |name, found: f32, expected, ok: bool| match ok {
+            true => Ok(()),
+            false => Err(SamplerError {
+                name,
+                expected,
+                found,
+            }),
+        };
+        let (t, p, m, r) = (
+            self.temperature,
+            self.top_p,
+            self.min_p,
+            self.repeat_penalty,
+        );
+        check(
+            "temperature",
+            t,
+            "finite and ≥ 0",
+            t.is_finite() && t >= 0.0,
+        )?;
+        check("top_p", p, "in (0, 1]", p > 0.0 && p <= 1.0)?;
+        check("min_p", m, "in [0, 1]", (0.0..=1.0).contains(&m))?;
+        check(
+            "repeat_penalty",
+            r,
+            "finite and > 0",
+            r.is_finite() && r > 0.0,
+        )
+    }
+}
+
+/// A sampler setting out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("sampler: {name} must be {expected}, found {found}")]
+pub struct SamplerError {
+    pub name: &'static str,
+    pub expected: &'static str,
+    pub found: f32,
 }
 
 /// The index of the largest value (the first on ties), as llama.cpp and torch pick.
@@ -183,6 +225,58 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        assert!(SamplerParams::default().validate().is_ok());
+        for (p, says) in [
+            (
+                SamplerParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+                "temperature must be finite and ≥ 0, found NaN",
+            ),
+            (
+                SamplerParams {
+                    temperature: -1.0,
+                    ..Default::default()
+                },
+                "temperature",
+            ),
+            (
+                SamplerParams {
+                    top_p: 2.0,
+                    ..Default::default()
+                },
+                "top_p must be in (0, 1], found 2",
+            ),
+            (
+                SamplerParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+                "top_p",
+            ),
+            (
+                SamplerParams {
+                    min_p: f32::NAN,
+                    ..Default::default()
+                },
+                "min_p must be in [0, 1], found NaN",
+            ),
+            (
+                SamplerParams {
+                    repeat_penalty: 0.0,
+                    ..Default::default()
+                },
+                "repeat_penalty must be finite and > 0, found 0",
+            ),
+        ] {
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     #[test]
     fn greedy_takes_first_max() {

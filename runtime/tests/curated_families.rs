@@ -222,10 +222,20 @@ fn gpt2() {
 #[test]
 fn gpt2_beyond_learned_positions_is_an_error() {
     let path = fixtures().join("families/gpt2/model-f32.gguf");
-    let mut m = open(&path, 128);
+    // A session longer than the trained context is refused when it opens...
+    let src = ModelSource::open(&path).unwrap();
+    match Curated::new(&src, 128) {
+        Err(e) => assert!(
+            e.to_string().contains("128 positions are more than the 64"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a session of 128 positions with 64 learned should be refused"),
+    }
+    // ...and a prompt longer than the session's room when it runs.
+    let mut m = open(&path, 64);
     let prompt = vec![0u32; 65];
     match m.forward(&prompt) {
-        Err(CuratedError::Model(msg)) => assert!(msg.contains("learned 64"), "{msg}"),
+        Err(CuratedError::Model(msg)) => assert!(msg.contains("room for 64"), "{msg}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("65 positions with 64 learned should be refused"),
     }

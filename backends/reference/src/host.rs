@@ -11,6 +11,7 @@ use weft_backend::{
     backend_stage, check_declined, validate_plan, BackendError, Executable, Logits, LowerOptions,
     MatKernel, Output, Route, Session, Stage,
 };
+use weft_ir::alloc::{try_resize, try_zeros};
 use weft_ir::{DType, GluAct, Op, Plan, WeightProvider, WeightView};
 
 /// The arithmetic a host backend supplies: how matmuls read stored weights and how
@@ -292,18 +293,10 @@ fn check_ids(table: &WeightView, ids: &[u32]) -> Result<(), BackendError> {
 
 /// `rows × width` zeros, allocated fallibly: sizes come from flags and files.
 fn zeroed(rows: usize, width: usize, what: &str) -> Result<Vec<f32>, BackendError> {
-    let n = rows.checked_mul(width);
-    let too_big = || BackendError::Alloc {
+    try_zeros(&[rows, width]).map_err(|e| BackendError::Alloc {
         what: format!("{what} ({rows} positions × {width})"),
-        bytes: rows as u128 * width as u128 * 4,
-    };
-    let n = n
-        .filter(|n| n.checked_mul(4).is_some())
-        .ok_or_else(too_big)?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| too_big())?;
-    v.resize(n, 0.0);
-    Ok(v)
+        bytes: e.bytes,
+    })
 }
 
 /// One sequence on a [`HostExecutable`]: KV cache, arena, position.
@@ -393,9 +386,12 @@ impl<K: Kernels> HostSession<K> {
             exe.rows(i, seq, all),
             step.node.shape.get(1).map_or(1, |d| d.eval(seq)),
         ];
-        let len = shape[0] * shape[1];
         let mut out = std::mem::take(&mut self.slots[exe.slot[i]]);
-        out.resize(len, 0.0);
+        // A step's size comes from the plan and the tokens: grown fallibly.
+        try_resize(&mut out, &shape).map_err(|e| BackendError::Alloc {
+            what: format!("step {i}'s value ({} × {})", shape[0], shape[1]),
+            bytes: e.bytes,
+        })?;
         let input = |k: usize| -> &[f32] { &self.slots[exe.slot[step.inputs[k]]] };
         let weight = |k: usize| -> Result<&WeightView, BackendError> {
             match &exe.bound[step.inputs[k]] {
@@ -634,7 +630,7 @@ impl<K: Kernels> HostSession<K> {
             }
             // With all logits asked, every position goes on (rows = seq).
             Op::LastPosition => {
-                let src = input(0);
+                let (src, len) = (input(0), out.len());
                 out.copy_from_slice(&src[src.len() - len..]);
             }
             Op::Output => out.copy_from_slice(input(0)),
