@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs one fuzz target for a while: scripts/fuzz.sh TARGET SECONDS [libFuzzer args...]
 # (scripts/fuzz.sh all SECONDS runs each in turn). Targets: fuzz/fuzz_targets/*.rs.
+# SECONDS 0 replays the committed corpus once, no mutation (what CI runs: every seed
+# and every crash found so far, as regression inputs).
 #
 # Builds with plain cargo and libFuzzer's coverage flags (what cargo-fuzz passes, less
 # the address sanitizer, which needs a nightly compiler): stable Rust suffices. Seeds
@@ -27,6 +29,10 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --manifest-path fuzz/Cargo.toml --target "$host" --bin "$target"
 mkdir -p "fuzz/corpus-run/$target" "fuzz/artifacts/$target"
 # A 2 GB allocation is a finding (sizes from inputs must be bounded), as is a 10 s input.
+if [ "$seconds" = 0 ]; then
+  exec "fuzz/target/$host/release/$target" "fuzz/corpus/$target" -runs=0 -timeout=10 \
+    -rss_limit_mb=2048 "$@"
+fi
 exec "fuzz/target/$host/release/$target" "fuzz/corpus-run/$target" "fuzz/corpus/$target" \
   -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
   -artifact_prefix="fuzz/artifacts/$target/" -print_final_stats=1 "$@"
