@@ -6,19 +6,27 @@
 //! which FMAs it with up to 4 activation rows. Only the order of the sum differs from
 //! the reference, so results agree to float rounding of the dot.
 
-use super::{bit4_of_32, f16_at, hsum, kquant_scales_mins, nibbles32, quarters};
+// Index loops over the const tile sizes: LLVM unrolls them completely, so tile
+// arrays live in registers.
+#![allow(clippy::needless_range_loop)]
+
+use super::{bit4_of_32, f16_at, hsum, kquant_scales_mins, nibbles32, q6k_values, quarters};
 use crate::simd::{Acts, ChunkFn, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
 
-/// A weight type decoded in registers.
+/// A weight type decoded in registers, 32 values at a time.
 trait Decode {
     /// Elements and bytes per block.
     const BLOCK: usize;
     const BYTES: usize;
-    /// Decodes the block at `b` (`BYTES` readable bytes) and calls `f(v, w)` for each
-    /// vector `w` of elements `8v..8v + 8`, in order.
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, f: F);
+    /// 32-value parts per block.
+    const PARTS: usize = Self::BLOCK / 32;
+    /// The block's scales, decoded once per tile.
+    type H: Copy;
+    unsafe fn header(b: *const u8) -> Self::H;
+    /// Values `32·part..32·part + 32` of the block at `b` (`BYTES` readable bytes).
+    unsafe fn part(b: *const u8, h: &Self::H, part: usize) -> [__m256; 4];
     /// Element `i` of a row whose length is not a multiple of `BLOCK` (the float
     /// types only: every other row is whole blocks).
     fn scalar(_row: &[u8], _i: usize) -> f32 {
@@ -112,19 +120,26 @@ impl Tile<'_> {
     unsafe fn run<T: Decode, const R: usize, const C: usize>(&self) {
         debug_assert!(self.w.len() == C * self.rb && self.x.len() == R * self.k);
         let nb = self.k / T::BLOCK;
-        // Two accumulators per output when the tile is small, so that the FMA
-        // latency is covered by independent chains.
+        // Two accumulators per output when the tile is small (odd and even parts),
+        // so that the FMA latency is covered by independent chains.
         let mut acc = [[[_mm256_setzero_ps(); 2]; R]; C];
-        let (w, x) = (self.w.as_ptr(), self.x.as_ptr());
+        let w = self.w.as_ptr();
         for b in 0..nb {
-            for (c, acc) in acc.iter_mut().enumerate() {
-                T::decode(w.add(c * self.rb + b * T::BYTES), |v, wv| {
-                    let p = if R * C >= 4 { 0 } else { v & 1 };
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let xv = _mm256_loadu_ps(x.add(r * self.k + b * T::BLOCK + 8 * v));
-                        acc[p] = _mm256_fmadd_ps(wv, xv, acc[p]);
-                    }
-                });
+            let mut h = [T::header(w.add(b * T::BYTES)); C];
+            for c in 1..C {
+                h[c] = T::header(w.add(c * self.rb + b * T::BYTES));
+            }
+            let mut part = 0;
+            if R * C < 4 {
+                while part + 2 <= T::PARTS {
+                    self.part::<T, R, C>(&h, &mut acc, b, part, 0);
+                    self.part::<T, R, C>(&h, &mut acc, b, part + 1, 1);
+                    part += 2;
+                }
+            }
+            while part < T::PARTS {
+                self.part::<T, R, C>(&h, &mut acc, b, part, 0);
+                part += 1;
             }
         }
         for (c, acc) in acc.iter().enumerate() {
@@ -141,56 +156,79 @@ impl Tile<'_> {
             }
         }
     }
-}
 
-struct F32;
-impl Decode for F32 {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 128;
+    /// Part `part` of block `b` of every weight row, FMA'd with every activation
+    /// row into accumulator slot `p` (a constant at each call: registers, not stack).
     #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        for v in 0..4 {
-            f(v, _mm256_loadu_ps(b.add(32 * v) as *const f32));
+    unsafe fn part<T: Decode, const R: usize, const C: usize>(
+        &self,
+        h: &[T::H; C],
+        acc: &mut [[[__m256; 2]; R]; C],
+        b: usize,
+        part: usize,
+        p: usize,
+    ) {
+        let (w, x) = (self.w.as_ptr(), self.x.as_ptr());
+        let at = b * T::BLOCK + 32 * part;
+        for c in 0..C {
+            let wv = T::part(w.add(c * self.rb + b * T::BYTES), &h[c], part);
+            for r in 0..R {
+                let xr = x.add(r * self.k + at);
+                for (v, wv) in wv.iter().enumerate() {
+                    let xv = _mm256_loadu_ps(xr.add(8 * v));
+                    acc[c][r][p] = _mm256_fmadd_ps(*wv, xv, acc[c][r][p]);
+                }
+            }
         }
-    }
-    fn scalar(row: &[u8], i: usize) -> f32 {
-        f32::from_le_bytes(row[4 * i..4 * i + 4].try_into().unwrap())
-    }
-}
-
-struct F16;
-impl Decode for F16 {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 64;
-    #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        for v in 0..4 {
-            f(
-                v,
-                _mm256_cvtph_ps(_mm_loadu_si128(b.add(16 * v) as *const __m128i)),
-            );
-        }
-    }
-    fn scalar(row: &[u8], i: usize) -> f32 {
-        half::f16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32()
     }
 }
 
-struct Bf16;
-impl Decode for Bf16 {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 64;
-    #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        for v in 0..4 {
-            let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(b.add(16 * v) as *const __m128i));
-            f(v, _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h)));
+/// Float rows: no header; one block = one part of 32 values.
+macro_rules! float_type {
+    ($name:ident, $bytes:expr, |$b:ident, $v:ident| $load:expr, |$row:ident, $i:ident| $scalar:expr) => {
+        struct $name;
+        impl Decode for $name {
+            const BLOCK: usize = 32;
+            const BYTES: usize = $bytes;
+            type H = ();
+            #[inline(always)]
+            unsafe fn header(_: *const u8) {}
+            #[inline(always)]
+            unsafe fn part($b: *const u8, _: &(), _: usize) -> [__m256; 4] {
+                let mut w = [_mm256_setzero_ps(); 4];
+                for ($v, w) in w.iter_mut().enumerate() {
+                    *w = $load;
+                }
+                w
+            }
+            fn scalar($row: &[u8], $i: usize) -> f32 {
+                $scalar
+            }
         }
-    }
-    fn scalar(row: &[u8], i: usize) -> f32 {
-        f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16)
-    }
+    };
 }
+
+float_type!(
+    F32,
+    128,
+    |b, v| _mm256_loadu_ps(b.add(32 * v) as *const f32),
+    |row, i| f32::from_le_bytes(row[4 * i..4 * i + 4].try_into().unwrap())
+);
+float_type!(
+    F16,
+    64,
+    |b, v| _mm256_cvtph_ps(_mm_loadu_si128(b.add(16 * v) as *const __m128i)),
+    |row, i| half::f16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32()
+);
+float_type!(
+    Bf16,
+    64,
+    |b, v| {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(b.add(16 * v) as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+    },
+    |row, i| f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16)
+);
 
 /// `q` (i8 × 8 in the low half) as floats.
 #[inline(always)]
@@ -204,101 +242,117 @@ unsafe fn u8x8(q: __m128i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q))
 }
 
+/// 32 signed bytes times `d` (exact: 8-bit × 11-bit).
+#[inline(always)]
+unsafe fn scaled_i8(q: __m256i, d: __m256) -> [__m256; 4] {
+    let g = quarters(q);
+    [
+        _mm256_mul_ps(i8x8(g[0]), d),
+        _mm256_mul_ps(i8x8(g[1]), d),
+        _mm256_mul_ps(i8x8(g[2]), d),
+        _mm256_mul_ps(i8x8(g[3]), d),
+    ]
+}
+
+/// 32 unsigned bytes as `d·q + m` (d·q exact, so one rounding, as the reference's
+/// `d·q + m`), or `d·q − m` with `m` negated by the caller.
+#[inline(always)]
+unsafe fn scaled_u8_plus(q: __m256i, d: __m256, m: __m256) -> [__m256; 4] {
+    let g = quarters(q);
+    [
+        _mm256_fmadd_ps(u8x8(g[0]), d, m),
+        _mm256_fmadd_ps(u8x8(g[1]), d, m),
+        _mm256_fmadd_ps(u8x8(g[2]), d, m),
+        _mm256_fmadd_ps(u8x8(g[3]), d, m),
+    ]
+}
+
 #[allow(non_camel_case_types)]
 struct Q8_0;
 impl Decode for Q8_0 {
     const BLOCK: usize = 32;
     const BYTES: usize = 34;
+    type H = ();
     #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
+    unsafe fn header(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn part(b: *const u8, _: &(), _: usize) -> [__m256; 4] {
         // q · d, as the reference.
         let d = _mm256_set1_ps(f16_at(b));
-        for v in 0..4 {
+        let mut w = [_mm256_setzero_ps(); 4];
+        for (v, w) in w.iter_mut().enumerate() {
             let q = _mm_loadl_epi64(b.add(2 + 8 * v) as *const __m128i);
-            f(v, _mm256_mul_ps(i8x8(q), d));
+            *w = _mm256_mul_ps(i8x8(q), d);
         }
+        w
     }
 }
 
-#[allow(non_camel_case_types)]
-struct Q4_0;
-impl Decode for Q4_0 {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 18;
-    #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        // d · (q − 8): exact.
-        let d = _mm256_set1_ps(f16_at(b));
-        let q = _mm256_sub_epi8(nibbles32(b.add(2)), _mm256_set1_epi8(8));
-        for (v, q) in quarters(q).into_iter().enumerate() {
-            f(v, _mm256_mul_ps(i8x8(q), d));
+/// The 32-element types with 4- or 5-bit values: (fifth bit at, nibbles at, offset
+/// or minimum). `d·(q − o)` is exact; `d·q + m` rounds once, as the reference.
+macro_rules! legacy {
+    ($name:ident, $bytes:expr, $qh:expr, $qs:expr, $offset:expr) => {
+        #[allow(non_camel_case_types)]
+        struct $name;
+        impl Decode for $name {
+            const BLOCK: usize = 32;
+            const BYTES: usize = $bytes;
+            type H = ();
+            #[inline(always)]
+            unsafe fn header(_: *const u8) {}
+            #[inline(always)]
+            unsafe fn part(b: *const u8, _: &(), _: usize) -> [__m256; 4] {
+                let d = _mm256_set1_ps(f16_at(b));
+                let mut q = nibbles32(b.add($qs));
+                if let Some(at) = $qh {
+                    q = _mm256_or_si256(q, bit4_of_32(b.add(at)));
+                }
+                match $offset {
+                    Some(o) => scaled_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(o)), d),
+                    None => scaled_u8_plus(q, d, _mm256_set1_ps(f16_at(b.add(2)))),
+                }
+            }
         }
-    }
+    };
 }
 
-#[allow(non_camel_case_types)]
-struct Q4_1;
-impl Decode for Q4_1 {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 20;
-    #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        // d · q is exact, so one FMA rounds once, as the reference's d·q + m.
-        let d = _mm256_set1_ps(f16_at(b));
-        let mn = _mm256_set1_ps(f16_at(b.add(2)));
-        for (v, q) in quarters(nibbles32(b.add(4))).into_iter().enumerate() {
-            f(v, _mm256_fmadd_ps(u8x8(q), d, mn));
-        }
-    }
+legacy!(Q4_0, 18, None::<usize>, 2, Some(8));
+legacy!(Q4_1, 20, None::<usize>, 4, None::<i8>);
+legacy!(Q5_0, 22, Some(2), 6, Some(16));
+legacy!(Q5_1, 24, Some(4), 8, None::<i8>);
+
+/// Q4_K / Q5_K sub-block scales `d·sc` and minimums `−dmin·m` (exact products, as
+/// the reference computes them; negated so that one FMA adds them).
+#[derive(Clone, Copy)]
+struct KScales {
+    dl: [f32; 8],
+    ml: [f32; 8],
 }
 
-#[allow(non_camel_case_types)]
-struct Q5_0;
-impl Decode for Q5_0 {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 22;
-    #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        let d = _mm256_set1_ps(f16_at(b));
-        let q = _mm256_or_si256(nibbles32(b.add(6)), bit4_of_32(b.add(2)));
-        let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
-        for (v, q) in quarters(q).into_iter().enumerate() {
-            f(v, _mm256_mul_ps(i8x8(q), d));
-        }
-    }
-}
-
-#[allow(non_camel_case_types)]
-struct Q5_1;
-impl Decode for Q5_1 {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 24;
-    #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        let d = _mm256_set1_ps(f16_at(b));
-        let mn = _mm256_set1_ps(f16_at(b.add(2)));
-        let q = _mm256_or_si256(nibbles32(b.add(8)), bit4_of_32(b.add(4)));
-        for (v, q) in quarters(q).into_iter().enumerate() {
-            f(v, _mm256_fmadd_ps(u8x8(q), d, mn));
-        }
-    }
-}
-
-/// The sub-block scales `d·sc` and minimums `dmin·m` of a Q4_K / Q5_K block (exact
-/// products, as the reference computes them).
 #[inline(always)]
-unsafe fn kquant_dl_ml(b: *const u8) -> ([f32; 8], [f32; 8]) {
+unsafe fn k_scales(b: *const u8) -> KScales {
     let sm = kquant_scales_mins(b.add(4));
     let d = _mm256_set1_ps(f16_at(b));
-    let dmin = _mm256_set1_ps(f16_at(b.add(2)));
-    let mut dl = [0f32; 8];
-    let mut ml = [0f32; 8];
-    _mm256_storeu_ps(dl.as_mut_ptr(), _mm256_mul_ps(d, u8x8(sm)));
+    let dmin = _mm256_set1_ps(-f16_at(b.add(2)));
+    let mut h = KScales {
+        dl: [0.0; 8],
+        ml: [0.0; 8],
+    };
+    _mm256_storeu_ps(h.dl.as_mut_ptr(), _mm256_mul_ps(d, u8x8(sm)));
     _mm256_storeu_ps(
-        ml.as_mut_ptr(),
+        h.ml.as_mut_ptr(),
         _mm256_mul_ps(dmin, u8x8(_mm_unpackhi_epi64(sm, sm))),
     );
-    (dl, ml)
+    h
+}
+
+/// Nibble `part % 2` of the 32 bytes at `p` (element `64c + 32h + l` of a Q4_K /
+/// Q5_K block is nibble h of byte `32c + l`, part = 2c + h).
+#[inline(always)]
+unsafe fn k_nibbles(p: *const u8, part: usize) -> __m256i {
+    let q = _mm256_loadu_si256(p as *const __m256i);
+    let q = _mm256_srl_epi16(q, _mm_cvtsi32_si128(4 * (part % 2) as i32));
+    _mm256_and_si256(q, _mm256_set1_epi8(0x0F))
 }
 
 #[allow(non_camel_case_types)]
@@ -306,23 +360,16 @@ struct Q4_K;
 impl Decode for Q4_K {
     const BLOCK: usize = 256;
     const BYTES: usize = 144;
+    type H = KScales;
     #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        let (dl, ml) = kquant_dl_ml(b);
-        let mask = _mm256_set1_epi8(0x0F);
-        for c in 0..4 {
-            // Element 64c + l: low nibble of byte 32c + l; 64c + 32 + l: its high nibble.
-            let q = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
-            let lo = _mm256_and_si256(q, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
-            for (h, q) in [lo, hi].into_iter().enumerate() {
-                let (s, m) = (_mm256_set1_ps(dl[2 * c + h]), _mm256_set1_ps(ml[2 * c + h]));
-                for (g, q) in quarters(q).into_iter().enumerate() {
-                    // (d·sc)·q exact, then the one rounding of − dmin·m.
-                    f(8 * c + 4 * h + g, _mm256_fmsub_ps(u8x8(q), s, m));
-                }
-            }
-        }
+    unsafe fn header(b: *const u8) -> KScales {
+        k_scales(b)
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, h: &KScales, part: usize) -> [__m256; 4] {
+        let q = k_nibbles(b.add(16 + 32 * (part / 2)), part);
+        // (d·sc)·q exact, then the one rounding of − dmin·m.
+        scaled_u8_plus(q, _mm256_set1_ps(h.dl[part]), _mm256_set1_ps(h.ml[part]))
     }
 }
 
@@ -331,49 +378,21 @@ struct Q5_K;
 impl Decode for Q5_K {
     const BLOCK: usize = 256;
     const BYTES: usize = 176;
+    type H = KScales;
     #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        let (dl, ml) = kquant_dl_ml(b);
-        let mask = _mm256_set1_epi8(0x0F);
-        let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
-        let sixteen = _mm256_set1_epi8(0x10);
-        for c in 0..4 {
-            let q = _mm256_loadu_si256(b.add(48 + 32 * c) as *const __m256i);
-            let lo = _mm256_and_si256(q, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
-            for (h, q) in [lo, hi].into_iter().enumerate() {
-                // Fifth bit: bit 2c + h of qh byte l.
-                let bit = _mm256_set1_epi8((1u8 << (2 * c + h)) as i8);
-                let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
-                let q = _mm256_or_si256(q, _mm256_and_si256(set, sixteen));
-                let (s, m) = (_mm256_set1_ps(dl[2 * c + h]), _mm256_set1_ps(ml[2 * c + h]));
-                for (g, q) in quarters(q).into_iter().enumerate() {
-                    f(8 * c + 4 * h + g, _mm256_fmsub_ps(u8x8(q), s, m));
-                }
-            }
-        }
+    unsafe fn header(b: *const u8) -> KScales {
+        k_scales(b)
     }
-}
-
-/// The four 32-byte vectors of 6-bit values (0..=63) of one 128-element half of a
-/// Q6_K block: vector s holds elements `32s..32s + 32` of the half.
-#[inline(always)]
-unsafe fn q6k_half(ql: *const u8, qh: *const u8) -> [__m256i; 4] {
-    let ql0 = _mm256_loadu_si256(ql as *const __m256i);
-    let ql1 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
-    let qh = _mm256_loadu_si256(qh as *const __m256i);
-    let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
-    // Crumb s of qh, moved to bits 4..6 (16-bit shifts, then the byte mask).
-    let h0 = _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2);
-    let h1 = _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2);
-    let h2 = _mm256_and_si256(qh, m2);
-    let h3 = _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2);
-    [
-        _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
-        _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4), h2),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), h3),
-    ]
+    #[inline(always)]
+    unsafe fn part(b: *const u8, h: &KScales, part: usize) -> [__m256; 4] {
+        let q = k_nibbles(b.add(48 + 32 * (part / 2)), part);
+        // Fifth bit: bit `part` of qh byte l.
+        let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
+        let bit = _mm256_set1_epi8((1u8 << part) as i8);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        let q = _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+        scaled_u8_plus(q, _mm256_set1_ps(h.dl[part]), _mm256_set1_ps(h.ml[part]))
+    }
 }
 
 #[allow(non_camel_case_types)]
@@ -381,9 +400,10 @@ struct Q6_K;
 impl Decode for Q6_K {
     const BLOCK: usize = 256;
     const BYTES: usize = 210;
+    /// d·sc (exact), one per 16 values.
+    type H = [f32; 16];
     #[inline(always)]
-    unsafe fn decode<F: FnMut(usize, __m256)>(b: *const u8, mut f: F) {
-        // d·sc (exact), one per 16 elements.
+    unsafe fn header(b: *const u8) -> [f32; 16] {
         let d = _mm256_set1_ps(f16_at(b.add(208)));
         let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
         let mut dl = [0f32; 16];
@@ -392,16 +412,22 @@ impl Decode for Q6_K {
             dl.as_mut_ptr().add(8),
             _mm256_mul_ps(d, i8x8(_mm_unpackhi_epi64(sc, sc))),
         );
-        let thirty_two = _mm256_set1_epi8(32);
-        for n in 0..2 {
-            let q = q6k_half(b.add(64 * n), b.add(128 + 32 * n));
-            for (s, q) in q.into_iter().enumerate() {
-                let q = _mm256_sub_epi8(q, thirty_two);
-                for (g, q) in quarters(q).into_iter().enumerate() {
-                    let s16 = _mm256_set1_ps(dl[8 * n + 2 * s + g / 2]);
-                    f(16 * n + 4 * s + g, _mm256_mul_ps(i8x8(q), s16));
-                }
-            }
-        }
+        dl
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, dl: &[f32; 16], part: usize) -> [__m256; 4] {
+        // Part p = 4n + s covers values 32p.., scales 2p (first 16) and 2p + 1.
+        let q = _mm256_sub_epi8(q6k_values(b, part), _mm256_set1_epi8(32));
+        let g = quarters(q);
+        let (s0, s1) = (
+            _mm256_set1_ps(dl[2 * part]),
+            _mm256_set1_ps(dl[2 * part + 1]),
+        );
+        [
+            _mm256_mul_ps(i8x8(g[0]), s0),
+            _mm256_mul_ps(i8x8(g[1]), s0),
+            _mm256_mul_ps(i8x8(g[2]), s1),
+            _mm256_mul_ps(i8x8(g[3]), s1),
+        ]
     }
 }

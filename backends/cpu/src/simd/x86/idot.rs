@@ -6,7 +6,12 @@
 //! block sums instead of each value: `Σ (q − o)·x = Σ q·x − o·Σx`. A weight block is
 //! unpacked once per tile and used for up to 4 activation rows.
 
-use super::{bit4_of_32, f16_at, hsum, kquant_scales_mins, nibbles32};
+// Index loops over the const tile sizes: LLVM unrolls them completely, so tile
+// arrays live in registers (iterator adaptors like skip were left as loops, with the
+// arrays on the stack).
+#![allow(clippy::needless_range_loop)]
+
+use super::{bit4_of_32, f16_at, hsum, kquant_scales_mins, nibbles32, q6k_values};
 use crate::simd::{Acts, ChunkFn, Needs, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
@@ -145,33 +150,65 @@ impl Tile<'_> {
     #[inline(always)]
     unsafe fn run<T: IDot, const R: usize, const C: usize>(&self) {
         debug_assert!(self.w.len() == C * self.rb && self.x.len() == R);
-        let w = self.w.as_ptr();
-        let x: [XRow; R] = std::array::from_fn(|r| self.x[r]);
+        let mut x = [self.x[0]; R];
+        for r in 1..R {
+            x[r] = self.x[r];
+        }
         let mut acc = [[[_mm256_setzero_ps(); 2]; R]; C];
-        for b in 0..self.nb {
-            let p = if R * C >= 4 { 0 } else { b & 1 };
-            let wb: [*const u8; C] = std::array::from_fn(|c| w.add(c * self.rb + b * T::BYTES));
-            let h: [T::H; C] = std::array::from_fn(|c| T::header(wb[c]));
-            let mut sumi = [[_mm256_setzero_si256(); R]; C];
-            for part in 0..T::PARTS {
-                for c in 0..C {
-                    let u = T::unpack(wb[c], &h[c], part);
-                    for r in 0..R {
-                        let q = x[r].q.add(b * T::BLOCK);
-                        sumi[c][r] = T::part(&u, q, part, sumi[c][r]);
-                    }
-                }
+        let mut b = 0;
+        if R * C < 4 {
+            // Small tiles alternate two accumulators: independent FMA chains.
+            while b + 2 <= self.nb {
+                self.block::<T, R, C>(&x, &mut acc, b, 0);
+                self.block::<T, R, C>(&x, &mut acc, b + 1, 1);
+                b += 2;
             }
-            for c in 0..C {
-                for r in 0..R {
-                    acc[c][r][p] = T::finish(&h[c], x[r], b, sumi[c][r], acc[c][r][p]);
-                }
-            }
+        }
+        while b < self.nb {
+            self.block::<T, R, C>(&x, &mut acc, b, 0);
+            b += 1;
         }
         for (c, acc) in acc.iter().enumerate() {
             for (r, acc) in acc.iter().enumerate() {
                 self.out
                     .set(self.i + r, self.j + c, hsum(_mm256_add_ps(acc[0], acc[1])));
+            }
+        }
+    }
+
+    /// Block `b` into accumulator slot `p` (a constant at each call, so the
+    /// accumulators stay in registers). A method, not a closure: closures do not
+    /// inherit the caller's target features and might not inline.
+    #[inline(always)]
+    unsafe fn block<T: IDot, const R: usize, const C: usize>(
+        &self,
+        x: &[XRow; R],
+        acc: &mut [[[__m256; 2]; R]; C],
+        b: usize,
+        p: usize,
+    ) {
+        let w = self.w.as_ptr();
+        let mut wb = [w; C];
+        for c in 0..C {
+            wb[c] = w.add(c * self.rb + b * T::BYTES);
+        }
+        let mut h = [T::header(wb[0]); C];
+        for c in 1..C {
+            h[c] = T::header(wb[c]);
+        }
+        let mut sumi = [[_mm256_setzero_si256(); R]; C];
+        for part in 0..T::PARTS {
+            for c in 0..C {
+                let u = T::unpack(wb[c], &h[c], part);
+                for r in 0..R {
+                    let q = x[r].q.add(b * T::BLOCK);
+                    sumi[c][r] = T::part(&u, q, part, sumi[c][r]);
+                }
+            }
+        }
+        for c in 0..C {
+            for r in 0..R {
+                acc[c][r][p] = T::finish(&h[c], x[r], b, sumi[c][r], acc[c][r][p]);
             }
         }
     }
@@ -465,27 +502,13 @@ impl IDot for Q6_K {
     #[inline(always)]
     unsafe fn unpack(b: *const u8, h: &Q6Header, part: usize) -> Self::U {
         let (n, s) = (part / 4, part % 4);
-        // Value l of group s: nibble s/2 of ql byte 32·(s%2) + l, crumb s of qh byte l.
-        let ql = _mm256_loadu_si256(b.add(64 * n + 32 * (s % 2)) as *const __m256i);
-        let qh = _mm256_loadu_si256(b.add(128 + 32 * n) as *const __m256i);
-        let lo = _mm256_and_si256(
-            _mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (s / 2) as i32)),
-            _mm256_set1_epi8(0x0F),
-        );
-        let hi = _mm256_and_si256(
-            _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * s as i32))),
-            _mm256_set1_epi8(0x30),
-        );
         // Values 0..16 take scale 8n + 2s, 16..32 scale 8n + 2s + 1: i16 lanes 2s and
         // 2s + 1 of the half's scales, one per 128-bit lane.
         let pick = _mm256_set_m128i(
             _mm_set1_epi16((0x0302 + 0x0404 * s) as i16),
             _mm_set1_epi16((0x0100 + 0x0404 * s) as i16),
         );
-        (
-            _mm256_or_si256(lo, hi),
-            _mm256_shuffle_epi8(h.halves[n], pick),
-        )
+        (q6k_values(b, part), _mm256_shuffle_epi8(h.halves[n], pick))
     }
     #[inline(always)]
     unsafe fn part(u: &Self::U, q: *const i8, part: usize, sumi: __m256i) -> __m256i {

@@ -100,6 +100,25 @@ unsafe fn kquant_scales_mins(p: *const u8) -> __m128i {
     _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32)
 }
 
+/// Group s (= part % 4) of the 128-value half n (= part / 4) of a Q6_K block, values
+/// 0..=63: nibble s/2 of ql byte `64n + 32·(s%2) + l`, crumb s of qh byte `32n + l`.
+#[inline(always)]
+unsafe fn q6k_values(b: *const u8, part: usize) -> __m256i {
+    let (n, s) = (part / 4, part % 4);
+    let ql = _mm256_loadu_si256(b.add(64 * n + 32 * (s % 2)) as *const __m256i);
+    let qh = _mm256_loadu_si256(b.add(128 + 32 * n) as *const __m256i);
+    let lo = _mm256_and_si256(
+        _mm256_srl_epi16(ql, _mm_cvtsi32_si128(4 * (s / 2) as i32)),
+        _mm256_set1_epi8(0x0F),
+    );
+    // The crumb moved to bits 4..6 (16-bit shifts, then the byte mask).
+    let hi = _mm256_and_si256(
+        _mm256_slli_epi16::<4>(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * s as i32))),
+        _mm256_set1_epi8(0x30),
+    );
+    _mm256_or_si256(lo, hi)
+}
+
 /// Quantises one row per 32 elements (see `crate::q8`): the same values as the
 /// portable routine (same scales, round to nearest even).
 ///
@@ -113,7 +132,10 @@ pub(super) unsafe fn quantize_row_q8(x: &[f32], q: &mut [i8], ds: &mut [[f32; 2]
         // length check above.
         unsafe {
             let xp = x.as_ptr().add(32 * b);
-            let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xp.add(8 * i)));
+            let mut v = [_mm256_setzero_ps(); 4];
+            for (i, v) in v.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(xp.add(8 * i));
+            }
             let (d, sum) = quantize32(v, q.as_mut_ptr().add(32 * b));
             *ds = [d, d * sum as f32 / 8.0];
         }
@@ -125,7 +147,10 @@ pub(super) unsafe fn quantize_row_q8(x: &[f32], q: &mut [i8], ds: &mut [[f32; 2]
 unsafe fn quantize32(v: [__m256; 4], q: *mut i8) -> (f32, i32) {
     let (d, id) = scales(hsum_max_abs(&v));
     let id = _mm256_set1_ps(id);
-    let i: [__m256i; 4] = std::array::from_fn(|j| _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id)));
+    let mut i = [_mm256_setzero_si256(); 4];
+    for (i, v) in i.iter_mut().zip(v) {
+        *i = _mm256_cvtps_epi32(_mm256_mul_ps(v, id));
+    }
     store_i32x32_as_i8(i, q);
     let s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
     (d, hsum_i32(s))
@@ -175,15 +200,20 @@ pub(super) unsafe fn quantize_row_q8k(x: &[f32], q: &mut [i8], d: &mut [f32], bs
         // in bounds by the length check above.
         unsafe {
             let xp = x.as_ptr().add(256 * b);
-            let v: [__m256; 32] = std::array::from_fn(|i| _mm256_loadu_ps(xp.add(8 * i)));
+            let mut v = [_mm256_setzero_ps(); 32];
+            for (i, v) in v.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(xp.add(8 * i));
+            }
             let (s, id) = scales(hsum_max_abs(&v));
             *d = s;
             let id = _mm256_set1_ps(id);
             let qp = q.as_mut_ptr().add(256 * b);
             let bs = bsums.as_mut_ptr().add(16 * b);
             for g in 0..8 {
-                let i: [__m256i; 4] =
-                    std::array::from_fn(|j| _mm256_cvtps_epi32(_mm256_mul_ps(v[4 * g + j], id)));
+                let mut i = [_mm256_setzero_si256(); 4];
+                for (j, i) in i.iter_mut().enumerate() {
+                    *i = _mm256_cvtps_epi32(_mm256_mul_ps(v[4 * g + j], id));
+                }
                 store_i32x32_as_i8(i, qp.add(32 * g));
                 *bs.add(2 * g) = hsum_i32(_mm256_add_epi32(i[0], i[1])) as i16;
                 *bs.add(2 * g + 1) = hsum_i32(_mm256_add_epi32(i[2], i[3])) as i16;
