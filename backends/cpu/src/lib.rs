@@ -83,6 +83,11 @@ impl Kernels for Parallel {
         matmul::gather_rows(w, ids, out)
     }
 
+    fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {
+        // On a pool worker (the caller blocks once per forward, not once per matmul).
+        rayon::join(steps, || ()).0
+    }
+
     fn describe(&self) -> String {
         let act = match self.config.activations {
             Activations::F32 => "f32",

@@ -16,6 +16,9 @@ use crate::simd::{Acts, ChunkFn, Needs, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
 
+/// Bytes ahead of the current block that decode tiles prefetch.
+const PREFETCH: usize = 384;
+
 /// One activation row in 8-bit blocks.
 #[derive(Clone, Copy)]
 struct XRow {
@@ -191,6 +194,11 @@ impl Tile<'_> {
         let mut wb = [w; C];
         for c in 0..C {
             wb[c] = w.add(c * self.rb + b * T::BYTES);
+        }
+        if R == 1 {
+            for c in 0..C {
+                _mm_prefetch::<_MM_HINT_T0>(wb[c].add(PREFETCH) as *const i8);
+            }
         }
         let mut h = [T::header(wb[0]); C];
         for c in 1..C {
