@@ -124,38 +124,32 @@ impl Tile<'_> {
     unsafe fn run<T: Decode, const R: usize, const C: usize>(&self) {
         debug_assert!(self.w.len() == C * self.rb && self.x.len() == R * self.k);
         let nb = self.k / T::BLOCK;
-        // Two accumulators per output when the tile is small (odd and even parts),
-        // so that the FMA latency is covered by independent chains.
-        let mut acc = [[[_mm256_setzero_ps(); 2]; R]; C];
+        // acc[c][r][a]: the vectors of a part go round `accs::<R, C>()` accumulators
+        // per output, so that small tiles still have about 8 independent FMA chains.
+        let mut acc = [[[_mm256_setzero_ps(); 4]; R]; C];
         let w = self.w.as_ptr();
         for b in 0..nb {
             if R == 1 {
                 for c in 0..C {
-                    _mm_prefetch::<_MM_HINT_T0>(
-                        w.add(c * self.rb + b * T::BYTES + PREFETCH) as *const i8
-                    );
+                    let at = c * self.rb + b * T::BYTES + PREFETCH;
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(at) as *const i8);
                 }
             }
             let mut h = [T::header(w.add(b * T::BYTES)); C];
             for c in 1..C {
                 h[c] = T::header(w.add(c * self.rb + b * T::BYTES));
             }
-            let mut part = 0;
-            if R * C < 4 {
-                while part + 2 <= T::PARTS {
-                    self.part::<T, R, C>(&h, &mut acc, b, part, 0);
-                    self.part::<T, R, C>(&h, &mut acc, b, part + 1, 1);
-                    part += 2;
-                }
-            }
-            while part < T::PARTS {
-                self.part::<T, R, C>(&h, &mut acc, b, part, 0);
-                part += 1;
+            for part in 0..T::PARTS {
+                self.part::<T, R, C>(&h, &mut acc, b, part);
             }
         }
-        for (c, acc) in acc.iter().enumerate() {
-            for (r, acc) in acc.iter().enumerate() {
-                let mut s = hsum(_mm256_add_ps(acc[0], acc[1]));
+        for c in 0..C {
+            for r in 0..R {
+                let a = &acc[c][r];
+                let mut s = hsum(_mm256_add_ps(
+                    _mm256_add_ps(a[0], a[1]),
+                    _mm256_add_ps(a[2], a[3]),
+                ));
                 if nb * T::BLOCK < self.k {
                     let row = &self.w[c * self.rb..(c + 1) * self.rb];
                     let xr = &self.x[r * self.k..(r + 1) * self.k];
@@ -168,29 +162,40 @@ impl Tile<'_> {
         }
     }
 
-    /// Part `part` of block `b` of every weight row, FMA'd with every activation
-    /// row into accumulator slot `p` (a constant at each call: registers, not stack).
+    /// Part `part` of block `b` of every weight row, FMA'd with every activation row.
     #[inline(always)]
     unsafe fn part<T: Decode, const R: usize, const C: usize>(
         &self,
         h: &[T::H; C],
-        acc: &mut [[[__m256; 2]; R]; C],
+        acc: &mut [[[__m256; 4]; R]; C],
         b: usize,
         part: usize,
-        p: usize,
     ) {
         let (w, x) = (self.w.as_ptr(), self.x.as_ptr());
         let at = b * T::BLOCK + 32 * part;
+        let n_acc = accs::<R, C>();
         for c in 0..C {
             let wv = T::part(w.add(c * self.rb + b * T::BYTES), &h[c], part);
             for r in 0..R {
                 let xr = x.add(r * self.k + at);
-                for (v, wv) in wv.iter().enumerate() {
+                for v in 0..4 {
                     let xv = _mm256_loadu_ps(xr.add(8 * v));
-                    acc[c][r][p] = _mm256_fmadd_ps(*wv, xv, acc[c][r][p]);
+                    let a = v % n_acc;
+                    acc[c][r][a] = _mm256_fmadd_ps(wv[v], xv, acc[c][r][a]);
                 }
             }
         }
+    }
+}
+
+/// Accumulators per output of an R × C tile (1, 2 or 4; unused ones stay zero and
+/// fold away).
+#[inline(always)]
+const fn accs<const R: usize, const C: usize>() -> usize {
+    match R * C {
+        1 | 2 => 4,
+        3 | 4 => 2,
+        _ => 1,
     }
 }
 
