@@ -107,7 +107,7 @@ fn run() {
                 };
                 let reps = (400_000_000 / (m * n * k)).max(2);
                 let mut best = f64::MAX;
-                for _ in 0..5 {
+                for _ in 0..env("BENCH_RUNS", 5) {
                     let (t, c) = (Instant::now(), cpu_ns());
                     for _ in 0..reps {
                         matmul_with(&cfg, &x, m, &[&w], MatKernel::DecodeReuse, &mut out);

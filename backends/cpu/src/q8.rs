@@ -7,15 +7,17 @@
 //! rounding): the bound the kernel tests check.
 
 /// Rows quantised per 32 elements, for the 32-element weight types. Per block: the
-/// scale `d` and `d · Σq / 8` (an eighth of the block's sum, so a kernel adds a
-/// weight block's offset times it into each of its 8 lanes).
+/// scale `d` and the block's sum `d·Σq` (which a weight block's offset or minimum
+/// multiplies), each in its own array so that kernels load 8 blocks' worth at once.
 pub struct Q8Rows {
     pub m: usize,
     pub k: usize,
     /// `m × k` values.
     pub q: Vec<i8>,
-    /// `m × k/32` pairs `(d, d·Σq/8)`.
-    pub ds: Vec<[f32; 2]>,
+    /// `m × k/32` scales.
+    pub d: Vec<f32>,
+    /// `m × k/32` sums `d·Σq`.
+    pub s: Vec<f32>,
 }
 
 impl Q8Rows {
@@ -25,14 +27,19 @@ impl Q8Rows {
             m,
             k,
             q: vec![0; m * k],
-            ds: vec![[0.0; 2]; m * k / 32],
+            d: vec![0.0; m * k / 32],
+            s: vec![0.0; m * k / 32],
         }
     }
 
-    /// Row `i`: values and block scales.
-    pub fn row(&self, i: usize) -> (&[i8], &[[f32; 2]]) {
+    /// Row `i`: values, block scales, block sums.
+    pub fn row(&self, i: usize) -> (&[i8], &[f32], &[f32]) {
         let nb = self.k / 32;
-        (&self.q[i * self.k..][..self.k], &self.ds[i * nb..][..nb])
+        (
+            &self.q[i * self.k..][..self.k],
+            &self.d[i * nb..][..nb],
+            &self.s[i * nb..][..nb],
+        )
     }
 }
 
@@ -95,11 +102,11 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 }
 
 /// One row per 32 elements (portable).
-pub fn quantize_row_q8(x: &[f32], q: &mut [i8], ds: &mut [[f32; 2]]) {
-    assert!(x.len() == q.len() && x.len() == 32 * ds.len());
-    for ((x, q), ds) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)).zip(ds) {
-        let (d, sum) = quantize_block(x, q);
-        *ds = [d, d * sum as f32 / 8.0];
+pub fn quantize_row_q8(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    assert!(x.len() == q.len() && x.len() == 32 * d.len() && d.len() == s.len());
+    for (((x, q), d), s) in x.chunks_exact(32).zip(q.chunks_exact_mut(32)).zip(d).zip(s) {
+        let (scale, sum) = quantize_block(x, q);
+        (*d, *s) = (scale, scale * sum as f32);
     }
 }
 

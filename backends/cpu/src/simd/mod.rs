@@ -166,13 +166,14 @@ pub fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
     let nb = k / 32;
     x.par_chunks(k)
         .zip(r.q.par_chunks_mut(k))
-        .zip(r.ds.par_chunks_mut(nb))
+        .zip(r.d.par_chunks_mut(nb))
+        .zip(r.s.par_chunks_mut(nb))
         .with_min_len(quant_rows_per_task(k))
-        .for_each(|((x, q), ds)| match isa {
+        .for_each(|(((x, q), d), s)| match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: Avx2 is only ever the result of detection.
-            Isa::Avx2 => unsafe { x86::quantize_row_q8(x, q, ds) },
-            _ => q8::quantize_row_q8(x, q, ds),
+            Isa::Avx2 => unsafe { x86::quantize_row_q8(x, q, d, s) },
+            _ => q8::quantize_row_q8(x, q, d, s),
         });
     r
 }

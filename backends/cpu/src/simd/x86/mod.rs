@@ -125,9 +125,9 @@ unsafe fn q6k_values(b: *const u8, part: usize) -> __m256i {
 /// # Safety
 /// AVX2, FMA and F16C must be present.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn quantize_row_q8(x: &[f32], q: &mut [i8], ds: &mut [[f32; 2]]) {
-    assert!(x.len() == q.len() && x.len() == 32 * ds.len());
-    for (b, ds) in ds.iter_mut().enumerate() {
+pub(super) unsafe fn quantize_row_q8(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    assert!(x.len() == q.len() && x.len() == 32 * d.len() && d.len() == s.len());
+    for (b, (d, s)) in d.iter_mut().zip(s).enumerate() {
         // SAFETY: block b covers x[32b..32b+32] and q[32b..32b+32], in bounds by the
         // length check above.
         unsafe {
@@ -136,8 +136,8 @@ pub(super) unsafe fn quantize_row_q8(x: &[f32], q: &mut [i8], ds: &mut [[f32; 2]
             for (i, v) in v.iter_mut().enumerate() {
                 *v = _mm256_loadu_ps(xp.add(8 * i));
             }
-            let (d, sum) = quantize32(v, q.as_mut_ptr().add(32 * b));
-            *ds = [d, d * sum as f32 / 8.0];
+            let (scale, sum) = quantize32(v, q.as_mut_ptr().add(32 * b));
+            (*d, *s) = (scale, scale * sum as f32);
         }
     }
 }
