@@ -3,7 +3,7 @@
 //! each mode, SIMD and portable. Time is CPU time summed over the process's threads
 //! (`/proc/self/task/*/schedstat`), best of several runs, so a shared machine skews
 //! it less than wall time; run with `RAYON_NUM_THREADS=1` for per-core figures (idle
-//! rayon workers spin, which CPU time counts).
+//! rayon workers spin, which CPU time counts). In brackets: GMAC/s by wall time.
 
 use std::time::Instant;
 use weft_backend::{Activations, MatKernel};
@@ -105,8 +105,8 @@ fn run() {
                     isa,
                     activations: act,
                 };
-                let reps = (400_000_000 / (m * n * k)).max(2);
-                let mut best = f64::MAX;
+                let reps = (2_000_000_000 / (m * n * k)).max(2);
+                let (mut best, mut best_wall) = (f64::MAX, f64::MAX);
                 for _ in 0..env("BENCH_RUNS", 5) {
                     let (t, c) = (Instant::now(), cpu_ns());
                     for _ in 0..reps {
@@ -119,9 +119,11 @@ fn run() {
                         t.elapsed().as_secs_f64()
                     };
                     best = best.min(secs / reps as f64);
+                    best_wall = best_wall.min(t.elapsed().as_secs_f64() / reps as f64);
                 }
                 let gmacs = (m * n * k) as f64 / best / 1e9;
-                line += &format!("  {}/{:?}: {gmacs:6.2}", isa.name(), act);
+                let wall = (m * n * k) as f64 / best_wall / 1e9;
+                line += &format!("  {}/{:?}: {gmacs:6.2} ({wall:.1} wall)", isa.name(), act);
             }
             println!("{line}");
         }

@@ -57,7 +57,7 @@ pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
 
 /// One task: every activation row against `out.cols()` weight rows of `rb` bytes.
 ///
-/// Activation rows go 4 at a time (each decoded weight vector feeds 4 FMAs); with
+/// Activation rows go 8 (or 4) at a time (each decoded weight vector feeds 8 FMAs); with
 /// one row left (decode), two weight rows go side by side. Activation groups are the
 /// outer loop, so the task's weight rows stay in cache while x streams past once.
 ///
@@ -77,7 +77,8 @@ unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
     assert!(k / T::BLOCK * T::BYTES <= rb, "fdot: blocks past the row");
     let mut i = 0;
     while i < m {
-        let r = (m - i).min(4);
+        // 8 rows while there are: each decoded vector then feeds 8 FMAs.
+        let r = if m - i >= 8 { 8 } else { (m - i).min(4) };
         let mut j = 0;
         while j < n {
             let c = if r == 1 && n - j >= 2 { 2 } else { 1 };
@@ -98,7 +99,8 @@ unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
                     (1, _) => t.run::<T, 1, 1>(),
                     (2, _) => t.run::<T, 2, 1>(),
                     (3, _) => t.run::<T, 3, 1>(),
-                    _ => t.run::<T, 4, 1>(),
+                    (4, _) => t.run::<T, 4, 1>(),
+                    _ => t.run::<T, 8, 1>(),
                 }
             }
             j += c;

@@ -103,10 +103,14 @@ fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> Vec<XRow> {
 /// side. Activation groups are the outer loop, so the task's weight rows stay in cache
 /// while the activations stream past once.
 #[inline(always)]
-fn tiles(m: usize, n: usize, mut tile: impl FnMut(usize, usize, usize, usize)) {
+fn tiles(m: usize, n: usize, tall: bool, mut tile: impl FnMut(usize, usize, usize, usize)) {
     let mut i = 0;
     while i < m {
-        let r = (m - i).min(4);
+        let r = if tall && m - i >= 8 {
+            8
+        } else {
+            (m - i).min(4)
+        };
         let mut j = 0;
         while j < n {
             let c = if r == 1 && n - j >= 2 { 2 } else { 1 };
@@ -176,7 +180,8 @@ macro_rules! run_tile {
             (1, _) => $t.$f::<$T, 1, 1>(),
             (2, _) => $t.$f::<$T, 2, 1>(),
             (3, _) => $t.$f::<$T, 3, 1>(),
-            _ => $t.$f::<$T, 4, 1>(),
+            (4, _) => $t.$f::<$T, 4, 1>(),
+            _ => $t.$f::<$T, 8, 1>(),
         }
     };
 }
@@ -205,7 +210,8 @@ unsafe fn chunk_legacy<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr
     let nb = k / 32;
     assert!(out.rows() == m && w.len() == n * rb && nb * T::BYTES <= rb && k % 32 == 0);
     let xr = rows(x, Needs::Q8, 32);
-    tiles(m, n, |i, j, r, c| {
+    // 8-row tiles: each row runs its own reduction, so few registers stay live.
+    tiles(m, n, true, |i, j, r, c| {
         let t = Tile {
             w: &w[j * rb..(j + c) * rb],
             rb,
@@ -428,7 +434,7 @@ unsafe fn chunk<T: IDot>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
     let nb = k / T::BLOCK;
     assert!(out.rows() == m && w.len() == n * rb && nb * T::BYTES <= rb && k % T::BLOCK == 0);
     let xr = rows(x, Needs::Q8K, T::BLOCK);
-    tiles(m, n, |i, j, r, c| {
+    tiles(m, n, false, |i, j, r, c| {
         let t = Tile {
             w: &w[j * rb..(j + c) * rb],
             rb,
