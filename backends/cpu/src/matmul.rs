@@ -39,8 +39,8 @@ impl Default for Config {
 }
 
 /// Rows of a weight of `n` rows per rayon task: about four tasks per thread (so a
-/// busy core's share can be stolen), at least `MIN_TASK_WORK`, an even count (the
-/// decode tile takes two rows), and for prefill at most `MAX_TASK_BYTES` of weights.
+/// busy core's share can be stolen), at least `MIN_TASK_WORK`, a multiple of 8 (the
+/// decode tile takes eight rows), and for prefill at most `MAX_TASK_BYTES` of weights.
 fn rows_per_task(n: usize, k: usize, m: usize, row_bytes: usize) -> usize {
     let by_work = MIN_TASK_WORK / (k * m).max(1);
     let by_split = n.div_ceil(4 * rayon::current_num_threads());
@@ -48,7 +48,7 @@ fn rows_per_task(n: usize, k: usize, m: usize, row_bytes: usize) -> usize {
     if m > 1 {
         rows = rows.min((MAX_TASK_BYTES / row_bytes.max(1)).max(4));
     }
-    (rows + 1) & !1
+    rows.next_multiple_of(8)
 }
 
 /// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type, f32 activations, on the

@@ -57,9 +57,13 @@ pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
 
 /// One task: every activation row against `out.cols()` weight rows of `rb` bytes.
 ///
-/// Activation rows go 8 (or 4) at a time (each decoded weight vector feeds 8 FMAs); with
-/// one row left (decode), two weight rows go side by side. Activation groups are the
-/// outer loop, so the task's weight rows stay in cache while x streams past once.
+/// Tiles of R activation rows × C weight rows with R·C = 8 where the shape allows:
+/// 8 × 1 for prefill (each decoded vector feeds 8 FMAs), 1 × 8 for decode, 4 × 2 and
+/// 2 × 4 for the rows left over. Each output has one accumulator and takes its
+/// vectors in the same order whatever the tile, so a row's result does not depend on
+/// the batch it came in (a truncated and resumed session equals a fresh one, bit for
+/// bit); eight outputs per tile keep eight FMA chains in flight. Activation groups
+/// are the outer loop, so the task's weight rows stay in cache while x streams past.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be present.
@@ -70,18 +74,19 @@ unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
         x.x.len() == m * k && out.rows() == m,
         "fdot: activations are not [m, k]"
     );
-    assert!(
-        w.len() == n * rb && rb * T::BLOCK >= k * T::BYTES,
-        "fdot: weight rows"
-    );
+    assert!(w.len() == n * rb, "fdot: weight rows");
     assert!(k / T::BLOCK * T::BYTES <= rb, "fdot: blocks past the row");
     let mut i = 0;
     while i < m {
-        // 8 rows while there are: each decoded vector then feeds 8 FMAs.
-        let r = if m - i >= 8 { 8 } else { (m - i).min(4) };
+        let r = match m - i {
+            8.. => 8,
+            4..=7 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
         let mut j = 0;
         while j < n {
-            let c = if r == 1 && n - j >= 2 { 2 } else { 1 };
+            let c = if n - j >= 8 / r { 8 / r } else { 1 };
             let t = Tile {
                 w: &w[j * rb..(j + c) * rb],
                 rb,
@@ -95,12 +100,13 @@ unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
             // (sliced above, so in bounds); the features are present (this function's).
             unsafe {
                 match (r, c) {
-                    (1, 2) => t.run::<T, 1, 2>(),
-                    (1, _) => t.run::<T, 1, 1>(),
-                    (2, _) => t.run::<T, 2, 1>(),
-                    (3, _) => t.run::<T, 3, 1>(),
+                    (8, _) => t.run::<T, 8, 1>(),
+                    (4, 2) => t.run::<T, 4, 2>(),
                     (4, _) => t.run::<T, 4, 1>(),
-                    _ => t.run::<T, 8, 1>(),
+                    (2, 4) => t.run::<T, 2, 4>(),
+                    (2, _) => t.run::<T, 2, 1>(),
+                    (_, 8) => t.run::<T, 1, 8>(),
+                    _ => t.run::<T, 1, 1>(),
                 }
             }
             j += c;
@@ -126,9 +132,7 @@ impl Tile<'_> {
     unsafe fn run<T: Decode, const R: usize, const C: usize>(&self) {
         debug_assert!(self.w.len() == C * self.rb && self.x.len() == R * self.k);
         let nb = self.k / T::BLOCK;
-        // acc[c][r][a]: the vectors of a part go round `accs::<R, C>()` accumulators
-        // per output, so that small tiles still have about 8 independent FMA chains.
-        let mut acc = [[[_mm256_setzero_ps(); 4]; R]; C];
+        let mut acc = [[_mm256_setzero_ps(); R]; C];
         let w = self.w.as_ptr();
         for b in 0..nb {
             if R == 1 {
@@ -147,11 +151,7 @@ impl Tile<'_> {
         }
         for c in 0..C {
             for r in 0..R {
-                let a = &acc[c][r];
-                let mut s = hsum(_mm256_add_ps(
-                    _mm256_add_ps(a[0], a[1]),
-                    _mm256_add_ps(a[2], a[3]),
-                ));
+                let mut s = hsum(acc[c][r]);
                 if nb * T::BLOCK < self.k {
                     let row = &self.w[c * self.rb..(c + 1) * self.rb];
                     let xr = &self.x[r * self.k..(r + 1) * self.k];
@@ -169,35 +169,22 @@ impl Tile<'_> {
     unsafe fn part<T: Decode, const R: usize, const C: usize>(
         &self,
         h: &[T::H; C],
-        acc: &mut [[[__m256; 4]; R]; C],
+        acc: &mut [[__m256; R]; C],
         b: usize,
         part: usize,
     ) {
         let (w, x) = (self.w.as_ptr(), self.x.as_ptr());
         let at = b * T::BLOCK + 32 * part;
-        let n_acc = accs::<R, C>();
         for c in 0..C {
             let wv = T::part(w.add(c * self.rb + b * T::BYTES), &h[c], part);
             for r in 0..R {
                 let xr = x.add(r * self.k + at);
                 for v in 0..4 {
                     let xv = _mm256_loadu_ps(xr.add(8 * v));
-                    let a = v % n_acc;
-                    acc[c][r][a] = _mm256_fmadd_ps(wv[v], xv, acc[c][r][a]);
+                    acc[c][r] = _mm256_fmadd_ps(wv[v], xv, acc[c][r]);
                 }
             }
         }
-    }
-}
-
-/// Accumulators per output of an R × C tile (1, 2 or 4; unused ones stay zero and
-/// fold away).
-#[inline(always)]
-const fn accs<const R: usize, const C: usize>() -> usize {
-    match R * C {
-        1 | 2 => 4,
-        3 | 4 => 2,
-        _ => 1,
     }
 }
 

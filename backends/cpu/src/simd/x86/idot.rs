@@ -454,33 +454,23 @@ impl Tile<'_> {
     #[inline(always)]
     unsafe fn run_k<T: IDot, const R: usize, const C: usize>(&self) {
         let x = self.xrows::<R>();
+        // One accumulator per output, blocks in order whatever the tile: a row's result
+        // does not depend on the batch it came in.
         let mut acc = [[[_mm256_setzero_ps(); 2]; R]; C];
-        let mut b = 0;
-        if R * C < 4 {
-            // Small tiles alternate two accumulators: independent FMA chains.
-            while b + 2 <= self.nb {
-                self.block_k::<T, R, C>(&x, &mut acc, b, 0);
-                self.block_k::<T, R, C>(&x, &mut acc, b + 1, 1);
-                b += 2;
-            }
-        }
-        while b < self.nb {
-            self.block_k::<T, R, C>(&x, &mut acc, b, 0);
-            b += 1;
+        for b in 0..self.nb {
+            self.block_k::<T, R, C>(&x, &mut acc, b);
         }
         self.store(&acc);
     }
 
-    /// Block `b` into accumulator slot `p` (a constant at each call, so the
-    /// accumulators stay in registers). A method, not a closure: closures do not
-    /// inherit the caller's target features and might not inline.
+    /// Block `b`. A method, not a closure: closures do not inherit the caller's
+    /// target features and might not inline.
     #[inline(always)]
     unsafe fn block_k<T: IDot, const R: usize, const C: usize>(
         &self,
         x: &[XRow; R],
         acc: &mut [[[__m256; 2]; R]; C],
         b: usize,
-        p: usize,
     ) {
         let wb = self.blocks::<R, C>(b, T::BYTES);
         let mut h = [T::header(wb[0]); C];
@@ -499,7 +489,7 @@ impl Tile<'_> {
         }
         for c in 0..C {
             for r in 0..R {
-                acc[c][r][p] = T::finish(&h[c], x[r], b, sumi[c][r], acc[c][r][p]);
+                acc[c][r][0] = T::finish(&h[c], x[r], b, sumi[c][r], acc[c][r][0]);
             }
         }
     }
