@@ -136,9 +136,7 @@ impl Tile<'_> {
     #[inline(always)]
     fn xrows<const R: usize>(&self) -> [XRow; R] {
         let mut x = [self.x[0]; R];
-        for r in 1..R {
-            x[r] = self.x[r];
-        }
+        x.copy_from_slice(&self.x[..R]);
         x
     }
 
