@@ -137,17 +137,15 @@ pub fn matmul_with(
         let per = rows_per_task(rows, k, m, rb);
         tasks.extend((0..rows).step_by(per).map(|r0| (p, r0, per.min(rows - r0))));
     }
-    let out_len = out.len();
+    let whole = OutPtr::new(out, m, n);
     let tiles: Vec<OutPtr> = tasks
         .iter()
         .map(|&(p, r0, rows)| {
             // SAFETY: tasks cover disjoint column ranges (parts are side by side, and
-            // their rows are cut without overlap), and `out` is not touched otherwise
-            // until they are done.
-            unsafe { OutPtr::columns(out, m, n, parts[p].0 + r0, rows) }
+            // their rows are cut without overlap).
+            unsafe { whole.columns(parts[p].0 + r0, rows) }
         })
         .collect();
-    debug_assert_eq!(out_len, m * n);
 
     tasks
         .par_iter()
@@ -178,7 +176,7 @@ fn portable(
     k: usize,
     kernel: MatKernel,
     scratch: &mut Vec<f32>,
-    out: OutPtr,
+    out: OutPtr<'_>,
 ) {
     for (j, r) in w.chunks_exact(rb.max(1)).enumerate() {
         if m > 1 && kernel == MatKernel::DecodeReuse {

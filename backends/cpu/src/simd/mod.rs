@@ -13,6 +13,7 @@
 
 use crate::q8::{self, Q8KRows, Q8Rows};
 use rayon::prelude::*;
+use std::marker::PhantomData;
 use weft_backend::Activations;
 use weft_ir::DType;
 
@@ -76,35 +77,43 @@ pub struct Acts<'a> {
 /// `i < rows` and `j < cols`. Tasks own disjoint columns of one output matrix, so
 /// they write through a raw pointer rather than a shared `&mut`.
 #[derive(Clone, Copy)]
-pub struct OutPtr {
+pub struct OutPtr<'a> {
     ptr: *mut f32,
     ld: usize,
     rows: usize,
     cols: usize,
+    _out: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: an OutPtr is only made by `OutPtr::columns`, whose caller promises that no
-// two live OutPtrs (nor any other reference) cover the same elements.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+// SAFETY: column views are only made by `OutPtr::columns`, whose caller promises that
+// no two views in use at the same time cover the same elements.
+unsafe impl Send for OutPtr<'_> {}
+unsafe impl Sync for OutPtr<'_> {}
 
-impl OutPtr {
-    /// Columns `j0..j0 + cols` of the row-major `rows × ld` matrix `out`.
-    ///
-    /// # Safety
-    /// While the result is used, nothing else may read or write those columns (the
-    /// matmul driver hands each task its own column range).
-    pub unsafe fn columns(out: &mut [f32], rows: usize, ld: usize, j0: usize, cols: usize) -> Self {
-        assert!(
-            out.len() >= rows * ld && j0 + cols <= ld,
-            "output tile out of range"
-        );
+impl<'a> OutPtr<'a> {
+    /// The row-major `rows × ld` matrix `out` (borrowed for as long as views live).
+    pub fn new(out: &'a mut [f32], rows: usize, ld: usize) -> Self {
+        assert!(out.len() >= rows * ld, "output smaller than {rows} × {ld}");
         OutPtr {
-            // SAFETY: j0 <= ld <= out.len() (checked above).
-            ptr: unsafe { out.as_mut_ptr().add(j0) },
+            ptr: out.as_mut_ptr(),
             ld,
             rows,
+            cols: ld,
+            _out: PhantomData,
+        }
+    }
+
+    /// Columns `j0..j0 + cols` of this view.
+    ///
+    /// # Safety
+    /// Views in use at the same time (on any thread) must not share columns.
+    pub unsafe fn columns(&self, j0: usize, cols: usize) -> Self {
+        assert!(j0 + cols <= self.cols, "columns out of range");
+        OutPtr {
+            // SAFETY: j0 <= self.cols <= ld, within the first row of the matrix.
+            ptr: unsafe { self.ptr.add(j0) },
             cols,
+            ..*self
         }
     }
 
@@ -120,7 +129,8 @@ impl OutPtr {
     #[inline(always)]
     pub fn set(&self, i: usize, j: usize, v: f32) {
         assert!(i < self.rows && j < self.cols);
-        // SAFETY: in range (checked); exclusive by the contract of `columns`.
+        // SAFETY: in range (checked: i·ld + j < rows·ld <= len); exclusive by the
+        // contract of `columns`.
         unsafe { *self.ptr.add(i * self.ld + j) = v }
     }
 }
@@ -130,7 +140,7 @@ impl OutPtr {
 /// # Safety
 /// The kernel's instruction set must be present (it came from [`kernel`] with the
 /// detected [`Isa`]) and the activations must hold the form it [`Needs`].
-pub type ChunkFn = unsafe fn(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr);
+pub type ChunkFn = unsafe fn(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>);
 
 /// The SIMD kernel for weights of `dtype` in `mode`, and what it reads; `None`: the
 /// portable path. In `Int8` mode the float types (f32, f16, bf16) keep f32

@@ -68,7 +68,7 @@ pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
 /// # Safety
 /// AVX2, FMA and F16C must be present.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
+unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
     let (m, k, n) = (x.m, x.k, out.cols());
     assert!(
         x.x.len() == m * k && out.rows() == m,
@@ -121,7 +121,7 @@ struct Tile<'a> {
     rb: usize,
     x: &'a [f32],
     k: usize,
-    out: OutPtr,
+    out: OutPtr<'a>,
     i: usize,
     j: usize,
 }

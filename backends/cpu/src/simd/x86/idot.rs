@@ -126,7 +126,7 @@ struct Tile<'a> {
     rb: usize,
     x: &'a [XRow],
     nb: usize,
-    out: OutPtr,
+    out: OutPtr<'a>,
     i: usize,
     j: usize,
 }
@@ -203,7 +203,7 @@ trait Legacy {
 /// # Safety
 /// AVX2, FMA and F16C must be present.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk_legacy<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
+unsafe fn chunk_legacy<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
     let (m, k, n) = (x.m, x.k, out.cols());
     let nb = k / 32;
     assert!(out.rows() == m && w.len() == n * rb && nb * T::BYTES <= rb && k % 32 == 0);
@@ -427,7 +427,7 @@ trait IDot {
 /// # Safety
 /// AVX2, FMA and F16C must be present.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk<T: IDot>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr) {
+unsafe fn chunk<T: IDot>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
     let (m, k, n) = (x.m, x.k, out.cols());
     let nb = k / T::BLOCK;
     assert!(out.rows() == m && w.len() == n * rb && nb * T::BYTES <= rb && k % T::BLOCK == 0);
