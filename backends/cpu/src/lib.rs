@@ -1,32 +1,68 @@
-//! weft's CPU backend: the host executor with kernels that use every core (rayon over
-//! output rows, block dots straight from the stored weights, decode-once reuse for
-//! prefill). The CPU-speed work (SIMD, repacked layouts, the cranelift JIT) lands here;
-//! the reference backend stays the yardstick.
+//! weft's CPU backend: the host executor with kernels that use every core and the
+//! machine's vector units. Matmuls split output rows over rayon; each task runs a
+//! SIMD kernel picked at lowering by runtime feature detection ([`simd`]), with
+//! register tiles of several activation rows for prefill. Types without a SIMD
+//! kernel, and machines without the instructions, take the portable path (the
+//! neutral quant crate's block dots). The reference backend stays the yardstick.
+//!
+//! Two activation modes (`LowerOptions.activations`): `F32` (exact: weight blocks
+//! decoded in registers, bit-exact with the reference decoders, FMA with the f32
+//! activations) and `Int8` (each activation row quantised once per matmul into 8-bit
+//! blocks, integer dots, as llama.cpp does; see [`q8`]).
 
 pub mod matmul;
+pub mod q8;
+pub mod simd;
 
-use weft_backend::{BackendError, LowerOptions, MatKernel};
+pub use simd::Isa;
+
+use weft_backend::{Activations, BackendError, LowerOptions, MatKernel};
 use weft_ir::WeightView;
 use weft_reference::{Host, Kernels};
 
 /// The CPU backend.
 pub const CPU: Host<Parallel> = Host::new();
 
-/// The CPU backend's kernels.
-pub struct Parallel;
+/// The CPU backend's kernels: the instruction set found at lowering and the
+/// activation mode asked for.
+pub struct Parallel {
+    pub config: matmul::Config,
+}
 
 impl Kernels for Parallel {
     const NAME: &'static str = "cpu";
 
-    fn new(_options: &LowerOptions) -> Result<Self, BackendError> {
-        Ok(Parallel)
+    fn new(options: &LowerOptions) -> Result<Self, BackendError> {
+        Ok(Parallel {
+            config: matmul::Config {
+                isa: Isa::detect(),
+                activations: options.activations,
+            },
+        })
     }
 
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
-        matmul::matmul_cat(x, m, ws, kernel, out)
+        matmul::matmul_with(&self.config, x, m, ws, kernel, out)
     }
 
     fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]) {
         matmul::gather_rows(w, ids, out)
+    }
+
+    fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {
+        // On a pool worker (the caller blocks once per forward, not once per matmul).
+        rayon::join(steps, || ()).0
+    }
+
+    fn describe(&self) -> String {
+        let act = match self.config.activations {
+            Activations::F32 => "f32",
+            Activations::Int8 => "int8",
+        };
+        format!(
+            "{} ({}, activations {act})",
+            Self::NAME,
+            self.config.isa.name()
+        )
     }
 }

@@ -1,7 +1,14 @@
 //! Matrix products against stored weights, and the embedding lookup.
+//!
+//! The driver: output columns (weight rows) are cut into tasks, per weight when a
+//! matmul stacks several (fused q/k/v, gate/up; each keeps its own stored type), and
+//! rayon runs them. Each task runs its type's SIMD kernel over every activation row
+//! (see [`crate::simd`]) or, without one, the portable path. In `Int8` mode the
+//! activations are quantised once per matmul, in the forms the kernels need.
 
+use crate::simd::{self, Acts, ChunkFn, Isa, Needs, OutPtr};
 use rayon::prelude::*;
-use weft_backend::MatKernel;
+use weft_backend::{Activations, MatKernel};
 use weft_ir::WeightView;
 use weft_quant::{dot_f32, kernel_for, QuantKernel};
 
@@ -9,31 +16,73 @@ use weft_quant::{dot_f32, kernel_for, QuantKernel};
 /// so that small products do not drown in scheduling.
 const MIN_TASK_WORK: usize = 1 << 15;
 
-/// Rows of `w` per rayon task.
-fn rows_per_task(n: usize, k: usize, m: usize) -> usize {
-    let by_work = MIN_TASK_WORK / (k * m).max(1);
-    let by_split = n.div_ceil(4 * rayon::current_num_threads());
-    by_split.max(by_work.min(n)).max(1)
+/// Weight bytes one prefill task should keep at most, so they stay in L2 while
+/// every activation row streams past.
+const MAX_TASK_BYTES: usize = 192 << 10;
+
+/// How the matmuls run: the instruction set (detected, or forced by tests) and the
+/// activation mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub isa: Isa,
+    pub activations: Activations,
 }
 
-/// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type, with the kernel that suits
-/// m: dot straight from the blocks for one row, decode-once-reuse for several.
+impl Default for Config {
+    /// The detected instruction set, f32 activations.
+    fn default() -> Self {
+        Config {
+            isa: Isa::detect(),
+            activations: Activations::F32,
+        }
+    }
+}
+
+/// Rows of a weight of `n` rows per rayon task: about four tasks per thread (so a
+/// busy core's share can be stolen), at least `MIN_TASK_WORK`, a multiple of 8 (the
+/// decode tile takes eight rows), and for prefill at most `MAX_TASK_BYTES` of weights.
+fn rows_per_task(n: usize, k: usize, m: usize, row_bytes: usize) -> usize {
+    let by_work = MIN_TASK_WORK / (k * m).max(1);
+    let by_split = n.div_ceil(4 * rayon::current_num_threads());
+    let mut rows = by_split.max(by_work.min(n)).max(1);
+    if m > 1 {
+        rows = rows.min((MAX_TASK_BYTES / row_bytes.max(1)).max(4));
+    }
+    rows.next_multiple_of(8)
+}
+
+/// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type, f32 activations, on the
+/// detected instruction set.
 pub fn matmul(x: &[f32], m: usize, w: &WeightView, out: &mut [f32]) {
-    let kernel = if m == 1 {
-        MatKernel::Dot
-    } else {
-        MatKernel::DecodeReuse
-    };
-    matmul_cat(x, m, &[w], kernel, out);
+    matmul_with(&Config::default(), x, m, &[w], MatKernel::Dot, out);
+}
+
+/// [`matmul_with`] with the default [`Config`].
+pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
+    matmul_with(&Config::default(), x, m, ws, kernel, out)
+}
+
+/// How one weight's rows are read.
+enum Path {
+    Simd(ChunkFn, Needs),
+    /// The neutral quant crate: `kernel` picks dot-from-blocks or decode-once-reuse.
+    Portable(&'static dyn QuantKernel),
 }
 
 /// out[m×Σn] = x[m×k] · [w₁; w₂; …]ᵀ: several weights over one input in one parallel
 /// pass, outputs side by side (fused q/k/v or gate/up projections).
 ///
-/// `Dot`: each output is a dot product read straight from the blocks. `DecodeReuse`:
-/// each weight row is decoded once into a per-task scratch of k floats (one row, never
-/// the matrix) and dotted with all m rows of x.
-pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
+/// `kernel` matters only on the portable path (`Dot`: each output straight from the
+/// blocks; `DecodeReuse`: each weight row decoded once into a per-task scratch of k
+/// floats and dotted with every activation row); the SIMD kernels tile both cases.
+pub fn matmul_with(
+    cfg: &Config,
+    x: &[f32],
+    m: usize,
+    ws: &[&WeightView],
+    kernel: MatKernel,
+    out: &mut [f32],
+) {
     let k = ws.first().map_or(0, |w| w.cols());
     let n: usize = ws.iter().map(|w| w.rows()).sum();
     assert_eq!(x.len(), m * k, "matmul: x is not [{m}, {k}]");
@@ -41,80 +90,107 @@ pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, ou
     if m == 0 || n == 0 {
         return;
     }
-    // Global row j of the stacked weights → (kernel, stored bytes).
-    let parts: Vec<(usize, usize, &dyn QuantKernel, &[u8])> = ws
+    // Each weight: its first output column, row bytes, bytes and path.
+    let mut parts = Vec::with_capacity(ws.len());
+    let mut start = 0;
+    for w in ws {
+        assert_eq!(
+            w.cols(),
+            k,
+            "matmul {}: rows of {} values, x has {k}",
+            w.name,
+            w.cols()
+        );
+        let rb = w.dtype.row_bytes(k).expect("weight rows are whole blocks");
+        assert_eq!(
+            w.bytes().len(),
+            w.rows() * rb,
+            "matmul {}: byte length",
+            w.name
+        );
+        let path = match simd::kernel(cfg.isa, cfg.activations, w.dtype) {
+            Some((f, needs)) if k > 0 => Path::Simd(f, needs),
+            _ => Path::Portable(kernel_for(w.dtype)),
+        };
+        parts.push((start, rb, w.bytes(), path));
+        start += w.rows();
+    }
+    let needs = |want: Needs| {
+        parts
+            .iter()
+            .any(|p| matches!(p.3, Path::Simd(_, got) if got == want))
+    };
+    let q8 = needs(Needs::Q8).then(|| simd::quantize_q8(cfg.isa, x, m, k));
+    let q8k = needs(Needs::Q8K).then(|| simd::quantize_q8k(cfg.isa, x, m, k));
+    let acts = Acts {
+        m,
+        k,
+        x,
+        q8: q8.as_ref(),
+        q8k: q8k.as_ref(),
+    };
+
+    // Tasks: (part, first row, rows), each owning its output columns.
+    let mut tasks = Vec::new();
+    for (p, &(_, rb, bytes, _)) in parts.iter().enumerate() {
+        let rows = bytes.len() / rb.max(1);
+        let per = rows_per_task(rows, k, m, rb);
+        tasks.extend((0..rows).step_by(per).map(|r0| (p, r0, per.min(rows - r0))));
+    }
+    let whole = OutPtr::new(out, m, n);
+    let tiles: Vec<OutPtr> = tasks
         .iter()
-        .scan(0, |start, w| {
-            assert_eq!(
-                w.cols(),
-                k,
-                "matmul {}: rows of {} values, x has {k}",
-                w.name,
-                w.cols()
-            );
-            let rb = w.dtype.row_bytes(k).expect("weight rows are whole blocks");
-            assert_eq!(
-                w.bytes().len(),
-                w.rows() * rb,
-                "matmul {}: byte length",
-                w.name
-            );
-            let p = (*start, rb, kernel_for(w.dtype), w.bytes());
-            *start += w.rows();
-            Some(p)
+        .map(|&(p, r0, rows)| {
+            // SAFETY: tasks cover disjoint column ranges (parts are side by side, and
+            // their rows are cut without overlap).
+            unsafe { whole.columns(parts[p].0 + r0, rows) }
         })
         .collect();
-    let row = |j: usize| {
-        let p = parts.iter().rev().find(|p| p.0 <= j).expect("row in range");
-        let r = j - p.0;
-        (p.2, &p.3[r * p.1..(r + 1) * p.1])
-    };
-    let per_task = rows_per_task(n, k, m);
 
-    if m == 1 {
-        out.par_chunks_mut(per_task)
-            .enumerate()
-            .for_each(|(c, oc)| {
-                for (jj, o) in oc.iter_mut().enumerate() {
-                    let (kern, r) = row(c * per_task + jj);
-                    *o = kern.dot(r, x);
-                }
-            });
-        return;
-    }
-
-    // Work in outᵀ = [n, m] so each task owns a contiguous slice (safe, no
-    // shared writes), then transpose back.
-    let mut t = vec![0f32; n * m];
-    t.par_chunks_mut(per_task * m).enumerate().for_each_init(
-        || vec![0f32; k],
-        |wrow, (c, tc)| {
-            for (jj, tj) in tc.chunks_exact_mut(m).enumerate() {
-                let (kern, r) = row(c * per_task + jj);
-                match kernel {
-                    MatKernel::DecodeReuse => {
-                        kern.decode_row(r, wrow);
-                        for (o, xi) in tj.iter_mut().zip(x.chunks_exact(k.max(1))) {
-                            *o = dot_f32(xi, wrow);
-                        }
-                    }
-                    MatKernel::Dot => {
-                        for (o, xi) in tj.iter_mut().zip(x.chunks_exact(k.max(1))) {
-                            *o = kern.dot(r, xi);
-                        }
-                    }
-                }
-            }
-        },
-    );
-    out.par_chunks_mut(n)
-        .enumerate()
-        .with_min_len((MIN_TASK_WORK / n).max(1))
-        .for_each(|(i, oi)| {
-            for (j, o) in oi.iter_mut().enumerate() {
-                *o = t[j * m + i];
+    tasks
+        .par_iter()
+        .zip(tiles.par_iter())
+        .with_max_len(1)
+        .for_each_init(Vec::new, |scratch, (&(p, r0, rows), &tile)| {
+            let (_, rb, bytes, ref path) = parts[p];
+            let w = &bytes[r0 * rb..(r0 + rows) * rb];
+            match *path {
+                // SAFETY: the kernel came from `simd::kernel` for the detected (or a
+                // weaker, forced) instruction set, and `acts` holds the quantised forms
+                // it needs (made above from `needs`).
+                Path::Simd(f, _) => unsafe { f(w, rb, &acts, tile) },
+                Path::Portable(kern) => portable(kern, w, rb, x, m, k, kernel, scratch, tile),
             }
         });
+}
+
+/// The portable path of one task: the quant crate's block dots, or each row decoded
+/// once and dotted with every activation row.
+#[allow(clippy::too_many_arguments)]
+fn portable(
+    kern: &dyn QuantKernel,
+    w: &[u8],
+    rb: usize,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    kernel: MatKernel,
+    scratch: &mut Vec<f32>,
+    out: OutPtr<'_>,
+) {
+    for (j, r) in w.chunks_exact(rb.max(1)).enumerate() {
+        if m > 1 && kernel == MatKernel::DecodeReuse {
+            scratch.resize(k, 0.0);
+            kern.decode_row(r, scratch);
+            for (i, xi) in x.chunks_exact(k.max(1)).enumerate() {
+                out.set(i, j, dot_f32(xi, scratch));
+            }
+        } else {
+            for (i, xi) in x.chunks_exact(k.max(1)).enumerate() {
+                out.set(i, j, kern.dot(r, xi));
+            }
+        }
+    }
 }
 
 /// Embedding lookup: out[i] = row ids[i] of w decoded (only the rows asked for). The

@@ -42,6 +42,13 @@ pub trait Kernels: Send + Sync + Sized + 'static {
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]);
     /// `out[i]` = row `ids[i]` of `w`, decoded; ids are checked by the caller.
     fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]);
+    /// Runs `steps`, one forward call's whole step loop. Kernels that fork onto a
+    /// thread pool run it inside the pool, so that each kernel's fork is an in-pool
+    /// join rather than a hand-off from the caller's thread (a futex wake and wait per
+    /// matmul). By default, on the caller's thread.
+    fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {
+        steps()
+    }
     /// A line for the lowered dump: what these kernels are (instruction set, modes).
     fn describe(&self) -> String {
         Self::NAME.to_string()
@@ -325,9 +332,9 @@ impl<K: Kernels> Session for HostSession<K> {
         let exe = Arc::clone(&self.exe);
         let all = which == Logits::All;
         let pos0 = self.pos;
-        for i in 0..exe.plan.steps.len() {
-            self.run_step(&exe, i, tokens, pos0, all)?;
-        }
+        exe.kernels.run_steps(|| {
+            (0..exe.plan.steps.len()).try_for_each(|i| self.run_step(&exe, i, tokens, pos0, all))
+        })?;
         self.pos += seq;
         let o = exe.plan.outputs[0];
         let rows = exe.rows(o, seq, all);

@@ -1,0 +1,210 @@
+//! SIMD matmul kernels, picked once at lowering by runtime feature detection.
+//!
+//! A kernel computes one task's share of a matmul: every activation row against a
+//! run of consecutive weight rows of one stored type, written into its columns of the
+//! output. It tiles the work itself (several activation rows per decoded weight block
+//! for prefill, two weight rows side by side for decode). The driver in
+//! [`crate::matmul`] splits rows over rayon and quantises activations when a kernel
+//! reads 8-bit blocks.
+//!
+//! x86_64: AVX2 + FMA + F16C (`x86`). The machines this was written on have no
+//! AVX-512, so there are no AVX-512 variants (they could not be tested). Elsewhere
+//! (aarch64 included) the portable path runs: NEON kernels are future work.
+
+use crate::q8::{self, Q8KRows, Q8Rows};
+use rayon::prelude::*;
+use std::marker::PhantomData;
+use weft_backend::Activations;
+use weft_ir::DType;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// The instruction set the kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The neutral quant crate's block dots (LLVM-vectorised plain loops).
+    Portable,
+    /// x86_64 with AVX2, FMA and F16C.
+    Avx2,
+}
+
+impl Isa {
+    /// The best instruction set this machine has.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2+fma+f16c",
+        }
+    }
+}
+
+/// What a kernel reads of the activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// The f32 rows.
+    F32,
+    /// Rows quantised per 32 elements ([`Q8Rows`]).
+    Q8,
+    /// Rows quantised per 256 elements with sums per 16 ([`Q8KRows`]).
+    Q8K,
+}
+
+/// The activations of one matmul, in the forms its kernels need.
+pub struct Acts<'a> {
+    pub m: usize,
+    pub k: usize,
+    /// `m × k` f32.
+    pub x: &'a [f32],
+    pub q8: Option<&'a Q8Rows>,
+    pub q8k: Option<&'a Q8KRows>,
+}
+
+/// Where a kernel writes: element `(i, j)` of a task is `out[i * ld + j]`, for
+/// `i < rows` and `j < cols`. Tasks own disjoint columns of one output matrix, so
+/// they write through a raw pointer rather than a shared `&mut`.
+#[derive(Clone, Copy)]
+pub struct OutPtr<'a> {
+    ptr: *mut f32,
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    _out: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: column views are only made by `OutPtr::columns`, whose caller promises that
+// no two views in use at the same time cover the same elements.
+unsafe impl Send for OutPtr<'_> {}
+unsafe impl Sync for OutPtr<'_> {}
+
+impl<'a> OutPtr<'a> {
+    /// The row-major `rows × ld` matrix `out` (borrowed for as long as views live).
+    pub fn new(out: &'a mut [f32], rows: usize, ld: usize) -> Self {
+        assert!(out.len() >= rows * ld, "output smaller than {rows} × {ld}");
+        OutPtr {
+            ptr: out.as_mut_ptr(),
+            ld,
+            rows,
+            cols: ld,
+            _out: PhantomData,
+        }
+    }
+
+    /// Columns `j0..j0 + cols` of this view.
+    ///
+    /// # Safety
+    /// Views in use at the same time (on any thread) must not share columns.
+    pub unsafe fn columns(&self, j0: usize, cols: usize) -> Self {
+        assert!(j0 + cols <= self.cols, "columns out of range");
+        OutPtr {
+            // SAFETY: j0 <= self.cols <= ld, within the first row of the matrix.
+            ptr: unsafe { self.ptr.add(j0) },
+            cols,
+            ..*self
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Writes element `(i, j)`.
+    #[inline(always)]
+    pub fn set(&self, i: usize, j: usize, v: f32) {
+        assert!(i < self.rows && j < self.cols);
+        // SAFETY: in range (checked: i·ld + j < rows·ld <= len); exclusive by the
+        // contract of `columns`.
+        unsafe { *self.ptr.add(i * self.ld + j) = v }
+    }
+}
+
+/// One task's kernel: `w` holds `out.cols()` consecutive weight rows of `rb` bytes.
+///
+/// # Safety
+/// The kernel's instruction set must be present (it came from [`kernel`] with the
+/// detected [`Isa`]) and the activations must hold the form it [`Needs`].
+pub type ChunkFn = unsafe fn(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>);
+
+/// The SIMD kernel for weights of `dtype` in `mode`, and what it reads; `None`: the
+/// portable path. In `Int8` mode the float types (f32, f16, bf16) keep f32
+/// activations, as llama.cpp's f16 path keeps its products exact.
+pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Needs)> {
+    match isa {
+        Isa::Portable => None,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            let int8 = match mode {
+                Activations::Int8 => x86::q8_kernel(dtype),
+                Activations::F32 => None,
+            };
+            int8.or_else(|| x86::f32_kernel(dtype).map(|f| (f, Needs::F32)))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2 => None,
+    }
+}
+
+/// Rows per rayon task when quantising activations.
+fn quant_rows_per_task(k: usize) -> usize {
+    (1 << 14) / k.max(1) + 1
+}
+
+/// Quantises `x` (`m × k`, k a multiple of 32) per 32 elements, rows in parallel,
+/// with the fastest routine `isa` has.
+pub fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
+    let mut r = Q8Rows::zeroed(m, k);
+    if m == 0 || k == 0 {
+        return r;
+    }
+    let nb = k / 32;
+    x.par_chunks(k)
+        .zip(r.q.par_chunks_mut(k))
+        .zip(r.d.par_chunks_mut(nb))
+        .zip(r.s.par_chunks_mut(nb))
+        .with_min_len(quant_rows_per_task(k))
+        .for_each(|(((x, q), d), s)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx2 is only ever the result of detection.
+            Isa::Avx2 => unsafe { x86::quantize_row_q8(x, q, d, s) },
+            _ => q8::quantize_row_q8(x, q, d, s),
+        });
+    r
+}
+
+/// Quantises `x` (`m × k`, k a multiple of 256) per 256 elements with sums per 16.
+pub fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8KRows {
+    let mut r = Q8KRows::zeroed(m, k);
+    if m == 0 || k == 0 {
+        return r;
+    }
+    let nb = k / 256;
+    x.par_chunks(k)
+        .zip(r.q.par_chunks_mut(k))
+        .zip(r.d.par_chunks_mut(nb))
+        .zip(r.bsums.par_chunks_mut(k / 16))
+        .with_min_len(quant_rows_per_task(k))
+        .for_each(|(((x, q), d), bs)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx2 is only ever the result of detection.
+            Isa::Avx2 => unsafe { x86::quantize_row_q8k(x, q, d, bs) },
+            _ => q8::quantize_row_q8k(x, q, d, bs),
+        });
+    r
+}

@@ -1,0 +1,438 @@
+//! f32 activations × weight blocks decoded in registers.
+//!
+//! Each type decodes one block into 8-float vectors, bit-exact with the reference
+//! decoder (the same float operations: every `scale · q` is exact, and the one
+//! rounding `+ min` / `− min` is a single FMA), and hands each vector to the tile,
+//! which FMAs it with up to 4 activation rows. Only the order of the sum differs from
+//! the reference, so results agree to float rounding of the dot.
+
+// Index loops over the const tile sizes: LLVM unrolls them completely, so tile
+// arrays live in registers.
+#![allow(clippy::needless_range_loop)]
+
+use super::{bit4_of_32, f16_at, hsum, kquant_scales_mins, nibbles32, q6k_values, quarters};
+use crate::simd::{Acts, ChunkFn, OutPtr};
+use std::arch::x86_64::*;
+use weft_ir::DType;
+
+/// Bytes ahead of the current block that decode tiles prefetch (weights stream from
+/// memory once per token; the hardware prefetcher alone left the loads waiting).
+const PREFETCH: usize = 384;
+
+/// A weight type decoded in registers, 32 values at a time.
+trait Decode {
+    /// Elements and bytes per block.
+    const BLOCK: usize;
+    const BYTES: usize;
+    /// 32-value parts per block.
+    const PARTS: usize = Self::BLOCK / 32;
+    /// The block's scales, decoded once per tile.
+    type H: Copy;
+    unsafe fn header(b: *const u8) -> Self::H;
+    /// Values `32·part..32·part + 32` of the block at `b` (`BYTES` readable bytes).
+    unsafe fn part(b: *const u8, h: &Self::H, part: usize) -> [__m256; 4];
+    /// Element `i` of a row whose length is not a multiple of `BLOCK` (the float
+    /// types only: every other row is whole blocks).
+    fn scalar(_row: &[u8], _i: usize) -> f32 {
+        unreachable!("rows of block types are whole blocks")
+    }
+}
+
+pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
+    Some(match dtype {
+        DType::F32 => chunk::<F32> as ChunkFn,
+        DType::F16 => chunk::<F16>,
+        DType::BF16 => chunk::<Bf16>,
+        DType::Q8_0 => chunk::<Q8_0>,
+        DType::Q4_0 => chunk::<Q4_0>,
+        DType::Q4_1 => chunk::<Q4_1>,
+        DType::Q5_0 => chunk::<Q5_0>,
+        DType::Q5_1 => chunk::<Q5_1>,
+        DType::Q4_K => chunk::<Q4_K>,
+        DType::Q5_K => chunk::<Q5_K>,
+        DType::Q6_K => chunk::<Q6_K>,
+        _ => return None,
+    })
+}
+
+/// One task: every activation row against `out.cols()` weight rows of `rb` bytes.
+///
+/// Tiles of R activation rows × C weight rows with R·C = 8 where the shape allows:
+/// 8 × 1 for prefill (each decoded vector feeds 8 FMAs), 1 × 8 for decode, 4 × 2 and
+/// 2 × 4 for the rows left over. Each output has one accumulator and takes its
+/// vectors in the same order whatever the tile, so a row's result does not depend on
+/// the batch it came in (a truncated and resumed session equals a fresh one, bit for
+/// bit); eight outputs per tile keep eight FMA chains in flight. Activation groups
+/// are the outer loop, so the task's weight rows stay in cache while x streams past.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+    let (m, k, n) = (x.m, x.k, out.cols());
+    assert!(
+        x.x.len() == m * k && out.rows() == m,
+        "fdot: activations are not [m, k]"
+    );
+    assert!(w.len() == n * rb, "fdot: weight rows");
+    assert!(k / T::BLOCK * T::BYTES <= rb, "fdot: blocks past the row");
+    let mut i = 0;
+    while i < m {
+        let r = match m - i {
+            8.. => 8,
+            4..=7 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        let mut j = 0;
+        while j < n {
+            let c = if n - j >= 8 / r { 8 / r } else { 1 };
+            let t = Tile {
+                w: &w[j * rb..(j + c) * rb],
+                rb,
+                x: &x.x[i * k..(i + r) * k],
+                k,
+                out,
+                i,
+                j,
+            };
+            // SAFETY: the tile's slices hold c weight rows and r activation rows
+            // (sliced above, so in bounds); the features are present (this function's).
+            unsafe {
+                match (r, c) {
+                    (8, _) => t.run::<T, 8, 1>(),
+                    (4, 2) => t.run::<T, 4, 2>(),
+                    (4, _) => t.run::<T, 4, 1>(),
+                    (2, 4) => t.run::<T, 2, 4>(),
+                    (2, _) => t.run::<T, 2, 1>(),
+                    (_, 8) => t.run::<T, 1, 8>(),
+                    _ => t.run::<T, 1, 1>(),
+                }
+            }
+            j += c;
+        }
+        i += r;
+    }
+}
+
+/// R activation rows × C weight rows.
+struct Tile<'a> {
+    w: &'a [u8],
+    rb: usize,
+    x: &'a [f32],
+    k: usize,
+    out: OutPtr<'a>,
+    i: usize,
+    j: usize,
+}
+
+impl Tile<'_> {
+    /// Needs `w.len() == C·rb`, `x.len() == R·k`, and the features.
+    #[inline(always)]
+    unsafe fn run<T: Decode, const R: usize, const C: usize>(&self) {
+        debug_assert!(self.w.len() == C * self.rb && self.x.len() == R * self.k);
+        let nb = self.k / T::BLOCK;
+        let mut acc = [[_mm256_setzero_ps(); R]; C];
+        let w = self.w.as_ptr();
+        for b in 0..nb {
+            if R == 1 {
+                for c in 0..C {
+                    let at = c * self.rb + b * T::BYTES + PREFETCH;
+                    _mm_prefetch::<_MM_HINT_T0>(w.add(at) as *const i8);
+                }
+            }
+            let mut h = [T::header(w.add(b * T::BYTES)); C];
+            for c in 1..C {
+                h[c] = T::header(w.add(c * self.rb + b * T::BYTES));
+            }
+            for part in 0..T::PARTS {
+                self.part::<T, R, C>(&h, &mut acc, b, part);
+            }
+        }
+        for c in 0..C {
+            for r in 0..R {
+                let mut s = hsum(acc[c][r]);
+                if nb * T::BLOCK < self.k {
+                    let row = &self.w[c * self.rb..(c + 1) * self.rb];
+                    let xr = &self.x[r * self.k..(r + 1) * self.k];
+                    for (i, xv) in xr.iter().enumerate().skip(nb * T::BLOCK) {
+                        s += T::scalar(row, i) * xv;
+                    }
+                }
+                self.out.set(self.i + r, self.j + c, s);
+            }
+        }
+    }
+
+    /// Part `part` of block `b` of every weight row, FMA'd with every activation row.
+    #[inline(always)]
+    unsafe fn part<T: Decode, const R: usize, const C: usize>(
+        &self,
+        h: &[T::H; C],
+        acc: &mut [[__m256; R]; C],
+        b: usize,
+        part: usize,
+    ) {
+        let (w, x) = (self.w.as_ptr(), self.x.as_ptr());
+        let at = b * T::BLOCK + 32 * part;
+        for c in 0..C {
+            let wv = T::part(w.add(c * self.rb + b * T::BYTES), &h[c], part);
+            for r in 0..R {
+                let xr = x.add(r * self.k + at);
+                for v in 0..4 {
+                    let xv = _mm256_loadu_ps(xr.add(8 * v));
+                    acc[c][r] = _mm256_fmadd_ps(wv[v], xv, acc[c][r]);
+                }
+            }
+        }
+    }
+}
+
+/// Float rows: no header; one block = one part of 32 values.
+macro_rules! float_type {
+    ($name:ident, $bytes:expr, |$b:ident, $v:ident| $load:expr, |$row:ident, $i:ident| $scalar:expr) => {
+        struct $name;
+        impl Decode for $name {
+            const BLOCK: usize = 32;
+            const BYTES: usize = $bytes;
+            type H = ();
+            #[inline(always)]
+            unsafe fn header(_: *const u8) {}
+            #[inline(always)]
+            unsafe fn part($b: *const u8, _: &(), _: usize) -> [__m256; 4] {
+                let mut w = [_mm256_setzero_ps(); 4];
+                for ($v, w) in w.iter_mut().enumerate() {
+                    *w = $load;
+                }
+                w
+            }
+            fn scalar($row: &[u8], $i: usize) -> f32 {
+                $scalar
+            }
+        }
+    };
+}
+
+float_type!(
+    F32,
+    128,
+    |b, v| _mm256_loadu_ps(b.add(32 * v) as *const f32),
+    |row, i| f32::from_le_bytes(row[4 * i..4 * i + 4].try_into().unwrap())
+);
+float_type!(
+    F16,
+    64,
+    |b, v| _mm256_cvtph_ps(_mm_loadu_si128(b.add(16 * v) as *const __m128i)),
+    |row, i| half::f16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32()
+);
+float_type!(
+    Bf16,
+    64,
+    |b, v| {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(b.add(16 * v) as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+    },
+    |row, i| f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16)
+);
+
+/// `q` (i8 × 8 in the low half) as floats.
+#[inline(always)]
+unsafe fn i8x8(q: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))
+}
+
+/// `q` (u8 × 8 in the low half) as floats.
+#[inline(always)]
+unsafe fn u8x8(q: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q))
+}
+
+/// 32 signed bytes times `d` (exact: 8-bit × 11-bit).
+#[inline(always)]
+unsafe fn scaled_i8(q: __m256i, d: __m256) -> [__m256; 4] {
+    let g = quarters(q);
+    [
+        _mm256_mul_ps(i8x8(g[0]), d),
+        _mm256_mul_ps(i8x8(g[1]), d),
+        _mm256_mul_ps(i8x8(g[2]), d),
+        _mm256_mul_ps(i8x8(g[3]), d),
+    ]
+}
+
+/// 32 unsigned bytes as `d·q + m` (d·q exact, so one rounding, as the reference's
+/// `d·q + m`), or `d·q − m` with `m` negated by the caller.
+#[inline(always)]
+unsafe fn scaled_u8_plus(q: __m256i, d: __m256, m: __m256) -> [__m256; 4] {
+    let g = quarters(q);
+    [
+        _mm256_fmadd_ps(u8x8(g[0]), d, m),
+        _mm256_fmadd_ps(u8x8(g[1]), d, m),
+        _mm256_fmadd_ps(u8x8(g[2]), d, m),
+        _mm256_fmadd_ps(u8x8(g[3]), d, m),
+    ]
+}
+
+#[allow(non_camel_case_types)]
+struct Q8_0;
+impl Decode for Q8_0 {
+    const BLOCK: usize = 32;
+    const BYTES: usize = 34;
+    type H = ();
+    #[inline(always)]
+    unsafe fn header(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn part(b: *const u8, _: &(), _: usize) -> [__m256; 4] {
+        // q · d, as the reference.
+        let d = _mm256_set1_ps(f16_at(b));
+        let mut w = [_mm256_setzero_ps(); 4];
+        for (v, w) in w.iter_mut().enumerate() {
+            let q = _mm_loadl_epi64(b.add(2 + 8 * v) as *const __m128i);
+            *w = _mm256_mul_ps(i8x8(q), d);
+        }
+        w
+    }
+}
+
+/// The 32-element types with 4- or 5-bit values: (fifth bit at, nibbles at, offset
+/// or minimum). `d·(q − o)` is exact; `d·q + m` rounds once, as the reference.
+macro_rules! legacy {
+    ($name:ident, $bytes:expr, $qh:expr, $qs:expr, $offset:expr) => {
+        #[allow(non_camel_case_types)]
+        struct $name;
+        impl Decode for $name {
+            const BLOCK: usize = 32;
+            const BYTES: usize = $bytes;
+            type H = ();
+            #[inline(always)]
+            unsafe fn header(_: *const u8) {}
+            #[inline(always)]
+            unsafe fn part(b: *const u8, _: &(), _: usize) -> [__m256; 4] {
+                let d = _mm256_set1_ps(f16_at(b));
+                let mut q = nibbles32(b.add($qs));
+                if let Some(at) = $qh {
+                    q = _mm256_or_si256(q, bit4_of_32(b.add(at)));
+                }
+                match $offset {
+                    Some(o) => scaled_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(o)), d),
+                    None => scaled_u8_plus(q, d, _mm256_set1_ps(f16_at(b.add(2)))),
+                }
+            }
+        }
+    };
+}
+
+legacy!(Q4_0, 18, None::<usize>, 2, Some(8));
+legacy!(Q4_1, 20, None::<usize>, 4, None::<i8>);
+legacy!(Q5_0, 22, Some(2), 6, Some(16));
+legacy!(Q5_1, 24, Some(4), 8, None::<i8>);
+
+/// Q4_K / Q5_K sub-block scales `d·sc` and minimums `−dmin·m` (exact products, as
+/// the reference computes them; negated so that one FMA adds them).
+#[derive(Clone, Copy)]
+struct KScales {
+    dl: [f32; 8],
+    ml: [f32; 8],
+}
+
+#[inline(always)]
+unsafe fn k_scales(b: *const u8) -> KScales {
+    let sm = kquant_scales_mins(b.add(4));
+    let d = _mm256_set1_ps(f16_at(b));
+    let dmin = _mm256_set1_ps(-f16_at(b.add(2)));
+    let mut h = KScales {
+        dl: [0.0; 8],
+        ml: [0.0; 8],
+    };
+    _mm256_storeu_ps(h.dl.as_mut_ptr(), _mm256_mul_ps(d, u8x8(sm)));
+    _mm256_storeu_ps(
+        h.ml.as_mut_ptr(),
+        _mm256_mul_ps(dmin, u8x8(_mm_unpackhi_epi64(sm, sm))),
+    );
+    h
+}
+
+/// Nibble `part % 2` of the 32 bytes at `p` (element `64c + 32h + l` of a Q4_K /
+/// Q5_K block is nibble h of byte `32c + l`, part = 2c + h).
+#[inline(always)]
+unsafe fn k_nibbles(p: *const u8, part: usize) -> __m256i {
+    let q = _mm256_loadu_si256(p as *const __m256i);
+    let q = _mm256_srl_epi16(q, _mm_cvtsi32_si128(4 * (part % 2) as i32));
+    _mm256_and_si256(q, _mm256_set1_epi8(0x0F))
+}
+
+#[allow(non_camel_case_types)]
+struct Q4_K;
+impl Decode for Q4_K {
+    const BLOCK: usize = 256;
+    const BYTES: usize = 144;
+    type H = KScales;
+    #[inline(always)]
+    unsafe fn header(b: *const u8) -> KScales {
+        k_scales(b)
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, h: &KScales, part: usize) -> [__m256; 4] {
+        let q = k_nibbles(b.add(16 + 32 * (part / 2)), part);
+        // (d·sc)·q exact, then the one rounding of − dmin·m.
+        scaled_u8_plus(q, _mm256_set1_ps(h.dl[part]), _mm256_set1_ps(h.ml[part]))
+    }
+}
+
+#[allow(non_camel_case_types)]
+struct Q5_K;
+impl Decode for Q5_K {
+    const BLOCK: usize = 256;
+    const BYTES: usize = 176;
+    type H = KScales;
+    #[inline(always)]
+    unsafe fn header(b: *const u8) -> KScales {
+        k_scales(b)
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, h: &KScales, part: usize) -> [__m256; 4] {
+        let q = k_nibbles(b.add(48 + 32 * (part / 2)), part);
+        // Fifth bit: bit `part` of qh byte l.
+        let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
+        let bit = _mm256_set1_epi8((1u8 << part) as i8);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        let q = _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+        scaled_u8_plus(q, _mm256_set1_ps(h.dl[part]), _mm256_set1_ps(h.ml[part]))
+    }
+}
+
+#[allow(non_camel_case_types)]
+struct Q6_K;
+impl Decode for Q6_K {
+    const BLOCK: usize = 256;
+    const BYTES: usize = 210;
+    /// d·sc (exact), one per 16 values.
+    type H = [f32; 16];
+    #[inline(always)]
+    unsafe fn header(b: *const u8) -> [f32; 16] {
+        let d = _mm256_set1_ps(f16_at(b.add(208)));
+        let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
+        let mut dl = [0f32; 16];
+        _mm256_storeu_ps(dl.as_mut_ptr(), _mm256_mul_ps(d, i8x8(sc)));
+        _mm256_storeu_ps(
+            dl.as_mut_ptr().add(8),
+            _mm256_mul_ps(d, i8x8(_mm_unpackhi_epi64(sc, sc))),
+        );
+        dl
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, dl: &[f32; 16], part: usize) -> [__m256; 4] {
+        // Part p = 4n + s covers values 32p.., scales 2p (first 16) and 2p + 1.
+        let q = _mm256_sub_epi8(q6k_values(b, part), _mm256_set1_epi8(32));
+        let g = quarters(q);
+        let (s0, s1) = (
+            _mm256_set1_ps(dl[2 * part]),
+            _mm256_set1_ps(dl[2 * part + 1]),
+        );
+        [
+            _mm256_mul_ps(i8x8(g[0]), s0),
+            _mm256_mul_ps(i8x8(g[1]), s0),
+            _mm256_mul_ps(i8x8(g[2]), s1),
+            _mm256_mul_ps(i8x8(g[3]), s1),
+        ]
+    }
+}

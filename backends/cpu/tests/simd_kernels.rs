@@ -1,0 +1,320 @@
+//! The SIMD kernels (and the portable path) against an oracle: weights decoded by the
+//! neutral quant crate's scalar decoders, dotted in f64. Random shapes: m = 1..=9
+//! activation rows (every tile shape), odd weight-row counts (the two-row decode
+//! tile's tail), lengths that are not a multiple of 256 wherever the type allows,
+//! stacked weights of mixed types.
+//!
+//! f32 mode: within 1e-5 of Σ|w·x| (the decoded weights are bit-exact; only the
+//! order of the sum differs). Int8 mode: each activation moves by at most half its
+//! block's step d = max|x|/127 (d's own rounding adds a few ulps, hence 0.5001), so
+//! the error is at most Σ_blocks 0.5001·d·Σ_block |w|, plus the same 1e-5·Σ|w·x|.
+
+use proptest::prelude::*;
+use weft_backend::{Activations, MatKernel};
+use weft_cpu::matmul::{matmul_with, Config};
+use weft_cpu::{simd, Isa};
+use weft_ir::{DType, WeightView};
+use weft_quant::kernel_for;
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+}
+
+fn f16_le(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_bits().to_le_bytes()
+}
+
+/// Random stored bytes of an [n, k] weight: random codes and packed sub-scales, the
+/// block scale small and positive, the minimum (where the type has one) of either sign.
+fn weight(dtype: DType, n: usize, k: usize, rng: &mut Rng) -> WeightView {
+    let mut bytes = Vec::new();
+    for _ in 0..n * k / dtype.block_size() {
+        match dtype {
+            DType::F32 => bytes.extend(rng.f().to_le_bytes()),
+            DType::F16 => bytes.extend(f16_le(rng.f())),
+            DType::BF16 => bytes.extend(half::bf16::from_f32(rng.f()).to_bits().to_le_bytes()),
+            _ => {
+                let mut block: Vec<u8> = (0..dtype.block_bytes()).map(|_| rng.byte()).collect();
+                for (i, &at) in weft_quant::f16_field_offsets(dtype).iter().enumerate() {
+                    let v = if i == 0 {
+                        0.01 + 0.05 * rng.f().abs()
+                    } else {
+                        0.3 * rng.f()
+                    };
+                    block[at..at + 2].copy_from_slice(&f16_le(v));
+                }
+                bytes.extend(block);
+            }
+        }
+    }
+    assert_eq!(Some(bytes.len()), dtype.tensor_bytes(&[n, k]));
+    WeightView::owned("w", dtype, vec![n, k], bytes)
+}
+
+fn decoded(w: &WeightView) -> Vec<f32> {
+    let (n, k) = (w.rows(), w.cols());
+    let mut d = vec![0f32; n * k];
+    for j in 0..n {
+        kernel_for(w.dtype).decode_row(w.row(j), &mut d[j * k..(j + 1) * k]);
+    }
+    d
+}
+
+/// Activations: mostly moderate, some rows with an outlier or an all-zero block.
+fn activations(m: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..m * k).map(|_| 4.0 * rng.f()).collect();
+    for row in x.chunks_exact_mut(k) {
+        match rng.next() % 4 {
+            0 => row[(rng.next() % k as u64) as usize] *= 50.0,
+            1 => row[..k.min(32)].fill(0.0),
+            _ => {}
+        }
+    }
+    x
+}
+
+/// The activation block length the integer kernels quantise `dtype`'s inputs in
+/// (None: the float types keep f32 activations in int8 mode).
+fn int8_block(dtype: DType, isa: Isa) -> Option<usize> {
+    let (_, needs) = simd::kernel(isa, Activations::Int8, dtype)?;
+    match needs {
+        simd::Needs::F32 => None,
+        simd::Needs::Q8 => Some(32),
+        simd::Needs::Q8K => Some(256),
+    }
+}
+
+/// Checks `out` = x · [ws]ᵀ for every element against the f64 oracle.
+fn check(cfg: Config, ws: &[&WeightView], x: &[f32], m: usize, out: &[f32]) {
+    let k = ws[0].cols();
+    let n: usize = ws.iter().map(|w| w.rows()).sum();
+    let mut j0 = 0;
+    for w in ws {
+        let wd = decoded(w);
+        let qblock = match cfg.activations {
+            Activations::Int8 => int8_block(w.dtype, cfg.isa),
+            Activations::F32 => None,
+        };
+        for i in 0..m {
+            let xi = &x[i * k..(i + 1) * k];
+            for j in 0..w.rows() {
+                let wj = &wd[j * k..(j + 1) * k];
+                let (mut want, mut abs) = (0f64, 0f64);
+                for (a, b) in xi.iter().zip(wj) {
+                    let t = *a as f64 * *b as f64;
+                    want += t;
+                    abs += t.abs();
+                }
+                let mut bound = 1e-5 * abs + 1e-30;
+                if let Some(qb) = qblock {
+                    for (xb, wb) in xi.chunks(qb).zip(wj.chunks(qb)) {
+                        let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) as f64 / 127.0;
+                        let wabs: f64 = wb.iter().map(|v| v.abs() as f64).sum();
+                        bound += 0.5001 * d * wabs;
+                    }
+                }
+                let got = out[i * n + j0 + j] as f64;
+                assert!(
+                    (got - want).abs() <= bound,
+                    "{} {:?} {:?} m={m} n={n} k={k} [{i},{}]: got {got}, want {want}, bound {bound:.3e}",
+                    w.dtype,
+                    cfg.isa,
+                    cfg.activations,
+                    j0 + j
+                );
+            }
+        }
+        j0 += w.rows();
+    }
+}
+
+fn run(cfg: Config, ws: &[&WeightView], x: &[f32], m: usize, kernel: MatKernel) -> Vec<f32> {
+    let n: usize = ws.iter().map(|w| w.rows()).sum();
+    let mut out = vec![f32::NAN; m * n];
+    matmul_with(&cfg, x, m, ws, kernel, &mut out);
+    out
+}
+
+fn configs() -> Vec<Config> {
+    let mut c = Vec::new();
+    for isa in [Isa::detect(), Isa::Portable] {
+        for activations in [Activations::F32, Activations::Int8] {
+            c.push(Config { isa, activations });
+        }
+    }
+    c.dedup();
+    c
+}
+
+/// A row length for `dtype` from `units`: any length for the float types, any
+/// number of 32-blocks (so not a multiple of 256) for the 32-element types.
+fn k_for(dtype: DType, units: usize, odd: usize) -> usize {
+    match dtype.block_size() {
+        1 => 8 * units + odd % 8,
+        bs => bs * units,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_type_every_mode(
+        m in 1usize..=9,
+        n in 1usize..=21,
+        units in 1usize..=9,
+        odd in 0usize..8,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng(seed | 1);
+        for dtype in DType::ALL {
+            let units = if dtype.block_size() == 256 { 1 + units % 3 } else { units };
+            let k = k_for(dtype, units, odd);
+            let w = weight(dtype, n, k, &mut rng);
+            let x = activations(m, k, &mut rng);
+            for cfg in configs() {
+                for kernel in [MatKernel::Dot, MatKernel::DecodeReuse] {
+                    let out = run(cfg, &[&w], &x, m, kernel);
+                    check(cfg, &[&w], &x, m, &out);
+                }
+            }
+        }
+    }
+
+    /// Fused projections: weights of different types over one input, as a Gemma 3
+    /// q/k/v (Q5_0, Q5_0, Q8_0) or a k-quant mix; outputs side by side.
+    #[test]
+    fn stacked_weights_of_mixed_types(
+        m in 1usize..=9,
+        n in 1usize..=13,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng(seed | 1);
+        let k = 512;
+        let types = [DType::Q5_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F16, DType::Q4_1];
+        let ws: Vec<WeightView> = types
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| weight(t, n + i, k, &mut rng))
+            .collect();
+        let refs: Vec<&WeightView> = ws.iter().collect();
+        let x = activations(m, k, &mut rng);
+        for cfg in configs() {
+            let out = run(cfg, &refs, &x, m, MatKernel::DecodeReuse);
+            check(cfg, &refs, &x, m, &out);
+        }
+    }
+
+    /// A row's result does not depend on the batch it came in (tile shapes differ with
+    /// m): rows computed in two batches, split anywhere, equal one batch bit for bit.
+    /// Sessions rely on it (a truncated and resumed session equals a fresh one).
+    #[test]
+    fn rows_do_not_depend_on_the_batch(
+        m in 2usize..=19,
+        split in 1usize..19,
+        n in 1usize..=19,
+        seed in any::<u64>(),
+    ) {
+        let split = split.min(m - 1);
+        let mut rng = Rng(seed | 1);
+        for dtype in DType::ALL {
+            let k = k_for(dtype, if dtype.block_size() == 256 { 2 } else { 9 }, 5);
+            let w = weight(dtype, n, k, &mut rng);
+            let x = activations(m, k, &mut rng);
+            for activations in [Activations::F32, Activations::Int8] {
+                let cfg = Config { isa: Isa::detect(), activations };
+                let kernel = MatKernel::Dot;
+                let all = run(cfg, &[&w], &x, m, kernel);
+                let mut parts = run(cfg, &[&w], &x[..split * k], split, kernel);
+                parts.extend(run(cfg, &[&w], &x[split * k..], m - split, kernel));
+                let same = all.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits());
+                prop_assert!(same, "{} {:?} m={} split={}", dtype, activations, m, split);
+            }
+        }
+    }
+
+    /// The AVX2 quantisers give exactly the portable quantisers' values.
+    #[test]
+    fn quantisers_agree(m in 1usize..=5, blocks in 1usize..=4, seed in any::<u64>()) {
+        let mut rng = Rng(seed | 1);
+        let k = 256 * blocks;
+        let x = activations(m, k, &mut rng);
+        let (a, b) = (simd::quantize_q8(Isa::detect(), &x, m, k), simd::quantize_q8(Isa::Portable, &x, m, k));
+        prop_assert_eq!(&a.q, &b.q);
+        prop_assert_eq!(&a.d, &b.d);
+        prop_assert_eq!(&a.s, &b.s);
+        let (a, b) = (simd::quantize_q8k(Isa::detect(), &x, m, k), simd::quantize_q8k(Isa::Portable, &x, m, k));
+        prop_assert_eq!(&a.q, &b.q);
+        prop_assert_eq!(&a.d, &b.d);
+        prop_assert_eq!(&a.bsums, &b.bsums);
+    }
+}
+
+/// Shapes of the real models (SmolLM2's 576 and Gemma 3's 640 widths, a 1536 FFN)
+/// across many rayon tasks, decode and prefill.
+#[test]
+fn model_shapes() {
+    let mut rng = Rng(0x5eed);
+    for (dtype, n, k) in [
+        (DType::Q4_1, 577, 576),
+        (DType::Q8_0, 300, 640),
+        (DType::Q5_0, 257, 640),
+        (DType::Q4_K, 130, 1024),
+        (DType::Q6_K, 97, 1536),
+        (DType::Q5_K, 65, 512),
+    ] {
+        let w = weight(dtype, n, k, &mut rng);
+        for m in [1, 7, 33] {
+            let x = activations(m, k, &mut rng);
+            for cfg in configs() {
+                let out = run(cfg, &[&w], &x, m, MatKernel::DecodeReuse);
+                check(cfg, &[&w], &x, m, &out);
+            }
+        }
+    }
+}
+
+/// The SIMD path is taken where promised: every listed type has a kernel on an
+/// AVX2 machine, in both modes.
+#[test]
+fn simd_kernels_cover_the_listed_types() {
+    if Isa::detect() == Isa::Portable {
+        eprintln!("no AVX2 here: only the portable path is tested");
+        return;
+    }
+    for dtype in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::F16,
+        DType::BF16,
+        DType::F32,
+    ] {
+        for mode in [Activations::F32, Activations::Int8] {
+            assert!(
+                simd::kernel(Isa::detect(), mode, dtype).is_some(),
+                "{dtype} {mode:?}"
+            );
+        }
+    }
+}
