@@ -27,12 +27,13 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 # An explicit --target keeps the flags off build scripts and proc macros.
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --manifest-path fuzz/Cargo.toml --target "$host" --bin "$target"
+bin="${CARGO_TARGET_DIR:-fuzz/target}/$host/release/$target"
 mkdir -p "fuzz/corpus-run/$target" "fuzz/artifacts/$target"
 # A 2 GB allocation is a finding (sizes from inputs must be bounded), as is a 10 s input.
 if [ "$seconds" = 0 ]; then
-  exec "fuzz/target/$host/release/$target" "fuzz/corpus/$target" -runs=0 -timeout=10 \
+  exec "$bin" "fuzz/corpus/$target" -runs=0 -timeout=10 \
     -rss_limit_mb=2048 "$@"
 fi
-exec "fuzz/target/$host/release/$target" "fuzz/corpus-run/$target" "fuzz/corpus/$target" \
+exec "$bin" "fuzz/corpus-run/$target" "fuzz/corpus/$target" \
   -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
   -artifact_prefix="fuzz/artifacts/$target/" -print_final_stats=1 "$@"
