@@ -1101,3 +1101,22 @@ fn inspect(model: &Model, json_out: bool) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed write (here: the rename onto a folder) leaves no temporary file.
+    #[test]
+    fn write_atomic_cleans_up_when_it_fails() {
+        let dir = std::env::temp_dir().join(format!("weft-write-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("plan.json").join("inside")).unwrap();
+        let e = write_atomic(&dir.join("plan.json"), b"{}").unwrap_err();
+        assert!(format!("{e:#}").contains("plan.json"), "{e:#}");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the folder is left: {left:?}");
+        write_atomic(&dir.join("ok.json"), b"{}").unwrap();
+        assert_eq!(std::fs::read(dir.join("ok.json")).unwrap(), b"{}");
+    }
+}

@@ -109,9 +109,20 @@ enum Expr {
     Call(String, Vec<Expr>),
 }
 
+/// Tokens an expression may have. Parsing and evaluation recurse once per nesting
+/// level; a bound keeps a crafted `((((…))))` from overflowing the stack (templates'
+/// expressions have a few dozen).
+const MAX_TOKENS: usize = 512;
+
 /// Evaluates `src` with `vars` in scope.
 pub fn eval(src: &str, vars: &BTreeMap<String, Value>) -> Result<Value, String> {
     let toks = lex(src)?;
+    if toks.len() > MAX_TOKENS {
+        return Err(format!(
+            "{} tokens: an expression may have at most {MAX_TOKENS}",
+            toks.len()
+        ));
+    }
     let mut p = Parser {
         toks: &toks,
         pos: 0,
@@ -320,6 +331,21 @@ impl Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the expr and template fuzzers: nesting this deep overflowed the stack.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let v = BTreeMap::new();
+        let deep = format!("{}1{}", "(".repeat(50_000), ")".repeat(50_000));
+        let e = eval(&deep, &v).unwrap_err();
+        assert!(e.contains("100001 tokens"), "{e}");
+        let long = vec!["1"; 40_000].join("+");
+        assert!(eval(&long, &v).is_err());
+        assert_eq!(
+            eval(&format!("{}1{}", "(".repeat(100), ")".repeat(100)), &v),
+            Ok(Value::Num(1.0))
+        );
+    }
 
     #[test]
     fn arithmetic_names_lists_and_lazy_if() {
