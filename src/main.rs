@@ -7,10 +7,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use weft_ir::Plan;
 use weft_runtime::bench::{self, BenchEvent, BenchResult, BenchSpec};
 use weft_runtime::chat::{Conversation, Message};
+use weft_runtime::hub::{self, human_bytes, HubSpec, PullEvent};
 use weft_runtime::quant_mix::QuantMix;
+use weft_runtime::serve::{serve, ServeConfig};
 use weft_runtime::tokenizer::StreamDecoder;
 use weft_runtime::StopStrings;
 use weft_runtime::{
@@ -33,9 +36,10 @@ struct Cli {
 enum Command {
     /// Compile MODEL and generate from a prompt (compile + exec in one step).
     Run {
-        /// A .gguf file, an HF directory (config.json + safetensors), or a short name
-        /// that scripts/fetch_model.py knows (--list), fetched into $WEFT_HOME when
-        /// missing. Default: the first short name it lists.
+        /// A .gguf file, an HF directory (config.json + safetensors), ORG/REPO[:FILE] on
+        /// the Hugging Face Hub (from its cache, pulled when missing; see `weft pull`), or
+        /// a short name that scripts/fetch_model.py knows (--list), fetched into
+        /// $WEFT_HOME when missing. Default: the first short name it lists.
         model: Option<String>,
         /// Optional passes: all, none, a list (tie-alias,dce) or removals (-dce).
         #[arg(long, allow_hyphen_values = true, default_value = "all")]
@@ -98,6 +102,73 @@ enum Command {
         #[command(flatten)]
         sample: SampleArgs,
     },
+    /// Serve MODEL over HTTP with the OpenAI API: POST /v1/chat/completions and
+    /// /v1/completions (streamed with SSE or not), GET /v1/models and GET /health (slots
+    /// and prefix-cache figures). Up to --parallel requests generate at once, each on its
+    /// own session of one shared engine; a new request takes the free session whose cache
+    /// shares the longest prefix with its prompt and prefills only the rest. Up to --queue
+    /// more wait; beyond that the answer is 503. SIGINT or SIGTERM shuts down, cancelling
+    /// in-flight generations.
+    Serve {
+        /// A .gguf file, an HF directory, or a short name (default: the first short name).
+        model: Option<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// 0 picks a free port (the "listening on" line on stderr names it).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Requests generating at once (one session, with its own KV cache, each).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Requests that may wait for a free session before new ones get 503.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// KV-cache positions of each session (default: 4096, or the trained context if smaller).
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// The name clients give as "model" (default: the model's file name without extension).
+        #[arg(long)]
+        alias: Option<String>,
+        /// Largest request body in bytes (larger ones get 413).
+        #[arg(long, default_value_t = 1 << 20)]
+        body_limit: usize,
+        /// A Jinja chat template to use instead of the model's own (or its family's).
+        #[arg(long, value_name = "FILE")]
+        chat_template: Option<PathBuf>,
+        #[arg(long, allow_hyphen_values = true, default_value = "all")]
+        passes: String,
+        #[arg(long, value_enum, default_value = "cpu")]
+        backend: BackendArg,
+        /// What quantised matmuls multiply with (cpu backend).
+        #[arg(long, value_enum, default_value = "f32")]
+        activations: ActivationsArg,
+    },
+    /// Download a model from the Hugging Face Hub into its cache (the layout of the
+    /// Hub's own tools: $HF_HOME/hub, HF_ENDPOINT and HF_TOKEN honoured), resuming an
+    /// interrupted download and checking SHA-256 where the Hub gives it. Prints the path
+    /// to run on stdout.
+    ///
+    /// ORG/REPO:FILE fetches that file. A bare ORG/REPO fetches an HF-format model
+    /// (config.json, tokenizer files, the safetensors and their index), or of a repo of
+    /// GGUF files the Q4_K_M (else Q4_K_S, Q4_0, Q5_K_M, Q8_0, else the only one), and
+    /// says which. A short name is fetched by scripts/fetch_model.py.
+    Pull {
+        /// ORG/REPO[:FILE], or a short name.
+        model: String,
+    },
+    /// List the cached models: weft's own ($WEFT_HOME/models) and the Hugging Face
+    /// cache's, with their sizes.
+    List {
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a cached model: a short name's file, a Hub repository (ORG/REPO), or one
+    /// file of it (ORG/REPO:FILE; its blob goes unless another snapshot links to it).
+    Rm {
+        /// A short name, ORG/REPO or ORG/REPO:FILE.
+        model: String,
+    },
     /// Run a plan written by `weft compile`.
     Exec {
         /// The plan file.
@@ -117,7 +188,12 @@ enum Command {
     /// MODEL may be a bare config.json with --budget: its tensors are then the template's
     /// shapes in the stored types of --quant.
     Inspect {
-        model: String,
+        /// The model (not needed with --gpu).
+        #[arg(required_unless_present = "gpu")]
+        model: Option<String>,
+        /// Print the GPU adapter that `--backend gpu` uses, its features and limits.
+        #[arg(long)]
+        gpu: bool,
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -226,7 +302,7 @@ enum BackendArg {
     Reference,
     /// The fast CPU backend.
     Cpu,
-    /// Not built yet: refused with an error.
+    /// The GPU backend (wgpu over Vulkan; Mesa's software Vulkan where there is no GPU).
     Gpu,
 }
 
@@ -235,9 +311,7 @@ impl BackendArg {
         match self {
             BackendArg::Reference => Ok(BackendKind::Reference),
             BackendArg::Cpu => Ok(BackendKind::Cpu),
-            BackendArg::Gpu => {
-                bail!("the gpu backend is not built yet; use --backend cpu or reference")
-            }
+            BackendArg::Gpu => Ok(BackendKind::Gpu),
         }
     }
 }
@@ -358,6 +432,44 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let threads = weft_runtime::set_threads(cli.threads)?;
     match cli.command {
+        Command::Pull { model } => {
+            let mut view = PullView::new();
+            let path = if let Some(spec) = HubSpec::parse(&model) {
+                hub::pull(&spec, &mut |e| view.event(e))?
+            } else if weft_runtime::is_short_name(&model) {
+                weft_runtime::resolve_with(&model, &mut |e| view.event(e))?
+            } else {
+                bail!("{model}: give ORG/REPO[:FILE] (a model on the Hugging Face Hub) or a short name")
+            };
+            println!("{}", path.display());
+            Ok(())
+        }
+        Command::List { json } => {
+            list(json);
+            Ok(())
+        }
+        Command::Rm { model } => {
+            let freed = if let Some(spec) = HubSpec::parse(&model) {
+                hub::remove(&spec)?
+            } else if weft_runtime::is_short_name(&model) {
+                let path = weft_runtime::cached_model_path(&model);
+                let bytes = std::fs::metadata(&path)
+                    .map_err(|_| {
+                        anyhow!(
+                            "{model} is not in weft's cache ({}); `weft list` shows what is",
+                            path.display()
+                        )
+                    })?
+                    .len();
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                bytes
+            } else {
+                bail!("{model}: weft rm removes cached models: give a short name, ORG/REPO or ORG/REPO:FILE (`weft list` shows them)")
+            };
+            eprintln!("weft: removed {model} ({} freed)", human_bytes(freed));
+            Ok(())
+        }
         Command::Bench {
             model,
             prompts,
@@ -439,6 +551,66 @@ fn real_main() -> Result<()> {
                 &selection,
                 &sample,
             )
+        }
+        Command::Serve {
+            model,
+            host,
+            port,
+            parallel,
+            queue,
+            ctx,
+            alias,
+            body_limit,
+            chat_template,
+            passes,
+            backend,
+            activations,
+        } => {
+            let selection = PassSelection::parse(&passes)?;
+            let backend = backend.kind()?;
+            if parallel == 0 {
+                bail!("--parallel must be at least 1");
+            }
+            let spec = model_or_default(model)?;
+            let model = open(&spec)?;
+            let ctx = ctx.unwrap_or_else(|| model.trained_context().map_or(4096, |t| t.min(4096)));
+            check_trained_context(&model, ctx, || format!("--ctx {ctx}"))?;
+            // A model without a template still serves /v1/completions.
+            let template = match model.chat_template(chat_template.as_deref()) {
+                Ok(t) => {
+                    eprintln!("weft: chat template from {}", t.origin());
+                    Some(t)
+                }
+                Err(e) if chat_template.is_none() => {
+                    eprintln!("weft: {e}; /v1/chat/completions will answer 400");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let plan = model.compile_for(&selection, backend)?.plan;
+            let options = LowerOptions {
+                memory: selection.memory(),
+                activations: activations.into(),
+            };
+            let engine = model.engine(plan, backend, &options)?;
+            let config = ServeConfig {
+                host,
+                port,
+                parallel,
+                queue,
+                ctx,
+                body_limit,
+                model_id: alias.unwrap_or_else(|| served_name(&spec)),
+                ..ServeConfig::default()
+            };
+            serve(
+                model,
+                &engine,
+                template,
+                &config,
+                Arc::new(|m: &str| eprintln!("weft: {m}")),
+            )?;
+            Ok(())
         }
         Command::Exec {
             plan,
@@ -542,12 +714,19 @@ fn real_main() -> Result<()> {
         }
         Command::Inspect {
             model,
+            gpu,
             json,
             budget,
             ctx,
             quant,
         } => {
-            let mut model = open(&model)?;
+            if gpu {
+                println!("{}", weft_runtime::gpu_report()?);
+                if model.is_none() {
+                    return Ok(());
+                }
+            }
+            let mut model = open(model.as_deref().unwrap_or_default())?;
             if model.source.config_only() {
                 let mix: QuantMix = quant.parse().map_err(|e: String| anyhow!(e))?;
                 eprintln!(
@@ -669,6 +848,18 @@ fn model_or_default(model: Option<String>) -> Result<String> {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("the fetch script knows no model; give MODEL")),
+    }
+}
+
+/// The name a served model answers to: a short name as given, a path's file name
+/// without its extension.
+fn served_name(spec: &str) -> String {
+    let path = Path::new(spec);
+    match path.exists() {
+        true => path
+            .file_stem()
+            .map_or(spec.to_string(), |s| s.to_string_lossy().into_owned()),
+        false => spec.to_string(),
     }
 }
 
@@ -847,7 +1038,121 @@ fn print_bench(model: &Model, backend: &str, threads: usize, results: &[BenchRes
 
 fn open(spec: &str) -> Result<Model> {
     eprintln!("weft: opening {spec}");
-    Ok(Model::open(spec, &mut |msg| eprintln!("weft: {msg}"))?)
+    let mut view = PullView::new();
+    Ok(Model::open_with(spec, &mut |e| view.event(e))?)
+}
+
+/// Shows a pull: an indicatif bar on stderr when it is a terminal, else a line per file.
+struct PullView {
+    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl PullView {
+    fn new() -> PullView {
+        use std::io::IsTerminal;
+        PullView {
+            tty: std::io::stderr().is_terminal(),
+            bar: None,
+        }
+    }
+
+    fn event(&mut self, e: PullEvent) {
+        match (e, &self.bar) {
+            (PullEvent::Advance { done }, Some(bar)) => bar.set_position(done),
+            (
+                PullEvent::Start {
+                    file,
+                    bytes,
+                    resumed,
+                },
+                _,
+            ) if self.tty => {
+                let bar = indicatif::ProgressBar::with_draw_target(
+                    Some(bytes),
+                    indicatif::ProgressDrawTarget::stderr(),
+                );
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_message(file.to_string());
+                bar.set_position(resumed);
+                if resumed > 0 {
+                    bar.reset_eta();
+                }
+                self.bar = Some(bar);
+            }
+            // The check or the retry that follows says how it went.
+            (PullEvent::End { .. }, Some(bar)) => {
+                bar.finish_and_clear();
+                self.bar = None;
+            }
+            (e, bar) => {
+                if let Some(line) = e.line() {
+                    match bar {
+                        Some(bar) => bar.suspend(|| eprintln!("weft: {line}")),
+                        None => eprintln!("weft: {line}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `weft list`: weft's cache and the Hub's, as text or one JSON object.
+fn list(json_out: bool) {
+    let l = hub::list(&weft_runtime::weft_home().join("models"));
+    if json_out {
+        let model = |m: &hub::CachedModel| {
+            json!({"model": m.spec, "bytes": m.bytes, "partial_bytes": m.partial_bytes,
+                   "path": m.path, "revision": m.revision,
+                   "files": m.files.iter().map(|(f, b)| json!({"model": f, "bytes": b})).collect::<Vec<_>>()})
+        };
+        println!(
+            "{}",
+            json!({"weft_cache": l.weft_dir, "hub_cache": l.hub_dir,
+                   "weft": l.weft.iter().map(model).collect::<Vec<_>>(),
+                   "hub": l.hub.iter().map(model).collect::<Vec<_>>()})
+        );
+        return;
+    }
+    let width = l
+        .weft
+        .iter()
+        .chain(&l.hub)
+        .flat_map(|m| std::iter::once(m.spec.len()).chain(m.files.iter().map(|(f, _)| f.len() + 2)))
+        .max()
+        .unwrap_or(0);
+    println!("weft's cache ({}):", l.weft_dir.display());
+    if l.weft.is_empty() {
+        println!("  (empty)");
+    }
+    for m in &l.weft {
+        println!("  {:<width$}  {:>10}", m.spec, human_bytes(m.bytes));
+    }
+    println!("Hugging Face cache ({}):", l.hub_dir.display());
+    if l.hub.is_empty() {
+        println!("  (no models)");
+    }
+    for m in &l.hub {
+        let mut note = match &m.revision {
+            Some(r) => format!("main = {}", &r[..r.len().min(12)]),
+            None => "no refs/main".to_string(),
+        };
+        if m.partial_bytes > 0 {
+            note += &format!(", {} of unfinished downloads", human_bytes(m.partial_bytes));
+        }
+        println!(
+            "  {:<width$}  {:>10}  ({note})",
+            m.spec,
+            human_bytes(m.bytes)
+        );
+        for (f, b) in &m.files {
+            println!("    {:<w$}  {:>10}", f, human_bytes(*b), w = width - 2);
+        }
+    }
 }
 
 fn prompt_tokens(

@@ -27,7 +27,7 @@ fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_jso
     .unwrap();
 }
 
-fn fails_with(args: &[&str], needles: &[&str]) {
+fn fails_with(args: &[&str], needles: &[&str]) -> String {
     let (code, _, err) = weft(args);
     assert_ne!(code, 0, "{args:?} should fail");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
@@ -45,6 +45,7 @@ fn fails_with(args: &[&str], needles: &[&str]) {
         1,
         "one error message: {err}"
     );
+    err
 }
 
 #[test]
@@ -408,7 +409,8 @@ fn hyperparameters_out_of_range() {
 }
 
 /// Logits that are not finite (here: NaN norm weights) stop generation with an error
-/// naming the step; parity fails rather than comparing NaN with NaN.
+/// naming the generation step and, on the graph path, the first graph step whose output
+/// was not finite; parity fails rather than comparing NaN with NaN.
 #[test]
 fn non_finite_logits_stop_generation_and_fail_parity() {
     let src = tiny("llama-tied").join("model-f32.gguf");
@@ -433,8 +435,15 @@ fn non_finite_logits_stop_generation_and_fail_parity() {
         if curated {
             args.push("--curated");
         }
-        fails_with(&args, &["generation step 0", "not finite", "NaN"]);
+        let err = fails_with(&args, &["generation step 0", "not finite", "NaN"]);
         assert!(!logits.exists(), "no logits file is written");
+        if !curated {
+            // The graph path reruns the call checking each step: the final norm is named.
+            assert!(
+                err.contains("the first non-finite value came from step") && err.contains("norm"),
+                "{err}"
+            );
+        }
     }
     let (code, out, err) = weft(&["parity", m, "--tokens", "1,2", "--steps", "2"]);
     assert_eq!(code, 1, "{out}{err}");

@@ -179,10 +179,30 @@ fn parity_exit_status() {
 }
 
 #[test]
-fn gpu_backend_says_not_built() {
-    let (code, _, err) = weft(&["run", &tied_gguf(), "--tokens", "1,2", "--backend", "gpu"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("not built yet"), "{err}");
+fn gpu_backend_generates_what_the_cpu_backend_does() {
+    let run = |backend: &str| {
+        let args = ["run", &tied_gguf(), "--tokens", "1,2", "--max-tokens", "5"];
+        let (code, out, err) =
+            weft(&[&args[..], &["--greedy", "--json", "--backend", backend]].concat());
+        assert_eq!(code, 0, "{backend}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["tokens"].clone()
+    };
+    assert_eq!(run("gpu"), run("cpu"));
+}
+
+/// Without a Vulkan driver the GPU backend is one clear error, not a panic.
+#[test]
+fn gpu_backend_without_a_driver_is_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["run", &tied_gguf(), "--tokens", "1,2", "--backend", "gpu"])
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // An error exit, not success and not a panic (101).
+    assert!(!matches!(out.status.code(), Some(0) | Some(101)), "{err}");
+    assert!(err.contains("no usable GPU adapter"), "{err}");
 }
 
 #[test]
@@ -307,4 +327,36 @@ fn budget_counts_weights_kv_and_arena_without_running() {
         .sum();
     assert_eq!(v["weight_bytes"].as_u64().unwrap(), all);
     assert!(v["arena_prefill_bytes"].as_u64() > v["arena_decode_bytes"].as_u64());
+}
+
+/// The fetch script of the short names is found at run time (beside the executable, or
+/// by WEFT_FETCH_SCRIPT), never through a path compiled in: a wrong WEFT_FETCH_SCRIPT is
+/// named in the error.
+#[test]
+fn fetch_script_comes_from_the_environment_or_beside_the_executable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["run", "--tokens", "1"])
+        .env("WEFT_FETCH_SCRIPT", "/nonexistent/fetch_model.py")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("WEFT_FETCH_SCRIPT is /nonexistent/fetch_model.py"),
+        "{err}"
+    );
+    // No path to the script under the build tree (as `concat!(env!("CARGO_MANIFEST_DIR"),
+    // "/../scripts/fetch_model.py")` once put there) is in the executable.
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_weft")).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for compiled in [
+        format!("{root}/runtime/../scripts"),
+        format!("{root}/scripts/fetch_model.py"),
+    ] {
+        let c = compiled.as_bytes();
+        assert!(
+            !binary.windows(c.len()).any(|w| w == c),
+            "the executable holds {compiled}"
+        );
+    }
 }

@@ -117,6 +117,100 @@ fn all_logits_are_each_positions_last_logits() {
     }
 }
 
+/// Sessions at different positions decoded together, one row each, in one pass: each
+/// row equals what its session gets alone, with the same greedy tokens: bit for bit on
+/// the cpu backend (so a server's answers do not depend on its load), within 1e-5
+/// relative elsewhere (the reference's many-row matmul decodes rows before the dot).
+/// Families with sliding windows and softcaps (gemma4), learned positions (gpt2),
+/// experts (qwen3moe), and both real quantised models (host backends only: lavapipe is
+/// slow at real widths).
+#[test]
+fn batched_decode_equals_each_session_alone() {
+    for family in ["gemma4", "gpt2", "qwen3moe", "smollm2-135m", "gemma3-270m"] {
+        let real = family.contains('-');
+        let model = match real {
+            true => open_shared(family),
+            false => open_shared(fixtures().join("families").join(family).to_str().unwrap()),
+        };
+        for backend in BackendKind::ALL {
+            if real && backend == BackendKind::Gpu {
+                continue;
+            }
+            let engine = engine(model, backend);
+            let prompts: [&[u32]; 3] = [&[1, 7, 3, 9], &[5, 2], &[8, 6, 4, 2, 1, 3, 5]];
+            let steps = 5;
+            let want: Vec<_> = prompts.iter().map(|p| alone(&engine, p, steps)).collect();
+            let mut sessions: Vec<_> = (0..3).map(|_| engine.session(16).unwrap()).collect();
+            let mut last: Vec<Vec<f32>> = sessions
+                .iter_mut()
+                .zip(prompts)
+                .map(|(s, p)| s.forward(p).unwrap().to_vec())
+                .collect();
+            let vocab = last[0].len();
+            let mut out = Vec::new();
+            for step in 0..steps {
+                let tokens: Vec<u32> = last.iter().map(|l| argmax(l)).collect();
+                let mut refs: Vec<_> = sessions.iter_mut().collect();
+                engine.forward_batch(&mut refs, &tokens, &mut out).unwrap();
+                assert_eq!(out.len(), 3 * vocab);
+                for (k, row) in out.chunks_exact(vocab).enumerate() {
+                    assert_eq!(
+                        tokens[k], want[k].1[step],
+                        "{family} {backend}: session {k}"
+                    );
+                    let alone_row = &want[k].0[(step + 1) * vocab..(step + 2) * vocab];
+                    let rel = max_abs_diff(row, alone_row) / max_abs(alone_row);
+                    // The cpu backend's many-row kernels add in each row's one-row order.
+                    let tol = if backend == BackendKind::Cpu {
+                        0.0
+                    } else {
+                        1e-5
+                    };
+                    assert!(
+                        rel <= tol,
+                        "{family} {backend}: session {k}, step {step}: {rel:.2e}"
+                    );
+                    last[k] = row.to_vec();
+                }
+            }
+            for (s, p) in sessions.iter().zip(prompts) {
+                assert_eq!(Forward::position(s), p.len() + steps);
+            }
+        }
+    }
+}
+
+/// A batch with a token count that does not match, a full session or a session of
+/// another engine is refused with one error, and the sessions are left where they were.
+#[test]
+fn bad_batches_are_refused() {
+    for backend in [BackendKind::Reference, BackendKind::Cpu] {
+        let a_engine = engine(gemma4(), backend);
+        let other = engine(gemma4(), backend);
+        let mut a = a_engine.session(4).unwrap();
+        let mut b = a_engine.session(4).unwrap();
+        let mut c = other.session(4).unwrap();
+        let mut out = Vec::new();
+        let err = a_engine
+            .forward_batch(&mut [&mut a, &mut b], &[1], &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("2 sessions, 1 tokens"), "{err}");
+        let err = a_engine
+            .forward_batch(&mut [&mut a, &mut c], &[1, 2], &mut out)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("session 1 belongs to another"),
+            "{err}"
+        );
+        b.forward(&[1, 2, 3, 4]).unwrap();
+        let err = a_engine
+            .forward_batch(&mut [&mut a, &mut b], &[1, 2], &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("context"), "{err}");
+        assert_eq!((Forward::position(&a), Forward::position(&b)), (0, 4));
+    }
+}
+
 /// Both real models, through both backends: the same plan agrees within 1e-5 relative
 /// with the same greedy tokens.
 #[test]

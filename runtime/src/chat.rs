@@ -111,9 +111,43 @@ impl ChatTemplate {
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
         };
+        // Templates come from model files: bounded in work and in output.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        let mut out = Capped(Vec::new());
         env.get_template("chat")
-            .and_then(|t| t.render(ctx))
-            .map_err(fail)
+            .and_then(|t| t.render_captured_to(ctx, &mut out).map(drop))
+            .map_err(fail)?;
+        String::from_utf8(out.0).map_err(|e| ChatError::Template {
+            origin: self.origin.clone(),
+            message: format!("the rendered prompt is not UTF-8: {e}"),
+        })
+    }
+}
+
+/// Instructions a template may run for one rendering (minijinja's fuel): real
+/// templates need thousands for a long conversation.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
+/// The longest rendered prompt (bytes).
+const TEMPLATE_MAX_OUTPUT: usize = 64 << 20;
+
+/// A rendering's output, refusing to grow past [`TEMPLATE_MAX_OUTPUT`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + b.len() > TEMPLATE_MAX_OUTPUT {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt would pass {} MiB",
+                TEMPLATE_MAX_OUTPUT >> 20
+            )));
+        }
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -302,6 +336,24 @@ fn format_time(secs: u64, fmt: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A template from a hostile file: endless work or a prompt of gigabytes ends in
+    /// one error, quickly, without the memory.
+    #[test]
+    fn runaway_templates_are_stopped() {
+        let render = |src: &str| {
+            ChatTemplate::new(src.into(), "test".into(), "<s>".into(), "</s>".into())
+                .render(&[Message::new("user", "hi")], true)
+                .unwrap_err()
+                .to_string()
+        };
+        let work = render(
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% for m in messages %}{{ '' }}{% endfor %}{% endfor %}{% endfor %}",
+        );
+        assert!(work.contains("fuel"), "{work}");
+        let size = render("{% for i in range(10000) %}{{ 'x' * 10000000 }}{% endfor %}");
+        assert!(size.contains("would pass 64 MiB"), "{size}");
+    }
 
     #[test]
     fn dates_format_like_strftime() {

@@ -14,15 +14,18 @@ pub enum BackendKind {
     Reference,
     /// The fast CPU backend.
     Cpu,
+    /// The GPU backend (wgpu over Vulkan).
+    Gpu,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 2] = [BackendKind::Reference, BackendKind::Cpu];
+    pub const ALL: [BackendKind; 3] = [BackendKind::Reference, BackendKind::Cpu, BackendKind::Gpu];
 
     pub fn backend(self) -> &'static dyn Backend {
         match self {
             BackendKind::Reference => &weft_reference::REFERENCE,
             BackendKind::Cpu => &weft_cpu::CPU,
+            BackendKind::Gpu => &weft_wgpu::GPU,
         }
     }
 
@@ -79,6 +82,21 @@ impl Engine {
     pub fn lowered_text(&self) -> String {
         self.exe.lowered_text()
     }
+    /// One decode step of several sessions of this engine at once: `tokens[i]` runs at
+    /// session `i`'s next position, and `out` receives one row of logits per session.
+    /// The host backends run the step as one matrix-matrix pass over all the rows.
+    pub fn forward_batch(
+        &self,
+        sessions: &mut [&mut GraphSession],
+        tokens: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), RuntimeError> {
+        let mut inner: Vec<&mut dyn Session> = sessions
+            .iter_mut()
+            .map(|s| &mut *s.inner as &mut dyn Session)
+            .collect();
+        Ok(self.exe.forward_batch(&mut inner, tokens, out)?)
+    }
 }
 
 /// One sequence on an [`Engine`].
@@ -120,6 +138,10 @@ impl Forward for GraphSession {
 
     fn position(&self) -> usize {
         self.inner.position()
+    }
+
+    fn locate_non_finite(&mut self, tokens: &[u32]) -> Option<String> {
+        self.inner.locate_non_finite(tokens).ok().flatten()
     }
 }
 

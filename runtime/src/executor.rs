@@ -17,6 +17,11 @@ pub trait Forward {
     fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError>;
     /// Positions held in the KV cache.
     fn position(&self) -> usize;
+    /// After a forward call of `tokens` whose logits were not finite: reruns it checking
+    /// every step and names the first whose output was not finite, where the model can.
+    fn locate_non_finite(&mut self, _tokens: &[u32]) -> Option<String> {
+        None
+    }
 }
 
 /// What to generate.
@@ -77,12 +82,20 @@ pub(crate) fn first_non_finite(logits: &[f32]) -> Option<(usize, f32)> {
         .find(|(_, v)| !v.is_finite())
 }
 
-/// Stops at the first step whose logits are not finite (0: the prompt; k: the k-th
-/// generated token's step), rather than sampling from garbage.
-fn check_finite(logits: &[f32], step: usize) -> Result<(), RuntimeError> {
-    match first_non_finite(logits) {
-        Some((id, value)) => Err(RuntimeError::NonFinite { step, id, value }),
-        None => Ok(()),
+/// The error for logits of generation step `step` (0: the prompt; k: the k-th generated
+/// token's step) that are not finite, after `tokens` ran: the model reruns them to name
+/// the first graph step whose output was not finite, where it can.
+fn non_finite(
+    model: &mut dyn Forward,
+    tokens: &[u32],
+    step: usize,
+    (id, value): (usize, f32),
+) -> RuntimeError {
+    RuntimeError::NonFinite {
+        step,
+        id,
+        value,
+        origin: model.locate_non_finite(tokens),
     }
 }
 
@@ -117,7 +130,9 @@ pub fn generate_from(
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
     let prompt_logits = model.forward(&prompt[reuse..])?.to_vec();
-    check_finite(&prompt_logits, 0)?;
+    if let Some(bad) = first_non_finite(&prompt_logits) {
+        return Err(non_finite(model, &prompt[reuse..], 0, bad));
+    }
     let mut next = sampler.sample(&prompt_logits, &history);
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
@@ -137,9 +152,18 @@ pub fn generate_from(
         if tokens.len() == params.max_tokens {
             break;
         }
-        let logits = model.forward(&[next])?;
-        check_finite(logits, tokens.len())?;
-        next = sampler.sample(logits, &history);
+        // Sampled inside the logits' borrow; a non-finite row is reported after it.
+        let sampled = {
+            let logits = model.forward(&[next])?;
+            match first_non_finite(logits) {
+                Some(bad) => Err(bad),
+                None => Ok(sampler.sample(logits, &history)),
+            }
+        };
+        next = match sampled {
+            Ok(t) => t,
+            Err(bad) => return Err(non_finite(model, &[next], tokens.len(), bad)),
+        };
     }
     Ok(Generation {
         prompt_tokens: prompt.to_vec(),

@@ -3,6 +3,7 @@
 
 use crate::chat::{ChatError, ChatTemplate};
 use crate::engine::{BackendKind, Engine, GraphSession};
+use crate::hub::{self, HubSpec, PullEvent};
 use crate::quant_mix::QuantMix;
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
@@ -17,8 +18,42 @@ use weft_formats::ModelSource;
 use weft_ir::{DType, MetaValue, ModelStamp, Op, Plan, PLAN_FORMAT_VERSION};
 use weft_passes::PassSelection;
 
-/// The script that fetches short-named models (part of this repository).
-const FETCH_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch_model.py");
+/// The script that fetches short-named models: `$WEFT_FETCH_SCRIPT`, else
+/// `scripts/fetch_model.py` in the executable's folder or up to three folders above it (a
+/// build tree's `target/release/weft` finds the repository's), else
+/// `share/weft/fetch_model.py` beside an installed `bin/weft`. Nothing of the build machine is compiled in.
+pub fn fetch_script() -> Result<PathBuf, RuntimeError> {
+    if let Some(p) = std::env::var_os("WEFT_FETCH_SCRIPT").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return match p.is_file() {
+            true => Ok(p),
+            false => Err(RuntimeError::Fetch(format!(
+                "WEFT_FETCH_SCRIPT is {}, which is not a file",
+                p.display()
+            ))),
+        };
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| RuntimeError::Fetch(format!("cannot locate this executable: {e}")))?;
+    // target/release/weft and target/release/deps/<test> are three and four folders
+    // below the repository; no further up.
+    for dir in exe.ancestors().skip(1).take(4) {
+        for candidate in [
+            dir.join("scripts").join("fetch_model.py"),
+            dir.join("share").join("weft").join("fetch_model.py"),
+        ] {
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(RuntimeError::Fetch(format!(
+        "the script that fetches short-named models (scripts/fetch_model.py) is not in the \
+         folders above {}: set WEFT_FETCH_SCRIPT to its path (or name the model as a file or \
+         ORG/REPO[:FILE] on the Hub)",
+        exe.display()
+    )))
+}
 
 /// weft's cache: `$WEFT_HOME`, else `~/.cache/weft`.
 pub fn weft_home() -> PathBuf {
@@ -37,18 +72,22 @@ pub fn cached_model_path(name: &str) -> PathBuf {
 }
 
 /// Runs the fetch script with `arg`; its stdout. Its progress and errors go to stderr.
-fn fetch_script(arg: &str) -> Result<String, RuntimeError> {
+fn run_fetch_script(arg: &str) -> Result<String, RuntimeError> {
+    let script = fetch_script()?;
     let out = Command::new("python3")
-        .arg(FETCH_SCRIPT)
+        .arg(&script)
         .arg(arg)
         .env("WEFT_HOME", weft_home())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| RuntimeError::Fetch(format!("could not run python3 {FETCH_SCRIPT}: {e}")))?;
+        .map_err(|e| {
+            RuntimeError::Fetch(format!("could not run python3 {}: {e}", script.display()))
+        })?;
     if !out.status.success() {
         return Err(RuntimeError::Fetch(format!(
-            "{FETCH_SCRIPT} {arg} failed ({})",
+            "{} {arg} failed ({})",
+            script.display(),
             out.status
         )));
     }
@@ -58,7 +97,7 @@ fn fetch_script(arg: &str) -> Result<String, RuntimeError> {
 /// The short names the fetch script knows, in its order (the first is the default
 /// model). The table lives in the script, so no model name is compiled in.
 pub fn short_names() -> Result<Vec<String>, RuntimeError> {
-    Ok(fetch_script("--list")?
+    Ok(run_fetch_script("--list")?
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
@@ -66,19 +105,48 @@ pub fn short_names() -> Result<Vec<String>, RuntimeError> {
 }
 
 /// Whether `spec` can only be a short name: a bare word, not a path of any kind.
-fn is_short_name(spec: &str) -> bool {
+pub fn is_short_name(spec: &str) -> bool {
     !spec.is_empty()
         && spec
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// Resolves `spec` (a path, or a short name) to a file or directory, fetching a
-/// short-named model that is not cached yet. `progress` hears what is happening;
-/// the fetch script reports its own progress (and unknown names) on stderr.
+/// Resolves `spec` to a file or directory: a path as it is; a short name (fetched by
+/// the fetch script when missing, which reports on stderr itself); `ORG/REPO[:FILE]`
+/// through the Hugging Face cache, pulled from the Hub when missing (see [`hub`]).
+/// `progress` hears what is happening, a line at a time.
+///
+/// [`hub`]: crate::hub
 pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, RuntimeError> {
+    resolve_with(spec, &mut |e: PullEvent| {
+        if let Some(line) = e.line() {
+            progress(&line)
+        }
+    })
+}
+
+/// [`resolve`], reporting a download's progress as events (for a progress bar).
+pub fn resolve_with(
+    spec: &str,
+    events: &mut dyn FnMut(PullEvent),
+) -> Result<PathBuf, RuntimeError> {
     let path = Path::new(spec);
-    if path.exists() || !is_short_name(spec) {
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(hub_spec) = HubSpec::parse(spec) {
+        if let Some(p) = hub::cached(&hub_spec) {
+            return Ok(p);
+        }
+        events(PullEvent::Message(&format!(
+            "{spec} is neither a file here nor in the Hugging Face cache ({}); pulling it from {}",
+            hub::hub_cache().display(),
+            hub::endpoint()
+        )));
+        return hub::pull(&hub_spec, events);
+    }
+    if !is_short_name(spec) {
         return Ok(path.to_path_buf());
     }
     let cached = cached_model_path(spec);
@@ -88,15 +156,15 @@ pub fn resolve(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, Ru
     let known = short_names()?;
     if !known.iter().any(|k| k == spec) {
         return Err(RuntimeError::Fetch(format!(
-            "'{spec}' is neither a file nor a directory, nor a model the fetch script knows ({})",
+            "'{spec}' is neither a file nor a directory, nor a model the fetch script knows ({}), nor ORG/REPO[:FILE] on the Hub",
             known.join(", ")
         )));
     }
-    progress(&format!(
+    events(PullEvent::Message(&format!(
         "{spec} is not in the cache ({}); fetching it",
         cached.display()
-    ));
-    let fetched = PathBuf::from(fetch_script(spec)?.trim());
+    )));
+    let fetched = PathBuf::from(run_fetch_script(spec)?.trim());
     if !fetched.exists() {
         return Err(RuntimeError::Fetch(format!(
             "the fetch script reported {}, which does not exist",
@@ -210,9 +278,19 @@ pub struct Model {
 }
 
 impl Model {
-    /// Opens a `.gguf` file, an HF directory, or a short name (fetched when missing).
+    /// Opens a `.gguf` file, an HF directory, a short name or `ORG/REPO[:FILE]` on the
+    /// Hub (fetched when missing).
     pub fn open(spec: &str, progress: &mut dyn FnMut(&str)) -> Result<Model, RuntimeError> {
-        let path = resolve(spec, progress)?;
+        Model::open_with(spec, &mut |e: PullEvent| {
+            if let Some(line) = e.line() {
+                progress(&line)
+            }
+        })
+    }
+
+    /// [`Model::open`], reporting a download's progress as events (for a progress bar).
+    pub fn open_with(spec: &str, events: &mut dyn FnMut(PullEvent)) -> Result<Model, RuntimeError> {
+        let path = resolve_with(spec, events)?;
         let source = ModelSource::open(&path)?;
         let tokenizer = match (&source.kind, &source.tokenizer_json) {
             (weft_formats::SourceKind::Gguf, _) => Tokenizer::from_gguf(&source.metadata)?,
@@ -220,7 +298,7 @@ impl Model {
             (weft_formats::SourceKind::Hf, None) => None,
         };
         for w in tokenizer.iter().flat_map(|t| t.warnings()) {
-            progress(w);
+            events(PullEvent::Message(w));
         }
         Ok(Model {
             spec: spec.to_string(),
@@ -411,11 +489,12 @@ impl Model {
     ) -> Result<Engine, RuntimeError> {
         self.runnable()?;
         self.check_plan(&plan)?;
+        // The plan is untrusted until the backend validates it: look the input up.
         let embed = plan.steps.iter().find_map(|st| match st.node.op {
-            Op::TokenEmbed => st.inputs.first().map(|&w| &plan.steps[w].node.op),
+            Op::TokenEmbed => st.inputs.first().and_then(|&w| plan.steps.get(w)),
             _ => None,
         });
-        if let Some(Op::Weight { tensor, shape, .. }) = embed {
+        if let Some(Op::Weight { tensor, shape, .. }) = embed.map(|st| &st.node.op) {
             self.check_vocab(tensor, shape.first().copied().unwrap_or(0))?;
         }
         Ok(Engine::new(backend.backend().lower(

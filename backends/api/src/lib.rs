@@ -14,8 +14,8 @@ mod memory;
 mod stage;
 mod validate;
 
-pub use memory::{activation_bytes, plan_memory, MemoryPlan};
-pub use stage::{backend_stage, MatKernel, Route, Stage};
+pub use memory::{activation_bytes, plan_memory, plan_memory_with_views, MemoryPlan};
+pub use stage::{after_last, backend_stage, kv_widths, value_rows, MatKernel, Route, Stage};
 pub use validate::validate_plan;
 
 /// Refuses a plan that uses a fused form `backend` declines (a plan compiled for
@@ -138,6 +138,52 @@ pub enum BackendError {
     NoTokens,
     #[error("out of memory: {what} needs {bytes} bytes")]
     Alloc { what: String, bytes: u128 },
+    /// The device a backend runs on is missing or failed (no GPU adapter, a lost device).
+    #[error("{backend}: {message}")]
+    Device {
+        backend: &'static str,
+        message: String,
+    },
+    /// A step's output holds a value that is not finite (found by a checked rerun).
+    #[error("step {step} ('{name}', {op}): {value} in its output")]
+    NonFinite {
+        step: usize,
+        name: String,
+        op: String,
+        value: f32,
+    },
+    /// A batched step whose sessions or tokens do not fit together.
+    #[error("batched step: {0}")]
+    Batch(String),
+    #[error("step {step} ('{name}'): the {backend} backend cannot run {what}")]
+    Unsupported {
+        step: usize,
+        name: String,
+        what: String,
+        backend: &'static str,
+    },
+}
+
+/// The checks every session makes before a forward call of `seq` positions at `pos`.
+pub fn check_forward(pos: usize, seq: usize, max_ctx: usize) -> Result<(), BackendError> {
+    if seq == 0 {
+        return Err(BackendError::NoTokens);
+    }
+    match pos.checked_add(seq) {
+        Some(needed) if needed <= max_ctx => Ok(()),
+        needed => Err(BackendError::ContextFull {
+            needed: needed.unwrap_or(usize::MAX),
+            max_ctx,
+        }),
+    }
+}
+
+/// The position a session rewinds to: `to`, a prefix of the `position` it holds.
+pub fn check_truncate(to: usize, position: usize) -> Result<usize, BackendError> {
+    match to <= position {
+        true => Ok(to),
+        false => Err(BackendError::Truncate { to, position }),
+    }
 }
 
 /// A way to run plans: the reference interpreter, the fast CPU backend, a GPU.
@@ -167,6 +213,34 @@ pub trait Executable: Send + Sync {
     fn lowered_text(&self) -> String;
     /// A new session with room for `max_ctx` positions.
     fn session(self: Arc<Self>, max_ctx: usize) -> Result<Box<dyn Session>, BackendError>;
+    /// One decode step of several sessions of this executable: `tokens[i]` runs at
+    /// session `i`'s next position, and `out` receives `sessions.len() × vocab` logits,
+    /// in order. A backend with a batched pass runs them as one matrix-matrix forward
+    /// (continuous batching); by default they run one after another. After an error the
+    /// sessions' positions are unspecified: rewind them before reuse.
+    fn forward_batch(
+        &self,
+        sessions: &mut [&mut dyn Session],
+        tokens: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
+        check_batch(sessions.len(), tokens.len())?;
+        out.clear();
+        for (s, &t) in sessions.iter_mut().zip(tokens) {
+            out.extend_from_slice(s.forward(&[t], Logits::Last)?.last());
+        }
+        Ok(())
+    }
+}
+
+/// A batch has one token per session.
+pub fn check_batch(sessions: usize, tokens: usize) -> Result<(), BackendError> {
+    match sessions == tokens {
+        true => Ok(()),
+        false => Err(BackendError::Batch(format!(
+            "one token per session: {sessions} sessions, {tokens} tokens"
+        ))),
+    }
 }
 
 /// One sequence on an executable: KV cache, arena, position.
@@ -180,4 +254,12 @@ pub trait Session: Send {
     fn position(&self) -> usize;
     /// Positions the KV cache can hold.
     fn max_ctx(&self) -> usize;
+    /// The session as `Any`, so that its executable can batch it with others.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    /// Reruns the last forward call, of `tokens`, checking every step's output, and
+    /// names the first step whose output holds a value that is not finite ("step N
+    /// ('name', op)"). `None` where the backend has no such check.
+    fn locate_non_finite(&mut self, _tokens: &[u32]) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
 }

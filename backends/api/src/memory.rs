@@ -50,17 +50,38 @@ pub fn activation_bytes(
 
 /// Assigns arena slots for activations of `elem_bytes` each; returns the plan and the log.
 pub fn plan_memory(plan: &Plan, elem_bytes: usize) -> (MemoryPlan, Vec<String>) {
+    plan_memory_with_views(plan, elem_bytes, &[])
+}
+
+/// [`plan_memory`] for a backend whose kernels read some values in place of others:
+/// `views[j] = Some(s)` (with `s < j`) says step j is read as a view of step s (a
+/// column slice read with a stride). A view takes no slot of its own; its source's
+/// slot stays live until the view's last reader.
+pub fn plan_memory_with_views(
+    plan: &Plan,
+    elem_bytes: usize,
+    views: &[Option<usize>],
+) -> (MemoryPlan, Vec<String>) {
     let n = plan.steps.len();
     let sizes = plan.value_sizes(SIZING_SEQ);
-    let holds = |i: usize| !matches!(plan.steps[i].node.op, Op::Weight { .. } | Op::Tokens);
+    let view_of = |i: usize| views.get(i).copied().flatten().filter(|&s| s < i);
+    let mut owner: Vec<usize> = (0..n).collect();
+    for i in 0..n {
+        if let Some(s) = view_of(i) {
+            owner[i] = owner[s];
+        }
+    }
+    let holds = |i: usize| {
+        view_of(i).is_none() && !matches!(plan.steps[i].node.op, Op::Weight { .. } | Op::Tokens)
+    };
     let mut last_use = vec![0usize; n];
     for (i, st) in plan.steps.iter().enumerate() {
         for &j in &st.inputs {
-            last_use[j] = last_use[j].max(i);
+            last_use[owner[j]] = last_use[owner[j]].max(i);
         }
     }
     for &o in &plan.outputs {
-        last_use[o] = usize::MAX;
+        last_use[owner[o]] = usize::MAX;
     }
     let mut slots = vec![None; n];
     let mut slot_size: Vec<usize> = Vec::new();
@@ -84,8 +105,10 @@ pub fn plan_memory(plan: &Plan, elem_bytes: usize) -> (MemoryPlan, Vec<String>) 
             };
             slot_size[s] = slot_size[s].max(sizes[i]);
             slots[i] = Some(s);
+        } else if owner[i] != i {
+            slots[i] = slots[owner[i]];
         }
-        let mut inputs = plan.steps[i].inputs.clone();
+        let mut inputs: Vec<usize> = plan.steps[i].inputs.iter().map(|&j| owner[j]).collect();
         inputs.sort_unstable();
         inputs.dedup();
         for j in inputs {

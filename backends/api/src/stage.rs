@@ -2,7 +2,8 @@
 //! Kernel routing binds each matmul to kernels by its weight's stored type and shape
 //! class; memory planning lays activations out in the backend's element type.
 
-use crate::memory::{plan_memory, MemoryPlan};
+use crate::memory::{plan_memory_with_views, MemoryPlan};
+use crate::BackendError;
 use weft_ir::{DType, Dim, Op, Plan};
 
 /// How a matmul reads its weight rows.
@@ -46,13 +47,15 @@ pub struct Stage {
 
 /// Runs the backend stage on a validated plan: `route(dtype, one_row)` picks each
 /// matmul's kernels (`one_row`: its shape says one row whatever the step, e.g. a head
-/// after `last_position`); with `memory`, activations of `elem_bytes` get arena slots.
+/// after `last_position`); with `memory`, activations of `elem_bytes` get arena slots
+/// (`views`: steps the backend reads as views of others, see `plan_memory_with_views`).
 pub fn backend_stage(
     plan: &Plan,
     backend: &str,
     route: impl Fn(DType, bool) -> Route,
     memory: bool,
     elem_bytes: usize,
+    views: &[Option<usize>],
 ) -> Stage {
     let mut log = Vec::new();
     let mut lines = Vec::new();
@@ -82,7 +85,7 @@ pub fn backend_stage(
     ));
     log.append(&mut lines);
     let memory = memory.then(|| {
-        let (m, lines) = plan_memory(plan, elem_bytes);
+        let (m, lines) = plan_memory_with_views(plan, elem_bytes, views);
         log.push(format!("memory ({backend}): {} slot(s)", m.n_slots));
         log.extend(lines.into_iter().map(|l| format!("  {l}")));
         m
@@ -121,4 +124,62 @@ impl Stage {
         }
         s
     }
+}
+
+impl Stage {
+    /// The arena slot of each step's value and the number of slots: the memory plan's,
+    /// with one spare slot for steps that hold no value; a slot a step without one.
+    pub fn arena_slots(&self, plan: &Plan) -> Result<(Vec<usize>, usize), BackendError> {
+        let n = plan.steps.len();
+        match &self.memory {
+            Some(m) if m.slots.len() == n => Ok((
+                m.slots.iter().map(|s| s.unwrap_or(m.n_slots)).collect(),
+                m.n_slots + 1,
+            )),
+            Some(_) => Err(BackendError::BadPlan {
+                step: 0,
+                name: plan
+                    .steps
+                    .first()
+                    .map_or(String::new(), |s| s.node.name.clone()),
+                message: "the memory plan does not cover every step".into(),
+            }),
+            None => Ok(((0..n).collect(), n)),
+        }
+    }
+}
+
+/// Steps at or after a `last_position`: one row per position when all logits are asked.
+pub fn after_last(plan: &Plan) -> Vec<bool> {
+    let mut after = vec![false; plan.steps.len()];
+    for (i, st) in plan.steps.iter().enumerate() {
+        after[i] = matches!(st.node.op, Op::LastPosition) || st.inputs.iter().any(|&j| after[j]);
+    }
+    after
+}
+
+/// Rows of step `i`'s value in a call of `seq` positions (`all`: every position's
+/// logits asked), given [`after_last`] of the plan.
+pub fn value_rows(plan: &Plan, after_last: &[bool], i: usize, seq: usize, all: bool) -> usize {
+    match all && after_last[i] {
+        true => seq,
+        false => plan.steps[i].node.shape[0].eval(seq),
+    }
+}
+
+/// The KV width (kv heads × head_dim) of each attention layer; layers must be numbered
+/// 0, 1, 2… once each.
+pub fn kv_widths(plan: &Plan) -> Result<Vec<usize>, BackendError> {
+    let mut widths = Vec::new();
+    for (k, (layer, nkv, hd)) in plan.kv_layout().into_iter().enumerate() {
+        if layer != k {
+            return Err(BackendError::BadPlan {
+                step: 0,
+                name: format!("layer {layer}"),
+                message: "attention layers must be numbered 0, 1, 2… once each".into(),
+            });
+        }
+        widths.push(nkv * hd);
+    }
+    Ok(widths)
 }

@@ -8,8 +8,9 @@
 use crate::ops::{self, AttnShape};
 use std::sync::Arc;
 use weft_backend::{
-    backend_stage, check_declined, validate_plan, BackendError, Executable, Logits, LowerOptions,
-    MatKernel, Output, Route, Session, Stage,
+    after_last, backend_stage, check_batch, check_declined, check_forward, check_truncate,
+    kv_widths, validate_plan, BackendError, Executable, Logits, LowerOptions, MatKernel, Output,
+    Route, Session, Stage,
 };
 use weft_ir::alloc::{try_resize, try_zeros};
 use weft_ir::{DType, GluAct, Op, Plan, WeightProvider, WeightView};
@@ -53,6 +54,77 @@ pub trait Kernels: Send + Sync + Sized + 'static {
     fn describe(&self) -> String {
         Self::NAME.to_string()
     }
+}
+
+/// Weight steps that kernels read as f32 vectors rather than matrices: norm weights,
+/// biases, learned scales, rope divisors. Every backend's lowering decodes these.
+pub fn vector_weights(plan: &Plan) -> Vec<bool> {
+    let mut vector = vec![false; plan.steps.len()];
+    for st in &plan.steps {
+        match st.node.op {
+            Op::Bias => vector[st.inputs[1]] = true,
+            Op::RmsNorm { .. } | Op::Scale { .. } if st.inputs.len() > 1 => {
+                vector[st.inputs[1]] = true
+            }
+            Op::LayerNorm { .. } => st.inputs[1..].iter().for_each(|&w| vector[w] = true),
+            Op::MatMul { bias: true, .. } => {
+                let n_weights = (st.inputs.len() - 1) / 2;
+                st.inputs[1 + n_weights..]
+                    .iter()
+                    .for_each(|&b| vector[b] = true);
+            }
+            Op::AddRmsNorm { .. } => vector[st.inputs[2]] = true,
+            Op::Rope { .. } if st.inputs.len() > 1 => vector[st.inputs[1]] = true,
+            Op::Attention { .. } if st.inputs.len() > 3 => vector[st.inputs[3]] = true,
+            _ => {}
+        }
+    }
+    vector
+}
+
+/// The provider's tensor for a weight step (`None` for other ops), transposed where the
+/// file stores `[in, out]` (one copy, so matmuls read rows as usual), and checked
+/// against the plan's type and shape.
+pub fn bind_weight(
+    weights: &dyn WeightProvider,
+    op: &Op,
+) -> Result<Option<WeightView>, BackendError> {
+    let Op::Weight {
+        tensor,
+        dtype,
+        shape,
+        transposed,
+    } = op
+    else {
+        return Ok(None);
+    };
+    let mut w = weights
+        .weight(tensor)
+        .ok_or_else(|| BackendError::MissingWeight(tensor.clone()))?;
+    if *transposed {
+        w = w.transposed().ok_or_else(|| BackendError::WeightMismatch {
+            tensor: tensor.clone(),
+            expected: "a 2-D matrix of f32, f16 or bf16 to transpose".into(),
+            found: format!("{} {:?}", w.dtype, w.shape),
+        })?;
+    }
+    if w.dtype != *dtype || &w.shape != shape {
+        return Err(BackendError::WeightMismatch {
+            tensor: tensor.clone(),
+            expected: format!("{dtype} {shape:?}"),
+            found: format!("{} {:?}", w.dtype, w.shape),
+        });
+    }
+    Ok(Some(w))
+}
+
+/// A (vector) weight decoded to f32.
+pub fn decode_vector(w: &WeightView) -> Vec<f32> {
+    let mut f = vec![0.0; w.numel()];
+    for (r, out) in f.chunks_exact_mut(w.cols()).enumerate() {
+        weft_quant::kernel_for(w.dtype).decode_row(w.row(r), out);
+    }
+    f
 }
 
 /// Lowers `plan` for the host backend `K`.
@@ -121,70 +193,19 @@ impl<K: Kernels> HostExecutable<K> {
             |d, one| kernels.route(d, one),
             options.memory,
             4,
+            &[],
         );
         stage
             .log
             .insert(0, format!("kernels: {}", kernels.describe()));
         let n = plan.steps.len();
-        // Weights read as f32 vectors rather than matrices: norm weights, rope divisors.
-        let mut small_use = vec![false; n];
-        for st in &plan.steps {
-            match st.node.op {
-                Op::Bias => small_use[st.inputs[1]] = true,
-                Op::RmsNorm { .. } | Op::Scale { .. } if st.inputs.len() > 1 => {
-                    small_use[st.inputs[1]] = true
-                }
-                Op::LayerNorm { .. } => st.inputs[1..].iter().for_each(|&w| small_use[w] = true),
-                Op::MatMul { bias: true, .. } => {
-                    let n_weights = (st.inputs.len() - 1) / 2;
-                    st.inputs[1 + n_weights..]
-                        .iter()
-                        .for_each(|&b| small_use[b] = true);
-                }
-                Op::AddRmsNorm { .. } => small_use[st.inputs[2]] = true,
-                Op::Rope { .. } if st.inputs.len() > 1 => small_use[st.inputs[1]] = true,
-                Op::Attention { .. } if st.inputs.len() > 3 => small_use[st.inputs[3]] = true,
-                _ => {}
-            }
-        }
+        let vectors = vector_weights(&plan);
         let mut bound = Vec::with_capacity(n);
         for (i, st) in plan.steps.iter().enumerate() {
-            bound.push(match &st.node.op {
-                Op::Weight {
-                    tensor,
-                    dtype,
-                    shape,
-                    transposed,
-                } => {
-                    let mut w = weights
-                        .weight(tensor)
-                        .ok_or_else(|| BackendError::MissingWeight(tensor.clone()))?;
-                    // Stored [in, out]: one transposed copy, so matmuls read rows as usual.
-                    if *transposed {
-                        w = w.transposed().ok_or_else(|| BackendError::WeightMismatch {
-                            tensor: tensor.clone(),
-                            expected: "a 2-D matrix of f32, f16 or bf16 to transpose".into(),
-                            found: format!("{} {:?}", w.dtype, w.shape),
-                        })?;
-                    }
-                    if w.dtype != *dtype || &w.shape != shape {
-                        return Err(BackendError::WeightMismatch {
-                            tensor: tensor.clone(),
-                            expected: format!("{dtype} {shape:?}"),
-                            found: format!("{} {:?}", w.dtype, w.shape),
-                        });
-                    }
-                    if small_use[i] {
-                        let mut f = vec![0.0; w.numel()];
-                        for (r, out) in f.chunks_exact_mut(w.cols()).enumerate() {
-                            weft_quant::kernel_for(w.dtype).decode_row(w.row(r), out);
-                        }
-                        Bound::Small(f)
-                    } else {
-                        Bound::Weight(w)
-                    }
-                }
-                _ => Bound::Value,
+            bound.push(match bind_weight(weights, &st.node.op)? {
+                Some(w) if vectors[i] => Bound::Small(decode_vector(&w)),
+                Some(w) => Bound::Weight(w),
+                None => Bound::Value,
             });
         }
         let divisors = |st: &weft_ir::Step, k: usize| match st.inputs.get(k).map(|&j| &bound[j]) {
@@ -210,30 +231,9 @@ impl<K: Kernels> HostExecutable<K> {
                 ))
             })
             .collect();
-        let mut kv_widths = Vec::new();
-        for (k, (layer, nkv, hd)) in plan.kv_layout().into_iter().enumerate() {
-            if layer != k {
-                return Err(BackendError::BadPlan {
-                    step: 0,
-                    name: format!("layer {layer}"),
-                    message: "attention layers must be numbered 0, 1, 2… once each".into(),
-                });
-            }
-            kv_widths.push(nkv * hd);
-        }
-        let mut after_last = vec![false; n];
-        for (i, st) in plan.steps.iter().enumerate() {
-            after_last[i] =
-                matches!(st.node.op, Op::LastPosition) || st.inputs.iter().any(|&j| after_last[j]);
-        }
-        let (slot, n_slots) = match &stage.memory {
-            Some(m) if m.slots.len() == n => (
-                m.slots.iter().map(|s| s.unwrap_or(m.n_slots)).collect(),
-                m.n_slots + 1,
-            ),
-            Some(_) => return Err(bad(0, &plan, "the memory plan does not cover every step")),
-            None => ((0..n).collect(), n),
-        };
+        let kv_widths = kv_widths(&plan)?;
+        let after_last = after_last(&plan);
+        let (slot, n_slots) = stage.arena_slots(&plan)?;
         Ok(HostExecutable {
             plan,
             stage,
@@ -282,6 +282,62 @@ impl<K: Kernels> Executable for HostExecutable<K> {
             pos: 0,
         }))
     }
+    fn forward_batch(
+        &self,
+        sessions: &mut [&mut dyn Session],
+        tokens: &[u32],
+        out: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
+        // One row per session, run in the first session's arena; the logits are copied out.
+        check_batch(sessions.len(), tokens.len())?;
+        let mut mine = Vec::with_capacity(sessions.len());
+        for (i, s) in sessions.iter_mut().enumerate() {
+            let s = s
+                .as_any_mut()
+                .downcast_mut::<HostSession<K>>()
+                .filter(|s| std::ptr::eq(Arc::as_ptr(&s.exe), self))
+                .ok_or_else(|| {
+                    BackendError::Batch(format!("session {i} belongs to another executable"))
+                })?;
+            check_forward(s.pos, 1, s.max_ctx)?;
+            mine.push(s);
+        }
+        let Some((first, rest)) = mine.split_first_mut() else {
+            out.clear();
+            return Ok(());
+        };
+        let HostSession {
+            slots,
+            scratch,
+            caches,
+            pos,
+            ..
+        } = &mut **first;
+        let mut segments = vec![Segment {
+            caches,
+            pos0: *pos,
+            len: 1,
+        }];
+        segments.extend(rest.iter_mut().map(|s| Segment {
+            caches: &mut s.caches,
+            pos0: s.pos,
+            len: 1,
+        }));
+        self.run(Pass {
+            slots,
+            scratch,
+            segments: &mut segments,
+            tokens,
+            all: true,
+            check: false,
+        })?;
+        let o = &slots[self.slot[self.plan.outputs[0]]];
+        out.clear();
+        out.extend_from_slice(o);
+        *pos += 1;
+        rest.iter_mut().for_each(|s| s.pos += 1);
+        Ok(())
+    }
 }
 
 /// Checks that every id names a row of `table` before anything is written.
@@ -317,23 +373,52 @@ pub struct HostSession<K: Kernels> {
     pos: usize,
 }
 
+/// Consecutive rows of one forward pass that belong to one sequence: its KV caches
+/// and the position of its first row.
+struct Segment<'a> {
+    caches: &'a mut [Cache],
+    pos0: usize,
+    len: usize,
+}
+
+/// One forward pass over the rows of one or more sequences (a batched decode step
+/// has one row per session), in the arena of the session that runs it.
+struct Pass<'p, 'a> {
+    slots: &'a mut [Vec<f32>],
+    scratch: &'a mut Vec<f32>,
+    segments: &'p mut [Segment<'a>],
+    tokens: &'a [u32],
+    /// Every row goes on past `last_position` (all logits asked, or a batch).
+    all: bool,
+    /// Stop at the first step whose output is not finite (a diagnostic rerun).
+    check: bool,
+}
+
+impl Pass<'_, '_> {
+    /// The position of every row, in order.
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.segments.iter().flat_map(|s| s.pos0..s.pos0 + s.len)
+    }
+}
+
 impl<K: Kernels> Session for HostSession<K> {
     fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError> {
         let seq = tokens.len();
-        if seq == 0 {
-            return Err(BackendError::NoTokens);
-        }
-        if self.pos + seq > self.max_ctx {
-            return Err(BackendError::ContextFull {
-                needed: self.pos + seq,
-                max_ctx: self.max_ctx,
-            });
-        }
+        check_forward(self.pos, seq, self.max_ctx)?;
         let exe = Arc::clone(&self.exe);
         let all = which == Logits::All;
-        let pos0 = self.pos;
-        exe.kernels.run_steps(|| {
-            (0..exe.plan.steps.len()).try_for_each(|i| self.run_step(&exe, i, tokens, pos0, all))
+        exe.run(Pass {
+            slots: &mut self.slots,
+            scratch: &mut self.scratch,
+            // One segment, on the stack: no allocation per forward call.
+            segments: &mut [Segment {
+                caches: &mut self.caches,
+                pos0: self.pos,
+                len: seq,
+            }],
+            tokens,
+            all,
+            check: false,
         })?;
         self.pos += seq;
         let o = exe.plan.outputs[0];
@@ -345,13 +430,7 @@ impl<K: Kernels> Session for HostSession<K> {
     }
 
     fn truncate(&mut self, pos: usize) -> Result<(), BackendError> {
-        if pos > self.pos {
-            return Err(BackendError::Truncate {
-                to: pos,
-                position: self.pos,
-            });
-        }
-        self.pos = pos;
+        self.pos = check_truncate(pos, self.pos)?;
         Ok(())
     }
 
@@ -362,28 +441,54 @@ impl<K: Kernels> Session for HostSession<K> {
     fn max_ctx(&self) -> usize {
         self.max_ctx
     }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn locate_non_finite(&mut self, tokens: &[u32]) -> Result<Option<String>, BackendError> {
+        let seq = tokens.len();
+        if seq == 0 || seq > self.pos {
+            return Ok(None);
+        }
+        // The same tokens at the same positions: the rerun writes what the call wrote.
+        let exe = Arc::clone(&self.exe);
+        let found = exe.run(Pass {
+            slots: &mut self.slots,
+            scratch: &mut self.scratch,
+            segments: &mut [Segment {
+                caches: &mut self.caches,
+                pos0: self.pos - seq,
+                len: seq,
+            }],
+            tokens,
+            all: false,
+            check: true,
+        });
+        match found {
+            Ok(()) => Ok(None),
+            Err(e @ BackendError::NonFinite { .. }) => Ok(Some(e.to_string())),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl<K: Kernels> HostExecutable<K> {
     /// Rows of step `i`'s value at `seq` positions.
     fn rows(&self, i: usize, seq: usize, all: bool) -> usize {
-        match all && self.after_last[i] {
-            true => seq,
-            false => self.plan.steps[i].node.shape[0].eval(seq),
-        }
+        weft_backend::value_rows(&self.plan, &self.after_last, i, seq, all)
     }
-}
 
-impl<K: Kernels> HostSession<K> {
-    fn run_step(
-        &mut self,
-        exe: &HostExecutable<K>,
-        i: usize,
-        tokens: &[u32],
-        pos0: usize,
-        all: bool,
-    ) -> Result<(), BackendError> {
-        let seq = tokens.len();
+    /// Runs every step of one pass.
+    fn run(&self, mut pass: Pass<'_, '_>) -> Result<(), BackendError> {
+        self.kernels
+            .run_steps(|| (0..self.plan.steps.len()).try_for_each(|i| self.run_step(i, &mut pass)))
+    }
+
+    fn run_step(&self, i: usize, pass: &mut Pass<'_, '_>) -> Result<(), BackendError> {
+        let exe = self;
+        let seq = pass.tokens.len();
+        let all = pass.all;
         let step = &exe.plan.steps[i];
         if matches!(step.node.op, Op::Tokens | Op::Weight { .. }) {
             return Ok(());
@@ -393,13 +498,14 @@ impl<K: Kernels> HostSession<K> {
             exe.rows(i, seq, all),
             step.node.shape.get(1).map_or(1, |d| d.eval(seq)),
         ];
-        let mut out = std::mem::take(&mut self.slots[exe.slot[i]]);
+        let mut out = std::mem::take(&mut pass.slots[exe.slot[i]]);
         // A step's size comes from the plan and the tokens: grown fallibly.
         try_resize(&mut out, &shape).map_err(|e| BackendError::Alloc {
             what: format!("step {i}'s value ({} × {})", shape[0], shape[1]),
             bytes: e.bytes,
         })?;
-        let input = |k: usize| -> &[f32] { &self.slots[exe.slot[step.inputs[k]]] };
+        let slots = &*pass.slots;
+        let input = |k: usize| -> &[f32] { &slots[exe.slot[step.inputs[k]]] };
         let weight = |k: usize| -> Result<&WeightView, BackendError> {
             match &exe.bound[step.inputs[k]] {
                 Bound::Weight(w) => Ok(w),
@@ -416,12 +522,12 @@ impl<K: Kernels> HostSession<K> {
             Op::Tokens | Op::Weight { .. } => {}
             Op::TokenEmbed => {
                 let table = weight(0)?;
-                check_ids(table, tokens)?;
-                exe.kernels.gather_rows(table, tokens, &mut out);
+                check_ids(table, pass.tokens)?;
+                exe.kernels.gather_rows(table, pass.tokens, &mut out);
             }
             Op::PositionEmbed => {
                 let table = weight(0)?;
-                let positions: Vec<u32> = (pos0..pos0 + seq).map(|p| p as u32).collect();
+                let positions: Vec<u32> = pass.positions().map(|p| p as u32).collect();
                 check_ids(table, &positions)?;
                 exe.kernels.gather_rows(table, &positions, &mut out);
             }
@@ -587,7 +693,13 @@ impl<K: Kernels> HostSession<K> {
                     .as_deref()
                     .expect("rope steps have frequencies");
                 out.copy_from_slice(input(0));
-                ops::rope(&mut out, shape[1], *head_dim, f, *layout, pos0);
+                let w = shape[1];
+                let mut rows = out.chunks_mut(w);
+                for seg in pass.segments.iter() {
+                    for (t, row) in rows.by_ref().take(seg.len).enumerate() {
+                        ops::rope(row, w, *head_dim, f, *layout, seg.pos0 + t);
+                    }
+                }
             }
             Op::Attention {
                 layer,
@@ -607,33 +719,33 @@ impl<K: Kernels> HostSession<K> {
                     window: *window,
                     softcap: *softcap,
                 };
-                let c = &mut self.caches[*layer];
-                let w = c.width;
-                let rows = pos0 * w..(pos0 + seq) * w;
-                c.k[rows.clone()].copy_from_slice(&self.slots[exe.slot[step.inputs[1]]]);
-                c.v[rows.clone()].copy_from_slice(&self.slots[exe.slot[step.inputs[2]]]);
-                let mut q = &self.slots[exe.slot[step.inputs[0]]][..];
-                if let Some(r) = rope {
-                    // Rope fused into attention: rotate k as it enters the cache, q in scratch.
-                    let f = exe.freqs[i]
-                        .as_deref()
-                        .expect("rope-fused attention has frequencies");
-                    ops::rope(&mut c.k[rows], w, r.head_dim, f, r.layout, pos0);
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(q);
-                    ops::rope(
-                        &mut self.scratch,
-                        n_heads * head_dim,
-                        r.head_dim,
-                        f,
-                        r.layout,
-                        pos0,
-                    );
-                    q = &self.scratch;
+                let (qw, ow) = (n_heads * head_dim, shape[1]);
+                let (q_all, k_new, v_new) = (input(0), input(1), input(2));
+                let mut r = 0;
+                for seg in pass.segments.iter_mut() {
+                    let (pos0, len) = (seg.pos0, seg.len);
+                    let c = &mut seg.caches[*layer];
+                    let w = c.width;
+                    let at = pos0 * w..(pos0 + len) * w;
+                    c.k[at.clone()].copy_from_slice(&k_new[r * w..(r + len) * w]);
+                    c.v[at.clone()].copy_from_slice(&v_new[r * w..(r + len) * w]);
+                    let mut q = &q_all[r * qw..(r + len) * qw];
+                    if let Some(rp) = rope {
+                        // Rope fused into attention: rotate k as it enters the cache, q in scratch.
+                        let f = exe.freqs[i]
+                            .as_deref()
+                            .expect("rope-fused attention has frequencies");
+                        ops::rope(&mut c.k[at], w, rp.head_dim, f, rp.layout, pos0);
+                        pass.scratch.clear();
+                        pass.scratch.extend_from_slice(q);
+                        ops::rope(&mut pass.scratch[..], qw, rp.head_dim, f, rp.layout, pos0);
+                        q = &pass.scratch[..];
+                    }
+                    let end = (pos0 + len) * w;
+                    let o = &mut out[r * ow..(r + len) * ow];
+                    ops::attention(q, &c.k[..end], &c.v[..end], s, pos0, o);
+                    r += len;
                 }
-                let c = &self.caches[*layer];
-                let end = (pos0 + seq) * w;
-                ops::attention(q, &c.k[..end], &c.v[..end], s, pos0, &mut out);
             }
             // With all logits asked, every position goes on (rows = seq).
             Op::LastPosition => {
@@ -642,7 +754,19 @@ impl<K: Kernels> HostSession<K> {
             }
             Op::Output => out.copy_from_slice(input(0)),
         }
-        self.slots[exe.slot[i]] = out;
-        Ok(())
+        let bad = match pass.check {
+            true => out.iter().copied().find(|v| !v.is_finite()),
+            false => None,
+        };
+        pass.slots[exe.slot[i]] = out;
+        match bad {
+            Some(value) => Err(BackendError::NonFinite {
+                step: i,
+                name: step.node.name.clone(),
+                op: step.node.op.kind().to_string(),
+                value,
+            }),
+            None => Ok(()),
+        }
     }
 }

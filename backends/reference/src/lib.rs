@@ -5,7 +5,7 @@
 pub mod host;
 pub mod ops;
 
-pub use host::{HostExecutable, HostSession, Kernels};
+pub use host::{bind_weight, decode_vector, vector_weights, HostExecutable, HostSession, Kernels};
 
 use std::marker::PhantomData;
 use std::sync::Arc;

@@ -1,0 +1,47 @@
+// One activation row against a weight: out[r, col + j] = Σ_i x[i] · w[j, i] (decode), or
+// in expert mode (8 = 1) output row r = workgroup y of m, reading activation row r / 9
+// (x_div) and expert ids[r]'s weight at byte w_base + ids[r] · 10. ROWS weight rows a
+// workgroup, LANES threads a row (ROWS · LANES = 64, picked per device), their partial
+// sums added in a tree. `row_dot` (a lane's part) is by chunks for every type
+// (row_dot_chunks.wgsl), or, for some types with 32 lanes, by super-blocks shared by
+// the lanes so that their loads coalesce (quant/rowdot/).
+// params: as matmul.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes, 6 w_base,
+// 7 groups_x, 8 expert mode, 9 x_div, 10 expert_bytes, 11 x_stride, 12 x_off.
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> ids: array<u32>;
+
+const ROWS: u32 = 64u;
+const LANES: u32 = 1u;
+
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let k = pu(1);
+    let n = pu(2);
+    let j = wg.x * ROWS + li / LANES;
+    let lane = li % LANES;
+    let r = wg.y;
+    var base = pu(6);
+    var xrow = r;
+    if pu(8) == 1u {
+        base += ids[r] * pu(10);
+        xrow = r / pu(9);
+    }
+    var acc = 0.0;
+    if j < n {
+        acc = row_dot(base + j * pu(5), k, xrow * pu(11) + pu(12), lane);
+    }
+    partial[li] = acc;
+    workgroupBarrier();
+    for (var h = LANES / 2u; h > 0u; h = h / 2u) {
+        if lane < h {
+            partial[li] += partial[li + h];
+        }
+        workgroupBarrier();
+    }
+    if lane == 0u && j < n {
+        out[r * pu(3) + pu(4) + j] = partial[li];
+    }
+}

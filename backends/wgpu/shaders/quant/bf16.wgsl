@@ -1,0 +1,11 @@
+// BF16: the top half of an f32.
+fn decode_chunk(row: u32, c: u32, k: u32) -> array<f32, 32> {
+    var v: array<f32, 32>;
+    for (var e = 0u; e < 32u; e++) {
+        let i = c * 32u + e;
+        if i < k {
+            v[e] = bitcast<f32>(wu16(row + 2u * i) << 16u);
+        }
+    }
+    return v;
+}

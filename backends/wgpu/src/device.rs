@@ -1,0 +1,130 @@
+//! The GPU device: one adapter, device and queue per process, opened on first use and
+//! shared by every executable. Vulkan only (the one backend wgpu reaches on the
+//! machines weft targets, including Mesa's software rasteriser in CI).
+
+use std::sync::{Arc, Mutex, OnceLock};
+use weft_backend::BackendError;
+
+/// The opened device and what it offers.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// The first error the device reported outside an error scope (wgpu would
+    /// otherwise panic): the next wait returns it.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
+
+pub(crate) fn err(message: impl Into<String>) -> BackendError {
+    BackendError::Device {
+        backend: crate::NAME,
+        message: message.into(),
+    }
+}
+
+/// The process's GPU, opened on first call; one clear error where no usable adapter is.
+pub fn gpu() -> Result<Arc<Gpu>, BackendError> {
+    GPU.get_or_init(|| open().map(Arc::new))
+        .clone()
+        .map_err(err)
+}
+
+fn open() -> Result<Gpu, String> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
+    .map_err(|e| {
+        format!(
+            "no usable GPU adapter ({e}); weft's GPU backend needs a Vulkan driver \
+             (on a machine without a GPU, Mesa's software one: Debian mesa-vulkan-drivers)"
+        )
+    })?;
+    let info = adapter.get_info();
+    let have = adapter.limits();
+    // Ask for everything the adapter has: storage sizes and workgroup memory decide
+    // which models fit.
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
+        max_buffer_size: have.max_buffer_size,
+        max_storage_buffers_per_shader_stage: have.max_storage_buffers_per_shader_stage,
+        max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
+        max_compute_workgroup_size_x: have.max_compute_workgroup_size_x,
+        max_compute_workgroups_per_dimension: have.max_compute_workgroups_per_dimension,
+        ..wgpu::Limits::default()
+    };
+    // Timestamps serve WEFT_GPU_PROFILE (profile.rs).
+    let features =
+        adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY);
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("weft"),
+        required_features: features,
+        required_limits: limits.clone(),
+        ..Default::default()
+    }))
+    .map_err(|e| format!("the adapter '{}' refused a device: {e}", info.name))?;
+    let error = Arc::new(Mutex::new(None));
+    let sink = Arc::clone(&error);
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| e.to_string());
+    }));
+    Ok(Gpu {
+        error,
+        device,
+        queue,
+        info,
+        limits,
+        features,
+    })
+}
+
+impl Gpu {
+    /// What `weft inspect --gpu` prints: the adapter, its features and limits.
+    pub fn report(&self) -> String {
+        let i = &self.info;
+        let l = &self.limits;
+        format!(
+            "adapter: {} ({:?}, {:?} backend, driver {} {})\n\
+             features: shader-f16 {}\n\
+             limits: storage binding {} MiB, buffer {} MiB, {} storage buffers per stage, \
+             workgroup memory {} KiB, {} invocations per workgroup, {} workgroups per dimension",
+            i.name,
+            i.device_type,
+            i.backend,
+            i.driver,
+            i.driver_info,
+            if self.features.contains(wgpu::Features::SHADER_F16) {
+                "yes"
+            } else {
+                "no"
+            },
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_buffer_size >> 20,
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroups_per_dimension,
+        )
+    }
+
+    /// Waits for all submitted work; a lost device is an error.
+    pub fn wait(&self) -> Result<(), BackendError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| err(format!("waiting for the GPU: {e}")))?;
+        let reported = self.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match reported {
+            Some(e) => Err(err(format!("the GPU reported an error: {e}"))),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! weft's GPU backend: plans lowered onto wgpu compute pipelines. Lowering validates
+//! the plan, runs the backend stage (the memory plan gives the activation arena) and
+//! uploads each weight once in its stored blocks (matmuls and lookups decode blocks in
+//! the kernel; nothing is expanded to f32 but norm vectors). Each step becomes one or
+//! more dispatches with a pipeline fixed at lowering; a session binds them to its own
+//! arena and KV cache and runs a forward call as one command encoder, reading back
+//! only the logits it returns.
+
+mod buffers;
+mod device;
+mod profile;
+mod schedule;
+mod session;
+mod shaders;
+
+pub use device::{gpu, Gpu};
+
+use buffers::{groups, read_back, storage, upload, Params};
+use std::sync::Arc;
+use weft_backend::{Backend, BackendError, Executable, LowerOptions};
+use weft_ir::{Plan, WeightProvider, WeightView};
+
+/// The backend's name (`--backend gpu`).
+pub const NAME: &str = "gpu";
+
+/// The GPU backend.
+pub struct GpuBackend;
+
+pub const GPU: GpuBackend = GpuBackend;
+
+impl Backend for GpuBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn declined_fusions(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn lower(
+        &self,
+        plan: Plan,
+        weights: &dyn WeightProvider,
+        options: &LowerOptions,
+    ) -> Result<Arc<dyn Executable>, BackendError> {
+        Ok(Arc::new(schedule::GpuExecutable::new(
+            plan, weights, options,
+        )?))
+    }
+}
+
+/// Rows `ids` of `w` decoded on the GPU by the embedding kernel (kernel tests).
+pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError> {
+    let gpu = gpu()?;
+    let p = schedule::pipelines().get(&gpu, "gather", kernel_source("gather", w)?)?;
+    let wbuf = upload(&gpu, &w.name, w.bytes())?;
+    let ibuf = upload(&gpu, "ids", &words(ids))?;
+    let k = w.cols();
+    let out = storage(&gpu, "rows", (ids.len() * k * 4) as u64)?;
+    let (gx, gy) = groups(&gpu, ids.len() as u32);
+    let params = Params::new(&[
+        ids.len() as u32,
+        k as u32,
+        w.row_bytes() as u32,
+        0,
+        0,
+        gx,
+        0,
+        w.rows() as u32,
+    ]);
+    buffers::dispatch_once(&gpu, &p, params, &[&ibuf, &wbuf, &out], (gx, gy));
+    read_back(&gpu, &out, (ids.len() * k * 4) as u64)
+}
+
+/// `x[m×k] · wᵀ` on the GPU by the matmul kernel a plan's matmul of m rows takes
+/// (kernel tests), with `rows` weight rows a workgroup (`None`: the device's choice).
+pub fn matmul(
+    x: &[f32],
+    m: usize,
+    w: &WeightView,
+    rows: Option<usize>,
+) -> Result<Vec<f32>, BackendError> {
+    let gpu = gpu()?;
+    let rows_per = rows.unwrap_or_else(|| schedule::matmul_rows(&gpu));
+    let mt = schedule::matmul_mt(&gpu);
+    // The kernel a plan's matmul of m rows takes.
+    let vec4 = w.cols().is_multiple_of(4);
+    let gemm = m >= schedule::GEMM_MIN_ROWS && schedule::gemm_fits(w.cols(), vec4, false);
+    let name = match (m, gemm) {
+        (1, _) => "matvec",
+        (_, true) => "gemm",
+        _ => "matmul",
+    };
+    let src = match gemm {
+        true => shaders::source(name, Some(w.dtype)),
+        false => shaders::matmul_source(name, w.dtype, rows_per, mt, vec4),
+    }
+    .map_err(|what| unsupported(w, what))?;
+    let p = schedule::pipelines().get(&gpu, name, src)?;
+    let (n, k) = (w.rows(), w.cols());
+    let wbuf = upload(&gpu, &w.name, w.bytes())?;
+    let xbuf = upload(&gpu, "x", &floats(x))?;
+    let out = storage(&gpu, "out", (m * n * 4) as u64)?;
+    let no_experts = upload(&gpu, "ids", &[0; 4])?;
+    let mut bindings = vec![&xbuf, &wbuf, &out];
+    if m == 1 {
+        bindings.push(&no_experts);
+    }
+    let (gx, gy) = match (m, gemm) {
+        (1, _) => (n.div_ceil(rows_per), 1),
+        (_, true) => (n.div_ceil(schedule::GEMM_TN), m.div_ceil(schedule::GEMM_TM)),
+        _ => (n.div_ceil(rows_per), m.div_ceil(mt)),
+    };
+    let (gx, gy) = (gx as u32, gy as u32);
+    let params = Params::new(&[
+        m as u32,
+        k as u32,
+        n as u32,
+        n as u32,
+        0,
+        w.row_bytes() as u32,
+        0,
+        gx,
+        0,
+        1,
+        0,
+        k as u32,
+        0,
+    ]);
+    buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, gy));
+    read_back(&gpu, &out, (m * n * 4) as u64)
+}
+
+fn kernel_source(name: &str, w: &WeightView) -> Result<String, BackendError> {
+    shaders::source(name, Some(w.dtype)).map_err(|what| unsupported(w, what))
+}
+
+fn unsupported(w: &WeightView, what: String) -> BackendError {
+    BackendError::Unsupported {
+        step: 0,
+        name: w.name.clone(),
+        what,
+        backend: NAME,
+    }
+}
+
+pub(crate) fn words(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+pub(crate) fn floats(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Whether the GPU kernels read weights of `dtype`.
+pub fn supports(dtype: weft_ir::DType) -> bool {
+    shaders::decoder(dtype).is_some()
+}

@@ -1,0 +1,1280 @@
+//! Lowering a plan into a GPU schedule: each step becomes one or more dispatches, each a
+//! pipeline fixed at lowering, the buffers it binds (named by role, bound to a
+//! session's own arena and KV cache when the session opens) and a rule giving its
+//! parameters and workgroup counts for a forward call's rows and positions.
+
+use crate::buffers::{f, groups, upload, Params};
+use crate::device::{gpu, Gpu};
+use crate::shaders::{self, elementwise_source, Kernel, Operand, Pipelines};
+use crate::NAME;
+use std::sync::{Arc, OnceLock};
+use weft_backend::{
+    after_last, backend_stage, check_declined, kv_widths, validate_plan, BackendError, Executable,
+    LowerOptions, Route, Session, Stage,
+};
+use weft_ir::{DType, Ew, GluAct, Op, Plan, RopeLayout, WeightProvider, WeightView};
+use weft_reference::ops::rope_inv_freqs;
+use weft_reference::{bind_weight, decode_vector, vector_weights};
+
+/// Activation rows per tiled-matmul workgroup on `gpu`: each decoded weight chunk
+/// serves this many rows.
+pub fn matmul_mt(gpu: &Gpu) -> usize {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu => 4,
+        _ => 16,
+    }
+}
+
+/// Weight rows per matmul workgroup on `gpu` (see `shaders::matmul_source`).
+pub fn matmul_rows(gpu: &Gpu) -> usize {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu => 64,
+        _ => 2,
+    }
+}
+
+/// Activation rows from which a matmul takes the register-tiled GEMM (`gemm.wgsl`,
+/// 64 × 64 tiles) rather than `matmul.wgsl`, where the GEMM applies (see [`gemm_fits`]).
+pub const GEMM_MIN_ROWS: usize = 32;
+
+/// Activation rows and weight rows of a GEMM workgroup's tile (`TM`, `TN` in
+/// gemm.wgsl).
+pub const GEMM_TM: usize = 64;
+pub const GEMM_TN: usize = 64;
+
+/// Whether the GEMM kernel can run a matmul: k whole chunks of 32, x read four floats a
+/// load (`vec4`), no expert routing.
+pub fn gemm_fits(k: usize, vec4: bool, experts: bool) -> bool {
+    vec4 && k.is_multiple_of(32) && !experts
+}
+
+/// The process's compiled pipelines.
+pub fn pipelines() -> &'static Pipelines {
+    static P: OnceLock<Pipelines> = OnceLock::new();
+    P.get_or_init(Pipelines::default)
+}
+
+/// A buffer a dispatch binds, by role; a session resolves roles to its buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buf {
+    /// Arena slot of a step's value.
+    Slot(usize),
+    /// An uploaded weight (index into the executable's weights).
+    Weight(usize),
+    /// The forward call's token ids.
+    Tokens,
+    KeyCache(usize),
+    ValueCache(usize),
+    /// The (cos, sin) table of rope configuration `n`.
+    RopeTable(usize),
+    /// MoE step `n`'s router choices, weights, and its expert intermediates.
+    MoeIds(usize),
+    MoeWeights(usize),
+    MoeHidden(usize),
+    MoeOut(usize),
+    /// A one-word buffer for bindings a kernel variant does not read.
+    Dummy,
+}
+
+/// An activation input as a kernel reads it: a buffer, a row stride and a column
+/// offset (a slice read in place has its source's buffer and stride).
+#[derive(Clone, Copy, Debug)]
+pub struct Src {
+    pub buf: Buf,
+    pub stride: usize,
+    pub off: usize,
+}
+
+/// What a forward call's parameters depend on.
+pub struct Call<'a> {
+    pub seq: usize,
+    pub pos0: usize,
+    /// Rows of each step's value in this call.
+    pub rows: &'a [usize],
+    pub gpu: &'a Gpu,
+}
+
+type Rule = Box<dyn Fn(&Call) -> (Params, (u32, u32)) + Send + Sync>;
+
+/// One dispatch of the schedule.
+pub struct Dispatch {
+    pub step: usize,
+    pub pipeline: Arc<Kernel>,
+    pub bufs: Vec<Buf>,
+    pub rule: Rule,
+    /// What the profile (WEFT_GPU_PROFILE) calls it: the kernel's name and, for
+    /// matmuls, the weight's shape.
+    pub label: String,
+}
+
+/// Scratch sizes a session allocates, per row of a call.
+#[derive(Clone, Debug, Default)]
+pub struct MoeScratch {
+    /// Floats per activation row of the hidden (gate | up, then act) and expert outputs.
+    pub hidden: usize,
+    pub out: usize,
+    pub top_k: usize,
+}
+
+/// A plan lowered for the GPU: the schedule and the weights, uploaded once.
+pub struct GpuExecutable {
+    pub plan: Plan,
+    pub stage: Stage,
+    pub gpu: Arc<Gpu>,
+    pub weights: Vec<wgpu::Buffer>,
+    pub dispatches: Vec<Dispatch>,
+    /// Arena slot of each step's value and the slot count.
+    pub slot: Vec<usize>,
+    pub n_slots: usize,
+    /// Floats a step's value holds per row (its width).
+    pub widths: Vec<usize>,
+    /// Steps at or after `last_position`.
+    pub after_last: Vec<bool>,
+    /// KV width of each attention layer.
+    pub kv_widths: Vec<usize>,
+    /// Inverse frequencies of each distinct rope configuration.
+    pub rope_freqs: Vec<Vec<f32>>,
+    pub moe: Vec<MoeScratch>,
+    /// Rows of the embedding tables that token ids and positions index (for checks).
+    pub token_rows: Option<(String, usize)>,
+    pub position_rows: Option<(String, usize)>,
+}
+
+fn bad(i: usize, plan: &Plan, message: impl Into<String>) -> BackendError {
+    BackendError::BadPlan {
+        step: i,
+        name: plan.steps[i].node.name.clone(),
+        message: message.into(),
+    }
+}
+
+fn unsupported(i: usize, plan: &Plan, what: impl Into<String>) -> BackendError {
+    BackendError::Unsupported {
+        step: i,
+        name: plan.steps[i].node.name.clone(),
+        what: what.into(),
+        backend: NAME,
+    }
+}
+
+/// Dispatch counts over `n` elements with 256 threads a group.
+fn flat(gpu: &Gpu, n: usize) -> (u32, u32) {
+    groups(gpu, n.div_ceil(256) as u32)
+}
+
+struct Lowering<'a> {
+    plan: &'a Plan,
+    gpu: Arc<Gpu>,
+    /// The uploaded weights.
+    weights: Vec<wgpu::Buffer>,
+    /// Weight index of each weight step, and its view's shape facts.
+    weight_of: Vec<Option<Vec<Part>>>,
+    views: Vec<Option<WeightView>>,
+    dispatches: Vec<Dispatch>,
+}
+
+impl Lowering<'_> {
+    fn pipeline(
+        &self,
+        i: usize,
+        name: &str,
+        dtype: Option<DType>,
+    ) -> Result<Arc<Kernel>, BackendError> {
+        let src = shaders::source(name, dtype)
+            .map_err(|what| unsupported(i, self.plan, format!("matmuls or lookups over {what}")))?;
+        pipelines().get(&self.gpu, name, src)
+    }
+
+    fn ew_pipeline(
+        &self,
+        code: &[Ew],
+        ops: &[Operand],
+        in_place: bool,
+    ) -> Result<Arc<Kernel>, BackendError> {
+        pipelines().get(
+            &self.gpu,
+            "elementwise",
+            elementwise_source(code, ops, in_place),
+        )
+    }
+
+    fn push(&mut self, step: usize, pipeline: Arc<Kernel>, bufs: Vec<Buf>, rule: Rule) {
+        self.dispatches.push(Dispatch {
+            step,
+            label: pipeline.name.clone(),
+            pipeline,
+            bufs,
+            rule,
+        });
+    }
+
+    /// One buffer holding the experts' tensors (inputs `ks` of step `i`) back to back;
+    /// they must share type and shape. Returns the first expert's facts.
+    fn concat_experts(
+        &mut self,
+        i: usize,
+        ks: Vec<usize>,
+    ) -> Result<(usize, DType, usize, usize, usize), BackendError> {
+        let views: Vec<&WeightView> = ks
+            .iter()
+            .map(|&k| {
+                self.views[self.plan.steps[i].inputs[k]]
+                    .as_ref()
+                    .ok_or_else(|| bad(i, self.plan, format!("input {k} must be a weight")))
+            })
+            .collect::<Result<_, _>>()?;
+        let first = views[0];
+        if let Some(v) = views
+            .iter()
+            .find(|v| v.dtype != first.dtype || v.shape != first.shape)
+        {
+            return Err(unsupported(
+                i,
+                self.plan,
+                format!(
+                    "experts of different types or shapes ('{}' is {} {:?}, '{}' is {} {:?})",
+                    first.name, first.dtype, first.shape, v.name, v.dtype, v.shape
+                ),
+            ));
+        }
+        let total = views.iter().map(|v| v.bytes().len()).sum::<usize>();
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(total)
+            .map_err(|_| BackendError::Alloc {
+                what: format!("the experts of '{}'", self.plan.steps[i].node.name),
+                bytes: total as u128,
+            })?;
+        views
+            .iter()
+            .for_each(|v| bytes.extend_from_slice(v.bytes()));
+        let facts = (
+            self.weights.len(),
+            first.dtype,
+            first.rows(),
+            first.cols(),
+            first.row_bytes(),
+        );
+        let label = format!("{} experts", first.name);
+        self.weights.push(upload(&self.gpu, &label, &bytes)?);
+        Ok(facts)
+    }
+
+    /// Input `k` of step `i`, a weight in one buffer.
+    fn view(&self, i: usize, k: usize) -> Result<(usize, &WeightView), BackendError> {
+        let (parts, v) = self.parts(i, k)?;
+        match parts {
+            [p] => Ok((p.buf, v)),
+            _ => Err(unsupported(
+                i,
+                self.plan,
+                format!(
+                    "'{}' split across bindings here (only matmuls and lookups read split weights)",
+                    v.name
+                ),
+            )),
+        }
+    }
+
+    /// Input `k` of step `i`, a weight in one or more buffers of rows.
+    fn parts(&self, i: usize, k: usize) -> Result<(&[Part], &WeightView), BackendError> {
+        let j = self.plan.steps[i].inputs[k];
+        match (&self.weight_of[j], &self.views[j]) {
+            (Some(w), Some(v)) => Ok((w, v)),
+            _ => Err(bad(i, self.plan, format!("input {k} must be a weight"))),
+        }
+    }
+
+    /// Copies `width` columns of every row between two buffers; `src_off` and
+    /// `dst_off` are element offsets given the call.
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &mut self,
+        i: usize,
+        src: Buf,
+        dst: Buf,
+        width: usize,
+        strides: (usize, usize),
+        offsets: impl Fn(&Call) -> (usize, usize) + Send + Sync + 'static,
+        rows: impl Fn(&Call) -> usize + Send + Sync + 'static,
+    ) -> Result<(), BackendError> {
+        let p = self.pipeline(i, "copy", None)?;
+        self.push(
+            i,
+            p,
+            vec![src, dst],
+            Box::new(move |c| {
+                let r = rows(c);
+                let (so, d) = offsets(c);
+                let g = flat(c.gpu, r * width);
+                (
+                    Params::new(&[
+                        r as u32,
+                        width as u32,
+                        strides.0 as u32,
+                        so as u32,
+                        strides.1 as u32,
+                        d as u32,
+                        g.0,
+                    ]),
+                    g,
+                )
+            }),
+        );
+        Ok(())
+    }
+
+    /// Rotates `rows` rows of `buf` starting at row `row0(call)` in place.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &mut self,
+        i: usize,
+        buf: Buf,
+        table: usize,
+        width: usize,
+        head_dim: usize,
+        half: usize,
+        layout: RopeLayout,
+        row0: impl Fn(&Call) -> usize + Send + Sync + 'static,
+        rows: impl Fn(&Call) -> usize + Send + Sync + 'static,
+    ) -> Result<(), BackendError> {
+        let p = self.pipeline(i, "rope", None)?;
+        let layout = matches!(layout, RopeLayout::Halves) as u32;
+        self.push(
+            i,
+            p,
+            vec![Buf::RopeTable(table), buf],
+            Box::new(move |c| {
+                let r = rows(c);
+                let g = flat(c.gpu, r * (width / head_dim) * half);
+                (
+                    Params::new(&[
+                        r as u32,
+                        width as u32,
+                        head_dim as u32,
+                        half as u32,
+                        layout,
+                        c.pos0 as u32,
+                        row0(c) as u32,
+                        g.0,
+                    ]),
+                    g,
+                )
+            }),
+        );
+        Ok(())
+    }
+
+    /// `out[:, col..col+n] = x · wᵀ` for `m(call)` rows; in expert mode rows pick their
+    /// expert's weight from `ids`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        i: usize,
+        x: Src,
+        w: (usize, DType, usize, usize, usize),
+        out: Buf,
+        out_stride: usize,
+        col: usize,
+        experts: Option<(Buf, usize, usize)>,
+        m: impl Fn(&Call) -> usize + Send + Sync + 'static,
+    ) -> Result<(), BackendError> {
+        let (wi, dtype, n, k, row_bytes) = w;
+        let first = self.dispatches.len();
+        let rows_per = matmul_rows(&self.gpu);
+        let mt = matmul_mt(&self.gpu);
+        // Four floats a load where every x offset is 16-byte aligned.
+        let vec4 = x.stride.is_multiple_of(4) && x.off.is_multiple_of(4) && k.is_multiple_of(4);
+        let pipeline = |name: &str| -> Result<_, BackendError> {
+            let src = match name {
+                "gemm" => shaders::source(name, Some(dtype)),
+                _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4),
+            }
+            .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
+            pipelines().get(&self.gpu, &format!("{name} {dtype}"), src)
+        };
+        let (tiled, one) = (pipeline("matmul")?, pipeline("matvec")?);
+        let gemm = match gemm_fits(k, vec4, experts.is_some()) {
+            true => Some(pipeline("gemm")?),
+            false => None,
+        };
+        // The tiled kernel's rows stop where the GEMM's start.
+        let tiled_max = match gemm {
+            Some(_) => GEMM_MIN_ROWS - 1,
+            None => usize::MAX,
+        };
+        let (ids, x_div, expert_bytes) = experts.unwrap_or((Buf::Dummy, 1, 0));
+        let expert_mode = experts.is_some() as u32;
+        let m = Arc::new(m);
+        let params = move |rows: usize, gx: u32| {
+            Params::new(&[
+                rows as u32,
+                k as u32,
+                n as u32,
+                out_stride as u32,
+                col as u32,
+                row_bytes as u32,
+                0,
+                gx,
+                expert_mode,
+                x_div as u32,
+                expert_bytes as u32,
+                x.stride as u32,
+                x.off as u32,
+            ])
+        };
+        let gx = n.div_ceil(rows_per) as u32;
+        // One activation row, or rows routed to experts: the matvec kernel, a
+        // workgroup row per output row. Several rows: the tiled kernel. Both are in the
+        // schedule; a call dispatches the one its row count picks.
+        let mv = Arc::clone(&m);
+        self.push(
+            i,
+            one,
+            vec![x.buf, Buf::Weight(wi), out, ids],
+            Box::new(move |c| {
+                let rows = mv(c);
+                let gy = match expert_mode == 1 || rows == 1 {
+                    true => rows as u32,
+                    false => 0,
+                };
+                (params(rows, gx), (gx, gy))
+            }),
+        );
+        if expert_mode == 0 {
+            let mt_rows = Arc::clone(&m);
+            self.push(
+                i,
+                tiled,
+                vec![x.buf, Buf::Weight(wi), out],
+                Box::new(move |c| {
+                    let rows = mt_rows(c);
+                    let gy = match rows {
+                        2.. if rows <= tiled_max => rows.div_ceil(mt) as u32,
+                        _ => 0,
+                    };
+                    (params(rows, gx), (gx, gy))
+                }),
+            );
+        }
+        if let Some(gemm) = gemm {
+            let gx = n.div_ceil(GEMM_TN) as u32;
+            self.push(
+                i,
+                gemm,
+                vec![x.buf, Buf::Weight(wi), out],
+                Box::new(move |c| {
+                    let rows = m(c);
+                    let gy = match rows >= GEMM_MIN_ROWS {
+                        true => rows.div_ceil(GEMM_TM) as u32,
+                        false => 0,
+                    };
+                    (params(rows, gx), (gx, gy))
+                }),
+            );
+        }
+        for d in &mut self.dispatches[first..] {
+            d.label = format!("{} {n}×{k}", d.pipeline.name);
+        }
+        Ok(())
+    }
+
+    fn elementwise(
+        &mut self,
+        i: usize,
+        code: &[Ew],
+        ins: Vec<(Buf, Operand)>,
+        width: usize,
+    ) -> Result<(), BackendError> {
+        let ops: Vec<Operand> = ins.iter().map(|(_, o)| *o).collect();
+        let p = self.ew_pipeline(code, &ops, false)?;
+        let mut bufs: Vec<Buf> = ins.iter().map(|(b, _)| *b).collect();
+        bufs.push(Buf::Slot(i));
+        self.push(
+            i,
+            p,
+            bufs,
+            Box::new(move |c| {
+                let n = c.rows[i] * width;
+                let g = flat(c.gpu, n);
+                (Params::new(&[n as u32, width as u32, g.0]), g)
+            }),
+        );
+        Ok(())
+    }
+}
+
+/// Rows `row0..row0 + rows` of a weight, in uploaded buffer `buf`.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    buf: usize,
+    row0: usize,
+    rows: usize,
+}
+
+/// Uploads `w` in its stored form, split by rows into as many buffers as the
+/// adapter's binding limit needs (a 262k-row embedding on a 128 MiB limit).
+fn upload_parts(
+    gpu: &Gpu,
+    w: &WeightView,
+    uploaded: &mut Vec<wgpu::Buffer>,
+) -> Result<Vec<Part>, BackendError> {
+    let limit = gpu.limits.max_storage_buffer_binding_size as usize;
+    let row_bytes = w.row_bytes().max(1);
+    let per = (limit / row_bytes).max(1);
+    let rows = w.bytes().len() / row_bytes;
+    let mut parts = Vec::new();
+    for row0 in (0..rows.max(1)).step_by(per) {
+        let n = per.min(rows - row0.min(rows));
+        let bytes = &w.bytes()[row0 * row_bytes..(row0 + n) * row_bytes];
+        let label = match rows > per {
+            true => format!("{} rows {row0}..{}", w.name, row0 + n),
+            false => w.name.clone(),
+        };
+        uploaded.push(upload(gpu, &label, bytes)?);
+        parts.push(Part {
+            buf: uploaded.len() - 1,
+            row0,
+            rows: n,
+        });
+    }
+    Ok(parts)
+}
+
+/// A matmul's weight as the kernels see it: index, type, rows, cols, row bytes.
+fn wfacts(wi: usize, v: &WeightView) -> (usize, DType, usize, usize, usize) {
+    (wi, v.dtype, v.rows(), v.cols(), v.row_bytes())
+}
+
+impl GpuExecutable {
+    pub fn new(
+        plan: Plan,
+        weights: &dyn WeightProvider,
+        options: &LowerOptions,
+    ) -> Result<Self, BackendError> {
+        validate_plan(&plan)?;
+        check_declined(&plan, NAME, &[])?;
+        let gpu = gpu()?;
+        let in_place = slice_views(&plan);
+        // Routing is the kernel's choice inside the dispatch (rows per workgroup); the
+        // stage records the type and lays out the arena in f32.
+        let mut stage = backend_stage(
+            &plan,
+            NAME,
+            |dtype, _| Route {
+                dtype,
+                decode: weft_backend::MatKernel::Dot,
+                prefill: weft_backend::MatKernel::DecodeReuse,
+            },
+            options.memory,
+            4,
+            &in_place,
+        );
+        stage
+            .log
+            .insert(0, format!("kernels: gpu ({})", gpu.info.name));
+        let n_views = in_place.iter().flatten().count();
+        stage.log.push(format!(
+            "views (gpu): {n_views} slice(s) read in place by their consumers"
+        ));
+        let n = plan.steps.len();
+
+        // Upload every weight once, in its stored form; vectors (norm weights, biases,
+        // rope divisors) are decoded to f32 first, as the kernels read floats.
+        let vectors = vector_weights(&plan);
+        // Experts stored as separate tensors are uploaded as one buffer per role (gate,
+        // up, down) so that one kernel reads any expert; not one by one.
+        let mut expert_part = vec![false; n];
+        for st in &plan.steps {
+            if let Op::Moe { stacked: false, .. } = st.node.op {
+                st.inputs[2..].iter().for_each(|&w| expert_part[w] = true);
+            }
+        }
+        let mut uploaded = Vec::new();
+        let mut weight_of = vec![None; n];
+        let mut views = vec![None; n];
+        let mut small: Vec<Option<Vec<f32>>> = vec![None; n];
+        for (i, st) in plan.steps.iter().enumerate() {
+            let Some(w) = bind_weight(weights, &st.node.op)? else {
+                continue;
+            };
+            if vectors[i] {
+                let v = decode_vector(&w);
+                uploaded.push(upload(&gpu, &w.name, &crate::floats(&v))?);
+                small[i] = Some(v);
+                weight_of[i] = Some(vec![Part {
+                    buf: uploaded.len() - 1,
+                    row0: 0,
+                    rows: w.rows(),
+                }]);
+            } else if !expert_part[i] {
+                weight_of[i] = Some(upload_parts(&gpu, &w, &mut uploaded)?);
+            }
+            views[i] = Some(w);
+        }
+
+        let after_last = after_last(&plan);
+        let widths: Vec<usize> = plan
+            .steps
+            .iter()
+            .map(|st| st.node.shape.get(1).map_or(1, |d| d.eval(1)))
+            .collect();
+        let kv_widths = kv_widths(&plan)?;
+
+        let mut lw = Lowering {
+            plan: &plan,
+            gpu: Arc::clone(&gpu),
+            weights: uploaded,
+            weight_of,
+            views,
+            dispatches: Vec::new(),
+        };
+        let mut rope_freqs: Vec<Vec<f32>> = Vec::new();
+        let mut moe = Vec::new();
+        let mut token_rows = None;
+        let mut position_rows = None;
+        // Where a step's value is read: its own slot, or its slice source's, in place.
+        let src_of = |mut j: usize| {
+            let mut off = 0;
+            while let (Some(s), Op::Slice { start, .. }) = (in_place[j], &plan.steps[j].node.op) {
+                off += start;
+                j = s;
+            }
+            Src {
+                buf: Buf::Slot(j),
+                stride: widths[j],
+                off,
+            }
+        };
+        for (i, st) in plan.steps.iter().enumerate() {
+            let slot = Buf::Slot;
+            let input = |k: usize| Buf::Slot(st.inputs[k]);
+            let read = |k: usize| src_of(st.inputs[k]);
+            let width = widths[i];
+            match &st.node.op {
+                Op::Tokens | Op::Weight { .. } => {}
+                Op::TokenEmbed | Op::PositionEmbed => {
+                    let (parts, v) = lw.parts(i, 0)?;
+                    let parts = parts.to_vec();
+                    let (k, row_bytes) = (v.cols(), v.row_bytes());
+                    let by_position = matches!(st.node.op, Op::PositionEmbed);
+                    let rows = Some((v.name.clone(), v.rows()));
+                    if by_position {
+                        position_rows = rows;
+                    } else {
+                        token_rows = rows;
+                    }
+                    let p = lw.pipeline(i, "gather", Some(v.dtype))?;
+                    let ids = if by_position { Buf::Dummy } else { Buf::Tokens };
+                    // A table split across bindings: each part writes the rows it holds.
+                    for part in parts {
+                        lw.push(
+                            i,
+                            Arc::clone(&p),
+                            vec![ids, Buf::Weight(part.buf), slot(i)],
+                            Box::new(move |c| {
+                                let g = groups(c.gpu, c.rows[i] as u32);
+                                let p = [
+                                    c.rows[i] as u32,
+                                    k as u32,
+                                    row_bytes as u32,
+                                    by_position as u32,
+                                    c.pos0 as u32,
+                                    g.0,
+                                    part.row0 as u32,
+                                    (part.row0 + part.rows) as u32,
+                                ];
+                                (Params::new(&p), g)
+                            }),
+                        );
+                    }
+                }
+                Op::LayerNorm { eps } => {
+                    let ws: Vec<Buf> = (1..3)
+                        .map(|k| lw.view(i, k).map(|(w, _)| Buf::Weight(w)))
+                        .collect::<Result<_, _>>()?;
+                    let p = lw.pipeline(i, "layer_norm", None)?;
+                    let eps = *eps;
+                    lw.push(
+                        i,
+                        p,
+                        vec![input(0), ws[0], ws[1], slot(i)],
+                        Box::new(move |c| {
+                            let g = groups(c.gpu, c.rows[i] as u32);
+                            let p = [c.rows[i] as u32, width as u32, f(eps), g.0];
+                            (Params::new(&p), g)
+                        }),
+                    );
+                }
+                Op::RmsNorm {
+                    eps,
+                    weight_offset,
+                    group,
+                } => {
+                    let w = match st.inputs.len() {
+                        1 => Buf::Dummy,
+                        _ => Buf::Weight(lw.view(i, 1)?.0),
+                    };
+                    let p = lw.pipeline(i, "rms_norm", None)?;
+                    let (eps, off, group) = (*eps, *weight_offset, *group);
+                    let has_w = (w != Buf::Dummy) as u32;
+                    lw.push(
+                        i,
+                        p,
+                        vec![input(0), w, slot(i)],
+                        Box::new(move |c| {
+                            let n = c.rows[i] * width / group;
+                            let g = groups(c.gpu, n as u32);
+                            let p = [n as u32, group as u32, f(eps), f(off), has_w, g.0];
+                            (Params::new(&p), g)
+                        }),
+                    );
+                }
+                Op::AddRmsNorm {
+                    eps, weight_offset, ..
+                } => {
+                    let w = Buf::Weight(lw.view(i, 2)?.0);
+                    let p = lw.pipeline(i, "add_rms_norm", None)?;
+                    let (eps, off, d) = (*eps, *weight_offset, width / 2);
+                    let (a, b) = (read(0), read(1));
+                    lw.push(
+                        i,
+                        p,
+                        vec![a.buf, b.buf, w, slot(i)],
+                        Box::new(move |c| {
+                            let g = groups(c.gpu, c.rows[i] as u32);
+                            let p = [
+                                c.rows[i] as u32,
+                                d as u32,
+                                f(eps),
+                                f(off),
+                                g.0,
+                                a.stride as u32,
+                                a.off as u32,
+                                b.stride as u32,
+                                b.off as u32,
+                            ];
+                            (Params::new(&p), g)
+                        }),
+                    );
+                }
+                Op::MatMul { bias, softcap } => {
+                    let nw = if *bias {
+                        (st.inputs.len() - 1) / 2
+                    } else {
+                        st.inputs.len() - 1
+                    };
+                    let mut col = 0;
+                    let mut cols = Vec::new();
+                    for k in 1..=nw {
+                        let (parts, v) = lw.parts(i, k)?;
+                        let (parts, v) = (parts.to_vec(), v.clone());
+                        // A weight split across bindings: each part's rows are columns
+                        // of the output.
+                        for part in parts {
+                            let facts = (part.buf, v.dtype, part.rows, v.cols(), v.row_bytes());
+                            lw.matmul(
+                                i,
+                                read(0),
+                                facts,
+                                slot(i),
+                                width,
+                                col + part.row0,
+                                None,
+                                move |c| c.rows[i],
+                            )?;
+                        }
+                        cols.push((col, v.rows()));
+                        col += v.rows();
+                    }
+                    if *bias {
+                        let p = lw.pipeline(i, "bias", None)?;
+                        for (k, &(col, len)) in cols.iter().enumerate() {
+                            let b = Buf::Weight(lw.view(i, 1 + nw + k)?.0);
+                            lw.push(
+                                i,
+                                Arc::clone(&p),
+                                vec![b, slot(i)],
+                                Box::new(move |c| {
+                                    let n = c.rows[i] * len;
+                                    let g = flat(c.gpu, n);
+                                    let p = [n as u32, width as u32, col as u32, len as u32, g.0];
+                                    (Params::new(&p), g)
+                                }),
+                            );
+                        }
+                    }
+                    if let Some(cap) = softcap {
+                        let p = lw.ew_pipeline(
+                            &[Ew::Softcap { a: 0, cap: *cap }],
+                            &[Operand::Full],
+                            true,
+                        )?;
+                        lw.push(
+                            i,
+                            p,
+                            vec![slot(i)],
+                            Box::new(move |c| {
+                                let n = c.rows[i] * width;
+                                let g = flat(c.gpu, n);
+                                (Params::new(&[n as u32, width as u32, g.0]), g)
+                            }),
+                        );
+                    }
+                }
+                // Read in place by every consumer: no dispatch.
+                Op::Slice { .. } if in_place[i].is_some() => {}
+                Op::Slice { start, len } => {
+                    let src_w = widths[st.inputs[0]];
+                    let start = *start;
+                    lw.copy(
+                        i,
+                        input(0),
+                        slot(i),
+                        *len,
+                        (src_w, *len),
+                        move |_| (start, 0),
+                        move |c| c.rows[i],
+                    )?;
+                }
+                Op::Glu { act } => {
+                    let p = lw.pipeline(i, "glu", None)?;
+                    let act = matches!(act, GluAct::Gelu) as u32;
+                    lw.push(
+                        i,
+                        p,
+                        vec![input(0), slot(i)],
+                        Box::new(move |c| {
+                            let n = c.rows[i] * width;
+                            let g = flat(c.gpu, n);
+                            (Params::new(&[n as u32, width as u32, act, g.0]), g)
+                        }),
+                    );
+                }
+                Op::Elementwise { code } => {
+                    let ins = (0..st.inputs.len())
+                        .map(|k| (input(k), Operand::Full))
+                        .collect();
+                    lw.elementwise(i, code, ins, width)?;
+                }
+                Op::Add => lw.elementwise(
+                    i,
+                    &[Ew::Add { a: 0, b: 1 }],
+                    vec![(input(0), Operand::Full), (input(1), Operand::Full)],
+                    width,
+                )?,
+                Op::Mul => lw.elementwise(
+                    i,
+                    &[Ew::Mul { a: 0, b: 1 }],
+                    vec![(input(0), Operand::Full), (input(1), Operand::Full)],
+                    width,
+                )?,
+                Op::Bias => {
+                    let b = Buf::Weight(lw.view(i, 1)?.0);
+                    lw.elementwise(
+                        i,
+                        &[Ew::Add { a: 0, b: 1 }],
+                        vec![(input(0), Operand::Full), (b, Operand::Row)],
+                        width,
+                    )?
+                }
+                Op::Scale { factor } => match st.inputs.len() {
+                    1 => lw.elementwise(
+                        i,
+                        &[Ew::Scale {
+                            a: 0,
+                            factor: *factor,
+                        }],
+                        vec![(input(0), Operand::Full)],
+                        width,
+                    )?,
+                    _ => {
+                        // x · (factor · s), folded as the reference multiplies.
+                        let learned = small[st.inputs[1]]
+                            .as_ref()
+                            .and_then(|v| v.first().copied())
+                            .ok_or_else(|| bad(i, &plan, "the scale input must be a weight"))?;
+                        lw.elementwise(
+                            i,
+                            &[Ew::Scale {
+                                a: 0,
+                                factor: factor * learned,
+                            }],
+                            vec![(input(0), Operand::Full)],
+                            width,
+                        )?
+                    }
+                },
+                Op::Silu => lw.elementwise(
+                    i,
+                    &[Ew::Silu { a: 0 }],
+                    vec![(input(0), Operand::Full)],
+                    width,
+                )?,
+                Op::Gelu => lw.elementwise(
+                    i,
+                    &[Ew::Gelu { a: 0 }],
+                    vec![(input(0), Operand::Full)],
+                    width,
+                )?,
+                Op::Softcap { cap } => lw.elementwise(
+                    i,
+                    &[Ew::Softcap { a: 0, cap: *cap }],
+                    vec![(input(0), Operand::Full)],
+                    width,
+                )?,
+                Op::Rope {
+                    head_dim,
+                    rot_dim,
+                    base,
+                    layout,
+                    scaling,
+                } => {
+                    let div = st.inputs.get(1).and_then(|&j| small[j].as_deref());
+                    let table = rope_table(
+                        &mut rope_freqs,
+                        rope_inv_freqs(*rot_dim, *base, *scaling, div),
+                    );
+                    lw.copy(
+                        i,
+                        input(0),
+                        slot(i),
+                        width,
+                        (width, width),
+                        |_| (0, 0),
+                        move |c| c.rows[i],
+                    )?;
+                    lw.rope(
+                        i,
+                        slot(i),
+                        table,
+                        width,
+                        *head_dim,
+                        rot_dim / 2,
+                        *layout,
+                        |_| 0,
+                        move |c| c.rows[i],
+                    )?;
+                }
+                Op::Attention {
+                    layer,
+                    n_heads,
+                    n_kv_heads,
+                    head_dim,
+                    scale,
+                    window,
+                    softcap,
+                    rope,
+                } => {
+                    if *head_dim > 256 {
+                        return Err(unsupported(
+                            i,
+                            &plan,
+                            format!("attention heads of {head_dim} dims (at most 256)"),
+                        ));
+                    }
+                    let (layer, kvw) = (*layer, kv_widths[*layer]);
+                    // Rope-fused: k is rotated as it enters the cache, q as the
+                    // attention kernel loads it.
+                    let (table, rope) = match rope {
+                        Some(r) => {
+                            let div = st.inputs.get(3).and_then(|&j| small[j].as_deref());
+                            let t = rope_table(
+                                &mut rope_freqs,
+                                rope_inv_freqs(r.rot_dim, r.base, r.scaling, div),
+                            );
+                            let layout = matches!(r.layout, RopeLayout::Halves) as usize;
+                            (Buf::RopeTable(t), [1, r.head_dim, r.rot_dim / 2, layout])
+                        }
+                        None => (Buf::Dummy, [0; 4]),
+                    };
+                    let (q, k, v) = (read(0), read(1), read(2));
+                    let p = lw.pipeline(i, "kv_append", None)?;
+                    lw.push(
+                        i,
+                        p,
+                        vec![
+                            k.buf,
+                            v.buf,
+                            Buf::KeyCache(layer),
+                            Buf::ValueCache(layer),
+                            table,
+                        ],
+                        Box::new(move |c| {
+                            let g = flat(c.gpu, c.seq * kvw);
+                            let p = [
+                                c.seq as u32,
+                                kvw as u32,
+                                k.stride as u32,
+                                k.off as u32,
+                                v.stride as u32,
+                                v.off as u32,
+                                c.pos0 as u32,
+                                g.0,
+                                rope[0] as u32,
+                                rope[1] as u32,
+                                rope[2] as u32,
+                                rope[3] as u32,
+                            ];
+                            (Params::new(&p), g)
+                        }),
+                    );
+                    let p = lw.pipeline(i, "attention", None)?;
+                    let (nh, nkv, hd) = (*n_heads, *n_kv_heads, *head_dim);
+                    let (scale, window, cap) =
+                        (*scale, window.unwrap_or(0), softcap.unwrap_or(0.0));
+                    lw.push(
+                        i,
+                        p,
+                        vec![
+                            q.buf,
+                            Buf::KeyCache(layer),
+                            Buf::ValueCache(layer),
+                            slot(i),
+                            table,
+                        ],
+                        Box::new(move |c| {
+                            let g = groups(c.gpu, (c.seq * nh) as u32);
+                            let p = [
+                                c.seq as u32,
+                                nh as u32,
+                                nkv as u32,
+                                hd as u32,
+                                f(scale),
+                                window as u32,
+                                f(cap),
+                                c.pos0 as u32,
+                                g.0,
+                                q.stride as u32,
+                                q.off as u32,
+                                rope[0] as u32,
+                                rope[2] as u32,
+                                rope[3] as u32,
+                            ];
+                            (Params::new(&p), g)
+                        }),
+                    );
+                }
+                Op::Moe {
+                    n_experts,
+                    top_k,
+                    norm_topk,
+                    act,
+                    stacked,
+                } => {
+                    let m = moe.len();
+                    let (ne, top_k, d) = (*n_experts, *top_k, width);
+                    if ne > 256 {
+                        return Err(unsupported(i, &plan, format!("{ne} experts (at most 256)")));
+                    }
+                    // Router logits into the expert-output scratch, then the choice.
+                    let (ri, rv) = lw.view(i, 1)?;
+                    let router = wfacts(ri, rv);
+                    let x = Src {
+                        buf: input(0),
+                        stride: d,
+                        off: 0,
+                    };
+                    lw.matmul(i, x, router, Buf::MoeOut(m), ne, 0, None, move |c| {
+                        c.rows[i]
+                    })?;
+                    let p = lw.pipeline(i, "moe_route", None)?;
+                    let norm = *norm_topk as u32;
+                    lw.push(
+                        i,
+                        p,
+                        vec![Buf::MoeOut(m), Buf::MoeIds(m), Buf::MoeWeights(m)],
+                        Box::new(move |c| {
+                            let g = groups(c.gpu, c.rows[i].div_ceil(64) as u32);
+                            let p = [c.rows[i] as u32, ne as u32, top_k as u32, norm, g.0];
+                            (Params::new(&p), g)
+                        }),
+                    );
+                    // The experts' weights as one buffer each for gate, up and down:
+                    // stacked tensors already are; separate ones must match in type and
+                    // shape, and are concatenated at upload.
+                    let mut part =
+                        |k: usize| -> Result<(usize, DType, usize, usize, usize), BackendError> {
+                            if *stacked {
+                                let (wi, v) = lw.view(i, 2 + k)?;
+                                let rows = v.shape[v.shape.len() - 2];
+                                return Ok((wi, v.dtype, rows, v.cols(), v.row_bytes()));
+                            }
+                            lw.concat_experts(i, (2 + k * ne..2 + (k + 1) * ne).collect())
+                        };
+                    let (gate, up, down) = (part(0)?, part(1)?, part(2)?);
+                    let ffn = gate.2;
+                    let hidden = 2 * ffn;
+                    lw.matmul(
+                        i,
+                        x,
+                        gate,
+                        Buf::MoeHidden(m),
+                        hidden,
+                        0,
+                        Some((Buf::MoeIds(m), top_k, ffn * gate.4)),
+                        move |c| c.rows[i] * top_k,
+                    )?;
+                    lw.matmul(
+                        i,
+                        x,
+                        up,
+                        Buf::MoeHidden(m),
+                        hidden,
+                        ffn,
+                        Some((Buf::MoeIds(m), top_k, ffn * up.4)),
+                        move |c| c.rows[i] * top_k,
+                    )?;
+                    // act(gate) · up, in place is not possible: into the out scratch.
+                    let p = lw.pipeline(i, "glu", None)?;
+                    let actn = matches!(act, GluAct::Gelu) as u32;
+                    lw.push(
+                        i,
+                        p,
+                        vec![Buf::MoeHidden(m), Buf::MoeOut(m)],
+                        Box::new(move |c| {
+                            let n = c.rows[i] * top_k * ffn;
+                            let g = flat(c.gpu, n);
+                            (Params::new(&[n as u32, ffn as u32, actn, g.0]), g)
+                        }),
+                    );
+                    lw.matmul(
+                        i,
+                        Src {
+                            buf: Buf::MoeOut(m),
+                            stride: ffn,
+                            off: 0,
+                        },
+                        down,
+                        Buf::MoeHidden(m),
+                        d,
+                        0,
+                        Some((Buf::MoeIds(m), 1, d * down.4)),
+                        move |c| c.rows[i] * top_k,
+                    )?;
+                    let p = lw.pipeline(i, "moe_combine", None)?;
+                    lw.push(
+                        i,
+                        p,
+                        vec![Buf::MoeHidden(m), Buf::MoeWeights(m), slot(i)],
+                        Box::new(move |c| {
+                            let n = c.rows[i] * d;
+                            let g = flat(c.gpu, n);
+                            (Params::new(&[n as u32, d as u32, top_k as u32, g.0]), g)
+                        }),
+                    );
+                    moe.push(MoeScratch {
+                        hidden: (hidden * top_k).max(d * top_k),
+                        out: (ffn * top_k).max(ne),
+                        top_k,
+                    });
+                }
+                Op::LastPosition | Op::Output => {
+                    let src = st.inputs[0];
+                    lw.copy(
+                        i,
+                        input(0),
+                        slot(i),
+                        width,
+                        (width, width),
+                        move |c| ((c.rows[src] - c.rows[i]) * width, 0),
+                        move |c| c.rows[i],
+                    )?;
+                }
+            }
+        }
+        let dispatches = std::mem::take(&mut lw.dispatches);
+        let uploaded = std::mem::take(&mut lw.weights);
+        drop(lw);
+        let (slot, n_slots) = stage.arena_slots(&plan)?;
+        Ok(GpuExecutable {
+            plan,
+            stage,
+            gpu,
+            weights: uploaded,
+            dispatches,
+            slot,
+            n_slots,
+            widths,
+            after_last,
+            kv_widths,
+            rope_freqs,
+            moe,
+            token_rows,
+            position_rows,
+        })
+    }
+
+    /// Rows of step `i`'s value at `seq` positions.
+    pub fn rows(&self, i: usize, seq: usize, all: bool) -> usize {
+        weft_backend::value_rows(&self.plan, &self.after_last, i, seq, all)
+    }
+}
+
+/// Slices that the GPU kernels read in place (with their source's row stride and a
+/// column offset) rather than copy: those whose every reader takes a strided input
+/// (matmul x, add_rms_norm's a and b, attention's q, k, v) and that are no output.
+fn slice_views(plan: &Plan) -> Vec<Option<usize>> {
+    let n = plan.steps.len();
+    let mut ok = vec![true; n];
+    for st in &plan.steps {
+        for (k, &j) in st.inputs.iter().enumerate() {
+            let strided = match st.node.op {
+                Op::MatMul { .. } => k == 0,
+                Op::AddRmsNorm { .. } => k < 2,
+                Op::Attention { .. } => k < 3,
+                _ => false,
+            };
+            ok[j] &= strided;
+        }
+    }
+    for &o in &plan.outputs {
+        ok[o] = false;
+    }
+    plan.steps
+        .iter()
+        .enumerate()
+        .map(|(i, st)| match st.node.op {
+            Op::Slice { .. } if ok[i] => Some(st.inputs[0]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The index of the rope table with these frequencies, added if new.
+fn rope_table(tables: &mut Vec<Vec<f32>>, freqs: Vec<f32>) -> usize {
+    match tables.iter().position(|t| *t == freqs) {
+        Some(k) => k,
+        None => {
+            tables.push(freqs);
+            tables.len() - 1
+        }
+    }
+}
+
+impl Executable for GpuExecutable {
+    fn backend(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn lowered_text(&self) -> String {
+        let mut s = self.stage.describe(&self.plan);
+        let mut steps: Vec<usize> = self.dispatches.iter().map(|d| d.step).collect();
+        steps.dedup();
+        s += &format!(
+            "; schedule (gpu): {} dispatches for {} steps, {} weight buffers\n",
+            self.dispatches.len(),
+            steps.len(),
+            self.weights.len()
+        );
+        s
+    }
+
+    fn session(self: Arc<Self>, max_ctx: usize) -> Result<Box<dyn Session>, BackendError> {
+        Ok(Box::new(crate::session::GpuSession::new(self, max_ctx)?))
+    }
+}

@@ -1,0 +1,388 @@
+//! One sequence on a [`GpuExecutable`]: its arena, KV cache and rope tables on the
+//! device, every dispatch's bind group made once when the session opens. A forward
+//! call writes the token ids and the parameter blocks, records all dispatches in one
+//! command encoder and reads back only the logits it returns. Prompts longer than the
+//! arena's row capacity run in chunks.
+
+use crate::buffers::{map_into, storage, upload, PARAM_STRIDE};
+use crate::profile::Profiler;
+use crate::schedule::{Buf, Call, GpuExecutable};
+use std::sync::Arc;
+use weft_backend::{check_forward, check_truncate, BackendError, Logits, Output, Session};
+use weft_ir::Dim;
+
+/// Most positions one submission runs (prompt chunks).
+const MAX_CHUNK: usize = 512;
+
+pub struct GpuSession {
+    exe: Arc<GpuExecutable>,
+    max_ctx: usize,
+    pos: usize,
+    /// Rows of a submission: the arena holds this many positions.
+    chunk: usize,
+    slots: Vec<wgpu::Buffer>,
+    tokens: wgpu::Buffer,
+    params: wgpu::Buffer,
+    bind_groups: Vec<wgpu::BindGroup>,
+    staging: wgpu::Buffer,
+    logits: Vec<f32>,
+    /// Per call: rows of each step, and each dispatch's workgroup counts.
+    rows: Vec<usize>,
+    counts: Vec<(u32, u32)>,
+    param_bytes: Vec<u8>,
+    /// The call's token ids as bytes, reused.
+    token_bytes: Vec<u8>,
+    /// `WEFT_GPU_TIMING` set: each submission's host and GPU time on stderr.
+    timing: bool,
+    /// `WEFT_GPU_PROFILE` set: GPU time per kernel, printed when the session closes.
+    profile: Option<Profiler>,
+}
+
+fn alloc_err(what: String, bytes: usize) -> BackendError {
+    BackendError::Alloc {
+        what,
+        bytes: bytes as u128,
+    }
+}
+
+impl GpuSession {
+    pub fn new(exe: Arc<GpuExecutable>, max_ctx: usize) -> Result<Self, BackendError> {
+        let gpu = Arc::clone(&exe.gpu);
+        let plan = &exe.plan;
+        let n = plan.steps.len();
+        let limit = gpu.limits.max_storage_buffer_binding_size as usize;
+        let scales = |i: usize| exe.after_last[i] || plan.steps[i].node.shape[0] == Dim::SEQ;
+        // The most rows a submission can take with every per-row buffer in one binding.
+        let mut widest = 1;
+        for i in 0..n {
+            if scales(i) {
+                widest = widest.max(exe.widths[i]);
+            }
+        }
+        for m in &exe.moe {
+            widest = widest.max(m.hidden).max(m.out);
+        }
+        let chunk = MAX_CHUNK
+            .min(max_ctx.max(1))
+            .min(limit / (widest * 4))
+            .max(1);
+
+        let mut slot_bytes = vec![0usize; exe.n_slots];
+        for (i, st) in plan.steps.iter().enumerate() {
+            if matches!(st.node.op, weft_ir::Op::Weight { .. } | weft_ir::Op::Tokens) {
+                continue;
+            }
+            let rows = match scales(i) {
+                true => chunk,
+                false => st.node.shape[0].eval(1),
+            };
+            let bytes = rows
+                .checked_mul(exe.widths[i])
+                .and_then(|v| v.checked_mul(4))
+                .ok_or_else(|| alloc_err(format!("step {i}'s value"), usize::MAX))?;
+            let s = exe.slot[i];
+            slot_bytes[s] = slot_bytes[s].max(bytes);
+        }
+        let slots = slot_bytes
+            .iter()
+            .enumerate()
+            .map(|(s, &b)| storage(&gpu, &format!("arena slot {s}"), b as u64))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache = |w: usize, what: &str| {
+            let bytes = max_ctx
+                .checked_mul(w)
+                .and_then(|v| v.checked_mul(4))
+                .ok_or_else(|| {
+                    alloc_err(
+                        format!("the {what} ({max_ctx} positions × {w})"),
+                        usize::MAX,
+                    )
+                })?;
+            storage(
+                &gpu,
+                &format!("the {what} ({max_ctx} positions × {w})"),
+                bytes as u64,
+            )
+        };
+        let keys = exe
+            .kv_widths
+            .iter()
+            .map(|&w| cache(w, "key cache"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let values = exe
+            .kv_widths
+            .iter()
+            .map(|&w| cache(w, "value cache"))
+            .collect::<Result<Vec<_>, _>>()?;
+        // (cos, sin) of every position and frequency, computed as the reference does.
+        let mut ropes = Vec::new();
+        for freqs in &exe.rope_freqs {
+            let mut t = Vec::new();
+            let len = max_ctx
+                .checked_mul(freqs.len() * 8)
+                .ok_or_else(|| alloc_err("a rope table".into(), usize::MAX))?;
+            t.try_reserve_exact(len)
+                .map_err(|_| alloc_err(format!("a rope table ({max_ctx} positions)"), len))?;
+            for p in 0..max_ctx {
+                for &fr in freqs {
+                    let (s, c) = (p as f32 * fr).sin_cos();
+                    t.extend_from_slice(&c.to_le_bytes());
+                    t.extend_from_slice(&s.to_le_bytes());
+                }
+            }
+            ropes.push(upload(&gpu, "rope table", &t)?);
+        }
+        let mut moe = Vec::new();
+        for m in &exe.moe {
+            let r = chunk * m.top_k;
+            moe.push([
+                storage(&gpu, "expert ids", (r * 4) as u64)?,
+                storage(&gpu, "expert weights", (r * 4) as u64)?,
+                storage(&gpu, "expert hidden", (chunk * m.hidden * 4) as u64)?,
+                storage(&gpu, "expert out", (chunk * m.out * 4) as u64)?,
+            ]);
+        }
+        let tokens = storage(&gpu, "token ids", (chunk * 4) as u64)?;
+        let dummy = storage(&gpu, "unused", 16)?;
+        let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step parameters"),
+            size: (exe.dispatches.len().max(1) as u64) * PARAM_STRIDE,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let resolve = |b: Buf| -> &wgpu::Buffer {
+            match b {
+                Buf::Slot(i) => &slots[exe.slot[i]],
+                Buf::Weight(w) => &exe.weights[w],
+                Buf::Tokens => &tokens,
+                Buf::KeyCache(l) => &keys[l],
+                Buf::ValueCache(l) => &values[l],
+                Buf::RopeTable(t) => &ropes[t],
+                Buf::MoeIds(m) => &moe[m][0],
+                Buf::MoeWeights(m) => &moe[m][1],
+                Buf::MoeHidden(m) => &moe[m][2],
+                Buf::MoeOut(m) => &moe[m][3],
+                Buf::Dummy => &dummy,
+            }
+        };
+        let bind_groups = exe
+            .dispatches
+            .iter()
+            .enumerate()
+            .map(|(d, dp)| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset: d as u64 * PARAM_STRIDE,
+                        size: wgpu::BufferSize::new(64),
+                    }),
+                }];
+                for (k, &b) in dp.bufs.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: k as u32 + 1,
+                        resource: resolve(b).as_entire_binding(),
+                    });
+                }
+                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &dp.pipeline.get_bind_group_layout(0),
+                    entries: &entries,
+                })
+            })
+            .collect();
+        let out = plan.outputs[0];
+        let out_bytes = slot_bytes[exe.slot[out]];
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("logits readback"),
+            size: out_bytes.max(4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        // Creating buffers and bind groups reports errors asynchronously.
+        gpu.wait()?;
+        Ok(GpuSession {
+            max_ctx,
+            pos: 0,
+            chunk,
+            slots,
+            tokens,
+            params,
+            bind_groups,
+            staging,
+            logits: Vec::new(),
+            rows: vec![0; n],
+            counts: vec![(0, 0); exe.dispatches.len()],
+            param_bytes: vec![0; exe.dispatches.len() * PARAM_STRIDE as usize],
+            token_bytes: Vec::new(),
+            timing: std::env::var_os("WEFT_GPU_TIMING").is_some(),
+            profile: Profiler::new(&gpu, exe.dispatches.len()),
+            exe,
+        })
+    }
+
+    /// Runs `tokens` (at most a chunk) at `pos0`; the output rows land in
+    /// `self.logits[at..]`.
+    fn call(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        all: bool,
+        at: usize,
+    ) -> Result<usize, BackendError> {
+        let exe = Arc::clone(&self.exe);
+        let gpu = &exe.gpu;
+        let seq = tokens.len();
+        for (i, r) in self.rows.iter_mut().enumerate() {
+            *r = exe.rows(i, seq, all);
+        }
+        let call = Call {
+            seq,
+            pos0,
+            rows: &self.rows,
+            gpu,
+        };
+        for (d, dp) in exe.dispatches.iter().enumerate() {
+            let (p, g) = (dp.rule)(&call);
+            let at = d * PARAM_STRIDE as usize;
+            p.write(&mut self.param_bytes[at..at + 64]);
+            self.counts[d] = g;
+        }
+        self.token_bytes.clear();
+        self.token_bytes
+            .extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
+        gpu.queue.write_buffer(&self.tokens, 0, &self.token_bytes);
+        gpu.queue.write_buffer(&self.params, 0, &self.param_bytes);
+        let o = exe.plan.outputs[0];
+        let out_rows = self.rows[o];
+        let bytes = (out_rows * exe.widths[o] * 4) as u64;
+        let t0 = std::time::Instant::now();
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let run = |d: &usize| self.counts[*d].0 > 0 && self.counts[*d].1 > 0;
+        let record = |pass: &mut wgpu::ComputePass, d: usize| {
+            let (x, y) = self.counts[d];
+            pass.set_pipeline(&exe.dispatches[d].pipeline);
+            pass.set_bind_group(0, &self.bind_groups[d], &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        };
+        match &self.profile {
+            None => {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                (0..exe.dispatches.len())
+                    .filter(run)
+                    .for_each(|d| record(&mut pass, d));
+            }
+            // A pass per dispatch, timestamps around each.
+            Some(prof) => {
+                let mut q = 0;
+                for d in (0..exe.dispatches.len()).filter(run) {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: prof.writes(q),
+                    });
+                    record(&mut pass, d);
+                    q += 1;
+                }
+                prof.resolve(&mut enc, q);
+            }
+        }
+        enc.copy_buffer_to_buffer(&self.slots[exe.slot[o]], 0, &self.staging, 0, bytes);
+        gpu.queue.submit([enc.finish()]);
+        let t1 = std::time::Instant::now();
+        let len = out_rows * exe.widths[o];
+        if self.logits.len() < at + len {
+            let extra = at + len - self.logits.len();
+            self.logits
+                .try_reserve(extra)
+                .map_err(|_| alloc_err("the logits".into(), (at + len) * 4))?;
+            self.logits.resize(at + len, 0.0);
+        }
+        map_into(gpu, &self.staging, &mut self.logits[at..at + len])?;
+        if let Some(prof) = &mut self.profile {
+            let counts = &self.counts;
+            let names = exe
+                .dispatches
+                .iter()
+                .zip(counts)
+                .filter(|(_, &(x, y))| x > 0 && y > 0)
+                .map(|(dp, _)| dp.label.as_str());
+            prof.collect(gpu, names)?;
+        }
+        if self.timing {
+            // Host time to record and submit every dispatch, then the wait for the GPU
+            // and the readback: where a step's time goes.
+            eprintln!(
+                "weft gpu: {seq} position(s): record+submit {:.3} ms ({} dispatches), gpu+readback {:.3} ms",
+                (t1 - t0).as_secs_f64() * 1e3,
+                exe.dispatches.len(),
+                t1.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Ok(out_rows)
+    }
+}
+
+impl Session for GpuSession {
+    fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError> {
+        let seq = tokens.len();
+        check_forward(self.pos, seq, self.max_ctx)?;
+        if let Some((tensor, rows)) = &self.exe.token_rows {
+            if let Some((pos, &id)) = tokens
+                .iter()
+                .enumerate()
+                .find(|(_, &t)| t as usize >= *rows)
+            {
+                return Err(BackendError::TokenOutOfRange {
+                    tensor: tensor.clone(),
+                    id,
+                    pos,
+                    rows: *rows,
+                });
+            }
+        }
+        if let Some((tensor, rows)) = &self.exe.position_rows {
+            let last = self.pos + seq - 1;
+            if last >= *rows {
+                return Err(BackendError::TokenOutOfRange {
+                    tensor: tensor.clone(),
+                    id: last as u32,
+                    pos: seq - 1,
+                    rows: *rows,
+                });
+            }
+        }
+        let all = which == Logits::All;
+        let mut at = 0;
+        let mut rows = 0;
+        for (c, part) in tokens.chunks(self.chunk).enumerate() {
+            let pos0 = self.pos + c * self.chunk;
+            let r = self.call(part, pos0, all, if all { at } else { 0 })?;
+            let width = self.exe.widths[self.exe.plan.outputs[0]];
+            at += r * width;
+            rows = if all { rows + r } else { r };
+        }
+        self.pos += seq;
+        let width = self.exe.widths[self.exe.plan.outputs[0]];
+        Ok(Output {
+            logits: &self.logits[..rows * width],
+            rows,
+        })
+    }
+
+    fn truncate(&mut self, pos: usize) -> Result<(), BackendError> {
+        self.pos = check_truncate(pos, self.pos)?;
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn max_ctx(&self) -> usize {
+        self.max_ctx
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}

@@ -1,0 +1,294 @@
+//! WGSL sources and compiled pipelines. A kernel's source is the common prelude, the
+//! stored type's chunk decoder where the kernel reads weights, and the kernel body;
+//! fused elementwise programs are generated per program. Pipelines are compiled once
+//! per distinct source and shared by every executable on the device.
+
+use crate::device::{err, Gpu};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use weft_backend::BackendError;
+use weft_ir::{DType, Ew};
+
+const COMMON: &str = include_str!("../shaders/common.wgsl");
+const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
+const BYTES: &str = include_str!("../shaders/quant/bytes.wgsl");
+const ROPE_PAIR: &str = include_str!("../shaders/rope_pair.wgsl");
+const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+
+/// The chunk decoder (`decode_chunk`) of a stored type, if the GPU backend has one.
+pub fn decoder(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::F32 => include_str!("../shaders/quant/f32.wgsl"),
+        DType::F16 => include_str!("../shaders/quant/f16.wgsl"),
+        DType::BF16 => include_str!("../shaders/quant/bf16.wgsl"),
+        DType::Q8_0 => include_str!("../shaders/quant/q8_0.wgsl"),
+        DType::Q4_0 => include_str!("../shaders/quant/q4_0.wgsl"),
+        DType::Q4_1 => include_str!("../shaders/quant/q4_1.wgsl"),
+        DType::Q5_0 => include_str!("../shaders/quant/q5_0.wgsl"),
+        DType::Q5_1 => include_str!("../shaders/quant/q5_1.wgsl"),
+        DType::Q4_K => include_str!("../shaders/quant/q4_k.wgsl"),
+        DType::Q5_K => include_str!("../shaders/quant/q5_k.wgsl"),
+        DType::Q6_K => include_str!("../shaders/quant/q6_k.wgsl"),
+        DType::Q2_K => include_str!("../shaders/quant/q2_k.wgsl"),
+        DType::Q3_K => include_str!("../shaders/quant/q3_k.wgsl"),
+        DType::IQ4_NL => include_str!("../shaders/quant/iq4_nl.wgsl"),
+        DType::IQ4_XS => include_str!("../shaders/quant/iq4_xs.wgsl"),
+        DType::TQ1_0 => include_str!("../shaders/quant/tq1_0.wgsl"),
+        DType::TQ2_0 => include_str!("../shaders/quant/tq2_0.wgsl"),
+    })
+}
+
+/// The fixed kernels, by name.
+pub fn body(name: &str) -> &'static str {
+    match name {
+        "gather" => include_str!("../shaders/gather.wgsl"),
+        "matmul" => include_str!("../shaders/matmul.wgsl"),
+        "matvec" => include_str!("../shaders/matvec.wgsl"),
+        "gemm" => include_str!("../shaders/gemm.wgsl"),
+        "rms_norm" => include_str!("../shaders/rms_norm.wgsl"),
+        "add_rms_norm" => include_str!("../shaders/add_rms_norm.wgsl"),
+        "layer_norm" => include_str!("../shaders/layer_norm.wgsl"),
+        "glu" => include_str!("../shaders/glu.wgsl"),
+        "copy" => include_str!("../shaders/copy.wgsl"),
+        "rope" => include_str!("../shaders/rope.wgsl"),
+        "attention" => include_str!("../shaders/attention.wgsl"),
+        "kv_append" => include_str!("../shaders/kv_append.wgsl"),
+        "bias" => include_str!("../shaders/bias.wgsl"),
+        "moe_route" => include_str!("../shaders/moe_route.wgsl"),
+        "moe_combine" => include_str!("../shaders/moe_combine.wgsl"),
+        other => panic!("no kernel named {other}"),
+    }
+}
+
+/// The full source of kernel `name`, reading weights of `dtype` where it reads any.
+pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
+    let mut s = format!("{COMMON}{ACTIVATIONS}");
+    if let Some(d) = dtype {
+        let dec = decoder(d).ok_or_else(|| format!("{d} weights"))?;
+        // The decoder reads `w`, which the kernel declares: body first, then decoder.
+        s += body(name);
+        s += BYTES;
+        s += dec;
+        return Ok(s);
+    }
+    s += body(name);
+    if matches!(name, "attention" | "kv_append") {
+        s += ROPE_PAIR;
+    }
+    if matches!(name, "rms_norm" | "add_rms_norm" | "layer_norm") {
+        s += REDUCE;
+    }
+    Ok(s)
+}
+
+/// The matmul kernel `name` (`matmul`: several activation rows; `matvec`: one, or
+/// expert routing) for `dtype` with `rows` weight rows a workgroup (64 / rows threads
+/// share each row; `mt` activation rows a tiled workgroup): a row a thread where
+/// invocations run as SIMD lanes of a CPU (Mesa's software Vulkan), a subgroup a row
+/// on GPUs so that a row's blocks are read side by side and every multiprocessor has
+/// work at decode. `vec4`: x is read four floats a load, for block-quantised weights
+/// whose x offsets and strides are multiples of 4.
+pub fn matmul_source(
+    name: &str,
+    dtype: DType,
+    rows: usize,
+    mt: usize,
+    vec4: bool,
+) -> Result<String, String> {
+    let lanes = 64 / rows;
+    let xdot = match vec4 && dtype.block_size() >= 32 {
+        true => include_str!("../shaders/xdot_vec4.wgsl"),
+        false => include_str!("../shaders/xdot_scalar.wgsl"),
+    };
+    let mut s = source(name, Some(dtype))?
+        .replace("const MT: u32 = 4u;", &format!("const MT: u32 = {mt}u;"))
+        .replace(
+            "const ROWS: u32 = 64u;\nconst LANES: u32 = 1u;",
+            &format!("const ROWS: u32 = {rows}u;\nconst LANES: u32 = {lanes}u;"),
+        )
+        + xdot;
+    if name == "matvec" {
+        s += match row_dot(dtype).filter(|_| vec4 && lanes == 32) {
+            Some(shared) => shared,
+            None => include_str!("../shaders/row_dot_chunks.wgsl"),
+        };
+    }
+    Ok(s)
+}
+
+/// A row's dot with x with the 32 lanes of a row sharing each super-block (coalesced
+/// weight loads), for the types that have one; x read four floats a load.
+fn row_dot(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::Q4_K => include_str!("../shaders/quant/rowdot/q4_k.wgsl"),
+        DType::Q6_K => include_str!("../shaders/quant/rowdot/q6_k.wgsl"),
+        _ => return None,
+    })
+}
+
+/// How an elementwise input is indexed at flat index `i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// `x[i]`: the same shape as the output.
+    Full,
+    /// `b[i % width]`: a vector added to every row.
+    Row,
+}
+
+/// A kernel running the fused elementwise program `code` over `inputs`; `in_place`:
+/// one input, which is also the output (a matmul's softcap epilogue).
+/// params: 0 n, 1 width (for `Row` operands), 2 groups_x.
+pub fn elementwise_source(code: &[Ew], inputs: &[Operand], in_place: bool) -> String {
+    let mut s = format!("{COMMON}{ACTIVATIONS}");
+    let n = inputs.len();
+    if in_place {
+        s += "@group(0) @binding(1) var<storage, read_write> out: array<f32>;\n";
+    } else {
+        for k in 0..n {
+            s += &format!(
+                "@group(0) @binding({}) var<storage, read> in{k}: array<f32>;\n",
+                k + 1
+            );
+        }
+        s += &format!(
+            "@group(0) @binding({}) var<storage, read_write> out: array<f32>;\n",
+            n + 1
+        );
+    }
+    s += "@compute @workgroup_size(256)\n\
+          fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {\n\
+          let i = flat_group(wg, pu(2)) * 256u + li;\n\
+          if i >= pu(0) { return; }\n";
+    for (k, op) in inputs.iter().enumerate() {
+        let at = match op {
+            Operand::Full => "i",
+            Operand::Row => "i % pu(1)",
+        };
+        let src = if in_place {
+            "out".to_string()
+        } else {
+            format!("in{k}")
+        };
+        s += &format!("let r{k} = {src}[{at}];\n");
+    }
+    for (j, e) in code.iter().enumerate() {
+        let expr = match *e {
+            Ew::Add { a, b } => format!("r{a} + r{b}"),
+            Ew::Mul { a, b } => format!("r{a} * r{b}"),
+            Ew::Scale { a, factor } => format!("r{a} * {}", wgsl_f32(factor)),
+            Ew::Silu { a } => format!("silu(r{a})"),
+            Ew::Gelu { a } => format!("gelu(r{a})"),
+            Ew::Softcap { a, cap } => format!("softcap(r{a}, {})", wgsl_f32(cap)),
+        };
+        s += &format!("let r{} = {expr};\n", n + j);
+    }
+    s += &format!("out[i] = r{};\n}}\n", n + code.len() - 1);
+    s
+}
+
+/// An f32 literal that WGSL reads back as the same value.
+fn wgsl_f32(v: f32) -> String {
+    format!("bitcast<f32>({}u)", v.to_bits())
+}
+
+/// A compiled kernel and its name (the label it was compiled under).
+pub struct Kernel {
+    pub pipeline: wgpu::ComputePipeline,
+    pub name: String,
+}
+
+impl std::ops::Deref for Kernel {
+    type Target = wgpu::ComputePipeline;
+    fn deref(&self) -> &wgpu::ComputePipeline {
+        &self.pipeline
+    }
+}
+
+/// Compiled pipelines of one device, by source.
+#[derive(Default)]
+pub struct Pipelines {
+    cache: Mutex<HashMap<String, Arc<Kernel>>>,
+}
+
+impl Pipelines {
+    /// The pipeline for `source`, compiled on first use; a shader the driver refuses is
+    /// an error naming the kernel.
+    pub fn get(&self, gpu: &Gpu, label: &str, source: String) -> Result<Arc<Kernel>, BackendError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&source) {
+            return Ok(Arc::clone(p));
+        }
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        // Without naga's own bounds checks (an index clamp on every access): Vulkan's
+        // robust buffer access, which wgpu enables, still keeps every access inside its
+        // binding, and every index a kernel forms comes from sizes checked at lowering.
+        // SAFETY: out-of-range accesses stay inside the bound buffers (robust buffer
+        // access); the kernels contain no other operation the checks guard.
+        let module = unsafe {
+            gpu.device.create_shader_module_trusted(
+                wgpu::ShaderModuleDescriptor {
+                    label: Some(label),
+                    source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
+                },
+                wgpu::ShaderRuntimeChecks::unchecked(),
+            )
+        };
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(err(format!("the kernel '{label}' does not compile: {e}")));
+        }
+        let p = Arc::new(Kernel {
+            pipeline,
+            name: label.to_string(),
+        });
+        cache.insert(source, Arc::clone(&p));
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matvec_shares_super_blocks_among_32_lanes_where_it_can() {
+        let shared = |d, rows, vec4| {
+            let s = matmul_source("matvec", d, rows, 16, vec4).unwrap();
+            s.contains("32 lanes to a super-block")
+        };
+        assert!(shared(DType::Q4_K, 2, true));
+        assert!(shared(DType::Q6_K, 2, true));
+        assert!(!shared(DType::Q4_K, 64, true), "one lane a row");
+        assert!(!shared(DType::Q4_K, 2, false), "x not vec4");
+        assert!(!shared(DType::Q5_K, 2, true), "no shared dot for the type");
+    }
+
+    #[test]
+    fn matmul_kernels_take_the_device_shape_and_x_loads() {
+        for name in ["matmul", "matvec"] {
+            let q = matmul_source(name, DType::Q4_K, 2, 16, true).unwrap();
+            assert!(
+                q.contains("const ROWS: u32 = 2u;\nconst LANES: u32 = 32u;"),
+                "{name}"
+            );
+            assert!(q.contains("x: array<vec4<f32>>"), "{name}");
+            assert!(
+                name == "matvec" || q.contains("const MT: u32 = 16u;"),
+                "{name}"
+            );
+            let f = matmul_source(name, DType::F16, 64, 4, true).unwrap();
+            assert!(f.contains("x: array<f32>"), "{name}");
+            let unaligned = matmul_source(name, DType::Q8_0, 64, 4, false).unwrap();
+            assert!(unaligned.contains("x: array<f32>"), "{name}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Every GPU kernel that reads stored weights, against the neutral quant crate's
+//! scalar decoders: the embedding gather bit-for-bit, the matmul within float
+//! reassociation error.
+
+use proptest::prelude::*;
+use weft_ir::{DType, WeightView};
+use weft_quant::kernel_for;
+
+/// Types the GPU backend decodes.
+fn gpu_types() -> Vec<DType> {
+    DType::ALL
+        .into_iter()
+        .filter(|&d| weft_wgpu::supports(d))
+        .collect()
+}
+
+/// Random stored bytes for `rows × cols` of `dtype`, with every f16 scale field set to a
+/// finite value so the decoded values are finite.
+fn random_weight(dtype: DType, rows: usize, cols: usize, seed: u64) -> WeightView {
+    let row_bytes = cols / dtype.block_size() * dtype.block_bytes();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes: Vec<u8> = (0..rows * row_bytes)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect();
+    for &off in weft_quant::f16_field_offsets(dtype) {
+        for b in (0..bytes.len()).step_by(dtype.block_bytes()) {
+            // A small positive or negative f16 (exponent 0x0c..0x0f: 2^-3..2^0).
+            let v = 0x3000u16 | (bytes[b + off] as u16 & 0x83ff);
+            bytes[b + off..b + off + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    if dtype == DType::F32 {
+        for c in bytes.chunks_exact_mut(4) {
+            let v = (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) % 2000) as f32 / 1000.0 - 1.0;
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    if dtype == DType::F16 || dtype == DType::BF16 {
+        for c in bytes.chunks_exact_mut(2) {
+            let v = (u16::from_le_bytes([c[0], c[1]]) % 2000) as f32 / 1000.0 - 1.0;
+            let h = if dtype == DType::F16 {
+                half_bits(v)
+            } else {
+                (v.to_bits() >> 16) as u16
+            };
+            c.copy_from_slice(&h.to_le_bytes());
+        }
+    }
+    WeightView::owned("w", dtype, vec![rows, cols], bytes)
+}
+
+fn half_bits(v: f32) -> u16 {
+    // Values in [-1, 1) with few mantissa bits: exact in f16.
+    let q = (v * 1024.0).round() / 1024.0;
+    let bits = q.to_bits();
+    if q == 0.0 {
+        return 0;
+    }
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
+    let man = ((bits >> 13) & 0x3ff) as u16;
+    sign | ((exp as u16) << 10) | man
+}
+
+fn cols_for(dtype: DType, blocks: usize) -> usize {
+    // Float types get widths that are not multiples of 32, to test chunk tails.
+    match dtype.block_size() {
+        1 => blocks * 32 + 7,
+        b => blocks * b,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn gather_decodes_like_the_reference(rows in 1usize..5, blocks in 1usize..4, seed in any::<u64>()) {
+        for dtype in gpu_types() {
+            let cols = cols_for(dtype, blocks);
+            let w = random_weight(dtype, rows, cols, seed);
+            let ids: Vec<u32> = (0..rows as u32).rev().collect();
+            let got = weft_wgpu::decode_rows(&w, &ids).unwrap();
+            let mut want = vec![0.0; rows * cols];
+            for (o, &id) in want.chunks_exact_mut(cols).zip(&ids) {
+                kernel_for(dtype).decode_row(w.row(id as usize), o);
+            }
+            prop_assert_eq!(got, want, "{}", dtype);
+        }
+    }
+
+    #[test]
+    fn matmul_matches_the_reference(m in 1usize..7, n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
+        // One row (the matvec kernel, with a GPU's 32 lanes a row too) and several.
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2))?;
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, None)?;
+        check_matmul(m, n, |d| cols_for(d, blocks), seed, None)?;
+    }
+
+    /// Enough rows for the register-tiled GEMM, with partial tiles on both sides.
+    #[test]
+    fn gemm_matches_the_reference(m in 32usize..80, n in 1usize..140, blocks in 1usize..3, seed in any::<u64>()) {
+        // Float types too: widths of whole chunks.
+        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None)?;
+    }
+}
+
+/// The GPU matmul of m random activation rows and an n-row weight of each type
+/// (`cols(dtype)` wide; `rows` weight rows a workgroup) against the quant crate's dots.
+fn check_matmul(
+    m: usize,
+    n: usize,
+    cols: impl Fn(DType) -> usize,
+    seed: u64,
+    rows: Option<usize>,
+) -> Result<(), TestCaseError> {
+    for dtype in gpu_types() {
+        let k = cols(dtype);
+        let w = random_weight(dtype, n, k, seed);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let got = weft_wgpu::matmul(&x, m, &w, rows).unwrap();
+        for r in 0..m {
+            for j in 0..n {
+                let want = kernel_for(dtype).dot(w.row(j), &x[r * k..(r + 1) * k]);
+                let mag: f32 = {
+                    let mut row = vec![0.0; k];
+                    kernel_for(dtype).decode_row(w.row(j), &mut row);
+                    row.iter()
+                        .zip(&x[r * k..])
+                        .map(|(a, b)| (a * b).abs())
+                        .sum()
+                };
+                let g = got[r * n + j];
+                prop_assert!(
+                    (g - want).abs() <= 1e-5 * mag.max(1.0),
+                    "{dtype} m={m} n={n} k={k} [{r},{j}]: {g} vs {want}"
+                );
+            }
+        }
+    }
+    Ok(())
+}

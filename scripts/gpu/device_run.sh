@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU runs on a machine with a real GPU and no Rust: the parity suite on the family
+# fixtures, then speed (weft bench --backend gpu) on random-weight llama-shaped models
+# made there by random_gguf.py. Usage: scripts/gpu/device_run.sh WEFT_BINARY [SHAPES...]
+# where SHAPES are smollm2 llama1b llama8b (default: all three). Bench repetitions:
+# $REPS (default 3). Prints everything; set OUT to also keep a log there.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+weft=$1
+shift
+shapes=${*:-smollm2 llama1b llama8b}
+reps=${REPS:-3}
+py=${PYTHON:-python3}
+
+"$weft" inspect --gpu || exit 1
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv
+
+echo "== parity: gpu graph vs curated decoder, family fixtures"
+for dir in tests/fixtures/families/*/; do
+    for src in "" model-f16.gguf; do
+        [ -e "$dir$src" ] || continue
+        printf '%s: ' "$dir$src"
+        "$weft" parity "$dir$src" --backend gpu --tokens 1,5,7,3,9,2 --steps 6 2>&1 |
+            grep -E 'max \||PASS|FAIL|error' | tr '\n' ' '
+        echo
+    done
+done
+
+for shape in $shapes; do
+    case $shape in
+        smollm2) type=Q4_1 ;;
+        *) type=Q4_K_M ;;
+    esac
+    model=/tmp/weft-$shape-$type.gguf
+    [ -e "$model" ] || "$py" scripts/gpu/random_gguf.py --shape "$shape" --type "$type" -o "$model" || exit 1
+    echo "== $shape $type: parity (gpu graph vs curated; not for 8B, whose CPU side is slow), then bench"
+    # 48 prompt tokens: the prefill takes the GEMM kernel (32 rows or more).
+    [ "$shape" = llama8b ] || "$weft" parity "$model" --backend gpu --tokens "$(seq -s, 1 48)" --steps 4 --tolerance 2e-3 2>&1 |
+        grep -E 'max \||PASS|FAIL|error'
+    "$weft" bench "$model" --backend gpu -p 512 -n 128 -r "$reps" 2>&1 | grep -v XDG_RUNTIME_DIR
+done

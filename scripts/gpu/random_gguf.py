@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Writes a random-weight, llama-shaped GGUF file for speed runs, with numpy alone (no
+gguf-py: the GPU machine has no package index). The blocks are random bytes with small
+finite scales, laid out as GGML stores them, so every reader decodes them the same way;
+no weight is the quantisation of anything. No tokenizer: bench with token ids.
+
+Shapes (--shape): smollm2 (SmolLM2-135M), llama1b (Llama 3.2 1B), llama8b (Llama 3 8B).
+Types (--type): Q4_1 (every matrix), Q4_K_M (Q4_K, with Q6_K for the output and for
+attn_v / ffn_down in the layers llama-quantize gives more bits).
+
+    python3 scripts/gpu/random_gguf.py --shape llama1b --type Q4_K_M -o /tmp/llama1b.gguf
+"""
+
+import argparse
+import struct
+
+import numpy as np
+
+SHAPES = {
+    # d, layers, heads, kv heads, ffn, vocab, context, rope base, tied
+    "smollm2": (576, 30, 9, 3, 1536, 49152, 8192, 100000.0, True),
+    "llama1b": (2048, 16, 32, 8, 8192, 128256, 131072, 500000.0, True),
+    "llama8b": (4096, 32, 32, 8, 14336, 128256, 8192, 500000.0, False),
+}
+
+# GGML type: (id, elements a block, bytes a block, offsets of f16 scale fields, value)
+TYPES = {
+    "F32": (0, 1, 4, [], None),
+    "Q4_1": (3, 32, 20, [0, 2], [1e-3, -8e-3]),
+    "Q4_K": (12, 256, 144, [0, 2], [1e-4, 1e-4]),
+    "Q6_K": (14, 256, 210, [208], [1e-5]),
+}
+
+ALIGN = 32
+
+
+def s(text):
+    b = text.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def kv(key, value):
+    if isinstance(value, str):
+        return s(key) + struct.pack("<I", 8) + s(value)
+    if isinstance(value, float):
+        return s(key) + struct.pack("<If", 6, value)
+    return s(key) + struct.pack("<II", 4, value)
+
+
+def tensor_bytes(rng, dtype, rows, cols):
+    tid, per, size, f16s, vals = TYPES[dtype]
+    if dtype == "F32":
+        return np.ones(rows * cols, dtype=np.float32).tobytes()
+    blocks = rows * cols // per
+    data = rng.integers(0, 256, size=(blocks, size), dtype=np.uint8)
+    for off, v in zip(f16s, vals):
+        data[:, off : off + 2] = np.frombuffer(np.float16(v).tobytes(), dtype=np.uint8)
+    return data.tobytes()
+
+
+def more_bits(i, n):
+    # Which layers llama-quantize's Q4_K_M gives Q6_K for attn_v and ffn_down.
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=SHAPES, required=True)
+    ap.add_argument("--type", choices=["Q4_1", "Q4_K_M"], required=True)
+    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    d, n, heads, kvh, ffn, vocab, ctx, base, tied = SHAPES[a.shape]
+    hd = d // heads
+    mat = "Q4_1" if a.type == "Q4_1" else "Q4_K"
+    tensors = [("token_embd.weight", mat, vocab, d)]
+    for i in range(n):
+        big = "Q6_K" if a.type == "Q4_K_M" and more_bits(i, n) else mat
+        p = f"blk.{i}."
+        tensors += [
+            (p + "attn_norm.weight", "F32", 1, d),
+            (p + "attn_q.weight", mat, d, d),
+            (p + "attn_k.weight", mat, kvh * hd, d),
+            (p + "attn_v.weight", big, kvh * hd, d),
+            (p + "attn_output.weight", mat, d, d),
+            (p + "ffn_norm.weight", "F32", 1, d),
+            (p + "ffn_gate.weight", mat, ffn, d),
+            (p + "ffn_up.weight", mat, ffn, d),
+            (p + "ffn_down.weight", big, d, ffn),
+        ]
+    tensors.append(("output_norm.weight", "F32", 1, d))
+    if not tied:
+        tensors.append(("output.weight", "Q6_K" if a.type == "Q4_K_M" else mat, vocab, d))
+
+    meta = [
+        ("general.architecture", "llama"),
+        ("general.name", f"random {a.shape} {a.type}"),
+        ("general.alignment", ALIGN),
+        ("llama.context_length", ctx),
+        ("llama.embedding_length", d),
+        ("llama.block_count", n),
+        ("llama.feed_forward_length", ffn),
+        ("llama.attention.head_count", heads),
+        ("llama.attention.head_count_kv", kvh),
+        ("llama.rope.freq_base", base),
+        ("llama.rope.dimension_count", hd),
+        ("llama.attention.layer_norm_rms_epsilon", 1e-5),
+        ("llama.vocab_size", vocab),
+    ]
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta))
+    header += b"".join(kv(k, v) for k, v in meta)
+    offset = 0
+    infos = []
+    for name, dtype, rows, cols in tensors:
+        tid, per, size, _, _ = TYPES[dtype]
+        nbytes = rows * cols // per * size
+        dims = [cols] if rows == 1 else [cols, rows]
+        info = s(name) + struct.pack("<I", len(dims))
+        info += b"".join(struct.pack("<Q", x) for x in dims)
+        info += struct.pack("<IQ", tid, offset)
+        infos.append(info)
+        offset += (nbytes + ALIGN - 1) // ALIGN * ALIGN
+    header += b"".join(infos)
+    rng = np.random.default_rng(a.seed)
+    with open(a.out, "wb") as f:
+        f.write(header)
+        f.write(b"\0" * ((-len(header)) % ALIGN))
+        for name, dtype, rows, cols in tensors:
+            data = tensor_bytes(rng, dtype, rows, cols)
+            f.write(data)
+            f.write(b"\0" * ((-len(data)) % ALIGN))
+    print(f"{a.out}: {a.shape} {a.type}, {len(tensors)} tensors, {offset / 1e9:.2f} GB of weights")
+
+
+if __name__ == "__main__":
+    main()
