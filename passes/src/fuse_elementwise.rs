@@ -85,10 +85,7 @@ impl Pass for FuseElementwise {
         };
         let order = g.topo_order();
         for root in order.into_iter().rev() {
-            if g.node_ids().binary_search(&root).is_err()
-                || !is_elementwise(g, root)
-                || folds(g, root)
-            {
+            if !g.inner.contains_node(root) || !is_elementwise(g, root) || folds(g, root) {
                 continue;
             }
             let inner = |n: NodeId| n == root || folds(g, n);

@@ -14,6 +14,8 @@
 #   -p LIST         prompt sizes (default 128,512)
 #   -n LIST         generation lengths (default 128)
 #   -r N            repetitions inside each run (default 5, llama-bench's default)
+#   --activations A f32 (default, exact) or int8: what weft's quantised matmuls
+#                   multiply with (llama.cpp's CPU path always uses int8 blocks)
 #   --json-out FILE also write the summary as JSON (written whole or not at all)
 #
 # 1. llama-bench is built from the llama.cpp of the pinned llama-cpp-python sdist
@@ -21,7 +23,7 @@
 #    only the llama-bench target added; cached).
 # 2. weft is built with `cargo build --release`.
 # 3. For each model and round: `llama-bench -m FILE -t T -p P -n N -r REPS -o json`
-#    and `weft bench FILE --threads T -p P -n N -r REPS --json`.
+#    and `weft bench FILE --threads T -p P -n N -r REPS --activations A --json`.
 #    Weights read per token: `weft inspect FILE --budget --json` (weight_bytes).
 # 4. summarize.py prints, per model, each test's tok/s for both engines (median
 #    over rounds of each run's median), weft/llama.cpp, decode GB/s (weights read
@@ -45,6 +47,7 @@ THREADS=2
 PROMPTS=128,512
 GENS=128
 REPS=5
+ACTIVATIONS=f32
 JSON_OUT=""
 MODELS=()
 while [ $# -gt 0 ]; do
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
         -p) PROMPTS="${2:-}"; shift 2 || die "-p needs a value" ;;
         -n) GENS="${2:-}"; shift 2 || die "-n needs a value" ;;
         -r) REPS="${2:-}"; shift 2 || die "-r needs a value" ;;
+        --activations) ACTIVATIONS="${2:-}"; shift 2 || die "--activations needs a value" ;;
         --json-out) JSON_OUT="${2:-}"; shift 2 || die "--json-out needs a value" ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
@@ -64,6 +68,7 @@ done
 for v in "$ROUNDS" "$THREADS" "$REPS"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "--rounds, --threads and -r take a whole number >= 1 (got '$v')"
 done
+[[ "$ACTIVATIONS" =~ ^(f32|int8)$ ]] || die "--activations takes f32 or int8 (got '$ACTIVATIONS')"
 for v in "$PROMPTS" "$GENS"; do
     [[ "$v" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "-p and -n take sizes >= 1, comma-separated (got '$v')"
 done
@@ -126,11 +131,12 @@ for f in "${FILES[@]}"; do
     echo "$TESTS" > "$d/tests"
     run "weft inspect --budget" "$d/budget.json" "$d/budget.log" "$WEFT" inspect "$f" --budget --json
     for r in $(seq 1 "$ROUNDS"); do
-        log "$(basename "$f"): round $r/$ROUNDS (-p $PROMPTS -n $GENS -r $REPS, $THREADS threads)"
+        log "$(basename "$f"): round $r/$ROUNDS (-p $PROMPTS -n $GENS -r $REPS, $THREADS threads, weft activations $ACTIVATIONS)"
         llama=(run llama-bench "$d/llama-$r.json" "$d/llama-$r.log"
                "$LLAMA_BENCH" -m "$f" -t "$THREADS" -p "$PROMPTS" -n "$GENS" -r "$REPS" -o json)
         weft=(run "weft bench" "$d/weft-$r.json" "$d/weft-$r.log"
-              "$WEFT" bench "$f" --threads "$THREADS" -p "$PROMPTS" -n "$GENS" -r "$REPS" --json)
+              "$WEFT" bench "$f" --threads "$THREADS" -p "$PROMPTS" -n "$GENS" -r "$REPS" \
+              --activations "$ACTIVATIONS" --json)
         if [ $((r % 2)) = 1 ]; then "${llama[@]}"; "${weft[@]}"; else "${weft[@]}"; "${llama[@]}"; fi
     done
 done

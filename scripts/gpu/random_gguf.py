@@ -4,7 +4,9 @@ gguf-py: the GPU machine has no package index). The blocks are random bytes with
 finite scales, laid out as GGML stores them, so every reader decodes them the same way;
 no weight is the quantisation of anything. No tokenizer: bench with token ids.
 
-Shapes (--shape): smollm2 (SmolLM2-135M), llama1b (Llama 3.2 1B), llama8b (Llama 3 8B).
+Shapes (--shape): smollm2 (SmolLM2-135M), llama1b (Llama 3.2 1B), llama8b (Llama 3 8B),
+and tiny (64 wide, for deep stacks: `--layers N` overrides any shape's layer count, e.g.
+to time compilation against depth).
 Types (--type): Q4_1 (every matrix), Q4_K_M (Q4_K, with Q6_K for the output and for
 attn_v / ffn_down in the layers llama-quantize gives more bits).
 
@@ -21,6 +23,7 @@ SHAPES = {
     "smollm2": (576, 30, 9, 3, 1536, 49152, 8192, 100000.0, True),
     "llama1b": (2048, 16, 32, 8, 8192, 128256, 131072, 500000.0, True),
     "llama8b": (4096, 32, 32, 8, 14336, 128256, 8192, 500000.0, False),
+    "tiny": (64, 2, 4, 2, 128, 256, 2048, 10000.0, True),
 }
 
 # GGML type: (id, elements a block, bytes a block, offsets of f16 scale fields, value)
@@ -69,8 +72,10 @@ def main():
     ap.add_argument("--type", choices=["Q4_1", "Q4_K_M"], required=True)
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--layers", type=int, help="layer count (default: the shape's)")
     a = ap.parse_args()
     d, n, heads, kvh, ffn, vocab, ctx, base, tied = SHAPES[a.shape]
+    n = a.layers or n
     hd = d // heads
     mat = "Q4_1" if a.type == "Q4_1" else "Q4_K"
     tensors = [("token_embd.weight", mat, vocab, d)]
