@@ -18,6 +18,7 @@ pub use simd::Isa;
 
 use weft_backend::{Activations, BackendError, LowerOptions, MatKernel};
 use weft_ir::WeightView;
+use weft_reference::ops::{self, AttnShape, VecOps};
 use weft_reference::{Host, Kernels};
 
 /// The CPU backend.
@@ -27,17 +28,21 @@ pub const CPU: Host<Parallel> = Host::new();
 /// activation mode asked for.
 pub struct Parallel {
     pub config: matmul::Config,
+    /// Attention's dot and axpy for `config.isa`.
+    vec_ops: VecOps,
 }
 
 impl Kernels for Parallel {
     const NAME: &'static str = "cpu";
 
     fn new(options: &LowerOptions) -> Result<Self, BackendError> {
+        let isa = Isa::detect();
         Ok(Parallel {
             config: matmul::Config {
-                isa: Isa::detect(),
+                isa,
                 activations: options.activations,
             },
+            vec_ops: simd::vec_ops(isa),
         })
     }
 
@@ -47,6 +52,18 @@ impl Kernels for Parallel {
 
     fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]) {
         matmul::gather_rows(w, ids, out)
+    }
+
+    fn attention(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttnShape,
+        pos0: usize,
+        out: &mut [f32],
+    ) {
+        ops::attention_with(self.vec_ops, q, k, v, s, pos0, out)
     }
 
     fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {

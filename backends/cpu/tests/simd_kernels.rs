@@ -207,6 +207,58 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Attention's dot and axpy for this machine against f64 sums, on every length
+    /// class (whole 32-lane steps, 8-lane steps, a scalar tail).
+    #[test]
+    fn attention_vec_ops(n in 0usize..300, a in -2.0f32..2.0, seed in any::<u64>()) {
+        let mut rng = Rng(seed | 1);
+        let x: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+        let y: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+        let ops = simd::vec_ops(Isa::detect());
+        let want: f64 = x.iter().zip(&y).map(|(&p, &q)| p as f64 * q as f64).sum();
+        let scale: f64 = x.iter().zip(&y).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum();
+        let got = (ops.dot)(&x, &y) as f64;
+        prop_assert!((got - want).abs() <= 1e-6 * scale + 1e-30, "dot {got} vs {want}");
+        let mut z = y.clone();
+        (ops.axpy)(&mut z, a, &x);
+        for i in 0..n {
+            let want = y[i] as f64 + a as f64 * x[i] as f64;
+            // One rounding (FMA) or two (multiply, then add).
+            let tol = 2.0 * f32::EPSILON as f64 * (y[i].abs() as f64 + (a * x[i]).abs() as f64);
+            prop_assert!((z[i] as f64 - want).abs() <= tol, "axpy [{i}] {} vs {want}", z[i]);
+        }
+    }
+
+    /// Whole attention with this machine's vector ops against the scalar form: GQA,
+    /// several query rows, windows and softcaps.
+    #[test]
+    fn attention_with_simd_ops(
+        kv in 1usize..=3, group in 1usize..=5, hd in prop::sample::select(vec![8usize, 40, 64, 72, 256]),
+        seq in 1usize..=4, past in 0usize..40, window in prop::option::of(1usize..20),
+        softcap in prop::option::of(5.0f32..50.0), seed in any::<u64>(),
+    ) {
+        use weft_reference::ops::{attention, attention_with, AttnShape};
+        let mut rng = Rng(seed | 1);
+        let s = AttnShape {
+            n_heads: kv * group, n_kv_heads: kv, head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(), window, softcap,
+        };
+        let len = past + seq;
+        let mut v = |n: usize| (0..n).map(|_| 3.0 * rng.f()).collect::<Vec<f32>>();
+        let (q, k, vals) = (v(seq * s.n_heads * hd), v(len * kv * hd), v(len * kv * hd));
+        let (mut want, mut got) = (vec![0f32; q.len()], vec![0f32; q.len()]);
+        attention(&q, &k, &vals, s, past, &mut want);
+        attention_with(simd::vec_ops(Isa::detect()), &q, &k, &vals, s, past, &mut got);
+        let max = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            prop_assert!((g - w).abs() <= 1e-5 * max.max(1.0), "[{i}] {g} vs {w}");
+        }
+    }
+}
+
 /// Shapes of the real models (SmolLM2's 576 and Gemma 3's 640 widths, a 1536 FFN)
 /// across many rayon tasks, decode and prefill.
 #[test]

@@ -50,6 +50,19 @@ pub trait Kernels: Send + Sync + Sized + 'static {
     fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {
         steps()
     }
+    /// Causal attention over a session's cache ([`ops::attention`]'s contract). By
+    /// default the scalar loops; a SIMD backend passes its own dot and axpy.
+    fn attention(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttnShape,
+        pos0: usize,
+        out: &mut [f32],
+    ) {
+        ops::attention(q, k, v, s, pos0, out)
+    }
     /// A line for the lowered dump: what these kernels are (instruction set, modes).
     fn describe(&self) -> String {
         Self::NAME.to_string()
@@ -743,7 +756,8 @@ impl<K: Kernels> HostExecutable<K> {
                     }
                     let end = (pos0 + len) * w;
                     let o = &mut out[r * ow..(r + len) * ow];
-                    ops::attention(q, &c.k[..end], &c.v[..end], s, pos0, o);
+                    exe.kernels
+                        .attention(q, &c.k[..end], &c.v[..end], s, pos0, o);
                     r += len;
                 }
             }

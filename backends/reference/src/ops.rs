@@ -153,9 +153,42 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
 }
 
+/// The two vector primitives attention spends its time in. Backends with SIMD pass
+/// their own to [`attention_with`]; the algorithm stays this one.
+#[derive(Clone, Copy)]
+pub struct VecOps {
+    /// `Σ a[i]·b[i]` over equal lengths.
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    /// `y[i] += a·x[i]` over equal lengths.
+    pub axpy: fn(&mut [f32], f32, &[f32]),
+}
+
+/// Plain loops, summed in element order.
+pub const SCALAR_VEC_OPS: VecOps = VecOps {
+    dot: |a, b| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>(),
+    axpy: |y, a, x| {
+        for (yi, xi) in y.iter_mut().zip(x) {
+            *yi += a * xi;
+        }
+    },
+};
+
 /// Causal attention for `seq` query rows at positions `pos0..pos0+seq`, over cached keys
 /// and values `[0, pos0+seq)` (rows of `n_kv_heads·head_dim`). Writes `[seq, n_heads·head_dim]`.
 pub fn attention(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    s: AttnShape,
+    pos0: usize,
+    out: &mut [f32],
+) {
+    attention_with(SCALAR_VEC_OPS, q, k_cache, v_cache, s, pos0, out)
+}
+
+/// [`attention`] with the dot and axpy of `ops`.
+pub fn attention_with(
+    ops: VecOps,
     q: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
@@ -178,7 +211,7 @@ pub fn attention(
             scores.clear();
             scores.extend((start..=p).map(|j| {
                 let kj = &k_cache[j * kvw + kvh * hd..][..hd];
-                let mut d = qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * s.scale;
+                let mut d = (ops.dot)(qh, kj) * s.scale;
                 if let Some(c) = s.softcap {
                     d = c * (d / c).tanh();
                 }
@@ -193,10 +226,7 @@ pub fn attention(
             o.fill(0.0);
             for (j, w) in (start..=p).zip(scores.iter()) {
                 let vj = &v_cache[j * kvw + kvh * hd..][..hd];
-                let w = w / sum;
-                for (oi, vi) in o.iter_mut().zip(vj) {
-                    *oi += w * vi;
-                }
+                (ops.axpy)(o, w / sum, vj);
             }
         });
 }

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use std::marker::PhantomData;
 use weft_backend::Activations;
 use weft_ir::DType;
+use weft_reference::ops::{VecOps, SCALAR_VEC_OPS};
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -158,6 +159,19 @@ pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Nee
         }
         #[cfg(not(target_arch = "x86_64"))]
         Isa::Avx2 => None,
+    }
+}
+
+/// Attention's dot and axpy for `isa` (the scalar loops where it has no SIMD ones).
+pub fn vec_ops(isa: Isa) -> VecOps {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => VecOps {
+            // SAFETY (both): Avx2 is only ever the result of detection.
+            dot: |a, b| unsafe { x86::vec::dot(a, b) },
+            axpy: |y, a, x| unsafe { x86::vec::axpy(y, a, x) },
+        },
+        _ => SCALAR_VEC_OPS,
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod fdot;
 mod idot;
+pub(super) mod vec;
 
 use super::{ChunkFn, Needs};
 use crate::q8::scales;
