@@ -15,9 +15,11 @@ use crate::simd::{Acts, ChunkFn, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
 
-/// Bytes ahead of the current block that decode tiles prefetch (weights stream from
-/// memory once per token; the hardware prefetcher alone left the loads waiting).
-const PREFETCH: usize = 384;
+/// Bytes ahead of the current block that decode tiles prefetch, every cache line of
+/// what they read (weights stream from memory once per token; the hardware prefetcher
+/// alone left the loads waiting). 1024 over 384 with every line: +17% SmolLM2 and +8%
+/// Gemma 3 int8 decode on a 2-core EPYC.
+const PREFETCH: usize = 1024;
 
 /// A weight type decoded in registers, 32 values at a time.
 trait Decode {
@@ -137,8 +139,13 @@ impl Tile<'_> {
         for b in 0..nb {
             if R == 1 {
                 for c in 0..C {
+                    // Every cache line of this block, PREFETCH ahead.
                     let at = c * self.rb + b * T::BYTES + PREFETCH;
-                    _mm_prefetch::<_MM_HINT_T0>(w.add(at) as *const i8);
+                    let mut off = 0;
+                    while off < T::BYTES {
+                        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(at + off) as *const i8);
+                        off += 64;
+                    }
                 }
             }
             let mut h = [T::header(w.add(b * T::BYTES)); C];

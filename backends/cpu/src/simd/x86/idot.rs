@@ -20,9 +20,11 @@ use crate::simd::{Acts, ChunkFn, Needs, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
 
-/// Bytes ahead of the current block that decode tiles prefetch (weights stream from
-/// memory once per token; the hardware prefetcher alone left the loads waiting).
-const PREFETCH: usize = 384;
+/// Bytes ahead of the current block that decode tiles prefetch, every cache line of
+/// what they read (weights stream from memory once per token; the hardware prefetcher
+/// alone left the loads waiting). 1024 over 384 with every line: +17% SmolLM2 and +8%
+/// Gemma 3 int8 decode on a 2-core EPYC.
+const PREFETCH: usize = 1024;
 
 /// One activation row in 8-bit blocks.
 #[derive(Clone, Copy)]
@@ -146,13 +148,19 @@ impl Tile<'_> {
         &self,
         b: usize,
         bytes: usize,
+        span: usize,
     ) -> [*const u8; C] {
         let w = self.w.as_ptr();
         let mut wb = [w; C];
         for c in 0..C {
             wb[c] = w.add(c * self.rb + b * bytes);
             if R == 1 {
-                _mm_prefetch::<_MM_HINT_T0>(wb[c].add(PREFETCH) as *const i8);
+                // Every cache line of the bytes this call reads, PREFETCH ahead.
+                let mut off = 0;
+                while off < span {
+                    _mm_prefetch::<_MM_HINT_T0>(wb[c].wrapping_add(PREFETCH + off) as *const i8);
+                    off += 64;
+                }
             }
         }
         wb
@@ -296,7 +304,7 @@ impl Tile<'_> {
         g: usize,
     ) {
         let zero = _mm256_setzero_si256();
-        let wg = self.blocks::<R, C>(8 * g, T::BYTES);
+        let wg = self.blocks::<R, C>(8 * g, T::BYTES, 8 * T::BYTES);
         for c in 0..C {
             // The gather's latency overlaps the integer work below.
             let (d, dm) = legacy_scales8::<T>(wg[c]);
@@ -339,7 +347,7 @@ impl Tile<'_> {
         acc: &mut [[[__m256; 2]; R]; C],
         b: usize,
     ) {
-        let wb = self.blocks::<R, C>(b, T::BYTES);
+        let wb = self.blocks::<R, C>(b, T::BYTES, T::BYTES);
         for c in 0..C {
             let u = T::values(wb[c]);
             let ua = if T::SIGNED { _mm256_sign_epi8(u, u) } else { u };
@@ -470,7 +478,7 @@ impl Tile<'_> {
         acc: &mut [[[__m256; 2]; R]; C],
         b: usize,
     ) {
-        let wb = self.blocks::<R, C>(b, T::BYTES);
+        let wb = self.blocks::<R, C>(b, T::BYTES, T::BYTES);
         let mut h = [T::header(wb[0]); C];
         for c in 1..C {
             h[c] = T::header(wb[c]);
