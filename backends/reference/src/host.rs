@@ -13,7 +13,7 @@ use weft_backend::{
     Route, Session, Stage,
 };
 use weft_ir::alloc::{try_resize, try_zeros};
-use weft_ir::{DType, GluAct, Op, Plan, WeightProvider, WeightView};
+use weft_ir::{DType, Op, Plan, WeightProvider, WeightView};
 
 /// The arithmetic a host backend supplies: how matmuls read stored weights and how
 /// embedding rows are gathered. One value per executable, made at lowering from the
@@ -643,19 +643,7 @@ impl<K: Kernels> HostExecutable<K> {
                     ops::rms_norm(sum, w.len(), Some(w), *eps, *weight_offset, normed);
                 }
             }
-            Op::Glu { act } => {
-                let f = shape[1];
-                for (o, r) in out.chunks_exact_mut(f).zip(input(0).chunks_exact(2 * f)) {
-                    let (gate, up) = r.split_at(f);
-                    match act {
-                        GluAct::Silu => ops::silu(gate, o),
-                        GluAct::Gelu => ops::gelu(gate, o),
-                    }
-                    for (v, u) in o.iter_mut().zip(up) {
-                        *v *= u;
-                    }
-                }
-            }
+            Op::Glu { act } => ops::glu(input(0), shape[1], *act, &mut out),
             Op::Moe {
                 n_experts,
                 top_k,

@@ -55,6 +55,25 @@ pub fn gelu(x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Gated linear unit over rows of `[gate | up]` (`2·f` values each): `act(gate) ⊙ up`
+/// into rows of `f`. Rows go in parallel: for a prompt this is millions of
+/// transcendental calls (Gemma's GELU), too many for one core.
+pub fn glu(x: &[f32], f: usize, act: GluAct, out: &mut [f32]) {
+    out.par_chunks_mut(f.max(1))
+        .zip(x.par_chunks(2 * f.max(1)))
+        .with_min_len((1 << 14) / f.max(1) + 1)
+        .for_each(|(o, r)| {
+            let (gate, up) = r.split_at(f);
+            match act {
+                GluAct::Silu => silu(gate, o),
+                GluAct::Gelu => gelu(gate, o),
+            }
+            for (v, u) in o.iter_mut().zip(up) {
+                *v *= u;
+            }
+        });
+}
+
 pub fn softcap(x: &[f32], cap: f32, out: &mut [f32]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = cap * (v / cap).tanh();
