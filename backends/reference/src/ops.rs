@@ -51,8 +51,16 @@ pub fn silu(x: &[f32], out: &mut [f32]) {
 pub fn gelu(x: &[f32], out: &mut [f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2/pi)
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = 0.5 * v * (1.0 + (C * (v + 0.044715 * v * v * v)).tanh());
+        *o = 0.5 * v * (1.0 + tanh_by_exp(C * (v + 0.044715 * v * v * v)));
     }
+}
+
+/// `tanh(y)` as `1 − 2/(e^{2|y|} + 1)` with y's sign: one `exp`, where libm's `tanhf`
+/// (through `expm1f`) cost three times as much in a prompt's GELUs. Absolute error
+/// within 2.5e-7 (the test below); GELU uses `1 + tanh`, so that is all that matters.
+fn tanh_by_exp(y: f32) -> f32 {
+    let e = (2.0 * y.abs()).exp();
+    (1.0 - 2.0 / (e + 1.0)).copysign(y)
 }
 
 /// Gated linear unit over rows of `[gate | up]` (`2·f` values each): `act(gate) ⊙ up`
@@ -357,6 +365,21 @@ pub fn elementwise(inputs: &[&[f32]], code: &[Ew], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tanh_by_exp_is_within_its_error_bound() {
+        let mut worst = 0f64;
+        for i in -400_000..=400_000 {
+            let y = i as f32 * 5e-5;
+            let err = (tanh_by_exp(y) as f64 - (y as f64).tanh()).abs();
+            worst = worst.max(err);
+        }
+        assert!(worst <= 2.5e-7, "tanh_by_exp: max abs error {worst:e}");
+        for y in [f32::INFINITY, 1e30, 89.0, -89.0, f32::NEG_INFINITY] {
+            assert_eq!(tanh_by_exp(y), y.signum());
+        }
+        assert!(tanh_by_exp(f32::NAN).is_nan());
+    }
 
     #[test]
     fn rope_layouts_agree_up_to_permutation() {
