@@ -18,7 +18,7 @@ pub use simd::Isa;
 
 use weft_backend::{Activations, BackendError, LowerOptions, MatKernel};
 use weft_ir::WeightView;
-use weft_reference::ops::{self, AttnShape, VecOps};
+use weft_reference::ops::{self, AttnShape};
 use weft_reference::{Host, Kernels};
 
 /// The CPU backend.
@@ -28,21 +28,17 @@ pub const CPU: Host<Parallel> = Host::new();
 /// activation mode asked for.
 pub struct Parallel {
     pub config: matmul::Config,
-    /// Attention's dot and axpy for `config.isa`.
-    vec_ops: VecOps,
 }
 
 impl Kernels for Parallel {
     const NAME: &'static str = "cpu";
 
     fn new(options: &LowerOptions) -> Result<Self, BackendError> {
-        let isa = Isa::detect();
         Ok(Parallel {
             config: matmul::Config {
-                isa,
+                isa: Isa::detect(),
                 activations: options.activations,
             },
-            vec_ops: simd::vec_ops(isa),
         })
     }
 
@@ -63,7 +59,7 @@ impl Kernels for Parallel {
         pos0: usize,
         out: &mut [f32],
     ) {
-        ops::attention_with(self.vec_ops, q, k, v, s, pos0, out)
+        ops::attention_with(simd::vec_ops(self.config.isa), q, k, v, s, pos0, out)
     }
 
     fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {
