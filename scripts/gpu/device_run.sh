@@ -4,6 +4,10 @@
 # made there by random_gguf.py. Usage: scripts/gpu/device_run.sh WEFT_BINARY [SHAPES...]
 # where SHAPES are smollm2 llama1b llama8b (default: all three). Bench repetitions:
 # $REPS (default 3). Prints everything; set OUT to also keep a log there.
+# With LLAMA_SRC (a tree from scripts/gpu/llama_cuda_src.sh), llama.cpp's CUDA llama-bench is
+# built there (into $LLAMA_BUILD, default .lbuild, while the parity suite runs) and run on the
+# same files after weft (-ngl 99 -fa 1). With WEFT_B, a second weft binary is benched right
+# after the first on each file (an A/B of two builds). SKIP_PARITY=1 skips the fixtures.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 weft=$1
@@ -15,8 +19,24 @@ py=${PYTHON:-python3}
 "$weft" inspect --gpu || exit 1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv
 
-echo "== parity: gpu graph vs curated decoder, family fixtures"
+llama_bench=
+if [ -n "${LLAMA_SRC:-}" ]; then
+    lb=${LLAMA_BUILD:-.lbuild}
+    llama_bench=$lb/bin/llama-bench
+    if [ ! -x "$llama_bench" ]; then
+        echo "== building llama.cpp (CUDA, sm_90) in the background: $lb/build.log"
+        mkdir -p "$lb"
+        (cmake -S "$LLAMA_SRC" -B "$lb" -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+            -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+            -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF &&
+            cmake --build "$lb" --target llama-bench -j "$(nproc)") > "$lb/build.log" 2>&1 &
+        build_pid=$!
+    fi
+fi
+
+[ "${SKIP_PARITY:-0}" = 1 ] || echo "== parity: gpu graph vs curated decoder, family fixtures"
 for dir in tests/fixtures/families/*/; do
+    [ "${SKIP_PARITY:-0}" = 1 ] && break
     for src in "" model-f16.gguf; do
         [ -e "$dir$src" ] || continue
         printf '%s: ' "$dir$src"
@@ -38,4 +58,16 @@ for shape in $shapes; do
     [ "$shape" = llama8b ] || "$weft" parity "$model" --backend gpu --tokens "$(seq -s, 1 48)" --steps 4 --tolerance 2e-3 2>&1 |
         grep -E 'max \||PASS|FAIL|error'
     "$weft" bench "$model" --backend gpu -p 512 -n 128 -r "$reps" 2>&1 | grep -v XDG_RUNTIME_DIR
+    if [ -n "${WEFT_B:-}" ]; then
+        echo "-- $WEFT_B"
+        "$WEFT_B" bench "$model" --backend gpu -p 512 -n 128 -r "$reps" 2>&1 | grep -v XDG_RUNTIME_DIR
+    fi
+    if [ -n "$llama_bench" ]; then
+        if [ -n "${build_pid:-}" ]; then
+            wait "$build_pid" || { tail -30 "$lb/build.log"; llama_bench=; continue; }
+            build_pid=
+        fi
+        echo "-- llama.cpp CUDA"
+        "$llama_bench" -m "$model" -ngl 99 -fa 1 -p 512 -n 128 -r "$reps" 2>&1 | grep -E '^\||error'
+    fi
 done

@@ -2,7 +2,9 @@
 """Writes a random-weight, llama-shaped GGUF file for speed runs, with numpy alone (no
 gguf-py: the GPU machine has no package index). The blocks are random bytes with small
 finite scales, laid out as GGML stores them, so every reader decodes them the same way;
-no weight is the quantisation of anything. No tokenizer: bench with token ids.
+no weight is the quantisation of anything. The vocabulary is placeholders (an SPM-style
+list: <unk>, <s>, </s>, the 256 byte tokens, then t259, t260, …) so that llama.cpp loads the
+file too: bench with token ids.
 
 Shapes (--shape): smollm2 (SmolLM2-135M), llama1b (Llama 3.2 1B), llama8b (Llama 3 8B),
 and tiny (64 wide, for deep stacks: `--layers N` overrides any shape's layer count, e.g.
@@ -48,6 +50,28 @@ def kv(key, value):
     if isinstance(value, float):
         return s(key) + struct.pack("<If", 6, value)
     return s(key) + struct.pack("<II", 4, value)
+
+
+def arr(key, etype, items):
+    # A GGUF array of strings (8), f32 (6) or i32 (5).
+    body = struct.pack("<IIQ", 9, etype, len(items))
+    if etype == 8:
+        body += b"".join(s(t) for t in items)
+    else:
+        body += np.asarray(items, dtype="<f4" if etype == 6 else "<i4").tobytes()
+    return s(key) + body
+
+
+def vocab_kvs(vocab):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += [f"t{i}" for i in range(len(tokens), vocab)]
+    # Token types: 2 unknown, 3 control, 6 byte, 1 normal.
+    types = [2, 3, 3] + [6] * 256 + [1] * (vocab - 259)
+    return [
+        arr("tokenizer.ggml.tokens", 8, tokens),
+        arr("tokenizer.ggml.scores", 6, [0.0] * vocab),
+        arr("tokenizer.ggml.token_type", 5, types),
+    ]
 
 
 def tensor_bytes(rng, dtype, rows, cols):
@@ -111,9 +135,13 @@ def main():
         ("llama.rope.dimension_count", hd),
         ("llama.attention.layer_norm_rms_epsilon", 1e-5),
         ("llama.vocab_size", vocab),
+        ("tokenizer.ggml.model", "llama"),
+        ("tokenizer.ggml.bos_token_id", 1),
+        ("tokenizer.ggml.eos_token_id", 2),
     ]
-    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta))
-    header += b"".join(kv(k, v) for k, v in meta)
+    vocab_meta = vocab_kvs(vocab)
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(meta) + len(vocab_meta))
+    header += b"".join(kv(k, v) for k, v in meta) + b"".join(vocab_meta)
     offset = 0
     infos = []
     for name, dtype, rows, cols in tensors:

@@ -424,6 +424,7 @@ impl Lowering<'_> {
             ])
         };
         let gx = n.div_ceil(rows_per) as u32;
+        let mv_gx = n.div_ceil(shaders::matvec_rows(dtype, rows_per, vec4)) as u32;
         // One activation row, or rows routed to experts: the matvec kernel, a
         // workgroup row per output row. Several rows: the tiled kernel. Both are in the
         // schedule; a call dispatches the one its row count picks.
@@ -438,7 +439,7 @@ impl Lowering<'_> {
                     true => rows as u32,
                     false => 0,
                 };
-                (params(rows, gx), (gx, gy))
+                (params(rows, mv_gx), (mv_gx, gy))
             }),
         );
         if expert_mode == 0 {

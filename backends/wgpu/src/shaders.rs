@@ -95,6 +95,11 @@ pub fn matmul_source(
     mt: usize,
     vec4: bool,
 ) -> Result<String, String> {
+    if name == "matvec" {
+        if let Some(rows_dot) = rows_kernel(dtype, rows, vec4) {
+            return Ok(format!("{COMMON}{MATVEC_ROWS}{rows_dot}"));
+        }
+    }
     let lanes = 64 / rows;
     let xdot = match vec4 && dtype.block_size() >= 32 {
         true => include_str!("../shaders/xdot_vec4.wgsl"),
@@ -116,11 +121,35 @@ pub fn matmul_source(
     Ok(s)
 }
 
+const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
+
+/// Weight rows of a matvec workgroup for `dtype` where the matmul kernels take `rows`
+/// (`matvec_rows.wgsl` takes its own).
+pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool) -> usize {
+    match rows_kernel(dtype, rows, vec4) {
+        Some(_) => MATVEC_ROWS_R,
+        None => rows,
+    }
+}
+
+/// `R` in matvec_rows.wgsl.
+const MATVEC_ROWS_R: usize = 4;
+
+/// The several-rows matvec (`matvec_rows.wgsl`) of a 16-byte-aligned block type, on GPUs
+/// (a subgroup a row, `rows` < 64) with x read four floats a load: its rows' dot.
+/// Q4_K super-blocks are 144 bytes, so every row and expert of a weight (whose buffer
+/// starts at 0) starts 16-byte aligned.
+fn rows_kernel(dtype: DType, rows: usize, vec4: bool) -> Option<&'static str> {
+    match dtype {
+        DType::Q4_K if vec4 && rows < 64 => Some(include_str!("../shaders/quant/rows/q4_k.wgsl")),
+        _ => None,
+    }
+}
+
 /// A row's dot with x with the 32 lanes of a row sharing each super-block (coalesced
 /// weight loads), for the types that have one; x read four floats a load.
 fn row_dot(dtype: DType) -> Option<&'static str> {
     Some(match dtype {
-        DType::Q4_K => include_str!("../shaders/quant/rowdot/q4_k.wgsl"),
         DType::Q6_K => include_str!("../shaders/quant/rowdot/q6_k.wgsl"),
         _ => return None,
     })
@@ -265,17 +294,27 @@ mod tests {
             let s = matmul_source("matvec", d, rows, 16, vec4).unwrap();
             s.contains("32 lanes to a super-block")
         };
-        assert!(shared(DType::Q4_K, 2, true));
         assert!(shared(DType::Q6_K, 2, true));
-        assert!(!shared(DType::Q4_K, 64, true), "one lane a row");
-        assert!(!shared(DType::Q4_K, 2, false), "x not vec4");
+        assert!(!shared(DType::Q6_K, 64, true), "one lane a row");
+        assert!(!shared(DType::Q6_K, 2, false), "x not vec4");
         assert!(!shared(DType::Q5_K, 2, true), "no shared dot for the type");
+    }
+
+    #[test]
+    fn q4_k_matvec_serves_several_rows_a_workgroup_on_gpus() {
+        let rows = |rows, vec4| {
+            let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4).unwrap();
+            (s.contains("const R: u32 = 4u;"), matvec_rows(DType::Q4_K, rows, vec4))
+        };
+        assert_eq!(rows(2, true), (true, MATVEC_ROWS_R));
+        assert_eq!(rows(64, true), (false, 64), "one lane a row");
+        assert_eq!(rows(2, false), (false, 2), "x not vec4");
     }
 
     #[test]
     fn matmul_kernels_take_the_device_shape_and_x_loads() {
         for name in ["matmul", "matvec"] {
-            let q = matmul_source(name, DType::Q4_K, 2, 16, true).unwrap();
+            let q = matmul_source(name, DType::Q6_K, 2, 16, true).unwrap();
             assert!(
                 q.contains("const ROWS: u32 = 2u;\nconst LANES: u32 = 32u;"),
                 "{name}"

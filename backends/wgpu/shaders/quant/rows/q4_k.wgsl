@@ -1,0 +1,66 @@
+// R Q4_K rows' dots with x (matvec_rows.wgsl). A super-block is 9 words of 16 bytes:
+// {f16 d, f16 dmin, u8 scales[12]} then qs[128]. Lane L takes word 1 + s (s = L % 8) of
+// super-blocks L / 8, L / 8 + 8, …: qs bytes 16s.. hold elements l..l + 15 (l = 16·(s % 2))
+// of sub-blocks 2·(s / 2) (low nibbles) and 2·(s / 2) + 1 (high nibbles).
+// Σ(dl·q − ml)·x = dl·Σq·x − ml·Σx per sub-block.
+
+// Byte i of the 12 scale bytes (words y, z, w of the header).
+fn q4k_byte(h: vec4<u32>, i: u32) -> u32 {
+    return (h[1u + i / 4u] >> (8u * (i % 4u))) & 0xffu;
+}
+
+// The 6-bit scale and min of sub-block j: for j < 4 the low 6 bits of bytes j and j + 4;
+// for j >= 4 the nibbles of byte j + 4 with the top 2 bits of bytes j − 4 and j.
+fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
+    let lo = vec2<u32>(q4k_byte(h, j) & 63u, q4k_byte(h, j + 4u) & 63u);
+    let b = q4k_byte(h, (j + 4u) % 12u);
+    let hi = vec2<u32>(
+        (b & 0xfu) | ((q4k_byte(h, j & 3u) >> 6u) << 4u),
+        (b >> 4u) | ((q4k_byte(h, j) >> 6u) << 4u),
+    );
+    return vec2<f32>(select(hi, lo, j < 4u));
+}
+
+fn nib_dot(q: vec4<u32>, shift: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>) -> f32 {
+    let m = 0x0f0f0f0fu;
+    return dot(vec4<f32>(unpack4xU8((q.x >> shift) & m)), x0)
+        + dot(vec4<f32>(unpack4xU8((q.y >> shift) & m)), x1)
+        + dot(vec4<f32>(unpack4xU8((q.z >> shift) & m)), x2)
+        + dot(vec4<f32>(unpack4xU8((q.w >> shift) & m)), x3);
+}
+
+fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
+    let s = lane % 8u;
+    let j = 2u * (s / 2u);
+    let l = 16u * (s % 2u);
+    var acc: array<f32, R>;
+    for (var sb = lane / 8u; sb < k / 256u; sb += 8u) {
+        let xb = (x0 + sb * 256u + 32u * j + l) / 4u;
+        let xl0 = x[xb];
+        let xl1 = x[xb + 1u];
+        let xl2 = x[xb + 2u];
+        let xl3 = x[xb + 3u];
+        let xh0 = x[xb + 8u];
+        let xh1 = x[xb + 9u];
+        let xh2 = x[xb + 10u];
+        let xh3 = x[xb + 11u];
+        let one = vec4<f32>(1.0);
+        let sl = dot(xl0 + xl1 + xl2 + xl3, one);
+        let sh = dot(xh0 + xh1 + xh2 + xh3, one);
+        var hs: array<vec4<u32>, R>;
+        var qs: array<vec4<u32>, R>;
+        for (var i = 0u; i < R; i++) {
+            hs[i] = w[rows[i] + sb * 9u];
+            qs[i] = w[rows[i] + sb * 9u + 1u + s];
+        }
+        for (var i = 0u; i < R; i++) {
+            let dm = unpack2x16float(hs[i].x);
+            let lo = q4k_scale_min(hs[i], j);
+            let hi = q4k_scale_min(hs[i], j + 1u);
+            let dl = nib_dot(qs[i], 0u, xl0, xl1, xl2, xl3);
+            let dh = nib_dot(qs[i], 4u, xh0, xh1, xh2, xh3);
+            acc[i] += dm.x * (lo.x * dl + hi.x * dh) - dm.y * (lo.y * sl + hi.y * sh);
+        }
+    }
+    return acc;
+}
