@@ -57,16 +57,17 @@ for shape in $shapes; do
     # 48 prompt tokens: the prefill takes the GEMM kernel (32 rows or more).
     [ "$shape" = llama8b ] || "$weft" parity "$model" --backend gpu --tokens "$(seq -s, 1 48)" --steps 4 --tolerance 2e-3 2>&1 |
         grep -E 'max \||PASS|FAIL|error'
+    # Every bench runs on an idle machine: after llama.cpp's build.
+    if [ -n "${build_pid:-}" ]; then
+        wait "$build_pid" || { tail -30 "$lb/build.log"; llama_bench=; }
+        build_pid=
+    fi
     "$weft" bench "$model" --backend gpu -p 512 -n 128 -r "$reps" 2>&1 | grep -v XDG_RUNTIME_DIR
     if [ -n "${WEFT_B:-}" ]; then
         echo "-- $WEFT_B"
         "$WEFT_B" bench "$model" --backend gpu -p 512 -n 128 -r "$reps" 2>&1 | grep -v XDG_RUNTIME_DIR
     fi
     if [ -n "$llama_bench" ]; then
-        if [ -n "${build_pid:-}" ]; then
-            wait "$build_pid" || { tail -30 "$lb/build.log"; llama_bench=; continue; }
-            build_pid=
-        fi
         echo "-- llama.cpp CUDA"
         "$llama_bench" -m "$model" -ngl 99 -fa 1 -p 512 -n 128 -r "$reps" 2>&1 | grep -E '^\||error'
     fi

@@ -1,15 +1,15 @@
-// One activation row against R weight rows a workgroup, for 16-byte-aligned block types
-// (decode): the 64 lanes split each row's super-blocks among them, every lane serves all
-// R rows from the same x loads (x is read once per R rows, not once per row), and a lane
-// loads whole 16-byte words of each row so that many bytes are in flight. `rows_dot`
-// (the type's part, quant/rows/) returns a lane's partial sums; a tree adds them.
+// One activation row against R weight rows a workgroup, for K-quant types (decode): the
+// 64 lanes split each row's super-blocks among them, every lane serves all R rows from
+// the same x loads (x is read once per R rows, not once per row), and a lane loads whole
+// words of each row so that many bytes are in flight. The type's part (quant/rows/)
+// declares the weight `w` as words of W_BYTES bytes and `rows_dot`, which returns a
+// lane's partial sums; a tree adds them.
 // Expert mode (8 = 1): output row r = workgroup y of m reads activation row r / 9 and
 // expert ids[r]'s weight at byte w_base + ids[r] · 10.
 // params: as matmul.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes, 6 w_base,
 // 7 groups_x, 8 expert mode, 9 x_div, 10 expert_bytes, 11 x_stride, 12 x_off.
-// The types that take it keep row_bytes, w_base and expert_bytes multiples of 16.
+// Lowering picks it only where row_bytes, w_base and expert_bytes are multiples of W_BYTES.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 
@@ -32,7 +32,7 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: v
     // Rows past the end read the last row again (in range) and are not written.
     var rows: array<u32, R>;
     for (var i = 0u; i < R; i++) {
-        rows[i] = (base + min(j0 + i, n - 1u) * pu(5)) / 16u;
+        rows[i] = (base + min(j0 + i, n - 1u) * pu(5)) / W_BYTES;
     }
     let acc = rows_dot(rows, k, xrow * pu(11) + pu(12), lane);
     for (var i = 0u; i < R; i++) {

@@ -93,7 +93,7 @@ pub fn matmul(
     };
     let src = match gemm {
         true => shaders::source(name, Some(w.dtype)),
-        false => shaders::matmul_source(name, w.dtype, rows_per, mt, vec4),
+        false => shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols()),
     }
     .map_err(|what| unsupported(w, what))?;
     let p = schedule::pipelines().get(&gpu, name, src)?;
@@ -107,7 +107,7 @@ pub fn matmul(
         bindings.push(&no_experts);
     }
     let (gx, gy) = match (m, gemm) {
-        (1, _) => (n.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4)), 1),
+        (1, _) => (n.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols())), 1),
         (_, true) => (n.div_ceil(schedule::GEMM_TN), m.div_ceil(schedule::GEMM_TM)),
         _ => (n.div_ceil(rows_per), m.div_ceil(mt)),
     };

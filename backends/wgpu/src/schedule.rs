@@ -388,7 +388,7 @@ impl Lowering<'_> {
         let pipeline = |name: &str| -> Result<_, BackendError> {
             let src = match name {
                 "gemm" => shaders::source(name, Some(dtype)),
-                _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4),
+                _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4, k),
             }
             .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
             pipelines().get(&self.gpu, &format!("{name} {dtype}"), src)
@@ -424,7 +424,7 @@ impl Lowering<'_> {
             ])
         };
         let gx = n.div_ceil(rows_per) as u32;
-        let mv_gx = n.div_ceil(shaders::matvec_rows(dtype, rows_per, vec4)) as u32;
+        let mv_gx = n.div_ceil(shaders::matvec_rows(dtype, rows_per, vec4, k)) as u32;
         // One activation row, or rows routed to experts: the matvec kernel, a
         // workgroup row per output row. Several rows: the tiled kernel. Both are in the
         // schedule; a call dispatches the one its row count picks.

@@ -38,6 +38,9 @@ pub struct GpuSession {
     profile: Option<Profiler>,
 }
 
+/// Dispatches in a step's first submission (see `call`).
+const FIRST_CHUNK: usize = 32;
+
 fn alloc_err(what: String, bytes: usize) -> BackendError {
     BackendError::Alloc {
         what,
@@ -257,7 +260,6 @@ impl GpuSession {
         let out_rows = self.rows[o];
         let bytes = (out_rows * exe.widths[o] * 4) as u64;
         let t0 = std::time::Instant::now();
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
         let run = |d: &usize| self.counts[*d].0 > 0 && self.counts[*d].1 > 0;
         let record = |pass: &mut wgpu::ComputePass, d: usize| {
             let (x, y) = self.counts[d];
@@ -265,15 +267,37 @@ impl GpuSession {
             pass.set_bind_group(0, &self.bind_groups[d], &[]);
             pass.dispatch_workgroups(x, y, 1);
         };
+        let read_out = |enc: &mut wgpu::CommandEncoder| {
+            enc.copy_buffer_to_buffer(&self.slots[exe.slot[o]], 0, &self.staging, 0, bytes)
+        };
         match &self.profile {
+            // Submitted in chunks that double from FIRST_CHUNK dispatches, so that the GPU
+            // runs the first layers while the host records the rest.
             None => {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                (0..exe.dispatches.len())
-                    .filter(run)
-                    .for_each(|d| record(&mut pass, d));
+                let mut live = (0..exe.dispatches.len()).filter(run).peekable();
+                let mut chunk = FIRST_CHUNK;
+                loop {
+                    let mut enc = gpu.device.create_command_encoder(&Default::default());
+                    {
+                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        live.by_ref()
+                            .take(chunk)
+                            .for_each(|d| record(&mut pass, d));
+                    }
+                    let last = live.peek().is_none();
+                    if last {
+                        read_out(&mut enc);
+                    }
+                    gpu.queue.submit([enc.finish()]);
+                    if last {
+                        break;
+                    }
+                    chunk *= 2;
+                }
             }
             // A pass per dispatch, timestamps around each.
             Some(prof) => {
+                let mut enc = gpu.device.create_command_encoder(&Default::default());
                 let mut q = 0;
                 for d in (0..exe.dispatches.len()).filter(run) {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -284,10 +308,10 @@ impl GpuSession {
                     q += 1;
                 }
                 prof.resolve(&mut enc, q);
+                read_out(&mut enc);
+                gpu.queue.submit([enc.finish()]);
             }
         }
-        enc.copy_buffer_to_buffer(&self.slots[exe.slot[o]], 0, &self.staging, 0, bytes);
-        gpu.queue.submit([enc.finish()]);
         let t1 = std::time::Instant::now();
         let len = out_rows * exe.widths[o];
         if self.logits.len() < at + len {

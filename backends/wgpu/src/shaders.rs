@@ -87,16 +87,17 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
 /// invocations run as SIMD lanes of a CPU (Mesa's software Vulkan), a subgroup a row
 /// on GPUs so that a row's blocks are read side by side and every multiprocessor has
 /// work at decode. `vec4`: x is read four floats a load, for block-quantised weights
-/// whose x offsets and strides are multiples of 4.
+/// whose x offsets and strides are multiples of 4. `k`: the weight's width.
 pub fn matmul_source(
     name: &str,
     dtype: DType,
     rows: usize,
     mt: usize,
     vec4: bool,
+    k: usize,
 ) -> Result<String, String> {
     if name == "matvec" {
-        if let Some(rows_dot) = rows_kernel(dtype, rows, vec4) {
+        if let Some(rows_dot) = rows_kernel(dtype, rows, vec4, k) {
             return Ok(format!("{COMMON}{MATVEC_ROWS}{rows_dot}"));
         }
     }
@@ -125,8 +126,8 @@ const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
 
 /// Weight rows of a matvec workgroup for `dtype` where the matmul kernels take `rows`
 /// (`matvec_rows.wgsl` takes its own).
-pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool) -> usize {
-    match rows_kernel(dtype, rows, vec4) {
+pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize) -> usize {
+    match rows_kernel(dtype, rows, vec4, k) {
         Some(_) => MATVEC_ROWS_R,
         None => rows,
     }
@@ -135,13 +136,20 @@ pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool) -> usize {
 /// `R` in matvec_rows.wgsl.
 const MATVEC_ROWS_R: usize = 4;
 
-/// The several-rows matvec (`matvec_rows.wgsl`) of a 16-byte-aligned block type, on GPUs
-/// (a subgroup a row, `rows` < 64) with x read four floats a load: its rows' dot.
-/// Q4_K super-blocks are 144 bytes, so every row and expert of a weight (whose buffer
-/// starts at 0) starts 16-byte aligned.
-fn rows_kernel(dtype: DType, rows: usize, vec4: bool) -> Option<&'static str> {
+/// The several-rows matvec (`matvec_rows.wgsl`) of a K-quant type, on GPUs (a subgroup a
+/// row, `rows` < 64) with x read four floats a load: its rows' dot. Every row and expert
+/// of a weight (whose buffer starts at 0) must start on a word of the kernel's: Q4_K
+/// super-blocks are 144 bytes (9 words of 16), Q6_K ones 210 (so rows of an even count of
+/// super-blocks, a whole number of 4-byte words).
+fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<&'static str> {
+    if !vec4 || rows >= 64 {
+        return None;
+    }
     match dtype {
-        DType::Q4_K if vec4 && rows < 64 => Some(include_str!("../shaders/quant/rows/q4_k.wgsl")),
+        DType::Q4_K => Some(include_str!("../shaders/quant/rows/q4_k.wgsl")),
+        DType::Q6_K if (k / 256).is_multiple_of(2) => {
+            Some(include_str!("../shaders/quant/rows/q6_k.wgsl"))
+        }
         _ => None,
     }
 }
@@ -291,7 +299,7 @@ mod tests {
     #[test]
     fn matvec_shares_super_blocks_among_32_lanes_where_it_can() {
         let shared = |d, rows, vec4| {
-            let s = matmul_source("matvec", d, rows, 16, vec4).unwrap();
+            let s = matmul_source("matvec", d, rows, 16, vec4, 256).unwrap();
             s.contains("32 lanes to a super-block")
         };
         assert!(shared(DType::Q6_K, 2, true));
@@ -301,20 +309,23 @@ mod tests {
     }
 
     #[test]
-    fn q4_k_matvec_serves_several_rows_a_workgroup_on_gpus() {
+    fn k_quant_matvecs_serve_several_rows_a_workgroup_on_gpus() {
         let rows = |rows, vec4| {
-            let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4).unwrap();
-            (s.contains("const R: u32 = 4u;"), matvec_rows(DType::Q4_K, rows, vec4))
+            let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4, 256).unwrap();
+            (s.contains("const R: u32 = 4u;"), matvec_rows(DType::Q4_K, rows, vec4, 256))
         };
         assert_eq!(rows(2, true), (true, MATVEC_ROWS_R));
         assert_eq!(rows(64, true), (false, 64), "one lane a row");
         assert_eq!(rows(2, false), (false, 2), "x not vec4");
+        // Q6_K rows start on 4-byte words only with an even count of super-blocks.
+        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 512), MATVEC_ROWS_R);
+        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 768), 2);
     }
 
     #[test]
     fn matmul_kernels_take_the_device_shape_and_x_loads() {
         for name in ["matmul", "matvec"] {
-            let q = matmul_source(name, DType::Q6_K, 2, 16, true).unwrap();
+            let q = matmul_source(name, DType::Q6_K, 2, 16, true, 256).unwrap();
             assert!(
                 q.contains("const ROWS: u32 = 2u;\nconst LANES: u32 = 32u;"),
                 "{name}"
@@ -324,9 +335,9 @@ mod tests {
                 name == "matvec" || q.contains("const MT: u32 = 16u;"),
                 "{name}"
             );
-            let f = matmul_source(name, DType::F16, 64, 4, true).unwrap();
+            let f = matmul_source(name, DType::F16, 64, 4, true, 256).unwrap();
             assert!(f.contains("x: array<f32>"), "{name}");
-            let unaligned = matmul_source(name, DType::Q8_0, 64, 4, false).unwrap();
+            let unaligned = matmul_source(name, DType::Q8_0, 64, 4, false, 256).unwrap();
             assert!(unaligned.contains("x: array<f32>"), "{name}");
         }
     }

@@ -97,8 +97,9 @@ proptest! {
     fn matmul_matches_the_reference(m in 1usize..7, n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
         // One row (the matvec kernel, with a GPU's 32 lanes a row too) and several.
         check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2))?;
-        // Rows of more super-blocks than a GPU matvec's lanes take at once (8 for Q4_K).
-        check_matmul(1, n, |d| cols_for(d, blocks + 8), seed, Some(2))?;
+        // Rows of more super-blocks than a GPU matvec's lanes take at once (8 for Q4_K,
+        // 4 for Q6_K), of an even count (Q6_K takes the several-rows kernel then).
+        check_matmul(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2))?;
         check_matmul(1, n, |d| cols_for(d, blocks), seed, None)?;
         check_matmul(m, n, |d| cols_for(d, blocks), seed, None)?;
     }

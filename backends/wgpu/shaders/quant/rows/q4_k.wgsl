@@ -3,6 +3,9 @@
 // super-blocks L / 8, L / 8 + 8, …: qs bytes 16s.. hold elements l..l + 15 (l = 16·(s % 2))
 // of sub-blocks 2·(s / 2) (low nibbles) and 2·(s / 2) + 1 (high nibbles).
 // Σ(dl·q − ml)·x = dl·Σq·x − ml·Σx per sub-block.
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+
+const W_BYTES: u32 = 16u;
 
 // Byte i of the 12 scale bytes (words y, z, w of the header).
 fn q4k_byte(h: vec4<u32>, i: u32) -> u32 {
