@@ -1,5 +1,5 @@
 // One activation row against R weight rows a workgroup, for K-quant types (decode): the
-// 64 lanes split each row's super-blocks among them, every lane serves all R rows from
+// LANES lanes split each row's super-blocks among them, every lane serves all R rows from
 // the same x loads (x is read once per R rows, not once per row), and a lane loads whole
 // words of each row so that many bytes are in flight. The type's part (quant/rows/)
 // declares the weight `w` as words of W_BYTES bytes and `rows_dot`, which returns a
@@ -14,10 +14,11 @@
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 
 const R: u32 = 4u;
+const LANES: u32 = 64u;
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, R * LANES>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANES)
 fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let k = pu(1);
     let n = pu(2);
@@ -36,18 +37,18 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: v
     }
     let acc = rows_dot(rows, k, xrow * pu(11) + pu(12), lane);
     for (var i = 0u; i < R; i++) {
-        partial[i * 64u + lane] = acc[i];
+        partial[i * LANES + lane] = acc[i];
     }
     workgroupBarrier();
-    for (var h = 32u; h > 0u; h = h / 2u) {
+    for (var h = LANES / 2u; h > 0u; h = h / 2u) {
         if lane < h {
             for (var i = 0u; i < R; i++) {
-                partial[i * 64u + lane] += partial[i * 64u + lane + h];
+                partial[i * LANES + lane] += partial[i * LANES + lane + h];
             }
         }
         workgroupBarrier();
     }
     if lane < R && j0 + lane < n {
-        out[r * pu(3) + pu(4) + j0 + lane] = partial[lane * 64u];
+        out[r * pu(3) + pu(4) + j0 + lane] = partial[lane * LANES];
     }
 }

@@ -97,8 +97,11 @@ pub fn matmul_source(
     k: usize,
 ) -> Result<String, String> {
     if name == "matvec" {
-        if let Some(rows_dot) = rows_kernel(dtype, rows, vec4, k) {
-            return Ok(format!("{COMMON}{MATVEC_ROWS}{rows_dot}"));
+        if let Some(RowsKernel { rows_dot, r, lanes }) = rows_kernel(dtype, rows, vec4, k) {
+            let body = MATVEC_ROWS
+                .replace("const R: u32 = 4u;", &format!("const R: u32 = {r}u;"))
+                .replace("const LANES: u32 = 64u;", &format!("const LANES: u32 = {lanes}u;"));
+            return Ok(format!("{COMMON}{body}{rows_dot}"));
         }
     }
     let lanes = 64 / rows;
@@ -128,30 +131,38 @@ const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
 /// (`matvec_rows.wgsl` takes its own).
 pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize) -> usize {
     match rows_kernel(dtype, rows, vec4, k) {
-        Some(_) => MATVEC_ROWS_R,
+        Some(kernel) => kernel.r,
         None => rows,
     }
 }
 
-/// `R` in matvec_rows.wgsl.
-const MATVEC_ROWS_R: usize = 4;
+/// A several-rows matvec (`matvec_rows.wgsl`): the type's part and the kernel's shape.
+struct RowsKernel {
+    rows_dot: &'static str,
+    /// Weight rows a workgroup (`R`).
+    r: usize,
+    /// Threads a workgroup (`LANES`).
+    lanes: usize,
+}
 
-/// The several-rows matvec (`matvec_rows.wgsl`) of a K-quant type, on GPUs (a subgroup a
-/// row, `rows` < 64) with x read four floats a load: its rows' dot. Every row and expert
-/// of a weight (whose buffer starts at 0) must start on a word of the kernel's: Q4_K
-/// super-blocks are 144 bytes (9 words of 16), Q6_K ones 210 (so rows of an even count of
-/// super-blocks, a whole number of 4-byte words).
-fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<&'static str> {
+/// The several-rows matvec of a K-quant type, on GPUs (a subgroup a row, `rows` < 64)
+/// with x read four floats a load. Every row and expert of a weight (whose buffer starts
+/// at 0) must start on a word of the kernel's: Q4_K super-blocks are 144 bytes (9 words
+/// of 16), Q6_K ones 210 (so rows of an even count of super-blocks, a whole number of
+/// 4-byte words). Shapes measured on an H200 (8B decode, R × LANES of 1–8 × 64–256): Q4_K
+/// fastest at 4 × 64 (8 lanes a super-block), Q6_K at 2 × 128 (16 lanes a super-block).
+fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKernel> {
     if !vec4 || rows >= 64 {
         return None;
     }
-    match dtype {
-        DType::Q4_K => Some(include_str!("../shaders/quant/rows/q4_k.wgsl")),
+    let (rows_dot, r, lanes) = match dtype {
+        DType::Q4_K => (include_str!("../shaders/quant/rows/q4_k.wgsl"), 4, 64),
         DType::Q6_K if (k / 256).is_multiple_of(2) => {
-            Some(include_str!("../shaders/quant/rows/q6_k.wgsl"))
+            (include_str!("../shaders/quant/rows/q6_k.wgsl"), 2, 128)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(RowsKernel { rows_dot, r, lanes })
 }
 
 /// A row's dot with x with the 32 lanes of a row sharing each super-block (coalesced
@@ -314,11 +325,11 @@ mod tests {
             let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4, 256).unwrap();
             (s.contains("const R: u32 = 4u;"), matvec_rows(DType::Q4_K, rows, vec4, 256))
         };
-        assert_eq!(rows(2, true), (true, MATVEC_ROWS_R));
+        assert_eq!(rows(2, true), (true, 4));
         assert_eq!(rows(64, true), (false, 64), "one lane a row");
         assert_eq!(rows(2, false), (false, 2), "x not vec4");
         // Q6_K rows start on 4-byte words only with an even count of super-blocks.
-        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 512), MATVEC_ROWS_R);
+        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 512), 2);
         assert_eq!(matvec_rows(DType::Q6_K, 2, true, 768), 2);
     }
 

@@ -1,6 +1,6 @@
 // R Q4_K rows' dots with x (matvec_rows.wgsl). A super-block is 9 words of 16 bytes:
 // {f16 d, f16 dmin, u8 scales[12]} then qs[128]. Lane L takes word 1 + s (s = L % 8) of
-// super-blocks L / 8, L / 8 + 8, …: qs bytes 16s.. hold elements l..l + 15 (l = 16·(s % 2))
+// super-blocks L / 8, L / 8 + LANES / 8, …: qs bytes 16s.. hold elements l..l + 15 (l = 16·(s % 2))
 // of sub-blocks 2·(s / 2) (low nibbles) and 2·(s / 2) + 1 (high nibbles).
 // Σ(dl·q − ml)·x = dl·Σq·x − ml·Σx per sub-block.
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
@@ -37,7 +37,7 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
     let j = 2u * (s / 2u);
     let l = 16u * (s % 2u);
     var acc: array<f32, R>;
-    for (var sb = lane / 8u; sb < k / 256u; sb += 8u) {
+    for (var sb = lane / 8u; sb < k / 256u; sb += LANES / 8u) {
         let xb = (x0 + sb * 256u + 32u * j + l) / 4u;
         let xl0 = x[xb];
         let xl1 = x[xb + 1u];

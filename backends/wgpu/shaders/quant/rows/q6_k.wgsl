@@ -1,6 +1,6 @@
 // R Q6_K rows' dots with x (matvec_rows.wgsl). A super-block is 210 bytes: ql[128], qh[64],
 // i8 scales[16], f16 d; rows of an even number of super-blocks start 4-byte aligned, odd
-// super-blocks 2 bytes past a word. Lane L takes super-blocks L / 16, L / 16 + 4, …, and in
+// super-blocks 2 bytes past a word. Lane L takes super-blocks L / 16, L / 16 + LANES / 16, …, in
 // each the 16 elements 128n + l + {0, 32, 64, 96} + 0..3 (n = s / 8, l = 4·(s % 8),
 // s = L % 16): the low 4 bits are the nibbles of ql words 64n + l (elements +0, +64) and
 // 64n + 32 + l (+32, +96), the top 2 bits are bit pairs of qh word 128 + 32n + l, and the
@@ -29,7 +29,7 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
     // Byte shift of this lane's scales within their words.
     let sh = 8u * (l / 16u);
     var acc: array<f32, R>;
-    for (var sb = lane / 16u; sb < k / 256u; sb += 4u) {
+    for (var sb = lane / 16u; sb < k / 256u; sb += LANES / 16u) {
         let xb = (x0 + sb * 256u + 128u * n + l) / 4u;
         let x1 = x[xb];
         let x2 = x[xb + 8u];
