@@ -107,7 +107,10 @@ pub fn matmul(
         bindings.push(&no_experts);
     }
     let (gx, gy) = match (m, gemm) {
-        (1, _) => (n.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols())), 1),
+        (1, _) => (
+            n.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols())),
+            1,
+        ),
         (_, true) => (n.div_ceil(schedule::GEMM_TN), m.div_ceil(schedule::GEMM_TM)),
         _ => (n.div_ceil(rows_per), m.div_ceil(mt)),
     };

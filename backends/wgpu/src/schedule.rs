@@ -215,24 +215,53 @@ impl Lowering<'_> {
         i: usize,
         ks: Vec<usize>,
     ) -> Result<(usize, DType, usize, usize, usize), BackendError> {
-        let views: Vec<&WeightView> = ks
+        let (buf, views) = self.concat_rows(i, &ks, "experts")?;
+        let first = &views[0];
+        if let Some(v) = views.iter().find(|v| v.shape != first.shape) {
+            return Err(unsupported(
+                i,
+                self.plan,
+                format!(
+                    "experts of different shapes ('{}' is {:?}, '{}' is {:?})",
+                    first.name, first.shape, v.name, v.shape
+                ),
+            ));
+        }
+        Ok((
+            buf,
+            first.dtype,
+            first.rows(),
+            first.cols(),
+            first.row_bytes(),
+        ))
+    }
+
+    /// Uploads the weights (inputs `ks` of step `i`, of one type and width) as one
+    /// buffer, their rows back to back. Returns its index and the views.
+    fn concat_rows(
+        &mut self,
+        i: usize,
+        ks: &[usize],
+        what: &str,
+    ) -> Result<(usize, Vec<WeightView>), BackendError> {
+        let views: Vec<WeightView> = ks
             .iter()
             .map(|&k| {
                 self.views[self.plan.steps[i].inputs[k]]
-                    .as_ref()
+                    .clone()
                     .ok_or_else(|| bad(i, self.plan, format!("input {k} must be a weight")))
             })
             .collect::<Result<_, _>>()?;
-        let first = views[0];
+        let first = &views[0];
         if let Some(v) = views
             .iter()
-            .find(|v| v.dtype != first.dtype || v.shape != first.shape)
+            .find(|v| v.dtype != first.dtype || v.cols() != first.cols())
         {
             return Err(unsupported(
                 i,
                 self.plan,
                 format!(
-                    "experts of different types or shapes ('{}' is {} {:?}, '{}' is {} {:?})",
+                    "{what} of different types or widths ('{}' is {} {:?}, '{}' is {} {:?})",
                     first.name, first.dtype, first.shape, v.name, v.dtype, v.shape
                 ),
             ));
@@ -242,22 +271,15 @@ impl Lowering<'_> {
         bytes
             .try_reserve_exact(total)
             .map_err(|_| BackendError::Alloc {
-                what: format!("the experts of '{}'", self.plan.steps[i].node.name),
+                what: format!("the {what} of '{}'", self.plan.steps[i].node.name),
                 bytes: total as u128,
             })?;
         views
             .iter()
             .for_each(|v| bytes.extend_from_slice(v.bytes()));
-        let facts = (
-            self.weights.len(),
-            first.dtype,
-            first.rows(),
-            first.cols(),
-            first.row_bytes(),
-        );
-        let label = format!("{} experts", first.name);
+        let label = format!("{} {what}", first.name);
         self.weights.push(upload(&self.gpu, &label, &bytes)?);
-        Ok(facts)
+        Ok((self.weights.len() - 1, views))
     }
 
     /// Input `k` of step `i`, a weight in one buffer.
@@ -515,6 +537,49 @@ struct Part {
 
 /// Uploads `w` in its stored form, split by rows into as many buffers as the
 /// adapter's binding limit needs (a 262k-row embedding on a 128 MiB limit).
+/// The weights of matmul step `st` (after them come as many biases, if it has them).
+fn matmul_weights(st: &weft_ir::Step) -> usize {
+    match st.node.op {
+        Op::MatMul { bias: true, .. } => (st.inputs.len() - 1) / 2,
+        _ => st.inputs.len() - 1,
+    }
+}
+
+/// Matmul steps over several weights (fuse-matmul's q|k|v, gate|up) whose weights are
+/// uploaded as one buffer of rows, so that one dispatch runs them: weights of one type
+/// and width, read by nothing else, fitting one binding together.
+fn joined_matmuls(
+    plan: &Plan,
+    views: &[Option<WeightView>],
+    vectors: &[bool],
+    binding_limit: u64,
+) -> Vec<bool> {
+    let mut users = vec![0usize; plan.steps.len()];
+    for st in &plan.steps {
+        st.inputs.iter().for_each(|&j| users[j] += 1);
+    }
+    plan.steps
+        .iter()
+        .map(|st| {
+            if !matches!(st.node.op, Op::MatMul { .. }) || matmul_weights(st) < 2 {
+                return false;
+            }
+            let ws = &st.inputs[1..=matmul_weights(st)];
+            let Some(vs) = ws
+                .iter()
+                .map(|&j| views[j].as_ref().filter(|_| !vectors[j] && users[j] == 1))
+                .collect::<Option<Vec<_>>>()
+            else {
+                return false;
+            };
+            let total: usize = vs.iter().map(|v| v.bytes().len()).sum();
+            vs.iter()
+                .all(|v| v.dtype == vs[0].dtype && v.cols() == vs[0].cols())
+                && total <= binding_limit as usize
+        })
+        .collect()
+}
+
 fn upload_parts(
     gpu: &Gpu,
     w: &WeightView,
@@ -591,12 +656,29 @@ impl GpuExecutable {
                 st.inputs[2..].iter().for_each(|&w| expert_part[w] = true);
             }
         }
+        let mut views = vec![None; n];
+        for (i, st) in plan.steps.iter().enumerate() {
+            views[i] = bind_weight(weights, &st.node.op)?;
+        }
+        let joined = joined_matmuls(
+            &plan,
+            &views,
+            &vectors,
+            gpu.limits.max_storage_buffer_binding_size,
+        );
+        let mut joined_part = vec![false; n];
+        for (i, st) in plan.steps.iter().enumerate() {
+            if joined[i] {
+                st.inputs[1..=matmul_weights(st)]
+                    .iter()
+                    .for_each(|&w| joined_part[w] = true);
+            }
+        }
         let mut uploaded = Vec::new();
         let mut weight_of = vec![None; n];
-        let mut views = vec![None; n];
         let mut small: Vec<Option<Vec<f32>>> = vec![None; n];
-        for (i, st) in plan.steps.iter().enumerate() {
-            let Some(w) = bind_weight(weights, &st.node.op)? else {
+        for (i, view) in views.iter().enumerate() {
+            let Some(w) = view else {
                 continue;
             };
             if vectors[i] {
@@ -608,11 +690,14 @@ impl GpuExecutable {
                     row0: 0,
                     rows: w.rows(),
                 }]);
-            } else if !expert_part[i] {
-                weight_of[i] = Some(upload_parts(&gpu, &w, &mut uploaded)?);
+            } else if !expert_part[i] && !joined_part[i] {
+                weight_of[i] = Some(upload_parts(&gpu, w, &mut uploaded)?);
             }
-            views[i] = Some(w);
         }
+        let n_joined = joined.iter().filter(|&&j| j).count();
+        stage.log.push(format!(
+            "joined weights (gpu): {n_joined} matmul(s) over several weights read them as one buffer"
+        ));
 
         let after_last = after_last(&plan);
         let widths: Vec<usize> = plan
@@ -760,14 +845,25 @@ impl GpuExecutable {
                     );
                 }
                 Op::MatMul { bias, softcap } => {
-                    let nw = if *bias {
-                        (st.inputs.len() - 1) / 2
-                    } else {
-                        st.inputs.len() - 1
-                    };
+                    let nw = matmul_weights(st);
                     let mut col = 0;
                     let mut cols = Vec::new();
-                    for k in 1..=nw {
+                    if joined[i] {
+                        // One dispatch over the weights' rows back to back: their outputs
+                        // are the matmul's columns in the same order.
+                        let ks: Vec<usize> = (1..=nw).collect();
+                        let (buf, views) = lw.concat_rows(i, &ks, "joined")?;
+                        for v in &views {
+                            cols.push((col, v.rows()));
+                            col += v.rows();
+                        }
+                        let v = &views[0];
+                        let facts = (buf, v.dtype, col, v.cols(), v.row_bytes());
+                        lw.matmul(i, read(0), facts, slot(i), width, 0, None, move |c| {
+                            c.rows[i]
+                        })?;
+                    }
+                    for k in (1..=nw).filter(|_| !joined[i]) {
                         let (parts, v) = lw.parts(i, k)?;
                         let (parts, v) = (parts.to_vec(), v.clone());
                         // A weight split across bindings: each part's rows are columns

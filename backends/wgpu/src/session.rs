@@ -280,9 +280,7 @@ impl GpuSession {
                     let mut enc = gpu.device.create_command_encoder(&Default::default());
                     {
                         let mut pass = enc.begin_compute_pass(&Default::default());
-                        live.by_ref()
-                            .take(chunk)
-                            .for_each(|d| record(&mut pass, d));
+                        live.by_ref().take(chunk).for_each(|d| record(&mut pass, d));
                     }
                     let last = live.peek().is_none();
                     if last {

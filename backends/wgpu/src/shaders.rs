@@ -100,7 +100,10 @@ pub fn matmul_source(
         if let Some(RowsKernel { rows_dot, r, lanes }) = rows_kernel(dtype, rows, vec4, k) {
             let body = MATVEC_ROWS
                 .replace("const R: u32 = 4u;", &format!("const R: u32 = {r}u;"))
-                .replace("const LANES: u32 = 64u;", &format!("const LANES: u32 = {lanes}u;"));
+                .replace(
+                    "const LANES: u32 = 64u;",
+                    &format!("const LANES: u32 = {lanes}u;"),
+                );
             return Ok(format!("{COMMON}{body}{rows_dot}"));
         }
     }
@@ -323,7 +326,10 @@ mod tests {
     fn k_quant_matvecs_serve_several_rows_a_workgroup_on_gpus() {
         let rows = |rows, vec4| {
             let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4, 256).unwrap();
-            (s.contains("const R: u32 = 4u;"), matvec_rows(DType::Q4_K, rows, vec4, 256))
+            (
+                s.contains("const R: u32 = 4u;"),
+                matvec_rows(DType::Q4_K, rows, vec4, 256),
+            )
         };
         assert_eq!(rows(2, true), (true, 4));
         assert_eq!(rows(64, true), (false, 64), "one lane a row");
