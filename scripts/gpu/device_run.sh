@@ -63,6 +63,10 @@ for shape in $shapes; do
         build_pid=
     fi
     "$weft" bench "$model" --backend gpu -p 512 -n 128 -r "$reps" 2>&1 | grep -v XDG_RUNTIME_DIR
+    # Where a decode step's time goes: the host recording and submitting every dispatch,
+    # then the wait for the GPU and the readback.
+    WEFT_GPU_TIMING=1 "$weft" bench "$model" --backend gpu -p 16 -n 8 -r 1 2>&1 |
+        grep '1 position' | tail -1
     if [ -n "${WEFT_B:-}" ]; then
         echo "-- $WEFT_B"
         "$WEFT_B" bench "$model" --backend gpu -p 512 -n 128 -r "$reps" 2>&1 | grep -v XDG_RUNTIME_DIR
