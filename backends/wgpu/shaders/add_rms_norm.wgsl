@@ -14,28 +14,16 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         return;
     }
     let d = pu(1);
-    // Four elements a thread a round, their loads issued together: a row of 4096 is four
-    // rounds of latency, not sixteen.
     var s = 0.0;
-    for (var i0 = li; i0 < d; i0 += 4u * NORM_THREADS) {
-        for (var u = 0u; u < 4u; u++) {
-            let i = i0 + u * NORM_THREADS;
-            if i < d {
-                let v = a[r * pu(5) + pu(6) + i] + b[r * pu(7) + pu(8) + i];
-                out[r * 2u * d + i] = v;
-                s += v * v;
-            }
-        }
+    for (var i = li; i < d; i += NORM_THREADS) {
+        let v = a[r * pu(5) + pu(6) + i] + b[r * pu(7) + pu(8) + i];
+        out[r * 2u * d + i] = v;
+        s += v * v;
     }
     let total = workgroup_sum(li, s);
     let inv = 1.0 / sqrt(total / f32(d) + pf(2));
-    for (var i0 = li; i0 < d; i0 += 4u * NORM_THREADS) {
-        for (var u = 0u; u < 4u; u++) {
-            let i = i0 + u * NORM_THREADS;
-            if i < d {
-                let v = a[r * pu(5) + pu(6) + i] + b[r * pu(7) + pu(8) + i];
-                out[r * 2u * d + d + i] = v * inv * (wt[i] + pf(3));
-            }
-        }
+    for (var i = li; i < d; i += NORM_THREADS) {
+        let v = a[r * pu(5) + pu(6) + i] + b[r * pu(7) + pu(8) + i];
+        out[r * 2u * d + d + i] = v * inv * (wt[i] + pf(3));
     }
 }

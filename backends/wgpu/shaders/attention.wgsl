@@ -50,17 +50,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let j = tile + li;
         var s = -3.4e38;
         if j <= p {
-            // Four partial sums: four independent loads of the key a round.
-            let ko = j * kvw + kvo;
-            var d4 = vec4<f32>(0.0);
-            var d = 0u;
-            for (; d + 4u <= hd; d += 4u) {
-                let kv = vec4<f32>(kc[ko + d], kc[ko + d + 1u], kc[ko + d + 2u], kc[ko + d + 3u]);
-                d4 += vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) * kv;
-            }
-            var dot = (d4.x + d4.y) + (d4.z + d4.w);
-            for (; d < hd; d++) {
-                dot += qs[d] * kc[ko + d];
+            var dot = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                dot += qs[d] * kc[j * kvw + kvo + d];
             }
             s = dot * pf(4);
             if cap != 0.0 {

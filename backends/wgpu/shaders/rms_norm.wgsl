@@ -12,29 +12,18 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     }
     let n = pu(1);
     let base = g * n;
-    // Four elements a thread a round, their loads issued together (see add_rms_norm).
     var s = 0.0;
-    for (var i0 = li; i0 < n; i0 += 4u * NORM_THREADS) {
-        for (var u = 0u; u < 4u; u++) {
-            let i = i0 + u * NORM_THREADS;
-            if i < n {
-                let v = x[base + i];
-                s += v * v;
-            }
-        }
+    for (var i = li; i < n; i += NORM_THREADS) {
+        let v = x[base + i];
+        s += v * v;
     }
     let total = workgroup_sum(li, s);
     let r = 1.0 / sqrt(total / f32(n) + pf(2));
-    for (var i0 = li; i0 < n; i0 += 4u * NORM_THREADS) {
-        for (var u = 0u; u < 4u; u++) {
-            let i = i0 + u * NORM_THREADS;
-            if i < n {
-                var scale = 1.0;
-                if pu(4) != 0u {
-                    scale = wt[i] + pf(3);
-                }
-                out[base + i] = x[base + i] * r * scale;
-            }
+    for (var i = li; i < n; i += NORM_THREADS) {
+        var scale = 1.0;
+        if pu(4) != 0u {
+            scale = wt[i] + pf(3);
         }
+        out[base + i] = x[base + i] * r * scale;
     }
 }
