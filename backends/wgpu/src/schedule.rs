@@ -682,7 +682,7 @@ impl GpuExecutable {
                 continue;
             };
             if vectors[i] {
-                let v = decode_vector(&w);
+                let v = decode_vector(w);
                 uploaded.push(upload(&gpu, &w.name, &crate::floats(&v))?);
                 small[i] = Some(v);
                 weight_of[i] = Some(vec![Part {
