@@ -12,6 +12,10 @@ to time compilation against depth).
 Types (--type): Q4_1 (every matrix), Q4_K_M (Q4_K, with Q6_K for the output and for
 attn_v / ffn_down in the layers llama-quantize gives more bits).
 
+--like HEADER writes random tensors under the metadata and tensor list of a real GGUF
+file instead (its header, cut with --header-of FILE: a few MB, so a model too big to
+take along can be reproduced in shape, types and tokenizer where it runs).
+
     python3 scripts/gpu/random_gguf.py --shape llama1b --type Q4_K_M -o /tmp/llama1b.gguf
 """
 
@@ -32,6 +36,8 @@ SHAPES = {
 TYPES = {
     "F32": (0, 1, 4, [], None),
     "Q4_1": (3, 32, 20, [0, 2], [1e-3, -8e-3]),
+    "Q5_0": (6, 32, 22, [0], [1e-3]),
+    "Q8_0": (8, 32, 34, [0], [1e-4]),
     "Q4_K": (12, 256, 144, [0, 2], [1e-4, 1e-4]),
     "Q6_K": (14, 256, 210, [208], [1e-5]),
 }
@@ -90,14 +96,97 @@ def more_bits(i, n):
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
+def read_header(buf):
+    """(header length up to the tensor data, alignment, [(name, rows, cols, type)])."""
+    pos = 4
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, buf, pos)
+        pos += struct.calcsize(fmt)
+        return v if len(v) > 1 else v[0]
+
+    def string():
+        nonlocal pos
+        n = take("<Q")
+        pos += n
+        return buf[pos - n : pos].decode()
+
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+    def skip(t):
+        nonlocal pos
+        if t == 8:
+            string()
+        elif t == 9:
+            et, n = take("<IQ")
+            for _ in range(n):
+                skip(et)
+        else:
+            pos += sizes[t]
+
+    assert buf[:4] == b"GGUF", "not a GGUF file"
+    _, n_tensors, n_kv = take("<IQQ")
+    align = ALIGN
+    for _ in range(n_kv):
+        key, t = string(), take("<I")
+        if key == "general.alignment":
+            align = take("<I")
+        else:
+            skip(t)
+    ids = {v[0]: k for k, v in TYPES.items()}
+    tensors = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = [take("<Q") for _ in range(take("<I"))]
+        tid, _off = take("<IQ")
+        if tid not in ids:
+            raise SystemExit(f"{name}: GGML type {tid} is not one random_gguf.py writes")
+        rows = 1
+        for d in dims[1:]:
+            rows *= d
+        tensors.append((name, rows, dims[0], ids[tid]))
+    return pos, align, tensors
+
+
+def write_like(a):
+    with open(a.like, "rb") as f:
+        head = f.read()
+    n, align, tensors = read_header(head)
+    rng = np.random.default_rng(a.seed)
+    with open(a.out, "wb") as f:
+        f.write(head[:n])
+        f.write(b"\0" * ((-n) % align))
+        for name, dtype, rows, cols in ((t[0], t[3], t[1], t[2]) for t in tensors):
+            data = tensor_bytes(rng, dtype, rows, cols)
+            f.write(data)
+            f.write(b"\0" * ((-len(data)) % align))
+    total = sum(rows * cols // TYPES[d][1] * TYPES[d][2] for _, rows, cols, d in tensors)
+    print(f"{a.out}: like {a.like}, {len(tensors)} tensors, {total / 1e9:.2f} GB of weights")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--shape", choices=SHAPES, required=True)
-    ap.add_argument("--type", choices=["Q4_1", "Q4_K_M"], required=True)
+    ap.add_argument("--shape", choices=SHAPES)
+    ap.add_argument("--type", choices=["Q4_1", "Q4_K_M"])
+    ap.add_argument("--like", metavar="HEADER", help="the header of a GGUF file to reproduce")
+    ap.add_argument("--header-of", metavar="FILE", help="write FILE's header to --out")
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--layers", type=int, help="layer count (default: the shape's)")
     a = ap.parse_args()
+    if a.header_of:
+        with open(a.header_of, "rb") as f:
+            head = f.read(64 << 20)
+        n, _, tensors = read_header(head)
+        with open(a.out, "wb") as f:
+            f.write(head[:n])
+        print(f"{a.out}: the header of {a.header_of} ({n} bytes, {len(tensors)} tensors)")
+        return
+    if a.like:
+        return write_like(a)
+    if not (a.shape and a.type):
+        ap.error("--shape and --type (or --like, or --header-of)")
     d, n, heads, kvh, ffn, vocab, ctx, base, tied = SHAPES[a.shape]
     n = a.layers or n
     hd = d // heads

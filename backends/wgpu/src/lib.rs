@@ -73,12 +73,15 @@ pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError
 }
 
 /// `x[m×k] · wᵀ` on the GPU by the matmul kernel a plan's matmul of m rows takes
-/// (kernel tests), with `rows` weight rows a workgroup (`None`: the device's choice).
+/// (kernel tests), with `rows` weight rows a workgroup (`None`: the device's choice),
+/// over the weight's rows from `skip` on (read from a byte offset into its buffer, as
+/// a matmul split across dispatches reads them).
 pub fn matmul(
     x: &[f32],
     m: usize,
     w: &WeightView,
     rows: Option<usize>,
+    skip: usize,
 ) -> Result<Vec<f32>, BackendError> {
     let gpu = gpu()?;
     let rows_per = rows.unwrap_or_else(|| schedule::matmul_rows(&gpu));
@@ -97,7 +100,7 @@ pub fn matmul(
     }
     .map_err(|what| unsupported(w, what))?;
     let p = schedule::pipelines().get(&gpu, name, src)?;
-    let (n, k) = (w.rows(), w.cols());
+    let (n, k) = (w.rows() - skip.min(w.rows()), w.cols());
     let wbuf = upload(&gpu, &w.name, w.bytes())?;
     let xbuf = upload(&gpu, "x", &floats(x))?;
     let out = storage(&gpu, "out", (m * n * 4) as u64)?;
@@ -122,7 +125,7 @@ pub fn matmul(
         n as u32,
         0,
         w.row_bytes() as u32,
-        0,
+        (skip * w.row_bytes()) as u32,
         gx,
         0,
         1,

@@ -388,7 +388,9 @@ impl Lowering<'_> {
     }
 
     /// `out[:, col..col+n] = x · wᵀ` for `m(call)` rows; in expert mode rows pick their
-    /// expert's weight from `ids`.
+    /// expert's weight from `ids`. Weights of more rows than a dispatch's workgroups
+    /// reach (a 262k-row vocabulary at two rows a workgroup) run in several dispatches
+    /// over ranges of rows.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         &mut self,
@@ -402,6 +404,37 @@ impl Lowering<'_> {
         m: impl Fn(&Call) -> usize + Send + Sync + 'static,
     ) -> Result<(), BackendError> {
         let (wi, dtype, n, k, row_bytes) = w;
+        let rows_per = matmul_rows(&self.gpu);
+        let vec4 = x.stride.is_multiple_of(4) && x.off.is_multiple_of(4) && k.is_multiple_of(4);
+        let fewest = rows_per.min(shaders::matvec_rows(dtype, rows_per, vec4, k));
+        let span = self.gpu.limits.max_compute_workgroups_per_dimension as usize * fewest;
+        let m = Arc::new(m);
+        for row0 in (0..n).step_by(span.max(1)) {
+            let rows = span.min(n - row0);
+            let m = Arc::clone(&m);
+            let w = (wi, dtype, rows, k, row_bytes);
+            let at = (col + row0, row0 * row_bytes);
+            self.matmul_rows(i, x, w, out, out_stride, at, experts, move |c| m(c))?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::matmul`] over rows that one dispatch reaches, starting at byte `at.1` of
+    /// the weight and writing from output column `at.0`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_rows(
+        &mut self,
+        i: usize,
+        x: Src,
+        w: (usize, DType, usize, usize, usize),
+        out: Buf,
+        out_stride: usize,
+        at: (usize, usize),
+        experts: Option<(Buf, usize, usize)>,
+        m: impl Fn(&Call) -> usize + Send + Sync + 'static,
+    ) -> Result<(), BackendError> {
+        let (wi, dtype, n, k, row_bytes) = w;
+        let (col, w_base) = at;
         let first = self.dispatches.len();
         let rows_per = matmul_rows(&self.gpu);
         let mt = matmul_mt(&self.gpu);
@@ -436,7 +469,7 @@ impl Lowering<'_> {
                 out_stride as u32,
                 col as u32,
                 row_bytes as u32,
-                0,
+                w_base as u32,
                 gx,
                 expert_mode,
                 x_div as u32,

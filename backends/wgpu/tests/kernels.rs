@@ -96,30 +96,36 @@ proptest! {
     #[test]
     fn matmul_matches_the_reference(m in 1usize..7, n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
         // One row (the matvec kernel, with a GPU's 32 lanes a row too) and several.
-        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2))?;
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2), 0)?;
         // Rows of more super-blocks than a GPU matvec's lanes take at once (8 for Q4_K,
         // 4 for Q6_K), of an even count (Q6_K takes the several-rows kernel then).
-        check_matmul(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2))?;
-        check_matmul(1, n, |d| cols_for(d, blocks), seed, None)?;
-        check_matmul(m, n, |d| cols_for(d, blocks), seed, None)?;
+        check_matmul(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2), 0)?;
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, None, 0)?;
+        check_matmul(m, n, |d| cols_for(d, blocks), seed, None, 0)?;
+        // The rows past a byte offset into the weight (a matmul split across dispatches).
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2), n / 2)?;
+        check_matmul(m, n, |d| cols_for(d, blocks), seed, None, n / 2)?;
     }
 
     /// Enough rows for the register-tiled GEMM, with partial tiles on both sides.
     #[test]
     fn gemm_matches_the_reference(m in 32usize..80, n in 1usize..140, blocks in 1usize..3, seed in any::<u64>()) {
         // Float types too: widths of whole chunks.
-        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None)?;
+        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, 0)?;
+        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, n / 3)?;
     }
 }
 
 /// The GPU matmul of m random activation rows and an n-row weight of each type
-/// (`cols(dtype)` wide; `rows` weight rows a workgroup) against the quant crate's dots.
+/// (`cols(dtype)` wide; `rows` weight rows a workgroup; the weight's rows from `skip`
+/// on) against the quant crate's dots.
 fn check_matmul(
     m: usize,
     n: usize,
     cols: impl Fn(DType) -> usize,
     seed: u64,
     rows: Option<usize>,
+    skip: usize,
 ) -> Result<(), TestCaseError> {
     for dtype in gpu_types() {
         let k = cols(dtype);
@@ -127,9 +133,10 @@ fn check_matmul(
         let x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let got = weft_wgpu::matmul(&x, m, &w, rows).unwrap();
+        let got = weft_wgpu::matmul(&x, m, &w, rows, skip).unwrap();
+        let cols = n - skip;
         for r in 0..m {
-            for j in 0..n {
+            for (c, j) in (skip..n).enumerate() {
                 let want = kernel_for(dtype).dot(w.row(j), &x[r * k..(r + 1) * k]);
                 let mag: f32 = {
                     let mut row = vec![0.0; k];
@@ -139,7 +146,7 @@ fn check_matmul(
                         .map(|(a, b)| (a * b).abs())
                         .sum()
                 };
-                let g = got[r * n + j];
+                let g = got[r * cols + c];
                 prop_assert!(
                     (g - want).abs() <= 1e-5 * mag.max(1.0),
                     "{dtype} m={m} n={n} k={k} [{r},{j}]: {g} vs {want}"
