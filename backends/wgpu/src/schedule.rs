@@ -390,7 +390,7 @@ impl Lowering<'_> {
     /// `out[:, col..col+n] = x · wᵀ` for `m(call)` rows; in expert mode rows pick their
     /// expert's weight from `ids`. Weights of more rows than a dispatch's workgroups
     /// reach (a 262k-row vocabulary at two rows a workgroup) run in several dispatches
-    /// over ranges of rows.
+    /// over ranges of rows, each from a byte offset of the weight.
     #[allow(clippy::too_many_arguments)]
     fn matmul(
         &mut self,
@@ -403,43 +403,15 @@ impl Lowering<'_> {
         experts: Option<(Buf, usize, usize)>,
         m: impl Fn(&Call) -> usize + Send + Sync + 'static,
     ) -> Result<(), BackendError> {
-        let (wi, dtype, n, k, row_bytes) = w;
-        let rows_per = matmul_rows(&self.gpu);
-        let vec4 = x.stride.is_multiple_of(4) && x.off.is_multiple_of(4) && k.is_multiple_of(4);
-        let fewest = rows_per.min(shaders::matvec_rows(dtype, rows_per, vec4, k));
-        let span = self.gpu.limits.max_compute_workgroups_per_dimension as usize * fewest;
-        let m = Arc::new(m);
-        for row0 in (0..n).step_by(span.max(1)) {
-            let rows = span.min(n - row0);
-            let m = Arc::clone(&m);
-            let w = (wi, dtype, rows, k, row_bytes);
-            let at = (col + row0, row0 * row_bytes);
-            self.matmul_rows(i, x, w, out, out_stride, at, experts, move |c| m(c))?;
-        }
-        Ok(())
-    }
-
-    /// [`Self::matmul`] over rows that one dispatch reaches, starting at byte `at.1` of
-    /// the weight and writing from output column `at.0`.
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_rows(
-        &mut self,
-        i: usize,
-        x: Src,
-        w: (usize, DType, usize, usize, usize),
-        out: Buf,
-        out_stride: usize,
-        at: (usize, usize),
-        experts: Option<(Buf, usize, usize)>,
-        m: impl Fn(&Call) -> usize + Send + Sync + 'static,
-    ) -> Result<(), BackendError> {
-        let (wi, dtype, n, k, row_bytes) = w;
-        let (col, w_base) = at;
+        let (wi, dtype, n_all, k, row_bytes) = w;
         let first = self.dispatches.len();
         let rows_per = matmul_rows(&self.gpu);
         let mt = matmul_mt(&self.gpu);
         // Four floats a load where every x offset is 16-byte aligned.
         let vec4 = x.stride.is_multiple_of(4) && x.off.is_multiple_of(4) && k.is_multiple_of(4);
+        let mv_rows = shaders::matvec_rows(dtype, rows_per, vec4, k);
+        let span =
+            self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
         let pipeline = |name: &str| -> Result<_, BackendError> {
             let src = match name {
                 "gemm" => shaders::source(name, Some(dtype)),
@@ -461,76 +433,80 @@ impl Lowering<'_> {
         let (ids, x_div, expert_bytes) = experts.unwrap_or((Buf::Dummy, 1, 0));
         let expert_mode = experts.is_some() as u32;
         let m = Arc::new(m);
-        let params = move |rows: usize, gx: u32| {
-            Params::new(&[
-                rows as u32,
-                k as u32,
-                n as u32,
-                out_stride as u32,
-                col as u32,
-                row_bytes as u32,
-                w_base as u32,
-                gx,
-                expert_mode,
-                x_div as u32,
-                expert_bytes as u32,
-                x.stride as u32,
-                x.off as u32,
-            ])
-        };
-        let gx = n.div_ceil(rows_per) as u32;
-        let mv_gx = n.div_ceil(shaders::matvec_rows(dtype, rows_per, vec4, k)) as u32;
-        // One activation row, or rows routed to experts: the matvec kernel, a
-        // workgroup row per output row. Several rows: the tiled kernel. Both are in the
-        // schedule; a call dispatches the one its row count picks.
-        let mv = Arc::clone(&m);
-        self.push(
-            i,
-            one,
-            vec![x.buf, Buf::Weight(wi), out, ids],
-            Box::new(move |c| {
-                let rows = mv(c);
-                let gy = match expert_mode == 1 || rows == 1 {
-                    true => rows as u32,
-                    false => 0,
-                };
-                (params(rows, mv_gx), (mv_gx, gy))
-            }),
-        );
-        if expert_mode == 0 {
-            let mt_rows = Arc::clone(&m);
+        for row0 in (0..n_all).step_by(span.max(1)) {
+            let n = span.min(n_all - row0);
+            let params = move |rows: usize, gx: u32| {
+                Params::new(&[
+                    rows as u32,
+                    k as u32,
+                    n as u32,
+                    out_stride as u32,
+                    (col + row0) as u32,
+                    row_bytes as u32,
+                    (row0 * row_bytes) as u32,
+                    gx,
+                    expert_mode,
+                    x_div as u32,
+                    expert_bytes as u32,
+                    x.stride as u32,
+                    x.off as u32,
+                ])
+            };
+            let gx = n.div_ceil(rows_per) as u32;
+            let mv_gx = n.div_ceil(mv_rows) as u32;
+            // One activation row, or rows routed to experts: the matvec kernel, a
+            // workgroup row per output row. Several rows: the tiled kernel. All are in
+            // the schedule; a call dispatches the one its row count picks.
+            let mv = Arc::clone(&m);
             self.push(
                 i,
-                tiled,
-                vec![x.buf, Buf::Weight(wi), out],
+                Arc::clone(&one),
+                vec![x.buf, Buf::Weight(wi), out, ids],
                 Box::new(move |c| {
-                    let rows = mt_rows(c);
-                    let gy = match rows {
-                        2.. if rows <= tiled_max => rows.div_ceil(mt) as u32,
-                        _ => 0,
-                    };
-                    (params(rows, gx), (gx, gy))
-                }),
-            );
-        }
-        if let Some(gemm) = gemm {
-            let gx = n.div_ceil(GEMM_TN) as u32;
-            self.push(
-                i,
-                gemm,
-                vec![x.buf, Buf::Weight(wi), out],
-                Box::new(move |c| {
-                    let rows = m(c);
-                    let gy = match rows >= GEMM_MIN_ROWS {
-                        true => rows.div_ceil(GEMM_TM) as u32,
+                    let rows = mv(c);
+                    let gy = match expert_mode == 1 || rows == 1 {
+                        true => rows as u32,
                         false => 0,
                     };
-                    (params(rows, gx), (gx, gy))
+                    (params(rows, mv_gx), (mv_gx, gy))
                 }),
             );
+            if expert_mode == 0 {
+                let mt_rows = Arc::clone(&m);
+                self.push(
+                    i,
+                    Arc::clone(&tiled),
+                    vec![x.buf, Buf::Weight(wi), out],
+                    Box::new(move |c| {
+                        let rows = mt_rows(c);
+                        let gy = match rows {
+                            2.. if rows <= tiled_max => rows.div_ceil(mt) as u32,
+                            _ => 0,
+                        };
+                        (params(rows, gx), (gx, gy))
+                    }),
+                );
+            }
+            if let Some(gemm) = &gemm {
+                let gx = n.div_ceil(GEMM_TN) as u32;
+                let gm = Arc::clone(&m);
+                self.push(
+                    i,
+                    Arc::clone(gemm),
+                    vec![x.buf, Buf::Weight(wi), out],
+                    Box::new(move |c| {
+                        let rows = gm(c);
+                        let gy = match rows >= GEMM_MIN_ROWS {
+                            true => rows.div_ceil(GEMM_TM) as u32,
+                            false => 0,
+                        };
+                        (params(rows, gx), (gx, gy))
+                    }),
+                );
+            }
         }
         for d in &mut self.dispatches[first..] {
-            d.label = format!("{} {n}×{k}", d.pipeline.name);
+            d.label = format!("{} {n_all}×{k}", d.pipeline.name);
         }
         Ok(())
     }
