@@ -149,11 +149,12 @@ struct RowsKernel {
 }
 
 /// The several-rows matvec of a K-quant type, on GPUs (a subgroup a row, `rows` < 64)
-/// with x read four floats a load. Every row and expert of a weight (whose buffer starts
-/// at 0) must start on a word of the kernel's: Q4_K super-blocks are 144 bytes (9 words
-/// of 16), Q6_K ones 210 (so rows of an even count of super-blocks, a whole number of
-/// 4-byte words). Shapes measured on an H200 (8B decode, R × LANES of 1–8 × 64–256): Q4_K
-/// fastest at 4 × 64 (8 lanes a super-block), Q6_K at 2 × 128 (16 lanes a super-block).
+/// with x read four floats a load. Every row and expert of a weight (read from byte 0 of
+/// its buffer, or from a whole row) must start on a word of the kernel's: Q4_K
+/// super-blocks are 144 bytes (9 words of 16), Q6_K ones 210 (so rows of an even count
+/// of super-blocks, a whole number of 4-byte words). Shapes measured on an H200 (8B
+/// decode, R × LANES of 2–8 × 64–256): Q4_K fastest at 4 × 64 (8 lanes a super-block),
+/// Q6_K at 2 × 128 (16 lanes a super-block).
 fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKernel> {
     if !vec4 || rows >= 64 {
         return None;
