@@ -3,7 +3,7 @@
 # fixtures, then speed (weft bench --backend gpu) on random-weight llama-shaped models
 # made there by random_gguf.py. Usage: scripts/gpu/device_run.sh WEFT_BINARY [SHAPES...]
 # where SHAPES are smollm2 llama1b llama8b (default: all three). Bench repetitions:
-# $REPS (default 3). Prints everything; set OUT to also keep a log there.
+# $REPS (default 3). Prints everything (tee it to keep a log).
 # With LLAMA_SRC (a tree from scripts/gpu/llama_cuda_src.sh), llama.cpp's CUDA llama-bench is
 # built there (into $LLAMA_BUILD, default .lbuild, while the parity suite runs) and run on the
 # same files after weft (-ngl 99 -fa 1). With WEFT_B, a second weft binary is benched right
