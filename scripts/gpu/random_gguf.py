@@ -97,7 +97,7 @@ def more_bits(i, n):
 
 
 def read_header(buf):
-    """(header length up to the tensor data, alignment, [(name, rows, cols, type)])."""
+    """(header length up to the tensor data, alignment, [(name, type, rows, cols)])."""
     pos = 4
 
     def take(fmt):
@@ -139,29 +139,43 @@ def read_header(buf):
     for _ in range(n_tensors):
         name = string()
         dims = [take("<Q") for _ in range(take("<I"))]
-        tid, _off = take("<IQ")
+        tid, off = take("<IQ")
         if tid not in ids:
             raise SystemExit(f"{name}: GGML type {tid} is not one random_gguf.py writes")
         rows = 1
         for d in dims[1:]:
             rows *= d
-        tensors.append((name, rows, dims[0], ids[tid]))
+        # write_file lays tensors out in header order, each aligned: the header must agree.
+        if off != sum(padded(t, align) for t in tensors):
+            raise SystemExit(f"{name}: its data is not where header order puts it")
+        tensors.append((name, ids[tid], rows, dims[0]))
     return pos, align, tensors
+
+
+def padded(tensor, align):
+    _, dtype, rows, cols = tensor
+    _, per, size, _, _ = TYPES[dtype]
+    return (rows * cols // per * size + align - 1) // align * align
+
+
+def write_file(path, header, align, tensors, seed):
+    """The header, then each tensor's random blocks, aligned; returns the data bytes."""
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(b"\0" * ((-len(header)) % align))
+        for _, dtype, rows, cols in tensors:
+            data = tensor_bytes(rng, dtype, rows, cols)
+            f.write(data)
+            f.write(b"\0" * ((-len(data)) % align))
+    return sum(padded(t, align) for t in tensors)
 
 
 def write_like(a):
     with open(a.like, "rb") as f:
         head = f.read()
     n, align, tensors = read_header(head)
-    rng = np.random.default_rng(a.seed)
-    with open(a.out, "wb") as f:
-        f.write(head[:n])
-        f.write(b"\0" * ((-n) % align))
-        for name, dtype, rows, cols in ((t[0], t[3], t[1], t[2]) for t in tensors):
-            data = tensor_bytes(rng, dtype, rows, cols)
-            f.write(data)
-            f.write(b"\0" * ((-len(data)) % align))
-    total = sum(rows * cols // TYPES[d][1] * TYPES[d][2] for _, rows, cols, d in tensors)
+    total = write_file(a.out, head[:n], align, tensors, a.seed)
     print(f"{a.out}: like {a.like}, {len(tensors)} tensors, {total / 1e9:.2f} GB of weights")
 
 
@@ -233,24 +247,16 @@ def main():
     header += b"".join(kv(k, v) for k, v in meta) + b"".join(vocab_meta)
     offset = 0
     infos = []
-    for name, dtype, rows, cols in tensors:
-        tid, per, size, _, _ = TYPES[dtype]
-        nbytes = rows * cols // per * size
+    for t in tensors:
+        name, dtype, rows, cols = t
         dims = [cols] if rows == 1 else [cols, rows]
         info = s(name) + struct.pack("<I", len(dims))
         info += b"".join(struct.pack("<Q", x) for x in dims)
-        info += struct.pack("<IQ", tid, offset)
+        info += struct.pack("<IQ", TYPES[dtype][0], offset)
         infos.append(info)
-        offset += (nbytes + ALIGN - 1) // ALIGN * ALIGN
+        offset += padded(t, ALIGN)
     header += b"".join(infos)
-    rng = np.random.default_rng(a.seed)
-    with open(a.out, "wb") as f:
-        f.write(header)
-        f.write(b"\0" * ((-len(header)) % ALIGN))
-        for name, dtype, rows, cols in tensors:
-            data = tensor_bytes(rng, dtype, rows, cols)
-            f.write(data)
-            f.write(b"\0" * ((-len(data)) % ALIGN))
+    write_file(a.out, header, ALIGN, tensors, a.seed)
     print(f"{a.out}: {a.shape} {a.type}, {len(tensors)} tensors, {offset / 1e9:.2f} GB of weights")
 
 

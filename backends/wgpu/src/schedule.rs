@@ -544,8 +544,6 @@ struct Part {
     rows: usize,
 }
 
-/// Uploads `w` in its stored form, split by rows into as many buffers as the
-/// adapter's binding limit needs (a 262k-row embedding on a 128 MiB limit).
 /// The weights of matmul step `st` (after them come as many biases, if it has them).
 fn matmul_weights(st: &weft_ir::Step) -> usize {
     match st.node.op {
@@ -589,6 +587,8 @@ fn joined_matmuls(
         .collect()
 }
 
+/// Uploads `w` in its stored form, split by rows into as many buffers as the
+/// adapter's binding limit needs (a 262k-row embedding on a 128 MiB limit).
 fn upload_parts(
     gpu: &Gpu,
     w: &WeightView,
@@ -855,47 +855,46 @@ impl GpuExecutable {
                 }
                 Op::MatMul { bias, softcap } => {
                     let nw = matmul_weights(st);
-                    let mut col = 0;
-                    let mut cols = Vec::new();
                     if joined[i] {
                         // One dispatch over the weights' rows back to back: their outputs
                         // are the matmul's columns in the same order.
                         let ks: Vec<usize> = (1..=nw).collect();
                         let (buf, views) = lw.concat_rows(i, &ks, "joined")?;
-                        for v in &views {
-                            cols.push((col, v.rows()));
-                            col += v.rows();
-                        }
+                        let rows = views.iter().map(|v| v.rows()).sum();
                         let v = &views[0];
-                        let facts = (buf, v.dtype, col, v.cols(), v.row_bytes());
+                        let facts = (buf, v.dtype, rows, v.cols(), v.row_bytes());
                         lw.matmul(i, read(0), facts, slot(i), width, 0, None, move |c| {
                             c.rows[i]
                         })?;
-                    }
-                    for k in (1..=nw).filter(|_| !joined[i]) {
-                        let (parts, v) = lw.parts(i, k)?;
-                        let (parts, v) = (parts.to_vec(), v.clone());
-                        // A weight split across bindings: each part's rows are columns
-                        // of the output.
-                        for part in parts {
-                            let facts = (part.buf, v.dtype, part.rows, v.cols(), v.row_bytes());
-                            lw.matmul(
-                                i,
-                                read(0),
-                                facts,
-                                slot(i),
-                                width,
-                                col + part.row0,
-                                None,
-                                move |c| c.rows[i],
-                            )?;
+                    } else {
+                        let mut col = 0;
+                        for k in 1..=nw {
+                            let (parts, v) = lw.parts(i, k)?;
+                            let (parts, v) = (parts.to_vec(), v.clone());
+                            // A weight split across bindings: each part's rows are
+                            // columns of the output.
+                            for part in parts {
+                                let facts = (part.buf, v.dtype, part.rows, v.cols(), v.row_bytes());
+                                lw.matmul(
+                                    i,
+                                    read(0),
+                                    facts,
+                                    slot(i),
+                                    width,
+                                    col + part.row0,
+                                    None,
+                                    move |c| c.rows[i],
+                                )?;
+                            }
+                            col += v.rows();
                         }
-                        cols.push((col, v.rows()));
-                        col += v.rows();
                     }
                     if *bias {
                         let p = lw.pipeline(i, "bias", None)?;
-                        for (k, &(col, len)) in cols.iter().enumerate() {
+                        // Each weight's bias over its columns, in the weights' order.
+                        let mut col = 0;
+                        for k in 0..nw {
+                            let len = lw.views[st.inputs[1 + k]].as_ref().map_or(0, |v| v.rows());
                             let b = Buf::Weight(lw.view(i, 1 + nw + k)?.0);
                             lw.push(
                                 i,
@@ -908,6 +907,7 @@ impl GpuExecutable {
                                     (Params::new(&p), g)
                                 }),
                             );
+                            col += len;
                         }
                     }
                     if let Some(cap) = softcap {
