@@ -139,7 +139,7 @@ enum Command {
         passes: String,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        /// What quantised matmuls multiply with (cpu backend).
+        /// What quantised matmuls multiply with (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
         #[arg(long, value_enum, default_value = "f32")]
         activations: ActivationsArg,
     },
@@ -231,7 +231,7 @@ enum Command {
         /// The backend the graph side runs on.
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        /// What quantised matmuls multiply with (cpu backend).
+        /// What quantised matmuls multiply with (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
         #[arg(long, value_enum, default_value = "f32")]
         activations: ActivationsArg,
     },
@@ -278,7 +278,7 @@ enum Command {
         json: bool,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        /// What quantised matmuls multiply with (cpu backend).
+        /// What quantised matmuls multiply with (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
         #[arg(long, value_enum, default_value = "f32")]
         activations: ActivationsArg,
     },

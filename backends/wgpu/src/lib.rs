@@ -17,7 +17,7 @@ pub use device::{gpu, Gpu};
 
 use buffers::{groups, read_back, storage, upload, Params};
 use std::sync::Arc;
-use weft_backend::{Backend, BackendError, Executable, LowerOptions};
+use weft_backend::{Activations, Backend, BackendError, Executable, LowerOptions};
 use weft_ir::{Plan, WeightProvider, WeightView};
 
 /// The backend's name (`--backend gpu`).
@@ -52,7 +52,8 @@ impl Backend for GpuBackend {
 /// Rows `ids` of `w` decoded on the GPU by the embedding kernel (kernel tests).
 pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError> {
     let gpu = gpu()?;
-    let p = schedule::pipelines().get(&gpu, "gather", kernel_source("gather", w)?)?;
+    let p =
+        schedule::pipelines().get(&gpu, "gather", kernel_source("gather", Some(w.dtype), w)?)?;
     let wbuf = upload(&gpu, &w.name, w.bytes())?;
     let ibuf = upload(&gpu, "ids", &words(ids))?;
     let k = w.cols();
@@ -75,13 +76,16 @@ pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError
 /// `x[m×k] · wᵀ` on the GPU by the matmul kernel a plan's matmul of m rows takes
 /// (kernel tests), with `rows` weight rows a workgroup (`None`: the device's choice),
 /// over the weight's rows from `skip` on (read from a byte offset into its buffer, as
-/// a matmul split across dispatches reads them).
+/// a matmul split across dispatches reads them). `activations`: int8 runs a one-row
+/// matvec that has an integer-dot variant on x quantised by `quantize_q8`, as a plan
+/// lowered with int8 activations does.
 pub fn matmul(
     x: &[f32],
     m: usize,
     w: &WeightView,
     rows: Option<usize>,
     skip: usize,
+    activations: Activations,
 ) -> Result<Vec<f32>, BackendError> {
     let gpu = gpu()?;
     let rows_per = rows.unwrap_or_else(|| schedule::matmul_rows(&gpu));
@@ -94,9 +98,12 @@ pub fn matmul(
         (_, true) => "gemm",
         _ => "matmul",
     };
+    let int8 = activations == Activations::Int8
+        && m == 1
+        && shaders::int8_matvec(w.dtype, rows_per, vec4, w.cols());
     let src = match gemm {
         true => shaders::source(name, Some(w.dtype)),
-        false => shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols()),
+        false => shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), int8),
     }
     .map_err(|what| unsupported(w, what))?;
     let p = schedule::pipelines().get(&gpu, name, src)?;
@@ -108,6 +115,19 @@ pub fn matmul(
     let mut bindings = vec![&xbuf, &wbuf, &out];
     if m == 1 {
         bindings.push(&no_experts);
+    }
+    let x8;
+    if int8 {
+        let q = schedule::pipelines().get(
+            &gpu,
+            "quantize_q8",
+            kernel_source("quantize_q8", None, w)?,
+        )?;
+        x8 = storage(&gpu, "x8", ((k / 4 + k / 32) * 4) as u64)?;
+        let g = groups(&gpu, (k / 32).div_ceil(64) as u32);
+        let params = Params::new(&[k as u32, 0, g.0]);
+        buffers::dispatch_once(&gpu, &q, params, &[&xbuf, &x8], g);
+        bindings[0] = &x8;
     }
     let (gx, gy) = match (m, gemm) {
         (1, _) => (
@@ -137,8 +157,12 @@ pub fn matmul(
     read_back(&gpu, &out, (m * n * 4) as u64)
 }
 
-fn kernel_source(name: &str, w: &WeightView) -> Result<String, BackendError> {
-    shaders::source(name, Some(w.dtype)).map_err(|what| unsupported(w, what))
+fn kernel_source(
+    name: &str,
+    dtype: Option<weft_ir::DType>,
+    w: &WeightView,
+) -> Result<String, BackendError> {
+    shaders::source(name, dtype).map_err(|what| unsupported(w, what))
 }
 
 fn unsupported(w: &WeightView, what: String) -> BackendError {

@@ -9,8 +9,8 @@ use crate::shaders::{self, elementwise_source, Kernel, Operand, Pipelines};
 use crate::NAME;
 use std::sync::{Arc, OnceLock};
 use weft_backend::{
-    after_last, backend_stage, check_declined, kv_widths, validate_plan, BackendError, Executable,
-    LowerOptions, Route, Session, Stage,
+    after_last, backend_stage, check_declined, kv_widths, validate_plan, Activations, BackendError,
+    Executable, LowerOptions, Route, Session, Stage,
 };
 use weft_ir::{DType, Ew, GluAct, Op, Plan, RopeLayout, WeightProvider, WeightView};
 use weft_reference::ops::rope_inv_freqs;
@@ -72,6 +72,9 @@ pub enum Buf {
     MoeWeights(usize),
     MoeHidden(usize),
     MoeOut(usize),
+    /// One activation row quantised to 8 bits (activations int8): the packed values,
+    /// then the block scales.
+    X8,
     /// A one-word buffer for bindings a kernel variant does not read.
     Dummy,
 }
@@ -135,6 +138,8 @@ pub struct GpuExecutable {
     /// Inverse frequencies of each distinct rope configuration.
     pub rope_freqs: Vec<Vec<f32>>,
     pub moe: Vec<MoeScratch>,
+    /// Words of the quantised activation row ([`Buf::X8`]; 0 without int8 matvecs).
+    pub x8_words: usize,
     /// Rows of the embedding tables that token ids and positions index (for checks).
     pub token_rows: Option<(String, usize)>,
     pub position_rows: Option<(String, usize)>,
@@ -171,6 +176,11 @@ struct Lowering<'a> {
     weight_of: Vec<Option<Vec<Part>>>,
     views: Vec<Option<WeightView>>,
     dispatches: Vec<Dispatch>,
+    /// Activations int8: decode matvecs with an integer-dot variant read x quantised.
+    int8: bool,
+    /// The widest quantised row, in words, and the step whose x [`Buf::X8`] holds last.
+    x8_words: usize,
+    x8_step: Option<usize>,
 }
 
 impl Lowering<'_> {
@@ -404,7 +414,6 @@ impl Lowering<'_> {
         m: impl Fn(&Call) -> usize + Send + Sync + 'static,
     ) -> Result<(), BackendError> {
         let (wi, dtype, n_all, k, row_bytes) = w;
-        let first = self.dispatches.len();
         let rows_per = matmul_rows(&self.gpu);
         let mt = matmul_mt(&self.gpu);
         // Four floats a load where every x offset is 16-byte aligned.
@@ -412,17 +421,46 @@ impl Lowering<'_> {
         let mv_rows = shaders::matvec_rows(dtype, rows_per, vec4, k);
         let span =
             self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
-        let pipeline = |name: &str| -> Result<_, BackendError> {
+        // Activations int8: a decode row is quantised once per step (the step's matmuls
+        // share their x) and the matvec takes the integer-dot variant.
+        let int8 = self.int8 && experts.is_none() && shaders::int8_matvec(dtype, rows_per, vec4, k);
+        let m = Arc::new(m);
+        if int8 {
+            self.x8_words = self.x8_words.max(k / 4 + k / 32);
+            if self.x8_step != Some(i) {
+                self.x8_step = Some(i);
+                let q = self.pipeline(i, "quantize_q8", None)?;
+                let rows = Arc::clone(&m);
+                self.push(
+                    i,
+                    q,
+                    vec![x.buf, Buf::X8],
+                    Box::new(move |c| {
+                        let g = match rows(c) {
+                            1 => groups(c.gpu, (k / 32).div_ceil(64) as u32),
+                            _ => (0, 0),
+                        };
+                        (Params::new(&[k as u32, x.off as u32, g.0]), g)
+                    }),
+                );
+            }
+        }
+        let first = self.dispatches.len();
+        let pipeline = |name: &str, int8: bool| -> Result<_, BackendError> {
             let src = match name {
                 "gemm" => shaders::source(name, Some(dtype)),
-                _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4, k),
+                _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, int8),
             }
             .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
-            pipelines().get(&self.gpu, &format!("{name} {dtype}"), src)
+            let label = match int8 {
+                true => format!("{name} {dtype} int8"),
+                false => format!("{name} {dtype}"),
+            };
+            pipelines().get(&self.gpu, &label, src)
         };
-        let (tiled, one) = (pipeline("matmul")?, pipeline("matvec")?);
+        let (tiled, one) = (pipeline("matmul", false)?, pipeline("matvec", int8)?);
         let gemm = match gemm_fits(k, vec4, experts.is_some()) {
-            true => Some(pipeline("gemm")?),
+            true => Some(pipeline("gemm", false)?),
             false => None,
         };
         // The tiled kernel's rows stop where the GEMM's start.
@@ -432,7 +470,7 @@ impl Lowering<'_> {
         };
         let (ids, x_div, expert_bytes) = experts.unwrap_or((Buf::Dummy, 1, 0));
         let expert_mode = experts.is_some() as u32;
-        let m = Arc::new(m);
+        let mv_x = if int8 { Buf::X8 } else { x.buf };
         for row0 in (0..n_all).step_by(span.max(1)) {
             let n = span.min(n_all - row0);
             let params = move |rows: usize, gx: u32| {
@@ -461,7 +499,7 @@ impl Lowering<'_> {
             self.push(
                 i,
                 Arc::clone(&one),
-                vec![x.buf, Buf::Weight(wi), out, ids],
+                vec![mv_x, Buf::Weight(wi), out, ids],
                 Box::new(move |c| {
                     let rows = mv(c);
                     let gy = match expert_mode == 1 || rows == 1 {
@@ -723,6 +761,9 @@ impl GpuExecutable {
             weight_of,
             views,
             dispatches: Vec::new(),
+            int8: options.activations == Activations::Int8,
+            x8_words: 0,
+            x8_step: None,
         };
         let mut rope_freqs: Vec<Vec<f32>> = Vec::new();
         let mut moe = Vec::new();
@@ -1289,6 +1330,13 @@ impl GpuExecutable {
                 }
             }
         }
+        if lw.x8_words > 0 {
+            stage.log.push(
+                "activations (gpu): int8 for the Q4_K / Q6_K decode matvecs, x quantised per 32 values"
+                    .into(),
+            );
+        }
+        let x8_words = lw.x8_words;
         let dispatches = std::mem::take(&mut lw.dispatches);
         let uploaded = std::mem::take(&mut lw.weights);
         drop(lw);
@@ -1306,6 +1354,7 @@ impl GpuExecutable {
             kv_widths,
             rope_freqs,
             moe,
+            x8_words,
             token_rows,
             position_rows,
         })

@@ -149,6 +149,11 @@ impl GpuSession {
         }
         let tokens = storage(&gpu, "token ids", (chunk * 4) as u64)?;
         let dummy = storage(&gpu, "unused", 16)?;
+        let x8 = storage(
+            &gpu,
+            "quantised activations",
+            (exe.x8_words.max(4) * 4) as u64,
+        )?;
         let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step parameters"),
             size: (exe.dispatches.len().max(1) as u64) * PARAM_STRIDE,
@@ -167,6 +172,7 @@ impl GpuSession {
                 Buf::MoeWeights(m) => &moe[m][1],
                 Buf::MoeHidden(m) => &moe[m][2],
                 Buf::MoeOut(m) => &moe[m][3],
+                Buf::X8 => &x8,
                 Buf::Dummy => &dummy,
             }
         };

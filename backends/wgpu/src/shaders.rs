@@ -56,6 +56,7 @@ pub fn body(name: &str) -> &'static str {
         "bias" => include_str!("../shaders/bias.wgsl"),
         "moe_route" => include_str!("../shaders/moe_route.wgsl"),
         "moe_combine" => include_str!("../shaders/moe_combine.wgsl"),
+        "quantize_q8" => include_str!("../shaders/quantize_q8.wgsl"),
         other => panic!("no kernel named {other}"),
     }
 }
@@ -87,7 +88,8 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
 /// invocations run as SIMD lanes of a CPU (Mesa's software Vulkan), a subgroup a row
 /// on GPUs so that a row's blocks are read side by side and every multiprocessor has
 /// work at decode. `vec4`: x is read four floats a load, for block-quantised weights
-/// whose x offsets and strides are multiples of 4. `k`: the weight's width.
+/// whose x offsets and strides are multiples of 4. `k`: the weight's width. `int8`: the
+/// matvec reads x quantised by `quantize_q8.wgsl`, where [`int8_matvec`] says it can.
 pub fn matmul_source(
     name: &str,
     dtype: DType,
@@ -95,16 +97,28 @@ pub fn matmul_source(
     mt: usize,
     vec4: bool,
     k: usize,
+    int8: bool,
 ) -> Result<String, String> {
     if name == "matvec" {
-        if let Some(RowsKernel { rows_dot, r, lanes }) = rows_kernel(dtype, rows, vec4, k) {
-            let body = MATVEC_ROWS
-                .replace("const R: u32 = 4u;", &format!("const R: u32 = {r}u;"))
+        if let Some(kernel) = rows_kernel(dtype, rows, vec4, k) {
+            let mut body = MATVEC_ROWS
+                .replace(
+                    "const R: u32 = 4u;",
+                    &format!("const R: u32 = {}u;", kernel.r),
+                )
                 .replace(
                     "const LANES: u32 = 64u;",
-                    &format!("const LANES: u32 = {lanes}u;"),
+                    &format!("const LANES: u32 = {}u;", kernel.lanes),
                 );
-            return Ok(format!("{COMMON}{body}{rows_dot}"));
+            let mut rows_dot = kernel.rows_dot;
+            if int8 {
+                body = body.replace(
+                    X_F32,
+                    "@group(0) @binding(1) var<storage, read> x: array<u32>;",
+                );
+                rows_dot = kernel.rows_dot_i8;
+            }
+            return Ok(format!("{COMMON}{body}{}{rows_dot}", kernel.block));
         }
     }
     let lanes = 64 / rows;
@@ -129,6 +143,14 @@ pub fn matmul_source(
 }
 
 const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
+/// matvec_rows.wgsl's x binding, which the int8 variant replaces with packed words.
+const X_F32: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
+
+/// Whether the decode matvec of `dtype` has an integer-dot variant on x quantised to 8
+/// bits per 32 values (the several-rows kernels of Q4_K and Q6_K).
+pub fn int8_matvec(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
+    rows_kernel(dtype, rows, vec4, k).is_some()
+}
 
 /// Weight rows of a matvec workgroup for `dtype` where the matmul kernels take `rows`
 /// (`matvec_rows.wgsl` takes its own).
@@ -139,9 +161,13 @@ pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize) -> usize {
     }
 }
 
-/// A several-rows matvec (`matvec_rows.wgsl`): the type's part and the kernel's shape.
+/// A several-rows matvec (`matvec_rows.wgsl`): the type's parts and the kernel's shape.
 struct RowsKernel {
+    /// The weight binding and block helpers.
+    block: &'static str,
+    /// `rows_dot` on f32 x, and on x quantised to 8 bits (activations int8).
     rows_dot: &'static str,
+    rows_dot_i8: &'static str,
     /// Weight rows a workgroup (`R`).
     r: usize,
     /// Threads a workgroup (`LANES`).
@@ -159,14 +185,23 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
     if !vec4 || rows >= 64 {
         return None;
     }
-    let (rows_dot, r, lanes) = match dtype {
-        DType::Q4_K => (include_str!("../shaders/quant/rows/q4_k.wgsl"), 4, 64),
-        DType::Q6_K if (k / 256).is_multiple_of(2) => {
-            (include_str!("../shaders/quant/rows/q6_k.wgsl"), 2, 128)
-        }
+    Some(match dtype {
+        DType::Q4_K => RowsKernel {
+            block: include_str!("../shaders/quant/rows/q4_k_block.wgsl"),
+            rows_dot: include_str!("../shaders/quant/rows/q4_k.wgsl"),
+            rows_dot_i8: include_str!("../shaders/quant/rows/q4_k_i8.wgsl"),
+            r: 4,
+            lanes: 64,
+        },
+        DType::Q6_K if (k / 256).is_multiple_of(2) => RowsKernel {
+            block: include_str!("../shaders/quant/rows/q6_k_block.wgsl"),
+            rows_dot: include_str!("../shaders/quant/rows/q6_k.wgsl"),
+            rows_dot_i8: include_str!("../shaders/quant/rows/q6_k_i8.wgsl"),
+            r: 2,
+            lanes: 128,
+        },
         _ => return None,
-    };
-    Some(RowsKernel { rows_dot, r, lanes })
+    })
 }
 
 /// A row's dot with x with the 32 lanes of a row sharing each super-block (coalesced
@@ -314,7 +349,7 @@ mod tests {
     #[test]
     fn matvec_shares_super_blocks_among_32_lanes_where_it_can() {
         let shared = |d, rows, vec4| {
-            let s = matmul_source("matvec", d, rows, 16, vec4, 256).unwrap();
+            let s = matmul_source("matvec", d, rows, 16, vec4, 256, false).unwrap();
             s.contains("32 lanes to a super-block")
         };
         assert!(shared(DType::Q6_K, 2, true));
@@ -326,7 +361,7 @@ mod tests {
     #[test]
     fn k_quant_matvecs_serve_several_rows_a_workgroup_on_gpus() {
         let rows = |rows, vec4| {
-            let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4, 256).unwrap();
+            let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4, 256, false).unwrap();
             (
                 s.contains("const R: u32 = 4u;"),
                 matvec_rows(DType::Q4_K, rows, vec4, 256),
@@ -341,9 +376,24 @@ mod tests {
     }
 
     #[test]
+    fn int8_matvecs_read_packed_x_with_integer_dots() {
+        for (dtype, k) in [(DType::Q4_K, 256), (DType::Q6_K, 512)] {
+            assert!(int8_matvec(dtype, 2, true, k), "{dtype}");
+            let s = matmul_source("matvec", dtype, 2, 16, true, k, true).unwrap();
+            assert!(s.contains("x: array<u32>") && !s.contains(X_F32), "{dtype}");
+            assert!(s.contains("dot4I8Packed"), "{dtype}");
+            let f = matmul_source("matvec", dtype, 2, 16, true, k, false).unwrap();
+            assert!(f.contains(X_F32) && !f.contains("dot4I8Packed"), "{dtype}");
+        }
+        assert!(!int8_matvec(DType::Q5_K, 2, true, 256));
+        assert!(!int8_matvec(DType::Q4_K, 64, true, 256), "one lane a row");
+        assert!(!int8_matvec(DType::Q6_K, 2, true, 768), "odd super-blocks");
+    }
+
+    #[test]
     fn matmul_kernels_take_the_device_shape_and_x_loads() {
         for name in ["matmul", "matvec"] {
-            let q = matmul_source(name, DType::Q6_K, 2, 16, true, 256).unwrap();
+            let q = matmul_source(name, DType::Q6_K, 2, 16, true, 256, false).unwrap();
             assert!(
                 q.contains("const ROWS: u32 = 2u;\nconst LANES: u32 = 32u;"),
                 "{name}"
@@ -353,9 +403,9 @@ mod tests {
                 name == "matvec" || q.contains("const MT: u32 = 16u;"),
                 "{name}"
             );
-            let f = matmul_source(name, DType::F16, 64, 4, true, 256).unwrap();
+            let f = matmul_source(name, DType::F16, 64, 4, true, 256, false).unwrap();
             assert!(f.contains("x: array<f32>"), "{name}");
-            let unaligned = matmul_source(name, DType::Q8_0, 64, 4, false, 256).unwrap();
+            let unaligned = matmul_source(name, DType::Q8_0, 64, 4, false, 256, false).unwrap();
             assert!(unaligned.contains("x: array<f32>"), "{name}");
         }
     }

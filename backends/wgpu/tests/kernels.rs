@@ -3,6 +3,7 @@
 //! reassociation error.
 
 use proptest::prelude::*;
+use weft_backend::Activations;
 use weft_ir::{DType, WeightView};
 use weft_quant::kernel_for;
 
@@ -107,6 +108,17 @@ proptest! {
         check_matmul(m, n, |d| cols_for(d, blocks), seed, None, n / 2)?;
     }
 
+    /// Activations int8: one row on x quantised per 32 values (the Q4_K and Q6_K
+    /// several-rows kernels' integer-dot variants; other types and several rows keep
+    /// f32), within the quantisation bound.
+    #[test]
+    fn int8_matvec_stays_within_the_quantisation_bound(n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
+        let int8 = Activations::Int8;
+        check_matmul_with(1, n, |d| cols_for(d, 2 * blocks), seed, Some(2), 0, int8)?;
+        check_matmul_with(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2), n / 2, int8)?;
+        check_matmul_with(2, n, |d| cols_for(d, blocks), seed, None, 0, int8)?;
+    }
+
     /// Enough rows for the register-tiled GEMM, with partial tiles on both sides.
     #[test]
     fn gemm_matches_the_reference(m in 32usize..80, n in 1usize..140, blocks in 1usize..3, seed in any::<u64>()) {
@@ -118,7 +130,9 @@ proptest! {
 
 /// The GPU matmul of m random activation rows and an n-row weight of each type
 /// (`cols(dtype)` wide; `rows` weight rows a workgroup; the weight's rows from `skip`
-/// on) against the quant crate's dots.
+/// on) against the quant crate's dots: within 1e-5 of Σ|w·x|, plus with int8
+/// activations what quantising x per 32 values can move the dot, Σ_blocks
+/// 0.5001·d·Σ_block |w| (d = max|x|/127 of the block; its own rounding adds a few ulps).
 fn check_matmul(
     m: usize,
     n: usize,
@@ -127,29 +141,51 @@ fn check_matmul(
     rows: Option<usize>,
     skip: usize,
 ) -> Result<(), TestCaseError> {
+    check_matmul_with(m, n, cols, seed, rows, skip, Activations::F32)
+}
+
+fn check_matmul_with(
+    m: usize,
+    n: usize,
+    cols: impl Fn(DType) -> usize,
+    seed: u64,
+    rows: Option<usize>,
+    skip: usize,
+    activations: Activations,
+) -> Result<(), TestCaseError> {
     for dtype in gpu_types() {
         let k = cols(dtype);
         let w = random_weight(dtype, n, k, seed);
-        let x: Vec<f32> = (0..m * k)
+        let mut x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let got = weft_wgpu::matmul(&x, m, &w, rows, skip).unwrap();
+        if activations == Activations::Int8 {
+            // An outlier (a coarse block) and an all-zero block.
+            x[seed as usize % k] *= 50.0;
+            if k >= 64 {
+                x[32..64].fill(0.0);
+            }
+        }
+        let got = weft_wgpu::matmul(&x, m, &w, rows, skip, activations).unwrap();
         let cols = n - skip;
         for r in 0..m {
             for (c, j) in (skip..n).enumerate() {
                 let want = kernel_for(dtype).dot(w.row(j), &x[r * k..(r + 1) * k]);
-                let mag: f32 = {
-                    let mut row = vec![0.0; k];
-                    kernel_for(dtype).decode_row(w.row(j), &mut row);
-                    row.iter()
-                        .zip(&x[r * k..])
-                        .map(|(a, b)| (a * b).abs())
-                        .sum()
-                };
+                let mut row = vec![0.0; k];
+                kernel_for(dtype).decode_row(w.row(j), &mut row);
+                let xr = &x[r * k..(r + 1) * k];
+                let mag: f32 = row.iter().zip(xr).map(|(a, b)| (a * b).abs()).sum();
+                let mut bound = 1e-5 * mag.max(1.0);
+                if activations == Activations::Int8 {
+                    for (xb, wb) in xr.chunks(32).zip(row.chunks(32)) {
+                        let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                        bound += 0.5001 * d * wb.iter().map(|v| v.abs()).sum::<f32>();
+                    }
+                }
                 let g = got[r * cols + c];
                 prop_assert!(
-                    (g - want).abs() <= 1e-5 * mag.max(1.0),
-                    "{dtype} m={m} n={n} k={k} [{r},{j}]: {g} vs {want}"
+                    (g - want).abs() <= bound,
+                    "{dtype} {activations:?} m={m} n={n} k={k} [{r},{j}]: {g} vs {want}, bound {bound:.3e}"
                 );
             }
         }
