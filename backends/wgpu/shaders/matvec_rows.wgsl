@@ -3,7 +3,8 @@
 // the same x loads (x is read once per R rows, not once per row), and a lane loads whole
 // words of each row so that many bytes are in flight. The type's part (quant/rows/)
 // declares the weight `w` as words of W_BYTES bytes and `rows_dot`, which returns a
-// lane's partial sums; a tree adds them.
+// lane's partial sums, which the entry point (matvec_rows_tree.wgsl or
+// matvec_rows_subgroup.wgsl) adds up.
 // Expert mode (8 = 1): output row r = workgroup y of m reads activation row r / 9 and
 // expert ids[r]'s weight at byte w_base + ids[r] · 10.
 // params: as matmul.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes, 6 w_base,
@@ -16,10 +17,9 @@
 const R: u32 = 4u;
 const LANES: u32 = 64u;
 
-var<workgroup> partial: array<f32, R * LANES>;
-
-@compute @workgroup_size(LANES)
-fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+// The lanes' partial sums of the workgroup's R rows (rows past the end read the last row
+// again, in range, and are not stored).
+fn lane_sums(lane: u32, wg: vec3<u32>) -> array<f32, R> {
     let k = pu(1);
     let n = pu(2);
     let r = wg.y;
@@ -30,25 +30,17 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: v
         xrow = r / pu(9);
     }
     let j0 = wg.x * R;
-    // Rows past the end read the last row again (in range) and are not written.
     var rows: array<u32, R>;
     for (var i = 0u; i < R; i++) {
         rows[i] = (base + min(j0 + i, n - 1u) * pu(5)) / W_BYTES;
     }
-    let acc = rows_dot(rows, k, xrow * pu(11) + pu(12), lane);
-    for (var i = 0u; i < R; i++) {
-        partial[i * LANES + lane] = acc[i];
-    }
-    workgroupBarrier();
-    for (var h = LANES / 2u; h > 0u; h = h / 2u) {
-        if lane < h {
-            for (var i = 0u; i < R; i++) {
-                partial[i * LANES + lane] += partial[i * LANES + lane + h];
-            }
-        }
-        workgroupBarrier();
-    }
-    if lane < R && j0 + lane < n {
-        out[r * pu(3) + pu(4) + j0 + lane] = partial[lane * LANES];
+    return rows_dot(rows, k, xrow * pu(11) + pu(12), lane);
+}
+
+// Stores row i of the workgroup's (i < R) dot v.
+fn store(wg: vec3<u32>, i: u32, v: f32) {
+    let j = wg.x * R + i;
+    if j < pu(2) {
+        out[wg.y * pu(3) + pu(4) + j] = v;
     }
 }

@@ -61,9 +61,14 @@ fn open() -> Result<Gpu, String> {
         max_compute_workgroups_per_dimension: have.max_compute_workgroups_per_dimension,
         ..wgpu::Limits::default()
     };
-    // Timestamps serve WEFT_GPU_PROFILE (profile.rs).
-    let features =
-        adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY);
+    // Timestamps serve WEFT_GPU_PROFILE (profile.rs). Subgroup operations add the
+    // matvecs' lane sums; WEFT_GPU_NO_SUBGROUPS leaves them off (an A/B, or a driver
+    // that gets them wrong).
+    let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+    if std::env::var_os("WEFT_GPU_NO_SUBGROUPS").is_none() {
+        wanted |= wgpu::Features::SUBGROUP;
+    }
+    let features = adapter.features() & wanted;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("weft"),
         required_features: features,
@@ -94,7 +99,7 @@ impl Gpu {
         let l = &self.limits;
         format!(
             "adapter: {} ({:?}, {:?} backend, driver {} {})\n\
-             features: shader-f16 {}\n\
+             features: shader-f16 {}, subgroups {}\n\
              limits: storage binding {} MiB, buffer {} MiB, {} storage buffers per stage, \
              workgroup memory {} KiB, {} invocations per workgroup, {} workgroups per dimension",
             i.name,
@@ -102,11 +107,8 @@ impl Gpu {
             i.backend,
             i.driver,
             i.driver_info,
-            if self.features.contains(wgpu::Features::SHADER_F16) {
-                "yes"
-            } else {
-                "no"
-            },
+            yes(self.features.contains(wgpu::Features::SHADER_F16)),
+            yes(self.features.contains(wgpu::Features::SUBGROUP)),
             l.max_storage_buffer_binding_size >> 20,
             l.max_buffer_size >> 20,
             l.max_storage_buffers_per_shader_stage,
@@ -126,5 +128,13 @@ impl Gpu {
             Some(e) => Err(err(format!("the GPU reported an error: {e}"))),
             None => Ok(()),
         }
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
     }
 }

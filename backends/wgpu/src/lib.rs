@@ -16,8 +16,9 @@ mod shaders;
 pub use device::{gpu, Gpu};
 
 use buffers::{groups, read_back, storage, upload, Params};
+pub use shaders::RowsVariant;
 use std::sync::Arc;
-use weft_backend::{Activations, Backend, BackendError, Executable, LowerOptions};
+use weft_backend::{Backend, BackendError, Executable, LowerOptions};
 use weft_ir::{Plan, WeightProvider, WeightView};
 
 /// The backend's name (`--backend gpu`).
@@ -76,16 +77,17 @@ pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError
 /// `x[m×k] · wᵀ` on the GPU by the matmul kernel a plan's matmul of m rows takes
 /// (kernel tests), with `rows` weight rows a workgroup (`None`: the device's choice),
 /// over the weight's rows from `skip` on (read from a byte offset into its buffer, as
-/// a matmul split across dispatches reads them). `activations`: int8 runs a one-row
-/// matvec that has an integer-dot variant on x quantised by `quantize_q8`, as a plan
-/// lowered with int8 activations does.
+/// a matmul split across dispatches reads them). `variant.int8`: a one-row matvec that
+/// has an integer-dot variant runs it on x quantised by `quantize_q8`, as a plan lowered
+/// with int8 activations does; `variant.subgroups`: a several-rows matvec adds its
+/// lanes' sums with subgroup operations where the device has them.
 pub fn matmul(
     x: &[f32],
     m: usize,
     w: &WeightView,
     rows: Option<usize>,
     skip: usize,
-    activations: Activations,
+    variant: RowsVariant,
 ) -> Result<Vec<f32>, BackendError> {
     let gpu = gpu()?;
     let rows_per = rows.unwrap_or_else(|| schedule::matmul_rows(&gpu));
@@ -98,12 +100,16 @@ pub fn matmul(
         (_, true) => "gemm",
         _ => "matmul",
     };
-    let int8 = activations == Activations::Int8
-        && m == 1
-        && shaders::int8_matvec(w.dtype, rows_per, vec4, w.cols());
+    let int8 = variant.int8 && m == 1 && shaders::int8_matvec(w.dtype, rows_per, vec4, w.cols());
     let src = match gemm {
         true => shaders::source(name, Some(w.dtype)),
-        false => shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), int8),
+        false => {
+            let variant = RowsVariant {
+                int8,
+                subgroups: variant.subgroups && schedule::subgroups(&gpu),
+            };
+            shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), variant)
+        }
     }
     .map_err(|what| unsupported(w, what))?;
     let p = schedule::pipelines().get(&gpu, name, src)?;

@@ -5,7 +5,7 @@
 
 use crate::buffers::{f, groups, upload, Params};
 use crate::device::{gpu, Gpu};
-use crate::shaders::{self, elementwise_source, Kernel, Operand, Pipelines};
+use crate::shaders::{self, elementwise_source, Kernel, Operand, Pipelines, RowsVariant};
 use crate::NAME;
 use std::sync::{Arc, OnceLock};
 use weft_backend::{
@@ -31,6 +31,11 @@ pub fn matmul_rows(gpu: &Gpu) -> usize {
         wgpu::DeviceType::Cpu => 64,
         _ => 2,
     }
+}
+
+/// Whether the kernels may use subgroup operations on `gpu`.
+pub fn subgroups(gpu: &Gpu) -> bool {
+    gpu.features.contains(wgpu::Features::SUBGROUP)
 }
 
 /// Activation rows from which a matmul takes the register-tiled GEMM (`gemm.wgsl`,
@@ -178,9 +183,10 @@ struct Lowering<'a> {
     dispatches: Vec<Dispatch>,
     /// Activations int8: decode matvecs with an integer-dot variant read x quantised.
     int8: bool,
-    /// The widest quantised row, in words, and the step whose x [`Buf::X8`] holds last.
+    /// The widest quantised row, in words, and the activation row [`Buf::X8`] holds
+    /// where the schedule so far ends (a value is not written again while read).
     x8_words: usize,
-    x8_step: Option<usize>,
+    x8_src: Option<(Buf, usize, usize)>,
 }
 
 impl Lowering<'_> {
@@ -421,14 +427,15 @@ impl Lowering<'_> {
         let mv_rows = shaders::matvec_rows(dtype, rows_per, vec4, k);
         let span =
             self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
-        // Activations int8: a decode row is quantised once per step (the step's matmuls
-        // share their x) and the matvec takes the integer-dot variant.
+        // Activations int8: a decode row is quantised once for the matmuls that read it in
+        // a row (q|k and v of different types), and the matvec takes the integer-dot
+        // variant.
         let int8 = self.int8 && experts.is_none() && shaders::int8_matvec(dtype, rows_per, vec4, k);
         let m = Arc::new(m);
         if int8 {
             self.x8_words = self.x8_words.max(k / 4 + k / 32);
-            if self.x8_step != Some(i) {
-                self.x8_step = Some(i);
+            if self.x8_src != Some((x.buf, x.stride, x.off)) {
+                self.x8_src = Some((x.buf, x.stride, x.off));
                 let q = self.pipeline(i, "quantize_q8", None)?;
                 let rows = Arc::clone(&m);
                 self.push(
@@ -449,7 +456,13 @@ impl Lowering<'_> {
         let pipeline = |name: &str, int8: bool| -> Result<_, BackendError> {
             let src = match name {
                 "gemm" => shaders::source(name, Some(dtype)),
-                _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, int8),
+                _ => {
+                    let variant = RowsVariant {
+                        int8,
+                        subgroups: subgroups(&self.gpu),
+                    };
+                    shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, variant)
+                }
             }
             .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
             let label = match int8 {
@@ -763,7 +776,7 @@ impl GpuExecutable {
             dispatches: Vec::new(),
             int8: options.activations == Activations::Int8,
             x8_words: 0,
-            x8_step: None,
+            x8_src: None,
         };
         let mut rope_freqs: Vec<Vec<f32>> = Vec::new();
         let mut moe = Vec::new();

@@ -88,8 +88,8 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
 /// invocations run as SIMD lanes of a CPU (Mesa's software Vulkan), a subgroup a row
 /// on GPUs so that a row's blocks are read side by side and every multiprocessor has
 /// work at decode. `vec4`: x is read four floats a load, for block-quantised weights
-/// whose x offsets and strides are multiples of 4. `k`: the weight's width. `int8`: the
-/// matvec reads x quantised by `quantize_q8.wgsl`, where [`int8_matvec`] says it can.
+/// whose x offsets and strides are multiples of 4. `k`: the weight's width. `variant`:
+/// how a several-rows matvec reads x and adds its lanes' sums.
 pub fn matmul_source(
     name: &str,
     dtype: DType,
@@ -97,7 +97,7 @@ pub fn matmul_source(
     mt: usize,
     vec4: bool,
     k: usize,
-    int8: bool,
+    variant: RowsVariant,
 ) -> Result<String, String> {
     if name == "matvec" {
         if let Some(kernel) = rows_kernel(dtype, rows, vec4, k) {
@@ -111,14 +111,19 @@ pub fn matmul_source(
                     &format!("const LANES: u32 = {}u;", kernel.lanes),
                 );
             let mut rows_dot = kernel.rows_dot;
-            if int8 {
+            if variant.int8 {
                 body = body.replace(
                     X_F32,
                     "@group(0) @binding(1) var<storage, read> x: array<u32>;",
                 );
                 rows_dot = kernel.rows_dot_i8;
             }
-            return Ok(format!("{COMMON}{body}{}{rows_dot}", kernel.block));
+            let entry = match variant.subgroups {
+                true => include_str!("../shaders/matvec_rows_subgroup.wgsl"),
+                false => include_str!("../shaders/matvec_rows_tree.wgsl"),
+            };
+            let block = kernel.block;
+            return Ok(format!("{COMMON}{body}{block}{rows_dot}{entry}"));
         }
     }
     let lanes = 64 / rows;
@@ -145,6 +150,17 @@ pub fn matmul_source(
 const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
 /// matvec_rows.wgsl's x binding, which the int8 variant replaces with packed words.
 const X_F32: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
+
+/// Choices of the several-rows matvec (`matvec_rows.wgsl`) beyond its shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowsVariant {
+    /// x quantised by `quantize_q8.wgsl` (activations int8), where [`int8_matvec`]
+    /// says the type has the kernel.
+    pub int8: bool,
+    /// The lanes' sums added by subgroup operations (where the adapter has them), not a
+    /// tree through workgroup memory.
+    pub subgroups: bool,
+}
 
 /// Whether the decode matvec of `dtype` has an integer-dot variant on x quantised to 8
 /// bits per 32 values (the several-rows kernels of Q4_K and Q6_K).
@@ -349,7 +365,8 @@ mod tests {
     #[test]
     fn matvec_shares_super_blocks_among_32_lanes_where_it_can() {
         let shared = |d, rows, vec4| {
-            let s = matmul_source("matvec", d, rows, 16, vec4, 256, false).unwrap();
+            let s =
+                matmul_source("matvec", d, rows, 16, vec4, 256, RowsVariant::default()).unwrap();
             s.contains("32 lanes to a super-block")
         };
         assert!(shared(DType::Q6_K, 2, true));
@@ -361,7 +378,16 @@ mod tests {
     #[test]
     fn k_quant_matvecs_serve_several_rows_a_workgroup_on_gpus() {
         let rows = |rows, vec4| {
-            let s = matmul_source("matvec", DType::Q4_K, rows, 16, vec4, 256, false).unwrap();
+            let s = matmul_source(
+                "matvec",
+                DType::Q4_K,
+                rows,
+                16,
+                vec4,
+                256,
+                RowsVariant::default(),
+            )
+            .unwrap();
             (
                 s.contains("const R: u32 = 4u;"),
                 matvec_rows(DType::Q4_K, rows, vec4, 256),
@@ -379,10 +405,14 @@ mod tests {
     fn int8_matvecs_read_packed_x_with_integer_dots() {
         for (dtype, k) in [(DType::Q4_K, 256), (DType::Q6_K, 512)] {
             assert!(int8_matvec(dtype, 2, true, k), "{dtype}");
-            let s = matmul_source("matvec", dtype, 2, 16, true, k, true).unwrap();
+            let int8 = RowsVariant {
+                int8: true,
+                subgroups: false,
+            };
+            let s = matmul_source("matvec", dtype, 2, 16, true, k, int8).unwrap();
             assert!(s.contains("x: array<u32>") && !s.contains(X_F32), "{dtype}");
             assert!(s.contains("dot4I8Packed"), "{dtype}");
-            let f = matmul_source("matvec", dtype, 2, 16, true, k, false).unwrap();
+            let f = matmul_source("matvec", dtype, 2, 16, true, k, RowsVariant::default()).unwrap();
             assert!(f.contains(X_F32) && !f.contains("dot4I8Packed"), "{dtype}");
         }
         assert!(!int8_matvec(DType::Q5_K, 2, true, 256));
@@ -393,7 +423,8 @@ mod tests {
     #[test]
     fn matmul_kernels_take_the_device_shape_and_x_loads() {
         for name in ["matmul", "matvec"] {
-            let q = matmul_source(name, DType::Q6_K, 2, 16, true, 256, false).unwrap();
+            let q =
+                matmul_source(name, DType::Q6_K, 2, 16, true, 256, RowsVariant::default()).unwrap();
             assert!(
                 q.contains("const ROWS: u32 = 2u;\nconst LANES: u32 = 32u;"),
                 "{name}"
@@ -403,9 +434,12 @@ mod tests {
                 name == "matvec" || q.contains("const MT: u32 = 16u;"),
                 "{name}"
             );
-            let f = matmul_source(name, DType::F16, 64, 4, true, 256, false).unwrap();
+            let f =
+                matmul_source(name, DType::F16, 64, 4, true, 256, RowsVariant::default()).unwrap();
             assert!(f.contains("x: array<f32>"), "{name}");
-            let unaligned = matmul_source(name, DType::Q8_0, 64, 4, false, 256, false).unwrap();
+            let unaligned =
+                matmul_source(name, DType::Q8_0, 64, 4, false, 256, RowsVariant::default())
+                    .unwrap();
             assert!(unaligned.contains("x: array<f32>"), "{name}");
         }
     }

@@ -3,9 +3,9 @@
 //! reassociation error.
 
 use proptest::prelude::*;
-use weft_backend::Activations;
 use weft_ir::{DType, WeightView};
 use weft_quant::kernel_for;
+use weft_wgpu::RowsVariant;
 
 /// Types the GPU backend decodes.
 fn gpu_types() -> Vec<DType> {
@@ -113,7 +113,7 @@ proptest! {
     /// f32), within the quantisation bound.
     #[test]
     fn int8_matvec_stays_within_the_quantisation_bound(n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
-        let int8 = Activations::Int8;
+        let int8 = true;
         check_matmul_with(1, n, |d| cols_for(d, 2 * blocks), seed, Some(2), 0, int8)?;
         check_matmul_with(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2), n / 2, int8)?;
         check_matmul_with(2, n, |d| cols_for(d, blocks), seed, None, 0, int8)?;
@@ -131,7 +131,7 @@ proptest! {
 /// The GPU matmul of m random activation rows and an n-row weight of each type
 /// (`cols(dtype)` wide; `rows` weight rows a workgroup; the weight's rows from `skip`
 /// on) against the quant crate's dots: within 1e-5 of Σ|w·x|, plus with int8
-/// activations what quantising x per 32 values can move the dot, Σ_blocks
+/// activations (`int8`) what quantising x per 32 values can move the dot, Σ_blocks
 /// 0.5001·d·Σ_block |w| (d = max|x|/127 of the block; its own rounding adds a few ulps).
 fn check_matmul(
     m: usize,
@@ -141,7 +141,7 @@ fn check_matmul(
     rows: Option<usize>,
     skip: usize,
 ) -> Result<(), TestCaseError> {
-    check_matmul_with(m, n, cols, seed, rows, skip, Activations::F32)
+    check_matmul_with(m, n, cols, seed, rows, skip, false)
 }
 
 fn check_matmul_with(
@@ -151,7 +151,7 @@ fn check_matmul_with(
     seed: u64,
     rows: Option<usize>,
     skip: usize,
-    activations: Activations,
+    int8: bool,
 ) -> Result<(), TestCaseError> {
     for dtype in gpu_types() {
         let k = cols(dtype);
@@ -159,35 +159,54 @@ fn check_matmul_with(
         let mut x: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        if activations == Activations::Int8 {
+        if int8 {
             // An outlier (a coarse block) and an all-zero block.
             x[seed as usize % k] *= 50.0;
             if k >= 64 {
                 x[32..64].fill(0.0);
             }
         }
-        let got = weft_wgpu::matmul(&x, m, &w, rows, skip, activations).unwrap();
-        let cols = n - skip;
-        for r in 0..m {
-            for (c, j) in (skip..n).enumerate() {
-                let want = kernel_for(dtype).dot(w.row(j), &x[r * k..(r + 1) * k]);
-                let mut row = vec![0.0; k];
-                kernel_for(dtype).decode_row(w.row(j), &mut row);
-                let xr = &x[r * k..(r + 1) * k];
-                let mag: f32 = row.iter().zip(xr).map(|(a, b)| (a * b).abs()).sum();
-                let mut bound = 1e-5 * mag.max(1.0);
-                if activations == Activations::Int8 {
-                    for (xb, wb) in xr.chunks(32).zip(row.chunks(32)) {
-                        let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-                        bound += 0.5001 * d * wb.iter().map(|v| v.abs()).sum::<f32>();
-                    }
+        // Both ways a several-rows matvec adds its lanes' sums (the same kernel elsewhere).
+        for subgroups in [true, false] {
+            let variant = RowsVariant { int8, subgroups };
+            let got = weft_wgpu::matmul(&x, m, &w, rows, skip, variant).unwrap();
+            check_dots(&w, &x, m, k, skip, &got, int8)?;
+        }
+    }
+    Ok(())
+}
+
+/// `got` (m × the weight's rows from `skip`) against the quant crate's dots.
+fn check_dots(
+    w: &WeightView,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    skip: usize,
+    got: &[f32],
+    int8: bool,
+) -> Result<(), TestCaseError> {
+    let (dtype, n) = (w.dtype, w.rows());
+    let cols = n - skip;
+    for r in 0..m {
+        for (c, j) in (skip..n).enumerate() {
+            let want = kernel_for(dtype).dot(w.row(j), &x[r * k..(r + 1) * k]);
+            let mut row = vec![0.0; k];
+            kernel_for(dtype).decode_row(w.row(j), &mut row);
+            let xr = &x[r * k..(r + 1) * k];
+            let mag: f32 = row.iter().zip(xr).map(|(a, b)| (a * b).abs()).sum();
+            let mut bound = 1e-5 * mag.max(1.0);
+            if int8 {
+                for (xb, wb) in xr.chunks(32).zip(row.chunks(32)) {
+                    let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+                    bound += 0.5001 * d * wb.iter().map(|v| v.abs()).sum::<f32>();
                 }
-                let g = got[r * cols + c];
-                prop_assert!(
-                    (g - want).abs() <= bound,
-                    "{dtype} {activations:?} m={m} n={n} k={k} [{r},{j}]: {g} vs {want}, bound {bound:.3e}"
-                );
             }
+            let g = got[r * cols + c];
+            prop_assert!(
+                (g - want).abs() <= bound,
+                "{dtype} int8 {int8} m={m} n={n} k={k} [{r},{j}]: {g} vs {want}, bound {bound:.3e}"
+            );
         }
     }
     Ok(())
