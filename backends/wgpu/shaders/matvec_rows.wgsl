@@ -10,12 +10,18 @@
 // params: as matmul.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes, 6 w_base,
 // 7 groups_x, 8 expert mode, 9 x_div, 10 expert_bytes, 11 x_stride, 12 x_off.
 // Lowering picks it only where row_bytes, w_base and expert_bytes are multiples of W_BYTES.
+// GLU epilogue (GLU true): the weight is [gate | up] (n rows, halves of n / 2), a workgroup
+// takes R / 2 gate rows and the matching up rows, and stores act(gate) · up, the act by
+// param 13 (0 silu, 1 gelu).
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 
 const R: u32 = 4u;
 const LANES: u32 = 64u;
+const GLU: bool = false;
+
+var<workgroup> partial: array<f32, R * LANES>;
 
 // The lanes' partial sums of the workgroup's R rows (rows past the end read the last row
 // again, in range, and are not stored).
@@ -29,18 +35,40 @@ fn lane_sums(lane: u32, wg: vec3<u32>) -> array<f32, R> {
         base += ids[r] * pu(10);
         xrow = r / pu(9);
     }
-    let j0 = wg.x * R;
     var rows: array<u32, R>;
     for (var i = 0u; i < R; i++) {
-        rows[i] = (base + min(j0 + i, n - 1u) * pu(5)) / W_BYTES;
+        var j = min(wg.x * R + i, n - 1u);
+        if GLU {
+            let h = R / 2u;
+            let f = n / 2u;
+            j = min(wg.x * h + i % h, f - 1u) + f * (i / h);
+        }
+        rows[i] = (base + j * pu(5)) / W_BYTES;
     }
     return rows_dot(rows, k, xrow * pu(11) + pu(12), lane);
 }
 
-// Stores row i of the workgroup's (i < R) dot v.
-fn store(wg: vec3<u32>, i: u32, v: f32) {
-    let j = wg.x * R + i;
-    if j < pu(2) {
+// Stores the workgroup's rows from their sums, partial[i · LANES] for row i (after a
+// barrier): lane i < R stores row i, or with the GLU epilogue lane i < R / 2 stores
+// act(gate row i) · (up row i).
+fn finish(wg: vec3<u32>, lane: u32) {
+    var j = wg.x * R + lane;
+    var v = partial[lane * LANES];
+    var n = pu(2);
+    if GLU {
+        let h = R / 2u;
+        if lane >= h {
+            return;
+        }
+        j = wg.x * h + lane;
+        n = n / 2u;
+        var a = silu(v);
+        if pu(13) == 1u {
+            a = gelu(v);
+        }
+        v = a * partial[(lane + h) * LANES];
+    }
+    if lane < R && j < n {
         out[wg.y * pu(3) + pu(4) + j] = v;
     }
 }

@@ -1,8 +1,6 @@
 // The several-rows matvec's entry point with subgroup operations (wgpu's SUBGROUP
 // feature): each subgroup adds its lanes' sums in registers, then lane i adds the
-// subgroups' sums of row i, in subgroup order.
-var<workgroup> partial: array<f32, R * LANES>;
-
+// subgroups' sums of row i, in subgroup order, into partial[i · LANES].
 @compute @workgroup_size(LANES)
 fn main(
     @builtin(local_invocation_index) lane: u32,
@@ -24,6 +22,8 @@ fn main(
         for (var g = 0u; g < nsg; g++) {
             v += partial[lane * LANES + g];
         }
-        store(wg, lane, v);
+        partial[lane * LANES] = v;
     }
+    workgroupBarrier();
+    finish(wg, lane);
 }

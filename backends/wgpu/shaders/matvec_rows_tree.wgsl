@@ -1,7 +1,5 @@
 // The several-rows matvec's entry point where the adapter has no subgroup operations:
 // the lanes' sums added as a tree through workgroup memory.
-var<workgroup> partial: array<f32, R * LANES>;
-
 @compute @workgroup_size(LANES)
 fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let acc = lane_sums(lane, wg);
@@ -17,7 +15,5 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: v
         }
         workgroupBarrier();
     }
-    if lane < R {
-        store(wg, lane, partial[lane * LANES]);
-    }
+    finish(wg, lane);
 }

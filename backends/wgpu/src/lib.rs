@@ -80,7 +80,9 @@ pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError
 /// a matmul split across dispatches reads them). `variant.int8`: a one-row matvec that
 /// has an integer-dot variant runs it on x quantised by `quantize_q8`, as a plan lowered
 /// with int8 activations does; `variant.subgroups`: a several-rows matvec adds its
-/// lanes' sums with subgroup operations where the device has them.
+/// lanes' sums with subgroup operations where the device has them; `variant.glu`: the
+/// weight is [gate | up] and a one-row several-rows matvec returns act(gate) · up, the act
+/// `glu_act`.
 pub fn matmul(
     x: &[f32],
     m: usize,
@@ -88,6 +90,7 @@ pub fn matmul(
     rows: Option<usize>,
     skip: usize,
     variant: RowsVariant,
+    glu_act: weft_ir::GluAct,
 ) -> Result<Vec<f32>, BackendError> {
     let gpu = gpu()?;
     let rows_per = rows.unwrap_or_else(|| schedule::matmul_rows(&gpu));
@@ -100,13 +103,15 @@ pub fn matmul(
         (_, true) => "gemm",
         _ => "matmul",
     };
-    let int8 = variant.int8 && m == 1 && shaders::int8_matvec(w.dtype, rows_per, vec4, w.cols());
+    let several = m == 1 && shaders::rows_matvec(w.dtype, rows_per, vec4, w.cols());
+    let (int8, glu) = (variant.int8 && several, variant.glu && several);
     let src = match gemm {
         true => shaders::source(name, Some(w.dtype)),
         false => {
             let variant = RowsVariant {
                 int8,
                 subgroups: variant.subgroups && schedule::subgroups(&gpu),
+                glu,
             };
             shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), variant)
         }
@@ -114,9 +119,14 @@ pub fn matmul(
     .map_err(|what| unsupported(w, what))?;
     let p = schedule::pipelines().get(&gpu, name, src)?;
     let (n, k) = (w.rows() - skip.min(w.rows()), w.cols());
+    // GLU: n / 2 outputs, each from a gate row and an up row.
+    let (n_out, r_out) = match glu {
+        true => (n / 2, 2),
+        false => (n, 1),
+    };
     let wbuf = upload(&gpu, &w.name, w.bytes())?;
     let xbuf = upload(&gpu, "x", &floats(x))?;
-    let out = storage(&gpu, "out", (m * n * 4) as u64)?;
+    let out = storage(&gpu, "out", (m * n_out * 4) as u64)?;
     let no_experts = upload(&gpu, "ids", &[0; 4])?;
     let mut bindings = vec![&xbuf, &wbuf, &out];
     if m == 1 {
@@ -137,7 +147,7 @@ pub fn matmul(
     }
     let (gx, gy) = match (m, gemm) {
         (1, _) => (
-            n.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols())),
+            n_out.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols()) / r_out),
             1,
         ),
         (_, true) => (n.div_ceil(schedule::GEMM_TN), m.div_ceil(schedule::GEMM_TM)),
@@ -148,7 +158,7 @@ pub fn matmul(
         m as u32,
         k as u32,
         n as u32,
-        n as u32,
+        n_out as u32,
         0,
         w.row_bytes() as u32,
         (skip * w.row_bytes()) as u32,
@@ -158,9 +168,10 @@ pub fn matmul(
         0,
         k as u32,
         0,
+        matches!(glu_act, weft_ir::GluAct::Gelu) as u32,
     ]);
     buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, gy));
-    read_back(&gpu, &out, (m * n * 4) as u64)
+    read_back(&gpu, &out, (m * n_out * 4) as u64)
 }
 
 fn kernel_source(

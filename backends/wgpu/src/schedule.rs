@@ -430,7 +430,7 @@ impl Lowering<'_> {
         // Activations int8: a decode row is quantised once for the matmuls that read it in
         // a row (q|k and v of different types), and the matvec takes the integer-dot
         // variant.
-        let int8 = self.int8 && experts.is_none() && shaders::int8_matvec(dtype, rows_per, vec4, k);
+        let int8 = self.int8 && experts.is_none() && shaders::rows_matvec(dtype, rows_per, vec4, k);
         let m = Arc::new(m);
         if int8 {
             self.x8_words = self.x8_words.max(k / 4 + k / 32);
@@ -460,6 +460,7 @@ impl Lowering<'_> {
                     let variant = RowsVariant {
                         int8,
                         subgroups: subgroups(&self.gpu),
+                        glu: false,
                     };
                     shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, variant)
                 }

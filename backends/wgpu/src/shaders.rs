@@ -123,7 +123,12 @@ pub fn matmul_source(
                 false => include_str!("../shaders/matvec_rows_tree.wgsl"),
             };
             let block = kernel.block;
-            return Ok(format!("{COMMON}{body}{block}{rows_dot}{entry}"));
+            if variant.glu {
+                body = body.replace("const GLU: bool = false;", "const GLU: bool = true;");
+            }
+            return Ok(format!(
+                "{COMMON}{ACTIVATIONS}{body}{block}{rows_dot}{entry}"
+            ));
         }
     }
     let lanes = 64 / rows;
@@ -154,17 +159,19 @@ const X_F32: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>
 /// Choices of the several-rows matvec (`matvec_rows.wgsl`) beyond its shape.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RowsVariant {
-    /// x quantised by `quantize_q8.wgsl` (activations int8), where [`int8_matvec`]
+    /// x quantised by `quantize_q8.wgsl` (activations int8), where [`rows_matvec`]
     /// says the type has the kernel.
     pub int8: bool,
     /// The lanes' sums added by subgroup operations (where the adapter has them), not a
     /// tree through workgroup memory.
     pub subgroups: bool,
+    /// The GLU epilogue: the weight is [gate | up] and the kernel stores act(gate) · up.
+    pub glu: bool,
 }
 
-/// Whether the decode matvec of `dtype` has an integer-dot variant on x quantised to 8
-/// bits per 32 values (the several-rows kernels of Q4_K and Q6_K).
-pub fn int8_matvec(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
+/// Whether the decode matvec of `dtype` is the several-rows kernel (Q4_K, Q6_K), which
+/// has the integer-dot and GLU-epilogue variants.
+pub fn rows_matvec(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
     rows_kernel(dtype, rows, vec4, k).is_some()
 }
 
@@ -404,10 +411,10 @@ mod tests {
     #[test]
     fn int8_matvecs_read_packed_x_with_integer_dots() {
         for (dtype, k) in [(DType::Q4_K, 256), (DType::Q6_K, 512)] {
-            assert!(int8_matvec(dtype, 2, true, k), "{dtype}");
+            assert!(rows_matvec(dtype, 2, true, k), "{dtype}");
             let int8 = RowsVariant {
                 int8: true,
-                subgroups: false,
+                ..RowsVariant::default()
             };
             let s = matmul_source("matvec", dtype, 2, 16, true, k, int8).unwrap();
             assert!(s.contains("x: array<u32>") && !s.contains(X_F32), "{dtype}");
@@ -415,9 +422,9 @@ mod tests {
             let f = matmul_source("matvec", dtype, 2, 16, true, k, RowsVariant::default()).unwrap();
             assert!(f.contains(X_F32) && !f.contains("dot4I8Packed"), "{dtype}");
         }
-        assert!(!int8_matvec(DType::Q5_K, 2, true, 256));
-        assert!(!int8_matvec(DType::Q4_K, 64, true, 256), "one lane a row");
-        assert!(!int8_matvec(DType::Q6_K, 2, true, 768), "odd super-blocks");
+        assert!(!rows_matvec(DType::Q5_K, 2, true, 256));
+        assert!(!rows_matvec(DType::Q4_K, 64, true, 256), "one lane a row");
+        assert!(!rows_matvec(DType::Q6_K, 2, true, 768), "odd super-blocks");
     }
 
     #[test]

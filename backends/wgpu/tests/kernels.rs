@@ -3,7 +3,7 @@
 //! reassociation error.
 
 use proptest::prelude::*;
-use weft_ir::{DType, WeightView};
+use weft_ir::{DType, GluAct, WeightView};
 use weft_quant::kernel_for;
 use weft_wgpu::RowsVariant;
 
@@ -119,6 +119,41 @@ proptest! {
         check_matmul_with(2, n, |d| cols_for(d, blocks), seed, None, 0, int8)?;
     }
 
+    /// The GLU epilogue of the several-rows matvecs: act(gate) · up from one [gate | up]
+    /// weight, against the quant crate's dots. silu' and gelu' stay within 1.13 in
+    /// magnitude, so dot errors e_g, e_u move the result by at most
+    /// 1.13·e_g·|u| + |act(g)|·e_u (u, g the exact dots, |u| grown by e_u).
+    #[test]
+    fn glu_matvec_matches_the_reference(f in 1usize..12, blocks in 1usize..3, seed in any::<u64>()) {
+        let k = 512 * blocks;
+        let x: Vec<f32> = (0..k).map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 250.0 - 2.0).collect();
+        for dtype in [DType::Q4_K, DType::Q6_K] {
+            let w = random_weight(dtype, 2 * f, k, seed);
+            for act in [GluAct::Silu, GluAct::Gelu] {
+                for (int8, subgroups) in [(false, true), (false, false), (true, true)] {
+                    let variant = RowsVariant { int8, subgroups, glu: true };
+                    let got = weft_wgpu::matmul(&x, 1, &w, Some(2), 0, variant, act).unwrap();
+                    prop_assert_eq!(got.len(), f);
+                    for j in 0..f {
+                        let g = kernel_for(dtype).dot(w.row(j), &x);
+                        let u = kernel_for(dtype).dot(w.row(f + j), &x);
+                        let (eg, eu) = (dot_bound(&w, j, &x, int8), dot_bound(&w, f + j, &x, int8));
+                        let a = match act {
+                            GluAct::Silu => g / (1.0 + (-g).exp()),
+                            GluAct::Gelu => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh()),
+                        };
+                        let want = a * u;
+                        let bound = 1.13 * eg * (u.abs() + eu) + a.abs() * eu + 1e-5 * want.abs();
+                        prop_assert!(
+                            (got[j] - want).abs() <= bound,
+                            "{} {:?} int8 {} [{}]: {} vs {}, bound {:.3e}", dtype, act, int8, j, got[j], want, bound
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Enough rows for the register-tiled GEMM, with partial tiles on both sides.
     #[test]
     fn gemm_matches_the_reference(m in 32usize..80, n in 1usize..140, blocks in 1usize..3, seed in any::<u64>()) {
@@ -168,12 +203,32 @@ fn check_matmul_with(
         }
         // Both ways a several-rows matvec adds its lanes' sums (the same kernel elsewhere).
         for subgroups in [true, false] {
-            let variant = RowsVariant { int8, subgroups };
-            let got = weft_wgpu::matmul(&x, m, &w, rows, skip, variant).unwrap();
+            let variant = RowsVariant {
+                int8,
+                subgroups,
+                glu: false,
+            };
+            let got = weft_wgpu::matmul(&x, m, &w, rows, skip, variant, GluAct::Silu).unwrap();
             check_dots(&w, &x, m, k, skip, &got, int8)?;
         }
     }
     Ok(())
+}
+
+/// How far the GPU's dot of weight row `j` with `x` may be from the quant crate's: 1e-5
+/// of Σ|w·x|, plus with int8 activations Σ_blocks 0.5001·d·Σ_block |w|.
+fn dot_bound(w: &WeightView, j: usize, x: &[f32], int8: bool) -> f32 {
+    let mut row = vec![0.0; x.len()];
+    kernel_for(w.dtype).decode_row(w.row(j), &mut row);
+    let mag: f32 = row.iter().zip(x).map(|(a, b)| (a * b).abs()).sum();
+    let mut bound = 1e-5 * mag.max(1.0);
+    if int8 {
+        for (xb, wb) in x.chunks(32).zip(row.chunks(32)) {
+            let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+            bound += 0.5001 * d * wb.iter().map(|v| v.abs()).sum::<f32>();
+        }
+    }
+    bound
 }
 
 /// `got` (m × the weight's rows from `skip`) against the quant crate's dots.
@@ -191,17 +246,7 @@ fn check_dots(
     for r in 0..m {
         for (c, j) in (skip..n).enumerate() {
             let want = kernel_for(dtype).dot(w.row(j), &x[r * k..(r + 1) * k]);
-            let mut row = vec![0.0; k];
-            kernel_for(dtype).decode_row(w.row(j), &mut row);
-            let xr = &x[r * k..(r + 1) * k];
-            let mag: f32 = row.iter().zip(xr).map(|(a, b)| (a * b).abs()).sum();
-            let mut bound = 1e-5 * mag.max(1.0);
-            if int8 {
-                for (xb, wb) in xr.chunks(32).zip(row.chunks(32)) {
-                    let d = xb.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-                    bound += 0.5001 * d * wb.iter().map(|v| v.abs()).sum::<f32>();
-                }
-            }
+            let bound = dot_bound(w, j, &x[r * k..(r + 1) * k], int8);
             let g = got[r * cols + c];
             prop_assert!(
                 (g - want).abs() <= bound,
