@@ -115,6 +115,15 @@ pub struct Dispatch {
     pub label: String,
 }
 
+/// Where a matmul over [gate | up] may store act(gate) · up itself (see
+/// [`Lowering::matmul`]): the GLU step's value and width.
+#[derive(Clone, Copy)]
+struct GluOut {
+    act: GluAct,
+    out: Buf,
+    width: usize,
+}
+
 /// Scratch sizes a session allocates, per row of a call.
 #[derive(Clone, Debug, Default)]
 pub struct MoeScratch {
@@ -404,7 +413,9 @@ impl Lowering<'_> {
     }
 
     /// `out[:, col..col+n] = x · wᵀ` for `m(call)` rows; in expert mode rows pick their
-    /// expert's weight from `ids`. Weights of more rows than a dispatch's workgroups
+    /// expert's weight from `ids`. With `glu` (w is [gate | up]) a one-row call that takes
+    /// the several-rows matvec stores act(gate) · up into the GLU step's value instead;
+    /// returns whether it does. Weights of more rows than a dispatch's workgroups
     /// reach (a 262k-row vocabulary at two rows a workgroup) run in several dispatches
     /// over ranges of rows, each from a byte offset of the weight.
     #[allow(clippy::too_many_arguments)]
@@ -417,8 +428,9 @@ impl Lowering<'_> {
         out_stride: usize,
         col: usize,
         experts: Option<(Buf, usize, usize)>,
+        glu: Option<GluOut>,
         m: impl Fn(&Call) -> usize + Send + Sync + 'static,
-    ) -> Result<(), BackendError> {
+    ) -> Result<bool, BackendError> {
         let (wi, dtype, n_all, k, row_bytes) = w;
         let rows_per = matmul_rows(&self.gpu);
         let mt = matmul_mt(&self.gpu);
@@ -430,7 +442,9 @@ impl Lowering<'_> {
         // Activations int8: a decode row is quantised once for the matmuls that read it in
         // a row (q|k and v of different types), and the matvec takes the integer-dot
         // variant.
-        let int8 = self.int8 && experts.is_none() && shaders::rows_matvec(dtype, rows_per, vec4, k);
+        let several = experts.is_none() && shaders::rows_matvec(dtype, rows_per, vec4, k);
+        let int8 = self.int8 && several;
+        let glu = glu.filter(|_| several && n_all.is_multiple_of(2) && n_all <= span);
         let m = Arc::new(m);
         if int8 {
             self.x8_words = self.x8_words.max(k / 4 + k / 32);
@@ -453,28 +467,30 @@ impl Lowering<'_> {
             }
         }
         let first = self.dispatches.len();
-        let pipeline = |name: &str, int8: bool| -> Result<_, BackendError> {
+        let pipeline = |name: &str, variant: RowsVariant| -> Result<_, BackendError> {
             let src = match name {
                 "gemm" => shaders::source(name, Some(dtype)),
-                _ => {
-                    let variant = RowsVariant {
-                        int8,
-                        subgroups: subgroups(&self.gpu),
-                        glu: false,
-                    };
-                    shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, variant)
-                }
+                _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, variant),
             }
             .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
-            let label = match int8 {
-                true => format!("{name} {dtype} int8"),
-                false => format!("{name} {dtype}"),
-            };
+            let mut label = format!("{name} {dtype}");
+            if variant.int8 {
+                label += " int8";
+            }
+            if variant.glu {
+                label += " glu";
+            }
             pipelines().get(&self.gpu, &label, src)
         };
-        let (tiled, one) = (pipeline("matmul", false)?, pipeline("matvec", int8)?);
+        let plain = RowsVariant::default();
+        let variant = RowsVariant {
+            int8,
+            subgroups: subgroups(&self.gpu),
+            glu: glu.is_some(),
+        };
+        let (tiled, one) = (pipeline("matmul", plain)?, pipeline("matvec", variant)?);
         let gemm = match gemm_fits(k, vec4, experts.is_some()) {
-            true => Some(pipeline("gemm", false)?),
+            true => Some(pipeline("gemm", plain)?),
             false => None,
         };
         // The tiled kernel's rows stop where the GEMM's start.
@@ -485,9 +501,20 @@ impl Lowering<'_> {
         let (ids, x_div, expert_bytes) = experts.unwrap_or((Buf::Dummy, 1, 0));
         let expert_mode = experts.is_some() as u32;
         let mv_x = if int8 { Buf::X8 } else { x.buf };
+        // The GLU epilogue stores half as many rows, each from two, into its own value.
+        let (mv_out, mv_stride, mv_col, per_group, act) = match glu {
+            Some(g) => (
+                g.out,
+                g.width,
+                0,
+                mv_rows / 2,
+                matches!(g.act, GluAct::Gelu) as u32,
+            ),
+            None => (out, out_stride, col, mv_rows, 0),
+        };
         for row0 in (0..n_all).step_by(span.max(1)) {
             let n = span.min(n_all - row0);
-            let params = move |rows: usize, gx: u32| {
+            let params = move |rows: usize, gx: u32, out_stride: usize, col: usize| {
                 Params::new(&[
                     rows as u32,
                     k as u32,
@@ -502,10 +529,14 @@ impl Lowering<'_> {
                     expert_bytes as u32,
                     x.stride as u32,
                     x.off as u32,
+                    act,
                 ])
             };
             let gx = n.div_ceil(rows_per) as u32;
-            let mv_gx = n.div_ceil(mv_rows) as u32;
+            let mv_gx = match glu {
+                Some(_) => (n / 2).div_ceil(per_group) as u32,
+                None => n.div_ceil(per_group) as u32,
+            };
             // One activation row, or rows routed to experts: the matvec kernel, a
             // workgroup row per output row. Several rows: the tiled kernel. All are in
             // the schedule; a call dispatches the one its row count picks.
@@ -513,14 +544,14 @@ impl Lowering<'_> {
             self.push(
                 i,
                 Arc::clone(&one),
-                vec![mv_x, Buf::Weight(wi), out, ids],
+                vec![mv_x, Buf::Weight(wi), mv_out, ids],
                 Box::new(move |c| {
                     let rows = mv(c);
                     let gy = match expert_mode == 1 || rows == 1 {
                         true => rows as u32,
                         false => 0,
                     };
-                    (params(rows, mv_gx), (mv_gx, gy))
+                    (params(rows, mv_gx, mv_stride, mv_col), (mv_gx, gy))
                 }),
             );
             if expert_mode == 0 {
@@ -535,7 +566,7 @@ impl Lowering<'_> {
                             2.. if rows <= tiled_max => rows.div_ceil(mt) as u32,
                             _ => 0,
                         };
-                        (params(rows, gx), (gx, gy))
+                        (params(rows, gx, out_stride, col), (gx, gy))
                     }),
                 );
             }
@@ -552,7 +583,7 @@ impl Lowering<'_> {
                             true => rows.div_ceil(GEMM_TM) as u32,
                             false => 0,
                         };
-                        (params(rows, gx), (gx, gy))
+                        (params(rows, gx, out_stride, col), (gx, gy))
                     }),
                 );
             }
@@ -560,7 +591,7 @@ impl Lowering<'_> {
         for d in &mut self.dispatches[first..] {
             d.label = format!("{} {n_all}×{k}", d.pipeline.name);
         }
-        Ok(())
+        Ok(glu.is_some())
     }
 
     fn elementwise(
@@ -796,6 +827,27 @@ impl GpuExecutable {
                 off,
             }
         };
+        let (slot_of, n_slots) = stage.arena_slots(&plan)?;
+        // The step whose slot holds the value that reading step j's reads.
+        let x_step = |j: usize| match src_of(j).buf {
+            Buf::Slot(s) => s,
+            _ => j,
+        };
+        // GLU steps and the matmul each reads, where nothing else reads the matmul.
+        let mut users = vec![0usize; n];
+        plan.steps
+            .iter()
+            .for_each(|st| st.inputs.iter().for_each(|&j| users[j] += 1));
+        let mut glu_of: Vec<Option<(usize, GluAct)>> = vec![None; n];
+        for (g, st) in plan.steps.iter().enumerate() {
+            if let Op::Glu { act } = st.node.op {
+                let m = st.inputs[0];
+                if users[m] == 1 && 2 * widths[g] == widths[m] {
+                    glu_of[m] = Some((g, act));
+                }
+            }
+        }
+        let mut glu_fused = vec![false; n];
         for (i, st) in plan.steps.iter().enumerate() {
             let slot = Buf::Slot;
             let input = |k: usize| Buf::Slot(st.inputs[k]);
@@ -918,9 +970,27 @@ impl GpuExecutable {
                         let rows = views.iter().map(|v| v.rows()).sum();
                         let v = &views[0];
                         let facts = (buf, v.dtype, rows, v.cols(), v.row_bytes());
-                        lw.matmul(i, read(0), facts, slot(i), width, 0, None, move |c| {
-                            c.rows[i]
-                        })?;
+                        // gate | up read by a GLU step alone: at decode the matvec stores
+                        // the GLU's value itself, unless that value shares x's slot.
+                        let glu = glu_of[i].filter(|&(g, _)| {
+                            !*bias
+                                && softcap.is_none()
+                                && views.len() == 2
+                                && views[0].rows() == views[1].rows()
+                                && slot_of[g] != slot_of[x_step(st.inputs[0])]
+                        });
+                        let out = glu.map(|(g, act)| GluOut {
+                            act,
+                            out: slot(g),
+                            width: widths[g],
+                        });
+                        let fused =
+                            lw.matmul(i, read(0), facts, slot(i), width, 0, None, out, move |c| {
+                                c.rows[i]
+                            })?;
+                        if let (true, Some((g, _))) = (fused, glu) {
+                            glu_fused[g] = true;
+                        }
                     } else {
                         let mut col = 0;
                         for k in 1..=nw {
@@ -937,6 +1007,7 @@ impl GpuExecutable {
                                     slot(i),
                                     width,
                                     col + part.row0,
+                                    None,
                                     None,
                                     move |c| c.rows[i],
                                 )?;
@@ -1001,13 +1072,18 @@ impl GpuExecutable {
                 Op::Glu { act } => {
                     let p = lw.pipeline(i, "glu", None)?;
                     let act = matches!(act, GluAct::Gelu) as u32;
+                    // One row where the matmul's epilogue computed it already.
+                    let fused = glu_fused[i];
                     lw.push(
                         i,
                         p,
                         vec![input(0), slot(i)],
                         Box::new(move |c| {
                             let n = c.rows[i] * width;
-                            let g = flat(c.gpu, n);
+                            let g = match fused && c.rows[i] == 1 {
+                                true => (0, 0),
+                                false => flat(c.gpu, n),
+                            };
                             (Params::new(&[n as u32, width as u32, act, g.0]), g)
                         }),
                     );
@@ -1236,7 +1312,7 @@ impl GpuExecutable {
                         stride: d,
                         off: 0,
                     };
-                    lw.matmul(i, x, router, Buf::MoeOut(m), ne, 0, None, move |c| {
+                    lw.matmul(i, x, router, Buf::MoeOut(m), ne, 0, None, None, move |c| {
                         c.rows[i]
                     })?;
                     let p = lw.pipeline(i, "moe_route", None)?;
@@ -1274,6 +1350,7 @@ impl GpuExecutable {
                         hidden,
                         0,
                         Some((Buf::MoeIds(m), top_k, ffn * gate.4)),
+                        None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     lw.matmul(
@@ -1284,6 +1361,7 @@ impl GpuExecutable {
                         hidden,
                         ffn,
                         Some((Buf::MoeIds(m), top_k, ffn * up.4)),
+                        None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     // act(gate) · up, in place is not possible: into the out scratch.
@@ -1311,6 +1389,7 @@ impl GpuExecutable {
                         d,
                         0,
                         Some((Buf::MoeIds(m), 1, d * down.4)),
+                        None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     let p = lw.pipeline(i, "moe_combine", None)?;
@@ -1354,14 +1433,13 @@ impl GpuExecutable {
         let dispatches = std::mem::take(&mut lw.dispatches);
         let uploaded = std::mem::take(&mut lw.weights);
         drop(lw);
-        let (slot, n_slots) = stage.arena_slots(&plan)?;
         Ok(GpuExecutable {
             plan,
             stage,
             gpu,
             weights: uploaded,
             dispatches,
-            slot,
+            slot: slot_of,
             n_slots,
             widths,
             after_last,
