@@ -66,6 +66,17 @@ fn real_models_match_the_reference() {
     }
 }
 
+/// Decode past 64 keys: a one-row attention splits the keys into chunks that run side
+/// by side and merges them (gemma3: sliding-window layers too; qwen3: grouped queries).
+#[test]
+fn long_decodes_split_attention_into_chunks() {
+    let prompt: Vec<u32> = (0..150).map(|i| (i * 7 + 3) % 97).collect();
+    for name in ["gemma3", "qwen3"] {
+        let spec = fixtures().join("families").join(name);
+        gpu_vs_reference(spec.to_str().unwrap(), &prompt, 4, 1e-4);
+    }
+}
+
 /// A forward call longer than the session's arena runs in chunks, with the same
 /// logits as one call on the reference backend.
 #[test]

@@ -1,29 +1,55 @@
-// Causal attention, one workgroup a (query row, head), online softmax over tiles of 64
-// keys (flash-style: any context length in fixed workgroup memory). Grouped-query: head
-// h reads kv head h / (heads / kv_heads). Sliding window: keys p-window+1..p.
+// Causal attention, one workgroup a (query row, head, chunk of keys), online softmax over
+// tiles of 64 keys (flash-style: any context length in fixed workgroup memory). Grouped-
+// query: head h reads kv head h / (heads / kv_heads). Sliding window: keys p-window+1..p.
 // q is read with a row stride and column offset (a slice of a fused q|k|v output) and,
 // where the attention is rope-fused, rotated as it is loaded.
+// A tile: a thread scores one key, the tile's max and sum are trees, the weights land in
+// workgroup memory, and a thread adds its dims' weighted values over the tile's keys
+// (no exp and no branch in that loop, so its loads go out together).
+// Chunks (params 14, 15 > 1; decode): the keys split into chunks of pu(14) that run side
+// by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, which
+// attention_merge.wgsl adds up. One chunk: the output directly.
 // params: 0 seq, 1 n_heads, 2 n_kv_heads, 3 head_dim (≤ 256), 4 scale, 5 window (0:
 // none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 rope (0/1),
-// 12 rope half, 13 rope layout.
+// 12 rope half, 13 rope layout, 14 chunk keys, 15 chunks.
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<f32>;
 @group(0) @binding(3) var<storage, read> vc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> cs: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+
+// The max (or, with add, the sum) of one value from each of the 64 threads.
+fn tile_reduce(li: u32, v: f32, add: bool) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h = h / 2u) {
+        if li < h {
+            red[li] = select(max(red[li], red[li + h]), red[li] + red[li + h], add);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let nh = pu(1);
+    let chunks = max(pu(15), 1u);
     let idx = flat_group(wg, pu(8));
-    if idx >= pu(0) * nh {
+    if idx >= pu(0) * nh * chunks {
         return;
     }
-    let t = idx / nh;
-    let h = idx % nh;
+    let c = idx % chunks;
+    let th = idx / chunks;
+    let t = th / nh;
+    let h = th % nh;
     let hd = pu(3);
     let kvw = pu(2) * hd;
     let kvo = (h / (nh / pu(2))) * hd;
@@ -32,6 +58,12 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let window = pu(5);
     if window > 0u && p + 1u > window {
         start = p + 1u - window;
+    }
+    var lo = start;
+    var hi = p + 1u;
+    if chunks > 1u {
+        lo = start + c * pu(14);
+        hi = min(hi, lo + pu(14));
     }
     let qo = t * pu(9) + pu(10) + h * hd;
     for (var d = li; d < hd; d += 64u) {
@@ -46,10 +78,10 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var m = -3.4e38;
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var tile = start; tile <= p; tile += 64u) {
+    for (var tile = lo; tile < hi; tile += 64u) {
         let j = tile + li;
         var s = -3.4e38;
-        if j <= p {
+        if j < hi {
             var dot = 0.0;
             for (var d = 0u; d < hd; d++) {
                 dot += qs[d] * kc[j * kvw + kvo + d];
@@ -59,37 +91,50 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
                 s = softcap(s, cap);
             }
         }
-        sc[li] = s;
-        workgroupBarrier();
-        var mt = m;
-        for (var i = 0u; i < 64u; i++) {
-            mt = max(mt, sc[i]);
-        }
+        let mt = max(m, tile_reduce(li, s, false));
+        let pw = select(0.0, exp(s - mt), j < hi);
+        sc[li] = pw;
         let corr = exp(m - mt);
-        l *= corr;
+        l = l * corr + tile_reduce(li, pw, true);
         for (var u = 0u; u < 4u; u++) {
             acc[u] *= corr;
         }
-        for (var i = 0u; i < 64u; i++) {
-            let jj = tile + i;
-            if jj <= p {
-                let pw = exp(sc[i] - mt);
-                l += pw;
-                for (var u = 0u; u < 4u; u++) {
-                    let d = li + 64u * u;
-                    if d < hd {
-                        acc[u] += pw * vc[jj * kvw + kvo + d];
-                    }
+        // Keys past hi weigh 0 and read row hi - 1 (written, finite) in their place.
+        let n = min(64u, hi - tile);
+        for (var i = 0u; i < n; i += 4u) {
+            var rows: array<u32, 4>;
+            for (var e = 0u; e < 4u; e++) {
+                rows[e] = min(tile + i + e, hi - 1u) * kvw + kvo;
+            }
+            for (var u = 0u; u < 4u; u++) {
+                let d = li + 64u * u;
+                if d < hd {
+                    acc[u] += sc[i] * vc[rows[0] + d] + sc[i + 1u] * vc[rows[1] + d]
+                        + sc[i + 2u] * vc[rows[2] + d] + sc[i + 3u] * vc[rows[3] + d];
                 }
             }
         }
         m = mt;
         workgroupBarrier();
     }
+    if chunks == 1u {
+        for (var u = 0u; u < 4u; u++) {
+            let d = li + 64u * u;
+            if d < hd {
+                out[th * hd + d] = acc[u] / l;
+            }
+        }
+        return;
+    }
+    let base = idx * (hd + 2u);
+    if li == 0u {
+        part[base] = m;
+        part[base + 1u] = l;
+    }
     for (var u = 0u; u < 4u; u++) {
         let d = li + 64u * u;
         if d < hd {
-            out[t * nh * hd + h * hd + d] = acc[u] / l;
+            part[base + 2u + d] = acc[u];
         }
     }
 }

@@ -38,6 +38,10 @@ pub fn subgroups(gpu: &Gpu) -> bool {
     gpu.features.contains(wgpu::Features::SUBGROUP)
 }
 
+/// Keys a workgroup of a split decode attention takes: a one-row call over more keys
+/// runs chunks of this many side by side, then merges them.
+pub const ATTENTION_CHUNK: usize = 64;
+
 /// Activation rows from which a matmul takes the register-tiled GEMM (`gemm.wgsl`,
 /// 64 × 64 tiles) rather than `matmul.wgsl`, where the GEMM applies (see [`gemm_fits`]).
 pub const GEMM_MIN_ROWS: usize = 32;
@@ -77,6 +81,8 @@ pub enum Buf {
     MoeWeights(usize),
     MoeHidden(usize),
     MoeOut(usize),
+    /// A split attention's chunk sums (attention.wgsl), reused by every layer.
+    AttnPart,
     /// One activation row quantised to 8 bits (activations int8): the packed values,
     /// then the block scales.
     X8,
@@ -152,6 +158,9 @@ pub struct GpuExecutable {
     /// Inverse frequencies of each distinct rope configuration.
     pub rope_freqs: Vec<Vec<f32>>,
     pub moe: Vec<MoeScratch>,
+    /// Floats of one key chunk's sums for all heads of the widest attention layer
+    /// ([`Buf::AttnPart`] holds one per chunk of [`ATTENTION_CHUNK`] keys).
+    pub attn_part: usize,
     /// Words of the quantised activation row ([`Buf::X8`]; 0 without int8 matvecs).
     pub x8_words: usize,
     /// Rows of the embedding tables that token ids and positions index (for checks).
@@ -848,6 +857,7 @@ impl GpuExecutable {
             }
         }
         let mut glu_fused = vec![false; n];
+        let mut attn_part = 0;
         for (i, st) in plan.steps.iter().enumerate() {
             let slot = Buf::Slot;
             let input = |k: usize| Buf::Slot(st.inputs[k]);
@@ -1260,6 +1270,18 @@ impl GpuExecutable {
                     let (nh, nkv, hd) = (*n_heads, *n_kv_heads, *head_dim);
                     let (scale, window, cap) =
                         (*scale, window.unwrap_or(0), softcap.unwrap_or(0.0));
+                    attn_part = attn_part.max(nh * (hd + 2));
+                    // Decode over more keys than a chunk: chunks side by side, merged.
+                    let chunks = move |c: &Call| {
+                        let keys = match window {
+                            0 => c.pos0 + 1,
+                            w => (c.pos0 + 1).min(w),
+                        };
+                        match c.seq == 1 && keys > ATTENTION_CHUNK {
+                            true => keys.div_ceil(ATTENTION_CHUNK),
+                            false => 1,
+                        }
+                    };
                     lw.push(
                         i,
                         p,
@@ -1269,9 +1291,11 @@ impl GpuExecutable {
                             Buf::ValueCache(layer),
                             slot(i),
                             table,
+                            Buf::AttnPart,
                         ],
                         Box::new(move |c| {
-                            let g = groups(c.gpu, (c.seq * nh) as u32);
+                            let n = chunks(c);
+                            let g = groups(c.gpu, (c.seq * nh * n) as u32);
                             let p = [
                                 c.seq as u32,
                                 nh as u32,
@@ -1287,7 +1311,24 @@ impl GpuExecutable {
                                 rope[0] as u32,
                                 rope[2] as u32,
                                 rope[3] as u32,
+                                ATTENTION_CHUNK as u32,
+                                n as u32,
                             ];
+                            (Params::new(&p), g)
+                        }),
+                    );
+                    let p = lw.pipeline(i, "attention_merge", None)?;
+                    lw.push(
+                        i,
+                        p,
+                        vec![Buf::AttnPart, slot(i)],
+                        Box::new(move |c| {
+                            let n = chunks(c);
+                            let g = match n {
+                                1 => (0, 0),
+                                _ => groups(c.gpu, (c.seq * nh) as u32),
+                            };
+                            let p = [(c.seq * nh) as u32, hd as u32, n as u32, g.0];
                             (Params::new(&p), g)
                         }),
                     );
@@ -1446,6 +1487,7 @@ impl GpuExecutable {
             kv_widths,
             rope_freqs,
             moe,
+            attn_part,
             x8_words,
             token_rows,
             position_rows,

@@ -6,7 +6,7 @@
 
 use crate::buffers::{map_into, storage, upload, PARAM_STRIDE};
 use crate::profile::Profiler;
-use crate::schedule::{Buf, Call, GpuExecutable};
+use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
 use std::sync::Arc;
 use weft_backend::{check_forward, check_truncate, BackendError, Logits, Output, Session};
 use weft_ir::Dim;
@@ -154,6 +154,12 @@ impl GpuSession {
             "quantised activations",
             (exe.x8_words.max(4) * 4) as u64,
         )?;
+        let part_bytes = max_ctx
+            .div_ceil(ATTENTION_CHUNK)
+            .checked_mul(exe.attn_part)
+            .and_then(|v| v.checked_mul(4))
+            .ok_or_else(|| alloc_err("the attention chunk sums".into(), usize::MAX))?;
+        let attn_part = storage(&gpu, "attention chunk sums", part_bytes.max(16) as u64)?;
         let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step parameters"),
             size: (exe.dispatches.len().max(1) as u64) * PARAM_STRIDE,
@@ -173,6 +179,7 @@ impl GpuSession {
                 Buf::MoeHidden(m) => &moe[m][2],
                 Buf::MoeOut(m) => &moe[m][3],
                 Buf::X8 => &x8,
+                Buf::AttnPart => &attn_part,
                 Buf::Dummy => &dummy,
             }
         };

@@ -52,6 +52,7 @@ pub fn body(name: &str) -> &'static str {
         "copy" => include_str!("../shaders/copy.wgsl"),
         "rope" => include_str!("../shaders/rope.wgsl"),
         "attention" => include_str!("../shaders/attention.wgsl"),
+        "attention_merge" => include_str!("../shaders/attention_merge.wgsl"),
         "kv_append" => include_str!("../shaders/kv_append.wgsl"),
         "bias" => include_str!("../shaders/bias.wgsl"),
         "moe_route" => include_str!("../shaders/moe_route.wgsl"),
