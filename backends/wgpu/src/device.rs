@@ -64,7 +64,9 @@ fn open() -> Result<Gpu, String> {
     // Timestamps serve WEFT_GPU_PROFILE (profile.rs). Subgroup operations add the
     // matvecs' lane sums; WEFT_GPU_NO_SUBGROUPS leaves them off (an A/B, or a driver
     // that gets them wrong).
-    let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+    let mut wanted = wgpu::Features::SHADER_F16
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
     if std::env::var_os("WEFT_GPU_NO_SUBGROUPS").is_none() {
         wanted |= wgpu::Features::SUBGROUP;
     }

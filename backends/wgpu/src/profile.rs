@@ -1,8 +1,11 @@
-//! `WEFT_GPU_PROFILE=1`: GPU time per kernel. Each dispatch runs in a compute pass of
-//! its own with timestamps at its start and end (where the adapter has timestamp
-//! queries); the session adds the times up by kernel name and prints the table on
-//! stderr when it closes. Separate passes cost a little: the table is for finding
-//! where time goes, not for the totals.
+//! `WEFT_GPU_PROFILE=1`: GPU time per kernel. Where the adapter writes timestamps
+//! inside passes, the step runs in one pass as usual with a timestamp before the first
+//! dispatch and after each (each written once everything before it has finished), so a
+//! dispatch's time includes its launch and the barrier before it, and the times add up
+//! to the step's. Elsewhere each dispatch runs in a pass of its own with timestamps at
+//! its start and end (where the adapter has timestamp queries at all), whose start does
+//! not wait for the previous dispatch. The session adds the times up by kernel name and
+//! prints the table on stderr when it closes.
 
 use crate::buffers::with_mapped;
 use crate::device::Gpu;
@@ -17,6 +20,8 @@ pub struct Profiler {
     resolve: wgpu::Buffer,
     read: wgpu::Buffer,
     capacity: u32,
+    /// Timestamps between the dispatches of one pass (else a pass a dispatch).
+    pub inside: bool,
     /// Nanoseconds a timestamp tick.
     period: f64,
     /// By kernel name: (dispatches, nanoseconds).
@@ -57,6 +62,9 @@ impl Profiler {
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             ),
             capacity,
+            inside: gpu
+                .features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
             period: gpu.queue.get_timestamp_period() as f64,
             totals: HashMap::new(),
         })
@@ -71,9 +79,20 @@ impl Profiler {
         })
     }
 
+    /// In one pass: the timestamp before dispatch `q` (after dispatch q - 1).
+    pub fn write_inside(&self, pass: &mut wgpu::ComputePass, q: u32) {
+        if q < self.capacity {
+            pass.write_timestamp(&self.queries, q);
+        }
+    }
+
     /// Copies the timestamps of `recorded` dispatches out (after the passes).
     pub fn resolve(&self, enc: &mut wgpu::CommandEncoder, recorded: u32) {
-        let n = (2 * recorded).min(self.capacity);
+        let n = match self.inside {
+            true => recorded + 1,
+            false => 2 * recorded,
+        }
+        .min(self.capacity);
         if n > 0 {
             enc.resolve_query_set(&self.queries, 0..n, &self.resolve, 0);
             enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, n as u64 * 8);
@@ -86,19 +105,25 @@ impl Profiler {
         gpu: &Gpu,
         names: impl Iterator<Item = &'a str>,
     ) -> Result<(), weft_backend::BackendError> {
-        let names: Vec<&str> = names.take(self.capacity as usize / 2).collect();
+        let per = if self.inside { 1 } else { 2 };
+        let names: Vec<&str> = names.take((self.capacity as usize - 1) / per).collect();
         if names.is_empty() {
             return Ok(());
         }
-        let ticks = with_mapped(gpu, &self.read, names.len() as u64 * 16, |b| {
+        let stamps = names.len() * per + (self.inside as usize);
+        let ticks = with_mapped(gpu, &self.read, stamps as u64 * 8, |b| {
             b.chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect::<Vec<_>>()
         })?;
-        for (name, t) in names.iter().zip(ticks.chunks_exact(2)) {
+        for (q, name) in names.iter().enumerate() {
+            let (a, b) = match self.inside {
+                true => (ticks[q], ticks[q + 1]),
+                false => (ticks[2 * q], ticks[2 * q + 1]),
+            };
             let e = self.totals.entry(name.to_string()).or_default();
             e.0 += 1;
-            e.1 += t[1].saturating_sub(t[0]) as f64 * self.period;
+            e.1 += b.saturating_sub(a) as f64 * self.period;
         }
         Ok(())
     }
