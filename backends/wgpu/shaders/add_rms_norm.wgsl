@@ -14,16 +14,45 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         return;
     }
     let d = pu(1);
+    let ao = r * pu(5) + pu(6);
+    let bo = r * pu(7) + pu(8);
+    let oo = r * 2u * d;
+    // Rows up to NORM_THREADS · NORM_KEEP wide: each thread loads its values at once (a
+    // loop of constant length) and keeps them, so the row is read once and its loads
+    // are in flight together rather than one after another.
+    if d <= NORM_THREADS * NORM_KEEP {
+        var v: array<f32, NORM_KEEP>;
+        var s = 0.0;
+        for (var u = 0u; u < NORM_KEEP; u++) {
+            let i = li + u * NORM_THREADS;
+            if i < d {
+                v[u] = a[ao + i] + b[bo + i];
+            }
+        }
+        for (var u = 0u; u < NORM_KEEP; u++) {
+            let i = li + u * NORM_THREADS;
+            if i < d {
+                out[oo + i] = v[u];
+                s += v[u] * v[u];
+            }
+        }
+        let inv = 1.0 / sqrt(workgroup_sum(li, s) / f32(d) + pf(2));
+        for (var u = 0u; u < NORM_KEEP; u++) {
+            let i = li + u * NORM_THREADS;
+            if i < d {
+                out[oo + d + i] = v[u] * inv * (wt[i] + pf(3));
+            }
+        }
+        return;
+    }
     var s = 0.0;
     for (var i = li; i < d; i += NORM_THREADS) {
-        let v = a[r * pu(5) + pu(6) + i] + b[r * pu(7) + pu(8) + i];
-        out[r * 2u * d + i] = v;
+        let v = a[ao + i] + b[bo + i];
+        out[oo + i] = v;
         s += v * v;
     }
-    let total = workgroup_sum(li, s);
-    let inv = 1.0 / sqrt(total / f32(d) + pf(2));
+    let inv = 1.0 / sqrt(workgroup_sum(li, s) / f32(d) + pf(2));
     for (var i = li; i < d; i += NORM_THREADS) {
-        let v = a[r * pu(5) + pu(6) + i] + b[r * pu(7) + pu(8) + i];
-        out[r * 2u * d + d + i] = v * inv * (wt[i] + pf(3));
+        out[oo + d + i] = (a[ao + i] + b[bo + i]) * inv * (wt[i] + pf(3));
     }
 }

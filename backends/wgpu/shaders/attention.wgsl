@@ -82,9 +82,17 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let j = tile + li;
         var s = -3.4e38;
         if j < hi {
-            var dot = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                dot += qs[d] * kc[j * kvw + kvo + d];
+            // Four dims a step, in four sums: four loads in flight.
+            let kb = j * kvw + kvo;
+            var d4 = vec4<f32>(0.0);
+            var d = 0u;
+            for (; d + 4u <= hd; d += 4u) {
+                let qv = vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]);
+                d4 += qv * vec4<f32>(kc[kb + d], kc[kb + d + 1u], kc[kb + d + 2u], kc[kb + d + 3u]);
+            }
+            var dot = d4.x + d4.y + d4.z + d4.w;
+            for (; d < hd; d++) {
+                dot += qs[d] * kc[kb + d];
             }
             s = dot * pf(4);
             if cap != 0.0 {

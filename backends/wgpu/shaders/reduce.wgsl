@@ -2,6 +2,9 @@
 // threads, since one row alone (decode) is latency-bound, not bandwidth-bound.
 const NORM_THREADS: u32 = 256u;
 
+// Values a norm thread keeps in registers (rows up to 8192 wide load once).
+const NORM_KEEP: u32 = 32u;
+
 // The sum of one value from each of a workgroup's invocations, added as a tree in a
 // fixed order (the same every time). Call from uniform control flow; the trailing
 // barrier lets a kernel call it again.
