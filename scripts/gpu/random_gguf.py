@@ -7,8 +7,9 @@ list: <unk>, <s>, </s>, the 256 byte tokens, then t259, t260, …) so that llama
 file too: bench with token ids.
 
 Shapes (--shape): smollm2 (SmolLM2-135M), llama1b (Llama 3.2 1B), llama8b (Llama 3 8B),
-and tiny (64 wide, for deep stacks: `--layers N` overrides any shape's layer count, e.g.
-to time compilation against depth).
+tiny (64 wide, for deep stacks: `--layers N` overrides any shape's layer count, e.g.
+to time compilation against depth), and small (256 wide, the narrowest the K-quants
+take: the GPU's Q4_K / Q6_K kernels in tests).
 Types (--type): Q4_1 (every matrix), Q4_K_M (Q4_K, with Q6_K for the output and for
 attn_v / ffn_down in the layers llama-quantize gives more bits).
 
@@ -30,6 +31,7 @@ SHAPES = {
     "llama1b": (2048, 16, 32, 8, 8192, 128256, 131072, 500000.0, True),
     "llama8b": (4096, 32, 32, 8, 14336, 128256, 8192, 500000.0, False),
     "tiny": (64, 2, 4, 2, 128, 256, 2048, 10000.0, True),
+    "small": (256, 2, 4, 2, 512, 509, 2048, 10000.0, True),
 }
 
 # GGML type: (id, elements a block, bytes a block, offsets of f16 scale fields, value)
@@ -80,14 +82,14 @@ def vocab_kvs(vocab):
     ]
 
 
-def tensor_bytes(rng, dtype, rows, cols):
+def tensor_bytes(rng, dtype, rows, cols, scale=1.0):
     tid, per, size, f16s, vals = TYPES[dtype]
     if dtype == "F32":
         return np.ones(rows * cols, dtype=np.float32).tobytes()
     blocks = rows * cols // per
     data = rng.integers(0, 256, size=(blocks, size), dtype=np.uint8)
     for off, v in zip(f16s, vals):
-        data[:, off : off + 2] = np.frombuffer(np.float16(v).tobytes(), dtype=np.uint8)
+        data[:, off : off + 2] = np.frombuffer(np.float16(v * scale).tobytes(), dtype=np.uint8)
     return data.tobytes()
 
 
@@ -158,14 +160,14 @@ def padded(tensor, align):
     return (rows * cols // per * size + align - 1) // align * align
 
 
-def write_file(path, header, align, tensors, seed):
+def write_file(path, header, align, tensors, seed, scale=1.0):
     """The header, then each tensor's random blocks, aligned; returns the data bytes."""
     rng = np.random.default_rng(seed)
     with open(path, "wb") as f:
         f.write(header)
         f.write(b"\0" * ((-len(header)) % align))
         for _, dtype, rows, cols in tensors:
-            data = tensor_bytes(rng, dtype, rows, cols)
+            data = tensor_bytes(rng, dtype, rows, cols, scale)
             f.write(data)
             f.write(b"\0" * ((-len(data)) % align))
     return sum(padded(t, align) for t in tensors)
@@ -188,6 +190,12 @@ def main():
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--layers", type=int, help="layer count (default: the shape's)")
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiplies every block scale (larger weights: every layer moves the logits)",
+    )
     a = ap.parse_args()
     if a.header_of:
         with open(a.header_of, "rb") as f:
@@ -256,7 +264,7 @@ def main():
         infos.append(info)
         offset += padded(t, ALIGN)
     header += b"".join(infos)
-    write_file(a.out, header, ALIGN, tensors, a.seed)
+    write_file(a.out, header, ALIGN, tensors, a.seed, a.scale)
     print(f"{a.out}: {a.shape} {a.type}, {len(tensors)} tensors, {offset / 1e9:.2f} GB of weights")
 
 

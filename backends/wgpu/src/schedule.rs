@@ -26,7 +26,15 @@ pub fn matmul_mt(gpu: &Gpu) -> usize {
 }
 
 /// Weight rows per matmul workgroup on `gpu` (see `shaders::matmul_source`).
+/// `WEFT_GPU_ROWS` (1, 2, 4, … 64) overrides it: the tests take the GPU's kernels
+/// (several rows a workgroup, several lanes a row) on Mesa's software Vulkan with 2.
 pub fn matmul_rows(gpu: &Gpu) -> usize {
+    let forced = std::env::var("WEFT_GPU_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if let Some(r @ (1 | 2 | 4 | 8 | 16 | 32 | 64)) = forced {
+        return r;
+    }
     match gpu.info.device_type {
         wgpu::DeviceType::Cpu => 64,
         _ => 2,
@@ -64,7 +72,7 @@ pub fn pipelines() -> &'static Pipelines {
 }
 
 /// A buffer a dispatch binds, by role; a session resolves roles to its buffers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Buf {
     /// Arena slot of a step's value.
     Slot(usize),
@@ -857,6 +865,29 @@ impl GpuExecutable {
             }
         }
         let mut glu_fused = vec![false; n];
+        // Activation rows an int8 matvec reads (as (buffer, stride, offset)).
+        let mut wants_q8 = std::collections::HashSet::new();
+        if lw.int8 {
+            let rows_per = matmul_rows(&gpu);
+            for st in &plan.steps {
+                if !matches!(st.node.op, Op::MatMul { .. }) {
+                    continue;
+                }
+                let x = src_of(st.inputs[0]);
+                let int8 = st.inputs[1..=matmul_weights(st)].iter().any(|&w| {
+                    lw.views[w].as_ref().is_some_and(|v| {
+                        let k = v.cols();
+                        let vec4 = x.stride.is_multiple_of(4)
+                            && x.off.is_multiple_of(4)
+                            && k.is_multiple_of(4);
+                        shaders::rows_matvec(v.dtype, rows_per, vec4, k)
+                    })
+                });
+                if int8 {
+                    wants_q8.insert((x.buf, x.stride, x.off));
+                }
+            }
+        }
         let mut attn_part = 0;
         for (i, st) in plan.steps.iter().enumerate() {
             let slot = Buf::Slot;
@@ -946,13 +977,26 @@ impl GpuExecutable {
                     eps, weight_offset, ..
                 } => {
                     let w = Buf::Weight(lw.view(i, 2)?.0);
-                    let p = lw.pipeline(i, "add_rms_norm", None)?;
                     let (eps, off, d) = (*eps, *weight_offset, width / 2);
                     let (a, b) = (read(0), read(1));
+                    // Int8 matvecs read the normed half: quantised here at decode, with
+                    // no dispatch of its own.
+                    let h = (slot(i), width, d);
+                    let q8 = wants_q8.contains(&h)
+                        && d.is_multiple_of(32)
+                        && d <= shaders::Q8_NORM_WIDTH;
+                    let (p, x8) = match q8 {
+                        true => {
+                            lw.x8_src = Some(h);
+                            lw.x8_words = lw.x8_words.max(d / 4 + d / 32);
+                            (lw.pipeline(i, "add_rms_norm_q8", None)?, Buf::X8)
+                        }
+                        false => (lw.pipeline(i, "add_rms_norm", None)?, Buf::Dummy),
+                    };
                     lw.push(
                         i,
                         p,
-                        vec![a.buf, b.buf, w, slot(i)],
+                        vec![a.buf, b.buf, w, slot(i), x8],
                         Box::new(move |c| {
                             let g = groups(c.gpu, c.rows[i] as u32);
                             let p = [
@@ -965,6 +1009,7 @@ impl GpuExecutable {
                                 a.off as u32,
                                 b.stride as u32,
                                 b.off as u32,
+                                (q8 && c.rows[i] == 1) as u32,
                             ];
                             (Params::new(&p), g)
                         }),

@@ -62,8 +62,19 @@ pub fn body(name: &str) -> &'static str {
     }
 }
 
+/// The widest row `add_rms_norm_q8` quantises (its row lives in workgroup memory).
+pub const Q8_NORM_WIDTH: usize = 4096;
+
 /// The full source of kernel `name`, reading weights of `dtype` where it reads any.
+/// `add_rms_norm_q8`: add_rms_norm that also quantises its normed half (activations
+/// int8), for rows up to [`Q8_NORM_WIDTH`] wide.
 pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
+    if name == "add_rms_norm_q8" {
+        return Ok(source("add_rms_norm", None)?.replace(
+            "const Q8_WIDTH: u32 = 0u;",
+            &format!("const Q8_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
+        ));
+    }
     let mut s = format!("{COMMON}{ACTIVATIONS}");
     if let Some(d) = dtype {
         let dec = decoder(d).ok_or_else(|| format!("{d} weights"))?;
@@ -79,6 +90,9 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
     }
     if matches!(name, "rms_norm" | "add_rms_norm" | "layer_norm") {
         s += REDUCE;
+    }
+    if matches!(name, "add_rms_norm" | "quantize_q8") {
+        s += include_str!("../shaders/q8_block.wgsl");
     }
     Ok(s)
 }
