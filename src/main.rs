@@ -430,6 +430,16 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    // Output piped into a reader that stops early (`weft inspect … | head`) ends the
+    // process quietly, as other command-line tools do, instead of a panic on the next
+    // write. Not for serve, whose clients may hang up mid-answer.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // SAFETY: restores the default disposition of one signal; no thread has
+        // started yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let threads = weft_runtime::set_threads(cli.threads)?;
     match cli.command {
         Command::Pull { model } => {

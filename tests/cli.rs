@@ -360,3 +360,23 @@ fn fetch_script_comes_from_the_environment_or_beside_the_executable() {
         );
     }
 }
+
+/// Output piped into a reader that has gone (`weft inspect … | head -1` once head is
+/// done) ends the process quietly (SIGPIPE), not with a panic on the write.
+#[test]
+fn a_closed_stdout_pipe_is_no_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["inspect", &tied_gguf()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The read end closes before the first write: that write fails whatever its size.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    // SIGPIPE is 13 on Linux.
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
+}
