@@ -97,15 +97,15 @@ proptest! {
     #[test]
     fn matmul_matches_the_reference(m in 1usize..7, n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
         // One row (the matvec kernel, with a GPU's 32 lanes a row too) and several.
-        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2), 0)?;
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2), 0, false)?;
         // Rows of more super-blocks than a GPU matvec's lanes take at once (8 for Q4_K,
         // 4 for Q6_K), of an even count (Q6_K takes the several-rows kernel then).
-        check_matmul(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2), 0)?;
-        check_matmul(1, n, |d| cols_for(d, blocks), seed, None, 0)?;
-        check_matmul(m, n, |d| cols_for(d, blocks), seed, None, 0)?;
+        check_matmul(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2), 0, false)?;
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, None, 0, false)?;
+        check_matmul(m, n, |d| cols_for(d, blocks), seed, None, 0, false)?;
         // The rows past a byte offset into the weight (a matmul split across dispatches).
-        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2), n / 2)?;
-        check_matmul(m, n, |d| cols_for(d, blocks), seed, None, n / 2)?;
+        check_matmul(1, n, |d| cols_for(d, blocks), seed, Some(2), n / 2, false)?;
+        check_matmul(m, n, |d| cols_for(d, blocks), seed, None, n / 2, false)?;
     }
 
     /// Activations int8: one row on x quantised per 32 values (the Q4_K and Q6_K
@@ -114,9 +114,9 @@ proptest! {
     #[test]
     fn int8_matvec_stays_within_the_quantisation_bound(n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
         let int8 = true;
-        check_matmul_with(1, n, |d| cols_for(d, 2 * blocks), seed, Some(2), 0, int8)?;
-        check_matmul_with(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2), n / 2, int8)?;
-        check_matmul_with(2, n, |d| cols_for(d, blocks), seed, None, 0, int8)?;
+        check_matmul(1, n, |d| cols_for(d, 2 * blocks), seed, Some(2), 0, int8)?;
+        check_matmul(1, n, |d| cols_for(d, 2 * blocks + 8), seed, Some(2), n / 2, int8)?;
+        check_matmul(2, n, |d| cols_for(d, blocks), seed, None, 0, int8)?;
     }
 
     /// The GLU epilogue of the several-rows matvecs: act(gate) · up from one [gate | up]
@@ -158,8 +158,8 @@ proptest! {
     #[test]
     fn gemm_matches_the_reference(m in 32usize..80, n in 1usize..140, blocks in 1usize..3, seed in any::<u64>()) {
         // Float types too: widths of whole chunks.
-        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, 0)?;
-        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, n / 3)?;
+        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, 0, false)?;
+        check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, n / 3, false)?;
     }
 }
 
@@ -169,17 +169,6 @@ proptest! {
 /// activations (`int8`) what quantising x per 32 values can move the dot, Σ_blocks
 /// 0.5001·d·Σ_block |w| (d = max|x|/127 of the block; its own rounding adds a few ulps).
 fn check_matmul(
-    m: usize,
-    n: usize,
-    cols: impl Fn(DType) -> usize,
-    seed: u64,
-    rows: Option<usize>,
-    skip: usize,
-) -> Result<(), TestCaseError> {
-    check_matmul_with(m, n, cols, seed, rows, skip, false)
-}
-
-fn check_matmul_with(
     m: usize,
     n: usize,
     cols: impl Fn(DType) -> usize,

@@ -28,12 +28,9 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
         let one = vec4<f32>(1.0);
         let sl = dot(xl0 + xl1 + xl2 + xl3, one);
         let sh = dot(xh0 + xh1 + xh2 + xh3, one);
-        var hs: array<vec4<u32>, R>;
-        var qs: array<vec4<u32>, R>;
-        for (var i = 0u; i < R; i++) {
-            hs[i] = w[rows[i] + sb * 9u];
-            qs[i] = w[rows[i] + sb * 9u + 1u + s];
-        }
+        let ws = q4k_words(rows, sb, s);
+        let hs = ws.h;
+        let qs = ws.q;
         for (var i = 0u; i < R; i++) {
             let dm = unpack2x16float(hs[i].x);
             let lo = q4k_scale_min(hs[i], j);

@@ -20,3 +20,19 @@ fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
     return vec2<f32>(select(hi, lo, j < 4u));
 }
 
+
+// The header word and qs word 1 + s of super-block sb of each of the R rows, all loaded
+// before any is used.
+struct Q4kWords {
+    h: array<vec4<u32>, R>,
+    q: array<vec4<u32>, R>,
+}
+
+fn q4k_words(rows: array<u32, R>, sb: u32, s: u32) -> Q4kWords {
+    var r: Q4kWords;
+    for (var i = 0u; i < R; i++) {
+        r.h[i] = w[rows[i] + sb * 9u];
+        r.q[i] = w[rows[i] + sb * 9u + 1u + s];
+    }
+    return r;
+}

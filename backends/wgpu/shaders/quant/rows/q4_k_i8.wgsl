@@ -21,12 +21,9 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
             + dot4I8Packed(xl.z, ones) + dot4I8Packed(xl.w, ones));
         let sh = dxh * f32(dot4I8Packed(xh.x, ones) + dot4I8Packed(xh.y, ones)
             + dot4I8Packed(xh.z, ones) + dot4I8Packed(xh.w, ones));
-        var hs: array<vec4<u32>, R>;
-        var qs: array<vec4<u32>, R>;
-        for (var i = 0u; i < R; i++) {
-            hs[i] = w[rows[i] + sb * 9u];
-            qs[i] = w[rows[i] + sb * 9u + 1u + s];
-        }
+        let ws = q4k_words(rows, sb, s);
+        let hs = ws.h;
+        let qs = ws.q;
         for (var i = 0u; i < R; i++) {
             let q = qs[i];
             let dm = unpack2x16float(hs[i].x);
