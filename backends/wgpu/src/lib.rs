@@ -174,6 +174,45 @@ pub fn matmul(
     read_back(&gpu, &out, (m * n_out * 4) as u64)
 }
 
+/// add_rms_norm's int8 variant on one row of width `d` (kernel tests): the row
+/// [a + b | norm(a + b) · w] and the words it quantises the normed half into (the packed
+/// values, then the block scales' bits).
+pub fn add_rms_norm_q8(
+    a: &[f32],
+    b: &[f32],
+    w: &[f32],
+    eps: f32,
+) -> Result<(Vec<f32>, Vec<u32>), BackendError> {
+    let gpu = gpu()?;
+    let d = a.len();
+    let src = shaders::source("add_rms_norm_q8", None).map_err(device::err)?;
+    let p = schedule::pipelines().get(&gpu, "add_rms_norm_q8", src)?;
+    let (ab, bb, wb) = (
+        upload(&gpu, "a", &floats(a))?,
+        upload(&gpu, "b", &floats(b))?,
+        upload(&gpu, "w", &floats(w))?,
+    );
+    let out = storage(&gpu, "out", (2 * d * 4) as u64)?;
+    let words = d / 4 + d / 32;
+    let q8 = storage(&gpu, "q8", (words * 4) as u64)?;
+    let params = Params::new(&[
+        1,
+        d as u32,
+        eps.to_bits(),
+        0,
+        1,
+        d as u32,
+        0,
+        d as u32,
+        0,
+        1,
+    ]);
+    buffers::dispatch_once(&gpu, &p, params, &[&ab, &bb, &wb, &out, &q8], (1, 1));
+    let row = read_back(&gpu, &out, (2 * d * 4) as u64)?;
+    let q = read_back(&gpu, &q8, (words * 4) as u64)?;
+    Ok((row, q.into_iter().map(f32::to_bits).collect()))
+}
+
 fn kernel_source(
     name: &str,
     dtype: Option<weft_ir::DType>,

@@ -154,6 +154,36 @@ proptest! {
         }
     }
 
+    /// add_rms_norm's int8 variant: the normed half as the plain kernel computes it, and
+    /// each 32-value block of it quantised in place: the block's scale is its largest
+    /// magnitude / 127 and every value is within half a step of q · scale.
+    #[test]
+    fn fused_norm_quantises_each_block_of_its_output(blocks in 1usize..=128, seed in any::<u64>()) {
+        let d = 32 * blocks;
+        let val = |i: usize, s: u64| (((i as u64 * 7919 + s) % 2000) as f32 / 1000.0 - 1.0) * (1 + i % 7) as f32;
+        let a: Vec<f32> = (0..d).map(|i| val(i, seed)).collect();
+        let b: Vec<f32> = (0..d).map(|i| val(i, seed / 3)).collect();
+        let w: Vec<f32> = (0..d).map(|i| val(i, seed / 7)).collect();
+        let (row, q) = weft_wgpu::add_rms_norm_q8(&a, &b, &w, 1e-5).unwrap();
+        let ms: f32 = a.iter().zip(&b).map(|(x, y)| (x + y) * (x + y)).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + 1e-5).sqrt();
+        for i in 0..d {
+            let want = (a[i] + b[i]) * inv * w[i];
+            prop_assert!((row[d + i] - want).abs() <= 1e-4 * want.abs().max(1.0), "[{}] {} vs {}", i, row[d + i], want);
+        }
+        let h = &row[d..];
+        for (blk, hb) in h.chunks(32).enumerate() {
+            let amax = hb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = f32::from_bits(q[d / 4 + blk]);
+            prop_assert!((scale - amax / 127.0).abs() <= 1e-6 * amax, "block {}: scale {} for max {}", blk, scale, amax);
+            for (e, &v) in hb.iter().enumerate() {
+                let i = 32 * blk + e;
+                let qv = (q[i / 4] >> (8 * (i % 4))) as u8 as i8 as f32;
+                prop_assert!((qv * scale - v).abs() <= 0.5001 * scale + 1e-7, "[{}] {} · {} vs {}", i, qv, scale, v);
+            }
+        }
+    }
+
     /// Enough rows for the register-tiled GEMM, with partial tiles on both sides.
     #[test]
     fn gemm_matches_the_reference(m in 32usize..80, n in 1usize..140, blocks in 1usize..3, seed in any::<u64>()) {
