@@ -108,22 +108,17 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var tile = lo; tile < hi; tile += 64u) {
         let j = tile + li;
-        // The new key (decode, in this tile): its dot from every thread's dims at once.
-        var fresh_dot = 0.0;
-        if fresh && p >= tile && p < tile + 64u {
-            var mine = 0.0;
-            for (var d = li; d < hd; d += 64u) {
+        var s = -3.4e38;
+        if fresh && j == p {
+            var dot = 0.0;
+            for (var d = 0u; d < hd; d++) {
                 var k = kn[kr + d];
                 if rope {
                     k = roped(k, kn[kr + partner_of(d, half, lay)], d, half, lay, p);
                 }
-                mine += qs[d] * k;
+                dot += qs[d] * k;
             }
-            fresh_dot = tile_reduce(li, mine, true);
-        }
-        var s = -3.4e38;
-        if fresh && j == p {
-            s = fresh_dot * pf(4);
+            s = dot * pf(4);
             if cap != 0.0 {
                 s = softcap(s, cap);
             }
