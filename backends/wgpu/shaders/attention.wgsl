@@ -6,27 +6,18 @@
 // A tile: a thread scores one key, the tile's max and sum are trees, the weights land in
 // workgroup memory, and a thread adds its dims' weighted values over the tile's keys
 // (no exp and no branch in that loop, so its loads go out together).
-// Chunks (param 15 > 1; decode): the keys split into chunks of CHUNK that run side by
-// side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, which
+// Chunks (params 14, 15 > 1; decode): the keys split into chunks of pu(14) that run side
+// by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, which
 // attention_merge.wgsl adds up. One chunk: the output directly.
-// One query row (decode): the new key and value are read from k and v, not the caches,
-// and the first workgroup of each kv head appends them to the caches (rotating k where
-// the attention is rope-fused): no kv_append dispatch. Other workgroups read cached rows
-// before pos0 only. Several rows: kv_append.wgsl has filled the caches first.
-// params: 0 seq, 1 n_heads | n_kv_heads << 16, 3 head_dim (≤ 256), 4 scale, 5 window
-// (0: none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 rope
-// (bit 0: on, bit 1: halves layout, bits 2..: half), 12 k_off, 14 v_off (the one row's
-// k and v), 15 chunks.
+// params: 0 seq, 1 n_heads, 2 n_kv_heads, 3 head_dim (≤ 256), 4 scale, 5 window (0:
+// none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 rope (0/1),
+// 12 rope half, 13 rope layout, 14 chunk keys, 15 chunks.
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(3) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(2) var<storage, read> kc: array<f32>;
+@group(0) @binding(3) var<storage, read> vc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> cs: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
-@group(0) @binding(7) var<storage, read> kn: array<f32>;
-@group(0) @binding(8) var<storage, read> vn: array<f32>;
-
-const CHUNK: u32 = 64u;
 
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, 64>;
@@ -49,11 +40,7 @@ fn tile_reduce(li: u32, v: f32, add: bool) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let nh = pu(1) & 0xffffu;
-    let nkv = pu(1) >> 16u;
-    let rope = (pu(11) & 1u) == 1u;
-    let lay = (pu(11) >> 1u) & 1u;
-    let half = pu(11) >> 2u;
+    let nh = pu(1);
     let chunks = max(pu(15), 1u);
     let idx = flat_group(wg, pu(8));
     if idx >= pu(0) * nh * chunks {
@@ -64,24 +51,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let t = th / nh;
     let h = th % nh;
     let hd = pu(3);
-    let kvw = nkv * hd;
-    let group = nh / nkv;
-    let kvo = (h / group) * hd;
+    let kvw = pu(2) * hd;
+    let kvo = (h / (nh / pu(2))) * hd;
     let p = pu(7) + t;
-    // Decode: the new key's row in k and v, and whether this workgroup appends it.
-    let fresh = pu(0) == 1u;
-    let kr = pu(12) + (h / group) * hd;
-    let vr = pu(14) + (h / group) * hd;
-    if fresh && h % group == 0u && c == 0u {
-        for (var d = li; d < hd; d += 64u) {
-            var k = kn[kr + d];
-            if rope {
-                k = roped(k, kn[kr + partner_of(d, half, lay)], d, half, lay, p);
-            }
-            kc[p * kvw + kvo + d] = k;
-            vc[p * kvw + kvo + d] = vn[vr + d];
-        }
-    }
     var start = 0u;
     let window = pu(5);
     if window > 0u && p + 1u > window {
@@ -90,14 +62,14 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var lo = start;
     var hi = p + 1u;
     if chunks > 1u {
-        lo = start + c * CHUNK;
-        hi = min(hi, lo + CHUNK);
+        lo = start + c * pu(14);
+        hi = min(hi, lo + pu(14));
     }
     let qo = t * pu(9) + pu(10) + h * hd;
     for (var d = li; d < hd; d += 64u) {
         var v = q[qo + d];
-        if rope {
-            v = roped(v, q[qo + partner_of(d, half, lay)], d, half, lay, p);
+        if pu(11) == 1u {
+            v = roped(v, q[qo + partner_of(d, pu(12), pu(13))], d, pu(12), pu(13), p);
         }
         qs[d] = v;
     }
@@ -109,20 +81,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     for (var tile = lo; tile < hi; tile += 64u) {
         let j = tile + li;
         var s = -3.4e38;
-        if fresh && j == p {
-            var dot = 0.0;
-            for (var d = 0u; d < hd; d++) {
-                var k = kn[kr + d];
-                if rope {
-                    k = roped(k, kn[kr + partner_of(d, half, lay)], d, half, lay, p);
-                }
-                dot += qs[d] * k;
-            }
-            s = dot * pf(4);
-            if cap != 0.0 {
-                s = softcap(s, cap);
-            }
-        } else if j < hi {
+        if j < hi {
             // Four dims a step, in four sums: four loads in flight.
             let kb = j * kvw + kvo;
             var d4 = vec4<f32>(0.0);
@@ -148,34 +107,18 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var u = 0u; u < 4u; u++) {
             acc[u] *= corr;
         }
-        // Keys past the cached ones weigh 0 here and read the last cached row (written,
-        // finite) in their place; a new key (decode) is added from v after.
-        var top = hi;
-        if fresh {
-            top = min(hi, p);
-        }
-        let n = min(64u, select(0u, top - tile, top > tile));
+        // Keys past hi weigh 0 and read row hi - 1 (written, finite) in their place.
+        let n = min(64u, hi - tile);
         for (var i = 0u; i < n; i += 4u) {
             var rows: array<u32, 4>;
-            var w = vec4<f32>(0.0);
             for (var e = 0u; e < 4u; e++) {
-                let key = tile + i + e;
-                rows[e] = min(key, top - 1u) * kvw + kvo;
-                w[e] = select(0.0, sc[i + e], key < top);
+                rows[e] = min(tile + i + e, hi - 1u) * kvw + kvo;
             }
             for (var u = 0u; u < 4u; u++) {
                 let d = li + 64u * u;
                 if d < hd {
-                    acc[u] += w.x * vc[rows[0] + d] + w.y * vc[rows[1] + d]
-                        + w.z * vc[rows[2] + d] + w.w * vc[rows[3] + d];
-                }
-            }
-        }
-        if fresh && p >= tile && p < tile + 64u && p < hi {
-            for (var u = 0u; u < 4u; u++) {
-                let d = li + 64u * u;
-                if d < hd {
-                    acc[u] += sc[p - tile] * vn[vr + d];
+                    acc[u] += sc[i] * vc[rows[0] + d] + sc[i + 1u] * vc[rows[1] + d]
+                        + sc[i + 2u] * vc[rows[2] + d] + sc[i + 3u] * vc[rows[3] + d];
                 }
             }
         }

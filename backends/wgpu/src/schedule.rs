@@ -1292,12 +1292,8 @@ impl GpuExecutable {
                             Buf::ValueCache(layer),
                             table,
                         ],
-                        // One row: the attention appends it itself.
                         Box::new(move |c| {
-                            let g = match c.seq {
-                                1 => (0, 0),
-                                _ => flat(c.gpu, c.seq * kvw),
-                            };
+                            let g = flat(c.gpu, c.seq * kvw);
                             let p = [
                                 c.seq as u32,
                                 kvw as u32,
@@ -1317,9 +1313,6 @@ impl GpuExecutable {
                     );
                     let p = lw.pipeline(i, "attention", None)?;
                     let (nh, nkv, hd) = (*n_heads, *n_kv_heads, *head_dim);
-                    if nh >= 1 << 16 || nkv >= 1 << 16 {
-                        return Err(unsupported(i, &plan, format!("{nh} heads (under 65,536)")));
-                    }
                     let (scale, window, cap) =
                         (*scale, window.unwrap_or(0), softcap.unwrap_or(0.0));
                     attn_part = attn_part.max(nh * (hd + 2));
@@ -1344,16 +1337,14 @@ impl GpuExecutable {
                             slot(i),
                             table,
                             Buf::AttnPart,
-                            k.buf,
-                            v.buf,
                         ],
                         Box::new(move |c| {
                             let n = chunks(c);
                             let g = groups(c.gpu, (c.seq * nh * n) as u32);
                             let p = [
                                 c.seq as u32,
-                                (nh | nkv << 16) as u32,
-                                0,
+                                nh as u32,
+                                nkv as u32,
                                 hd as u32,
                                 f(scale),
                                 window as u32,
@@ -1362,10 +1353,10 @@ impl GpuExecutable {
                                 g.0,
                                 q.stride as u32,
                                 q.off as u32,
-                                (rope[0] | rope[3] << 1 | rope[2] << 2) as u32,
-                                k.off as u32,
-                                0,
-                                v.off as u32,
+                                rope[0] as u32,
+                                rope[2] as u32,
+                                rope[3] as u32,
+                                ATTENTION_CHUNK as u32,
                                 n as u32,
                             ];
                             (Params::new(&p), g)

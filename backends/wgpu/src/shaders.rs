@@ -88,13 +88,6 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
     if matches!(name, "attention" | "kv_append") {
         s += ROPE_PAIR;
     }
-    if name == "attention" {
-        let chunk = crate::schedule::ATTENTION_CHUNK;
-        s = s.replace(
-            "const CHUNK: u32 = 64u;",
-            &format!("const CHUNK: u32 = {chunk}u;"),
-        );
-    }
     if matches!(name, "rms_norm" | "add_rms_norm" | "layer_norm") {
         s += REDUCE;
     }
