@@ -62,7 +62,9 @@ pub fn body(name: &str) -> &'static str {
     }
 }
 
-/// The widest row `add_rms_norm_q8` quantises (its row lives in workgroup memory).
+/// The widest row `add_rms_norm_q8` quantises: its row lives in workgroup memory, and it
+/// quantises only on the norms' register path (rows up to NORM_THREADS · NORM_KEEP =
+/// 8192 in reduce.wgsl), which this stays within.
 pub const Q8_NORM_WIDTH: usize = 4096;
 
 /// The full source of kernel `name`, reading weights of `dtype` where it reads any.
