@@ -140,8 +140,7 @@ pub fn matmul(
             kernel_source("quantize_q8", None, w)?,
         )?;
         x8 = storage(&gpu, "x8", ((k / 4 + k / 32) * 4) as u64)?;
-        let g = groups(&gpu, (k / 32).div_ceil(64) as u32);
-        let params = Params::new(&[k as u32, 0, g.0]);
+        let (params, g) = schedule::quantize_q8_call(&gpu, k, 0);
         buffers::dispatch_once(&gpu, &q, params, &[&xbuf, &x8], g);
         bindings[0] = &x8;
     }

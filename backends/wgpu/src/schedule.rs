@@ -193,6 +193,18 @@ fn unsupported(i: usize, plan: &Plan, what: impl Into<String>) -> BackendError {
     }
 }
 
+/// Whether a matmul reads x four floats a load: every x offset 16-byte aligned.
+fn x_vec4(x: &Src, k: usize) -> bool {
+    x.stride.is_multiple_of(4) && x.off.is_multiple_of(4) && k.is_multiple_of(4)
+}
+
+/// The `quantize_q8` dispatch of one activation row of width `k` from float `x_off`:
+/// a thread a 32-value block.
+pub fn quantize_q8_call(gpu: &Gpu, k: usize, x_off: usize) -> (Params, (u32, u32)) {
+    let g = groups(gpu, (k / 32).div_ceil(64) as u32);
+    (Params::new(&[k as u32, x_off as u32, g.0]), g)
+}
+
 /// Dispatch counts over `n` elements with 256 threads a group.
 fn flat(gpu: &Gpu, n: usize) -> (u32, u32) {
     groups(gpu, n.div_ceil(256) as u32)
@@ -451,8 +463,7 @@ impl Lowering<'_> {
         let (wi, dtype, n_all, k, row_bytes) = w;
         let rows_per = matmul_rows(&self.gpu);
         let mt = matmul_mt(&self.gpu);
-        // Four floats a load where every x offset is 16-byte aligned.
-        let vec4 = x.stride.is_multiple_of(4) && x.off.is_multiple_of(4) && k.is_multiple_of(4);
+        let vec4 = x_vec4(&x, k);
         let mv_rows = shaders::matvec_rows(dtype, rows_per, vec4, k);
         let span =
             self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
@@ -473,12 +484,9 @@ impl Lowering<'_> {
                     i,
                     q,
                     vec![x.buf, Buf::X8],
-                    Box::new(move |c| {
-                        let g = match rows(c) {
-                            1 => groups(c.gpu, (k / 32).div_ceil(64) as u32),
-                            _ => (0, 0),
-                        };
-                        (Params::new(&[k as u32, x.off as u32, g.0]), g)
+                    Box::new(move |c| match rows(c) {
+                        1 => quantize_q8_call(c.gpu, k, x.off),
+                        _ => (Params::new(&[]), (0, 0)),
                     }),
                 );
             }
@@ -519,15 +527,9 @@ impl Lowering<'_> {
         let expert_mode = experts.is_some() as u32;
         let mv_x = if int8 { Buf::X8 } else { x.buf };
         // The GLU epilogue stores half as many rows, each from two, into its own value.
-        let (mv_out, mv_stride, mv_col, per_group, act) = match glu {
-            Some(g) => (
-                g.out,
-                g.width,
-                0,
-                mv_rows / 2,
-                matches!(g.act, GluAct::Gelu) as u32,
-            ),
-            None => (out, out_stride, col, mv_rows, 0),
+        let (mv_out, mv_stride, mv_col, halves, act) = match glu {
+            Some(g) => (g.out, g.width, 0, 2, matches!(g.act, GluAct::Gelu) as u32),
+            None => (out, out_stride, col, 1, 0),
         };
         for row0 in (0..n_all).step_by(span.max(1)) {
             let n = span.min(n_all - row0);
@@ -550,10 +552,7 @@ impl Lowering<'_> {
                 ])
             };
             let gx = n.div_ceil(rows_per) as u32;
-            let mv_gx = match glu {
-                Some(_) => (n / 2).div_ceil(per_group) as u32,
-                None => n.div_ceil(per_group) as u32,
-            };
+            let mv_gx = (n / halves).div_ceil(mv_rows / halves) as u32;
             // One activation row, or rows routed to experts: the matvec kernel, a
             // workgroup row per output row. Several rows: the tiled kernel. All are in
             // the schedule; a call dispatches the one its row count picks.
@@ -876,11 +875,7 @@ impl GpuExecutable {
                 let x = src_of(st.inputs[0]);
                 let int8 = st.inputs[1..=matmul_weights(st)].iter().any(|&w| {
                     lw.views[w].as_ref().is_some_and(|v| {
-                        let k = v.cols();
-                        let vec4 = x.stride.is_multiple_of(4)
-                            && x.off.is_multiple_of(4)
-                            && k.is_multiple_of(4);
-                        shaders::rows_matvec(v.dtype, rows_per, vec4, k)
+                        shaders::rows_matvec(v.dtype, rows_per, x_vec4(&x, v.cols()), v.cols())
                     })
                 });
                 if int8 {
