@@ -139,9 +139,8 @@ enum Command {
         passes: String,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        /// What quantised matmuls multiply with (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
-        #[arg(long, value_enum, default_value = "f32")]
-        activations: ActivationsArg,
+        #[command(flatten)]
+        kernels: KernelArgs,
     },
     /// Download a model from the Hugging Face Hub into its cache (the layout of the
     /// Hub's own tools: $HF_HOME/hub, HF_ENDPOINT and HF_TOKEN honoured), resuming an
@@ -231,9 +230,8 @@ enum Command {
         /// The backend the graph side runs on.
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        /// What quantised matmuls multiply with (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
-        #[arg(long, value_enum, default_value = "f32")]
-        activations: ActivationsArg,
+        #[command(flatten)]
+        kernels: KernelArgs,
     },
     /// Time prompt processing and token generation, as llama-bench does.
     ///
@@ -278,9 +276,8 @@ enum Command {
         json: bool,
         #[arg(long, value_enum, default_value = "cpu")]
         backend: BackendArg,
-        /// What quantised matmuls multiply with (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
-        #[arg(long, value_enum, default_value = "f32")]
-        activations: ActivationsArg,
+        #[command(flatten)]
+        kernels: KernelArgs,
     },
 }
 
@@ -368,10 +365,8 @@ struct SampleArgs {
     ctx: Option<usize>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
-    /// What quantised matmuls multiply with: f32 activations (exact), or int8 blocks
-    /// for integer dot products where the backend has them.
-    #[arg(long, value_enum, default_value = "f32")]
-    activations: ActivationsArg,
+    #[command(flatten)]
+    kernels: KernelArgs,
 }
 
 impl SampleArgs {
@@ -389,10 +384,7 @@ impl SampleArgs {
     }
 
     fn lower_options(&self, passes: &PassSelection) -> LowerOptions {
-        LowerOptions {
-            memory: passes.memory(),
-            activations: self.activations.into(),
-        }
+        self.kernels.options(passes.memory())
     }
 }
 
@@ -402,6 +394,29 @@ impl GenArgs {
         match &self.logits_out {
             Some(out) => check_output("--logits-out", out, inputs),
             None => Ok(()),
+        }
+    }
+}
+
+/// How the backend's kernels compute.
+#[derive(Args, Clone, Copy)]
+struct KernelArgs {
+    /// What quantised matmuls multiply with: f32 activations (exact), or int8 blocks
+    /// for integer dot products (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
+    #[arg(long, value_enum, default_value = "f32")]
+    activations: ActivationsArg,
+    /// Interpret the elementwise ops and norms that the cpu backend otherwise
+    /// compiles to native code at load (to measure what the JIT buys).
+    #[arg(long)]
+    no_jit: bool,
+}
+
+impl KernelArgs {
+    fn options(&self, memory: bool) -> LowerOptions {
+        LowerOptions {
+            memory,
+            activations: self.activations.into(),
+            jit: !self.no_jit,
         }
     }
 }
@@ -487,7 +502,7 @@ fn real_main() -> Result<()> {
             reps,
             json,
             backend,
-            activations,
+            kernels,
         } => {
             let spec = BenchSpec {
                 prompts,
@@ -498,10 +513,7 @@ fn real_main() -> Result<()> {
             let backend = backend.kind()?;
             let model = open(&model)?;
             spec.check(model.trained_context())?;
-            let options = LowerOptions {
-                activations: activations.into(),
-                ..LowerOptions::default()
-            };
+            let options = kernels.options(true);
             let plan = model.compile_for(&PassSelection::all(), backend)?.plan;
             let engine = model.engine(plan, backend, &options)?;
             let results =
@@ -574,7 +586,7 @@ fn real_main() -> Result<()> {
             chat_template,
             passes,
             backend,
-            activations,
+            kernels,
         } => {
             let selection = PassSelection::parse(&passes)?;
             let backend = backend.kind()?;
@@ -598,10 +610,7 @@ fn real_main() -> Result<()> {
                 Err(e) => return Err(e.into()),
             };
             let plan = model.compile_for(&selection, backend)?.plan;
-            let options = LowerOptions {
-                memory: selection.memory(),
-                activations: activations.into(),
-            };
+            let options = kernels.options(selection.memory());
             let engine = model.engine(plan, backend, &options)?;
             let config = ServeConfig {
                 host,
@@ -798,7 +807,7 @@ fn real_main() -> Result<()> {
             tolerance,
             json,
             backend,
-            activations,
+            kernels,
         } => {
             let selection = PassSelection::parse(&passes)?;
             let backend = backend.kind()?;
@@ -812,10 +821,7 @@ fn real_main() -> Result<()> {
                 )
             })?;
             let plan = model.compile_for(&selection, backend)?.plan;
-            let options = LowerOptions {
-                memory: selection.memory(),
-                activations: activations.into(),
-            };
+            let options = kernels.options(selection.memory());
             let mut graph = model.engine(plan, backend, &options)?.session(ctx)?;
             let mut curated = model.curated(ctx)?;
             let r = parity::compare(&mut graph, &mut curated, &prompt, steps, tolerance)?;

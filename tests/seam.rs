@@ -271,7 +271,7 @@ fn declined_fusions_are_refused_or_left_unfused() {
     impl Kernels for NoGlu {
         const NAME: &'static str = "no-glu";
         const DECLINED: &'static [&'static str] = &["glu"];
-        fn new(_: &LowerOptions) -> Result<Self, weft_backend::BackendError> {
+        fn new(_: &LowerOptions, _: &weft_ir::Plan) -> Result<Self, weft_backend::BackendError> {
             Ok(NoGlu)
         }
         fn route(&self, dtype: DType, one_row: bool) -> Route {

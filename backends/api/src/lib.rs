@@ -86,6 +86,9 @@ pub struct LowerOptions {
     /// Plan an activation arena (else every value keeps its own buffer).
     pub memory: bool,
     pub activations: Activations,
+    /// Compile what the backend can compile (the cpu backend's JIT); off: interpret
+    /// every op, to measure what the JIT buys.
+    pub jit: bool,
 }
 
 impl Default for LowerOptions {
@@ -93,6 +96,7 @@ impl Default for LowerOptions {
         LowerOptions {
             memory: true,
             activations: Activations::default(),
+            jit: true,
         }
     }
 }

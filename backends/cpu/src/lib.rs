@@ -9,7 +9,11 @@
 //! decoded in registers, bit-exact with the reference decoders, FMA with the f32
 //! activations) and `Int8` (each activation row quantised once per matmul into 8-bit
 //! blocks, integer dots, as llama.cpp does; see [`q8`]).
+//!
+//! Elementwise steps and norms run as native code that [`jit`] compiles for the plan
+//! at lowering (`LowerOptions.jit`; off, the host interprets them).
 
+pub mod jit;
 pub mod matmul;
 pub mod q8;
 pub mod simd;
@@ -17,7 +21,7 @@ pub mod simd;
 pub use simd::Isa;
 
 use weft_backend::{Activations, BackendError, LowerOptions, MatKernel};
-use weft_ir::WeightView;
+use weft_ir::{Plan, WeightView};
 use weft_reference::ops::{self, AttnShape};
 use weft_reference::{Host, Kernels};
 
@@ -28,18 +32,28 @@ pub const CPU: Host<Parallel> = Host::new();
 /// activation mode asked for.
 pub struct Parallel {
     pub config: matmul::Config,
+    /// The plan's compiled kernels; `Err`: why there are none.
+    jit: Result<jit::Jit, String>,
 }
 
 impl Kernels for Parallel {
     const NAME: &'static str = "cpu";
 
-    fn new(options: &LowerOptions) -> Result<Self, BackendError> {
+    fn new(options: &LowerOptions, plan: &Plan) -> Result<Self, BackendError> {
         Ok(Parallel {
             config: matmul::Config {
                 isa: Isa::detect(),
                 activations: options.activations,
             },
+            jit: match options.jit {
+                true => jit::Jit::for_plan(plan),
+                false => Err("off".into()),
+            },
         })
+    }
+
+    fn run_compiled(&self, step: usize, ins: &[&[f32]], out: &mut [f32]) -> bool {
+        self.jit.as_ref().is_ok_and(|j| j.run(step, ins, out))
     }
 
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
@@ -72,8 +86,15 @@ impl Kernels for Parallel {
             Activations::F32 => "f32",
             Activations::Int8 => "int8",
         };
+        let jit = match &self.jit {
+            Ok(j) => {
+                let (steps, functions) = j.counts();
+                format!("jit: {steps} steps in {functions} functions")
+            }
+            Err(why) => format!("jit {why}"),
+        };
         format!(
-            "{} ({}, activations {act})",
+            "{} ({}, activations {act}, {jit})",
             Self::NAME,
             self.config.isa.name()
         )

@@ -13,7 +13,10 @@ use weft_backend::{
     Route, Session, Stage,
 };
 use weft_ir::alloc::{try_resize, try_zeros};
-use weft_ir::{DType, Op, Plan, WeightProvider, WeightView};
+use weft_ir::{DType, Op, Plan, Step, WeightProvider, WeightView};
+
+/// Inputs a step may have for [`Kernels::run_compiled`] (a fused program's operands).
+pub const COMPILED_INPUTS: usize = 8;
 
 /// The arithmetic a host backend supplies: how matmuls read stored weights and how
 /// embedding rows are gathered. One value per executable, made at lowering from the
@@ -23,8 +26,8 @@ pub trait Kernels: Send + Sync + Sized + 'static {
     const NAME: &'static str;
     /// Fused forms this backend declines.
     const DECLINED: &'static [&'static str] = &[];
-    /// The kernels for one executable lowered with `options`.
-    fn new(options: &LowerOptions) -> Result<Self, BackendError>;
+    /// The kernels for `plan` (validated) lowered with `options`.
+    fn new(options: &LowerOptions, plan: &Plan) -> Result<Self, BackendError>;
     /// The kernels a matmul over `dtype` is bound to; `one_row`: its shape is one row
     /// whatever the step (a head after `last_position`). By default: dots straight from
     /// the blocks for one row, each weight row decoded once and reused for several.
@@ -62,6 +65,13 @@ pub trait Kernels: Send + Sync + Sized + 'static {
         out: &mut [f32],
     ) {
         ops::attention(q, k, v, s, pos0, out)
+    }
+    /// Runs step `step` with code these kernels compiled for it at lowering (a JIT),
+    /// reading `ins` (the step's inputs: activations and decoded small weights; an
+    /// empty slice for a stored weight) into `out`, sized for its rows. False where
+    /// nothing was compiled for the step: the host interprets it.
+    fn run_compiled(&self, _step: usize, _ins: &[&[f32]], _out: &mut [f32]) -> bool {
+        false
     }
     /// A line for the lowered dump: what these kernels are (instruction set, modes).
     fn describe(&self) -> String {
@@ -199,7 +209,7 @@ impl<K: Kernels> HostExecutable<K> {
     ) -> Result<Self, BackendError> {
         validate_plan(&plan)?;
         check_declined(&plan, K::NAME, K::DECLINED)?;
-        let kernels = K::new(options)?;
+        let kernels = K::new(options, &plan)?;
         let mut stage = backend_stage(
             &plan,
             K::NAME,
@@ -531,6 +541,12 @@ impl<K: Kernels> HostExecutable<K> {
                 _ => Err(bad(i, &exe.plan, "expected a decoded weight")),
             }
         };
+        if exe
+            .kernels
+            .run_compiled(i, &exe.inputs(step, slots), &mut out)
+        {
+            return exe.finish(i, out, pass);
+        }
         match &step.node.op {
             Op::Tokens | Op::Weight { .. } => {}
             Op::TokenEmbed => {
@@ -756,11 +772,34 @@ impl<K: Kernels> HostExecutable<K> {
             }
             Op::Output => out.copy_from_slice(input(0)),
         }
+        exe.finish(i, out, pass)
+    }
+
+    /// Up to [`COMPILED_INPUTS`] inputs of `step` for compiled code: activations, and
+    /// decoded small weights (stored weights are empty slices). On the stack: this
+    /// runs for every step of every forward pass.
+    fn inputs<'s>(&'s self, step: &Step, slots: &'s [Vec<f32>]) -> [&'s [f32]; COMPILED_INPUTS] {
+        let mut ins: [&[f32]; COMPILED_INPUTS] = [&[]; COMPILED_INPUTS];
+        if step.inputs.len() <= COMPILED_INPUTS {
+            for (x, &j) in ins.iter_mut().zip(&step.inputs) {
+                *x = match &self.bound[j] {
+                    Bound::Small(w) => w,
+                    Bound::Weight(_) => &[],
+                    Bound::Value => &slots[self.slot[j]],
+                };
+            }
+        }
+        ins
+    }
+
+    /// Stores step `i`'s value, checking it in a diagnostic pass.
+    fn finish(&self, i: usize, out: Vec<f32>, pass: &mut Pass<'_, '_>) -> Result<(), BackendError> {
+        let step = &self.plan.steps[i];
         let bad = match pass.check {
             true => out.iter().copied().find(|v| !v.is_finite()),
             false => None,
         };
-        pass.slots[exe.slot[i]] = out;
+        pass.slots[self.slot[i]] = out;
         match bad {
             Some(value) => Err(BackendError::NonFinite {
                 step: i,

@@ -56,7 +56,7 @@ pub struct Scalar;
 impl Kernels for Scalar {
     const NAME: &'static str = "reference";
 
-    fn new(_options: &LowerOptions) -> Result<Self, BackendError> {
+    fn new(_options: &LowerOptions, _plan: &Plan) -> Result<Self, BackendError> {
         Ok(Scalar)
     }
 
