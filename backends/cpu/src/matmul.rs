@@ -6,6 +6,7 @@
 //! (see [`crate::simd`]) or, without one, the portable path. In `Int8` mode the
 //! activations are quantised once per matmul, in the forms the kernels need.
 
+use crate::q8::{Q8KRows, Q8Rows};
 use crate::simd::{self, Acts, ChunkFn, Isa, Needs, OutPtr};
 use rayon::prelude::*;
 use weft_backend::{Activations, MatKernel};
@@ -90,9 +91,8 @@ pub fn matmul_with(
     if m == 0 || n == 0 {
         return;
     }
-    // Each weight: its first output column, row bytes, bytes and path.
-    let mut parts = Vec::with_capacity(ws.len());
-    let mut start = 0;
+    // Each weight's row bytes and path, checked; nothing here allocates (this runs
+    // for every matmul of every decode step).
     for w in ws {
         assert_eq!(
             w.cols(),
@@ -108,60 +108,83 @@ pub fn matmul_with(
             "matmul {}: byte length",
             w.name
         );
-        let path = match simd::kernel(cfg.isa, cfg.activations, w.dtype) {
-            Some((f, needs)) if k > 0 => Path::Simd(f, needs),
-            _ => Path::Portable(kernel_for(w.dtype)),
-        };
-        parts.push((start, rb, w.bytes(), path));
-        start += w.rows();
     }
+    let path = |w: &WeightView| match simd::kernel(cfg.isa, cfg.activations, w.dtype) {
+        Some((f, needs)) if k > 0 => Path::Simd(f, needs),
+        _ => Path::Portable(kernel_for(w.dtype)),
+    };
+    let row_bytes = |w: &WeightView| w.bytes().len() / w.rows().max(1);
+    let per_task = |w: &WeightView| rows_per_task(w.rows(), k, m, row_bytes(w));
     let needs = |want: Needs| {
-        parts
-            .iter()
-            .any(|p| matches!(p.3, Path::Simd(_, got) if got == want))
+        ws.iter()
+            .any(|&w| matches!(path(w), Path::Simd(_, got) if got == want))
     };
-    let q8 = needs(Needs::Q8).then(|| simd::quantize_q8(cfg.isa, x, m, k));
-    let q8k = needs(Needs::Q8K).then(|| simd::quantize_q8k(cfg.isa, x, m, k));
-    let acts = Acts {
-        m,
-        k,
-        x,
-        q8: q8.as_ref(),
-        q8k: q8k.as_ref(),
-    };
+    QUANTISED.with(|q| {
+        // A nested call (a pool thread that took another session's step while this
+        // one waits) quantises into buffers of its own.
+        let mut fresh = Quantised::default();
+        let mut held = q.try_borrow_mut();
+        let q = held.as_deref_mut().unwrap_or(&mut fresh);
+        if needs(Needs::Q8) {
+            simd::quantize_q8(cfg.isa, x, m, k, &mut q.q8);
+        }
+        if needs(Needs::Q8K) {
+            simd::quantize_q8k(cfg.isa, x, m, k, &mut q.q8k);
+        }
+        let acts = Acts {
+            m,
+            k,
+            x,
+            q8: needs(Needs::Q8).then_some(&q.q8),
+            q8k: needs(Needs::Q8K).then_some(&q.q8k),
+        };
+        // Tasks, numbered across the weights: each a run of one weight's rows, owning
+        // their output columns.
+        let n_tasks: usize = ws.iter().map(|&w| w.rows().div_ceil(per_task(w))).sum();
+        let whole = OutPtr::new(out, m, n);
+        (0..n_tasks)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each_init(Vec::new, |scratch, mut t| {
+                let mut col0 = 0;
+                for &w in ws {
+                    let per = per_task(w);
+                    let here = w.rows().div_ceil(per);
+                    if t >= here {
+                        t -= here;
+                        col0 += w.rows();
+                        continue;
+                    }
+                    let (r0, rb) = (t * per, row_bytes(w));
+                    let rows = per.min(w.rows() - r0);
+                    let bytes = &w.bytes()[r0 * rb..(r0 + rows) * rb];
+                    // SAFETY: tasks cover disjoint column ranges (weights side by
+                    // side, their rows cut without overlap).
+                    let tile = unsafe { whole.columns(col0 + r0, rows) };
+                    match path(w) {
+                        // SAFETY: the kernel came from `simd::kernel` for the detected
+                        // (or a weaker, forced) instruction set, and `acts` holds the
+                        // quantised forms it needs (made above from `needs`).
+                        Path::Simd(f, _) => unsafe { f(bytes, rb, &acts, tile) },
+                        Path::Portable(kern) => {
+                            portable(kern, bytes, rb, x, m, k, kernel, scratch, tile)
+                        }
+                    }
+                    return;
+                }
+            });
+    })
+}
 
-    // Tasks: (part, first row, rows), each owning its output columns.
-    let mut tasks = Vec::new();
-    for (p, &(_, rb, bytes, _)) in parts.iter().enumerate() {
-        let rows = bytes.len() / rb.max(1);
-        let per = rows_per_task(rows, k, m, rb);
-        tasks.extend((0..rows).step_by(per).map(|r0| (p, r0, per.min(rows - r0))));
-    }
-    let whole = OutPtr::new(out, m, n);
-    let tiles: Vec<OutPtr> = tasks
-        .iter()
-        .map(|&(p, r0, rows)| {
-            // SAFETY: tasks cover disjoint column ranges (parts are side by side, and
-            // their rows are cut without overlap).
-            unsafe { whole.columns(parts[p].0 + r0, rows) }
-        })
-        .collect();
+/// Activations quantised for the integer kernels, kept per thread between matmuls.
+#[derive(Default)]
+struct Quantised {
+    q8: Q8Rows,
+    q8k: Q8KRows,
+}
 
-    tasks
-        .par_iter()
-        .zip(tiles.par_iter())
-        .with_max_len(1)
-        .for_each_init(Vec::new, |scratch, (&(p, r0, rows), &tile)| {
-            let (_, rb, bytes, ref path) = parts[p];
-            let w = &bytes[r0 * rb..(r0 + rows) * rb];
-            match *path {
-                // SAFETY: the kernel came from `simd::kernel` for the detected (or a
-                // weaker, forced) instruction set, and `acts` holds the quantised forms
-                // it needs (made above from `needs`).
-                Path::Simd(f, _) => unsafe { f(w, rb, &acts, tile) },
-                Path::Portable(kern) => portable(kern, w, rb, x, m, k, kernel, scratch, tile),
-            }
-        });
+thread_local! {
+    static QUANTISED: std::cell::RefCell<Quantised> = std::cell::RefCell::default();
 }
 
 /// The portable path of one task: the quant crate's block dots, or each row decoded

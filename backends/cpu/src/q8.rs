@@ -9,6 +9,7 @@
 /// Rows quantised per 32 elements, for the 32-element weight types. Per block: the
 /// scale `d` and the block's sum `d·Σq` (which a weight block's offset or minimum
 /// multiplies), each in its own array so that kernels load 8 blocks' worth at once.
+#[derive(Default)]
 pub struct Q8Rows {
     pub m: usize,
     pub k: usize,
@@ -21,15 +22,13 @@ pub struct Q8Rows {
 }
 
 impl Q8Rows {
-    pub fn zeroed(m: usize, k: usize) -> Self {
+    /// Sized for `m × k` (contents unspecified), reusing the buffers' capacity.
+    pub fn resize(&mut self, m: usize, k: usize) {
         assert_eq!(k % 32, 0, "Q8 rows need k a multiple of 32, got {k}");
-        Q8Rows {
-            m,
-            k,
-            q: vec![0; m * k],
-            d: vec![0.0; m * k / 32],
-            s: vec![0.0; m * k / 32],
-        }
+        (self.m, self.k) = (m, k);
+        self.q.resize(m * k, 0);
+        self.d.resize(m * k / 32, 0.0);
+        self.s.resize(m * k / 32, 0.0);
     }
 
     /// Row `i`: values, block scales, block sums.
@@ -45,6 +44,7 @@ impl Q8Rows {
 
 /// Rows quantised per 256 elements with the sum of every 16 values, for the
 /// k-quants (their sub-block minimums and offsets meet the sums, not each value).
+#[derive(Default)]
 pub struct Q8KRows {
     pub m: usize,
     pub k: usize,
@@ -57,15 +57,13 @@ pub struct Q8KRows {
 }
 
 impl Q8KRows {
-    pub fn zeroed(m: usize, k: usize) -> Self {
+    /// Sized for `m × k` (contents unspecified), reusing the buffers' capacity.
+    pub fn resize(&mut self, m: usize, k: usize) {
         assert_eq!(k % 256, 0, "Q8_K rows need k a multiple of 256, got {k}");
-        Q8KRows {
-            m,
-            k,
-            q: vec![0; m * k],
-            d: vec![0.0; m * k / 256],
-            bsums: vec![0; m * k / 16],
-        }
+        (self.m, self.k) = (m, k);
+        self.q.resize(m * k, 0);
+        self.d.resize(m * k / 256, 0.0);
+        self.bsums.resize(m * k / 16, 0);
     }
 
     /// Row `i`: values, scales, sums.

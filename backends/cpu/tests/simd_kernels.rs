@@ -12,6 +12,7 @@
 use proptest::prelude::*;
 use weft_backend::{Activations, MatKernel};
 use weft_cpu::matmul::{matmul_with, Config};
+use weft_cpu::q8::{Q8KRows, Q8Rows};
 use weft_cpu::{simd, Isa};
 use weft_ir::{DType, WeightView};
 
@@ -196,11 +197,18 @@ proptest! {
         let mut rng = Rng(seed | 1);
         let k = 256 * blocks;
         let x = activations(m, k, &mut rng);
-        let (a, b) = (simd::quantize_q8(Isa::detect(), &x, m, k), simd::quantize_q8(Isa::Portable, &x, m, k));
+        // Into buffers that held something else, as the matmul's per-thread ones do.
+        let (mut a, mut b) = (Q8Rows::default(), Q8Rows::default());
+        simd::quantize_q8(Isa::detect(), &x[..k], 1, k, &mut a);
+        simd::quantize_q8(Isa::detect(), &x, m, k, &mut a);
+        simd::quantize_q8(Isa::Portable, &x, m, k, &mut b);
         prop_assert_eq!(&a.q, &b.q);
         prop_assert_eq!(&a.d, &b.d);
         prop_assert_eq!(&a.s, &b.s);
-        let (a, b) = (simd::quantize_q8k(Isa::detect(), &x, m, k), simd::quantize_q8k(Isa::Portable, &x, m, k));
+        let (mut a, mut b) = (Q8KRows::default(), Q8KRows::default());
+        simd::quantize_q8k(Isa::detect(), &x[..k], 1, k, &mut a);
+        simd::quantize_q8k(Isa::detect(), &x, m, k, &mut a);
+        simd::quantize_q8k(Isa::Portable, &x, m, k, &mut b);
         prop_assert_eq!(&a.q, &b.q);
         prop_assert_eq!(&a.d, &b.d);
         prop_assert_eq!(&a.bsums, &b.bsums);

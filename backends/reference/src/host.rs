@@ -18,6 +18,9 @@ use weft_ir::{DType, Op, Plan, Step, WeightProvider, WeightView};
 /// Inputs a step may have for [`Kernels::run_compiled`] (a fused program's operands).
 pub const COMPILED_INPUTS: usize = 8;
 
+/// Weights one matmul may read side by side (fused q/k/v, gate/up).
+const FUSED_WEIGHTS: usize = 8;
+
 /// The arithmetic a host backend supplies: how matmuls read stored weights and how
 /// embedding rows are gathered. One value per executable, made at lowering from the
 /// options (e.g. the activation mode of its matmuls).
@@ -573,15 +576,21 @@ impl<K: Kernels> HostExecutable<K> {
                 } else {
                     step.inputs.len() - 1
                 };
-                let ws = (1..=n_weights).map(weight).collect::<Result<Vec<_>, _>>()?;
-                exe.kernels.matmul(input(0), rows, &ws, kernel, &mut out);
+                // On the stack: a decode step allocates nothing.
+                let mut ws = [weight(1)?; FUSED_WEIGHTS];
+                if n_weights > FUSED_WEIGHTS {
+                    return Err(bad(i, &exe.plan, "a matmul over too many weights"));
+                }
+                for (k, w) in ws.iter_mut().enumerate().take(n_weights) {
+                    *w = weight(1 + k)?;
+                }
+                let ws = &ws[..n_weights];
+                exe.kernels.matmul(input(0), rows, ws, kernel, &mut out);
                 if *bias {
-                    let biases = (0..n_weights)
-                        .map(|k| small(1 + n_weights + k))
-                        .collect::<Result<Vec<_>, _>>()?;
                     for row in out.chunks_exact_mut(shape[1]) {
                         let mut at = 0;
-                        for b in &biases {
+                        for k in 0..n_weights {
+                            let b = small(1 + n_weights + k)?;
                             row[at..at + b.len()]
                                 .iter_mut()
                                 .zip(b.iter())

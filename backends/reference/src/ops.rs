@@ -145,28 +145,41 @@ pub fn rope(
 ) {
     let half = inv_freq.len();
     // One buffer for the row's (cos, sin) pairs, shared by all its heads.
-    let mut cs: Vec<(f32, f32)> = Vec::with_capacity(half);
-    for (t, row) in x.chunks_exact_mut(width).enumerate() {
-        let p = (pos0 + t) as f32;
-        cs.clear();
-        cs.extend(
-            inv_freq
-                .iter()
-                .map(|&f| (p * f).sin_cos())
-                .map(|(s, c)| (c, s)),
-        );
-        for head in row.chunks_exact_mut(head_dim) {
-            for (i, &(c, s)) in cs.iter().enumerate() {
-                let (a, b) = match layout {
-                    RopeLayout::Pairs => (2 * i, 2 * i + 1),
-                    RopeLayout::Halves => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * c - x1 * s;
-                head[b] = x0 * s + x1 * c;
+    with_scratch(|cs| {
+        for (t, row) in x.chunks_exact_mut(width).enumerate() {
+            let p = (pos0 + t) as f32;
+            cs.clear();
+            for &f in inv_freq {
+                let (s, c) = (p * f).sin_cos();
+                cs.extend([c, s]);
+            }
+            for head in row.chunks_exact_mut(head_dim) {
+                for (i, cs) in cs.chunks_exact(2).enumerate() {
+                    let (c, s) = (cs[0], cs[1]);
+                    let (a, b) = match layout {
+                        RopeLayout::Pairs => (2 * i, 2 * i + 1),
+                        RopeLayout::Halves => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c - x1 * s;
+                    head[b] = x0 * s + x1 * c;
+                }
             }
         }
+    })
+}
+
+/// Runs `f` with this thread's scratch buffer, kept between calls so that the
+/// per-token loops allocate only while it grows. A nested call (a pool thread that
+/// took another task while this one waits) gets a fresh one.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// Shape of an attention call.
@@ -226,16 +239,16 @@ pub fn attention_with(
     let (hd, nh) = (s.head_dim, s.n_heads);
     let kvw = s.n_kv_heads * hd;
     let group = nh / s.n_kv_heads;
-    // One score buffer per worker, not per head and position.
-    out.par_chunks_mut(hd)
-        .enumerate()
-        .for_each_init(Vec::new, |scores, (idx, o)| {
+    // One score buffer per thread, grown in powers of two: not per head and position.
+    out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+        with_scratch(|scores| {
             let (t, h) = (idx / nh, idx % nh);
             let p = pos0 + t;
             let start = s.window.map_or(0, |w| (p + 1).saturating_sub(w));
             let qh = &q[t * nh * hd + h * hd..][..hd];
             let kvh = h / group;
             scores.clear();
+            scores.reserve((p + 1 - start).next_power_of_two().max(256));
             scores.extend((start..=p).map(|j| {
                 let kj = &k_cache[j * kvw + kvh * hd..][..hd];
                 let mut d = (ops.dot)(qh, kj) * s.scale;
@@ -255,7 +268,8 @@ pub fn attention_with(
                 let vj = &v_cache[j * kvw + kvh * hd..][..hd];
                 (ops.axpy)(o, w / sum, vj);
             }
-        });
+        })
+    });
 }
 
 /// One expert's weights: each a view and the first row of the expert inside it (stacked

@@ -182,10 +182,10 @@ fn quant_rows_per_task(k: usize) -> usize {
 
 /// Quantises `x` (`m × k`, k a multiple of 32) per 32 elements, rows in parallel,
 /// with the fastest routine `isa` has.
-pub fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
-    let mut r = Q8Rows::zeroed(m, k);
+pub fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize, r: &mut Q8Rows) {
+    r.resize(m, k);
     if m == 0 || k == 0 {
-        return r;
+        return;
     }
     let nb = k / 32;
     x.par_chunks(k)
@@ -199,14 +199,13 @@ pub fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8Rows {
             Isa::Avx2 => unsafe { x86::quantize_row_q8(x, q, d, s) },
             _ => q8::quantize_row_q8(x, q, d, s),
         });
-    r
 }
 
 /// Quantises `x` (`m × k`, k a multiple of 256) per 256 elements with sums per 16.
-pub fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8KRows {
-    let mut r = Q8KRows::zeroed(m, k);
+pub fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize, r: &mut Q8KRows) {
+    r.resize(m, k);
     if m == 0 || k == 0 {
-        return r;
+        return;
     }
     let nb = k / 256;
     x.par_chunks(k)
@@ -220,5 +219,4 @@ pub fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize) -> Q8KRows {
             Isa::Avx2 => unsafe { x86::quantize_row_q8k(x, q, d, bs) },
             _ => q8::quantize_row_q8k(x, q, d, bs),
         });
-    r
 }

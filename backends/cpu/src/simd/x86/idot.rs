@@ -60,7 +60,7 @@ pub(super) fn kernel(dtype: DType) -> Option<(ChunkFn, Needs)> {
 }
 
 /// Every row's pointers, its lengths checked against m and k once.
-fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> Vec<XRow> {
+fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> XRows {
     let (m, k) = (x.m, x.k);
     let nb = k / block;
     match needs {
@@ -68,35 +68,66 @@ fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> Vec<XRow> {
             let q = x.q8.expect("idot: activations quantised per 32");
             assert!(q.m == m && q.k == k && q.q.len() == m * k && q.d.len() == m * nb);
             assert!(q.s.len() == m * nb && block == 32);
-            (0..m)
-                .map(|i| {
-                    let (v, d, s) = q.row(i);
-                    XRow {
-                        q: v.as_ptr(),
-                        d: d.as_ptr(),
-                        s: s.as_ptr(),
-                        bs: std::ptr::null(),
-                    }
-                })
-                .collect()
+            XRows::new(m, |i| {
+                let (v, d, s) = q.row(i);
+                XRow {
+                    q: v.as_ptr(),
+                    d: d.as_ptr(),
+                    s: s.as_ptr(),
+                    bs: std::ptr::null(),
+                }
+            })
         }
         Needs::Q8K => {
             let q = x.q8k.expect("idot: activations quantised per 256");
             assert!(q.m == m && q.k == k && q.d.len() == m * nb && q.bsums.len() == m * k / 16);
             assert!(q.q.len() == m * k && block == 256);
-            (0..m)
-                .map(|i| {
-                    let (v, d, bs) = q.row(i);
-                    XRow {
-                        q: v.as_ptr(),
-                        d: d.as_ptr(),
-                        s: std::ptr::null(),
-                        bs: bs.as_ptr(),
-                    }
-                })
-                .collect()
+            XRows::new(m, |i| {
+                let (v, d, bs) = q.row(i);
+                XRow {
+                    q: v.as_ptr(),
+                    d: d.as_ptr(),
+                    s: std::ptr::null(),
+                    bs: bs.as_ptr(),
+                }
+            })
         }
         Needs::F32 => unreachable!("integer kernels read 8-bit rows"),
+    }
+}
+
+/// Row pointers: on the stack for a few rows, so that a decode step allocates nothing.
+enum XRows {
+    Few([XRow; 8], usize),
+    Many(Vec<XRow>),
+}
+
+impl XRows {
+    fn new(m: usize, row: impl Fn(usize) -> XRow) -> XRows {
+        match m <= 8 {
+            true => {
+                let none = XRow {
+                    q: std::ptr::null(),
+                    d: std::ptr::null(),
+                    s: std::ptr::null(),
+                    bs: std::ptr::null(),
+                };
+                let mut few = [none; 8];
+                few.iter_mut().zip(0..m).for_each(|(r, i)| *r = row(i));
+                XRows::Few(few, m)
+            }
+            false => XRows::Many((0..m).map(row).collect()),
+        }
+    }
+}
+
+impl std::ops::Deref for XRows {
+    type Target = [XRow];
+    fn deref(&self) -> &[XRow] {
+        match self {
+            XRows::Few(rows, m) => &rows[..*m],
+            XRows::Many(rows) => rows,
+        }
     }
 }
 

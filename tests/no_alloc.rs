@@ -1,0 +1,64 @@
+//! A decode step on the cpu backend allocates nothing: weights, caches, the arena and
+//! the JIT's code are made at load and on the first steps; every later step reuses
+//! them. A counting allocator sees every allocation of every thread of this process
+//! (one test, so no other test runs beside it).
+
+mod common;
+use common::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use weft_runtime::{Activations, BackendKind, Forward, LowerOptions, PassSelection};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn decode_steps_allocate_nothing() {
+    for name in ["smollm2-135m", "gemma3-270m"] {
+        let model = open_shared(name);
+        let plan = model.compile(&PassSelection::all()).unwrap().plan;
+        for activations in [Activations::F32, Activations::Int8] {
+            let options = LowerOptions {
+                activations,
+                ..LowerOptions::default()
+            };
+            let engine = model
+                .engine(plan.clone(), BackendKind::Cpu, &options)
+                .unwrap();
+            let mut s = engine.session(64).unwrap();
+            s.forward(&[1, 2, 3, 4]).unwrap();
+            // The first steps size the arena for one row and start the thread pool.
+            for t in 0..3 {
+                s.forward(&[5 + t]).unwrap();
+            }
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for t in 0..8 {
+                let logits = s.forward(&[10 + t]).unwrap();
+                assert!(logits.iter().all(|v| v.is_finite()));
+            }
+            let n = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            assert_eq!(
+                n, 0,
+                "{name} ({activations:?}): {n} allocations in 8 decode steps"
+            );
+        }
+    }
+}
