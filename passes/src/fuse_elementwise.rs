@@ -17,49 +17,73 @@ fn is_elementwise(g: &Graph, n: NodeId) -> bool {
     }
 }
 
-/// Appends the program of `n` (inputs first) and returns its register.
+/// Appends the program of `root` (inputs first, left to right) and returns its
+/// register. Depth first with a stack of its own: a template may chain thousands of
+/// elementwise ops, too deep a recursion for a thread's stack.
 fn emit(
     g: &Graph,
-    n: NodeId,
+    root: NodeId,
     inner: &dyn Fn(NodeId) -> bool,
     leaves: &mut Vec<NodeId>,
     code: &mut Vec<(NodeId, Ew)>,
     done: &mut HashMap<NodeId, usize>,
 ) -> usize {
-    if let Some(&r) = done.get(&n) {
-        return r;
-    }
-    if !inner(n) {
+    let mut leaf = |n: NodeId| {
         let r = leaves.iter().position(|&l| l == n).unwrap_or_else(|| {
             leaves.push(n);
             leaves.len() - 1
         });
-        return r | LEAF;
-    }
-    let ops: Vec<usize> = g
-        .inputs(n)
-        .into_iter()
-        .map(|i| emit(g, i, inner, leaves, code, done))
-        .collect();
-    let e = match g.node(n).op {
-        Op::Add => Ew::Add {
-            a: ops[0],
-            b: ops[1],
-        },
-        Op::Mul => Ew::Mul {
-            a: ops[0],
-            b: ops[1],
-        },
-        Op::Scale { factor } => Ew::Scale { a: ops[0], factor },
-        Op::Silu => Ew::Silu { a: ops[0] },
-        Op::Gelu => Ew::Gelu { a: ops[0] },
-        Op::Softcap { cap } => Ew::Softcap { a: ops[0], cap },
-        _ => unreachable!("only elementwise nodes are inner"),
+        r | LEAF
     };
-    code.push((n, e));
-    let r = code.len() - 1;
-    done.insert(n, r);
-    r
+    if !inner(root) {
+        return leaf(root);
+    }
+    // Each frame: a node and how many of its inputs have been visited.
+    let mut stack = vec![(root, 0usize)];
+    while let Some(&mut (n, ref mut next)) = stack.last_mut() {
+        if done.contains_key(&n) {
+            stack.pop();
+            continue;
+        }
+        let ins = g.inputs(n);
+        if let Some(&i) = ins.get(*next) {
+            *next += 1;
+            match inner(i) {
+                true if !done.contains_key(&i) => stack.push((i, 0)),
+                true => {}
+                false => {
+                    leaf(i);
+                }
+            }
+            continue;
+        }
+        stack.pop();
+        let ops: Vec<usize> = ins
+            .iter()
+            .map(|&i| match inner(i) {
+                true => done[&i],
+                false => leaf(i),
+            })
+            .collect();
+        let e = match g.node(n).op {
+            Op::Add => Ew::Add {
+                a: ops[0],
+                b: ops[1],
+            },
+            Op::Mul => Ew::Mul {
+                a: ops[0],
+                b: ops[1],
+            },
+            Op::Scale { factor } => Ew::Scale { a: ops[0], factor },
+            Op::Silu => Ew::Silu { a: ops[0] },
+            Op::Gelu => Ew::Gelu { a: ops[0] },
+            Op::Softcap { cap } => Ew::Softcap { a: ops[0], cap },
+            _ => unreachable!("only elementwise nodes are inner"),
+        };
+        code.push((n, e));
+        done.insert(n, code.len() - 1);
+    }
+    done[&root]
 }
 
 /// Marks a register as a leaf index until the final numbering is known.
@@ -135,5 +159,37 @@ impl Pass for FuseElementwise {
             ));
         }
         log
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain far deeper than a recursion over it could go on a test thread's stack.
+    #[test]
+    fn a_long_chain_fuses_into_one_program() {
+        let mut g = Graph::new();
+        let x = g.add(Op::Tokens, "x", "test", &[]);
+        let mut v = x;
+        for k in 0..50_000 {
+            v = match k % 3 {
+                0 => g.add(Op::Silu, "s", "test", &[v]),
+                1 => g.add(Op::Scale { factor: 0.5 }, "c", "test", &[v]),
+                _ => g.add(Op::Add, "a", "test", &[v, x]),
+            };
+        }
+        let out = g.add(Op::Output, "out", "test", &[v]);
+        g.outputs.push(out);
+        FuseElementwise.run(&mut g);
+        let programs: Vec<usize> = g
+            .inner
+            .node_weights()
+            .filter_map(|n| match &n.op {
+                Op::Elementwise { code } => Some(code.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(programs, [50_000]);
     }
 }

@@ -31,12 +31,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The interpreted op a kernel replaces: inputs, output.
+type Interpreted = Box<dyn Fn(&[&[f32]], &mut [f32]) + Send + Sync>;
+
 struct Case {
     name: String,
     spec: Spec,
     ins: Vec<Vec<f32>>,
     out_len: usize,
-    interpret: Box<dyn Fn(&[&[f32]], &mut [f32]) + Send + Sync>,
+    interpret: Interpreted,
 }
 
 fn data(n: usize, salt: usize) -> Vec<f32> {
@@ -75,19 +78,8 @@ fn add_norm(model: &str, d: usize, rows: usize) -> Case {
         },
         ins: vec![data(rows * d, 1), data(rows * d, 2), data(d, 3)],
         out_len: 2 * rows * d,
-        // The host executor's interpreted add_rms_norm.
         interpret: Box::new(move |ins, out| {
-            for ((o, ra), rb) in out
-                .chunks_exact_mut(2 * d)
-                .zip(ins[0].chunks_exact(d))
-                .zip(ins[1].chunks_exact(d))
-            {
-                let (sum, normed) = o.split_at_mut(d);
-                for ((s, x), y) in sum.iter_mut().zip(ra).zip(rb) {
-                    *s = x + y;
-                }
-                ops::rms_norm(sum, d, Some(ins[2]), 1e-6, 0.0, normed);
-            }
+            ops::add_rms_norm(ins[0], ins[1], d, ins[2], 1e-6, 0.0, out)
         }),
     }
 }
@@ -129,12 +121,7 @@ fn scale(model: &str, d: usize, rows: usize) -> Case {
         },
         ins: vec![data(rows * d, 1)],
         out_len: rows * d,
-        // The host executor's interpreted scale.
-        interpret: Box::new(|ins, out| {
-            for (o, a) in out.iter_mut().zip(ins[0]) {
-                *o = a * 25.3;
-            }
-        }),
+        interpret: Box::new(|ins, out| ops::scale(ins[0], 25.3, out)),
     }
 }
 

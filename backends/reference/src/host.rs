@@ -636,9 +636,7 @@ impl<K: Kernels> HostExecutable<K> {
                     1 => *factor,
                     _ => factor * small(1)?[0],
                 };
-                for (o, a) in out.iter_mut().zip(input(0)) {
-                    *o = a * factor;
-                }
+                ops::scale(input(0), factor, &mut out);
             }
             Op::RmsNorm {
                 eps,
@@ -653,21 +651,15 @@ impl<K: Kernels> HostExecutable<K> {
             }
             Op::AddRmsNorm {
                 eps, weight_offset, ..
-            } => {
-                let d = shape[1] / 2;
-                let (a, b, w) = (input(0), input(1), small(2)?);
-                for ((o, ra), rb) in out
-                    .chunks_exact_mut(2 * d)
-                    .zip(a.chunks_exact(d))
-                    .zip(b.chunks_exact(d))
-                {
-                    let (sum, normed) = o.split_at_mut(d);
-                    for ((s, x), y) in sum.iter_mut().zip(ra).zip(rb) {
-                        *s = x + y;
-                    }
-                    ops::rms_norm(sum, w.len(), Some(w), *eps, *weight_offset, normed);
-                }
-            }
+            } => ops::add_rms_norm(
+                input(0),
+                input(1),
+                shape[1] / 2,
+                small(2)?,
+                *eps,
+                *weight_offset,
+                &mut out,
+            ),
             Op::Glu { act } => ops::glu(input(0), shape[1], *act, &mut out),
             Op::Moe {
                 n_experts,

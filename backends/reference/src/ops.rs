@@ -28,6 +28,37 @@ pub fn rms_norm(
     }
 }
 
+/// Rows of `a + b` (`d` values each) into the first half of each `2·d`-wide output
+/// row, and into the second half their RMS norm over groups of `w.len()` values.
+pub fn add_rms_norm(
+    a: &[f32],
+    b: &[f32],
+    d: usize,
+    w: &[f32],
+    eps: f32,
+    offset: f32,
+    out: &mut [f32],
+) {
+    for ((o, ra), rb) in out
+        .chunks_exact_mut(2 * d)
+        .zip(a.chunks_exact(d))
+        .zip(b.chunks_exact(d))
+    {
+        let (sum, normed) = o.split_at_mut(d);
+        for ((s, x), y) in sum.iter_mut().zip(ra).zip(rb) {
+            *s = x + y;
+        }
+        rms_norm(sum, w.len(), Some(w), eps, offset, normed);
+    }
+}
+
+/// `x · factor`.
+pub fn scale(x: &[f32], factor: f32, out: &mut [f32]) {
+    for (o, a) in out.iter_mut().zip(x) {
+        *o = a * factor;
+    }
+}
+
 /// `(x − mean) / sqrt(var + eps) · w + b` over each row of `w.len()` values.
 pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();

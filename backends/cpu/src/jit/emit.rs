@@ -10,6 +10,8 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use weft_ir::Ew;
 
 const LANES: usize = 4;
+/// Vectors per loop iteration.
+const UNROLL: usize = 4;
 
 /// Emits `spec`'s kernel into `func` (its signature already set).
 pub fn function(
@@ -81,17 +83,26 @@ impl<'f> Emit<'f> {
         self.b.switch_to_block(exit);
     }
 
-    /// `for v in 0..count` over whole vectors of a row, with `v`'s byte offset.
-    fn each_vector(&mut self, width: usize, mut body: impl FnMut(&mut Self, Value)) {
+    /// `body(byte offset, lane)` for every whole vector of a row: `UNROLL` vectors
+    /// an iteration (lanes 0..UNROLL, independent work for the out-of-order core),
+    /// then the vectors left over, unrolled.
+    fn each_vector(&mut self, width: usize, mut body: impl FnMut(&mut Self, Value, usize)) {
         let n = width / LANES;
-        if n == 0 {
-            return;
+        let bytes = (LANES * 4) as i64;
+        if n >= UNROLL {
+            let groups = self.b.ins().iconst(self.ptr, (n / UNROLL) as i64);
+            self.each(groups, |e, g| {
+                let at = e.b.ins().imul_imm_u(g, UNROLL as i64 * bytes);
+                for u in 0..UNROLL {
+                    let at = e.b.ins().iadd_imm_u(at, u as i64 * bytes);
+                    body(e, at, u);
+                }
+            });
         }
-        let n = self.b.ins().iconst(self.ptr, n as i64);
-        self.each(n, |e, v| {
-            let at = e.b.ins().ishl_imm_u(v, 4);
-            body(e, at)
-        });
+        for v in n / UNROLL * UNROLL..n {
+            let at = self.b.ins().iconst(self.ptr, v as i64 * bytes);
+            body(self, at, v % UNROLL);
+        }
     }
 
     /// Input `k`'s base pointer.
@@ -147,7 +158,7 @@ impl<'f> Emit<'f> {
                 let y = e.math(ty).program(&xs, code);
                 e.store(y, out_row, at);
             };
-            e.each_vector(width, |e, at| one(e, types::F32X4, at));
+            e.each_vector(width, |e, at, _| one(e, types::F32X4, at));
             for at in e.tail(width) {
                 one(e, types::F32, at);
             }
@@ -187,17 +198,26 @@ impl<'f> Emit<'f> {
                     None => v,
                 }
             };
-            let acc = e.b.declare_var(types::F32X4);
+            // One accumulator per unrolled lane, so the adds do not wait on each other.
             let zero = e.math(types::F32X4).c(0.0);
-            e.b.def_var(acc, zero);
-            e.each_vector(group, |e, at| {
+            let acc: Vec<_> = (0..UNROLL)
+                .map(|_| {
+                    let v = e.b.declare_var(types::F32X4);
+                    e.b.def_var(v, zero);
+                    v
+                })
+                .collect();
+            e.each_vector(group, |e, at, u| {
                 let v = value(e, types::F32X4, at);
                 let sq = e.b.ins().fmul(v, v);
-                let a = e.b.use_var(acc);
+                let a = e.b.use_var(acc[u]);
                 let a = e.b.ins().fadd(a, sq);
-                e.b.def_var(acc, a);
+                e.b.def_var(acc[u], a);
             });
-            let a = e.b.use_var(acc);
+            let sums: Vec<Value> = acc.iter().map(|&v| e.b.use_var(v)).collect();
+            let lo = e.b.ins().fadd(sums[0], sums[1]);
+            let hi = e.b.ins().fadd(sums[2], sums[3]);
+            let a = e.b.ins().fadd(lo, hi);
             let lane: Vec<Value> = (0..4u8).map(|l| e.b.ins().extractlane(a, l)).collect();
             let lo = e.b.ins().fadd(lane[0], lane[1]);
             let hi = e.b.ins().fadd(lane[2], lane[3]);
@@ -239,7 +259,7 @@ impl<'f> Emit<'f> {
                 }
                 e.store(o, dst, at);
             };
-            e.each_vector(group, |e, at| scaled(e, types::F32X4, at));
+            e.each_vector(group, |e, at, _| scaled(e, types::F32X4, at));
             for at in e.tail(group) {
                 scaled(e, types::F32, at);
             }

@@ -2,7 +2,7 @@
 //! instructions either way, so a row's vector body and its scalar tail agree.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{ConstantData, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 use weft_ir::Ew;
 
@@ -17,12 +17,17 @@ impl Math<'_, '_> {
         self.ty.is_vector()
     }
 
-    /// The constant `v` in every lane.
+    /// The constant `v` in every lane. A vector constant is a constant-pool entry
+    /// that the instruction using it reads as its memory operand: no register held
+    /// across the loop, no instruction of its own.
     pub fn c(&mut self, v: f32) -> Value {
-        let s = self.b.ins().f32const(v);
         match self.vector() {
-            true => self.b.ins().splat(self.ty, s),
-            false => s,
+            true => {
+                let lanes: Vec<u8> = (0..4).flat_map(|_| v.to_le_bytes()).collect();
+                let h = self.b.func.dfg.constants.insert(ConstantData::from(lanes));
+                self.b.ins().vconst(self.ty, h)
+            }
+            false => self.b.ins().f32const(v),
         }
     }
 
@@ -48,19 +53,42 @@ impl Math<'_, '_> {
         self.add(p, z)
     }
 
+    /// `x` limited to `lo..=hi`; NaN stays NaN (both comparisons are false).
+    fn clamp(&mut self, x: Value, lo: f32, hi: f32) -> Value {
+        let hi = self.c(hi);
+        let lo = self.c(lo);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, x, hi);
+        let x = self.pick(above, hi, x);
+        let below = self.b.ins().fcmp(FloatCC::LessThan, x, lo);
+        self.pick(below, lo, x)
+    }
+
+    /// `yes` where `mask` (an `fcmp` result) holds, else `no`.
+    fn pick(&mut self, mask: Value, yes: Value, no: Value) -> Value {
+        match self.vector() {
+            true => {
+                let mask = self.b.ins().bitcast(self.ty, MemFlagsData::new(), mask);
+                self.b.ins().bitselect(mask, yes, no)
+            }
+            false => self.b.ins().select(mask, yes, no),
+        }
+    }
+
     /// `eˣ`: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 in two parts, so n·ln2 is exact),
     /// eʳ by a degree-6 polynomial (Cephes' `expf` coefficients), 2ⁿ built in the
-    /// exponent bits. Relative error about 2 ulp; NaN stays NaN. Inputs are clamped to
-    /// where 2ⁿ is a normal number: below e⁻⁸⁷ gives about 1e-38 rather than a
-    /// subnormal, which no caller here can tell from 0.
+    /// exponent bits. n is rounded by adding 1.5·2²³ (+127, the exponent bias), which
+    /// leaves n + 127 in the sum's low mantissa bits: one add, where a round and a
+    /// float-to-int conversion would cost a dozen instructions on vectors. Relative
+    /// error about 2 ulp; NaN stays NaN. Inputs are clamped to where 2ⁿ is a normal
+    /// number: below e⁻⁸⁷ gives about 1e-38 rather than a subnormal, above e⁸⁸ gives
+    /// e⁸⁸ rather than up to 2.4e38 or infinity; no caller here can tell the difference.
     pub fn exp(&mut self, x: Value) -> Value {
-        let hi = self.c(88.376_26);
-        let lo = self.c(-87.336_55);
-        let x = self.b.ins().fmin(x, hi);
-        let x = self.b.ins().fmax(x, lo);
+        let x = self.clamp(x, -87.336_55, 88.0);
         let log2e = self.c(std::f32::consts::LOG2_E);
+        let magic = self.c(12_582_912.0 + 127.0);
         let t = self.mul(x, log2e);
-        let n = self.b.ins().nearest(t);
+        let t = self.add(t, magic);
+        let n = self.sub(t, magic);
         let c1 = self.c(0.693_359_4);
         let c2 = self.c(-2.121_944_4e-4);
         let r = self.mul(n, c1);
@@ -76,26 +104,18 @@ impl Math<'_, '_> {
         let y = self.mul_add(p, rr, r);
         let one = self.c(1.0);
         let y = self.add(y, one);
-        let ity = match self.vector() {
-            true => types::I32X4,
-            false => types::I32,
-        };
-        let i = self.b.ins().fcvt_to_sint_sat(ity, n);
-        let bias = self.b.ins().iconst(types::I32, 127);
-        let bias = match self.vector() {
-            true => self.b.ins().splat(ity, bias),
-            false => bias,
-        };
-        let i = self.b.ins().iadd(i, bias);
-        let i = self.b.ins().ishl_imm_u(i, 23);
-        let pow2 = self.b.ins().bitcast(self.ty, MemFlagsData::new(), i);
+        let ity = self.ty.as_int();
+        let bits = self.b.ins().bitcast(ity, MemFlagsData::new(), t);
+        let bits = self.b.ins().ishl_imm_u(bits, 23);
+        let pow2 = self.b.ins().bitcast(self.ty, MemFlagsData::new(), bits);
         self.mul(y, pow2)
     }
 
-    /// `tanh(y)`: `1 − 2/(e^{2y} + 1)` (its absolute error is that of one `exp`, ~1e-7),
-    /// and below |y| = 0.2, where that would lose relative precision, its Taylor
-    /// series to y⁹ (truncation error under 2e-10).
-    pub fn tanh(&mut self, y: Value) -> Value {
+    /// `tanh(y)`: `1 − 2/(e^{2y} + 1)`, whose absolute error is that of one `exp`
+    /// (~1e-7). With `relative`, below |y| = 0.2, where that would lose relative
+    /// precision, its Taylor series to y⁹ (truncation error under 2e-10); GELU, which
+    /// adds 1 to it, does without.
+    pub fn tanh(&mut self, y: Value, relative: bool) -> Value {
         let two = self.c(2.0);
         let one = self.c(1.0);
         let y2 = self.mul(y, two);
@@ -103,6 +123,9 @@ impl Math<'_, '_> {
         let e1 = self.add(e, one);
         let q = self.div(two, e1);
         let big = self.sub(one, q);
+        if !relative {
+            return big;
+        }
         let s = self.mul(y, y);
         let mut p = self.c(62.0 / 2835.0);
         for k in [-17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0] {
@@ -114,13 +137,7 @@ impl Math<'_, '_> {
         let ay = self.b.ins().fabs(y);
         let limit = self.c(0.2);
         let is_small = self.b.ins().fcmp(FloatCC::LessThan, ay, limit);
-        match self.vector() {
-            true => {
-                let mask = self.b.ins().bitcast(self.ty, MemFlagsData::new(), is_small);
-                self.b.ins().bitselect(mask, small, big)
-            }
-            false => self.b.ins().select(is_small, small, big),
-        }
+        self.pick(is_small, small, big)
     }
 
     /// `x · σ(x)` as `x / (1 + e⁻ˣ)`, the reference's form.
@@ -140,7 +157,7 @@ impl Math<'_, '_> {
         let inner = self.mul_add(k, x3, x);
         let s = self.c(0.797_884_6);
         let y = self.mul(s, inner);
-        let t = self.tanh(y);
+        let t = self.tanh(y, false);
         let one = self.c(1.0);
         let t1 = self.add(one, t);
         let half = self.c(0.5);
@@ -152,7 +169,7 @@ impl Math<'_, '_> {
     pub fn softcap(&mut self, x: Value, cap: f32) -> Value {
         let c = self.c(cap);
         let y = self.div(x, c);
-        let t = self.tanh(y);
+        let t = self.tanh(y, true);
         self.mul(c, t)
     }
 

@@ -247,7 +247,7 @@ impl Jit {
     /// cranelift does not know is an error, which leaves every step interpreted.
     pub fn compile(specs: impl IntoIterator<Item = Option<Spec>>) -> Result<Jit, String> {
         let mut flags = settings::builder();
-        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        flags.set("opt_level", "none").map_err(|e| e.to_string())?;
         let isa = cranelift_native::builder()?
             .finish(settings::Flags::new(flags))
             .map_err(|e| e.to_string())?;

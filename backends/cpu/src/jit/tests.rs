@@ -123,11 +123,7 @@ proptest! {
     ) {
         let (a, b, w) = (&a[..d * n_rows], &b[..d * n_rows], &w[..d]);
         let mut want = vec![0f32; 2 * d * n_rows];
-        for ((o, ra), rb) in want.chunks_mut(2 * d).zip(a.chunks(d)).zip(b.chunks(d)) {
-            let (sum, normed) = o.split_at_mut(d);
-            sum.iter_mut().zip(ra).zip(rb).for_each(|((s, x), y)| *s = x + y);
-            ops::rms_norm(sum, d, Some(w), 1e-6, offset, normed);
-        }
+        ops::add_rms_norm(a, b, d, w, 1e-6, offset, &mut want);
         let mut got = vec![f32::NAN; want.len()];
         run(Spec::Norm { group: d, eps: 1e-6, offset, weighted: true, add: true }, &[a, b, w], &mut got);
         close(&got, &want, 2e-6)?;

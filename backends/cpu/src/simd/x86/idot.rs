@@ -96,7 +96,9 @@ fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> XRows {
     }
 }
 
-/// Row pointers: on the stack for a few rows, so that a decode step allocates nothing.
+/// Row pointers: on the stack for a few rows, so that a decode step allocates nothing
+/// (the large variant is the point).
+#[allow(clippy::large_enum_variant)]
 enum XRows {
     Few([XRow; 8], usize),
     Many(Vec<XRow>),
