@@ -85,22 +85,9 @@ fn add_norm(model: &str, d: usize, rows: usize) -> Case {
 }
 
 fn glu(model: &str, act: GluAct, f: usize, rows: usize) -> Case {
-    let half = |offset| Operand {
-        arg: 0,
-        stride: 2 * f,
-        offset,
-    };
-    let a = match act {
-        GluAct::Silu => Ew::Silu { a: 0 },
-        GluAct::Gelu => Ew::Gelu { a: 0 },
-    };
     Case {
         name: format!("glu {act:?} {model} [{rows}×{f}]"),
-        spec: Spec::Map {
-            width: f,
-            operands: vec![half(0), half(f)],
-            code: vec![a, Ew::Mul { a: 2, b: 1 }],
-        },
+        spec: Spec::glu(f, act),
         ins: vec![data(rows * 2 * f, 1)],
         out_len: rows * f,
         interpret: Box::new(move |ins, out| ops::glu(ins[0], f, act, out)),

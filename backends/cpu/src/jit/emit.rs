@@ -135,7 +135,6 @@ impl<'f> Emit<'f> {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn map(
         &mut self,
         ins: Value,
@@ -241,7 +240,6 @@ impl<'f> Emit<'f> {
                 true => (or, e.b.ins().iadd_imm_u(or, (group * 4) as i64)),
                 false => (xr, or),
             };
-            let wr = w;
             let scaled = |e: &mut Self, ty: Type, at: Value| {
                 let v = e.load(ty, src, at);
                 let mut m = e.math(ty);
@@ -250,7 +248,7 @@ impl<'f> Emit<'f> {
                     false => scale,
                 };
                 let mut o = m.mul(v, rv);
-                if let Some(w) = wr {
+                if let Some(w) = w {
                     let wv = e.load(ty, w, at);
                     let mut m = e.math(ty);
                     let off = m.c(offset);

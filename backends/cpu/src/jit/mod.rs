@@ -114,21 +114,7 @@ impl Spec {
                 }
                 map(rows(n), code.clone())
             }
-            (Op::Glu { act }, 1) => {
-                let half = |offset| Operand {
-                    arg: 0,
-                    stride: 2 * width,
-                    offset,
-                };
-                let act = match act {
-                    GluAct::Silu => Ew::Silu { a: 0 },
-                    GluAct::Gelu => Ew::Gelu { a: 0 },
-                };
-                map(
-                    vec![half(0), half(width)],
-                    vec![act, Ew::Mul { a: 2, b: 1 }],
-                )
-            }
+            (Op::Glu { act }, 1) => Spec::glu(width, *act),
             (
                 Op::RmsNorm {
                     eps,
@@ -161,6 +147,24 @@ impl Spec {
         };
         // Byte offsets within a row are instruction immediates.
         (spec.out_width().checked_mul(8)? < i32::MAX as usize).then_some(spec)
+    }
+
+    /// A gated linear unit over rows of `[gate | up]`: `act(gate) · up`, `width` wide.
+    pub fn glu(width: usize, act: GluAct) -> Spec {
+        let half = |offset| Operand {
+            arg: 0,
+            stride: 2 * width,
+            offset,
+        };
+        let act = match act {
+            GluAct::Silu => Ew::Silu { a: 0 },
+            GluAct::Gelu => Ew::Gelu { a: 0 },
+        };
+        Spec::Map {
+            width,
+            operands: vec![half(0), half(width)],
+            code: vec![act, Ew::Mul { a: 2, b: 1 }],
+        }
     }
 
     /// Output values per unit.

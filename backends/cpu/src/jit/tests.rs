@@ -84,10 +84,8 @@ proptest! {
         let act = if gelu { GluAct::Gelu } else { GluAct::Silu };
         let mut want = vec![0f32; f * n_rows];
         ops::glu(x, f, act, &mut want);
-        let half = |offset| Operand { arg: 0, stride: 2 * f, offset };
-        let a = if gelu { Ew::Gelu { a: 0 } } else { Ew::Silu { a: 0 } };
         let mut got = vec![f32::NAN; f * n_rows];
-        run(Spec::Map { width: f, operands: vec![half(0), half(f)], code: vec![a, Ew::Mul { a: 2, b: 1 }] }, &[x], &mut got);
+        run(Spec::glu(f, act), &[x], &mut got);
         close(&got, &want, 4e-6)?;
     }
 
@@ -220,21 +218,8 @@ fn large_calls_split_over_threads_and_agree() {
         .collect();
     let mut want = vec![0f32; f * n_rows];
     ops::glu(&x, f, GluAct::Gelu, &mut want);
-    let half = |offset| Operand {
-        arg: 0,
-        stride: 2 * f,
-        offset,
-    };
     let mut got = vec![f32::NAN; f * n_rows];
-    run(
-        Spec::Map {
-            width: f,
-            operands: vec![half(0), half(f)],
-            code: vec![Ew::Gelu { a: 0 }, Ew::Mul { a: 2, b: 1 }],
-        },
-        &[&x],
-        &mut got,
-    );
+    run(Spec::glu(f, GluAct::Gelu), &[&x], &mut got);
     for (g, w) in got.iter().zip(&want) {
         assert!((g - w).abs() <= 4e-6 * (1.0 + w.abs()), "{g} vs {w}");
     }
