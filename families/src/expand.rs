@@ -43,6 +43,7 @@ pub fn expand_with(
         graph: Graph::new(),
         weights: HashMap::new(),
         expert: None,
+        tying: Vec::new(),
     };
     x.read_hparams()?;
     for cond in &t.family.requires {
@@ -100,7 +101,13 @@ struct Expander<'a> {
     weights: HashMap<(String, Option<usize>), Option<NodeId>>,
     /// The expert whose tensors `weight` reads (while expanding a `moe` op).
     expert: Option<usize>,
+    /// The roles whose `tied` target `weight` is reading, outermost first: a tie back
+    /// to one of them is a cycle, which would otherwise recurse without end.
+    tying: Vec<String>,
 }
+
+/// Ties a tensor may chain through (real templates tie at most once: head → embed).
+const MAX_TIE_CHAIN: usize = 8;
 
 fn meta_to_value(m: &MetaValue) -> Option<Value> {
     match m {
@@ -319,7 +326,24 @@ impl Expander<'_> {
             None => false,
         };
         let node = if let Some(tied) = spec.tied.as_ref().filter(|_| tie || !present) {
-            let target = self.weight(tied, layer, at)?;
+            let at_tie = format!("tensors.{role}.tied");
+            if tied == role || self.tying.iter().any(|r| r == tied) {
+                let mut chain: Vec<&str> = self.tying.iter().map(String::as_str).collect();
+                chain.extend([role, tied.as_str()]);
+                return Err(
+                    self.op_err(&at_tie, format!("ties form a cycle: {}", chain.join(" → ")))
+                );
+            }
+            if self.tying.len() >= MAX_TIE_CHAIN {
+                return Err(self.op_err(
+                    &at_tie,
+                    format!("ties chain more than {MAX_TIE_CHAIN} tensors deep"),
+                ));
+            }
+            self.tying.push(role.to_string());
+            let target = self.weight(tied, layer, at);
+            self.tying.pop();
+            let target = target?;
             match target {
                 // A node of its own over the same tensor: tie-alias merges it, visibly.
                 Some(t) => {
