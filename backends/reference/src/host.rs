@@ -544,11 +544,14 @@ impl<K: Kernels> HostExecutable<K> {
                 _ => Err(bad(i, &exe.plan, "expected a decoded weight")),
             }
         };
-        if exe
-            .kernels
-            .run_compiled(i, &exe.inputs(step, slots), &mut out)
-        {
-            return exe.finish(i, out, pass);
+        if step.inputs.len() <= COMPILED_INPUTS {
+            let ins = exe.inputs(step, slots);
+            if exe
+                .kernels
+                .run_compiled(i, &ins[..step.inputs.len()], &mut out)
+            {
+                return exe.finish(i, out, pass);
+            }
         }
         match &step.node.op {
             Op::Tokens | Op::Weight { .. } => {}
@@ -577,10 +580,10 @@ impl<K: Kernels> HostExecutable<K> {
                     step.inputs.len() - 1
                 };
                 // On the stack: a decode step allocates nothing.
-                let mut ws = [weight(1)?; FUSED_WEIGHTS];
                 if n_weights > FUSED_WEIGHTS {
                     return Err(bad(i, &exe.plan, "a matmul over too many weights"));
                 }
+                let mut ws = [weight(1)?; FUSED_WEIGHTS];
                 for (k, w) in ws.iter_mut().enumerate().take(n_weights) {
                     *w = weight(1 + k)?;
                 }
@@ -776,19 +779,17 @@ impl<K: Kernels> HostExecutable<K> {
         exe.finish(i, out, pass)
     }
 
-    /// Up to [`COMPILED_INPUTS`] inputs of `step` for compiled code: activations, and
-    /// decoded small weights (stored weights are empty slices). On the stack: this
+    /// The first [`COMPILED_INPUTS`] inputs of `step` for compiled code: activations,
+    /// and decoded small weights (stored weights are empty slices). On the stack: this
     /// runs for every step of every forward pass.
     fn inputs<'s>(&'s self, step: &Step, slots: &'s [Vec<f32>]) -> [&'s [f32]; COMPILED_INPUTS] {
         let mut ins: [&[f32]; COMPILED_INPUTS] = [&[]; COMPILED_INPUTS];
-        if step.inputs.len() <= COMPILED_INPUTS {
-            for (x, &j) in ins.iter_mut().zip(&step.inputs) {
-                *x = match &self.bound[j] {
-                    Bound::Small(w) => w,
-                    Bound::Weight(_) => &[],
-                    Bound::Value => &slots[self.slot[j]],
-                };
-            }
+        for (x, &j) in ins.iter_mut().zip(&step.inputs) {
+            *x = match &self.bound[j] {
+                Bound::Small(w) => w,
+                Bound::Weight(_) => &[],
+                Bound::Value => &slots[self.slot[j]],
+            };
         }
         ins
     }

@@ -104,16 +104,7 @@ impl Spec {
                 };
                 map(vec![rows(1)[0], bias], vec![Ew::Add { a: 0, b: 1 }])
             }
-            (Op::Elementwise { code }, n) if (1..=MAX_ARGS).contains(&n) => {
-                let valid = code
-                    .iter()
-                    .enumerate()
-                    .all(|(k, e)| e.operands().iter().all(|&a| a < n + k));
-                if !valid || code.is_empty() {
-                    return None;
-                }
-                map(rows(n), code.clone())
-            }
+            (Op::Elementwise { code }, n) => map(rows(n), code.clone()),
             (Op::Glu { act }, 1) => Spec::glu(width, *act),
             (
                 Op::RmsNorm {
@@ -145,8 +136,35 @@ impl Spec {
             },
             _ => return None,
         };
-        // Byte offsets within a row are instruction immediates.
-        (spec.out_width().checked_mul(8)? < i32::MAX as usize).then_some(spec)
+        spec.valid().then_some(spec)
+    }
+
+    /// Whether [`emit`] can compile this spec and [`Jit::run`]'s checks cover what its
+    /// code reads: operands among the inputs the host passes, registers defined
+    /// before use, a width, and byte sizes that fit the code's 64-bit arithmetic.
+    fn valid(&self) -> bool {
+        let bytes = |n: usize| n.checked_mul(8).is_some_and(|b| b < i64::MAX as usize);
+        match self {
+            Spec::Map {
+                width,
+                operands,
+                code,
+            } => {
+                let n = operands.len();
+                *width > 0
+                    && !code.is_empty()
+                    && operands.iter().all(|o| {
+                        o.arg < MAX_ARGS
+                            && bytes(o.stride)
+                            && o.offset.checked_add(*width).is_some_and(bytes)
+                    })
+                    && code
+                        .iter()
+                        .enumerate()
+                        .all(|(k, e)| e.operands().iter().all(|&a| a < n + k))
+            }
+            Spec::Norm { group, .. } => *group > 0 && group.checked_mul(2).is_some_and(bytes),
+        }
     }
 
     /// A gated linear unit over rows of `[gate | up]`: `act(gate) · up`, `width` wide.
@@ -175,8 +193,9 @@ impl Spec {
         }
     }
 
-    /// What each host input must hold for `units` units: (values per unit, values at
-    /// least); checked before every call.
+    /// What each host input must hold, as (values a unit apart, values the last unit
+    /// reads from its start): `units` units read `(units − 1) · apart + last` values.
+    /// Checked before every call.
     fn needs(&self) -> Vec<(usize, usize)> {
         match self {
             Spec::Map {
@@ -197,9 +216,9 @@ impl Spec {
                 add,
                 ..
             } => {
-                let mut needs = vec![(*group, 0)];
+                let mut needs = vec![(*group, *group)];
                 if *add {
-                    needs.push((*group, 0));
+                    needs.push((*group, *group));
                 }
                 if *weighted {
                     needs.push((0, *group));
@@ -265,7 +284,7 @@ impl Jit {
         let mut by_spec: HashMap<String, Option<cranelift_module::FuncId>> = HashMap::new();
         let mut chosen = Vec::new();
         for spec in specs {
-            let Some(spec) = spec else {
+            let Some(spec) = spec.filter(Spec::valid) else {
                 chosen.push(None);
                 continue;
             };
@@ -331,18 +350,19 @@ impl Jit {
         if units == 0 {
             return true;
         }
-        let fits = k.needs.iter().zip(ins).all(|(&(per, least), x)| {
-            units
-                .checked_mul(per)
-                .is_some_and(|n| x.len() >= n.max(least))
+        let fits = k.needs.iter().zip(ins).all(|(&(apart, last), x)| {
+            (units - 1)
+                .checked_mul(apart)
+                .and_then(|n| n.checked_add(last))
+                .is_some_and(|n| x.len() >= n)
         });
         if !fits {
             return false;
         }
         let call = |start: usize, out: &mut [f32]| {
             let mut ptrs = [std::ptr::null::<f32>(); MAX_ARGS];
-            for (p, (&(per, _), x)) in ptrs.iter_mut().zip(k.needs.iter().zip(ins)) {
-                *p = x[start * per..].as_ptr();
+            for (p, (&(apart, _), x)) in ptrs.iter_mut().zip(k.needs.iter().zip(ins)) {
+                *p = x[start * apart..].as_ptr();
             }
             // SAFETY: every input holds the values its units read from `start` on
             // (checked above) and `out` holds exactly its units' outputs.

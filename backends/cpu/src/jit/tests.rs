@@ -224,3 +224,50 @@ fn large_calls_split_over_threads_and_agree() {
         assert!((g - w).abs() <= 4e-6 * (1.0 + w.abs()), "{g} vs {w}");
     }
 }
+
+#[test]
+fn malformed_specs_are_not_compiled_and_overlapping_reads_are_checked() {
+    let one = |arg, stride, offset| Operand {
+        arg,
+        stride,
+        offset,
+    };
+    let bad = [
+        // A register read before it is defined.
+        Spec::Map {
+            width: 4,
+            operands: vec![one(0, 4, 0)],
+            code: vec![Ew::Add { a: 0, b: 1 }],
+        },
+        // An input the host never passes.
+        Spec::Map {
+            width: 4,
+            operands: vec![one(MAX_ARGS, 4, 0)],
+            code: vec![Ew::Silu { a: 0 }],
+        },
+        Spec::Norm {
+            group: 0,
+            eps: 1e-6,
+            offset: 0.0,
+            weighted: false,
+            add: false,
+        },
+    ];
+    let jit = Jit::compile(bad.into_iter().map(Some)).unwrap();
+    assert_eq!(jit.counts(), (0, 0));
+    // Rows of 4 read 8 values past each 4-value step: the last row needs 4 more.
+    let spec = Spec::Map {
+        width: 4,
+        operands: vec![one(0, 4, 4)],
+        code: vec![Ew::Scale { a: 0, factor: 2.0 }],
+    };
+    let jit = Jit::compile([Some(spec)]).unwrap();
+    let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    let mut out = [0f32; 12];
+    assert!(
+        !jit.run(0, &[&x], &mut out),
+        "3 rows need 16 values, x has 12"
+    );
+    assert!(jit.run(0, &[&x], &mut out[..8]));
+    assert_eq!(out[..8], [8., 10., 12., 14., 16., 18., 20., 22.]);
+}
