@@ -16,6 +16,8 @@
 #   -r N            repetitions inside each run (default 5, llama-bench's default)
 #   --activations A f32 (default, exact) or int8: what weft's quantised matmuls
 #                   multiply with (llama.cpp's CPU path always uses int8 blocks)
+#   --no-jit        weft interprets the ops its cpu backend otherwise compiles (to
+#                   measure what the JIT buys against the same llama.cpp runs)
 #   --json-out FILE also write the summary as JSON (written whole or not at all)
 #
 # 1. llama-bench is built from the llama.cpp of the pinned llama-cpp-python sdist
@@ -48,6 +50,7 @@ PROMPTS=128,512
 GENS=128
 REPS=5
 ACTIVATIONS=f32
+NO_JIT=()
 JSON_OUT=""
 MODELS=()
 while [ $# -gt 0 ]; do
@@ -58,6 +61,7 @@ while [ $# -gt 0 ]; do
         -n) GENS="${2:-}"; shift 2 || die "-n needs a value" ;;
         -r) REPS="${2:-}"; shift 2 || die "-r needs a value" ;;
         --activations) ACTIVATIONS="${2:-}"; shift 2 || die "--activations needs a value" ;;
+        --no-jit) NO_JIT=(--no-jit); shift ;;
         --json-out) JSON_OUT="${2:-}"; shift 2 || die "--json-out needs a value" ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
@@ -131,12 +135,12 @@ for f in "${FILES[@]}"; do
     echo "$TESTS" > "$d/tests"
     run "weft inspect --budget" "$d/budget.json" "$d/budget.log" "$WEFT" inspect "$f" --budget --json
     for r in $(seq 1 "$ROUNDS"); do
-        log "$(basename "$f"): round $r/$ROUNDS (-p $PROMPTS -n $GENS -r $REPS, $THREADS threads, weft activations $ACTIVATIONS)"
+        log "$(basename "$f"): round $r/$ROUNDS (-p $PROMPTS -n $GENS -r $REPS, $THREADS threads, weft activations $ACTIVATIONS${NO_JIT:+ ${NO_JIT[*]}})"
         llama=(run llama-bench "$d/llama-$r.json" "$d/llama-$r.log"
                "$LLAMA_BENCH" -m "$f" -t "$THREADS" -p "$PROMPTS" -n "$GENS" -r "$REPS" -o json)
         weft=(run "weft bench" "$d/weft-$r.json" "$d/weft-$r.log"
               "$WEFT" bench "$f" --threads "$THREADS" -p "$PROMPTS" -n "$GENS" -r "$REPS" \
-              --activations "$ACTIVATIONS" --json)
+              --activations "$ACTIVATIONS" "${NO_JIT[@]}" --json)
         if [ $((r % 2)) = 1 ]; then "${llama[@]}"; "${weft[@]}"; else "${weft[@]}"; "${llama[@]}"; fi
     done
 done
