@@ -57,6 +57,32 @@ fn interleaved_sessions_each_get_what_they_get_alone() {
     }
 }
 
+/// A greedy step's pick, on the device where the backend picks there, is the host's
+/// pick from the same step's logits; a prompt pick too.
+#[test]
+fn picks_are_the_picks_of_the_logits() {
+    for backend in BackendKind::ALL {
+        let engine = engine(gemma4(), backend);
+        let prompt = [1u32, 7, 3, 9];
+        let (logits, tokens) = alone(&engine, &prompt, 6);
+        let vocab = logits.len() / 7;
+        let mut s = engine.session(16).unwrap();
+        let mut got = vec![s.forward_pick(&prompt).unwrap()];
+        for &t in &tokens[..5] {
+            got.push(s.forward_pick(&[t]).unwrap());
+        }
+        let want: Vec<_> = logits
+            .chunks(vocab)
+            .take(6)
+            .map(weft_backend::pick)
+            .collect();
+        assert_eq!(got, want, "{backend}");
+        assert!(want
+            .iter()
+            .all(|p| matches!(p, weft_backend::Pick::Token(_))));
+    }
+}
+
 #[test]
 fn sessions_on_threads_share_one_engine() {
     let engine = engine(gemma4(), BackendKind::Cpu);

@@ -4,7 +4,7 @@
 use crate::model::check_context;
 use crate::{Forward, RuntimeError};
 use std::sync::Arc;
-use weft_backend::{Backend, Executable, Logits, Session};
+use weft_backend::{Backend, Executable, Logits, Pick, Session};
 use weft_ir::Plan;
 
 /// The backends this build can run plans on.
@@ -125,6 +125,10 @@ impl GraphSession {
 impl Forward for GraphSession {
     fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
         Ok(self.inner.forward(tokens, Logits::Last)?.last())
+    }
+
+    fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, RuntimeError> {
+        Ok(self.inner.forward_pick(tokens)?)
     }
 
     fn reset(&mut self) {

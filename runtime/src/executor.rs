@@ -5,12 +5,18 @@
 use crate::sampler::{Sampler, SamplerParams};
 use crate::RuntimeError;
 use std::time::Instant;
+use weft_backend::{pick, Pick};
 
 /// A model forward pass with its own KV cache.
 pub trait Forward {
     /// Runs `tokens` at the next positions (all at once) and returns the logits of
     /// the last one.
     fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError>;
+    /// Runs `tokens` and picks the last position's largest logit (a greedy step); a
+    /// model that can pick on its device reads back the choice, not the logits.
+    fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, RuntimeError> {
+        Ok(pick(self.forward(tokens)?))
+    }
     /// Starts a new sequence at position 0.
     fn reset(&mut self);
     /// Rewinds to the first `pos` positions (a prefix of what ran).
@@ -127,6 +133,7 @@ pub fn generate_from(
     let reuse = reuse.min(prompt.len() - 1);
     model.truncate(reuse)?;
     let mut sampler = Sampler::new(params.sampler.clone());
+    let greedy = params.sampler.is_plain_greedy();
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
     let prompt_logits = model.forward(&prompt[reuse..])?.to_vec();
@@ -152,17 +159,31 @@ pub fn generate_from(
         if tokens.len() == params.max_tokens {
             break;
         }
-        // Sampled inside the logits' borrow; a non-finite row is reported after it.
-        let sampled = {
-            let logits = model.forward(&[next])?;
-            match first_non_finite(logits) {
-                Some(bad) => Err(bad),
-                None => Ok(sampler.sample(logits, &history)),
+        // A plain greedy step picks on the model's device; otherwise the sampler reads
+        // the row inside the logits' borrow, and a non-finite row is reported after it.
+        let picked = match greedy {
+            true => model.forward_pick(&[next])?,
+            false => {
+                let logits = model.forward(&[next])?;
+                match first_non_finite(logits) {
+                    Some((id, value)) => Pick::NonFinite {
+                        id: id as u32,
+                        value,
+                    },
+                    None => Pick::Token(sampler.sample(logits, &history)),
+                }
             }
         };
-        next = match sampled {
-            Ok(t) => t,
-            Err(bad) => return Err(non_finite(model, &[next], tokens.len(), bad)),
+        next = match picked {
+            Pick::Token(t) => t,
+            Pick::NonFinite { id, value } => {
+                return Err(non_finite(
+                    model,
+                    &[next],
+                    tokens.len(),
+                    (id as usize, value),
+                ))
+            }
         };
     }
     Ok(Generation {

@@ -42,6 +42,12 @@ impl SamplerParams {
         }
     }
 
+    /// Takes the argmax of the logits as they are (no penalty): a step the model can
+    /// pick on its own device.
+    pub fn is_plain_greedy(&self) -> bool {
+        (self.greedy || self.temperature <= 0.0) && self.repeat_penalty == 1.0
+    }
+
     /// Refuses values that would sample nonsense silently (a NaN temperature, a top-p
     /// of 2, a zero repetition penalty), naming the first one out of range.
     pub fn validate(&self) -> Result<(), SamplerError> {
@@ -85,16 +91,7 @@ pub struct SamplerError {
     pub found: f32,
 }
 
-/// The index of the largest value (the first on ties), as llama.cpp and torch pick.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
+pub use weft_backend::argmax;
 
 /// Top-1 minus top-2 logit: how decided a greedy step was.
 pub fn top_gap(logits: &[f32]) -> f32 {

@@ -69,6 +69,37 @@ impl<'a> Output<'a> {
     }
 }
 
+/// A greedy step's choice from one logits row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pick {
+    /// The largest logit's id (the first on ties), as llama.cpp and torch pick.
+    Token(u32),
+    /// The first logit that is NaN or infinite: an error for the caller to report.
+    NonFinite { id: u32, value: f32 },
+}
+
+/// The index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// What a greedy step picks from `row`, on the host.
+pub fn pick(row: &[f32]) -> Pick {
+    match row.iter().position(|v| !v.is_finite()) {
+        Some(id) => Pick::NonFinite {
+            id: id as u32,
+            value: row[id],
+        },
+        None => Pick::Token(argmax(row)),
+    }
+}
+
 /// What a quantised matmul multiplies its weight blocks with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Activations {
@@ -251,6 +282,12 @@ pub fn check_batch(sessions: usize, tokens: usize) -> Result<(), BackendError> {
 pub trait Session: Send {
     /// Runs `tokens` at the next positions (all at once) and returns their logits.
     fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError>;
+    /// Runs `tokens` like [`Session::forward`] and picks the last position's largest
+    /// logit, as a greedy step does. A backend that can pick on the device overrides it
+    /// to read back the choice rather than the logits row.
+    fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, BackendError> {
+        Ok(pick(self.forward(tokens, Logits::Last)?.last()))
+    }
     /// Rewinds to `pos` positions (a prefix of what was run); later forwards overwrite
     /// the cache from there.
     fn truncate(&mut self, pos: usize) -> Result<(), BackendError>;

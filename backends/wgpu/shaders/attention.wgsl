@@ -9,15 +9,23 @@
 // Chunks (params 14, 15 > 1; decode): the keys split into chunks of pu(14) that run side
 // by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, which
 // attention_merge.wgsl adds up. One chunk: the output directly.
+// Append (decode: one row): the call's key and value enter the caches here rather than
+// in a kv_append dispatch. Every workgroup that reads the new position (the last chunk
+// of each head) writes that row itself, rotating k as kv_append does, and reads it back
+// after a barrier. The row's writers write the same bits, and the keys are then scored
+// and summed from the cache in the very order a prefill of the same positions uses.
 // params: 0 seq, 1 n_heads, 2 n_kv_heads, 3 head_dim (≤ 256), 4 scale, 5 window (0:
-// none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 rope (0/1),
-// 12 rope half, 13 rope layout, 14 chunk keys, 15 chunks.
+// none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 flags: rope
+// (bit 0), rope layout (bit 1), append (bit 2), rope half (bits 3..), 12 k_off, 13 v_off
+// (append: the new row's columns in ks and vs), 14 chunk keys, 15 chunks.
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<f32>;
-@group(0) @binding(3) var<storage, read> vc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> vc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> cs: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
+@group(0) @binding(7) var<storage, read> ks: array<f32>;
+@group(0) @binding(8) var<storage, read> vs: array<f32>;
 
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, 64>;
@@ -65,14 +73,32 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         lo = start + c * pu(14);
         hi = min(hi, lo + pu(14));
     }
+    let flags = pu(11);
+    let rope = (flags & 1u) == 1u;
+    let lay = (flags >> 1u) & 1u;
+    let half = flags >> 3u;
+    if (flags & 4u) != 0u && hi == p + 1u {
+        let ko = pu(12) + kvo;
+        let vo = pu(13) + kvo;
+        let row = p * kvw + kvo;
+        for (var d = li; d < hd; d += 64u) {
+            var k = ks[ko + d];
+            if rope {
+                k = roped(k, ks[ko + partner_of(d, half, lay)], d, half, lay, p);
+            }
+            kc[row + d] = k;
+            vc[row + d] = vs[vo + d];
+        }
+    }
     let qo = t * pu(9) + pu(10) + h * hd;
     for (var d = li; d < hd; d += 64u) {
         var v = q[qo + d];
-        if pu(11) == 1u {
-            v = roped(v, q[qo + partner_of(d, pu(12), pu(13))], d, pu(12), pu(13), p);
+        if rope {
+            v = roped(v, q[qo + partner_of(d, half, lay)], d, half, lay, p);
         }
         qs[d] = v;
     }
+    storageBarrier();
     workgroupBarrier();
     let cap = pf(6);
     var m = -3.4e38;

@@ -212,6 +212,25 @@ pub fn add_rms_norm_q8(
     Ok((row, q.into_iter().map(f32::to_bits).collect()))
 }
 
+/// The greedy pick (argmax.wgsl) of `row`, with the session's two dispatches (kernel
+/// tests).
+pub fn pick(row: &[f32]) -> Result<weft_backend::Pick, BackendError> {
+    let gpu = gpu()?;
+    let src = shaders::source("argmax", None).map_err(device::err)?;
+    let p = schedule::pipelines().get(&gpu, "argmax", src)?;
+    let rb = upload(&gpu, "row", &floats(row))?;
+    let (params, groups) = session::pick_stages(row.len(), 0);
+    let part = storage(&gpu, "partials", (groups as u64 + 1) * 16)?;
+    for (params, g) in params.into_iter().zip([groups, 1]) {
+        buffers::dispatch_once(&gpu, &p, params, &[&rb, &part], (g, 1));
+    }
+    let w = read_back(&gpu, &part, (groups as u64 + 1) * 16)?;
+    let at = 4 * groups as usize;
+    Ok(session::read_pick(
+        [0, 1, 2, 3].map(|k| w[at + k].to_bits()),
+    ))
+}
+
 fn kernel_source(
     name: &str,
     dtype: Option<weft_ir::DType>,

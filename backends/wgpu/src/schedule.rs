@@ -174,6 +174,8 @@ pub struct GpuExecutable {
     /// Rows of the embedding tables that token ids and positions index (for checks).
     pub token_rows: Option<(String, usize)>,
     pub position_rows: Option<(String, usize)>,
+    /// The greedy pick (argmax.wgsl), run after the schedule by `forward_pick`.
+    pub pick: Arc<Kernel>,
 }
 
 fn bad(i: usize, plan: &Plan, message: impl Into<String>) -> BackendError {
@@ -1288,7 +1290,11 @@ impl GpuExecutable {
                             table,
                         ],
                         Box::new(move |c| {
-                            let g = flat(c.gpu, c.seq * kvw);
+                            // A decode step's attention appends its own row.
+                            let g = match c.seq {
+                                1 => (0, 0),
+                                _ => flat(c.gpu, c.seq * kvw),
+                            };
                             let p = [
                                 c.seq as u32,
                                 kvw as u32,
@@ -1332,6 +1338,8 @@ impl GpuExecutable {
                             slot(i),
                             table,
                             Buf::AttnPart,
+                            k.buf,
+                            v.buf,
                         ],
                         Box::new(move |c| {
                             let n = chunks(c);
@@ -1348,9 +1356,12 @@ impl GpuExecutable {
                                 g.0,
                                 q.stride as u32,
                                 q.off as u32,
-                                rope[0] as u32,
-                                rope[2] as u32,
-                                rope[3] as u32,
+                                (rope[0]
+                                    | rope[3] << 1
+                                    | ((c.seq == 1) as usize) << 2
+                                    | rope[2] << 3) as u32,
+                                k.off as u32,
+                                v.off as u32,
                                 ATTENTION_CHUNK as u32,
                                 n as u32,
                             ];
@@ -1511,6 +1522,7 @@ impl GpuExecutable {
             );
         }
         let x8_words = lw.x8_words;
+        let pick = lw.pipeline(plan.outputs[0], "argmax", None)?;
         let dispatches = std::mem::take(&mut lw.dispatches);
         let uploaded = std::mem::take(&mut lw.weights);
         drop(lw);
@@ -1531,6 +1543,7 @@ impl GpuExecutable {
             x8_words,
             token_rows,
             position_rows,
+            pick,
         })
     }
 

@@ -4,15 +4,19 @@
 //! command encoder and reads back only the logits it returns. Prompts longer than the
 //! arena's row capacity run in chunks.
 
-use crate::buffers::{map_into, storage, upload, PARAM_STRIDE};
+use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE};
 use crate::profile::Profiler;
 use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
 use std::sync::Arc;
-use weft_backend::{check_forward, check_truncate, BackendError, Logits, Output, Session};
+use weft_backend::{check_forward, check_truncate, BackendError, Logits, Output, Pick, Session};
 use weft_ir::Dim;
 
 /// Most positions one submission runs (prompt chunks).
 const MAX_CHUNK: usize = 512;
+
+/// Most workgroups of the greedy pick's first stage (argmax.wgsl): 32k values a pass
+/// over the row, a 262k vocabulary in 8.
+const PICK_GROUPS: usize = 128;
 
 pub struct GpuSession {
     exe: Arc<GpuExecutable>,
@@ -26,6 +30,11 @@ pub struct GpuSession {
     bind_groups: Vec<wgpu::BindGroup>,
     staging: wgpu::Buffer,
     logits: Vec<f32>,
+    /// The greedy pick's partials (argmax.wgsl), its readback, and its two bind groups
+    /// (parameter blocks after the schedule's).
+    pick_part: wgpu::Buffer,
+    pick_staging: wgpu::Buffer,
+    pick_binds: [wgpu::BindGroup; 2],
     /// Per call: rows of each step, and each dispatch's workgroup counts.
     rows: Vec<usize>,
     counts: Vec<(u32, u32)>,
@@ -162,7 +171,7 @@ impl GpuSession {
         let attn_part = storage(&gpu, "attention chunk sums", part_bytes.max(16) as u64)?;
         let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step parameters"),
-            size: (exe.dispatches.len().max(1) as u64) * PARAM_STRIDE,
+            size: (exe.dispatches.len() as u64 + 2) * PARAM_STRIDE,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -211,6 +220,32 @@ impl GpuSession {
             .collect();
         let out = plan.outputs[0];
         let out_bytes = slot_bytes[exe.slot[out]];
+        let pick_part = storage(&gpu, "greedy pick partials", (PICK_GROUPS as u64 + 1) * 16)?;
+        let pick_bind = |k: u64| {
+            let params = wgpu::BufferBinding {
+                buffer: &params,
+                offset: (exe.dispatches.len() as u64 + k) * PARAM_STRIDE,
+                size: wgpu::BufferSize::new(64),
+            };
+            let entries = [
+                (0, wgpu::BindingResource::Buffer(params)),
+                (1, slots[exe.slot[out]].as_entire_binding()),
+                (2, pick_part.as_entire_binding()),
+            ]
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource });
+            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("greedy pick"),
+                layout: &exe.pick.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        };
+        let pick_binds = [pick_bind(0), pick_bind(1)];
+        let pick_staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("greedy pick readback"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("logits readback"),
             size: out_bytes.max(4) as u64,
@@ -229,9 +264,12 @@ impl GpuSession {
             bind_groups,
             staging,
             logits: Vec::new(),
+            pick_part,
+            pick_staging,
+            pick_binds,
             rows: vec![0; n],
             counts: vec![(0, 0); exe.dispatches.len()],
-            param_bytes: vec![0; exe.dispatches.len() * PARAM_STRIDE as usize],
+            param_bytes: vec![0; (exe.dispatches.len() + 2) * PARAM_STRIDE as usize],
             token_bytes: Vec::new(),
             timing: std::env::var_os("WEFT_GPU_TIMING").is_some(),
             profile: Profiler::new(&gpu, exe.dispatches.len()),
@@ -239,15 +277,15 @@ impl GpuSession {
         })
     }
 
-    /// Runs `tokens` (at most a chunk) at `pos0`; the output rows land in
-    /// `self.logits[at..]`.
+    /// Runs `tokens` (at most a chunk) at `pos0` and reads back what `read` asks; returns
+    /// the output's rows, and the pick where one was asked.
     fn call(
         &mut self,
         tokens: &[u32],
         pos0: usize,
         all: bool,
-        at: usize,
-    ) -> Result<usize, BackendError> {
+        read: Read,
+    ) -> Result<(usize, Option<Pick>), BackendError> {
         let exe = Arc::clone(&self.exe);
         let gpu = &exe.gpu;
         let seq = tokens.len();
@@ -266,14 +304,22 @@ impl GpuSession {
             p.write(&mut self.param_bytes[at..at + 64]);
             self.counts[d] = g;
         }
+        let o = exe.plan.outputs[0];
+        let out_rows = self.rows[o];
+        let vocab = exe.widths[o];
+        let (pick_params, pick_groups) = pick_stages(vocab, (out_rows.max(1) - 1) * vocab);
+        if read == Read::Pick {
+            for (k, p) in pick_params.iter().enumerate() {
+                let at = (exe.dispatches.len() + k) * PARAM_STRIDE as usize;
+                p.write(&mut self.param_bytes[at..at + 64]);
+            }
+        }
         self.token_bytes.clear();
         self.token_bytes
             .extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
         gpu.queue.write_buffer(&self.tokens, 0, &self.token_bytes);
         gpu.queue.write_buffer(&self.params, 0, &self.param_bytes);
-        let o = exe.plan.outputs[0];
-        let out_rows = self.rows[o];
-        let bytes = (out_rows * exe.widths[o] * 4) as u64;
+        let bytes = (out_rows * vocab * 4) as u64;
         let t0 = std::time::Instant::now();
         let run = |d: &usize| self.counts[*d].0 > 0 && self.counts[*d].1 > 0;
         let record = |pass: &mut wgpu::ComputePass, d: usize| {
@@ -282,8 +328,22 @@ impl GpuSession {
             pass.set_bind_group(0, &self.bind_groups[d], &[]);
             pass.dispatch_workgroups(x, y, 1);
         };
-        let read_out = |enc: &mut wgpu::CommandEncoder| {
-            enc.copy_buffer_to_buffer(&self.slots[exe.slot[o]], 0, &self.staging, 0, bytes)
+        let read_out = |enc: &mut wgpu::CommandEncoder| match read {
+            Read::Logits { .. } => {
+                enc.copy_buffer_to_buffer(&self.slots[exe.slot[o]], 0, &self.staging, 0, bytes)
+            }
+            Read::Pick => {
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&exe.pick);
+                    for (bind, x) in self.pick_binds.iter().zip([pick_groups, 1]) {
+                        pass.set_bind_group(0, bind, &[]);
+                        pass.dispatch_workgroups(x, 1, 1);
+                    }
+                }
+                let at = pick_groups as u64 * 16;
+                enc.copy_buffer_to_buffer(&self.pick_part, at, &self.pick_staging, 0, 16)
+            }
         };
         match &self.profile {
             // Submitted in chunks that double from FIRST_CHUNK dispatches, so that the GPU
@@ -343,15 +403,25 @@ impl GpuSession {
             }
         }
         let t1 = std::time::Instant::now();
-        let len = out_rows * exe.widths[o];
-        if self.logits.len() < at + len {
-            let extra = at + len - self.logits.len();
-            self.logits
-                .try_reserve(extra)
-                .map_err(|_| alloc_err("the logits".into(), (at + len) * 4))?;
-            self.logits.resize(at + len, 0.0);
-        }
-        map_into(gpu, &self.staging, &mut self.logits[at..at + len])?;
+        let picked = match read {
+            Read::Logits { at } => {
+                let len = out_rows * vocab;
+                if self.logits.len() < at + len {
+                    let extra = at + len - self.logits.len();
+                    self.logits
+                        .try_reserve(extra)
+                        .map_err(|_| alloc_err("the logits".into(), (at + len) * 4))?;
+                    self.logits.resize(at + len, 0.0);
+                }
+                map_into(gpu, &self.staging, &mut self.logits[at..at + len])?;
+                None
+            }
+            Read::Pick => {
+                let mut w = [0f32; 4];
+                map_into(gpu, &self.pick_staging, &mut w)?;
+                Some(read_pick(w.map(f32::to_bits)))
+            }
+        };
         if let Some(prof) = &mut self.profile {
             let counts = &self.counts;
             let names = exe
@@ -372,14 +442,43 @@ impl GpuSession {
                 t1.elapsed().as_secs_f64() * 1e3
             );
         }
-        Ok(out_rows)
+        Ok((out_rows, picked))
     }
-}
 
-impl Session for GpuSession {
-    fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError> {
+    /// Runs `tokens` in chunks of at most a submission's rows; the last chunk reads back
+    /// what `pick` asks (the greedy pick, or its logits), earlier ones their logits
+    /// where `all` asks for every row.
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        all: bool,
+        pick: bool,
+    ) -> Result<(usize, Option<Pick>), BackendError> {
         let seq = tokens.len();
         check_forward(self.pos, seq, self.max_ctx)?;
+        self.check_ids(tokens)?;
+        let width = self.exe.widths[self.exe.plan.outputs[0]];
+        let (mut at, mut rows, mut picked) = (0, 0, None);
+        let n = tokens.len().div_ceil(self.chunk);
+        for (c, part) in tokens.chunks(self.chunk).enumerate() {
+            let pos0 = self.pos + c * self.chunk;
+            let read = match pick && c + 1 == n {
+                true => Read::Pick,
+                false => Read::Logits {
+                    at: if all { at } else { 0 },
+                },
+            };
+            let (r, p) = self.call(part, pos0, all, read)?;
+            at += r * width;
+            rows = if all { rows + r } else { r };
+            picked = p;
+        }
+        self.pos += seq;
+        Ok((rows, picked))
+    }
+
+    /// Token ids and positions within the embedding tables they index.
+    fn check_ids(&self, tokens: &[u32]) -> Result<(), BackendError> {
         if let Some((tensor, rows)) = &self.exe.token_rows {
             if let Some((pos, &id)) = tokens
                 .iter()
@@ -395,32 +494,66 @@ impl Session for GpuSession {
             }
         }
         if let Some((tensor, rows)) = &self.exe.position_rows {
-            let last = self.pos + seq - 1;
+            let last = self.pos + tokens.len() - 1;
             if last >= *rows {
                 return Err(BackendError::TokenOutOfRange {
                     tensor: tensor.clone(),
                     id: last as u32,
-                    pos: seq - 1,
+                    pos: tokens.len() - 1,
                     rows: *rows,
                 });
             }
         }
-        let all = which == Logits::All;
-        let mut at = 0;
-        let mut rows = 0;
-        for (c, part) in tokens.chunks(self.chunk).enumerate() {
-            let pos0 = self.pos + c * self.chunk;
-            let r = self.call(part, pos0, all, if all { at } else { 0 })?;
-            let width = self.exe.widths[self.exe.plan.outputs[0]];
-            at += r * width;
-            rows = if all { rows + r } else { r };
-        }
-        self.pos += seq;
+        Ok(())
+    }
+}
+
+/// The greedy pick's two dispatches (argmax.wgsl) over the `vocab` values at `offset`
+/// of the output: their parameters, and the first stage's workgroups (the final
+/// partial lands just past theirs).
+pub(crate) fn pick_stages(vocab: usize, offset: usize) -> ([Params; 2], u32) {
+    let groups = vocab.div_ceil(256).clamp(1, PICK_GROUPS) as u32;
+    let params = [
+        Params::new(&[0, vocab as u32, offset as u32, groups]),
+        Params::new(&[1, groups, 0, 1]),
+    ];
+    (params, groups)
+}
+
+/// The final partial of the greedy pick (best value, its index, first non-finite index,
+/// its value's bits) as the pick.
+pub(crate) fn read_pick([_, index, bad, bad_bits]: [u32; 4]) -> Pick {
+    match bad {
+        u32::MAX => Pick::Token(index),
+        id => Pick::NonFinite {
+            id,
+            value: f32::from_bits(bad_bits),
+        },
+    }
+}
+
+/// What a call reads back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Its output rows, into the session's logits at `at`.
+    Logits { at: usize },
+    /// The greedy pick of its last output row.
+    Pick,
+}
+
+impl Session for GpuSession {
+    fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError> {
+        let (rows, _) = self.run(tokens, which == Logits::All, false)?;
         let width = self.exe.widths[self.exe.plan.outputs[0]];
         Ok(Output {
             logits: &self.logits[..rows * width],
             rows,
         })
+    }
+
+    fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, BackendError> {
+        let (_, picked) = self.run(tokens, false, true)?;
+        picked.ok_or(BackendError::NoTokens)
     }
 
     fn truncate(&mut self, pos: usize) -> Result<(), BackendError> {

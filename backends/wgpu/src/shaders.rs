@@ -58,6 +58,7 @@ pub fn body(name: &str) -> &'static str {
         "moe_route" => include_str!("../shaders/moe_route.wgsl"),
         "moe_combine" => include_str!("../shaders/moe_combine.wgsl"),
         "quantize_q8" => include_str!("../shaders/quantize_q8.wgsl"),
+        "argmax" => include_str!("../shaders/argmax.wgsl"),
         other => panic!("no kernel named {other}"),
     }
 }

@@ -3,6 +3,7 @@
 //! reassociation error.
 
 use proptest::prelude::*;
+use weft_backend::Pick;
 use weft_ir::{DType, GluAct, WeightView};
 use weft_quant::kernel_for;
 use weft_wgpu::RowsVariant;
@@ -78,6 +79,35 @@ fn cols_for(dtype: DType, blocks: usize) -> usize {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(6))]
+
+    /// The greedy pick on the device is the host's: the first of tied maxima, or the
+    /// first value that is NaN or infinite, over rows up to a 262k vocabulary's width
+    /// (values on a coarse grid, so ties are common).
+    #[test]
+    fn the_gpu_pick_is_the_host_pick(
+        len in prop_oneof![1usize..600, 30_000usize..270_000],
+        seed in any::<u64>(),
+        bad in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3), 0..3),
+    ) {
+        let mut s = seed | 1;
+        let mut row: Vec<f32> = (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 64) as f32 - 40.0
+            })
+            .collect();
+        for (at, kind) in &bad {
+            row[at.index(len)] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][*kind as usize];
+        }
+        // NaN values compare by their bits.
+        let bits = |p: Pick| match p {
+            Pick::Token(t) => (0, t, 0),
+            Pick::NonFinite { id, value } => (1, id, value.to_bits()),
+        };
+        prop_assert_eq!(bits(weft_wgpu::pick(&row).unwrap()), bits(weft_backend::pick(&row)));
+    }
 
     #[test]
     fn gather_decodes_like_the_reference(rows in 1usize..5, blocks in 1usize..4, seed in any::<u64>()) {
