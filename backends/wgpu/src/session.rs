@@ -45,6 +45,9 @@ pub struct GpuSession {
     timing: bool,
     /// `WEFT_GPU_PROFILE` set: GPU time per kernel, printed when the session closes.
     profile: Option<Profiler>,
+    /// `WEFT_GPU_SKIP=a,b`: dispatches whose label starts with a listed prefix do not
+    /// run (wrong logits; a step's time without them is what they cost).
+    skip: Vec<bool>,
 }
 
 /// Dispatches in a step's first submission (see `call`). On an H200 (tg64, short
@@ -273,6 +276,7 @@ impl GpuSession {
             token_bytes: Vec::new(),
             timing: std::env::var_os("WEFT_GPU_TIMING").is_some(),
             profile: Profiler::new(&gpu, exe.dispatches.len()),
+            skip: skipped(&exe),
             exe,
         })
     }
@@ -302,7 +306,7 @@ impl GpuSession {
             let (p, g) = (dp.rule)(&call);
             let at = d * PARAM_STRIDE as usize;
             p.write(&mut self.param_bytes[at..at + 64]);
-            self.counts[d] = g;
+            self.counts[d] = if self.skip[d] { (0, 0) } else { g };
         }
         let o = exe.plan.outputs[0];
         let out_rows = self.rows[o];
@@ -530,6 +534,19 @@ pub(crate) fn read_pick([_, index, bad, bad_bits]: [u32; 4]) -> Pick {
             value: f32::from_bits(bad_bits),
         },
     }
+}
+
+/// The dispatches `WEFT_GPU_SKIP` leaves out, by label prefix (a timing aid).
+fn skipped(exe: &GpuExecutable) -> Vec<bool> {
+    let list = std::env::var("WEFT_GPU_SKIP").unwrap_or_default();
+    let prefixes: Vec<&str> = list.split(',').filter(|p| !p.is_empty()).collect();
+    if !prefixes.is_empty() {
+        eprintln!("weft gpu: WEFT_GPU_SKIP={list}: those dispatches do not run; the logits are wrong");
+    }
+    exe.dispatches
+        .iter()
+        .map(|d| prefixes.iter().any(|p| d.label.starts_with(p)))
+        .collect()
 }
 
 /// What a call reads back.
