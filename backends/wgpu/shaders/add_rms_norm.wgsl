@@ -12,7 +12,9 @@
 @group(0) @binding(5) var<storage, read_write> q8: array<u32>;
 
 const Q8_WIDTH: u32 = 0u;
-var<workgroup> hs: array<f32, max(Q8_WIDTH, 1u)>;
+// The normed row for the quantiser, one pad word after every 32 (block b at 33b), so
+// the threads that each read a block hit distinct banks.
+var<workgroup> hs: array<f32, max(Q8_WIDTH + Q8_WIDTH / 32u, 1u)>;
 
 @compute @workgroup_size(NORM_THREADS)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -51,7 +53,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
                 let h = v[u] * inv * (wt[i] + pf(3));
                 out[oo + d + i] = h;
                 if q {
-                    hs[i] = h;
+                    hs[i + i / 32u] = h;
                 }
             }
         }
@@ -60,7 +62,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             for (var b = li; b < d / 32u; b += NORM_THREADS) {
                 var blk: array<vec4<f32>, 8>;
                 for (var e = 0u; e < 8u; e++) {
-                    let i = 32u * b + 4u * e;
+                    let i = 33u * b + 4u * e;
                     blk[e] = vec4<f32>(hs[i], hs[i + 1u], hs[i + 2u], hs[i + 3u]);
                 }
                 q8_block(blk, b, d);
