@@ -3,9 +3,13 @@
 // query: head h reads kv head h / (heads / kv_heads). Sliding window: keys p-window+1..p.
 // q is read with a row stride and column offset (a slice of a fused q|k|v output) and,
 // where the attention is rope-fused, rotated as it is loaded.
-// A tile: a thread scores one key, the tile's max and sum are trees, the weights land in
-// workgroup memory, and a thread adds its dims' weighted values over the tile's keys
-// (no exp and no branch in that loop, so its loads go out together).
+// 256 threads, tiles of 64 keys. Scoring: four adjacent threads a key, each summing every
+// fourth dim (their loads are one contiguous run), the key's score from their four
+// sums. The tile's max and sum are trees; the weights land in workgroup memory. Value
+// sums: four groups of 64 threads, each over 16 keys of the tile (no exp and no branch
+// in that loop, so its loads go out together), a thread a dim (and dim + 64, …); the
+// groups' sums are added at the end. Four times the threads of a thread a key: a decode
+// step has a workgroup or a few per head, so its loads need threads to be in flight.
 // Chunks (params 14, 15 > 1; decode): the keys split into chunks of pu(14) that run side
 // by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, which
 // attention_merge.wgsl adds up. One chunk: the output directly.
@@ -27,15 +31,20 @@
 @group(0) @binding(7) var<storage, read> ks: array<f32>;
 @group(0) @binding(8) var<storage, read> vs: array<f32>;
 
-var<workgroup> qs: array<f32, 256>;
-var<workgroup> sc: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
+const T: u32 = 256u;
+const KEYS: u32 = 64u;
 
-// The max (or, with add, the sum) of one value from each of the 64 threads.
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> sc: array<f32, KEYS>;
+var<workgroup> red: array<f32, T>;
+// Each value group's sums (4 × head_dim ≤ 256), added at the end.
+var<workgroup> sums: array<f32, 1024>;
+
+// The max (or, with add, the sum) of one value from each of the T threads.
 fn tile_reduce(li: u32, v: f32, add: bool) -> f32 {
     red[li] = v;
     workgroupBarrier();
-    for (var h = 32u; h > 0u; h = h / 2u) {
+    for (var h = T / 2u; h > 0u; h = h / 2u) {
         if li < h {
             red[li] = select(max(red[li], red[li + h]), red[li] + red[li + h], add);
         }
@@ -46,7 +55,7 @@ fn tile_reduce(li: u32, v: f32, add: bool) -> f32 {
     return r;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let nh = pu(1);
     let chunks = max(pu(15), 1u);
@@ -81,7 +90,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let ko = pu(12) + kvo;
         let vo = pu(13) + kvo;
         let row = p * kvw + kvo;
-        for (var d = li; d < hd; d += 64u) {
+        for (var d = li; d < hd; d += T) {
             var k = ks[ko + d];
             if rope {
                 k = roped(k, ks[ko + partner_of(d, half, lay)], d, half, lay, p);
@@ -91,7 +100,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         }
     }
     let qo = t * pu(9) + pu(10) + h * hd;
-    for (var d = li; d < hd; d += 64u) {
+    for (var d = li; d < hd; d += T) {
         var v = q[qo + d];
         if rope {
             v = roped(v, q[qo + partner_of(d, half, lay)], d, half, lay, p);
@@ -101,47 +110,53 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     storageBarrier();
     workgroupBarrier();
     let cap = pf(6);
+    // Scoring: key li / 4 of the tile, dims li % 4, + 4, + 8, …
+    let key = li / 4u;
+    let lane = li % 4u;
+    // Value sums: group li / 64 takes keys 16g .. 16g + 16 of the tile.
+    let g = li / KEYS;
+    let dl = li % KEYS;
     var m = -3.4e38;
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var tile = lo; tile < hi; tile += 64u) {
-        let j = tile + li;
-        var s = -3.4e38;
+    for (var tile = lo; tile < hi; tile += KEYS) {
+        let j = tile + key;
+        var dot = 0.0;
         if j < hi {
-            // Four dims a step, in four sums: four loads in flight.
             let kb = j * kvw + kvo;
-            var d4 = vec4<f32>(0.0);
-            var d = 0u;
-            for (; d + 4u <= hd; d += 4u) {
-                let qv = vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]);
-                d4 += qv * vec4<f32>(kc[kb + d], kc[kb + d + 1u], kc[kb + d + 2u], kc[kb + d + 3u]);
-            }
-            var dot = d4.x + d4.y + d4.z + d4.w;
-            for (; d < hd; d++) {
+            for (var d = lane; d < hd; d += 4u) {
                 dot += qs[d] * kc[kb + d];
             }
-            s = dot * pf(4);
+        }
+        red[li] = dot;
+        workgroupBarrier();
+        var s = -3.4e38;
+        if lane == 0u && j < hi {
+            s = ((red[li] + red[li + 1u]) + (red[li + 2u] + red[li + 3u])) * pf(4);
             if cap != 0.0 {
                 s = softcap(s, cap);
             }
         }
+        workgroupBarrier();
         let mt = max(m, tile_reduce(li, s, false));
-        let pw = select(0.0, exp(s - mt), j < hi);
-        sc[li] = pw;
+        let pw = select(0.0, exp(s - mt), lane == 0u && j < hi);
+        if lane == 0u {
+            sc[key] = pw;
+        }
         let corr = exp(m - mt);
         l = l * corr + tile_reduce(li, pw, true);
         for (var u = 0u; u < 4u; u++) {
             acc[u] *= corr;
         }
         // Keys past hi weigh 0 and read row hi - 1 (written, finite) in their place.
-        let n = min(64u, hi - tile);
-        for (var i = 0u; i < n; i += 4u) {
+        let n = min(16u * (g + 1u), hi - tile);
+        for (var i = 16u * g; i < n; i += 4u) {
             var rows: array<u32, 4>;
             for (var e = 0u; e < 4u; e++) {
                 rows[e] = min(tile + i + e, hi - 1u) * kvw + kvo;
             }
             for (var u = 0u; u < 4u; u++) {
-                let d = li + 64u * u;
+                let d = dl + KEYS * u;
                 if d < hd {
                     acc[u] += sc[i] * vc[rows[0] + d] + sc[i + 1u] * vc[rows[1] + d]
                         + sc[i + 2u] * vc[rows[2] + d] + sc[i + 3u] * vc[rows[3] + d];
@@ -151,24 +166,24 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         m = mt;
         workgroupBarrier();
     }
-    if chunks == 1u {
-        for (var u = 0u; u < 4u; u++) {
-            let d = li + 64u * u;
-            if d < hd {
-                out[th * hd + d] = acc[u] / l;
-            }
+    for (var u = 0u; u < 4u; u++) {
+        let d = dl + KEYS * u;
+        if d < hd {
+            sums[g * 256u + d] = acc[u];
         }
-        return;
     }
+    workgroupBarrier();
     let base = idx * (hd + 2u);
-    if li == 0u {
+    for (var d = li; d < hd; d += T) {
+        let a = (sums[d] + sums[256u + d]) + (sums[512u + d] + sums[768u + d]);
+        if chunks == 1u {
+            out[th * hd + d] = a / l;
+        } else {
+            part[base + 2u + d] = a;
+        }
+    }
+    if chunks > 1u && li == 0u {
         part[base] = m;
         part[base + 1u] = l;
-    }
-    for (var u = 0u; u < 4u; u++) {
-        let d = li + 64u * u;
-        if d < hd {
-            part[base + 2u + d] = acc[u];
-        }
     }
 }
