@@ -541,7 +541,9 @@ fn skipped(exe: &GpuExecutable) -> Vec<bool> {
     let list = std::env::var("WEFT_GPU_SKIP").unwrap_or_default();
     let prefixes: Vec<&str> = list.split(',').filter(|p| !p.is_empty()).collect();
     if !prefixes.is_empty() {
-        eprintln!("weft gpu: WEFT_GPU_SKIP={list}: those dispatches do not run; the logits are wrong");
+        eprintln!(
+            "weft gpu: WEFT_GPU_SKIP={list}: those dispatches do not run; the logits are wrong"
+        );
     }
     exe.dispatches
         .iter()
