@@ -30,12 +30,16 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     // loop of constant length) and keeps them, so the row is read once and its loads
     // are in flight together rather than one after another.
     if d <= NORM_THREADS * NORM_KEEP {
+        // The weights load with the row (they are cold: the matvecs stream past the
+        // cache), so their latency overlaps the row's and the sum's.
         var v: array<f32, NORM_KEEP>;
+        var w: array<f32, NORM_KEEP>;
         var s = 0.0;
         for (var u = 0u; u < NORM_KEEP; u++) {
             let i = li + u * NORM_THREADS;
             if i < d {
                 v[u] = a[ao + i] + b[bo + i];
+                w[u] = wt[i];
             }
         }
         for (var u = 0u; u < NORM_KEEP; u++) {
@@ -50,7 +54,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var u = 0u; u < NORM_KEEP; u++) {
             let i = li + u * NORM_THREADS;
             if i < d {
-                let h = v[u] * inv * (wt[i] + pf(3));
+                let h = v[u] * inv * (w[u] + pf(3));
                 out[oo + d + i] = h;
                 if q {
                     hs[i + i / 32u] = h;
