@@ -196,3 +196,100 @@ pub fn generate_from(
         decode_secs: t1.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logits with the largest value at `(position · 3) % vocab`, NaN from position `nan_at`;
+    /// counts the greedy picks it was asked for.
+    struct Scripted {
+        pos: usize,
+        nan_at: usize,
+        row: Vec<f32>,
+        picks: usize,
+    }
+
+    impl Forward for Scripted {
+        fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+            self.pos += tokens.len();
+            let hot = (self.pos * 3) % self.row.len();
+            for (i, v) in self.row.iter_mut().enumerate() {
+                *v = if self.pos > self.nan_at && i == 2 {
+                    f32::NAN
+                } else {
+                    (i == hot) as u8 as f32
+                };
+            }
+            Ok(&self.row)
+        }
+        fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, RuntimeError> {
+            self.picks += 1;
+            Ok(pick(self.forward(tokens)?))
+        }
+        fn reset(&mut self) {
+            self.pos = 0;
+        }
+        fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+            self.pos = pos.min(self.pos);
+            Ok(())
+        }
+        fn position(&self) -> usize {
+            self.pos
+        }
+    }
+
+    fn params(sampler: SamplerParams) -> GenParams {
+        GenParams {
+            max_tokens: 5,
+            sampler,
+            stop_ids: vec![],
+            ignore_eos: true,
+        }
+    }
+
+    /// Plain greedy steps pick through `forward_pick` (on the device, where the model
+    /// can); a repetition penalty needs the row, so the sampler reads it.
+    #[test]
+    fn plain_greedy_decode_steps_pick_on_the_model() {
+        let mut m = Scripted {
+            pos: 0,
+            nan_at: usize::MAX,
+            row: vec![0.0; 7],
+            picks: 0,
+        };
+        let g = generate(&mut m, &[1, 2], &params(SamplerParams::greedy()), |_| true).unwrap();
+        assert_eq!(g.tokens, [6, 2, 5, 1, 4]);
+        assert_eq!(m.picks, 4);
+        let penalised = SamplerParams {
+            repeat_penalty: 1.3,
+            ..SamplerParams::greedy()
+        };
+        m.picks = 0;
+        generate(&mut m, &[1, 2], &params(penalised), |_| true).unwrap();
+        assert_eq!(m.picks, 0);
+    }
+
+    /// A picked step whose logits hold a NaN is the generation error, naming the step,
+    /// the logit and its value.
+    #[test]
+    fn a_non_finite_pick_is_an_error() {
+        let mut m = Scripted {
+            pos: 0,
+            nan_at: 3,
+            row: vec![0.0; 7],
+            picks: 0,
+        };
+        let err =
+            generate(&mut m, &[1, 2], &params(SamplerParams::greedy()), |_| true).unwrap_err();
+        match err {
+            RuntimeError::NonFinite {
+                step, id, value, ..
+            } => {
+                assert_eq!((step, id), (2, 2));
+                assert!(value.is_nan());
+            }
+            e => panic!("{e}"),
+        }
+    }
+}
