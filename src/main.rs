@@ -17,7 +17,7 @@ use weft_runtime::serve::{serve, ServeConfig};
 use weft_runtime::tokenizer::StreamDecoder;
 use weft_runtime::StopStrings;
 use weft_runtime::{
-    generate, parity, Activations, BackendKind, Forward, GenParams, LowerOptions, Model,
+    generate, parity, Activations, BackendKind, Forward, GenParams, KvType, LowerOptions, Model,
     PassSelection, SamplerParams,
 };
 
@@ -409,6 +409,10 @@ struct KernelArgs {
     /// compiles to native code at load (to measure what the JIT buys).
     #[arg(long)]
     no_jit: bool,
+    /// What the KV cache stores: f32 (exact), or f16, half the memory (cpu and
+    /// reference backends; the gpu backend refuses it).
+    #[arg(long, value_enum, default_value = "f32")]
+    kv: KvArg,
 }
 
 impl KernelArgs {
@@ -417,8 +421,18 @@ impl KernelArgs {
             memory,
             activations: self.activations.into(),
             jit: !self.no_jit,
+            kv: match self.kv {
+                KvArg::F32 => KvType::F32,
+                KvArg::F16 => KvType::F16,
+            },
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum KvArg {
+    F32,
+    F16,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]

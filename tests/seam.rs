@@ -6,7 +6,9 @@
 mod common;
 use common::*;
 use weft_runtime::sampler::argmax;
-use weft_runtime::{parity, BackendKind, Engine, Forward, LowerOptions, Model, PassSelection};
+use weft_runtime::{
+    parity, BackendKind, Engine, Forward, KvType, LowerOptions, Model, PassSelection,
+};
 
 fn engine(model: &Model, backend: BackendKind) -> Engine {
     let plan = model.compile(&PassSelection::all()).unwrap().plan;
@@ -259,6 +261,57 @@ fn real_models_agree_across_backends() {
         );
         assert!(r.passed(), "{name}: rel {:.2e}", r.max_rel());
     }
+}
+
+/// An f16 KV cache (`--kv f16`): the cpu backend (F16C reads) and the reference (scalar)
+/// agree, and stay near the f32 cache (5.1e-4 and 2.8e-4 against the curated f32
+/// decoder), within 2e-3: f16's rounding step is 4.9e-4, and the two backends' keys,
+/// 1e-6 apart before rounding, can round to neighbouring f16 values (2.7e-4 apart end to
+/// end on SmolLM2). The simd kernel test compares the two reads on one cache exactly.
+/// The GPU refuses it by name.
+#[test]
+fn an_f16_kv_cache_agrees_across_backends_and_stays_near_f32() {
+    let f16 = LowerOptions {
+        kv: KvType::F16,
+        ..LowerOptions::default()
+    };
+    for name in ["smollm2-135m", "gemma3-270m"] {
+        let model = open_shared(name);
+        let prompt = model.encode("The capital of France is").unwrap();
+        let plan = model.compile(&PassSelection::all()).unwrap().plan;
+        let ctx = prompt.len() + 9;
+        let open = |backend, options: &LowerOptions| {
+            model
+                .engine(plan.clone(), backend, options)
+                .unwrap()
+                .session(ctx)
+                .unwrap()
+        };
+        let mut cpu = open(BackendKind::Cpu, &f16);
+        let mut reference = open(BackendKind::Reference, &f16);
+        let r = parity::compare(&mut cpu, &mut reference, &prompt, 8, 2e-3).unwrap();
+        assert!(
+            r.passed(),
+            "{name}: f16 cpu vs reference: rel {:.2e}",
+            r.max_rel()
+        );
+        let mut cpu = open(BackendKind::Cpu, &f16);
+        let mut exact = open(BackendKind::Cpu, &LowerOptions::default());
+        let r = parity::compare(&mut cpu, &mut exact, &prompt, 8, 2e-3).unwrap();
+        eprintln!("{name}: f16 KV vs f32 KV: max rel {:.2e}", r.max_rel());
+        assert!(r.passed(), "{name}: f16 vs f32 KV: rel {:.2e}", r.max_rel());
+        assert!(r.max_rel() > 0.0, "{name}: the f16 cache rounds nothing");
+    }
+    let err = gemma4()
+        .engine(
+            gemma4().compile(&PassSelection::all()).unwrap().plan,
+            BackendKind::Gpu,
+            &f16,
+        )
+        .err()
+        .expect("the gpu backend refuses an f16 KV cache")
+        .to_string();
+    assert!(err.contains("--kv f16"), "{err}");
 }
 
 /// A hand-edited plan with an input past its step gives one error naming the step.

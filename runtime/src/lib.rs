@@ -29,7 +29,7 @@ pub use model::{
 pub use sampler::SamplerParams;
 pub use stop::StopStrings;
 pub use threads::{physical_cores, set_threads};
-pub use weft_backend::{Activations, Logits, LowerOptions};
+pub use weft_backend::{Activations, KvType, Logits, LowerOptions};
 pub use weft_curated as curated;
 pub use weft_formats as load;
 pub use weft_passes::PassSelection;

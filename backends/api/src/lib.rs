@@ -111,12 +111,23 @@ pub enum Activations {
     Int8,
 }
 
+/// What a session's KV cache stores its keys and values as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// f32, as the graph computes them (the exact mode).
+    #[default]
+    F32,
+    /// f16 (IEEE half): half the cache's memory, keys and values rounded to 11 bits.
+    F16,
+}
+
 /// Options of the backend stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowerOptions {
     /// Plan an activation arena (else every value keeps its own buffer).
     pub memory: bool,
     pub activations: Activations,
+    pub kv: KvType,
     /// Compile what the backend can compile (the cpu backend's JIT); off: interpret
     /// every op, to measure what the JIT buys.
     pub jit: bool,
@@ -127,6 +138,7 @@ impl Default for LowerOptions {
         LowerOptions {
             memory: true,
             activations: Activations::default(),
+            kv: KvType::default(),
             jit: true,
         }
     }

@@ -22,7 +22,7 @@ pub use simd::Isa;
 
 use weft_backend::{Activations, BackendError, LowerOptions, MatKernel};
 use weft_ir::{Plan, WeightView};
-use weft_reference::ops::{self, AttnShape};
+use weft_reference::ops::{self, AttnShape, KvRows};
 use weft_reference::{Host, Kernels};
 
 /// The CPU backend.
@@ -67,8 +67,8 @@ impl Kernels for Parallel {
     fn attention(
         &self,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: KvRows,
+        v: KvRows,
         s: AttnShape,
         pos0: usize,
         out: &mut [f32],

@@ -248,7 +248,7 @@ proptest! {
         seq in 1usize..=4, past in 0usize..40, window in prop::option::of(1usize..20),
         softcap in prop::option::of(5.0f32..50.0), seed in any::<u64>(),
     ) {
-        use weft_reference::ops::{attention, attention_with, AttnShape};
+        use weft_reference::ops::{attention, attention_with, AttnShape, KvRows};
         let mut rng = Rng(seed | 1);
         let s = AttnShape {
             n_heads: kv * group, n_kv_heads: kv, head_dim: hd,
@@ -257,12 +257,21 @@ proptest! {
         let len = past + seq;
         let mut v = |n: usize| (0..n).map(|_| 3.0 * rng.f()).collect::<Vec<f32>>();
         let (q, k, vals) = (v(seq * s.n_heads * hd), v(len * kv * hd), v(len * kv * hd));
-        let (mut want, mut got) = (vec![0f32; q.len()], vec![0f32; q.len()]);
-        attention(&q, &k, &vals, s, past, &mut want);
-        attention_with(simd::vec_ops(Isa::detect()), &q, &k, &vals, s, past, &mut got);
-        let max = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            prop_assert!((g - w).abs() <= 1e-5 * max.max(1.0), "[{i}] {g} vs {w}");
+        // An f16 cache too: its SIMD reads (F16C) against the scalar ones.
+        let f16 = |x: &[f32]| x.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect::<Vec<u16>>();
+        let (k16, v16) = (f16(&k), f16(&vals));
+        let caches = [
+            ("f32", KvRows::F32(&k), KvRows::F32(&vals)),
+            ("f16", KvRows::F16(&k16), KvRows::F16(&v16)),
+        ];
+        for (kind, kc, vc) in caches {
+            let (mut want, mut got) = (vec![0f32; q.len()], vec![0f32; q.len()]);
+            attention(&q, kc, vc, s, past, &mut want);
+            attention_with(simd::vec_ops(Isa::detect()), &q, kc, vc, s, past, &mut got);
+            let max = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                prop_assert!((g - w).abs() <= 1e-5 * max.max(1.0), "{kind} [{i}] {g} vs {w}");
+            }
         }
     }
 }

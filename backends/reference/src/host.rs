@@ -5,12 +5,13 @@
 //! arithmetic of matmuls and embedding lookups comes from the backend's [`Kernels`];
 //! the other ops run the reference kernels of [`crate::ops`].
 
-use crate::ops::{self, AttnShape};
+use crate::ops::{self, AttnShape, KvRows};
+use std::ops::Range;
 use std::sync::Arc;
 use weft_backend::{
     after_last, backend_stage, check_batch, check_declined, check_forward, check_truncate,
-    kv_widths, validate_plan, BackendError, Executable, Logits, LowerOptions, MatKernel, Output,
-    Route, Session, Stage,
+    kv_widths, validate_plan, BackendError, Executable, KvType, Logits, LowerOptions, MatKernel,
+    Output, Route, Session, Stage,
 };
 use weft_ir::alloc::{try_resize, try_zeros};
 use weft_ir::{DType, Op, Plan, Step, WeightProvider, WeightView};
@@ -61,8 +62,8 @@ pub trait Kernels: Send + Sync + Sized + 'static {
     fn attention(
         &self,
         q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        k: KvRows,
+        v: KvRows,
         s: AttnShape,
         pos0: usize,
         out: &mut [f32],
@@ -172,9 +173,54 @@ enum Bound {
 }
 
 struct Cache {
-    k: Vec<f32>,
-    v: Vec<f32>,
+    k: Store,
+    v: Store,
     width: usize,
+}
+
+/// A cache's keys or values ([`LowerOptions::kv`]).
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl Store {
+    /// `rows × width` zeros, allocated fallibly: sizes come from flags and files.
+    fn new(kv: KvType, rows: usize, width: usize, what: &str) -> Result<Store, BackendError> {
+        let too_big = |bytes| BackendError::Alloc {
+            what: format!("{what} ({rows} positions × {width})"),
+            bytes,
+        };
+        Ok(match kv {
+            KvType::F32 => Store::F32(try_zeros(&[rows, width]).map_err(|e| too_big(e.bytes))?),
+            KvType::F16 => {
+                let n = rows.checked_mul(width).ok_or(too_big(u128::MAX))?;
+                let mut v = Vec::new();
+                v.try_reserve_exact(n).map_err(|_| too_big(n as u128 * 2))?;
+                v.resize(n, 0);
+                Store::F16(v)
+            }
+        })
+    }
+
+    /// Rows `at` from `src`; a rope-fused attention's keys rotated by `rot` first.
+    fn write(&mut self, at: Range<usize>, src: &[f32], rot: impl FnOnce(&mut [f32])) {
+        match self {
+            Store::F32(c) => {
+                c[at.clone()].copy_from_slice(src);
+                rot(&mut c[at]);
+            }
+            Store::F16(c) => ops::store_f16(src, &mut c[at], rot),
+        }
+    }
+
+    /// The first `end` values.
+    fn rows(&self, end: usize) -> KvRows<'_> {
+        match self {
+            Store::F32(c) => KvRows::F32(&c[..end]),
+            Store::F16(c) => KvRows::F16(&c[..end]),
+        }
+    }
 }
 
 /// A plan lowered for the host backend `K`, its weights bound once.
@@ -191,6 +237,7 @@ pub struct HostExecutable<K: Kernels> {
     kv_widths: Vec<usize>,
     /// Steps at or after a `last_position`: one row per position when all logits are asked.
     after_last: Vec<bool>,
+    kv: KvType,
     kernels: K,
 }
 
@@ -269,6 +316,7 @@ impl<K: Kernels> HostExecutable<K> {
             n_slots,
             kv_widths,
             after_last,
+            kv: options.kv,
             kernels,
         })
     }
@@ -293,8 +341,8 @@ impl<K: Kernels> Executable for HostExecutable<K> {
             .iter()
             .map(|&width| {
                 Ok(Cache {
-                    k: zeroed(max_ctx, width, "the key cache")?,
-                    v: zeroed(max_ctx, width, "the value cache")?,
+                    k: Store::new(self.kv, max_ctx, width, "the key cache")?,
+                    v: Store::new(self.kv, max_ctx, width, "the value cache")?,
                     width,
                 })
             })
@@ -378,14 +426,6 @@ fn check_ids(table: &WeightView, ids: &[u32]) -> Result<(), BackendError> {
         }),
         None => Ok(()),
     }
-}
-
-/// `rows × width` zeros, allocated fallibly: sizes come from flags and files.
-fn zeroed(rows: usize, width: usize, what: &str) -> Result<Vec<f32>, BackendError> {
-    try_zeros(&[rows, width]).map_err(|e| BackendError::Alloc {
-        what: format!("{what} ({rows} positions × {width})"),
-        bytes: e.bytes,
-    })
 }
 
 /// One sequence on a [`HostExecutable`]: KV cache, arena, position.
@@ -748,15 +788,17 @@ impl<K: Kernels> HostExecutable<K> {
                     let c = &mut seg.caches[*layer];
                     let w = c.width;
                     let at = pos0 * w..(pos0 + len) * w;
-                    c.k[at.clone()].copy_from_slice(&k_new[r * w..(r + len) * w]);
-                    c.v[at.clone()].copy_from_slice(&v_new[r * w..(r + len) * w]);
+                    let f = exe.freqs[i].as_deref();
+                    // Rope fused into attention: rotate k as it enters the cache, q in scratch.
+                    c.k.write(at.clone(), &k_new[r * w..(r + len) * w], |k| {
+                        if let (Some(rp), Some(f)) = (rope, f) {
+                            ops::rope(k, w, rp.head_dim, f, rp.layout, pos0);
+                        }
+                    });
+                    c.v.write(at, &v_new[r * w..(r + len) * w], |_| {});
                     let mut q = &q_all[r * qw..(r + len) * qw];
                     if let Some(rp) = rope {
-                        // Rope fused into attention: rotate k as it enters the cache, q in scratch.
-                        let f = exe.freqs[i]
-                            .as_deref()
-                            .expect("rope-fused attention has frequencies");
-                        ops::rope(&mut c.k[at], w, rp.head_dim, f, rp.layout, pos0);
+                        let f = f.expect("rope-fused attention has frequencies");
                         pass.scratch.clear();
                         pass.scratch.extend_from_slice(q);
                         ops::rope(&mut pass.scratch[..], qw, rp.head_dim, f, rp.layout, pos0);
@@ -765,7 +807,7 @@ impl<K: Kernels> HostExecutable<K> {
                     let end = (pos0 + len) * w;
                     let o = &mut out[r * ow..(r + len) * ow];
                     exe.kernels
-                        .attention(q, &c.k[..end], &c.v[..end], s, pos0, o);
+                        .attention(q, c.k.rows(end), c.v.rows(end), s, pos0, o);
                     r += len;
                 }
             }

@@ -232,11 +232,49 @@ pub struct VecOps {
     pub dot: fn(&[f32], &[f32]) -> f32,
     /// `y[i] += a·x[i]` over equal lengths.
     pub axpy: fn(&mut [f32], f32, &[f32]),
+    /// [`VecOps::dot`] and [`VecOps::axpy`] with `b` / `x` as f16 bits (an f16 KV cache).
+    pub dot_f16: fn(&[f32], &[u16]) -> f32,
+    pub axpy_f16: fn(&mut [f32], f32, &[u16]),
+}
+
+fn f16_to_f32(bits: u16) -> f32 {
+    half::f16::from_bits(bits).to_f32()
+}
+
+/// A layer's cached keys or values, rows of its KV width: f32, or f16 bits.
+#[derive(Clone, Copy, Debug)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
+/// `src` into `dst` as f16 bits (round to nearest even), after `then` has worked on an
+/// f32 copy (the rotation of a rope-fused attention's keys).
+pub fn store_f16(src: &[f32], dst: &mut [u16], then: impl FnOnce(&mut [f32])) {
+    with_scratch(|buf| {
+        buf.clear();
+        buf.extend_from_slice(src);
+        then(buf);
+        for (d, v) in dst.iter_mut().zip(buf.iter()) {
+            *d = half::f16::from_f32(*v).to_bits();
+        }
+    })
 }
 
 /// Plain loops, summed in element order.
 pub const SCALAR_VEC_OPS: VecOps = VecOps {
     dot: |a, b| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>(),
+    dot_f16: |a, b| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| a * f16_to_f32(*b))
+            .sum::<f32>()
+    },
+    axpy_f16: |y, a, x| {
+        for (yi, xi) in y.iter_mut().zip(x) {
+            *yi += a * f16_to_f32(*xi);
+        }
+    },
     axpy: |y, a, x| {
         for (yi, xi) in y.iter_mut().zip(x) {
             *yi += a * xi;
@@ -248,8 +286,8 @@ pub const SCALAR_VEC_OPS: VecOps = VecOps {
 /// and values `[0, pos0+seq)` (rows of `n_kv_heads·head_dim`). Writes `[seq, n_heads·head_dim]`.
 pub fn attention(
     q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_cache: KvRows,
+    v_cache: KvRows,
     s: AttnShape,
     pos0: usize,
     out: &mut [f32],
@@ -261,8 +299,8 @@ pub fn attention(
 pub fn attention_with(
     ops: VecOps,
     q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
+    k_cache: KvRows,
+    v_cache: KvRows,
     s: AttnShape,
     pos0: usize,
     out: &mut [f32],
@@ -281,8 +319,11 @@ pub fn attention_with(
             scores.clear();
             scores.reserve((p + 1 - start).next_power_of_two().max(256));
             scores.extend((start..=p).map(|j| {
-                let kj = &k_cache[j * kvw + kvh * hd..][..hd];
-                let mut d = (ops.dot)(qh, kj) * s.scale;
+                let at = j * kvw + kvh * hd;
+                let mut d = match k_cache {
+                    KvRows::F32(k) => (ops.dot)(qh, &k[at..][..hd]),
+                    KvRows::F16(k) => (ops.dot_f16)(qh, &k[at..][..hd]),
+                } * s.scale;
                 if let Some(c) = s.softcap {
                     d = c * (d / c).tanh();
                 }
@@ -296,8 +337,11 @@ pub fn attention_with(
             }
             o.fill(0.0);
             for (j, w) in (start..=p).zip(scores.iter()) {
-                let vj = &v_cache[j * kvw + kvh * hd..][..hd];
-                (ops.axpy)(o, w / sum, vj);
+                let at = j * kvw + kvh * hd;
+                match v_cache {
+                    KvRows::F32(v) => (ops.axpy)(o, w / sum, &v[at..][..hd]),
+                    KvRows::F16(v) => (ops.axpy_f16)(o, w / sum, &v[at..][..hd]),
+                }
             }
         })
     });
@@ -457,7 +501,7 @@ mod tests {
         let k = [0.5, 0.5];
         let v = [3.0, -1.0];
         let mut out = [0.0; 4];
-        attention(&q, &k, &v, s, 0, &mut out);
+        attention(&q, KvRows::F32(&k), KvRows::F32(&v), s, 0, &mut out);
         assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
     }
 }

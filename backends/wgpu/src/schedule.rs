@@ -10,7 +10,7 @@ use crate::NAME;
 use std::sync::{Arc, OnceLock};
 use weft_backend::{
     after_last, backend_stage, check_declined, kv_widths, validate_plan, Activations, BackendError,
-    Executable, LowerOptions, Route, Session, Stage,
+    Executable, KvType, LowerOptions, Route, Session, Stage,
 };
 use weft_ir::{DType, Ew, GluAct, Op, Plan, RopeLayout, WeightProvider, WeightView};
 use weft_reference::ops::rope_inv_freqs;
@@ -730,6 +730,12 @@ impl GpuExecutable {
     ) -> Result<Self, BackendError> {
         validate_plan(&plan)?;
         check_declined(&plan, NAME, &[])?;
+        if options.kv != KvType::F32 {
+            return Err(BackendError::Device {
+                backend: NAME,
+                message: "the KV cache is f32 on the GPU (--kv f16 runs on the cpu and reference backends)".into(),
+            });
+        }
         let gpu = gpu()?;
         let in_place = slice_views(&plan);
         // Routing is the kernel's choice inside the dispatch (rows per workgroup); the

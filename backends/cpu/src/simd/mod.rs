@@ -167,9 +167,11 @@ pub fn vec_ops(isa: Isa) -> VecOps {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => VecOps {
-            // SAFETY (both): Avx2 is only ever the result of detection.
+            // SAFETY (all): Avx2 is only ever the result of detection (with FMA and F16C).
             dot: |a, b| unsafe { x86::vec::dot(a, b) },
             axpy: |y, a, x| unsafe { x86::vec::axpy(y, a, x) },
+            dot_f16: |a, b| unsafe { x86::vec::dot(a, b) },
+            axpy_f16: |y, a, x| unsafe { x86::vec::axpy(y, a, x) },
         },
         _ => SCALAR_VEC_OPS,
     }
