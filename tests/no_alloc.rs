@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use weft_runtime::{Activations, BackendKind, Forward, LowerOptions, PassSelection};
+use weft_runtime::{Activations, BackendKind, Forward, KvType, LowerOptions, PassSelection};
 
 struct Counting;
 
@@ -44,9 +44,15 @@ fn decode_on_a_pool_thread() {
     for name in ["smollm2-135m", "gemma3-270m"] {
         let model = open_shared(name);
         let plan = model.compile(&PassSelection::all()).unwrap().plan;
-        for activations in [Activations::F32, Activations::Int8] {
+        let modes = [
+            (Activations::F32, KvType::F32),
+            (Activations::Int8, KvType::F32),
+            (Activations::F32, KvType::F16),
+        ];
+        for (activations, kv) in modes {
             let options = LowerOptions {
                 activations,
+                kv,
                 ..LowerOptions::default()
             };
             let engine = model
@@ -68,7 +74,7 @@ fn decode_on_a_pool_thread() {
             let n = ALLOCATIONS.load(Ordering::SeqCst) - before;
             assert_eq!(
                 n, 0,
-                "{name} ({activations:?}): {n} allocations in 16 decode steps"
+                "{name} ({activations:?}, KV {kv:?}): {n} allocations in 16 decode steps"
             );
         }
     }

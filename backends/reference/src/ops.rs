@@ -249,12 +249,17 @@ pub enum KvRows<'a> {
 }
 
 /// `src` into `dst` as f16 bits (round to nearest even), after `then` has worked on an
-/// f32 copy (the rotation of a rope-fused attention's keys).
+/// f32 copy (the rotation of a rope-fused attention's keys). The copy has a per-thread
+/// buffer of its own: rope, inside `then`, takes [`with_scratch`]'s.
 pub fn store_f16(src: &[f32], dst: &mut [u16], then: impl FnOnce(&mut [f32])) {
-    with_scratch(|buf| {
+    thread_local! {
+        static COPY: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    COPY.with(|c| {
+        let mut buf = c.borrow_mut();
         buf.clear();
         buf.extend_from_slice(src);
-        then(buf);
+        then(&mut buf);
         for (d, v) in dst.iter_mut().zip(buf.iter()) {
             *d = half::f16::from_f32(*v).to_bits();
         }
