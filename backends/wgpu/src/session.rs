@@ -1,8 +1,9 @@
 //! One sequence on a [`GpuExecutable`]: its arena, KV cache and rope tables on the
 //! device, every dispatch's bind group made once when the session opens. A forward
 //! call writes the token ids and the parameter blocks, records all dispatches in one
-//! command encoder and reads back only the logits it returns. Prompts longer than the
-//! arena's row capacity run in chunks.
+//! command encoder and reads back only the logits it returns, or for a greedy pick
+//! (`forward_pick`) 16 bytes. Prompts longer than the arena's row capacity run in
+//! chunks.
 
 use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE};
 use crate::profile::Profiler;
