@@ -270,6 +270,10 @@ enum Command {
             default_value_t = 5
         )]
         reps: usize,
+        /// Positions filled, untimed, before each run (llama-bench's -d): the tests
+        /// are then named ppN@dD and tgN@dD.
+        #[arg(short = 'd', long = "n-depth", value_name = "D", default_value_t = 0)]
+        depth: usize,
         /// One JSON object on stdout: {"model", "backend", "threads", "results":
         /// {"ppN": median tok/s, "tgN": ...}, "peak_rss_bytes"}.
         #[arg(long)]
@@ -514,6 +518,7 @@ fn real_main() -> Result<()> {
             prompts,
             gens,
             reps,
+            depth,
             json,
             backend,
             kernels,
@@ -522,6 +527,7 @@ fn real_main() -> Result<()> {
                 prompts,
                 gens,
                 reps,
+                depth,
             };
             spec.check(None)?;
             let backend = backend.kind()?;

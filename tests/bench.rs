@@ -18,6 +18,21 @@ fn keys(v: &serde_json::Value) -> Vec<String> {
     k
 }
 
+/// `-d D` fills D positions before each run: the tests are named `ppN@dD`, `tgN@dD`, and
+/// a depth past the model's context is refused before anything runs.
+#[test]
+fn bench_at_a_depth() {
+    let model = tied_gguf();
+    let args = ["bench", &model, "-p", "4", "-n", "2", "-r", "1", "-d", "5"];
+    let (code, out, err) = weft(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object on stdout");
+    assert_eq!(keys(&v["results"]), ["pp4@d5", "tg2@d5"]);
+    let (code, _, err) = weft(&["bench", &model, "-n", "2", "-d", "100000000"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("context length"), "{err}");
+}
+
 #[test]
 fn bench_json_contract() {
     let model = tied_gguf();

@@ -1,6 +1,7 @@
 //! Timing in the manner of llama-bench: prompt processing (`pp<N>`: N tokens in one
 //! step on a fresh sequence) and token generation (`tg<N>`: N one-token steps after a
-//! one-token prefill; only the N steps are timed), each repeated. Token ids are
+//! one-token prefill; only the N steps are timed), each repeated. With a depth D
+//! (llama-bench's `-d`), each run first fills D positions, untimed (`pp<N>@d<D>`). Token ids are
 //! pseudo-random (a fixed seed) below the vocabulary size, so no tokenizer is needed.
 //!
 //! Nothing here prints: progress reaches the caller as [`BenchEvent`]s.
@@ -12,34 +13,47 @@ use weft_ir::{Op, Plan};
 /// One test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BenchTest {
-    /// `pp<N>`: a prompt of N tokens in one step on an empty sequence.
-    Prompt(usize),
-    /// `tg<N>`: N single-token decode steps after a one-token prefill.
-    Gen(usize),
+    /// `pp<N>`: a prompt of N tokens in one step, after `depth` positions.
+    Prompt { n: usize, depth: usize },
+    /// `tg<N>`: N single-token decode steps after a one-token prefill, after `depth`
+    /// positions.
+    Gen { n: usize, depth: usize },
 }
 
 impl BenchTest {
-    /// `pp512`, `tg128`: llama-bench's names.
+    /// `pp512`, `tg128`, `tg128@d4096`: llama-bench's names, the depth where there is one.
     pub fn name(&self) -> String {
-        match self {
-            BenchTest::Prompt(n) => format!("pp{n}"),
-            BenchTest::Gen(n) => format!("tg{n}"),
+        let (kind, n, depth) = match *self {
+            BenchTest::Prompt { n, depth } => ("pp", n, depth),
+            BenchTest::Gen { n, depth } => ("tg", n, depth),
+        };
+        match depth {
+            0 => format!("{kind}{n}"),
+            d => format!("{kind}{n}@d{d}"),
         }
     }
 
     /// Tokens the timed part processes.
     pub fn tokens(&self) -> usize {
         match *self {
-            BenchTest::Prompt(n) | BenchTest::Gen(n) => n,
+            BenchTest::Prompt { n, .. } | BenchTest::Gen { n, .. } => n,
         }
     }
 
-    /// KV-cache positions the test needs.
-    pub fn ctx(&self) -> usize {
+    /// Untimed positions before the test.
+    pub fn depth(&self) -> usize {
         match *self {
-            BenchTest::Prompt(n) => n,
-            BenchTest::Gen(n) => n.saturating_add(1),
+            BenchTest::Prompt { depth, .. } | BenchTest::Gen { depth, .. } => depth,
         }
+    }
+
+    /// KV-cache positions the test needs, its depth included.
+    pub fn ctx(&self) -> usize {
+        let own = match *self {
+            BenchTest::Prompt { n, .. } => n,
+            BenchTest::Gen { n, .. } => n.saturating_add(1),
+        };
+        own.saturating_add(self.depth())
     }
 }
 
@@ -49,6 +63,8 @@ pub struct BenchSpec {
     pub prompts: Vec<usize>,
     pub gens: Vec<usize>,
     pub reps: usize,
+    /// Positions filled (untimed) before each run.
+    pub depth: usize,
 }
 
 impl BenchSpec {
@@ -59,8 +75,14 @@ impl BenchSpec {
         let all = self
             .prompts
             .iter()
-            .map(|&n| BenchTest::Prompt(n))
-            .chain(self.gens.iter().map(|&n| BenchTest::Gen(n)));
+            .map(|&n| BenchTest::Prompt {
+                n,
+                depth: self.depth,
+            })
+            .chain(self.gens.iter().map(|&n| BenchTest::Gen {
+                n,
+                depth: self.depth,
+            }));
         for t in all {
             if !tests.contains(&t) {
                 tests.push(t);
@@ -194,20 +216,24 @@ pub fn bench(
     Ok(results)
 }
 
-/// One run of `test` from position 0; the seconds of its timed part.
+/// One run of `test` from position 0, its depth first; the seconds of its timed part.
 fn run_once(
     session: &mut crate::GraphSession,
     test: BenchTest,
     tokens: &[u32],
 ) -> Result<f64, RuntimeError> {
     session.truncate(0)?;
+    let (filled, tokens) = tokens.split_at(test.depth());
+    if !filled.is_empty() {
+        session.forward(filled)?;
+    }
     match test {
-        BenchTest::Prompt(_) => {
+        BenchTest::Prompt { .. } => {
             let t0 = Instant::now();
             session.forward(tokens)?;
             Ok(t0.elapsed().as_secs_f64())
         }
-        BenchTest::Gen(_) => {
+        BenchTest::Gen { .. } => {
             session.forward(&tokens[..1])?;
             let t0 = Instant::now();
             for t in &tokens[1..] {
@@ -283,7 +309,7 @@ mod tests {
     #[test]
     fn stats_of_repetitions() {
         let r = BenchResult {
-            test: BenchTest::Prompt(4),
+            test: BenchTest::Prompt { n: 4, depth: 0 },
             tokens_per_s: vec![3.0, 1.0, 2.0, 10.0],
         };
         assert_eq!(r.median(), 2.5);
@@ -299,17 +325,27 @@ mod tests {
             prompts: vec![128, 512, 128],
             gens: vec![128],
             reps: 1,
+            depth: 0,
         };
         assert_eq!(
             spec.tests(),
             [
-                BenchTest::Prompt(128),
-                BenchTest::Prompt(512),
-                BenchTest::Gen(128)
+                BenchTest::Prompt { n: 128, depth: 0 },
+                BenchTest::Prompt { n: 512, depth: 0 },
+                BenchTest::Gen { n: 128, depth: 0 }
             ]
         );
         assert!(spec.check(Some(512)).is_ok());
         assert!(spec.check(Some(511)).is_err());
+        // A depth counts towards the context and names the tests.
+        let deep = BenchSpec {
+            depth: 1000,
+            ..spec.clone()
+        };
+        assert!(deep.check(Some(1512)).is_ok());
+        assert!(deep.check(Some(1511)).is_err());
+        let names: Vec<String> = deep.tests().iter().map(BenchTest::name).collect();
+        assert_eq!(names, ["pp128@d1000", "pp512@d1000", "tg128@d1000"]);
         for bad in [
             BenchSpec {
                 reps: 0,
@@ -327,6 +363,7 @@ mod tests {
                 prompts: vec![],
                 gens: vec![],
                 reps: 1,
+                depth: 0,
             },
         ] {
             assert!(bad.check(None).is_err(), "{bad:?}");
