@@ -5,7 +5,7 @@
 use crate::sampler::{Sampler, SamplerParams};
 use crate::RuntimeError;
 use std::time::Instant;
-use weft_backend::{pick, Pick};
+use weft_backend::{first_non_finite, pick, Pick};
 
 /// A model forward pass with its own KV cache.
 pub trait Forward {
@@ -77,15 +77,6 @@ impl Generation {
             steps as f64 / self.decode_secs.max(1e-9)
         }
     }
-}
-
-/// The first logit that is NaN or infinite, as (token id, value).
-pub(crate) fn first_non_finite(logits: &[f32]) -> Option<(usize, f32)> {
-    logits
-        .iter()
-        .copied()
-        .enumerate()
-        .find(|(_, v)| !v.is_finite())
 }
 
 /// The error for logits of generation step `step` (0: the prompt; k: the k-th generated

@@ -1,9 +1,9 @@
 //! Two forwards, one truth: runs two implementations on the same tokens and
 //! measures how far their logits are apart.
 
-use crate::executor::first_non_finite;
 use crate::sampler::{argmax, top_gap};
 use crate::{Forward, RuntimeError};
+use weft_backend::first_non_finite;
 
 /// The comparison of two forwards over a prompt and greedy steps.
 #[derive(Clone, Debug)]

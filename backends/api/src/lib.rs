@@ -89,12 +89,20 @@ pub fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
+/// The first value of `row` that is NaN or infinite, as (index, value).
+pub fn first_non_finite(row: &[f32]) -> Option<(usize, f32)> {
+    row.iter()
+        .copied()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+}
+
 /// What a greedy step picks from `row`, on the host.
 pub fn pick(row: &[f32]) -> Pick {
-    match row.iter().position(|v| !v.is_finite()) {
-        Some(id) => Pick::NonFinite {
+    match first_non_finite(row) {
+        Some((id, value)) => Pick::NonFinite {
             id: id as u32,
-            value: row[id],
+            value,
         },
         None => Pick::Token(argmax(row)),
     }

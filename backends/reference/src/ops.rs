@@ -200,14 +200,25 @@ pub fn rope(
     })
 }
 
+type Scratch = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
+
+thread_local! {
+    /// Rope's angles and attention's scores.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// [`store_f16`]'s copy, which rope works on inside it.
+    static COPY: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Runs `f` with this thread's scratch buffer, kept between calls so that the
 /// per-token loops allocate only while it grows. A nested call (a pool thread that
 /// took another task while this one waits) gets a fresh one.
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|s| match s.try_borrow_mut() {
+    with_buffer(&SCRATCH, f)
+}
+
+/// [`with_scratch`] on buffer `key`.
+fn with_buffer<R>(key: &'static Scratch, f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    key.with(|s| match s.try_borrow_mut() {
         Ok(mut v) => f(&mut v),
         Err(_) => f(&mut Vec::new()),
     })
@@ -252,14 +263,10 @@ pub enum KvRows<'a> {
 /// f32 copy (the rotation of a rope-fused attention's keys). The copy has a per-thread
 /// buffer of its own: rope, inside `then`, takes [`with_scratch`]'s.
 pub fn store_f16(src: &[f32], dst: &mut [u16], then: impl FnOnce(&mut [f32])) {
-    thread_local! {
-        static COPY: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    COPY.with(|c| {
-        let mut buf = c.borrow_mut();
+    with_buffer(&COPY, |buf| {
         buf.clear();
         buf.extend_from_slice(src);
-        then(&mut buf);
+        then(buf);
         for (d, v) in dst.iter_mut().zip(buf.iter()) {
             *d = half::f16::from_f32(*v).to_bits();
         }
