@@ -13,6 +13,7 @@
 //! Elementwise steps and norms run as native code that [`jit`] compiles for the plan
 //! at lowering (`LowerOptions.jit`; off, the host interprets them).
 
+pub mod attention;
 pub mod jit;
 pub mod matmul;
 pub mod q8;
@@ -22,7 +23,7 @@ pub use simd::Isa;
 
 use weft_backend::{Activations, BackendError, LowerOptions, MatKernel};
 use weft_ir::{Plan, WeightView};
-use weft_reference::ops::{self, AttnShape, KvRows};
+use weft_reference::ops::{AttnShape, KvRows};
 use weft_reference::{Host, Kernels};
 
 /// The CPU backend.
@@ -73,7 +74,7 @@ impl Kernels for Parallel {
         pos0: usize,
         out: &mut [f32],
     ) {
-        ops::attention_with(simd::vec_ops(self.config.isa), q, k, v, s, pos0, out)
+        attention::attention(simd::row_ops(self.config.isa), q, k, v, s, pos0, out)
     }
 
     fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {

@@ -15,6 +15,7 @@ use weft_cpu::matmul::{matmul_with, Config};
 use weft_cpu::q8::{Q8KRows, Q8Rows};
 use weft_cpu::{simd, Isa};
 use weft_ir::{DType, WeightView};
+use weft_reference::ops::KvRows;
 
 mod common;
 use common::{decoded, weight, Rng};
@@ -218,37 +219,69 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Attention's dot and axpy for this machine against f64 sums, on every length
-    /// class (whole 32-lane steps, 8-lane steps, a scalar tail).
+    /// Attention's row kernels for this machine against f64 sums, on every length
+    /// class (whole 8-row blocks and single rows; 64-column blocks and 8-column
+    /// steps), f32 and f16 rows, with a stride and an offset into the cache.
     #[test]
-    fn attention_vec_ops(n in 0usize..300, a in -2.0f32..2.0, seed in any::<u64>()) {
+    fn attention_row_ops(
+        hd in prop::sample::select(vec![8usize, 40, 64, 72, 128, 256]), n in 0usize..40,
+        pad in 0usize..3, first in 0usize..5, seed in any::<u64>(),
+    ) {
         let mut rng = Rng(seed | 1);
-        let x: Vec<f32> = (0..n).map(|_| rng.f()).collect();
-        let y: Vec<f32> = (0..n).map(|_| rng.f()).collect();
-        let ops = simd::vec_ops(Isa::detect());
-        let want: f64 = x.iter().zip(&y).map(|(&p, &q)| p as f64 * q as f64).sum();
-        let scale: f64 = x.iter().zip(&y).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum();
-        let got = (ops.dot)(&x, &y) as f64;
-        prop_assert!((got - want).abs() <= 1e-6 * scale + 1e-30, "dot {got} vs {want}");
-        let mut z = y.clone();
-        (ops.axpy)(&mut z, a, &x);
-        for i in 0..n {
-            let want = y[i] as f64 + a as f64 * x[i] as f64;
-            // One rounding (FMA) or two (multiply, then add).
-            let tol = 2.0 * f32::EPSILON as f64 * (y[i].abs() as f64 + (a * x[i]).abs() as f64);
-            prop_assert!((z[i] as f64 - want).abs() <= tol, "axpy [{i}] {} vs {want}", z[i]);
+        let stride = hd + 8 * pad;
+        let len = first + n * stride + hd;
+        let cache: Vec<f32> = (0..len).map(|_| rng.f()).collect();
+        let c16: Vec<u16> = cache.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        let q: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
+        let w: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+        let ops = simd::row_ops(Isa::detect());
+        for rows in [KvRows::F32(&cache), KvRows::F16(&c16)] {
+            let at = |i: usize| match rows {
+                KvRows::F32(r) => r[i] as f64,
+                KvRows::F16(r) => half::f16::from_bits(r[i]).to_f64(),
+            };
+            let mut got = vec![0f32; n];
+            (ops.scores)(&q, rows, first, stride, 0.5, &mut got);
+            for (j, g) in got.iter().enumerate() {
+                let terms = (0..hd).map(|i| q[i] as f64 * at(first + j * stride + i));
+                let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                prop_assert!((*g as f64 - 0.5 * want).abs() <= 1e-6 * size, "score [{j}] {g} vs {}", 0.5 * want);
+            }
+            let init: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
+            let mut acc = init.clone();
+            (ops.weighted_sum)(&w, rows, first, stride, &mut acc);
+            for (i, a) in acc.iter().enumerate() {
+                let terms = (0..n).map(|j| w[j] as f64 * at(first + j * stride + i));
+                let (want, size) = terms.fold((init[i] as f64, init[i].abs() as f64), |(s, a), t| (s + t, a + t.abs()));
+                prop_assert!((*a as f64 - want).abs() <= 1e-6 * size + 1e-30, "sum [{i}] {a} vs {want}");
+            }
         }
+        // e^(x − m) against f64, relative, and the sum of what was written.
+        let mut x: Vec<f32> = (0..n).map(|_| 20.0 * rng.f()).collect();
+        let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let before = x.clone();
+        let total = (ops.exp_sum)(&mut x, m);
+        for (e, v) in x.iter().zip(&before) {
+            let want = ((*v - m) as f64).exp();
+            prop_assert!((*e as f64 - want).abs() <= 4.0 * f32::EPSILON as f64 * want, "exp({}) {e} vs {want}", v - m);
+        }
+        let sum: f32 = x.iter().sum();
+        prop_assert!((total - sum).abs() <= 1e-5 * sum.max(1.0), "sum {total} vs {sum}");
     }
 
-    /// Whole attention with this machine's vector ops against the scalar form: GQA,
-    /// several query rows, windows and softcaps.
+    /// The cpu backend's attention (query heads grouped by KV head, one-token steps in
+    /// key chunks merged at the end) with this machine's vector ops against the
+    /// reference's per-head scalar loop: GQA, several query rows, windows, softcaps, and
+    /// chunks of 1 key up to more than the cache.
     #[test]
-    fn attention_with_simd_ops(
+    fn attention_grouped_and_chunked(
         kv in 1usize..=3, group in 1usize..=5, hd in prop::sample::select(vec![8usize, 40, 64, 72, 256]),
         seq in 1usize..=4, past in 0usize..40, window in prop::option::of(1usize..20),
-        softcap in prop::option::of(5.0f32..50.0), seed in any::<u64>(),
+        softcap in prop::option::of(5.0f32..50.0), chunk in 1usize..48, seed in any::<u64>(),
     ) {
-        use weft_reference::ops::{attention, attention_with, AttnShape, KvRows};
+        use weft_reference::ops::{attention, AttnShape};
+        // Chunks only split one-token steps: most cases are one.
+        let seq = if seed % 3 == 0 { seq } else { 1 };
         let mut rng = Rng(seed | 1);
         let s = AttnShape {
             n_heads: kv * group, n_kv_heads: kv, head_dim: hd,
@@ -267,7 +300,9 @@ proptest! {
         for (kind, kc, vc) in caches {
             let (mut want, mut got) = (vec![0f32; q.len()], vec![0f32; q.len()]);
             attention(&q, kc, vc, s, past, &mut want);
-            attention_with(simd::vec_ops(Isa::detect()), &q, kc, vc, s, past, &mut got);
+            weft_cpu::attention::attention_in_chunks(
+                simd::row_ops(Isa::detect()), &q, kc, vc, s, past, &mut got, chunk,
+            );
             let max = want.iter().fold(0f32, |m, x| m.max(x.abs()));
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 prop_assert!((g - w).abs() <= 1e-5 * max.max(1.0), "{kind} [{i}] {g} vs {w}");

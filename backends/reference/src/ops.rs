@@ -200,7 +200,8 @@ pub fn rope(
     })
 }
 
-type Scratch = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
+/// A thread's grow-only f32 buffer (see [`with_buffer`]).
+pub type Scratch = std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>;
 
 thread_local! {
     /// Rope's angles and attention's scores.
@@ -217,7 +218,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
 }
 
 /// [`with_scratch`] on buffer `key`.
-fn with_buffer<R>(key: &'static Scratch, f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+pub fn with_buffer<R>(key: &'static Scratch, f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     key.with(|s| match s.try_borrow_mut() {
         Ok(mut v) => f(&mut v),
         Err(_) => f(&mut Vec::new()),
@@ -235,8 +236,8 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
 }
 
-/// The two vector primitives attention spends its time in. Backends with SIMD pass
-/// their own to [`attention_with`]; the algorithm stays this one.
+/// The two vector primitives attention spends its time in: scalar loops here, SIMD in
+/// backends that have it.
 #[derive(Clone, Copy)]
 pub struct VecOps {
     /// `Σ a[i]·b[i]` over equal lengths.
@@ -296,6 +297,7 @@ pub const SCALAR_VEC_OPS: VecOps = VecOps {
 
 /// Causal attention for `seq` query rows at positions `pos0..pos0+seq`, over cached keys
 /// and values `[0, pos0+seq)` (rows of `n_kv_heads·head_dim`). Writes `[seq, n_heads·head_dim]`.
+/// A task per query row and head, plain loops: the yardstick of faster forms.
 pub fn attention(
     q: &[f32],
     k_cache: KvRows,
@@ -304,19 +306,7 @@ pub fn attention(
     pos0: usize,
     out: &mut [f32],
 ) {
-    attention_with(SCALAR_VEC_OPS, q, k_cache, v_cache, s, pos0, out)
-}
-
-/// [`attention`] with the dot and axpy of `ops`.
-pub fn attention_with(
-    ops: VecOps,
-    q: &[f32],
-    k_cache: KvRows,
-    v_cache: KvRows,
-    s: AttnShape,
-    pos0: usize,
-    out: &mut [f32],
-) {
+    let ops = SCALAR_VEC_OPS;
     let (hd, nh) = (s.head_dim, s.n_heads);
     let kvw = s.n_kv_heads * hd;
     let group = nh / s.n_kv_heads;

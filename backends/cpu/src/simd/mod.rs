@@ -11,12 +11,13 @@
 //! AVX-512, so there are no AVX-512 variants (they could not be tested). Elsewhere
 //! (aarch64 included) the portable path runs: NEON kernels are future work.
 
+use crate::attention::{RowOps, PORTABLE};
 use crate::q8::{self, Q8KRows, Q8Rows};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 use weft_backend::Activations;
 use weft_ir::DType;
-use weft_reference::ops::{VecOps, SCALAR_VEC_OPS};
+use weft_reference::ops::KvRows;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -162,18 +163,26 @@ pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Nee
     }
 }
 
-/// Attention's dot and axpy for `isa` (the scalar loops where it has no SIMD ones).
-pub fn vec_ops(isa: Isa) -> VecOps {
+/// Attention's row kernels for `isa`: the portable loops where it has no SIMD ones, or
+/// for head widths that are not a multiple of 8.
+pub fn row_ops(isa: Isa) -> RowOps {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => VecOps {
+        Isa::Avx2 => RowOps {
             // SAFETY (all): Avx2 is only ever the result of detection (with FMA and F16C).
-            dot: |a, b| unsafe { x86::vec::dot(a, b) },
-            axpy: |y, a, x| unsafe { x86::vec::axpy(y, a, x) },
-            dot_f16: |a, b| unsafe { x86::vec::dot(a, b) },
-            axpy_f16: |y, a, x| unsafe { x86::vec::axpy(y, a, x) },
+            scores: |q, rows, first, stride, scale, out| match rows {
+                _ if q.len() % 8 != 0 => (PORTABLE.scores)(q, rows, first, stride, scale, out),
+                KvRows::F32(r) => unsafe { x86::attn::scores(q, r, first, stride, scale, out) },
+                KvRows::F16(r) => unsafe { x86::attn::scores(q, r, first, stride, scale, out) },
+            },
+            exp_sum: |x, m| unsafe { x86::attn::exp_sum(x, m) },
+            weighted_sum: |w, rows, first, stride, acc| match rows {
+                _ if acc.len() % 8 != 0 => (PORTABLE.weighted_sum)(w, rows, first, stride, acc),
+                KvRows::F32(r) => unsafe { x86::attn::weighted_sum(w, r, first, stride, acc) },
+                KvRows::F16(r) => unsafe { x86::attn::weighted_sum(w, r, first, stride, acc) },
+            },
         },
-        _ => SCALAR_VEC_OPS,
+        _ => PORTABLE,
     }
 }
 

@@ -9,9 +9,9 @@
 //! from the `#[target_feature]` entry points, into which they inline, so the
 //! intrinsics inside compile to the AVX2 instructions.
 
+pub(super) mod attn;
 mod fdot;
 mod idot;
-pub(super) mod vec;
 
 use super::{ChunkFn, Needs};
 use crate::q8::scales;
