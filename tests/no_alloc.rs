@@ -58,12 +58,15 @@ fn decode_on_a_pool_thread() {
             let engine = model
                 .engine(plan.clone(), BackendKind::Cpu, &options)
                 .unwrap();
-            let mut s = engine.session(64).unwrap();
-            s.forward(&[1, 2, 3, 4]).unwrap();
+            // Steps past 128 keys split attention into chunks: the measured steps
+            // cross 384 keys, where a fourth chunk's partial sums join.
+            let mut s = engine.session(512).unwrap();
+            let prompt: Vec<u32> = (1..=330).collect();
+            s.forward(&prompt).unwrap();
             // The first steps size the arena for one row, start the thread pool and
             // fill each pool thread's scratch buffers, which a thread sizes when it
             // first runs a step's kernels (any thread of the pool may run a step).
-            for t in 0..32 {
+            for t in 0..48 {
                 s.forward(&[5 + t]).unwrap();
             }
             let before = ALLOCATIONS.load(Ordering::SeqCst);

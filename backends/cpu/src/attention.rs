@@ -1,7 +1,9 @@
 //! Attention for the cpu backend. Keys are taken in blocks of [`BLOCK`] positions and
 //! every query head that reads a block works on it while it is in L1, so each cached
 //! key and value row comes from memory once per step, not once per query head (3× less
-//! traffic at SmolLM2's 9:3 GQA). A one-token step splits its keys into chunks of
+//! traffic at SmolLM2's 9:3 GQA). A task folds [`PIECE`] keys at a time into a running
+//! softmax (max, sum, weighted values; flash attention's online form), so its memory
+//! does not grow with the context. A one-token step splits its keys into chunks of
 //! [`CHUNK`] positions that run in parallel over all heads (each chunk a contiguous
 //! stretch of the cache), each a softmax over its own keys (its max, its sum and its
 //! unnormalised weighted values), merged at the end as flash-decoding does. Longer
@@ -11,16 +13,25 @@
 use rayon::prelude::*;
 use weft_reference::ops::{with_buffer, AttnShape, KvRows, SCALAR_VEC_OPS};
 
-/// Keys a decode chunk covers: enough that a task outweighs its scheduling and the
-/// merge, few enough that a 1,500-key cache gives each core several tasks.
+/// Keys a decode chunk covers (more past [`MAX_CHUNKS`] chunks): enough that a task
+/// outweighs its scheduling and the merge, few enough that a 1,500-key cache gives each
+/// core several tasks.
 pub const CHUNK: usize = 128;
+
+/// Chunks a one-token step splits into at most (longer ones take longer chunks): a
+/// bound on the partial sums' memory.
+const MAX_CHUNKS: usize = 32;
+
+/// Keys a task scores before folding them into its running softmax (online, as flash
+/// attention does): the scores buffer stays heads × this, however long the context.
+const PIECE: usize = 128;
 
 /// Key positions the heads work through together: a block of SmolLM2's K rows
 /// (16 × 768 bytes) stays in L1 while its nine heads read it.
 const BLOCK: usize = 16;
 
 thread_local! {
-    /// A task's scores (heads × keys).
+    /// A task's scores (heads × [`PIECE`] keys).
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The caller's partial results of a chunked step; a task's [max, sum] pairs
     /// otherwise.
@@ -130,12 +141,13 @@ pub fn attention_in_chunks(
     }
     // One query row: a task per chunk, writing [max, sum] per head then the heads'
     // unnormalised sums into a part of its own.
-    let nc = span.len().div_ceil(chunk);
+    let nc = span.len().div_ceil(chunk).min(MAX_CHUNKS);
+    let chunk = span.len().div_ceil(nc);
     let part = 2 * nh + nh * hd;
     with_buffer(&PARTIALS, |parts| {
         parts.clear();
-        // Powers of two, so a growing cache reallocates rarely.
-        parts.reserve((nc * part).next_power_of_two());
+        // Room for the most chunks, so decode steps do not allocate as the context grows.
+        parts.reserve(MAX_CHUNKS * part);
         parts.resize(nc * part, 0.0);
         parts.par_chunks_mut(part).enumerate().for_each(|(c, p)| {
             let j0 = span.start + c * chunk;
@@ -191,33 +203,50 @@ impl Heads<'_> {
         let kvw = s.n_kv_heads * hd;
         let (n, nq) = (keys.len(), kvhs.len() * g);
         scores.clear();
-        // At least a whole decode chunk, so decode steps do not allocate as they grow.
-        scores.reserve((nq * n).max(s.n_heads * CHUNK));
-        scores.resize(nq * n, 0.0);
-        // Query head h (from the range's first) reads KV head kvhs.start + h / g; block
-        // b0's rows of that KV head start at `at(b0, h)`.
+        // Room for every head, so a thread's first one-token step does not allocate.
+        scores.reserve(s.n_heads * PIECE);
+        scores.resize(nq * PIECE, 0.0);
+        // Query head h (from the range's first) reads KV head kvhs.start + h / g; the
+        // rows of that KV head from key b0 on start at `at(b0, h)`.
         let at = |b0: usize, h: usize| (keys.start + b0) * kvw + (kvhs.start + h / g) * hd;
-        for b0 in (0..n).step_by(BLOCK) {
-            let bn = BLOCK.min(n - b0);
-            for (h, qh) in qs.chunks_exact(hd).take(nq).enumerate() {
-                let out = &mut scores[h * n + b0..][..bn];
-                (ops.scores)(qh, k, at(b0, h), kvw, s.scale, out);
-            }
-        }
         for h in 0..nq {
-            let row = &mut scores[h * n..][..n];
-            if let Some(c) = s.softcap {
-                row.iter_mut().for_each(|d| *d = c * (*d / c).tanh());
-            }
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            ml[2 * h] = m;
-            ml[2 * h + 1] = (ops.exp_sum)(row, m);
+            ml[2 * h] = f32::NEG_INFINITY;
+            ml[2 * h + 1] = 0.0;
         }
         acc.fill(0.0);
-        for b0 in (0..n).step_by(BLOCK) {
-            let bn = BLOCK.min(n - b0);
+        for p0 in (0..n).step_by(PIECE) {
+            let blocks = || {
+                (p0..(p0 + PIECE).min(n))
+                    .step_by(BLOCK)
+                    .map(|b0| (b0, BLOCK.min(n - b0)))
+            };
+            for (b0, bn) in blocks() {
+                for (h, qh) in qs.chunks_exact(hd).take(nq).enumerate() {
+                    let out = &mut scores[h * PIECE + b0 - p0..][..bn];
+                    (ops.scores)(qh, k, at(b0, h), kvw, s.scale, out);
+                }
+            }
+            // Heads sharing a KV head are adjacent, so its value rows stay in L1 while
+            // they add them up.
+            let pn = PIECE.min(n - p0);
             for (h, a) in acc.chunks_exact_mut(hd).take(nq).enumerate() {
-                (ops.weighted_sum)(&scores[h * n + b0..][..bn], v, at(b0, h), kvw, a);
+                let row = &mut scores[h * PIECE..][..pn];
+                if let Some(c) = s.softcap {
+                    row.iter_mut().for_each(|d| *d = c * (*d / c).tanh());
+                }
+                // The running softmax: a higher max rescales what came before.
+                let old = ml[2 * h];
+                let m = row.iter().cloned().fold(old, f32::max);
+                if m > old {
+                    let f = (old - m).exp();
+                    ml[2 * h + 1] *= f;
+                    a.iter_mut().for_each(|x| *x *= f);
+                }
+                ml[2 * h] = m;
+                ml[2 * h + 1] += (ops.exp_sum)(row, m);
+                for (b0, bn) in blocks() {
+                    (ops.weighted_sum)(&row[b0 - p0..][..bn], v, at(b0, h), kvw, a);
+                }
             }
         }
     }
