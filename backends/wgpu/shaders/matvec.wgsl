@@ -7,12 +7,16 @@
 // the lanes so that their loads coalesce (quant/rowdot/).
 // params: as matmul.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes, 6 w_base,
 // 7 groups_x, 8 expert mode, 9 x_div, 10 expert_bytes, 11 x_stride, 12 x_off.
+// GLU epilogue (GLU true; not in expert mode): the weight is [gate | up] (n rows, halves
+// of n / 2), a workgroup takes ROWS / 2 gate rows and the matching up rows, and stores
+// act(gate) · up, the act by param 13 (0 silu, 1 gelu).
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 
 const ROWS: u32 = 64u;
 const LANES: u32 = 1u;
+const GLU: bool = false;
 
 var<workgroup> partial: array<f32, 64>;
 
@@ -20,8 +24,15 @@ var<workgroup> partial: array<f32, 64>;
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let k = pu(1);
     let n = pu(2);
-    let j = wg.x * ROWS + li / LANES;
+    var j = wg.x * ROWS + li / LANES;
     let lane = li % LANES;
+    let h = ROWS / 2u;
+    if GLU {
+        // Row i of the workgroup: gate row wg.x·h + i % h (the last one again past the
+        // end, in range and not stored), or its up row n / 2 further.
+        let i = li / LANES;
+        j = min(wg.x * h + i % h, n / 2u - 1u) + n / 2u * (i / h);
+    }
     let r = wg.y;
     var base = pu(6);
     var xrow = r;
@@ -41,7 +52,17 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         }
         workgroupBarrier();
     }
-    if lane == 0u && j < n {
+    if GLU {
+        let jg = wg.x * h + li / LANES;
+        if lane == 0u && li < h * LANES && jg < n / 2u {
+            let g = partial[li];
+            var a = silu(g);
+            if pu(13) == 1u {
+                a = gelu(g);
+            }
+            out[r * pu(3) + pu(4) + jg] = a * partial[li + h * LANES];
+        }
+    } else if lane == 0u && j < n {
         out[r * pu(3) + pu(4) + j] = partial[li];
     }
 }

@@ -444,8 +444,8 @@ impl Lowering<'_> {
     }
 
     /// `out[:, col..col+n] = x · wᵀ` for `m(call)` rows; in expert mode rows pick their
-    /// expert's weight from `ids`. With `glu` (w is [gate | up]) a one-row call that takes
-    /// the several-rows matvec stores act(gate) · up into the GLU step's value instead;
+    /// expert's weight from `ids`. With `glu` (w is [gate | up]) a one-row call's matvec
+    /// stores act(gate) · up into the GLU step's value instead;
     /// returns whether it does. Weights of more rows than a dispatch's workgroups
     /// reach (a 262k-row vocabulary at two rows a workgroup) run in several dispatches
     /// over ranges of rows, each from a byte offset of the weight.
@@ -474,7 +474,13 @@ impl Lowering<'_> {
         // variant.
         let several = experts.is_none() && shaders::rows_matvec(dtype, rows_per, vec4, k);
         let int8 = self.int8 && several;
-        let glu = glu.filter(|_| several && n_all.is_multiple_of(2) && n_all <= span);
+        // The GLU epilogue: in the several-rows matvec, or in the plain one where a
+        // workgroup holds a gate row and its up row.
+        let glu = glu.filter(|_| {
+            (several || (experts.is_none() && rows_per >= 2))
+                && n_all.is_multiple_of(2)
+                && n_all <= span
+        });
         let m = Arc::new(m);
         if int8 {
             self.x8_words = self.x8_words.max(k / 4 + k / 32);

@@ -162,6 +162,9 @@ pub fn matmul_source(
         )
         + xdot;
     if name == "matvec" {
+        if variant.glu {
+            s = s.replace("const GLU: bool = false;", "const GLU: bool = true;");
+        }
         s += match row_dot(dtype).filter(|_| vec4 && lanes == 32) {
             Some(shared) => shared,
             None => include_str!("../shaders/row_dot_chunks.wgsl"),
