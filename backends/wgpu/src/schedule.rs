@@ -241,6 +241,28 @@ impl Lowering<'_> {
         pipelines().get(&self.gpu, name, src)
     }
 
+    /// A norm kernel for rows (or groups) `width` wide: each thread keeps just the
+    /// values it loads (`NORM_KEEP`, a power of two up to 32), so a narrow row's
+    /// kernel holds a few registers, not 64.
+    fn norm_pipeline(
+        &self,
+        i: usize,
+        name: &str,
+        width: usize,
+    ) -> Result<Arc<Kernel>, BackendError> {
+        let keep = width
+            .div_ceil(shaders::NORM_THREADS)
+            .next_power_of_two()
+            .min(32);
+        let src = shaders::source(name, None)
+            .map_err(|what| unsupported(i, self.plan, what))?
+            .replace(
+                "const NORM_KEEP: u32 = 32u;",
+                &format!("const NORM_KEEP: u32 = {keep}u;"),
+            );
+        pipelines().get(&self.gpu, &format!("{name} keep {keep}"), src)
+    }
+
     fn ew_pipeline(
         &self,
         code: &[Ew],
@@ -967,7 +989,7 @@ impl GpuExecutable {
                         1 => Buf::Dummy,
                         _ => Buf::Weight(lw.view(i, 1)?.0),
                     };
-                    let p = lw.pipeline(i, "rms_norm", None)?;
+                    let p = lw.norm_pipeline(i, "rms_norm", *group)?;
                     let (eps, off, group) = (*eps, *weight_offset, *group);
                     let has_w = (w != Buf::Dummy) as u32;
                     lw.push(
@@ -998,9 +1020,9 @@ impl GpuExecutable {
                         true => {
                             lw.x8_src = Some(h);
                             lw.x8_words = lw.x8_words.max(d / 4 + d / 32);
-                            (lw.pipeline(i, "add_rms_norm_q8", None)?, Buf::X8)
+                            (lw.norm_pipeline(i, "add_rms_norm_q8", d)?, Buf::X8)
                         }
-                        false => (lw.pipeline(i, "add_rms_norm", None)?, Buf::Dummy),
+                        false => (lw.norm_pipeline(i, "add_rms_norm", d)?, Buf::Dummy),
                     };
                     lw.push(
                         i,

@@ -63,6 +63,9 @@ pub fn body(name: &str) -> &'static str {
     }
 }
 
+/// Threads of a norm kernel's workgroup (`NORM_THREADS` in reduce.wgsl).
+pub const NORM_THREADS: usize = 256;
+
 /// The widest row `add_rms_norm_q8` quantises: its row lives in workgroup memory, and it
 /// quantises only on the norms' register path (rows up to NORM_THREADS · NORM_KEEP =
 /// 8192 in reduce.wgsl), which this stays within.
@@ -389,6 +392,16 @@ impl Pipelines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn norm_threads_are_the_shaders_own() {
+        let s = source("add_rms_norm", None).unwrap();
+        assert!(s.contains(&format!("const NORM_THREADS: u32 = {NORM_THREADS}u;")));
+        assert!(
+            s.contains("const NORM_KEEP: u32 = 32u;"),
+            "what norm_pipeline replaces"
+        );
+    }
 
     #[test]
     fn matvec_shares_super_blocks_among_32_lanes_where_it_can() {
