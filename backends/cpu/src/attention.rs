@@ -84,22 +84,10 @@ pub const PORTABLE: RowOps = RowOps {
 };
 
 /// Causal attention as `weft_reference::ops::attention` computes it, with `ops`'s row
-/// kernels, one-token steps over more than [`CHUNK`] keys split into chunks.
-pub fn attention(
-    ops: RowOps,
-    q: &[f32],
-    k: KvRows,
-    v: KvRows,
-    s: AttnShape,
-    pos0: usize,
-    out: &mut [f32],
-) {
-    attention_in_chunks(ops, q, k, v, s, pos0, out, CHUNK)
-}
-
-/// [`attention`] with decode chunks of `chunk` keys (the tests take small ones).
+/// kernels; a one-token step over more than `chunk` keys (the backend's [`CHUNK`], small
+/// ones in tests) runs in chunks.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_in_chunks(
+pub fn attention(
     ops: RowOps,
     q: &[f32],
     k: KvRows,

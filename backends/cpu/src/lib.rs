@@ -74,7 +74,8 @@ impl Kernels for Parallel {
         pos0: usize,
         out: &mut [f32],
     ) {
-        attention::attention(simd::row_ops(self.config.isa), q, k, v, s, pos0, out)
+        let ops = simd::row_ops(self.config.isa);
+        attention::attention(ops, q, k, v, s, pos0, out, attention::CHUNK)
     }
 
     fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {

@@ -300,7 +300,7 @@ proptest! {
         for (kind, kc, vc) in caches {
             let (mut want, mut got) = (vec![0f32; q.len()], vec![0f32; q.len()]);
             attention(&q, kc, vc, s, past, &mut want);
-            weft_cpu::attention::attention_in_chunks(
+            weft_cpu::attention::attention(
                 simd::row_ops(Isa::detect()), &q, kc, vc, s, past, &mut got, chunk,
             );
             let max = want.iter().fold(0f32, |m, x| m.max(x.abs()));

@@ -58,7 +58,7 @@ pub trait Kernels: Send + Sync + Sized + 'static {
         steps()
     }
     /// Causal attention over a session's cache ([`ops::attention`]'s contract). By
-    /// default the scalar loops; a SIMD backend passes its own dot and axpy.
+    /// default the scalar loops; a SIMD backend runs its own.
     fn attention(
         &self,
         q: &[f32],

@@ -236,8 +236,9 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
 }
 
-/// The two vector primitives attention spends its time in: scalar loops here, SIMD in
-/// backends that have it.
+/// The two vector primitives attention spends its time in, over f32 or f16 rows: the
+/// reference's attention takes the scalar loops ([`SCALAR_VEC_OPS`]), and so do the
+/// portable row kernels of faster attentions.
 #[derive(Clone, Copy)]
 pub struct VecOps {
     /// `Σ a[i]·b[i]` over equal lengths.
