@@ -11,7 +11,7 @@
 //! (`weft_reference::ops::attention`) is the yardstick.
 
 use rayon::prelude::*;
-use weft_reference::ops::{with_buffer, AttnShape, KvRows, SCALAR_VEC_OPS};
+use weft_reference::ops::{with_buffer, AttnShape, KvRows};
 
 /// Keys a decode chunk covers (more past [`MAX_CHUNKS`] chunks): enough that a task
 /// outweighs its scheduling and the merge, few enough that a 1,500-key cache gives each
@@ -51,16 +51,11 @@ pub struct RowOps {
     pub weighted_sum: fn(w: &[f32], rows: KvRows, first: usize, stride: usize, acc: &mut [f32]),
 }
 
-/// Plain loops over the reference's scalar dot and axpy.
+/// Plain loops over the cache rows' scalar dot and axpy (`KvRows`).
 pub const PORTABLE: RowOps = RowOps {
     scores: |q, rows, first, stride, scale, out| {
-        let hd = q.len();
         for (j, o) in out.iter_mut().enumerate() {
-            let at = first + j * stride;
-            *o = match rows {
-                KvRows::F32(r) => (SCALAR_VEC_OPS.dot)(q, &r[at..][..hd]),
-                KvRows::F16(r) => (SCALAR_VEC_OPS.dot_f16)(q, &r[at..][..hd]),
-            } * scale;
+            *o = rows.dot(q, first + j * stride) * scale;
         }
     },
     exp_sum: |x, m| {
@@ -72,13 +67,8 @@ pub const PORTABLE: RowOps = RowOps {
         l
     },
     weighted_sum: |w, rows, first, stride, acc| {
-        let hd = acc.len();
         for (j, &wj) in w.iter().enumerate() {
-            let at = first + j * stride;
-            match rows {
-                KvRows::F32(r) => (SCALAR_VEC_OPS.axpy)(acc, wj, &r[at..][..hd]),
-                KvRows::F16(r) => (SCALAR_VEC_OPS.axpy_f16)(acc, wj, &r[at..][..hd]),
-            }
+            rows.axpy(acc, wj, first + j * stride);
         }
     },
 };
@@ -130,7 +120,9 @@ pub fn attention(
     // One query row: a task per chunk, writing [max, sum] per head then the heads'
     // unnormalised sums into a part of its own.
     let nc = span.len().div_ceil(chunk).min(MAX_CHUNKS);
+    // Chunks of equal length but the last; none empty.
     let chunk = span.len().div_ceil(nc);
+    let nc = span.len().div_ceil(chunk);
     let part = 2 * nh + nh * hd;
     with_buffer(&PARTIALS, |parts| {
         parts.clear();

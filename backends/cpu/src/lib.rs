@@ -33,6 +33,8 @@ pub const CPU: Host<Parallel> = Host::new();
 /// activation mode asked for.
 pub struct Parallel {
     pub config: matmul::Config,
+    /// Attention's row kernels for the instruction set found.
+    row_ops: attention::RowOps,
     /// The plan's compiled kernels; `Err`: why there are none.
     jit: Result<jit::Jit, String>,
 }
@@ -41,11 +43,13 @@ impl Kernels for Parallel {
     const NAME: &'static str = "cpu";
 
     fn new(options: &LowerOptions, plan: &Plan) -> Result<Self, BackendError> {
+        let isa = Isa::detect();
         Ok(Parallel {
             config: matmul::Config {
-                isa: Isa::detect(),
+                isa,
                 activations: options.activations,
             },
+            row_ops: simd::row_ops(isa),
             jit: match options.jit {
                 true => jit::Jit::for_plan(plan),
                 false => Err("off".into()),
@@ -74,8 +78,7 @@ impl Kernels for Parallel {
         pos0: usize,
         out: &mut [f32],
     ) {
-        let ops = simd::row_ops(self.config.isa);
-        attention::attention(ops, q, k, v, s, pos0, out, attention::CHUNK)
+        attention::attention(self.row_ops, q, k, v, s, pos0, out, attention::CHUNK)
     }
 
     fn run_steps<R: Send>(&self, steps: impl FnOnce() -> R + Send) -> R {

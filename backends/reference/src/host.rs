@@ -193,13 +193,7 @@ impl Store {
         };
         Ok(match kv {
             KvType::F32 => Store::F32(try_zeros(&[rows, width]).map_err(|e| too_big(e.bytes))?),
-            KvType::F16 => {
-                let n = rows.checked_mul(width).ok_or(too_big(u128::MAX))?;
-                let mut v = Vec::new();
-                v.try_reserve_exact(n).map_err(|_| too_big(n as u128 * 2))?;
-                v.resize(n, 0);
-                Store::F16(v)
-            }
+            KvType::F16 => Store::F16(try_zeros(&[rows, width]).map_err(|e| too_big(e.bytes))?),
         })
     }
 

@@ -236,29 +236,40 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
 }
 
-/// The two vector primitives attention spends its time in, over f32 or f16 rows: the
-/// reference's attention takes the scalar loops ([`SCALAR_VEC_OPS`]), and so do the
-/// portable row kernels of faster attentions.
-#[derive(Clone, Copy)]
-pub struct VecOps {
-    /// `Σ a[i]·b[i]` over equal lengths.
-    pub dot: fn(&[f32], &[f32]) -> f32,
-    /// `y[i] += a·x[i]` over equal lengths.
-    pub axpy: fn(&mut [f32], f32, &[f32]),
-    /// [`VecOps::dot`] and [`VecOps::axpy`] with `b` / `x` as f16 bits (an f16 KV cache).
-    pub dot_f16: fn(&[f32], &[u16]) -> f32,
-    pub axpy_f16: fn(&mut [f32], f32, &[u16]),
-}
-
-fn f16_to_f32(bits: u16) -> f32 {
-    half::f16::from_bits(bits).to_f32()
-}
-
 /// A layer's cached keys or values, rows of its KV width: f32, or f16 bits.
 #[derive(Clone, Copy, Debug)]
 pub enum KvRows<'a> {
     F32(&'a [f32]),
     F16(&'a [u16]),
+}
+
+impl KvRows<'_> {
+    /// `Σ q[i]·row[i]` over the row of `q.len()` values at `at`, in element order.
+    pub fn dot(self, q: &[f32], at: usize) -> f32 {
+        match self {
+            KvRows::F32(r) => q.iter().zip(&r[at..][..q.len()]).map(|(a, b)| a * b).sum(),
+            KvRows::F16(r) => q
+                .iter()
+                .zip(&r[at..][..q.len()])
+                .map(|(a, b)| a * half::f16::from_bits(*b).to_f32())
+                .sum(),
+        }
+    }
+
+    /// `y[i] += a·row[i]` over the row of `y.len()` values at `at`.
+    pub fn axpy(self, y: &mut [f32], a: f32, at: usize) {
+        let n = y.len();
+        match self {
+            KvRows::F32(r) => y
+                .iter_mut()
+                .zip(&r[at..][..n])
+                .for_each(|(y, x)| *y += a * x),
+            KvRows::F16(r) => y
+                .iter_mut()
+                .zip(&r[at..][..n])
+                .for_each(|(y, x)| *y += a * half::f16::from_bits(*x).to_f32()),
+        }
+    }
 }
 
 /// `src` into `dst` as f16 bits (round to nearest even), after `then` has worked on an
@@ -275,27 +286,6 @@ pub fn store_f16(src: &[f32], dst: &mut [u16], then: impl FnOnce(&mut [f32])) {
     })
 }
 
-/// Plain loops, summed in element order.
-pub const SCALAR_VEC_OPS: VecOps = VecOps {
-    dot: |a, b| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>(),
-    dot_f16: |a, b| {
-        a.iter()
-            .zip(b)
-            .map(|(a, b)| a * f16_to_f32(*b))
-            .sum::<f32>()
-    },
-    axpy_f16: |y, a, x| {
-        for (yi, xi) in y.iter_mut().zip(x) {
-            *yi += a * f16_to_f32(*xi);
-        }
-    },
-    axpy: |y, a, x| {
-        for (yi, xi) in y.iter_mut().zip(x) {
-            *yi += a * xi;
-        }
-    },
-};
-
 /// Causal attention for `seq` query rows at positions `pos0..pos0+seq`, over cached keys
 /// and values `[0, pos0+seq)` (rows of `n_kv_heads·head_dim`). Writes `[seq, n_heads·head_dim]`.
 /// A task per query row and head, plain loops: the yardstick of faster forms.
@@ -307,7 +297,6 @@ pub fn attention(
     pos0: usize,
     out: &mut [f32],
 ) {
-    let ops = SCALAR_VEC_OPS;
     let (hd, nh) = (s.head_dim, s.n_heads);
     let kvw = s.n_kv_heads * hd;
     let group = nh / s.n_kv_heads;
@@ -323,10 +312,7 @@ pub fn attention(
             scores.reserve((p + 1 - start).next_power_of_two().max(256));
             scores.extend((start..=p).map(|j| {
                 let at = j * kvw + kvh * hd;
-                let mut d = match k_cache {
-                    KvRows::F32(k) => (ops.dot)(qh, &k[at..][..hd]),
-                    KvRows::F16(k) => (ops.dot_f16)(qh, &k[at..][..hd]),
-                } * s.scale;
+                let mut d = k_cache.dot(qh, at) * s.scale;
                 if let Some(c) = s.softcap {
                     d = c * (d / c).tanh();
                 }
@@ -341,10 +327,7 @@ pub fn attention(
             o.fill(0.0);
             for (j, w) in (start..=p).zip(scores.iter()) {
                 let at = j * kvw + kvh * hd;
-                match v_cache {
-                    KvRows::F32(v) => (ops.axpy)(o, w / sum, &v[at..][..hd]),
-                    KvRows::F16(v) => (ops.axpy_f16)(o, w / sum, &v[at..][..hd]),
-                }
+                v_cache.axpy(o, w / sum, at);
             }
         })
     });

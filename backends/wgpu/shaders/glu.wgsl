@@ -13,11 +13,5 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let r = i / f;
     let c = i % f;
     let g = x[r * 2u * f + c];
-    var a: f32;
-    if pu(2) == 0u {
-        a = silu(g);
-    } else {
-        a = gelu(g);
-    }
-    out[i] = a * x[r * 2u * f + f + c];
+    out[i] = glu_act(g, pu(2)) * x[r * 2u * f + f + c];
 }

@@ -55,12 +55,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     if GLU {
         let jg = wg.x * h + li / LANES;
         if lane == 0u && li < h * LANES && jg < n / 2u {
-            let g = partial[li];
-            var a = silu(g);
-            if pu(13) == 1u {
-                a = gelu(g);
-            }
-            out[r * pu(3) + pu(4) + jg] = a * partial[li + h * LANES];
+            out[r * pu(3) + pu(4) + jg] = glu_act(partial[li], pu(13)) * partial[li + h * LANES];
         }
     } else if lane == 0u && j < n {
         out[r * pu(3) + pu(4) + j] = partial[li];

@@ -62,11 +62,7 @@ fn finish(wg: vec3<u32>, lane: u32) {
         }
         j = wg.x * h + lane;
         n = n / 2u;
-        var a = silu(v);
-        if pu(13) == 1u {
-            a = gelu(v);
-        }
-        v = a * partial[(lane + h) * LANES];
+        v = glu_act(v, pu(13)) * partial[(lane + h) * LANES];
     }
     if lane < R && j < n {
         out[wg.y * pu(3) + pu(4) + j] = v;

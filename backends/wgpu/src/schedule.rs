@@ -499,7 +499,8 @@ impl Lowering<'_> {
         // The GLU epilogue: in the several-rows matvec, or in the plain one where a
         // workgroup holds a gate row and its up row.
         let glu = glu.filter(|_| {
-            (several || (experts.is_none() && rows_per >= 2))
+            experts.is_none()
+                && (several || rows_per >= 2)
                 && n_all.is_multiple_of(2)
                 && n_all <= span
         });
