@@ -127,6 +127,78 @@ fn truncate_then_the_rest_equals_a_fresh_run() {
     }
 }
 
+/// A sliding-window layer keeps a ring of its window and one pass's positions, not the
+/// whole context: past the ring's length (gemma3's window of 4 plus 512 positions), a
+/// prompt of 1,100 tokens runs in passes, every position's logits come back, and decode
+/// goes on, all within 1e-4 of the curated decoder (which keeps every position) with the
+/// same greedy tokens. A rewind inside the ring equals the fresh run; one further back
+/// than the ring holds is refused by name, and `rewind_point` says to start again at 0.
+#[test]
+fn sliding_window_layers_keep_a_ring() {
+    let model = open_shared(fixtures().join("families/gemma3").to_str().unwrap());
+    let prompt: Vec<u32> = (0..1100u32).map(|i| (i * 7 + 3) % 200).collect();
+    let ctx = prompt.len() + 8;
+    let mut curated = model.curated(ctx).unwrap();
+    let want = curated.forward(&prompt).unwrap().to_vec();
+    let mut want_steps = vec![];
+    let mut t = argmax(&want);
+    for _ in 0..8 {
+        want_steps.push((t, curated.forward(&[t]).unwrap().to_vec()));
+        t = argmax(&want_steps.last().unwrap().1);
+    }
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        let rel = max_abs_diff(got, want) / max_abs(want);
+        assert!(rel <= 1e-4, "{what}: {rel:.2e} from the curated decoder");
+    };
+    for backend in [BackendKind::Reference, BackendKind::Cpu] {
+        let engine = engine(model, backend);
+        let mut s = engine.session(ctx).unwrap();
+        let (all, rows) = s.forward_all(&prompt).unwrap();
+        assert_eq!(rows, prompt.len(), "{backend}");
+        let vocab = all.len() / rows;
+        let last = all[(rows - 1) * vocab..].to_vec();
+        close(&last, &want, &format!("{backend}: the prompt's last row"));
+        // Rows of an earlier pass: the first pass's last, the second's first.
+        let mut early = engine.session(ctx).unwrap();
+        for i in [511, 512] {
+            let (rows_i, _) = early.forward_all(&prompt[..=i]).unwrap();
+            let want_i = rows_i[i * vocab..].to_vec();
+            close(
+                &all[i * vocab..][..vocab],
+                &want_i,
+                &format!("{backend}: row {i}"),
+            );
+            early.truncate(0).unwrap();
+        }
+        for (k, (tok, want_k)) in want_steps.iter().enumerate() {
+            let got = s.forward(&[*tok]).unwrap();
+            assert_eq!(
+                argmax(got),
+                argmax(want_k),
+                "{backend}: step {k}'s greedy token"
+            );
+            close(got, want_k, &format!("{backend}: step {k}"));
+        }
+        // Back 300 positions (the ring holds the window those read): as the fresh run.
+        assert_eq!(s.rewind_point(800), 800);
+        s.truncate(800).unwrap();
+        let again = s.forward(&prompt[800..]).unwrap();
+        close(again, &want, &format!("{backend}: after a rewind to 800"));
+        // Back 1,000: the ring has overwritten what position 100 reads.
+        assert_eq!(s.rewind_point(100), 0, "{backend}");
+        let err = s.truncate(100).unwrap_err().to_string();
+        assert!(err.contains("rewind to 0"), "{backend}: {err}");
+        assert_eq!(
+            s.position(),
+            prompt.len(),
+            "{backend}: a refused rewind moves nothing"
+        );
+        s.truncate(0).unwrap();
+        let fresh = s.forward(&prompt).unwrap();
+        close(fresh, &want, &format!("{backend}: from 0 again"));
+    }
+}
+
 #[test]
 fn all_logits_are_each_positions_last_logits() {
     for backend in BackendKind::ALL {

@@ -239,12 +239,7 @@ impl<'m> Conversation<'m> {
             max_tokens: params.max_tokens.min(room + 1),
             ..params.clone()
         };
-        let reuse = self
-            .cached
-            .iter()
-            .zip(&prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let reuse = crate::executor::reusable(&self.session, &self.cached, &prompt);
         // Until this turn succeeds, the session holds no more than the shared prefix.
         self.cached.truncate(reuse);
         let generation = generate_from(&mut self.session, reuse, &prompt, &params, on_token)?;

@@ -144,6 +144,10 @@ impl Forward for GraphSession {
         self.inner.position()
     }
 
+    fn rewind_point(&self, pos: usize) -> usize {
+        self.inner.rewind_point(pos)
+    }
+
     fn locate_non_finite(&mut self, tokens: &[u32]) -> Option<String> {
         self.inner.locate_non_finite(tokens).ok().flatten()
     }

@@ -23,6 +23,11 @@ pub trait Forward {
     fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError>;
     /// Positions held in the KV cache.
     fn position(&self) -> usize;
+    /// The longest prefix of at most `pos` positions that `truncate` can keep (a
+    /// sliding-window layer's ring may hold too little for a far rewind: then 0).
+    fn rewind_point(&self, pos: usize) -> usize {
+        pos.min(self.position())
+    }
     /// After a forward call of `tokens` whose logits were not finite: reruns it checking
     /// every step and names the first whose output was not finite, where the model can.
     fn locate_non_finite(&mut self, _tokens: &[u32]) -> Option<String> {
@@ -107,9 +112,23 @@ pub fn generate(
     generate_from(model, 0, prompt, params, on_token)
 }
 
+/// The positions of `held` (the tokens `model` holds) that a generation from `prompt`
+/// keeps: their common prefix, short of the prompt's last token (whose logits are
+/// needed), and no further back than `model` can rewind.
+pub fn reusable(model: &dyn Forward, held: &[u32], prompt: &[u32]) -> usize {
+    let common = common_prefix(held, prompt);
+    model.rewind_point(common.min(prompt.len().saturating_sub(1)))
+}
+
+/// The length of the longest common prefix.
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Like [`generate`], keeping the first `reuse` positions of the sequence the model
 /// holds (they must be `prompt[..reuse]`): only the rest of the prompt is prefilled.
-/// `reuse` must be less than the prompt's length (the last position yields the logits).
+/// Keeps fewer where `reuse` is not less than the prompt's length (the last position
+/// yields the logits) or the model cannot rewind that far ([`reusable`]'s rule).
 pub fn generate_from(
     model: &mut dyn Forward,
     reuse: usize,
@@ -121,7 +140,7 @@ pub fn generate_from(
         return Err(RuntimeError::EmptyPrompt);
     }
     params.sampler.validate()?;
-    let reuse = reuse.min(prompt.len() - 1);
+    let reuse = model.rewind_point(reuse.min(prompt.len() - 1));
     model.truncate(reuse)?;
     let mut sampler = Sampler::new(params.sampler.clone());
     let greedy = params.sampler.is_plain_greedy();
@@ -191,6 +210,13 @@ pub fn generate_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_prefixes() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common_prefix(&[], &[1]), 0);
+        assert_eq!(common_prefix(&[1, 2], &[1, 2]), 2);
+    }
 
     /// Logits with the largest value at `(position · 3) % vocab`, NaN from position `nan_at`;
     /// counts the greedy picks it was asked for.

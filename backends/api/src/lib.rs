@@ -181,6 +181,10 @@ pub enum BackendError {
     #[error("cannot truncate to position {to}: the session holds {position}")]
     Truncate { to: usize, position: usize },
     #[error(
+        "cannot rewind to position {to}: a sliding-window layer's ring keeps positions from {held_from} on, and position {to} reads earlier ones; rewind to 0 and run the tokens again"
+    )]
+    Rewind { to: usize, held_from: usize },
+    #[error(
         "token id {id} (position {pos}) is out of range for '{tensor}', which has {rows} rows"
     )]
     TokenOutOfRange {
@@ -309,8 +313,14 @@ pub trait Session: Send {
         Ok(pick(self.forward(tokens, Logits::Last)?.last()))
     }
     /// Rewinds to `pos` positions (a prefix of what was run); later forwards overwrite
-    /// the cache from there.
+    /// the cache from there. Only to a [`Session::rewind_point`].
     fn truncate(&mut self, pos: usize) -> Result<(), BackendError>;
+    /// The longest prefix of at most `pos` positions that [`Session::truncate`] can keep:
+    /// `pos` (or the positions held, if fewer), or 0 where a sliding-window layer's ring
+    /// has overwritten positions that `pos` reads.
+    fn rewind_point(&self, pos: usize) -> usize {
+        pos.min(self.position())
+    }
     /// Positions held in the KV cache.
     fn position(&self) -> usize;
     /// Positions the KV cache can hold.

@@ -7,7 +7,8 @@
 //! [`CHUNK`] positions that run in parallel over all heads (each chunk a contiguous
 //! stretch of the cache), each a softmax over its own keys (its max, its sum and its
 //! unnormalised weighted values), merged at the end as flash-decoding does. Longer
-//! steps run a task per query row and KV head. The reference's per-head loop
+//! steps run a task per query row and KV head. A sliding-window layer's cache is a
+//! ring, so a block of keys may take two runs of rows. The reference's per-head loop
 //! (`weft_reference::ops::attention`) is the yardstick.
 
 use rayon::prelude::*;
@@ -186,9 +187,9 @@ impl Heads<'_> {
         // Room for every head, so a thread's first one-token step does not allocate.
         scores.reserve(s.n_heads * PIECE);
         scores.resize(nq * PIECE, 0.0);
-        // Query head h (from the range's first) reads KV head kvhs.start + h / g; the
-        // rows of that KV head from key b0 on start at `at(b0, h)`.
-        let at = |b0: usize, h: usize| (keys.start + b0) * kvw + (kvhs.start + h / g) * hd;
+        // Query head h (from the range's first) reads KV head kvhs.start + h / g; its
+        // part of cache row r starts at `at(r, h)`.
+        let at = |r: usize, h: usize| r * kvw + (kvhs.start + h / g) * hd;
         for h in 0..nq {
             ml[2 * h] = f32::NEG_INFINITY;
             ml[2 * h + 1] = 0.0;
@@ -201,9 +202,11 @@ impl Heads<'_> {
                     .map(|b0| (b0, BLOCK.min(n - b0)))
             };
             for (b0, bn) in blocks() {
-                for (h, qh) in qs.chunks_exact(hd).take(nq).enumerate() {
-                    let out = &mut scores[h * PIECE + b0 - p0..][..bn];
-                    (ops.scores)(qh, k, at(b0, h), kvw, s.scale, out);
+                for (o, r, len) in runs(keys.start + b0, bn, s.cache_rows) {
+                    for (h, qh) in qs.chunks_exact(hd).take(nq).enumerate() {
+                        let out = &mut scores[h * PIECE + b0 - p0 + o..][..len];
+                        (ops.scores)(qh, k, at(r, h), kvw, s.scale, out);
+                    }
                 }
             }
             // Heads sharing a KV head are adjacent, so its value rows stay in L1 while
@@ -225,9 +228,26 @@ impl Heads<'_> {
                 ml[2 * h] = m;
                 ml[2 * h + 1] += (ops.exp_sum)(row, m);
                 for (b0, bn) in blocks() {
-                    (ops.weighted_sum)(&row[b0 - p0..][..bn], v, at(b0, h), kvw, a);
+                    for (o, r, len) in runs(keys.start + b0, bn, s.cache_rows) {
+                        (ops.weighted_sum)(&row[b0 - p0 + o..][..len], v, at(r, h), kvw, a);
+                    }
                 }
             }
         }
     }
+}
+
+/// The runs of consecutive cache rows that keys `j0..j0 + n` occupy in a cache of
+/// `rows` rows (position j at row j mod `rows`), as (offset from `j0`, first row,
+/// length): one run, or more where a sliding-window layer's ring wraps.
+fn runs(j0: usize, n: usize, rows: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let mut o = 0;
+    std::iter::from_fn(move || {
+        (o < n).then(|| {
+            let r = (j0 + o) % rows;
+            let len = (n - o).min(rows - r);
+            o += len;
+            (o - len, r, len)
+        })
+    })
 }

@@ -272,12 +272,14 @@ proptest! {
     /// The cpu backend's attention (query heads grouped by KV head, one-token steps in
     /// key chunks merged at the end) with this machine's vector ops against the
     /// reference's per-head scalar loop: GQA, several query rows, windows, softcaps, and
-    /// chunks of 1 key up to more than the cache.
+    /// chunks of 1 key up to more than the cache; a windowed layer's cache as a ring (the
+    /// cpu backend reads the ring, the reference the whole cache).
     #[test]
     fn attention_grouped_and_chunked(
         kv in 1usize..=3, group in 1usize..=5, hd in prop::sample::select(vec![8usize, 40, 64, 72, 256]),
         seq in 1usize..=4, past in 0usize..160, window in prop::option::of(1usize..100),
-        softcap in prop::option::of(5.0f32..50.0), chunk in 1usize..48, seed in any::<u64>(),
+        softcap in prop::option::of(5.0f32..50.0), chunk in 1usize..48, slack in 0usize..40,
+        seed in any::<u64>(),
     ) {
         use weft_reference::ops::{attention, AttnShape};
         // Chunks only split one-token steps: most cases are one. Past 64 keys a task folds several pieces into its running softmax.
@@ -285,23 +287,36 @@ proptest! {
         let mut rng = Rng(seed | 1);
         let s = AttnShape {
             n_heads: kv * group, n_kv_heads: kv, head_dim: hd,
-            scale: 1.0 / (hd as f32).sqrt(), window, softcap,
+            scale: 1.0 / (hd as f32).sqrt(), window, softcap, cache_rows: past + seq,
         };
         let len = past + seq;
         let mut v = |n: usize| (0..n).map(|_| 3.0 * rng.f()).collect::<Vec<f32>>();
         let (q, k, vals) = (v(seq * s.n_heads * hd), v(len * kv * hd), v(len * kv * hd));
+        // A windowed layer's ring: the rows the queries read and some slack, position j at
+        // row j % rows; rows nobody should read are NaN.
+        let rows = window.map_or(len, |w| w + seq - 1 + slack).min(len);
+        let ring = |x: &[f32]| {
+            let w = kv * hd;
+            let mut r = vec![f32::NAN; rows * w];
+            for j in len - rows..len {
+                r[j % rows * w..][..w].copy_from_slice(&x[j * w..][..w]);
+            }
+            r
+        };
+        let (rk, rv) = (ring(&k), ring(&vals));
+        let on_ring = AttnShape { cache_rows: rows, ..s };
         // An f16 cache too: its SIMD reads (F16C) against the scalar ones.
         let f16 = |x: &[f32]| x.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect::<Vec<u16>>();
-        let (k16, v16) = (f16(&k), f16(&vals));
+        let (k16, v16, rk16, rv16) = (f16(&k), f16(&vals), f16(&rk), f16(&rv));
         let caches = [
-            ("f32", KvRows::F32(&k), KvRows::F32(&vals)),
-            ("f16", KvRows::F16(&k16), KvRows::F16(&v16)),
+            ("f32", KvRows::F32(&k), KvRows::F32(&vals), KvRows::F32(&rk), KvRows::F32(&rv)),
+            ("f16", KvRows::F16(&k16), KvRows::F16(&v16), KvRows::F16(&rk16), KvRows::F16(&rv16)),
         ];
-        for (kind, kc, vc) in caches {
+        for (kind, kc, vc, rkc, rvc) in caches {
             let (mut want, mut got) = (vec![0f32; q.len()], vec![0f32; q.len()]);
             attention(&q, kc, vc, s, past, &mut want);
             weft_cpu::attention::attention(
-                simd::row_ops(Isa::detect()), &q, kc, vc, s, past, &mut got, chunk,
+                simd::row_ops(Isa::detect()), &q, rkc, rvc, on_ring, past, &mut got, chunk,
             );
             let max = want.iter().fold(0f32, |m, x| m.max(x.abs()));
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -172,10 +172,67 @@ enum Bound {
     Value,
 }
 
+/// Positions a forward pass may add to a sliding-window layer's ring beyond its window:
+/// its ring holds window + this many rows, and longer calls run in passes of this many
+/// positions. Prompts of this length still run as one pass.
+pub const PASS_POSITIONS: usize = 512;
+
+/// One attention layer's keys and values. A sliding-window layer keeps a ring of
+/// [`Cache::rows`] rows (position j at row j mod rows) where the context is longer:
+/// its window and a pass's new positions, not the whole context.
 struct Cache {
     k: Store,
     v: Store,
     width: usize,
+    /// Rows held: the context, or a windowed layer's ring.
+    rows: usize,
+    window: Option<usize>,
+    /// The first position whose row nothing has overwritten since (0 until a ring wraps).
+    held_from: usize,
+}
+
+impl Cache {
+    fn new(
+        kv: KvType,
+        max_ctx: usize,
+        width: usize,
+        window: Option<usize>,
+    ) -> Result<Cache, BackendError> {
+        let rows = window.map_or(max_ctx, |w| w.saturating_add(PASS_POSITIONS).min(max_ctx));
+        Ok(Cache {
+            k: Store::new(kv, rows, width, "the key cache")?,
+            v: Store::new(kv, rows, width, "the value cache")?,
+            width,
+            rows,
+            window,
+            held_from: 0,
+        })
+    }
+
+    /// Whether the rows a query at `pos` reads before `pos` are still held, so the
+    /// layer can go on from `pos` (a rewind).
+    fn holds_window_of(&self, pos: usize) -> bool {
+        let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        pos == 0 || first >= self.held_from
+    }
+
+    /// Stores the keys and values of positions `pos0..` (`len` rows); a rope-fused
+    /// attention's keys rotated by `rope` (given a run's first position) first.
+    fn write(&mut self, pos0: usize, k: &[f32], v: &[f32], rope: impl Fn(&mut [f32], usize)) {
+        let (w, len) = (self.width, k.len() / self.width);
+        // Rows overwritten by this pass are gone from here on, even if the pass fails.
+        self.held_from = self.held_from.max((pos0 + len).saturating_sub(self.rows));
+        let mut o = 0;
+        while o < len {
+            let r = (pos0 + o) % self.rows;
+            let n = (len - o).min(self.rows - r);
+            let (at, from) = (r * w..(r + n) * w, o * w..(o + n) * w);
+            self.k
+                .write(at.clone(), &k[from.clone()], |k| rope(k, pos0 + o));
+            self.v.write(at, &v[from], |_| {});
+            o += n;
+        }
+    }
 }
 
 /// A cache's keys or values ([`LowerOptions::kv`]).
@@ -208,11 +265,10 @@ impl Store {
         }
     }
 
-    /// The first `end` values.
-    fn rows(&self, end: usize) -> KvRows<'_> {
+    fn rows(&self) -> KvRows<'_> {
         match self {
-            Store::F32(c) => KvRows::F32(&c[..end]),
-            Store::F16(c) => KvRows::F16(&c[..end]),
+            Store::F32(c) => KvRows::F32(c),
+            Store::F16(c) => KvRows::F16(c),
         }
     }
 }
@@ -227,8 +283,8 @@ pub struct HostExecutable<K: Kernels> {
     /// Arena slot of each step's value (one per step without a memory plan).
     slot: Vec<usize>,
     n_slots: usize,
-    /// KV width (kv heads × head_dim) of each attention layer.
-    kv_widths: Vec<usize>,
+    /// KV width (kv heads × head_dim) and window of each attention layer.
+    kv_layers: Vec<(usize, Option<usize>)>,
     /// Steps at or after a `last_position`: one row per position when all logits are asked.
     after_last: Vec<bool>,
     kv: KvType,
@@ -298,7 +354,12 @@ impl<K: Kernels> HostExecutable<K> {
                 ))
             })
             .collect();
-        let kv_widths = kv_widths(&plan)?;
+        let mut kv_layers: Vec<_> = kv_widths(&plan)?.into_iter().map(|w| (w, None)).collect();
+        for st in &plan.steps {
+            if let Op::Attention { layer, window, .. } = st.node.op {
+                kv_layers[layer].1 = window;
+            }
+        }
         let after_last = after_last(&plan);
         let (slot, n_slots) = stage.arena_slots(&plan)?;
         Ok(HostExecutable {
@@ -308,7 +369,7 @@ impl<K: Kernels> HostExecutable<K> {
             freqs,
             slot,
             n_slots,
-            kv_widths,
+            kv_layers,
             after_last,
             kv: options.kv,
             kernels,
@@ -331,21 +392,17 @@ impl<K: Kernels> Executable for HostExecutable<K> {
 
     fn session(self: Arc<Self>, max_ctx: usize) -> Result<Box<dyn Session>, BackendError> {
         let caches = self
-            .kv_widths
+            .kv_layers
             .iter()
-            .map(|&width| {
-                Ok(Cache {
-                    k: Store::new(self.kv, max_ctx, width, "the key cache")?,
-                    v: Store::new(self.kv, max_ctx, width, "the value cache")?,
-                    width,
-                })
-            })
+            .map(|&(width, window)| Cache::new(self.kv, max_ctx, width, window))
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(Box::new(HostSession {
             slots: vec![Vec::new(); self.n_slots],
             exe: self,
+            rings: caches.iter().any(|c| c.rows < max_ctx),
             caches,
             scratch: Vec::new(),
+            logits: Vec::new(),
             max_ctx,
             pos: 0,
         }))
@@ -428,7 +485,12 @@ pub struct HostSession<K: Kernels> {
     /// The arena: one buffer per slot, grown to the largest value it holds.
     slots: Vec<Vec<f32>>,
     caches: Vec<Cache>,
+    /// Some layer keeps a ring shorter than the context: calls run in passes of at
+    /// most [`PASS_POSITIONS`] positions.
+    rings: bool,
     scratch: Vec<f32>,
+    /// Every position's logits of a call that ran in several passes.
+    logits: Vec<f32>,
     max_ctx: usize,
     pos: usize,
 }
@@ -461,37 +523,116 @@ impl Pass<'_, '_> {
     }
 }
 
+impl<K: Kernels> HostSession<K> {
+    /// Whether every layer still holds the positions a query at `pos` reads.
+    fn holds(&self, pos: usize) -> bool {
+        self.caches.iter().all(|c| c.holds_window_of(pos))
+    }
+
+    /// Goes back to `pos`, which [`Self::holds`]; at 0 no ring row is needed any more.
+    fn rewind(&mut self, pos: usize) {
+        self.pos = pos;
+        if pos == 0 {
+            self.caches.iter_mut().for_each(|c| c.held_from = 0);
+        }
+    }
+
+    /// Runs `tokens` at positions `pos0..`: one pass, or passes of [`PASS_POSITIONS`]
+    /// where a ring is shorter than the context. With `all`, every position's logits;
+    /// those of several passes are gathered in `self.logits`. Returns the last pass's
+    /// length and whether logits were gathered.
+    fn run_passes(
+        &mut self,
+        pos0: usize,
+        tokens: &[u32],
+        all: bool,
+        check: bool,
+    ) -> Result<(usize, bool), BackendError> {
+        let exe = Arc::clone(&self.exe);
+        let n = match self.rings {
+            true => PASS_POSITIONS,
+            false => tokens.len().max(1),
+        };
+        let gather = all && tokens.len() > n;
+        let o = &exe.slot[exe.plan.outputs[0]];
+        self.logits.clear();
+        let mut last = 0;
+        for (k, piece) in tokens.chunks(n).enumerate() {
+            exe.run(Pass {
+                slots: &mut self.slots,
+                scratch: &mut self.scratch,
+                // One segment, on the stack: no allocation per forward call.
+                segments: &mut [Segment {
+                    caches: &mut self.caches,
+                    pos0: pos0 + k * n,
+                    len: piece.len(),
+                }],
+                tokens: piece,
+                all,
+                check,
+            })?;
+            if gather {
+                let rows = &self.slots[*o];
+                self.logits
+                    .try_reserve(rows.len())
+                    .map_err(|_| BackendError::Alloc {
+                        what: format!("the logits of {} positions", tokens.len()),
+                        bytes: (tokens.len() * rows.len() / piece.len()) as u128 * 4,
+                    })?;
+                self.logits.extend_from_slice(rows);
+            }
+            last = piece.len();
+        }
+        Ok((last, gather))
+    }
+}
+
 impl<K: Kernels> Session for HostSession<K> {
     fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError> {
         let seq = tokens.len();
         check_forward(self.pos, seq, self.max_ctx)?;
-        let exe = Arc::clone(&self.exe);
         let all = which == Logits::All;
-        exe.run(Pass {
-            slots: &mut self.slots,
-            scratch: &mut self.scratch,
-            // One segment, on the stack: no allocation per forward call.
-            segments: &mut [Segment {
-                caches: &mut self.caches,
-                pos0: self.pos,
-                len: seq,
-            }],
-            tokens,
-            all,
-            check: false,
-        })?;
+        let (last, gathered) = match self.run_passes(self.pos, tokens, all, false) {
+            Ok(done) => done,
+            Err(e) => {
+                // The session stays where it was, unless a pass of the call overwrote
+                // ring rows that position reads.
+                if !self.holds(self.pos) {
+                    self.rewind(0);
+                }
+                return Err(e);
+            }
+        };
         self.pos += seq;
-        let o = exe.plan.outputs[0];
-        let rows = exe.rows(o, seq, all);
+        if gathered {
+            return Ok(Output {
+                logits: &self.logits,
+                rows: seq,
+            });
+        }
+        let o = self.exe.plan.outputs[0];
         Ok(Output {
-            logits: &self.slots[exe.slot[o]],
-            rows,
+            logits: &self.slots[self.exe.slot[o]],
+            rows: self.exe.rows(o, last, all),
         })
     }
 
     fn truncate(&mut self, pos: usize) -> Result<(), BackendError> {
-        self.pos = check_truncate(pos, self.pos)?;
+        let to = check_truncate(pos, self.pos)?;
+        if !self.holds(to) {
+            let held_from = self.caches.iter().map(|c| c.held_from).max().unwrap_or(0);
+            return Err(BackendError::Rewind { to, held_from });
+        }
+        self.rewind(to);
         Ok(())
+    }
+
+    fn rewind_point(&self, pos: usize) -> usize {
+        let pos = pos.min(self.pos);
+        match self.holds(pos) {
+            true => pos,
+            false => 0,
+        }
     }
 
     fn position(&self) -> usize {
@@ -508,25 +649,20 @@ impl<K: Kernels> Session for HostSession<K> {
 
     fn locate_non_finite(&mut self, tokens: &[u32]) -> Result<Option<String>, BackendError> {
         let seq = tokens.len();
-        if seq == 0 || seq > self.pos {
+        // A ring that no longer holds what the call's first position read cannot rerun it.
+        if seq == 0 || seq > self.pos || !self.holds(self.pos - seq) {
             return Ok(None);
         }
         // The same tokens at the same positions: the rerun writes what the call wrote.
-        let exe = Arc::clone(&self.exe);
-        let found = exe.run(Pass {
-            slots: &mut self.slots,
-            scratch: &mut self.scratch,
-            segments: &mut [Segment {
-                caches: &mut self.caches,
-                pos0: self.pos - seq,
-                len: seq,
-            }],
-            tokens,
-            all: false,
-            check: true,
-        });
+        // One of several passes that stops early has left older positions' rows in
+        // rings that later positions share: the sequence starts again.
+        let several = self.rings && seq > PASS_POSITIONS;
+        let found = self.run_passes(self.pos - seq, tokens, false, true);
+        if found.is_err() && several {
+            self.rewind(0);
+        }
         match found {
-            Ok(()) => Ok(None),
+            Ok(_) => Ok(None),
             Err(e @ BackendError::NonFinite { .. }) => Ok(Some(e.to_string())),
             Err(e) => Err(e),
         }
@@ -766,14 +902,6 @@ impl<K: Kernels> HostExecutable<K> {
                 softcap,
                 rope,
             } => {
-                let s = AttnShape {
-                    n_heads: *n_heads,
-                    n_kv_heads: *n_kv_heads,
-                    head_dim: *head_dim,
-                    scale: *scale,
-                    window: *window,
-                    softcap: *softcap,
-                };
                 let (qw, ow) = (n_heads * head_dim, shape[1]);
                 let (q_all, k_new, v_new) = (input(0), input(1), input(2));
                 let mut r = 0;
@@ -781,15 +909,14 @@ impl<K: Kernels> HostExecutable<K> {
                     let (pos0, len) = (seg.pos0, seg.len);
                     let c = &mut seg.caches[*layer];
                     let w = c.width;
-                    let at = pos0 * w..(pos0 + len) * w;
                     let f = exe.freqs[i].as_deref();
                     // Rope fused into attention: rotate k as it enters the cache, q in scratch.
-                    c.k.write(at.clone(), &k_new[r * w..(r + len) * w], |k| {
+                    let (k, v) = (&k_new[r * w..(r + len) * w], &v_new[r * w..(r + len) * w]);
+                    c.write(pos0, k, v, |k, p| {
                         if let (Some(rp), Some(f)) = (rope, f) {
-                            ops::rope(k, w, rp.head_dim, f, rp.layout, pos0);
+                            ops::rope(k, w, rp.head_dim, f, rp.layout, p);
                         }
                     });
-                    c.v.write(at, &v_new[r * w..(r + len) * w], |_| {});
                     let mut q = &q_all[r * qw..(r + len) * qw];
                     if let Some(rp) = rope {
                         let f = f.expect("rope-fused attention has frequencies");
@@ -798,10 +925,17 @@ impl<K: Kernels> HostExecutable<K> {
                         ops::rope(&mut pass.scratch[..], qw, rp.head_dim, f, rp.layout, pos0);
                         q = &pass.scratch[..];
                     }
-                    let end = (pos0 + len) * w;
+                    let s = AttnShape {
+                        n_heads: *n_heads,
+                        n_kv_heads: *n_kv_heads,
+                        head_dim: *head_dim,
+                        scale: *scale,
+                        window: *window,
+                        softcap: *softcap,
+                        cache_rows: c.rows,
+                    };
                     let o = &mut out[r * ow..(r + len) * ow];
-                    exe.kernels
-                        .attention(q, c.k.rows(end), c.v.rows(end), s, pos0, o);
+                    exe.kernels.attention(q, c.k.rows(), c.v.rows(), s, pos0, o);
                     r += len;
                 }
             }

@@ -234,6 +234,10 @@ pub struct AttnShape {
     pub scale: f32,
     pub window: Option<usize>,
     pub softcap: Option<f32>,
+    /// Rows the caches hold: position j is at row j mod `cache_rows`. A sliding-window
+    /// layer's cache is a ring of its window and a pass's new rows; other caches hold
+    /// every position (j < `cache_rows`).
+    pub cache_rows: usize,
 }
 
 /// A layer's cached keys or values, rows of its KV width: f32, or f16 bits.
@@ -287,7 +291,8 @@ pub fn store_f16(src: &[f32], dst: &mut [u16], then: impl FnOnce(&mut [f32])) {
 }
 
 /// Causal attention for `seq` query rows at positions `pos0..pos0+seq`, over cached keys
-/// and values `[0, pos0+seq)` (rows of `n_kv_heads·head_dim`). Writes `[seq, n_heads·head_dim]`.
+/// and values `[0, pos0+seq)` (rows of `n_kv_heads·head_dim`, position j at row
+/// j mod `s.cache_rows`). Writes `[seq, n_heads·head_dim]`.
 /// A task per query row and head, plain loops: the yardstick of faster forms.
 pub fn attention(
     q: &[f32],
@@ -310,8 +315,9 @@ pub fn attention(
             let kvh = h / group;
             scores.clear();
             scores.reserve((p + 1 - start).next_power_of_two().max(256));
+            let at = |j: usize| (j % s.cache_rows) * kvw + kvh * hd;
             scores.extend((start..=p).map(|j| {
-                let at = j * kvw + kvh * hd;
+                let at = at(j);
                 let mut d = k_cache.dot(qh, at) * s.scale;
                 if let Some(c) = s.softcap {
                     d = c * (d / c).tanh();
@@ -326,8 +332,7 @@ pub fn attention(
             }
             o.fill(0.0);
             for (j, w) in (start..=p).zip(scores.iter()) {
-                let at = j * kvw + kvh * hd;
-                v_cache.axpy(o, w / sum, at);
+                v_cache.axpy(o, w / sum, at(j));
             }
         })
     });
@@ -482,6 +487,7 @@ mod tests {
             scale: 1.0,
             window: None,
             softcap: None,
+            cache_rows: 1,
         };
         let q = [1.0, 0.0, 0.0, 1.0];
         let k = [0.5, 0.5];
@@ -489,5 +495,38 @@ mod tests {
         let mut out = [0.0; 4];
         attention(&q, KvRows::F32(&k), KvRows::F32(&v), s, 0, &mut out);
         assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
+    }
+
+    #[test]
+    fn attention_reads_a_ring_as_the_whole_cache() {
+        // 20 positions of 2 KV heads × 3; a window of 5 over the last 3 query rows needs
+        // keys 13.. only, which a ring of 8 rows (position j at row j % 8) still holds.
+        let (kvw, n, ring) = (6, 20, 8);
+        let val = |i: usize| ((i * 37 % 23) as f32 - 11.0) / 7.0;
+        let k: Vec<f32> = (0..n * kvw).map(val).collect();
+        let v: Vec<f32> = (0..n * kvw).map(|i| val(i + 5)).collect();
+        let mut rk = vec![f32::NAN; ring * kvw];
+        let mut rv = rk.clone();
+        for j in n - ring..n {
+            let r = j % ring;
+            rk[r * kvw..][..kvw].copy_from_slice(&k[j * kvw..][..kvw]);
+            rv[r * kvw..][..kvw].copy_from_slice(&v[j * kvw..][..kvw]);
+        }
+        let mut s = AttnShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 3,
+            scale: 0.5,
+            window: Some(5),
+            softcap: None,
+            cache_rows: n,
+        };
+        let q: Vec<f32> = (0..3 * 12).map(|i| val(i + 2)).collect();
+        let mut want = vec![0.0; 36];
+        attention(&q, KvRows::F32(&k), KvRows::F32(&v), s, n - 3, &mut want);
+        s.cache_rows = ring;
+        let mut got = vec![0.0; 36];
+        attention(&q, KvRows::F32(&rk), KvRows::F32(&rv), s, n - 3, &mut got);
+        assert_eq!(got, want);
     }
 }

@@ -209,4 +209,8 @@ impl Forward for Decoder<'_> {
     fn position(&self) -> usize {
         self.session.as_ref().map_or(0, |s| s.position())
     }
+
+    fn rewind_point(&self, pos: usize) -> usize {
+        self.session.as_ref().map_or(0, |s| s.rewind_point(pos))
+    }
 }

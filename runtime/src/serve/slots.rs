@@ -3,6 +3,7 @@
 //! in arrival order, and takes the free slot whose cached tokens share the longest prefix
 //! with its prompt (the prefix cache); the lease puts the slot back when dropped.
 
+use crate::executor::common_prefix;
 use crate::GraphSession;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -76,11 +77,6 @@ pub(crate) struct Pool {
 /// each left whole by every critical section).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The length of the longest common prefix.
-pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Pool {
@@ -215,17 +211,5 @@ impl Drop for Lease {
             }
             lock(&self.pool.free).push(slot);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn common_prefixes() {
-        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
-        assert_eq!(common_prefix(&[], &[1]), 0);
-        assert_eq!(common_prefix(&[1, 2], &[1, 2]), 2);
     }
 }

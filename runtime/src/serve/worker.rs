@@ -5,7 +5,7 @@
 
 use super::batch::{Batcher, Decoder};
 use super::protocol::{ApiError, Usage};
-use super::slots::{common_prefix, Lease};
+use super::slots::Lease;
 use crate::tokenizer::StreamDecoder;
 use crate::{generate_from, Forward, GenParams, Model, StopReason, StopStrings};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +48,10 @@ pub(crate) fn run(
         return;
     };
     let slot = lease.slot();
-    let reuse = common_prefix(&slot.cached, &job.prompt);
+    let reuse = match slot.session.as_ref() {
+        Some(session) => crate::executor::reusable(session, &slot.cached, &job.prompt),
+        None => 0,
+    };
     // Until this generation succeeds, the session holds no more than the shared prefix.
     slot.cached.truncate(reuse);
     let mut stream = StreamDecoder::new();
