@@ -265,6 +265,72 @@ mod tests {
         }
     }
 
+    /// A model that can rewind at most `back` positions (a sliding-window ring), or to 0.
+    struct Ringed {
+        pos: usize,
+        back: usize,
+        row: Vec<f32>,
+    }
+
+    impl Forward for Ringed {
+        fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+            self.pos += tokens.len();
+            Ok(&self.row)
+        }
+        fn reset(&mut self) {
+            self.pos = 0;
+        }
+        fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+            assert_eq!(self.rewind_point(pos), pos, "a rewind past the ring");
+            self.pos = pos;
+            Ok(())
+        }
+        fn position(&self) -> usize {
+            self.pos
+        }
+        fn rewind_point(&self, pos: usize) -> usize {
+            match self.pos - pos.min(self.pos) <= self.back {
+                true => pos.min(self.pos),
+                false => 0,
+            }
+        }
+    }
+
+    /// Reuse stops short of the prompt's last token and goes back no further than the
+    /// model can: else the prompt runs from 0.
+    #[test]
+    fn reuse_stops_where_the_model_can_rewind() {
+        let held: Vec<u32> = (0..20).collect();
+        let prompt: Vec<u32> = (0..12).chain([99, 98]).collect();
+        for (back, want) in [(8, 12), (6, 0)] {
+            let mut m = Ringed {
+                pos: 20,
+                back,
+                row: vec![0.0, 1.0],
+            };
+            assert_eq!(reusable(&m, &held, &prompt), want, "back {back}");
+            let g = generate_from(
+                &mut m,
+                12,
+                &prompt,
+                &params(SamplerParams::greedy()),
+                |_| true,
+            )
+            .unwrap();
+            assert_eq!(g.reused_tokens, want, "back {back}");
+        }
+        let m = Ringed {
+            pos: 20,
+            back: 8,
+            row: vec![],
+        };
+        assert_eq!(
+            reusable(&m, &held, &held[..15]),
+            14,
+            "short of the last token"
+        );
+    }
+
     /// Plain greedy steps pick through `forward_pick` (on the device, where the model
     /// can); a repetition penalty needs the row, so the sampler reads it.
     #[test]
