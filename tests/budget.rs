@@ -62,7 +62,7 @@ fn gemma_4_31b_q4_k_m_is_about_18_7_gb() {
 }
 
 /// Gemma 4 31B: full layers have 4 kv heads of 512 dims and no V weights (K doubles as V),
-/// sliding layers 16 of 256; the head is the tied embedding.
+/// sliding layers 16 of 256 in rings; the head is the tied embedding.
 #[test]
 fn gemma_4_31b_budget_follows_its_layer_kinds() {
     let m = assumed("gemma-4-31b", "BF16");
@@ -80,6 +80,11 @@ fn gemma_4_31b_budget_follows_its_layer_kinds() {
     assert_eq!(
         b.kv_bytes,
         (full * 4 * 512 + sliding * 16 * 256) * 2 * 4 * 1024
+    );
+    // At 32k positions a sliding layer keeps a ring of its window (1,024) and 512 more.
+    assert_eq!(
+        m.budget(32768).unwrap().kv_bytes,
+        (full * 4 * 512 * 32768 + sliding * 16 * 256 * (1024 + 512)) * 2 * 4
     );
     // A config-only model compiles but does not run.
     let plan = m.compile(&PassSelection::all()).unwrap().plan;

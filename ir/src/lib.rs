@@ -16,5 +16,5 @@ pub use graph::{
     Dim, Ew, GluAct, Graph, Node, NodeId, Op, RopeLayout, RopeParams, RopeScaling, Sym,
 };
 pub use meta::{Expect, MetaValue, PackedArray, StrList, StrListBuilder};
-pub use plan::{ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
+pub use plan::{KvLayer, ModelStamp, Plan, Step, PLAN_FORMAT_VERSION};
 pub use weights::{ByteSource, WeightProvider, WeightView};

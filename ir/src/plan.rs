@@ -41,6 +41,16 @@ pub struct Plan {
     pub pass_log: Vec<String>,
 }
 
+/// One attention layer's KV cache: its KV heads and head width, and the window of a
+/// sliding-window layer (the positions its queries read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLayer {
+    pub layer: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub window: Option<usize>,
+}
+
 impl Plan {
     /// Linearises a graph (topological order, stable).
     pub fn from_graph(
@@ -144,8 +154,8 @@ impl Plan {
         s
     }
 
-    /// The attention layers' KV shapes: `(layer, n_kv_heads, head_dim)`.
-    pub fn kv_layout(&self) -> Vec<(usize, usize, usize)> {
+    /// The attention layers' KV shapes, by layer.
+    pub fn kv_layout(&self) -> Vec<KvLayer> {
         let mut kv: Vec<_> = self
             .steps
             .iter()
@@ -154,12 +164,18 @@ impl Plan {
                     layer,
                     n_kv_heads,
                     head_dim,
+                    window,
                     ..
-                } => Some((layer, n_kv_heads, head_dim)),
+                } => Some(KvLayer {
+                    layer,
+                    n_kv_heads,
+                    head_dim,
+                    window,
+                }),
                 _ => None,
             })
             .collect();
-        kv.sort_unstable();
+        kv.sort_unstable_by_key(|l| l.layer);
         kv
     }
 }

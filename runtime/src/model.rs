@@ -17,6 +17,7 @@ use weft_families::{Expanded, ModelInfo, SourceKind, TensorMeta};
 use weft_formats::ModelSource;
 use weft_ir::{DType, MetaValue, ModelStamp, Op, Plan, PLAN_FORMAT_VERSION};
 use weft_passes::PassSelection;
+use weft_reference::host::cache_rows;
 
 /// The script that fetches short-named models: `$WEFT_FETCH_SCRIPT`, else
 /// `scripts/fetch_model.py` in the executable's folder or up to three folders above it (a
@@ -259,7 +260,8 @@ impl Compiled {
 pub struct Budget {
     /// Weights in their stored types, each tensor the plan reads counted once.
     pub weight_bytes: u64,
-    /// Keys and values for every attention layer at the given context.
+    /// Keys and values for every attention layer at the given context, as the host
+    /// backends keep them (a sliding-window layer's ring: window + 512 positions).
     pub kv_bytes: u64,
     /// Activation arena for a one-position (decode) step.
     pub arena_decode_bytes: u64,
@@ -412,8 +414,8 @@ impl Model {
         let kv_bytes = plan
             .kv_layout()
             .iter()
-            .map(|&(_, nkv, hd)| {
-                [ctx, nkv, hd, 4]
+            .map(|l| {
+                [cache_rows(l, ctx), l.n_kv_heads, l.head_dim, 4]
                     .iter()
                     .fold(2u64, |a, &d| a.saturating_mul(d as u64))
             })

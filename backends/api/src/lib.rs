@@ -15,7 +15,9 @@ mod stage;
 mod validate;
 
 pub use memory::{activation_bytes, plan_memory, plan_memory_with_views, MemoryPlan};
-pub use stage::{after_last, backend_stage, kv_widths, value_rows, MatKernel, Route, Stage};
+pub use stage::{
+    after_last, backend_stage, kv_layers, kv_widths, value_rows, MatKernel, Route, Stage,
+};
 pub use validate::validate_plan;
 
 /// Refuses a plan that uses a fused form `backend` declines (a plan compiled for

@@ -4,7 +4,7 @@
 
 use crate::memory::{plan_memory_with_views, MemoryPlan};
 use crate::BackendError;
-use weft_ir::{DType, Dim, Op, Plan};
+use weft_ir::{DType, Dim, KvLayer, Op, Plan};
 
 /// How a matmul reads its weight rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,8 +170,17 @@ pub fn value_rows(plan: &Plan, after_last: &[bool], i: usize, seq: usize, all: b
 /// The KV width (kv heads × head_dim) of each attention layer; layers must be numbered
 /// 0, 1, 2… once each.
 pub fn kv_widths(plan: &Plan) -> Result<Vec<usize>, BackendError> {
-    let mut widths = Vec::new();
-    for (k, (layer, nkv, hd)) in plan.kv_layout().into_iter().enumerate() {
+    Ok(kv_layers(plan)?
+        .iter()
+        .map(|l| l.n_kv_heads * l.head_dim)
+        .collect())
+}
+
+/// The attention layers' caches, layer k at index k; layers must be numbered 0, 1, 2…
+/// once each.
+pub fn kv_layers(plan: &Plan) -> Result<Vec<KvLayer>, BackendError> {
+    let layers = plan.kv_layout();
+    for (k, &KvLayer { layer, .. }) in layers.iter().enumerate() {
         if layer != k {
             return Err(BackendError::BadPlan {
                 step: 0,
@@ -179,7 +188,6 @@ pub fn kv_widths(plan: &Plan) -> Result<Vec<usize>, BackendError> {
                 message: "attention layers must be numbered 0, 1, 2… once each".into(),
             });
         }
-        widths.push(nkv * hd);
     }
-    Ok(widths)
+    Ok(layers)
 }

@@ -10,11 +10,11 @@ use std::ops::Range;
 use std::sync::Arc;
 use weft_backend::{
     after_last, backend_stage, check_batch, check_declined, check_forward, check_truncate,
-    kv_widths, validate_plan, BackendError, Executable, KvType, Logits, LowerOptions, MatKernel,
+    kv_layers, validate_plan, BackendError, Executable, KvType, Logits, LowerOptions, MatKernel,
     Output, Route, Session, Stage,
 };
 use weft_ir::alloc::{try_resize, try_zeros};
-use weft_ir::{DType, Op, Plan, Step, WeightProvider, WeightView};
+use weft_ir::{DType, KvLayer, Op, Plan, Step, WeightProvider, WeightView};
 
 /// Inputs a step may have for [`Kernels::run_compiled`] (a fused program's operands).
 pub const COMPILED_INPUTS: usize = 8;
@@ -177,6 +177,14 @@ enum Bound {
 /// positions. Prompts of this length still run as one pass.
 pub const PASS_POSITIONS: usize = 512;
 
+/// The rows a host session's cache of `layer` holds at a context of `max_ctx`: every
+/// position, or a sliding-window layer's ring where that is shorter.
+pub fn cache_rows(layer: &KvLayer, max_ctx: usize) -> usize {
+    layer
+        .window
+        .map_or(max_ctx, |w| w.saturating_add(PASS_POSITIONS).min(max_ctx))
+}
+
 /// One attention layer's keys and values. A sliding-window layer keeps a ring of
 /// [`Cache::rows`] rows (position j at row j mod rows) where the context is longer:
 /// its window and a pass's new positions, not the whole context.
@@ -192,19 +200,17 @@ struct Cache {
 }
 
 impl Cache {
-    fn new(
-        kv: KvType,
-        max_ctx: usize,
-        width: usize,
-        window: Option<usize>,
-    ) -> Result<Cache, BackendError> {
-        let rows = window.map_or(max_ctx, |w| w.saturating_add(PASS_POSITIONS).min(max_ctx));
+    fn new(kv: KvType, max_ctx: usize, layer: &KvLayer) -> Result<Cache, BackendError> {
+        let (rows, width) = (
+            cache_rows(layer, max_ctx),
+            layer.n_kv_heads * layer.head_dim,
+        );
         Ok(Cache {
             k: Store::new(kv, rows, width, "the key cache")?,
             v: Store::new(kv, rows, width, "the value cache")?,
             width,
             rows,
-            window,
+            window: layer.window,
             held_from: 0,
         })
     }
@@ -283,8 +289,8 @@ pub struct HostExecutable<K: Kernels> {
     /// Arena slot of each step's value (one per step without a memory plan).
     slot: Vec<usize>,
     n_slots: usize,
-    /// KV width (kv heads × head_dim) and window of each attention layer.
-    kv_layers: Vec<(usize, Option<usize>)>,
+    /// Each attention layer's cache shape.
+    kv_layers: Vec<KvLayer>,
     /// Steps at or after a `last_position`: one row per position when all logits are asked.
     after_last: Vec<bool>,
     kv: KvType,
@@ -354,12 +360,7 @@ impl<K: Kernels> HostExecutable<K> {
                 ))
             })
             .collect();
-        let mut kv_layers: Vec<_> = kv_widths(&plan)?.into_iter().map(|w| (w, None)).collect();
-        for st in &plan.steps {
-            if let Op::Attention { layer, window, .. } = st.node.op {
-                kv_layers[layer].1 = window;
-            }
-        }
+        let kv_layers = kv_layers(&plan)?;
         let after_last = after_last(&plan);
         let (slot, n_slots) = stage.arena_slots(&plan)?;
         Ok(HostExecutable {
@@ -394,7 +395,7 @@ impl<K: Kernels> Executable for HostExecutable<K> {
         let caches = self
             .kv_layers
             .iter()
-            .map(|&(width, window)| Cache::new(self.kv, max_ctx, width, window))
+            .map(|layer| Cache::new(self.kv, max_ctx, layer))
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(Box::new(HostSession {
             slots: vec![Vec::new(); self.n_slots],
