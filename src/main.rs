@@ -413,8 +413,8 @@ struct KernelArgs {
     /// compiles to native code at load (to measure what the JIT buys).
     #[arg(long)]
     no_jit: bool,
-    /// What the KV cache stores: f32 (exact), or f16, half the memory (cpu and
-    /// reference backends; the gpu backend refuses it).
+    /// What the KV cache stores: f32 (exact), or f16, half the memory (every
+    /// backend).
     #[arg(long, value_enum, default_value = "f32")]
     kv: KvArg,
 }

@@ -5,17 +5,31 @@
 
 mod common;
 use common::*;
-use weft_runtime::{parity, BackendKind, PassSelection};
+use weft_runtime::{parity, BackendKind, KvType, LowerOptions, PassSelection};
 
 /// GPU vs reference on `spec` for the prompt and `steps` greedy steps.
 fn gpu_vs_reference(spec: &str, prompt: &[u32], steps: usize, tolerance: f32) {
+    gpu_vs_reference_with(spec, prompt, steps, tolerance, &LowerOptions::default())
+}
+
+/// [`gpu_vs_reference`], both backends lowered with `options`.
+fn gpu_vs_reference_with(
+    spec: &str,
+    prompt: &[u32],
+    steps: usize,
+    tolerance: f32,
+    options: &LowerOptions,
+) {
     let model = open_shared(spec);
     let plan = model.compile(&PassSelection::all()).unwrap().plan;
     let ctx = prompt.len() + steps + 1;
-    let mut gpu = model
-        .session(BackendKind::Gpu, plan.clone(), ctx)
-        .unwrap_or_else(|e| panic!("{spec}: {e}"));
-    let mut reference = model.session(BackendKind::Reference, plan, ctx).unwrap();
+    let open = |backend| {
+        let engine = model.engine(plan.clone(), backend, options);
+        let engine = engine.unwrap_or_else(|e| panic!("{spec} on {backend}: {e}"));
+        let session = engine.session(ctx);
+        session.unwrap_or_else(|e| panic!("{spec} on {backend}: {e}"))
+    };
+    let (mut gpu, mut reference) = (open(BackendKind::Gpu), open(BackendKind::Reference));
     let r = parity::compare(&mut gpu, &mut reference, prompt, steps, tolerance).unwrap();
     eprintln!(
         "{spec}: gpu vs reference max rel {:.2e}, tokens {:?} / {:?}",
@@ -75,6 +89,42 @@ fn long_decodes_split_attention_into_chunks() {
         let spec = fixtures().join("families").join(name);
         gpu_vs_reference(spec.to_str().unwrap(), &prompt, 4, 1e-4);
     }
+}
+
+/// An f16 KV cache (`--kv f16`, two halves a word on the GPU) against the reference's:
+/// sliding windows and decode past 64 keys in chunks (gemma3), grouped queries (qwen3),
+/// and a real model. Within 2e-3 of the largest logit, as the host backends' f16 caches
+/// agree with each other (tests/seam.rs): a key 1e-6 from the reference's before
+/// rounding may round to the neighbouring f16 value.
+#[test]
+fn an_f16_kv_cache_matches_the_reference() {
+    let f16 = LowerOptions {
+        kv: KvType::F16,
+        ..LowerOptions::default()
+    };
+    let prompt: Vec<u32> = (0..150).map(|i| (i * 7 + 3) % 97).collect();
+    for name in ["gemma3", "qwen3"] {
+        let spec = fixtures().join("families").join(name);
+        gpu_vs_reference_with(spec.to_str().unwrap(), &prompt, 4, 2e-3, &f16);
+    }
+    let model = open_shared("smollm2-135m");
+    let prompt = model.encode("The capital of France is").unwrap();
+    gpu_vs_reference_with("smollm2-135m", &prompt, 2, 2e-3, &f16);
+    // And the GPU's f16 cache rounds: it is not its f32 cache.
+    let plan = model.compile(&PassSelection::all()).unwrap().plan;
+    let open = |options: &LowerOptions| {
+        let engine = model
+            .engine(plan.clone(), BackendKind::Gpu, options)
+            .unwrap();
+        engine.session(prompt.len() + 3).unwrap()
+    };
+    let (mut half, mut full) = (open(&f16), open(&LowerOptions::default()));
+    let r = parity::compare(&mut half, &mut full, &prompt, 2, 2e-3).unwrap();
+    eprintln!(
+        "smollm2-135m: gpu f16 KV vs f32 KV: max rel {:.2e}",
+        r.max_rel()
+    );
+    assert!(r.passed() && r.max_rel() > 0.0, "rel {:.2e}", r.max_rel());
 }
 
 /// A forward call longer than the session's arena runs in chunks, with the same

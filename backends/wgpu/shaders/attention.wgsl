@@ -90,13 +90,16 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         let ko = pu(12) + kvo;
         let vo = pu(13) + kvo;
         let row = p * kvw + kvo;
-        for (var d = li; d < hd; d += T) {
-            var k = ks[ko + d];
+        // A thread a pair of values (head_dim is even): an f16 cache's word has one writer.
+        for (var d = 2u * li; d < hd; d += 2u * T) {
+            var k = vec2<f32>(ks[ko + d], ks[ko + d + 1u]);
             if rope {
-                k = roped(k, ks[ko + partner_of(d, half, lay)], d, half, lay, p);
+                for (var e = 0u; e < 2u; e++) {
+                    let de = d + e;
+                    k[e] = roped(k[e], ks[ko + partner_of(de, half, lay)], de, half, lay, p);
+                }
             }
-            kc[row + d] = k;
-            vc[row + d] = vs[vo + d];
+            kv_put2(row + d, k, vec2<f32>(vs[vo + d], vs[vo + d + 1u]));
         }
     }
     let qo = t * pu(9) + pu(10) + h * hd;
@@ -125,7 +128,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         if j < hi {
             let kb = j * kvw + kvo;
             for (var d = lane; d < hd; d += 4u) {
-                dot += qs[d] * kc[kb + d];
+                dot += qs[d] * k_at(kb + d);
             }
         }
         red[li] = dot;
@@ -158,8 +161,8 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             for (var u = 0u; u < 4u; u++) {
                 let d = dl + KEYS * u;
                 if d < hd {
-                    acc[u] += sc[i] * vc[rows[0] + d] + sc[i + 1u] * vc[rows[1] + d]
-                        + sc[i + 2u] * vc[rows[2] + d] + sc[i + 3u] * vc[rows[3] + d];
+                    acc[u] += sc[i] * v_at(rows[0] + d) + sc[i + 1u] * v_at(rows[1] + d)
+                        + sc[i + 2u] * v_at(rows[2] + d) + sc[i + 3u] * v_at(rows[3] + d);
                 }
             }
         }

@@ -163,6 +163,8 @@ pub struct GpuExecutable {
     pub after_last: Vec<bool>,
     /// KV width of each attention layer.
     pub kv_widths: Vec<usize>,
+    /// Bytes a cached key or value takes: 4 (f32), or 2 (`--kv f16`, two a word).
+    pub kv_bytes: usize,
     /// Inverse frequencies of each distinct rope configuration.
     pub rope_freqs: Vec<Vec<f32>>,
     pub moe: Vec<MoeScratch>,
@@ -759,12 +761,6 @@ impl GpuExecutable {
     ) -> Result<Self, BackendError> {
         validate_plan(&plan)?;
         check_declined(&plan, NAME, &[])?;
-        if options.kv != KvType::F32 {
-            return Err(BackendError::Device {
-                backend: NAME,
-                message: "the KV cache is f32 on the GPU (--kv f16 runs on the cpu and reference backends)".into(),
-            });
-        }
         let gpu = gpu()?;
         let in_place = slice_views(&plan);
         // Routing is the kernel's choice inside the dispatch (rows per workgroup); the
@@ -851,6 +847,10 @@ impl GpuExecutable {
             .map(|st| st.node.shape.get(1).map_or(1, |d| d.eval(1)))
             .collect();
         let kv_widths = kv_widths(&plan)?;
+        let kv_bytes = match options.kv {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        };
 
         let mut lw = Lowering {
             plan: &plan,
@@ -1313,7 +1313,19 @@ impl GpuExecutable {
                         None => (Buf::Dummy, [0; 4]),
                     };
                     let (q, k, v) = (read(0), read(1), read(2));
-                    let p = lw.pipeline(i, "kv_append", None)?;
+                    // An f16 cache holds two values a word, written a pair a thread.
+                    let (kv16, kv_suffix) = match options.kv {
+                        KvType::F32 => (false, ""),
+                        KvType::F16 => (true, "_kv16"),
+                    };
+                    if kv16 && head_dim % 2 != 0 {
+                        return Err(unsupported(
+                            i,
+                            &plan,
+                            format!("an f16 KV cache for heads of {head_dim} dims (an odd width)"),
+                        ));
+                    }
+                    let p = lw.pipeline(i, &format!("kv_append{kv_suffix}"), None)?;
                     lw.push(
                         i,
                         p,
@@ -1328,7 +1340,7 @@ impl GpuExecutable {
                             // A decode step's attention appends its own row.
                             let g = match c.seq {
                                 1 => (0, 0),
-                                _ => flat(c.gpu, c.seq * kvw),
+                                _ => flat(c.gpu, c.seq * kvw / 2),
                             };
                             let p = [
                                 c.seq as u32,
@@ -1347,7 +1359,7 @@ impl GpuExecutable {
                             (Params::new(&p), g)
                         }),
                     );
-                    let p = lw.pipeline(i, "attention", None)?;
+                    let p = lw.pipeline(i, &format!("attention{kv_suffix}"), None)?;
                     let (nh, nkv, hd) = (*n_heads, *n_kv_heads, *head_dim);
                     let (scale, window, cap) =
                         (*scale, window.unwrap_or(0), softcap.unwrap_or(0.0));
@@ -1572,6 +1584,7 @@ impl GpuExecutable {
             widths,
             after_last,
             kv_widths,
+            kv_bytes,
             rope_freqs,
             moe,
             attn_part,

@@ -109,7 +109,7 @@ impl GpuSession {
         let cache = |w: usize, what: &str| {
             let bytes = max_ctx
                 .checked_mul(w)
-                .and_then(|v| v.checked_mul(4))
+                .and_then(|v| v.checked_mul(exe.kv_bytes))
                 .ok_or_else(|| {
                     alloc_err(
                         format!("the {what} ({max_ctx} positions × {w})"),

@@ -14,6 +14,8 @@ const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
 const BYTES: &str = include_str!("../shaders/quant/bytes.wgsl");
 const ROPE_PAIR: &str = include_str!("../shaders/rope_pair.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+const KV_F32: &str = include_str!("../shaders/kv_f32.wgsl");
+const KV_F16: &str = include_str!("../shaders/kv_f16.wgsl");
 
 /// The chunk decoder (`decode_chunk`) of a stored type, if the GPU backend has one.
 pub fn decoder(dtype: DType) -> Option<&'static str> {
@@ -73,8 +75,16 @@ pub const Q8_NORM_WIDTH: usize = 4096;
 
 /// The full source of kernel `name`, reading weights of `dtype` where it reads any.
 /// `add_rms_norm_q8`: add_rms_norm that also quantises its normed half (activations
-/// int8), for rows up to [`Q8_NORM_WIDTH`] wide.
+/// int8), for rows up to [`Q8_NORM_WIDTH`] wide. `attention` and `kv_append` with
+/// `_kv16` appended: over an f16 KV cache.
 pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
+    // `attention_kv16`, `kv_append_kv16`: over an f16 cache, two values a word.
+    if let Some(base) = name.strip_suffix("_kv16") {
+        return Ok(source(base, None)?
+            .replace("kc: array<f32>", "kc: array<u32>")
+            .replace("vc: array<f32>", "vc: array<u32>")
+            .replace(KV_F32, KV_F16));
+    }
     if name == "add_rms_norm_q8" {
         return Ok(source("add_rms_norm", None)?.replace(
             "const Q8_WIDTH: u32 = 0u;",
@@ -93,6 +103,7 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
     s += body(name);
     if matches!(name, "attention" | "kv_append") {
         s += ROPE_PAIR;
+        s += KV_F32;
     }
     if matches!(name, "rms_norm" | "add_rms_norm" | "layer_norm") {
         s += REDUCE;
