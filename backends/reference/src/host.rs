@@ -578,7 +578,7 @@ impl<K: Kernels> HostSession<K> {
                     .try_reserve(rows.len())
                     .map_err(|_| BackendError::Alloc {
                         what: format!("the logits of {} positions", tokens.len()),
-                        bytes: (tokens.len() * rows.len() / piece.len()) as u128 * 4,
+                        bytes: tokens.len() as u128 * (rows.len() / piece.len()) as u128 * 4,
                     })?;
                 self.logits.extend_from_slice(rows);
             }
