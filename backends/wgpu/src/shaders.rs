@@ -38,6 +38,29 @@ pub fn decoder(dtype: DType) -> Option<&'static str> {
     })
 }
 
+/// The integer-dot GEMM's block decoder (`decode_i8`) of a stored type, for the types
+/// that have one (activations int8 at prefill; others keep the f32 GEMM).
+pub fn i8_decoder(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::Q4_K => include_str!("../shaders/quant/i8/q4_k.wgsl"),
+        DType::Q6_K => include_str!("../shaders/quant/i8/q6_k.wgsl"),
+        DType::Q8_0 => include_str!("../shaders/quant/i8/q8_0.wgsl"),
+        DType::Q4_0 => include_str!("../shaders/quant/i8/q4_0.wgsl"),
+        DType::Q4_1 => include_str!("../shaders/quant/i8/q4_1.wgsl"),
+        DType::Q5_0 => include_str!("../shaders/quant/i8/q5_0.wgsl"),
+        _ => return None,
+    })
+}
+
+/// The integer-dot GEMM (`gemm_i8.wgsl`) for `dtype` with `ty` · 8 activation rows a
+/// workgroup, if the type has a block decoder for it.
+pub fn gemm_i8_source(dtype: DType, ty: usize) -> Option<String> {
+    let dec = i8_decoder(dtype)?;
+    let body = include_str!("../shaders/gemm_i8.wgsl")
+        .replace("const TY: u32 = 8u;", &format!("const TY: u32 = {ty}u;"));
+    Some(format!("{COMMON}{body}{BYTES}{dec}"))
+}
+
 /// The fixed kernels, by name.
 pub fn body(name: &str) -> &'static str {
     match name {
@@ -58,6 +81,7 @@ pub fn body(name: &str) -> &'static str {
         "moe_route" => include_str!("../shaders/moe_route.wgsl"),
         "moe_combine" => include_str!("../shaders/moe_combine.wgsl"),
         "quantize_q8" => include_str!("../shaders/quantize_q8.wgsl"),
+        "quantize_q8_rows" => include_str!("../shaders/quantize_q8_rows.wgsl"),
         "argmax" => include_str!("../shaders/argmax.wgsl"),
         other => panic!("no kernel named {other}"),
     }
