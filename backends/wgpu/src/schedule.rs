@@ -73,11 +73,24 @@ pub fn gemm_i8_ty() -> usize {
     })
 }
 
+/// Blocks of 32 an integer-dot GEMM step stages (`KB` in gemm_i8.wgsl).
+/// `WEFT_GEMM_I8_KB` overrides it (2, 4 or 8), for measuring.
+pub fn gemm_i8_kb() -> usize {
+    static KB: OnceLock<usize> = OnceLock::new();
+    *KB.get_or_init(|| {
+        std::env::var("WEFT_GEMM_I8_KB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&t| t == 2 || t == 4 || t == 8)
+            .unwrap_or(4)
+    })
+}
+
 /// Whether the device has the workgroup memory the integer-dot GEMM's tiles take
-/// (gemm_i8.wgsl: 4 blocks of TM + TN rows' words, and their scales).
+/// (gemm_i8.wgsl: KB blocks of TM + TN rows' words, and their scales).
 pub fn gemm_i8_fits(gpu: &Gpu) -> bool {
-    let tm = 8 * gemm_i8_ty();
-    let bytes = 4 * 32 * (tm + GEMM_TN) + 4 * (8 * tm + 16 * GEMM_TN);
+    let (tm, kb) = (8 * gemm_i8_ty(), gemm_i8_kb());
+    let bytes = kb * 32 * (tm + GEMM_TN) + kb * (8 * tm + 16 * GEMM_TN);
     gpu.limits.max_compute_workgroup_storage_size as usize >= bytes
 }
 
@@ -120,6 +133,10 @@ pub enum Buf {
     /// packed values of each row, and each block's (d, d·Σq).
     X8Rows,
     X8Scales,
+    /// A weight's blocks decoded for the integer-dot GEMM: 32 bytes a block, and each
+    /// block's (d, d, m, 0).
+    W8,
+    W8Scales,
     /// A one-word buffer for bindings a kernel variant does not read.
     Dummy,
 }
@@ -200,6 +217,8 @@ pub struct GpuExecutable {
     /// The widest activation row the integer-dot GEMM reads ([`Buf::X8Rows`]; 0 where
     /// none runs).
     pub x8_rows_k: usize,
+    /// Blocks of the largest weight the integer-dot GEMM reads decoded ([`Buf::W8`]).
+    pub w8_blocks: usize,
     /// Rows of the embedding tables that token ids and positions index (for checks).
     pub token_rows: Option<(String, usize)>,
     pub position_rows: Option<(String, usize)>,
@@ -260,6 +279,10 @@ struct Lowering<'a> {
     /// the activation it holds where the schedule so far ends.
     x8_rows_k: usize,
     x8_rows_src: Option<(Buf, usize, usize)>,
+    /// The most weight blocks an integer-dot GEMM's decoded weight holds
+    /// ([`Buf::W8`]), and the steps at or after `last_position`.
+    w8_blocks: usize,
+    after_last: Vec<bool>,
 }
 
 impl Lowering<'_> {
@@ -581,15 +604,27 @@ impl Lowering<'_> {
         let fits = gemm_fits(k, vec4, experts.is_some());
         // Activations int8: the integer-dot GEMM where the type has a block decoder for
         // it, on x quantised once for the matmuls that read it in a row.
-        let gemm_i8 = match fits && self.int8 && gemm_i8_fits(&self.gpu) {
-            true => shaders::gemm_i8_source(dtype, gemm_i8_ty()),
+        // Not the logits' matmul (one row but where a call returns every row's), whose
+        // decoded vocabulary would be the largest scratch by far.
+        let n_span = span.min(n_all);
+        let blocks = n_span * (k / 32);
+        let gemm_i8 = match fits
+            && self.int8
+            && !self.after_last[i]
+            && gemm_i8_fits(&self.gpu)
+            && blocks * 32 <= self.gpu.limits.max_storage_buffer_binding_size as usize
+        {
+            true => shaders::gemm_i8_sources(dtype, gemm_i8_ty(), gemm_i8_kb()),
             false => None,
         };
         let i8_gemm = gemm_i8.is_some();
+        let mut decode_i8 = None;
         let gemm = match (fits, gemm_i8) {
             (false, _) => None,
             (true, None) => Some(pipeline("gemm", plain)?),
-            (true, Some(src)) => {
+            (true, Some((src, dec))) => {
+                self.w8_blocks = self.w8_blocks.max(blocks);
+                decode_i8 = Some(pipelines().get(&self.gpu, &format!("decode_i8 {dtype}"), dec)?);
                 Some(pipelines().get(&self.gpu, &format!("gemm {dtype} int8"), src)?)
             }
         };
@@ -687,11 +722,34 @@ impl Lowering<'_> {
                     }),
                 );
             }
+            if let Some(dec) = &decode_i8 {
+                // This range's blocks decoded for the GEMM, when the call's rows take it.
+                let dm = Arc::clone(&m);
+                self.push(
+                    i,
+                    Arc::clone(dec),
+                    vec![Buf::Weight(wi), Buf::W8, Buf::W8Scales],
+                    Box::new(move |c| {
+                        let g = match dm(c) >= GEMM_MIN_ROWS {
+                            true => groups(c.gpu, (n * (k / 32)).div_ceil(64) as u32),
+                            false => (0, 0),
+                        };
+                        let p = [
+                            n as u32,
+                            k as u32,
+                            row_bytes as u32,
+                            (row0 * row_bytes) as u32,
+                            g.0,
+                        ];
+                        (Params::new(&p), g)
+                    }),
+                );
+            }
             if let Some(gemm) = &gemm {
                 let gx = n.div_ceil(GEMM_TN) as u32;
                 let gm = Arc::clone(&m);
                 let bufs = match i8_gemm {
-                    true => vec![Buf::X8Rows, Buf::Weight(wi), out, Buf::X8Scales],
+                    true => vec![Buf::X8Rows, Buf::W8, out, Buf::X8Scales, Buf::W8Scales],
                     false => vec![x.buf, Buf::Weight(wi), out],
                 };
                 self.push(
@@ -938,6 +996,8 @@ impl GpuExecutable {
             x8_src: None,
             x8_rows_k: 0,
             x8_rows_src: None,
+            w8_blocks: 0,
+            after_last: after_last.clone(),
         };
         let mut rope_freqs: Vec<Vec<f32>> = Vec::new();
         let mut moe = Vec::new();
@@ -1640,6 +1700,7 @@ impl GpuExecutable {
         }
         let x8_words = lw.x8_words;
         let x8_rows_k = lw.x8_rows_k;
+        let w8_blocks = lw.w8_blocks;
         let pick = lw.pipeline(plan.outputs[0], "argmax", None)?;
         let dispatches = std::mem::take(&mut lw.dispatches);
         let uploaded = std::mem::take(&mut lw.weights);
@@ -1660,6 +1721,7 @@ impl GpuExecutable {
             attn_part,
             x8_words,
             x8_rows_k,
+            w8_blocks,
             token_rows,
             position_rows,
             pick,

@@ -178,6 +178,16 @@ impl GpuSession {
             "quantised activation scales",
             (chunk * exe.x8_rows_k / 4).max(16) as u64,
         )?;
+        let w8 = storage(
+            &gpu,
+            "decoded weight blocks",
+            (exe.w8_blocks * 32).max(16) as u64,
+        )?;
+        let w8_scales = storage(
+            &gpu,
+            "decoded weight scales",
+            (exe.w8_blocks * 16).max(16) as u64,
+        )?;
         let part_bytes = max_ctx
             .div_ceil(ATTENTION_CHUNK)
             .checked_mul(exe.attn_part)
@@ -205,6 +215,8 @@ impl GpuSession {
                 Buf::X8 => &x8,
                 Buf::X8Rows => &x8_rows,
                 Buf::X8Scales => &x8_scales,
+                Buf::W8 => &w8,
+                Buf::W8Scales => &w8_scales,
                 Buf::AttnPart => &attn_part,
                 Buf::Dummy => &dummy,
             }

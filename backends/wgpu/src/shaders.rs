@@ -38,27 +38,42 @@ pub fn decoder(dtype: DType) -> Option<&'static str> {
     })
 }
 
-/// The integer-dot GEMM's block decoder (`decode_i8`) of a stored type, for the types
+/// The integer-dot GEMM's block decoder (`decode_i8`) of a stored type and the form of
+/// its blocks (x = d·q − m: `halves`, a d per 16 values; `mins`, an m), for the types
 /// that have one (activations int8 at prefill; others keep the f32 GEMM).
-pub fn i8_decoder(dtype: DType) -> Option<&'static str> {
+pub fn i8_decoder(dtype: DType) -> Option<(&'static str, bool, bool)> {
     Some(match dtype {
-        DType::Q4_K => include_str!("../shaders/quant/i8/q4_k.wgsl"),
-        DType::Q6_K => include_str!("../shaders/quant/i8/q6_k.wgsl"),
-        DType::Q8_0 => include_str!("../shaders/quant/i8/q8_0.wgsl"),
-        DType::Q4_0 => include_str!("../shaders/quant/i8/q4_0.wgsl"),
-        DType::Q4_1 => include_str!("../shaders/quant/i8/q4_1.wgsl"),
-        DType::Q5_0 => include_str!("../shaders/quant/i8/q5_0.wgsl"),
+        DType::Q4_K => (include_str!("../shaders/quant/i8/q4_k.wgsl"), false, true),
+        DType::Q6_K => (include_str!("../shaders/quant/i8/q6_k.wgsl"), true, false),
+        DType::Q8_0 => (include_str!("../shaders/quant/i8/q8_0.wgsl"), false, false),
+        DType::Q4_0 => (include_str!("../shaders/quant/i8/q4_0.wgsl"), false, false),
+        DType::Q4_1 => (include_str!("../shaders/quant/i8/q4_1.wgsl"), false, true),
+        DType::Q5_0 => (include_str!("../shaders/quant/i8/q5_0.wgsl"), false, false),
         _ => return None,
     })
 }
 
-/// The integer-dot GEMM (`gemm_i8.wgsl`) for `dtype` with `ty` · 8 activation rows a
-/// workgroup, if the type has a block decoder for it.
-pub fn gemm_i8_source(dtype: DType, ty: usize) -> Option<String> {
-    let dec = i8_decoder(dtype)?;
+/// The integer-dot GEMM (`gemm_i8.wgsl`) over blocks of `dtype` as `decode_i8_rows`
+/// writes them, with `ty` · 8 activation rows a workgroup and `kb` blocks a step, and
+/// that decoding kernel; if the type has a block decoder.
+pub fn gemm_i8_sources(dtype: DType, ty: usize, kb: usize) -> Option<(String, String)> {
+    let (dec, halves, mins) = i8_decoder(dtype)?;
     let body = include_str!("../shaders/gemm_i8.wgsl")
-        .replace("const TY: u32 = 8u;", &format!("const TY: u32 = {ty}u;"));
-    Some(format!("{COMMON}{body}{BYTES}{dec}"))
+        .replace("const TY: u32 = 8u;", &format!("const TY: u32 = {ty}u;"))
+        .replace("const KB: u32 = 4u;", &format!("const KB: u32 = {kb}u;"))
+        .replace(
+            "const HALVES: bool = false;",
+            &format!("const HALVES: bool = {halves};"),
+        )
+        .replace(
+            "const MINS: bool = false;",
+            &format!("const MINS: bool = {mins};"),
+        );
+    let decode = include_str!("../shaders/decode_i8_rows.wgsl");
+    Some((
+        format!("{COMMON}{body}"),
+        format!("{COMMON}{decode}{BYTES}{dec}"),
+    ))
 }
 
 /// The fixed kernels, by name.

@@ -1,8 +1,5 @@
 // Q4_0 for the integer-dot GEMM: q − 8 as packed signed bytes, low nibbles elements
 // 0..16, high ones 16..32, x = d·(q − 8) (see quant/q4_0.wgsl).
-const HALVES: bool = false;
-const MINS: bool = false;
-
 fn decode_i8(row: u32, c: u32) -> I8Chunk {
     let b = row + c * 18u;
     var o: I8Chunk;

@@ -1,8 +1,5 @@
 // Q4_1 for the integer-dot GEMM: low nibbles are elements 0..16, high ones 16..32,
 // x = d·q + m (see quant/q4_1.wgsl).
-const HALVES: bool = false;
-const MINS: bool = true;
-
 fn decode_i8(row: u32, c: u32) -> I8Chunk {
     let b = row + c * 20u;
     var o: I8Chunk;

@@ -1,8 +1,5 @@
 // Q4_K for the integer-dot GEMM: sub-block c's nibbles as packed unsigned bytes and
 // x = (d·sc)·q − dmin·m (see quant/q4_k.wgsl).
-const HALVES: bool = false;
-const MINS: bool = true;
-
 fn decode_i8(row: u32, c: u32) -> I8Chunk {
     let b = row + (c / 8u) * 144u;
     let j = c % 8u;

@@ -1,8 +1,5 @@
 // Q5_0 for the integer-dot GEMM: q − 16 as packed signed bytes, the fifth bit of
 // element l bit l of qh, x = d·(q − 16) (see quant/q5_0.wgsl).
-const HALVES: bool = false;
-const MINS: bool = false;
-
 // Bits l..l + 4 of h spread to bit 4 of four bytes.
 fn q5_high(h: u32, l: u32) -> u32 {
     let t = h >> l;

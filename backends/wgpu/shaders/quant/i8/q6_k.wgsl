@@ -1,8 +1,5 @@
 // Q6_K for the integer-dot GEMM: sub-block c's q − 32 as packed signed bytes, the first
 // 16 scaled by d·scales[..], the second by the next (see quant/q6_k.wgsl).
-const HALVES: bool = true;
-const MINS: bool = false;
-
 fn decode_i8(row: u32, c: u32) -> I8Chunk {
     let b = row + (c / 8u) * 210u;
     let j = c % 8u;

@@ -1,7 +1,4 @@
 // Q8_0 for the integer-dot GEMM: the block's bytes as they are, x = d·q.
-const HALVES: bool = false;
-const MINS: bool = false;
-
 fn decode_i8(row: u32, c: u32) -> I8Chunk {
     let b = row + c * 34u;
     var o: I8Chunk;
