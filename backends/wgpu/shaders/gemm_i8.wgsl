@@ -1,19 +1,20 @@
 // out[r, col + j] = Σ_i x[r, i] · w[j, i] for many activation rows (prefill) with
 // activations int8: x quantised per 32 values by quantize_q8_rows.wgsl, the weight's
-// blocks decoded once a call by decode_i8_rows.wgsl to 32 signed or unsigned bytes with
-// their scales (x = d·q − m, d per 16 values where HALVES, m where MINS), and the
-// products of four values at a time summed as integers by dot4I8Packed. A block's sum
+// blocks as 32 signed or unsigned bytes with their scales (x = d·q − m, d per 16 values
+// where HALVES, m where MINS; `load_w_tile` decodes them in the tile,
+// gemm_i8_tile_decode.wgsl, or reads them decoded once a call by decode_i8_rows.wgsl,
+// gemm_i8_tile_w8.wgsl), and the products of four values at a time summed as integers
+// by dot4I8Packed. A block's sum
 // is scaled once: Σ (d·q − m)·dx·qx = dx·d·Σ q·qx − m·(dx·Σqx).
 // A workgroup of THREADS = 16 · TY threads computes a TM × TN tile (TM = 8 · TY
 // activation rows × 64 weight rows), each thread 8 rows × 4 weight rows. k advances KB
 // blocks a step: all threads stage the activation and weight words and scales into
 // workgroup memory, then each thread does 8 · 4 · 8 integer dots a block from it.
-// params: as gemm.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col.
+// params: as gemm.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes, 6 w_base
+// (the weight's, where the tile decodes it).
 @group(0) @binding(1) var<storage, read> x8: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> w8: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> x8s: array<vec2<f32>>;
-@group(0) @binding(5) var<storage, read> w8s: array<vec4<f32>>;
 
 const HALVES: bool = false;
 const MINS: bool = false;
@@ -67,29 +68,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             }
             xsc[b * TM + r] = s;
         }
-        // Weight words and scales, the same way.
-        for (var e = li; e < TN * KB * 2u; e += THREADS) {
-            let j = e / (KB * 2u);
-            let v = e % (KB * 2u);
-            let b = v / 2u;
-            var a = vec4<u32>(0u);
-            if n0 + j < n && c0 + b < nb {
-                a = w8[(n0 + j) * (k / 16u) + 2u * c0 + v];
-            }
-            let q = 4u * (v % 2u);
-            for (var t = 0u; t < 4u; t++) {
-                ws[(8u * b + q + t) * (TN / 4u) + j / 4u][j % 4u] = a[t];
-            }
-        }
-        for (var e = li; e < TN * KB; e += THREADS) {
-            let j = e / KB;
-            let b = e % KB;
-            var s = vec4<f32>(0.0);
-            if n0 + j < n && c0 + b < nb {
-                s = w8s[(n0 + j) * nb + c0 + b];
-            }
-            wsc[b * TN + j] = s;
-        }
+        load_w_tile(li, c0, n0, n, nb, k);
         workgroupBarrier();
         for (var b = 0u; b < KB; b++) {
             var wd: array<vec4<f32>, 3>;

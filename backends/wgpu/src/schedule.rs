@@ -74,16 +74,28 @@ pub fn gemm_i8_ty() -> usize {
 }
 
 /// Blocks of 32 an integer-dot GEMM step stages (`KB` in gemm_i8.wgsl).
-/// `WEFT_GEMM_I8_KB` overrides it (2, 4 or 8), for measuring.
+/// `WEFT_GEMM_I8_KB` overrides it (1, 2, 4 or 8), for measuring.
 pub fn gemm_i8_kb() -> usize {
     static KB: OnceLock<usize> = OnceLock::new();
     *KB.get_or_init(|| {
         std::env::var("WEFT_GEMM_I8_KB")
             .ok()
             .and_then(|v| v.parse().ok())
-            .filter(|&t| t == 2 || t == 4 || t == 8)
-            .unwrap_or(4)
+            .filter(|&t| [1, 2, 4, 8].contains(&t))
+            .unwrap_or(2)
     })
+}
+
+/// Whether the integer-dot GEMM over `dtype` reads its weight decoded once a call
+/// (`decode_i8_rows.wgsl`) rather than decoding it in each row tile: Q6_K, whose
+/// decoding costs most. `WEFT_GEMM_I8_PREDECODE` (`all`, `none`) overrides it, for
+/// measuring.
+pub fn gemm_i8_predecode(dtype: DType) -> bool {
+    match std::env::var("WEFT_GEMM_I8_PREDECODE").as_deref() {
+        Ok("all") => true,
+        Ok("none") => false,
+        _ => dtype == DType::Q6_K,
+    }
 }
 
 /// Whether the device has the workgroup memory the integer-dot GEMM's tiles take
@@ -604,17 +616,15 @@ impl Lowering<'_> {
         let fits = gemm_fits(k, vec4, experts.is_some());
         // Activations int8: the integer-dot GEMM where the type has a block decoder for
         // it, on x quantised once for the matmuls that read it in a row.
-        // Not the logits' matmul (one row but where a call returns every row's), whose
-        // decoded vocabulary would be the largest scratch by far.
-        let n_span = span.min(n_all);
-        let blocks = n_span * (k / 32);
-        let gemm_i8 = match fits
-            && self.int8
+        // Decoded once a call where the type's decoding costs most, but not for the
+        // logits' matmul (one row but where a call returns every row's), whose decoded
+        // vocabulary would be the largest scratch by far.
+        let blocks = span.min(n_all) * (k / 32);
+        let predecode = gemm_i8_predecode(dtype)
             && !self.after_last[i]
-            && gemm_i8_fits(&self.gpu)
-            && blocks * 32 <= self.gpu.limits.max_storage_buffer_binding_size as usize
-        {
-            true => shaders::gemm_i8_sources(dtype, gemm_i8_ty(), gemm_i8_kb()),
+            && blocks * 32 <= self.gpu.limits.max_storage_buffer_binding_size as usize;
+        let gemm_i8 = match fits && self.int8 && gemm_i8_fits(&self.gpu) {
+            true => shaders::gemm_i8_sources(dtype, gemm_i8_ty(), gemm_i8_kb(), predecode),
             false => None,
         };
         let i8_gemm = gemm_i8.is_some();
@@ -623,8 +633,11 @@ impl Lowering<'_> {
             (false, _) => None,
             (true, None) => Some(pipeline("gemm", plain)?),
             (true, Some((src, dec))) => {
-                self.w8_blocks = self.w8_blocks.max(blocks);
-                decode_i8 = Some(pipelines().get(&self.gpu, &format!("decode_i8 {dtype}"), dec)?);
+                if let Some(dec) = dec {
+                    self.w8_blocks = self.w8_blocks.max(blocks);
+                    let label = format!("decode_i8 {dtype}");
+                    decode_i8 = Some(pipelines().get(&self.gpu, &label, dec)?);
+                }
                 Some(pipelines().get(&self.gpu, &format!("gemm {dtype} int8"), src)?)
             }
         };
@@ -748,9 +761,10 @@ impl Lowering<'_> {
             if let Some(gemm) = &gemm {
                 let gx = n.div_ceil(GEMM_TN) as u32;
                 let gm = Arc::clone(&m);
-                let bufs = match i8_gemm {
-                    true => vec![Buf::X8Rows, Buf::W8, out, Buf::X8Scales, Buf::W8Scales],
-                    false => vec![x.buf, Buf::Weight(wi), out],
+                let bufs = match (i8_gemm, decode_i8.is_some()) {
+                    (true, true) => vec![Buf::X8Rows, Buf::W8, out, Buf::X8Scales, Buf::W8Scales],
+                    (true, false) => vec![Buf::X8Rows, Buf::Weight(wi), out, Buf::X8Scales],
+                    (false, _) => vec![x.buf, Buf::Weight(wi), out],
                 };
                 self.push(
                     i,

@@ -53,10 +53,16 @@ pub fn i8_decoder(dtype: DType) -> Option<(&'static str, bool, bool)> {
     })
 }
 
-/// The integer-dot GEMM (`gemm_i8.wgsl`) over blocks of `dtype` as `decode_i8_rows`
-/// writes them, with `ty` · 8 activation rows a workgroup and `kb` blocks a step, and
-/// that decoding kernel; if the type has a block decoder.
-pub fn gemm_i8_sources(dtype: DType, ty: usize, kb: usize) -> Option<(String, String)> {
+/// The integer-dot GEMM (`gemm_i8.wgsl`) for `dtype` with `ty` · 8 activation rows a
+/// workgroup and `kb` blocks a step, if the type has a block decoder; `predecode`: it
+/// reads the weight's blocks as `decode_i8_rows` writes them once a call (the second
+/// source), else it decodes them in its tiles.
+pub fn gemm_i8_sources(
+    dtype: DType,
+    ty: usize,
+    kb: usize,
+    predecode: bool,
+) -> Option<(String, Option<String>)> {
     let (dec, halves, mins) = i8_decoder(dtype)?;
     let body = include_str!("../shaders/gemm_i8.wgsl")
         .replace("const TY: u32 = 8u;", &format!("const TY: u32 = {ty}u;"))
@@ -69,11 +75,25 @@ pub fn gemm_i8_sources(dtype: DType, ty: usize, kb: usize) -> Option<(String, St
             "const MINS: bool = false;",
             &format!("const MINS: bool = {mins};"),
         );
-    let decode = include_str!("../shaders/decode_i8_rows.wgsl");
-    Some((
-        format!("{COMMON}{body}"),
-        format!("{COMMON}{decode}{BYTES}{dec}"),
-    ))
+    Some(match predecode {
+        true => (
+            format!(
+                "{COMMON}{body}{}",
+                include_str!("../shaders/gemm_i8_tile_w8.wgsl")
+            ),
+            Some(format!(
+                "{COMMON}{}{BYTES}{dec}",
+                include_str!("../shaders/decode_i8_rows.wgsl")
+            )),
+        ),
+        false => (
+            format!(
+                "{COMMON}{body}{}{BYTES}{dec}",
+                include_str!("../shaders/gemm_i8_tile_decode.wgsl")
+            ),
+            None,
+        ),
+    })
 }
 
 /// The fixed kernels, by name.
