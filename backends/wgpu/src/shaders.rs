@@ -521,6 +521,24 @@ mod tests {
     }
 
     #[test]
+    fn int8_gemm_sources_carry_each_types_block_form() {
+        let (g, d) = gemm_i8_sources(DType::Q6_K, 8, 2, true).unwrap();
+        assert!(
+            g.contains("const HALVES: bool = true;") && g.contains("const MINS: bool = false;")
+        );
+        assert!(g.contains("var<storage, read> w8s") && !g.contains("fn decode_i8"));
+        assert!(d.is_some_and(|d| d.contains("fn decode_i8")));
+        let (g, d) = gemm_i8_sources(DType::Q4_K, 16, 4, false).unwrap();
+        assert!(g.contains("const MINS: bool = true;") && g.contains("fn decode_i8"));
+        assert!(g.contains("const TY: u32 = 16u;") && g.contains("const KB: u32 = 4u;"));
+        assert!(d.is_none() && g.contains("dot4I8Packed"));
+        assert!(
+            gemm_i8_sources(DType::Q5_K, 8, 2, false).is_none(),
+            "f32 GEMM"
+        );
+    }
+
+    #[test]
     fn matmul_kernels_take_the_device_shape_and_x_loads() {
         for name in ["matmul", "matvec"] {
             let q =
