@@ -104,8 +104,20 @@ pub fn matmul(
         _ => "matmul",
     };
     let several = m == 1 && shaders::rows_matvec(w.dtype, rows_per, vec4, w.cols());
+    // `variant.int8` at GEMM rows: the integer-dot GEMM, where the type has one.
+    let gemm_i8 = match gemm && variant.int8 && schedule::gemm_i8_fits(&gpu) {
+        true => {
+            let (ty, kb) = (schedule::gemm_i8_ty(), schedule::gemm_i8_kb());
+            shaders::gemm_i8_sources(w.dtype, ty, kb, schedule::gemm_i8_predecode(w.dtype))
+        }
+        false => None,
+    };
+    let i8_gemm = gemm_i8.is_some();
+    let (gemm_i8, decode_i8) = gemm_i8.unzip();
+    let decode_i8 = decode_i8.flatten();
     let (int8, glu) = (variant.int8 && several, variant.glu && several);
     let src = match gemm {
+        true if i8_gemm => Ok(gemm_i8.unwrap_or_default()),
         true => shaders::source(name, Some(w.dtype)),
         false => {
             let variant = RowsVariant {
@@ -132,7 +144,36 @@ pub fn matmul(
     if m == 1 {
         bindings.push(&no_experts);
     }
-    let x8;
+    let (x8, x8r, x8s, w8, w8s);
+    if i8_gemm {
+        let q = schedule::pipelines().get(
+            &gpu,
+            "quantize_q8_rows",
+            kernel_source("quantize_q8_rows", None, w)?,
+        )?;
+        x8r = storage(&gpu, "x8 rows", (m * k) as u64)?;
+        x8s = storage(&gpu, "x8 scales", (m * k / 4) as u64)?;
+        let g = buffers::groups(&gpu, (m * k / 32).div_ceil(64) as u32);
+        let params = Params::new(&[m as u32, k as u32, k as u32, 0, g.0]);
+        buffers::dispatch_once(&gpu, &q, params, &[&xbuf, &x8r, &x8s], g);
+        bindings = vec![&x8r, &wbuf, &out, &x8s];
+        if let Some(dec) = decode_i8 {
+            let d = schedule::pipelines().get(&gpu, "decode_i8", dec)?;
+            let blocks = n * (k / 32);
+            w8 = storage(&gpu, "w8", (blocks * 32) as u64)?;
+            w8s = storage(&gpu, "w8 scales", (blocks * 16) as u64)?;
+            let g = buffers::groups(&gpu, blocks.div_ceil(64) as u32);
+            let params = Params::new(&[
+                n as u32,
+                k as u32,
+                w.row_bytes() as u32,
+                (skip * w.row_bytes()) as u32,
+                g.0,
+            ]);
+            buffers::dispatch_once(&gpu, &d, params, &[&wbuf, &w8, &w8s], g);
+            bindings = vec![&x8r, &w8, &out, &x8s, &w8s];
+        }
+    }
     if int8 {
         let q = schedule::pipelines().get(
             &gpu,
@@ -148,6 +189,10 @@ pub fn matmul(
         (1, _) => (
             n_out.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols()) / r_out),
             1,
+        ),
+        (_, true) if i8_gemm => (
+            n.div_ceil(schedule::GEMM_TN),
+            m.div_ceil(8 * schedule::gemm_i8_ty()),
         ),
         (_, true) => (n.div_ceil(schedule::GEMM_TN), m.div_ceil(schedule::GEMM_TM)),
         _ => (n.div_ceil(rows_per), m.div_ceil(mt)),

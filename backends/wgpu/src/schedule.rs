@@ -59,6 +59,53 @@ pub const GEMM_MIN_ROWS: usize = 32;
 pub const GEMM_TM: usize = 64;
 pub const GEMM_TN: usize = 64;
 
+/// Activation rows of an integer-dot GEMM workgroup are 8 · this (`TY` in gemm_i8.wgsl;
+/// its weight rows are [`GEMM_TN`]). `WEFT_GEMM_I8_TY` overrides it (8 or 16), for
+/// measuring.
+pub fn gemm_i8_ty() -> usize {
+    static TY: OnceLock<usize> = OnceLock::new();
+    *TY.get_or_init(|| {
+        std::env::var("WEFT_GEMM_I8_TY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&t| t == 8 || t == 16)
+            .unwrap_or(8)
+    })
+}
+
+/// Blocks of 32 an integer-dot GEMM step stages (`KB` in gemm_i8.wgsl).
+/// `WEFT_GEMM_I8_KB` overrides it (1, 2, 4 or 8), for measuring.
+pub fn gemm_i8_kb() -> usize {
+    static KB: OnceLock<usize> = OnceLock::new();
+    *KB.get_or_init(|| {
+        std::env::var("WEFT_GEMM_I8_KB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&t| [1, 2, 4, 8].contains(&t))
+            .unwrap_or(2)
+    })
+}
+
+/// Whether the integer-dot GEMM over `dtype` reads its weight decoded once a call
+/// (`decode_i8_rows.wgsl`) rather than decoding it in each row tile: Q6_K, whose
+/// decoding costs most. `WEFT_GEMM_I8_PREDECODE` (`all`, `none`) overrides it, for
+/// measuring.
+pub fn gemm_i8_predecode(dtype: DType) -> bool {
+    match std::env::var("WEFT_GEMM_I8_PREDECODE").as_deref() {
+        Ok("all") => true,
+        Ok("none") => false,
+        _ => dtype == DType::Q6_K,
+    }
+}
+
+/// Whether the device has the workgroup memory the integer-dot GEMM's tiles take
+/// (gemm_i8.wgsl: KB blocks of TM + TN rows' words, and their scales).
+pub fn gemm_i8_fits(gpu: &Gpu) -> bool {
+    let (tm, kb) = (8 * gemm_i8_ty(), gemm_i8_kb());
+    let bytes = kb * 32 * (tm + GEMM_TN) + kb * (8 * tm + 16 * GEMM_TN);
+    gpu.limits.max_compute_workgroup_storage_size as usize >= bytes
+}
+
 /// Whether the GEMM kernel can run a matmul: k whole chunks of 32, x read four floats a
 /// load (`vec4`), no expert routing.
 pub fn gemm_fits(k: usize, vec4: bool, experts: bool) -> bool {
@@ -94,6 +141,14 @@ pub enum Buf {
     /// One activation row quantised to 8 bits (activations int8): the packed values,
     /// then the block scales.
     X8,
+    /// A call's activation rows quantised to 8 bits (activations int8, prefill): the
+    /// packed values of each row, and each block's (d, d·Σq).
+    X8Rows,
+    X8Scales,
+    /// A weight's blocks decoded for the integer-dot GEMM: 32 bytes a block, and each
+    /// block's (d, d, m, 0).
+    W8,
+    W8Scales,
     /// A one-word buffer for bindings a kernel variant does not read.
     Dummy,
 }
@@ -173,6 +228,11 @@ pub struct GpuExecutable {
     pub attn_part: usize,
     /// Words of the quantised activation row ([`Buf::X8`]; 0 without int8 matvecs).
     pub x8_words: usize,
+    /// The widest activation row the integer-dot GEMM reads ([`Buf::X8Rows`]; 0 where
+    /// none runs).
+    pub x8_rows_k: usize,
+    /// Blocks of the largest weight the integer-dot GEMM reads decoded ([`Buf::W8`]).
+    pub w8_blocks: usize,
     /// Rows of the embedding tables that token ids and positions index (for checks).
     pub token_rows: Option<(String, usize)>,
     pub position_rows: Option<(String, usize)>,
@@ -229,6 +289,14 @@ struct Lowering<'a> {
     /// where the schedule so far ends (a value is not written again while read).
     x8_words: usize,
     x8_src: Option<(Buf, usize, usize)>,
+    /// The same for the integer-dot GEMM's rows ([`Buf::X8Rows`]): the widest, and
+    /// the activation it holds where the schedule so far ends.
+    x8_rows_k: usize,
+    x8_rows_src: Option<(Buf, usize, usize)>,
+    /// The most weight blocks an integer-dot GEMM's decoded weight holds
+    /// ([`Buf::W8`]), and the steps at or after `last_position`.
+    w8_blocks: usize,
+    after_last: Vec<bool>,
 }
 
 impl Lowering<'_> {
@@ -547,10 +615,60 @@ impl Lowering<'_> {
             glu: glu.is_some(),
         };
         let (tiled, one) = (pipeline("matmul", plain)?, pipeline("matvec", variant)?);
-        let gemm = match gemm_fits(k, vec4, experts.is_some()) {
-            true => Some(pipeline("gemm", plain)?),
+        let fits = gemm_fits(k, vec4, experts.is_some());
+        // Activations int8: the integer-dot GEMM where the type has a block decoder for
+        // it, on x quantised once for the matmuls that read it in a row.
+        // Decoded once a call where the type's decoding costs most, but not for the
+        // logits' matmul (one row but where a call returns every row's), whose decoded
+        // vocabulary would be the largest scratch by far.
+        let blocks = span.min(n_all) * (k / 32);
+        let predecode = gemm_i8_predecode(dtype)
+            && !self.after_last[i]
+            && blocks * 32 <= self.gpu.limits.max_storage_buffer_binding_size as usize;
+        let gemm_i8 = match fits && self.int8 && gemm_i8_fits(&self.gpu) {
+            true => shaders::gemm_i8_sources(dtype, gemm_i8_ty(), gemm_i8_kb(), predecode),
             false => None,
         };
+        let i8_gemm = gemm_i8.is_some();
+        let mut decode_i8 = None;
+        let gemm = match (fits, gemm_i8) {
+            (false, _) => None,
+            (true, None) => Some(pipeline("gemm", plain)?),
+            (true, Some((src, dec))) => {
+                if let Some(dec) = dec {
+                    self.w8_blocks = self.w8_blocks.max(blocks);
+                    let label = format!("decode_i8 {dtype}");
+                    decode_i8 = Some(pipelines().get(&self.gpu, &label, dec)?);
+                }
+                Some(pipelines().get(&self.gpu, &format!("gemm {dtype} int8"), src)?)
+            }
+        };
+        let gemm_tm = match i8_gemm {
+            true => 8 * gemm_i8_ty(),
+            false => GEMM_TM,
+        };
+        if i8_gemm {
+            self.x8_rows_k = self.x8_rows_k.max(k);
+            if self.x8_rows_src != Some((x.buf, x.stride, x.off)) {
+                self.x8_rows_src = Some((x.buf, x.stride, x.off));
+                let q = self.pipeline(i, "quantize_q8_rows", None)?;
+                let rows = Arc::clone(&m);
+                self.push(
+                    i,
+                    q,
+                    vec![x.buf, Buf::X8Rows, Buf::X8Scales],
+                    Box::new(move |c| {
+                        let rows = rows(c);
+                        let g = match rows >= GEMM_MIN_ROWS {
+                            true => groups(c.gpu, (rows * k / 32).div_ceil(64) as u32),
+                            false => (0, 0),
+                        };
+                        let p = [rows as u32, k as u32, x.stride as u32, x.off as u32, g.0];
+                        (Params::new(&p), g)
+                    }),
+                );
+            }
+        }
         // The tiled kernel's rows stop where the GEMM's start.
         let tiled_max = match gemm {
             Some(_) => GEMM_MIN_ROWS - 1,
@@ -619,17 +737,45 @@ impl Lowering<'_> {
                     }),
                 );
             }
+            if let Some(dec) = &decode_i8 {
+                // This range's blocks decoded for the GEMM, when the call's rows take it.
+                let dm = Arc::clone(&m);
+                self.push(
+                    i,
+                    Arc::clone(dec),
+                    vec![Buf::Weight(wi), Buf::W8, Buf::W8Scales],
+                    Box::new(move |c| {
+                        let g = match dm(c) >= GEMM_MIN_ROWS {
+                            true => groups(c.gpu, (n * (k / 32)).div_ceil(64) as u32),
+                            false => (0, 0),
+                        };
+                        let p = [
+                            n as u32,
+                            k as u32,
+                            row_bytes as u32,
+                            (row0 * row_bytes) as u32,
+                            g.0,
+                        ];
+                        (Params::new(&p), g)
+                    }),
+                );
+            }
             if let Some(gemm) = &gemm {
                 let gx = n.div_ceil(GEMM_TN) as u32;
                 let gm = Arc::clone(&m);
+                let bufs = match (i8_gemm, decode_i8.is_some()) {
+                    (true, true) => vec![Buf::X8Rows, Buf::W8, out, Buf::X8Scales, Buf::W8Scales],
+                    (true, false) => vec![Buf::X8Rows, Buf::Weight(wi), out, Buf::X8Scales],
+                    (false, _) => vec![x.buf, Buf::Weight(wi), out],
+                };
                 self.push(
                     i,
                     Arc::clone(gemm),
-                    vec![x.buf, Buf::Weight(wi), out],
+                    bufs,
                     Box::new(move |c| {
                         let rows = gm(c);
                         let gy = match rows >= GEMM_MIN_ROWS {
-                            true => rows.div_ceil(GEMM_TM) as u32,
+                            true => rows.div_ceil(gemm_tm) as u32,
                             false => 0,
                         };
                         (params(rows, gx, out_stride, col), (gx, gy))
@@ -862,6 +1008,10 @@ impl GpuExecutable {
             int8: options.activations == Activations::Int8,
             x8_words: 0,
             x8_src: None,
+            x8_rows_k: 0,
+            x8_rows_src: None,
+            w8_blocks: 0,
+            after_last: after_last.clone(),
         };
         let mut rope_freqs: Vec<Vec<f32>> = Vec::new();
         let mut moe = Vec::new();
@@ -1568,7 +1718,15 @@ impl GpuExecutable {
                     .into(),
             );
         }
+        if lw.x8_rows_k > 0 {
+            stage.log.push(
+                "activations (gpu): int8 for the Q4_K / Q6_K / Q8_0 / Q4_0 / Q4_1 / Q5_0 prefill GEMMs, x quantised per 32 values"
+                    .into(),
+            );
+        }
         let x8_words = lw.x8_words;
+        let x8_rows_k = lw.x8_rows_k;
+        let w8_blocks = lw.w8_blocks;
         let pick = lw.pipeline(plan.outputs[0], "argmax", None)?;
         let dispatches = std::mem::take(&mut lw.dispatches);
         let uploaded = std::mem::take(&mut lw.weights);
@@ -1589,6 +1747,8 @@ impl GpuExecutable {
             moe,
             attn_part,
             x8_words,
+            x8_rows_k,
+            w8_blocks,
             token_rows,
             position_rows,
             pick,

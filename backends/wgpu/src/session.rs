@@ -167,6 +167,27 @@ impl GpuSession {
             "quantised activations",
             (exe.x8_words.max(4) * 4) as u64,
         )?;
+        // The integer-dot GEMM's rows: a byte a value, and (d, d·Σq) a block of 32.
+        let x8_rows = storage(
+            &gpu,
+            "quantised activation rows",
+            (chunk * exe.x8_rows_k).max(16) as u64,
+        )?;
+        let x8_scales = storage(
+            &gpu,
+            "quantised activation scales",
+            (chunk * exe.x8_rows_k / 4).max(16) as u64,
+        )?;
+        let w8 = storage(
+            &gpu,
+            "decoded weight blocks",
+            (exe.w8_blocks * 32).max(16) as u64,
+        )?;
+        let w8_scales = storage(
+            &gpu,
+            "decoded weight scales",
+            (exe.w8_blocks * 16).max(16) as u64,
+        )?;
         let part_bytes = max_ctx
             .div_ceil(ATTENTION_CHUNK)
             .checked_mul(exe.attn_part)
@@ -192,6 +213,10 @@ impl GpuSession {
                 Buf::MoeHidden(m) => &moe[m][2],
                 Buf::MoeOut(m) => &moe[m][3],
                 Buf::X8 => &x8,
+                Buf::X8Rows => &x8_rows,
+                Buf::X8Scales => &x8_scales,
+                Buf::W8 => &w8,
+                Buf::W8Scales => &w8_scales,
                 Buf::AttnPart => &attn_part,
                 Buf::Dummy => &dummy,
             }

@@ -40,6 +40,64 @@ pub fn decoder(dtype: DType) -> Option<&'static str> {
     })
 }
 
+/// The integer-dot GEMM's block decoder (`decode_i8`) of a stored type and the form of
+/// its blocks (x = d·q − m: `halves`, a d per 16 values; `mins`, an m), for the types
+/// that have one (activations int8 at prefill; others keep the f32 GEMM).
+pub fn i8_decoder(dtype: DType) -> Option<(&'static str, bool, bool)> {
+    Some(match dtype {
+        DType::Q4_K => (include_str!("../shaders/quant/i8/q4_k.wgsl"), false, true),
+        DType::Q6_K => (include_str!("../shaders/quant/i8/q6_k.wgsl"), true, false),
+        DType::Q8_0 => (include_str!("../shaders/quant/i8/q8_0.wgsl"), false, false),
+        DType::Q4_0 => (include_str!("../shaders/quant/i8/q4_0.wgsl"), false, false),
+        DType::Q4_1 => (include_str!("../shaders/quant/i8/q4_1.wgsl"), false, true),
+        DType::Q5_0 => (include_str!("../shaders/quant/i8/q5_0.wgsl"), false, false),
+        _ => return None,
+    })
+}
+
+/// The integer-dot GEMM (`gemm_i8.wgsl`) for `dtype` with `ty` · 8 activation rows a
+/// workgroup and `kb` blocks a step, if the type has a block decoder; `predecode`: it
+/// reads the weight's blocks as `decode_i8_rows` writes them once a call (the second
+/// source), else it decodes them in its tiles.
+pub fn gemm_i8_sources(
+    dtype: DType,
+    ty: usize,
+    kb: usize,
+    predecode: bool,
+) -> Option<(String, Option<String>)> {
+    let (dec, halves, mins) = i8_decoder(dtype)?;
+    let body = include_str!("../shaders/gemm_i8.wgsl")
+        .replace("const TY: u32 = 8u;", &format!("const TY: u32 = {ty}u;"))
+        .replace("const KB: u32 = 4u;", &format!("const KB: u32 = {kb}u;"))
+        .replace(
+            "const HALVES: bool = false;",
+            &format!("const HALVES: bool = {halves};"),
+        )
+        .replace(
+            "const MINS: bool = false;",
+            &format!("const MINS: bool = {mins};"),
+        );
+    Some(match predecode {
+        true => (
+            format!(
+                "{COMMON}{body}{}",
+                include_str!("../shaders/gemm_i8_tile_w8.wgsl")
+            ),
+            Some(format!(
+                "{COMMON}{}{BYTES}{dec}",
+                include_str!("../shaders/decode_i8_rows.wgsl")
+            )),
+        ),
+        false => (
+            format!(
+                "{COMMON}{body}{}{BYTES}{dec}",
+                include_str!("../shaders/gemm_i8_tile_decode.wgsl")
+            ),
+            None,
+        ),
+    })
+}
+
 /// The fixed kernels, by name.
 pub fn body(name: &str) -> &'static str {
     match name {
@@ -60,6 +118,7 @@ pub fn body(name: &str) -> &'static str {
         "moe_route" => include_str!("../shaders/moe_route.wgsl"),
         "moe_combine" => include_str!("../shaders/moe_combine.wgsl"),
         "quantize_q8" => include_str!("../shaders/quantize_q8.wgsl"),
+        "quantize_q8_rows" => include_str!("../shaders/quantize_q8_rows.wgsl"),
         "argmax" => include_str!("../shaders/argmax.wgsl"),
         other => panic!("no kernel named {other}"),
     }
@@ -470,6 +529,24 @@ mod tests {
         assert!(!rows_matvec(DType::Q5_K, 2, true, 256));
         assert!(!rows_matvec(DType::Q4_K, 64, true, 256), "one lane a row");
         assert!(!rows_matvec(DType::Q6_K, 2, true, 768), "odd super-blocks");
+    }
+
+    #[test]
+    fn int8_gemm_sources_carry_each_types_block_form() {
+        let (g, d) = gemm_i8_sources(DType::Q6_K, 8, 2, true).unwrap();
+        assert!(
+            g.contains("const HALVES: bool = true;") && g.contains("const MINS: bool = false;")
+        );
+        assert!(g.contains("var<storage, read> w8s") && !g.contains("fn decode_i8"));
+        assert!(d.is_some_and(|d| d.contains("fn decode_i8")));
+        let (g, d) = gemm_i8_sources(DType::Q4_K, 16, 4, false).unwrap();
+        assert!(g.contains("const MINS: bool = true;") && g.contains("fn decode_i8"));
+        assert!(g.contains("const TY: u32 = 16u;") && g.contains("const KB: u32 = 4u;"));
+        assert!(d.is_none() && g.contains("dot4I8Packed"));
+        assert!(
+            gemm_i8_sources(DType::Q5_K, 8, 2, false).is_none(),
+            "f32 GEMM"
+        );
     }
 
     #[test]

@@ -221,6 +221,19 @@ proptest! {
         check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, 0, false)?;
         check_matmul(m, n, |d| blocks * d.block_size().max(32), seed, None, n / 3, false)?;
     }
+
+    /// Activations int8 at GEMM rows: the integer-dot GEMM (Q4_K, Q6_K, Q8_0, Q4_0,
+    /// Q4_1, Q5_0; the other types keep the f32 GEMM) within the quantisation bound, over
+    /// partial tiles and k steps of 1 to 5 blocks.
+    #[test]
+    fn int8_gemm_stays_within_the_quantisation_bound(m in 32usize..80, n in 1usize..140, blocks in 1usize..6, seed in any::<u64>()) {
+        let cols = |d: DType| match d.block_size() {
+            256 => blocks.div_ceil(2) * 256,
+            b => blocks * b.max(32),
+        };
+        check_matmul(m, n, cols, seed, None, 0, true)?;
+        check_matmul(m, n, cols, seed, None, n / 3, true)?;
+    }
 }
 
 /// The GPU matmul of m random activation rows and an n-row weight of each type
