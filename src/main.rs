@@ -406,7 +406,8 @@ impl GenArgs {
 #[derive(Args, Clone, Copy)]
 struct KernelArgs {
     /// What quantised matmuls multiply with: f32 activations (exact), or int8 blocks
-    /// for integer dot products (cpu backend; gpu: the Q4_K / Q6_K decode matvecs).
+    /// for integer dot products (cpu backend; gpu: the Q4_K / Q6_K decode matvecs and
+    /// the prefill GEMM over Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K).
     #[arg(long, value_enum, default_value = "f32")]
     activations: ActivationsArg,
     /// Interpret the elementwise ops and norms that the cpu backend otherwise
