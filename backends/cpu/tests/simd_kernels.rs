@@ -96,7 +96,12 @@ fn run(cfg: Config, ws: &[&WeightView], x: &[f32], m: usize, kernel: MatKernel) 
 
 fn configs() -> Vec<Config> {
     let mut c = Vec::new();
-    for isa in [Isa::detect(), Isa::Portable] {
+    // A VNNI machine checks the plain AVX2 kernels too.
+    let isas = match Isa::detect() {
+        Isa::Avx2Vnni => vec![Isa::Avx2Vnni, Isa::Avx2, Isa::Portable],
+        isa => vec![isa, Isa::Portable],
+    };
+    for isa in isas {
         for activations in [Activations::F32, Activations::Int8] {
             c.push(Config { isa, activations });
         }

@@ -29,6 +29,10 @@ pub enum Isa {
     Portable,
     /// x86_64 with AVX2, FMA and F16C.
     Avx2,
+    /// [`Isa::Avx2`] and AVX-512 VNNI on 256-bit vectors (`vpdpbusd`: a block's
+    /// byte products summed into i32 lanes in one instruction, for the 32-element
+    /// types' integer dots).
+    Avx2Vnni,
 }
 
 impl Isa {
@@ -40,7 +44,12 @@ impl Isa {
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
             {
-                return Isa::Avx2;
+                return match is_x86_feature_detected!("avx512vnni")
+                    && is_x86_feature_detected!("avx512vl")
+                {
+                    true => Isa::Avx2Vnni,
+                    false => Isa::Avx2,
+                };
             }
         }
         Isa::Portable
@@ -50,6 +59,7 @@ impl Isa {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2+fma+f16c",
+            Isa::Avx2Vnni => "avx2+fma+f16c+avx512vnni",
         }
     }
 }
@@ -151,15 +161,15 @@ pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Nee
     match isa {
         Isa::Portable => None,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        Isa::Avx2 | Isa::Avx2Vnni => {
             let int8 = match mode {
-                Activations::Int8 => x86::q8_kernel(dtype),
+                Activations::Int8 => x86::q8_kernel(dtype, isa == Isa::Avx2Vnni),
                 Activations::F32 => None,
             };
             int8.or_else(|| x86::f32_kernel(dtype).map(|f| (f, Needs::F32)))
         }
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 => None,
+        Isa::Avx2 | Isa::Avx2Vnni => None,
     }
 }
 
@@ -168,7 +178,7 @@ pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Nee
 pub fn row_ops(isa: Isa) -> RowOps {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => RowOps {
+        Isa::Avx2 | Isa::Avx2Vnni => RowOps {
             // SAFETY (all): Avx2 is only ever the result of detection (with FMA and F16C).
             scores: |q, rows, first, stride, scale, out| match rows {
                 _ if q.len() % 8 != 0 => (PORTABLE.scores)(q, rows, first, stride, scale, out),
@@ -207,7 +217,7 @@ pub fn quantize_q8(isa: Isa, x: &[f32], m: usize, k: usize, r: &mut Q8Rows) {
         .for_each(|(((x, q), d), s)| match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: Avx2 is only ever the result of detection.
-            Isa::Avx2 => unsafe { x86::quantize_row_q8(x, q, d, s) },
+            Isa::Avx2 | Isa::Avx2Vnni => unsafe { x86::quantize_row_q8(x, q, d, s) },
             _ => q8::quantize_row_q8(x, q, d, s),
         });
 }
@@ -227,7 +237,7 @@ pub fn quantize_q8k(isa: Isa, x: &[f32], m: usize, k: usize, r: &mut Q8KRows) {
         .for_each(|(((x, q), d), bs)| match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: Avx2 is only ever the result of detection.
-            Isa::Avx2 => unsafe { x86::quantize_row_q8k(x, q, d, bs) },
+            Isa::Avx2 | Isa::Avx2Vnni => unsafe { x86::quantize_row_q8k(x, q, d, bs) },
             _ => q8::quantize_row_q8k(x, q, d, bs),
         });
 }

@@ -39,19 +39,27 @@ struct XRow {
     bs: *const i16,
 }
 
-pub(super) fn kernel(dtype: DType) -> Option<(ChunkFn, Needs)> {
+/// The kernel for `dtype`; `vnni`: AVX-512 VNNI is present (the 32-element types'
+/// dots take `vpdpbusd`).
+pub(super) fn kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
     fn k<T: IDot>() -> Option<(ChunkFn, Needs)> {
         Some((chunk::<T> as ChunkFn, Needs::Q8K))
     }
-    fn l<T: Legacy>() -> Option<(ChunkFn, Needs)> {
-        Some((chunk_legacy::<T> as ChunkFn, Needs::Q8))
+    let l = |plain: ChunkFn, with_vnni: ChunkFn| match vnni {
+        true => Some((with_vnni, Needs::Q8)),
+        false => Some((plain, Needs::Q8)),
+    };
+    macro_rules! l {
+        ($T:ty) => {
+            l(chunk_legacy::<$T>, chunk_legacy_vnni::<$T>)
+        };
     }
     match dtype {
-        DType::Q8_0 => l::<Q8_0>(),
-        DType::Q4_0 => l::<Q4_0>(),
-        DType::Q4_1 => l::<Q4_1>(),
-        DType::Q5_0 => l::<Q5_0>(),
-        DType::Q5_1 => l::<Q5_1>(),
+        DType::Q8_0 => l!(Q8_0),
+        DType::Q4_0 => l!(Q4_0),
+        DType::Q4_1 => l!(Q4_1),
+        DType::Q5_0 => l!(Q5_0),
+        DType::Q5_1 => l!(Q5_1),
         DType::Q4_K => k::<Q4_K>(),
         DType::Q5_K => k::<Q5_K>(),
         DType::Q6_K => k::<Q6_K>(),
@@ -133,27 +141,32 @@ impl std::ops::Deref for XRows {
     }
 }
 
-/// Runs `tile(i, j, r, c)` over the task: activation rows 4 at a time (each unpacked
-/// weight block feeds 4 rows), or with one row left (decode) two weight rows side by
-/// side. Activation groups are the outer loop, so the task's weight rows stay in cache
-/// while the activations stream past once.
+/// The task's tiles `(i, j, r, c)`: activation rows 4 at a time (each unpacked
+/// weight block feeds 4 rows; 8 where `tall`), or with one row left (decode) two
+/// weight rows side by side. Activation groups are the outer loop, so the task's
+/// weight rows stay in cache while the activations stream past once. An iterator, not
+/// a closure-taking loop, so a kernel's body stays in its entry function and takes its
+/// target features.
 #[inline(always)]
-fn tiles(m: usize, n: usize, tall: bool, mut tile: impl FnMut(usize, usize, usize, usize)) {
-    let mut i = 0;
-    while i < m {
+fn tiles(m: usize, n: usize, tall: bool) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        if i >= m || n == 0 {
+            return None;
+        }
         let r = if tall && m - i >= 8 {
             8
         } else {
             (m - i).min(4)
         };
-        let mut j = 0;
-        while j < n {
-            let c = if r == 1 && n - j >= 2 { 2 } else { 1 };
-            tile(i, j, r, c);
-            j += c;
+        let c = if r == 1 && n - j >= 2 { 2 } else { 1 };
+        let tile = (i, j, r, c);
+        j += c;
+        if j >= n {
+            (i, j) = (i + r, 0);
         }
-        i += r;
-    }
+        Some(tile)
+    })
 }
 
 struct Tile<'a> {
@@ -230,6 +243,8 @@ macro_rules! run_tile {
 
 /// A 32-element weight type.
 trait Legacy {
+    /// Dots by `vpdpbusd` (AVX-512 VNNI): [`Vnni`]'s form of a type.
+    const VNNI: bool = false;
     const BYTES: usize;
     /// `Some(o)`: value = d·(q − o); `None`: value = d·q + m (m the f16 after d).
     const OFFSET: Option<f32>;
@@ -239,18 +254,48 @@ trait Legacy {
     unsafe fn values(b: *const u8) -> __m256i;
 }
 
+/// Type `T` whose block dots take `vpdpbusd` (one instruction for maddubs + madd, so
+/// no i16 pair sums either).
+struct Vnni<T>(std::marker::PhantomData<T>);
+
+impl<T: Legacy> Legacy for Vnni<T> {
+    const VNNI: bool = true;
+    const BYTES: usize = T::BYTES;
+    const OFFSET: Option<f32> = T::OFFSET;
+    const SIGNED: bool = T::SIGNED;
+    #[inline(always)]
+    unsafe fn values(b: *const u8) -> __m256i {
+        T::values(b)
+    }
+}
+
 /// One task of a 32-element type.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be present.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn chunk_legacy<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+    legacy_task::<T>(w, rb, x, out)
+}
+
+/// [`chunk_legacy`] with AVX-512 VNNI's dots.
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX-512 VNNI and VL must be present.
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+unsafe fn chunk_legacy_vnni<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+    legacy_task::<Vnni<T>>(w, rb, x, out)
+}
+
+/// A task's body, inlined into each entry point so that it takes their features.
+#[inline(always)]
+unsafe fn legacy_task<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
     let (m, k, n) = (x.m, x.k, out.cols());
     let nb = k / 32;
     assert!(out.rows() == m && w.len() == n * rb && nb * T::BYTES <= rb && k % 32 == 0);
     let xr = rows(x, Needs::Q8, 32);
     // 8-row tiles: each row runs its own reduction, so few registers stay live.
-    tiles(m, n, true, |i, j, r, c| {
+    for (i, j, r, c) in tiles(m, n, true) {
         let t = Tile {
             w: &w[j * rb..(j + c) * rb],
             rb,
@@ -263,7 +308,7 @@ unsafe fn chunk_legacy<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr
         // SAFETY: c weight rows of nb whole blocks and r activation rows of nb blocks
         // (checked above); the features are present (this function's).
         unsafe { run_tile!(t, run_legacy, T, r, c) }
-    });
+    }
 }
 
 /// The products of one weight block (`u` its values, `ua` their absolute values
@@ -271,13 +316,16 @@ unsafe fn chunk_legacy<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr
 #[inline(always)]
 unsafe fn legacy_dot<T: Legacy>(u: __m256i, ua: __m256i, q: *const i8) -> __m256i {
     let x = _mm256_loadu_si256(q as *const __m256i);
-    let p = if T::SIGNED {
-        // Signed × signed: |w| times x with w's sign (maddubs wants one side unsigned).
-        _mm256_maddubs_epi16(ua, _mm256_sign_epi8(x, u))
-    } else {
-        _mm256_maddubs_epi16(u, x)
+    // Signed × signed: |w| times x with w's sign (both instructions want one side
+    // unsigned).
+    let (u, x) = match T::SIGNED {
+        true => (ua, _mm256_sign_epi8(x, u)),
+        false => (u, x),
     };
-    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    match T::VNNI {
+        true => _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x),
+        false => _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)),
+    }
 }
 
 /// The scales `d` of 8 consecutive blocks, and their `−o·d` or minimums.
@@ -473,7 +521,7 @@ unsafe fn chunk<T: IDot>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
     let nb = k / T::BLOCK;
     assert!(out.rows() == m && w.len() == n * rb && nb * T::BYTES <= rb && k % T::BLOCK == 0);
     let xr = rows(x, Needs::Q8K, T::BLOCK);
-    tiles(m, n, false, |i, j, r, c| {
+    for (i, j, r, c) in tiles(m, n, false) {
         let t = Tile {
             w: &w[j * rb..(j + c) * rb],
             rb,
@@ -486,7 +534,7 @@ unsafe fn chunk<T: IDot>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
         // SAFETY: c weight rows of whole blocks and r activation rows of nb blocks
         // each (checked above); the features are present (this function's).
         unsafe { run_tile!(t, run_k, T, r, c) }
-    });
+    }
 }
 
 impl Tile<'_> {

@@ -22,8 +22,8 @@ pub(super) fn f32_kernel(dtype: DType) -> Option<ChunkFn> {
     fdot::kernel(dtype)
 }
 
-pub(super) fn q8_kernel(dtype: DType) -> Option<(ChunkFn, Needs)> {
-    idot::kernel(dtype)
+pub(super) fn q8_kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
+    idot::kernel(dtype, vnni)
 }
 
 /// Horizontal sum of 8 lanes.
