@@ -91,11 +91,16 @@ pub fn gemm_i8_kb() -> usize {
 /// decoding costs most. `WEFT_GEMM_I8_PREDECODE` (`all`, `none`) overrides it, for
 /// measuring.
 pub fn gemm_i8_predecode(dtype: DType) -> bool {
-    match std::env::var("WEFT_GEMM_I8_PREDECODE").as_deref() {
-        Ok("all") => true,
-        Ok("none") => false,
-        _ => dtype == DType::Q6_K,
-    }
+    // Read once, as the other knobs are, not at every matmul's lowering.
+    static ALL: OnceLock<Option<bool>> = OnceLock::new();
+    let all = ALL.get_or_init(
+        || match std::env::var("WEFT_GEMM_I8_PREDECODE").as_deref() {
+            Ok("all") => Some(true),
+            Ok("none") => Some(false),
+            _ => None,
+        },
+    );
+    all.unwrap_or(dtype == DType::Q6_K)
 }
 
 /// Whether the device has the workgroup memory the integer-dot GEMM's tiles take
