@@ -59,6 +59,25 @@ impl ByteSource for MappedFile {
     fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// Drops the whole pages inside the range from memory.
+    fn release(&self, offset: usize, len: usize) {
+        const PAGE: usize = 4096;
+        let start = offset.next_multiple_of(PAGE);
+        let end = offset.saturating_add(len).min(self.map.len()) / PAGE * PAGE;
+        if start < end {
+            // SAFETY: a read-only shared file mapping: dropped pages read back from the
+            // file, unchanged (weft assumes loaded files are not modified). A failed
+            // hint changes nothing.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
 }
 
 impl MappedFile {

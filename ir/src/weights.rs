@@ -7,6 +7,10 @@ use std::sync::Arc;
 /// buffer made at load (small decoded tensors, test data).
 pub trait ByteSource: Send + Sync {
     fn bytes(&self) -> &[u8];
+    /// A hint that `bytes()[offset..offset + len]` will not be read again soon: a
+    /// memory map may drop those pages from memory (they read back the same if they
+    /// are). By default nothing.
+    fn release(&self, _offset: usize, _len: usize) {}
 }
 
 impl ByteSource for Vec<u8> {
@@ -92,6 +96,14 @@ impl WeightView {
 
     pub fn bytes(&self) -> &[u8] {
         &self.source.bytes()[self.offset..self.offset + self.len]
+    }
+
+    /// Hints that `bytes()[range]` will not be read again soon (a backend keeps its
+    /// own copy in another layout): a mapped file drops the pages.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        if range.start <= range.end && range.end <= self.len {
+            self.source.release(self.offset + range.start, range.len())
+        }
     }
 
     /// Elements per row (the innermost dimension).

@@ -1,6 +1,7 @@
 //! Kernel throughput on model-like shapes: `cargo run --release -p weft-cpu --example
 //! matmul_bench [TYPE...]`. Prints GMAC/s for decode (m = 1) and prefill (m = 128),
-//! each mode, SIMD and portable. Time is CPU time summed over the process's threads
+//! each mode (int8 also with the weights packed, where the type packs), SIMD and
+//! portable. Time is CPU time summed over the process's threads
 //! (`/proc/self/task/*/schedstat`), best of several runs, so a shared machine skews
 //! it less than wall time; run with `RAYON_NUM_THREADS=1` for per-core figures (idle
 //! rayon workers spin, which CPU time counts). In brackets: GMAC/s by wall time.
@@ -8,6 +9,7 @@
 use std::time::Instant;
 use weft_backend::{Activations, MatKernel};
 use weft_cpu::matmul::{matmul_with, Config};
+use weft_cpu::repack::Packed;
 use weft_cpu::Isa;
 use weft_ir::{DType, WeightView};
 
@@ -96,21 +98,37 @@ fn run() {
                 .collect();
             let mut out = vec![0f32; m * n];
             let mut line = format!("{dtype:>5} m={m:<4}");
-            for (isa, act) in [
-                (Isa::detect(), Activations::F32),
-                (Isa::detect(), Activations::Int8),
-                (Isa::Portable, Activations::F32),
+            for (isa, act, pack) in [
+                (Isa::detect(), Activations::F32, false),
+                (Isa::detect(), Activations::Int8, false),
+                (Isa::detect(), Activations::Int8, true),
+                (Isa::Portable, Activations::F32, false),
             ] {
                 let cfg = Config {
                     isa,
                     activations: act,
                 };
+                let packed = match pack {
+                    true => Packed::for_weights(&cfg, [&w]),
+                    false => Packed::default(),
+                };
+                if pack && packed.count().0 == 0 {
+                    continue;
+                }
                 let reps = (2_000_000_000 / (m * n * k)).max(2);
                 let (mut best, mut best_wall) = (f64::MAX, f64::MAX);
                 for _ in 0..env("BENCH_RUNS", 5) {
                     let (t, c) = (Instant::now(), cpu_ns());
                     for _ in 0..reps {
-                        matmul_with(&cfg, &x, m, &[&w], MatKernel::DecodeReuse, &mut out);
+                        matmul_with(
+                            &cfg,
+                            &packed,
+                            &x,
+                            m,
+                            &[&w],
+                            MatKernel::DecodeReuse,
+                            &mut out,
+                        );
                     }
                     let cpu = (cpu_ns() - c) as f64 * 1e-9;
                     let secs = if cpu > 0.0 {
@@ -123,7 +141,11 @@ fn run() {
                 }
                 let gmacs = (m * n * k) as f64 / best / 1e9;
                 let wall = (m * n * k) as f64 / best_wall / 1e9;
-                line += &format!("  {}/{:?}: {gmacs:6.2} ({wall:.1} wall)", isa.name(), act);
+                let how = if pack { " packed" } else { "" };
+                line += &format!(
+                    "  {}/{act:?}{how}: {gmacs:6.2} ({wall:.1} wall)",
+                    isa.name()
+                );
             }
             println!("{line}");
         }

@@ -17,6 +17,7 @@ pub mod attention;
 pub mod jit;
 pub mod matmul;
 pub mod q8;
+pub mod repack;
 pub mod simd;
 
 pub use simd::Isa;
@@ -37,6 +38,8 @@ pub struct Parallel {
     row_ops: attention::RowOps,
     /// The plan's compiled kernels; `Err`: why there are none.
     jit: Result<jit::Jit, String>,
+    /// Matmul weights kept in a layout of the kernels' own.
+    packed: repack::Packed,
 }
 
 impl Kernels for Parallel {
@@ -54,7 +57,12 @@ impl Kernels for Parallel {
                 true => jit::Jit::for_plan(plan),
                 false => Err("off".into()),
             },
+            packed: repack::Packed::default(),
         })
+    }
+
+    fn prepare(&mut self, matmul_weights: &[&WeightView]) {
+        self.packed = repack::Packed::for_weights(&self.config, matmul_weights.iter().copied());
     }
 
     fn run_compiled(&self, step: usize, ins: &[&[f32]], out: &mut [f32]) -> bool {
@@ -62,7 +70,7 @@ impl Kernels for Parallel {
     }
 
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
-        matmul::matmul_with(&self.config, x, m, ws, kernel, out)
+        matmul::matmul_with(&self.config, &self.packed, x, m, ws, kernel, out)
     }
 
     fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]) {
@@ -98,8 +106,15 @@ impl Kernels for Parallel {
             }
             Err(why) => format!("jit {why}"),
         };
+        let packed = match self.packed.count() {
+            (0, _) => String::new(),
+            (n, bytes) => format!(
+                ", {n} weights packed rows8 ({:.1} MiB)",
+                bytes as f64 / 1048576.0
+            ),
+        };
         format!(
-            "{} ({}, activations {act}, {jit})",
+            "{} ({}, activations {act}, {jit}{packed})",
             Self::NAME,
             self.config.isa.name()
         )

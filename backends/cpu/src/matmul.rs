@@ -7,6 +7,7 @@
 //! activations are quantised once per matmul, in the forms the kernels need.
 
 use crate::q8::{Q8KRows, Q8Rows};
+use crate::repack::Packed;
 use crate::simd::{self, Acts, ChunkFn, Isa, Needs, OutPtr};
 use rayon::prelude::*;
 use weft_backend::{Activations, MatKernel};
@@ -55,12 +56,20 @@ fn rows_per_task(n: usize, k: usize, m: usize, row_bytes: usize) -> usize {
 /// out[m×n] = x[m×k] · wᵀ, w = [n, k] in its stored type, f32 activations, on the
 /// detected instruction set.
 pub fn matmul(x: &[f32], m: usize, w: &WeightView, out: &mut [f32]) {
-    matmul_with(&Config::default(), x, m, &[w], MatKernel::Dot, out);
+    matmul_cat(x, m, &[w], MatKernel::Dot, out);
 }
 
 /// [`matmul_with`] with the default [`Config`].
 pub fn matmul_cat(x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]) {
-    matmul_with(&Config::default(), x, m, ws, kernel, out)
+    matmul_with(
+        &Config::default(),
+        &Packed::default(),
+        x,
+        m,
+        ws,
+        kernel,
+        out,
+    )
 }
 
 /// How one weight's rows are read.
@@ -73,11 +82,14 @@ enum Path {
 /// out[m×Σn] = x[m×k] · [w₁; w₂; …]ᵀ: several weights over one input in one parallel
 /// pass, outputs side by side (fused q/k/v or gate/up projections).
 ///
+/// Weights found in `packed` are read in their packed layout.
+///
 /// `kernel` matters only on the portable path (`Dot`: each output straight from the
 /// blocks; `DecodeReuse`: each weight row decoded once into a per-task scratch of k
 /// floats and dotted with every activation row); the SIMD kernels tile both cases.
 pub fn matmul_with(
     cfg: &Config,
+    packed: &Packed,
     x: &[f32],
     m: usize,
     ws: &[&WeightView],
@@ -109,15 +121,12 @@ pub fn matmul_with(
             w.name
         );
     }
-    let path = |w: &WeightView| match simd::kernel(cfg.isa, cfg.activations, w.dtype) {
-        Some((f, needs)) if k > 0 => Path::Simd(f, needs),
-        _ => Path::Portable(kernel_for(w.dtype)),
-    };
+    let source = |w| source(cfg, packed, w);
     let row_bytes = |w: &WeightView| w.bytes().len() / w.rows().max(1);
     let per_task = |w: &WeightView| rows_per_task(w.rows(), k, m, row_bytes(w));
     let needs = |want: Needs| {
         ws.iter()
-            .any(|&w| matches!(path(w), Path::Simd(_, got) if got == want))
+            .any(|&w| matches!(source(w).1, Path::Simd(_, got) if got == want))
     };
     QUANTISED.with(|q| {
         // A nested call (a pool thread that took another session's step while this
@@ -157,11 +166,12 @@ pub fn matmul_with(
                     }
                     let (r0, rb) = (t * per, row_bytes(w));
                     let rows = per.min(w.rows() - r0);
-                    let bytes = &w.bytes()[r0 * rb..(r0 + rows) * rb];
+                    let (all, path) = source(w);
+                    let bytes = &all[r0 * rb..(r0 + rows) * rb];
                     // SAFETY: tasks cover disjoint column ranges (weights side by
                     // side, their rows cut without overlap).
                     let tile = unsafe { whole.columns(col0 + r0, rows) };
-                    match path(w) {
+                    match path {
                         // SAFETY: the kernel came from `simd::kernel` for the detected
                         // (or a weaker, forced) instruction set, and `acts` holds the
                         // quantised forms it needs (made above from `needs`).
@@ -173,6 +183,18 @@ pub fn matmul_with(
                     return;
                 }
             });
+    })
+}
+
+/// A weight's bytes and how they are read: packed where the lowering packed it.
+fn source<'a>(cfg: &Config, packed: &'a Packed, w: &'a WeightView) -> (&'a [u8], Path) {
+    let packed = packed.get(w).and_then(|p| {
+        let (f, needs) = simd::packed_kernel(cfg.isa, cfg.activations, w.dtype)?;
+        Some((p, Path::Simd(f, needs)))
+    });
+    packed.unwrap_or_else(|| match simd::kernel(cfg.isa, cfg.activations, w.dtype) {
+        Some((f, needs)) if w.cols() > 0 => (w.bytes(), Path::Simd(f, needs)),
+        _ => (w.bytes(), Path::Portable(kernel_for(w.dtype))),
     })
 }
 

@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use weft_backend::{Activations, MatKernel};
 use weft_cpu::matmul::{matmul_with, Config};
 use weft_cpu::q8::{Q8KRows, Q8Rows};
+use weft_cpu::repack::Packed;
 use weft_cpu::{simd, Isa};
 use weft_ir::{DType, WeightView};
 use weft_reference::ops::KvRows;
@@ -87,11 +88,23 @@ fn check(cfg: Config, ws: &[&WeightView], x: &[f32], m: usize, out: &[f32]) {
     }
 }
 
-fn run(cfg: Config, ws: &[&WeightView], x: &[f32], m: usize, kernel: MatKernel) -> Vec<f32> {
-    let n: usize = ws.iter().map(|w| w.rows()).sum();
-    let mut out = vec![f32::NAN; m * n];
-    matmul_with(&cfg, x, m, ws, kernel, &mut out);
-    out
+/// `x · [ws]ᵀ` with the weights in their stored layout, and with every weight the
+/// config's kernels read packed in its packed layout (the same result, within the
+/// same bound).
+fn run_both(
+    cfg: Config,
+    ws: &[&WeightView],
+    x: &[f32],
+    m: usize,
+    kernel: MatKernel,
+) -> [Vec<f32>; 2] {
+    let packed = Packed::for_weights(&cfg, ws.iter().copied());
+    [Packed::default(), packed].map(|p| {
+        let n: usize = ws.iter().map(|w| w.rows()).sum();
+        let mut out = vec![f32::NAN; m * n];
+        matmul_with(&cfg, &p, x, m, ws, kernel, &mut out);
+        out
+    })
 }
 
 fn configs() -> Vec<Config> {
@@ -138,8 +151,9 @@ proptest! {
             let x = activations(m, k, &mut rng);
             for cfg in configs() {
                 for kernel in [MatKernel::Dot, MatKernel::DecodeReuse] {
-                    let out = run(cfg, &[&w], &x, m, kernel);
-                    check(cfg, &[&w], &x, m, &out);
+                    for out in run_both(cfg, &[&w], &x, m, kernel) {
+                        check(cfg, &[&w], &x, m, &out);
+                    }
                 }
             }
         }
@@ -164,8 +178,9 @@ proptest! {
         let refs: Vec<&WeightView> = ws.iter().collect();
         let x = activations(m, k, &mut rng);
         for cfg in configs() {
-            let out = run(cfg, &refs, &x, m, MatKernel::DecodeReuse);
-            check(cfg, &refs, &x, m, &out);
+            for out in run_both(cfg, &refs, &x, m, MatKernel::DecodeReuse) {
+                check(cfg, &refs, &x, m, &out);
+            }
         }
     }
 
@@ -188,11 +203,14 @@ proptest! {
             for activations in [Activations::F32, Activations::Int8] {
                 let cfg = Config { isa: Isa::detect(), activations };
                 let kernel = MatKernel::Dot;
-                let all = run(cfg, &[&w], &x, m, kernel);
-                let mut parts = run(cfg, &[&w], &x[..split * k], split, kernel);
-                parts.extend(run(cfg, &[&w], &x[split * k..], m - split, kernel));
-                let same = all.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits());
-                prop_assert!(same, "{} {:?} m={} split={}", dtype, activations, m, split);
+                let all = run_both(cfg, &[&w], &x, m, kernel);
+                let head = run_both(cfg, &[&w], &x[..split * k], split, kernel);
+                let tail = run_both(cfg, &[&w], &x[split * k..], m - split, kernel);
+                for ((all, head), tail) in all.iter().zip(head).zip(tail) {
+                    let parts = [head, tail].concat();
+                    let same = all.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits());
+                    prop_assert!(same, "{} {:?} m={} split={}", dtype, activations, m, split);
+                }
             }
         }
     }
@@ -348,8 +366,9 @@ fn model_shapes() {
         for m in [1, 7, 33] {
             let x = activations(m, k, &mut rng);
             for cfg in configs() {
-                let out = run(cfg, &[&w], &x, m, MatKernel::DecodeReuse);
-                check(cfg, &[&w], &x, m, &out);
+                for out in run_both(cfg, &[&w], &x, m, MatKernel::DecodeReuse) {
+                    check(cfg, &[&w], &x, m, &out);
+                }
             }
         }
     }

@@ -46,6 +46,9 @@ pub trait Kernels: Send + Sync + Sized + 'static {
             },
         }
     }
+    /// Called once at lowering with every weight a matmul reads: a backend may keep
+    /// them in a layout of its own. By default nothing.
+    fn prepare(&mut self, _matmul_weights: &[&WeightView]) {}
     /// `out[m×Σn] = x[m×k] · [w₁; w₂; …]ᵀ`, outputs side by side.
     fn matmul(&self, x: &[f32], m: usize, ws: &[&WeightView], kernel: MatKernel, out: &mut [f32]);
     /// `out[i]` = row `ids[i]` of `w`, decoded; ids are checked by the caller.
@@ -315,7 +318,7 @@ impl<K: Kernels> HostExecutable<K> {
     ) -> Result<Self, BackendError> {
         validate_plan(&plan)?;
         check_declined(&plan, K::NAME, K::DECLINED)?;
-        let kernels = K::new(options, &plan)?;
+        let mut kernels = K::new(options, &plan)?;
         let mut stage = backend_stage(
             &plan,
             K::NAME,
@@ -324,9 +327,6 @@ impl<K: Kernels> HostExecutable<K> {
             4,
             &[],
         );
-        stage
-            .log
-            .insert(0, format!("kernels: {}", kernels.describe()));
         let n = plan.steps.len();
         let vectors = vector_weights(&plan);
         let mut bound = Vec::with_capacity(n);
@@ -337,6 +337,20 @@ impl<K: Kernels> HostExecutable<K> {
                 None => Bound::Value,
             });
         }
+        let matmul_weights: Vec<&WeightView> = plan
+            .steps
+            .iter()
+            .filter(|st| matches!(st.node.op, Op::MatMul { .. }))
+            .flat_map(|st| &st.inputs[1..])
+            .filter_map(|&j| match &bound[j] {
+                Bound::Weight(w) => Some(w),
+                _ => None,
+            })
+            .collect();
+        kernels.prepare(&matmul_weights);
+        stage
+            .log
+            .insert(0, format!("kernels: {}", kernels.describe()));
         let divisors = |st: &weft_ir::Step, k: usize| match st.inputs.get(k).map(|&j| &bound[j]) {
             Some(Bound::Small(d)) => Some(d.as_slice()),
             _ => None,

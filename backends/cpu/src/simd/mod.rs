@@ -173,6 +173,18 @@ pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Nee
     }
 }
 
+/// The kernel for weights of `dtype` packed in the rows8 layout ([`crate::repack`]),
+/// in `mode`; `None`: such weights are not packed.
+pub fn packed_kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Needs)> {
+    match (isa, mode) {
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2 | Isa::Avx2Vnni, Activations::Int8) => {
+            x86::rows8_kernel(dtype, isa == Isa::Avx2Vnni)
+        }
+        _ => None,
+    }
+}
+
 /// Attention's row kernels for `isa`: the portable loops where it has no SIMD ones, or
 /// for head widths that are not a multiple of 8.
 pub fn row_ops(isa: Isa) -> RowOps {

@@ -24,17 +24,17 @@ use weft_ir::DType;
 /// what they read (weights stream from memory once per token; the hardware prefetcher
 /// alone left the loads waiting). 1024 over 384 with every line: +17% SmolLM2 and +8%
 /// Gemma 3 int8 decode on a 2-core EPYC.
-const PREFETCH: usize = 1024;
+pub(super) const PREFETCH: usize = 1024;
 
 /// One activation row in 8-bit blocks.
 #[derive(Clone, Copy)]
-struct XRow {
+pub(super) struct XRow {
     /// The values.
-    q: *const i8,
+    pub(super) q: *const i8,
     /// Block scales.
-    d: *const f32,
+    pub(super) d: *const f32,
     /// Block sums `d·Σq` (32-element blocks).
-    s: *const f32,
+    pub(super) s: *const f32,
     /// Sums of 16 values (256-element blocks).
     bs: *const i16,
 }
@@ -68,7 +68,7 @@ pub(super) fn kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
 }
 
 /// Every row's pointers, its lengths checked against m and k once.
-fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> XRows {
+pub(super) fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> XRows {
     let (m, k) = (x.m, x.k);
     let nb = k / block;
     match needs {
@@ -107,7 +107,7 @@ fn rows(x: &Acts<'_>, needs: Needs, block: usize) -> XRows {
 /// Row pointers: on the stack for a few rows, so that a decode step allocates nothing
 /// (the large variant is the point).
 #[allow(clippy::large_enum_variant)]
-enum XRows {
+pub(super) enum XRows {
     Few([XRow; 8], usize),
     Many(Vec<XRow>),
 }
@@ -242,7 +242,7 @@ macro_rules! run_tile {
 // The 32-element types.
 
 /// A 32-element weight type.
-trait Legacy {
+pub(super) trait Legacy {
     /// Dots by `vpdpbusd` (AVX-512 VNNI): [`Vnni`]'s form of a type.
     const VNNI: bool = false;
     const BYTES: usize;
@@ -250,19 +250,22 @@ trait Legacy {
     const OFFSET: Option<f32>;
     /// Values are signed bytes (Q8_0), else 0..=31.
     const SIGNED: bool = false;
+    /// Values have a fifth bit (Q5_0, Q5_1).
+    const FIFTH: bool = false;
     /// The block's 32 values, in element order.
     unsafe fn values(b: *const u8) -> __m256i;
 }
 
 /// Type `T` whose block dots take `vpdpbusd` (one instruction for maddubs + madd, so
 /// no i16 pair sums either).
-struct Vnni<T>(std::marker::PhantomData<T>);
+pub(super) struct Vnni<T>(std::marker::PhantomData<T>);
 
 impl<T: Legacy> Legacy for Vnni<T> {
     const VNNI: bool = true;
     const BYTES: usize = T::BYTES;
     const OFFSET: Option<f32> = T::OFFSET;
     const SIGNED: bool = T::SIGNED;
+    const FIFTH: bool = T::FIFTH;
     #[inline(always)]
     unsafe fn values(b: *const u8) -> __m256i {
         T::values(b)
@@ -289,7 +292,7 @@ unsafe fn chunk_legacy_vnni<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: O
 
 /// A task's body, inlined into each entry point so that it takes their features.
 #[inline(always)]
-unsafe fn legacy_task<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+pub(super) unsafe fn legacy_task<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
     let (m, k, n) = (x.m, x.k, out.cols());
     let nb = k / 32;
     assert!(out.rows() == m && w.len() == n * rb && nb * T::BYTES <= rb && k % 32 == 0);
@@ -454,7 +457,7 @@ impl Tile<'_> {
 }
 
 #[allow(non_camel_case_types)]
-struct Q8_0;
+pub(super) struct Q8_0;
 impl Legacy for Q8_0 {
     const BYTES: usize = 34;
     const OFFSET: Option<f32> = Some(0.0);
@@ -469,10 +472,11 @@ impl Legacy for Q8_0 {
 macro_rules! legacy {
     ($name:ident, $bytes:expr, $qh:expr, $qs:expr, $offset:expr) => {
         #[allow(non_camel_case_types)]
-        struct $name;
+        pub(super) struct $name;
         impl Legacy for $name {
             const BYTES: usize = $bytes;
             const OFFSET: Option<f32> = $offset;
+            const FIFTH: bool = $qh.is_some();
             #[inline(always)]
             unsafe fn values(b: *const u8) -> __m256i {
                 let q = nibbles32(b.add($qs));

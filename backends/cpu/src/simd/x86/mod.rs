@@ -12,6 +12,7 @@
 pub(super) mod attn;
 mod fdot;
 mod idot;
+mod rows8;
 
 use super::{ChunkFn, Needs};
 use crate::q8::scales;
@@ -24,6 +25,11 @@ pub(super) fn f32_kernel(dtype: DType) -> Option<ChunkFn> {
 
 pub(super) fn q8_kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
     idot::kernel(dtype, vnni)
+}
+
+/// The integer kernel over the rows8 layout ([`crate::repack`]).
+pub(super) fn rows8_kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
+    rows8::kernel(dtype, vnni)
 }
 
 /// Horizontal sum of 8 lanes.
