@@ -61,7 +61,12 @@ impl Kernels for Parallel {
         })
     }
 
+    /// Packs the weights the kernels read faster packed, unless `WEFT_REPACK=0` (the
+    /// stored layout throughout: for measuring what packing buys).
     fn prepare(&mut self, matmul_weights: &[&WeightView]) {
+        if std::env::var_os("WEFT_REPACK").is_some_and(|v| v == "0") {
+            return;
+        }
         self.packed = repack::Packed::for_weights(&self.config, matmul_weights.iter().copied());
     }
 
