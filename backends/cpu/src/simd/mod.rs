@@ -7,9 +7,9 @@
 //! [`crate::matmul`] splits rows over rayon and quantises activations when a kernel
 //! reads 8-bit blocks.
 //!
-//! x86_64: AVX2 + FMA + F16C (`x86`). The machines this was written on have no
-//! AVX-512, so there are no AVX-512 variants (they could not be tested). Elsewhere
-//! (aarch64 included) the portable path runs: NEON kernels are future work.
+//! x86_64: AVX2 + FMA + F16C (`x86`), and AVX-512 VNNI's `vpdpbusd` on 256-bit
+//! vectors for the 32-element types' integer dots where present. Elsewhere (aarch64
+//! included) the portable path runs: NEON kernels are future work.
 
 use crate::attention::{RowOps, PORTABLE};
 use crate::q8::{self, Q8KRows, Q8Rows};
