@@ -1,4 +1,4 @@
-//! Attention for the cpu backend. Keys are taken in blocks of [`BLOCK`] positions and
+//! Attention for the cpu backend. Keys are taken in blocks of [`BLOCK_BYTES`] and
 //! every query head that reads a block works on it while it is in L1, so each cached
 //! key and value row comes from memory once per step, not once per query head (3× less
 //! traffic at SmolLM2's 9:3 GQA). A task folds [`PIECE`] keys at a time into a running
@@ -6,8 +6,9 @@
 //! does not grow with the context. A one-token step splits its keys into chunks of
 //! [`CHUNK`] positions that run in parallel over all heads (each chunk a contiguous
 //! stretch of the cache), each a softmax over its own keys (its max, its sum and its
-//! unnormalised weighted values), merged at the end as flash-decoding does. Longer
-//! steps run a task per query row and KV head. A sliding-window layer's cache is a
+//! unnormalised weighted values), merged at the end as flash-decoding does. Prompts
+//! run a task per [`TILE`] query rows, so each key block serves all their heads (a
+//! task per row and KV head where rows are few). A sliding-window layer's cache is a
 //! ring, so a block of keys may take two runs of rows. The reference's per-head loop
 //! (`weft_reference::ops::attention`) is the yardstick.
 
@@ -27,9 +28,19 @@ const MAX_CHUNKS: usize = 32;
 /// attention does): the scores buffer stays heads × this, however long the context.
 const PIECE: usize = 128;
 
-/// Key positions the heads work through together: a block of SmolLM2's K rows
-/// (16 × 768 bytes) stays in L1 while its nine heads read it.
-const BLOCK: usize = 16;
+/// Query rows a prefill task takes: every block of keys it reads serves all their
+/// heads while it is in L1.
+const TILE: usize = 4;
+
+/// Bytes of one KV head's keys the heads work through together: the block stays in
+/// L1 while every query head reading it does, and is long enough that the per-call
+/// work outweighs the call (64 keys at SmolLM2's head width, 16 at Gemma 3's).
+const BLOCK_BYTES: usize = 16 << 10;
+
+/// Keys in a block of [`BLOCK_BYTES`] at head width `hd`: 16 to 64, a multiple of 8.
+fn block_keys(hd: usize) -> usize {
+    (BLOCK_BYTES / (4 * hd.max(1))).clamp(16, 64) / 8 * 8
+}
 
 thread_local! {
     /// A task's scores (heads × [`PIECE`] keys).
@@ -37,6 +48,8 @@ thread_local! {
     /// The caller's partial results of a chunked step; a task's [max, sum] pairs
     /// otherwise.
     static PARTIALS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// A prefill task's query heads and their sums.
+    static TILE_BUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The row kernels attention spends its time in, a call per head and run of keys (a
@@ -99,6 +112,50 @@ pub fn attention(
     let span = keys(0);
     let chunk = chunk.max(1);
     if seq != 1 || span.len() <= chunk {
+        // Each task's query rows share every key block they read: TILE rows a task
+        // (all KV heads) when there are rows enough, else a task per row and KV head
+        // (decode over a short context: the heads in parallel).
+        let finish = |ml: &[f32], acc: &[f32], o: &mut [f32]| {
+            for ((oh, ah), ml) in o
+                .chunks_exact_mut(hd)
+                .zip(acc.chunks_exact(hd))
+                .zip(ml.chunks(2))
+            {
+                let inv = 1.0 / ml[1];
+                oh.iter_mut().zip(ah).for_each(|(x, a)| *x = a * inv);
+            }
+        };
+        if seq >= 2 * TILE {
+            out.par_chunks_mut(TILE * nh * hd)
+                .enumerate()
+                .for_each(|(i, o)| {
+                    let (t0, rows) = (i * TILE, o.len() / (nh * hd));
+                    with_buffer(&TILE_BUF, |buf| {
+                        buf.clear();
+                        buf.resize(2 * rows * g * hd, 0.0);
+                        let (qt, acc) = buf.split_at_mut(rows * g * hd);
+                        for kvh in 0..nkv {
+                            // The tile's query heads of this KV head, row after row.
+                            for (r, qr) in qt.chunks_exact_mut(g * hd).enumerate() {
+                                qr.copy_from_slice(
+                                    &q[(t0 + r) * nh * hd + kvh * g * hd..][..g * hd],
+                                );
+                            }
+                            with_buffer(&PARTIALS, |ml| {
+                                ml.resize(2 * rows * g, 0.0);
+                                with_buffer(&SCORES, |sc| {
+                                    heads.run(qt, |_| kvh, |h| keys(t0 + h / g), sc, ml, acc)
+                                });
+                                for (r, ar) in acc.chunks_exact(g * hd).enumerate() {
+                                    let or = &mut o[r * nh * hd + kvh * g * hd..][..g * hd];
+                                    finish(&ml[2 * r * g..2 * (r + 1) * g], ar, or);
+                                }
+                            });
+                        }
+                    })
+                });
+            return;
+        }
         // A task per query row and KV head: heads kvh·g.. of row t are adjacent in q
         // and out.
         out.par_chunks_mut(g * hd).enumerate().for_each(|(i, o)| {
@@ -107,11 +164,9 @@ pub fn attention(
             // [max, sum] per head: the partials' buffer, which this path leaves free.
             with_buffer(&PARTIALS, |ml| {
                 ml.resize(2 * g, 0.0);
-                with_buffer(&SCORES, |sc| {
-                    heads.run(qg, kvh..kvh + 1, keys(t), sc, ml, o)
-                });
-                for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
-                    let inv = 1.0 / ml[2 * h + 1];
+                with_buffer(&SCORES, |sc| heads.run(qg, |_| kvh, |_| keys(t), sc, ml, o));
+                for (oh, ml) in o.chunks_exact_mut(hd).zip(ml.chunks(2)) {
+                    let inv = 1.0 / ml[1];
                     oh.iter_mut().for_each(|x| *x *= inv);
                 }
             })
@@ -134,7 +189,9 @@ pub fn attention(
             let j0 = span.start + c * chunk;
             let (ml, acc) = p.split_at_mut(2 * nh);
             let keys = j0..(j0 + chunk).min(span.end);
-            with_buffer(&SCORES, |sc| heads.run(q, 0..nkv, keys, sc, ml, acc));
+            with_buffer(&SCORES, |sc| {
+                heads.run(q, |h| h / g, |_| keys.clone(), sc, ml, acc)
+            });
         });
         // Merge: each chunk's sums weighted by e^(its max − the overall max).
         with_buffer(&SCORES, |f| {
@@ -166,44 +223,49 @@ struct Heads<'a> {
 }
 
 impl Heads<'_> {
-    /// The query heads of KV heads `kvhs` (their rows in `qs`) over `keys`: head h's
-    /// max score and sum of e^(score − max) into `ml[2h]`, `ml[2h + 1]`, and
-    /// Σ e^(score − max)·value into `acc[h·hd..]`, h counted from the range's first.
+    /// Query heads `qs` (rows of the head width), head h reading KV head `kv(h)` over
+    /// keys `span(h)`: its max score and sum of e^(score − max) into `ml[2h]`,
+    /// `ml[2h + 1]`, and Σ e^(score − max)·value into `acc[h·hd..]`.
+    ///
+    /// Keys go in pieces of [`PIECE`] at multiples of [`PIECE`], each head's scores
+    /// computed over the union of the spans and folded over its own span only, and a
+    /// key's score does not depend on its neighbours: so a head's result does not
+    /// depend on which heads it ran with (a prompt's rows equal, bit for bit, what
+    /// they give in other batches).
     fn run(
         &self,
         qs: &[f32],
-        kvhs: std::ops::Range<usize>,
-        keys: std::ops::Range<usize>,
+        kv: impl Fn(usize) -> usize,
+        span: impl Fn(usize) -> std::ops::Range<usize>,
         scores: &mut Vec<f32>,
         ml: &mut [f32],
         acc: &mut [f32],
     ) {
         let Heads { ops, k, v, s } = *self;
         let hd = s.head_dim;
-        let g = s.n_heads / s.n_kv_heads;
         let kvw = s.n_kv_heads * hd;
-        let (n, nq) = (keys.len(), kvhs.len() * g);
+        let nq = qs.len() / hd;
+        let block = block_keys(hd);
+        let lo = (0..nq).map(|h| span(h).start).min().unwrap_or(0);
+        let keys = lo..(0..nq).map(|h| span(h).end).max().unwrap_or(0);
         scores.clear();
-        // Room for every head, so a thread's first one-token step does not allocate.
-        scores.reserve(s.n_heads * PIECE);
+        // Room for a tile's heads, so a thread's first one-token step does not allocate.
+        scores.reserve(TILE * s.n_heads * PIECE);
         scores.resize(nq * PIECE, 0.0);
-        // Query head h (from the range's first) reads KV head kvhs.start + h / g; its
-        // part of cache row r starts at `at(r, h)`.
-        let at = |r: usize, h: usize| r * kvw + (kvhs.start + h / g) * hd;
+        // Head h's part of cache row r starts at `at(r, h)`.
+        let at = |r: usize, h: usize| r * kvw + kv(h) * hd;
         for h in 0..nq {
             ml[2 * h] = f32::NEG_INFINITY;
             ml[2 * h + 1] = 0.0;
         }
         acc.fill(0.0);
-        for p0 in (0..n).step_by(PIECE) {
-            let blocks = || {
-                (p0..(p0 + PIECE).min(n))
-                    .step_by(BLOCK)
-                    .map(|b0| (b0, BLOCK.min(n - b0)))
-            };
-            for (b0, bn) in blocks() {
-                for (o, r, len) in runs(keys.start + b0, bn, s.cache_rows) {
-                    for (h, qh) in qs.chunks_exact(hd).take(nq).enumerate() {
+        let mut p0 = keys.start / PIECE * PIECE;
+        while p0 < keys.end {
+            let piece = p0.max(keys.start)..(p0 + PIECE).min(keys.end);
+            for b0 in piece.clone().step_by(block) {
+                let bn = block.min(piece.end - b0);
+                for (o, r, len) in runs(b0, bn, s.cache_rows) {
+                    for (h, qh) in qs.chunks_exact(hd).enumerate() {
                         let out = &mut scores[h * PIECE + b0 - p0 + o..][..len];
                         (ops.scores)(qh, k, at(r, h), kvw, s.scale, out);
                     }
@@ -211,9 +273,13 @@ impl Heads<'_> {
             }
             // Heads sharing a KV head are adjacent, so its value rows stay in L1 while
             // they add them up.
-            let pn = PIECE.min(n - p0);
             for (h, a) in acc.chunks_exact_mut(hd).take(nq).enumerate() {
-                let row = &mut scores[h * PIECE..][..pn];
+                let own = span(h);
+                let (lo, hi) = (own.start.max(piece.start), own.end.min(piece.end));
+                if lo >= hi {
+                    continue;
+                }
+                let row = &mut scores[h * PIECE + lo - p0..h * PIECE + hi - p0];
                 if let Some(c) = s.softcap {
                     row.iter_mut().for_each(|d| *d = c * (*d / c).tanh());
                 }
@@ -227,12 +293,13 @@ impl Heads<'_> {
                 }
                 ml[2 * h] = m;
                 ml[2 * h + 1] += (ops.exp_sum)(row, m);
-                for (b0, bn) in blocks() {
-                    for (o, r, len) in runs(keys.start + b0, bn, s.cache_rows) {
-                        (ops.weighted_sum)(&row[b0 - p0 + o..][..len], v, at(r, h), kvw, a);
+                for b0 in (lo..hi).step_by(block) {
+                    for (o, r, len) in runs(b0, block.min(hi - b0), s.cache_rows) {
+                        (ops.weighted_sum)(&row[b0 - lo + o..][..len], v, at(r, h), kvw, a);
                     }
                 }
             }
+            p0 += PIECE;
         }
     }
 }

@@ -94,7 +94,12 @@ pub(in crate::simd) unsafe fn scores<L: Lane>(
         for i in (0..hd).step_by(8) {
             acc = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i)), L::load8(row.add(i)), acc);
         }
-        out[j] = hsum(acc) * scale;
+        // Lanes added in the order the eight-row path adds them, so a row's score
+        // does not depend on where it fell in the run.
+        let h = _mm256_hadd_ps(acc, acc);
+        let h = _mm256_hadd_ps(h, h);
+        let s = _mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        out[j] = _mm_cvtss_f32(s) * scale;
         j += 1;
     }
 }
