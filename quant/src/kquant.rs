@@ -85,7 +85,7 @@ impl BlockFormat for Q3_K {
 /// hold scales 0..4, bytes 4..8 mins 0..4 (low 6 bits each); scales and mins
 /// 4..8 are the nibbles of bytes 8..12 plus the top 2 bits of bytes 0..8.
 #[inline(always)]
-fn scale_min(sb: &[u8; 12], j: usize) -> (u8, u8) {
+pub fn scale_min(sb: &[u8; 12], j: usize) -> (u8, u8) {
     if j < 4 {
         (sb[j] & 63, sb[j + 4] & 63)
     } else {

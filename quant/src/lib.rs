@@ -29,7 +29,7 @@ mod ternary;
 
 pub use float::{Bf16Kernel, F16Kernel, F32Kernel};
 pub use iquant::{IQ4_NL, IQ4_XS};
-pub use kquant::{Q2_K, Q3_K, Q4_K, Q5_K, Q6_K};
+pub use kquant::{scale_min as kquant_scale_min, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K};
 pub use legacy::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 pub use ternary::{TQ1_0, TQ2_0};
 

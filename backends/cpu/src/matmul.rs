@@ -126,7 +126,7 @@ pub fn matmul_with(
     let per_task = |w: &WeightView| rows_per_task(w.rows(), k, m, row_bytes(w));
     let needs = |want: Needs| {
         ws.iter()
-            .any(|&w| matches!(source(w).1, Path::Simd(_, got) if got == want))
+            .any(|&w| matches!(source(w).2, Path::Simd(_, got) if got == want))
     };
     QUANTISED.with(|q| {
         // A nested call (a pool thread that took another session's step while this
@@ -166,8 +166,11 @@ pub fn matmul_with(
                     }
                     let (r0, rb) = (t * per, row_bytes(w));
                     let rows = per.min(w.rows() - r0);
-                    let (all, path) = source(w);
-                    let bytes = &all[r0 * rb..(r0 + rows) * rb];
+                    let (all, group, path) = source(w);
+                    // Row r's offset: whole groups, then stored rows (only the last
+                    // task ends off a multiple of 8).
+                    let at = |r: usize| r / 8 * group + r % 8 * rb;
+                    let bytes = &all[at(r0)..at(r0 + rows)];
                     // SAFETY: tasks cover disjoint column ranges (weights side by
                     // side, their rows cut without overlap).
                     let tile = unsafe { whole.columns(col0 + r0, rows) };
@@ -186,15 +189,17 @@ pub fn matmul_with(
     })
 }
 
-/// A weight's bytes and how they are read: packed where the lowering packed it.
-fn source<'a>(cfg: &Config, packed: &'a Packed, w: &'a WeightView) -> (&'a [u8], Path) {
-    let packed = packed.get(w).and_then(|p| {
+/// A weight's bytes, the bytes of an 8-row group, and how they are read: packed
+/// where the lowering packed it.
+fn source<'a>(cfg: &Config, packed: &'a Packed, w: &'a WeightView) -> (&'a [u8], usize, Path) {
+    let packed = packed.get(w).and_then(|(p, group)| {
         let (f, needs) = simd::packed_kernel(cfg.isa, cfg.activations, w.dtype)?;
-        Some((p, Path::Simd(f, needs)))
+        Some((p, group, Path::Simd(f, needs)))
     });
+    let group = 8 * (w.bytes().len() / w.rows().max(1));
     packed.unwrap_or_else(|| match simd::kernel(cfg.isa, cfg.activations, w.dtype) {
-        Some((f, needs)) if w.cols() > 0 => (w.bytes(), Path::Simd(f, needs)),
-        _ => (w.bytes(), Path::Portable(kernel_for(w.dtype))),
+        Some((f, needs)) if w.cols() > 0 => (w.bytes(), group, Path::Simd(f, needs)),
+        _ => (w.bytes(), group, Path::Portable(kernel_for(w.dtype))),
     })
 }
 

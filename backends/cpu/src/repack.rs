@@ -1,5 +1,5 @@
-//! Weight layouts chosen at lowering: the 32-element types' rows interleaved eight at
-//! a time, so that one vector holds the same four values of eight rows.
+//! Weight layouts chosen at lowering: rows interleaved eight at a time, so that one
+//! vector holds the same four values of eight rows (the 32-element types and Q4_K).
 //!
 //! The integer kernels for the stored layout dot one weight row with one activation
 //! block into 8 lanes, then must fold those lanes to one sum per block before the
@@ -9,9 +9,10 @@
 //! sum in its own lane, and the block's eight scales are one vector. No fold at all,
 //! and eight outputs are stored at once.
 //!
-//! Layout ("rows8"). A group of 8 consecutive rows occupies the same bytes as those
-//! rows did (`8·rb`), block after block; packed block b (8 × the stored block size)
-//! holds, for rows r = 0..8:
+//! Layout ("rows8"). A group of 8 consecutive rows is stored block after block
+//! ([`group_bytes`] a group). For the 32-element types a packed block b takes the
+//! bytes of the 8 stored ones (so a group, `8·rb`, those of its rows) and holds, for
+//! rows r = 0..8:
 //! - `d`: 8 f16, row r's scale;
 //! - `m`: 8 f16, row r's minimum (Q4_1, Q5_1 only);
 //! - `qh`: 8 u32, word G's bit 4r + i the fifth bit of row r's value 4G + i (Q5_0, Q5_1);
@@ -20,9 +21,12 @@
 //!   4r + i row r's stored byte 4c + i, so its low nibbles are group c (values 4c + i)
 //!   and its high nibbles group c + 4 (values 16 + 4c + i = 4(c + 4) + i).
 //!
-//! Rows after the last whole group keep the stored layout. Same size, same row
-//! offsets at multiples of 8: the matmul driver cuts tasks at multiples of 8 rows, so
-//! a task's bytes are whole groups and, last, the stored tail.
+//! Q4_K's packed block ([`pack_q4k`]) holds its 6-bit scales and minimums as bytes,
+//! 32 more than the 8 stored blocks (+2.8%).
+//!
+//! Rows after the last whole group keep the stored layout. The matmul driver cuts
+//! tasks at multiples of 8 rows, so a task's bytes are whole groups and, last, the
+//! stored tail.
 //!
 //! Packing replaces the mapping rather than adding to it: as a weight is packed, the
 //! file pages it was read from are released ([`WeightView::release`]), a MiB at a time.
@@ -32,7 +36,8 @@ use crate::simd;
 use std::collections::HashMap;
 use weft_ir::{DType, WeightView};
 
-/// The stored block's parts: (bytes, has a minimum, has fifth bits, 8-bit values).
+/// The stored block's parts of a 32-element type: (bytes, has a minimum, has fifth
+/// bits, 8-bit values).
 fn parts(dtype: DType) -> Option<(usize, bool, bool, bool)> {
     match dtype {
         DType::Q4_0 => Some((18, false, false, false)),
@@ -44,9 +49,18 @@ fn parts(dtype: DType) -> Option<(usize, bool, bool, bool)> {
     }
 }
 
-/// Whether `dtype` has the rows8 layout.
-pub fn packs(dtype: DType) -> bool {
-    parts(dtype).is_some()
+/// Q4_K's stored block, and the bytes its 8-row packed block takes beyond 8 of them
+/// (the scales and minimums unpacked to bytes: 128 where 96 held them).
+const Q4K_BYTES: usize = 144;
+const Q4K_EXTRA: usize = 32;
+
+/// Bytes of an 8-row group of rows of `rb` bytes of `dtype` in the rows8 layout;
+/// `None`: the type has none.
+pub fn group_bytes(dtype: DType, rb: usize) -> Option<usize> {
+    match dtype {
+        DType::Q4_K => Some(8 * rb + Q4K_EXTRA * (rb / Q4K_BYTES)),
+        d => parts(d).map(|_| 8 * rb),
+    }
 }
 
 /// `rows` stored rows of `rb` bytes (`bytes`) in the rows8 layout; `None` for other
@@ -61,65 +75,106 @@ pub fn pack_rows8(
     rb: usize,
     mut done: impl FnMut(std::ops::Range<usize>),
 ) -> Option<Vec<u8>> {
-    let (bb, min, fifth, wide) = parts(dtype)?;
+    let bb = match dtype {
+        DType::Q4_K => Q4K_BYTES,
+        d => parts(d)?.0,
+    };
     if rb == 0 || !rb.is_multiple_of(bb) || Some(bytes.len()) != rows.checked_mul(rb) {
         return None;
     }
-    let nb = rb / bb;
+    let gb = group_bytes(dtype, rb)?;
+    let size = (rows / 8).checked_mul(gb)?.checked_add(rows % 8 * rb)?;
     let mut out = Vec::new();
-    out.try_reserve_exact(bytes.len()).ok()?;
-    // Where the values start in a stored block.
-    let qs_at = 2 + 2 * min as usize + 4 * fifth as usize;
+    out.try_reserve_exact(size).ok()?;
     let mut finished = 0;
     for g in 0..rows / 8 {
         let group = &bytes[8 * g * rb..8 * (g + 1) * rb];
-        out.resize(8 * (g + 1) * rb, 0);
-        let packed = &mut out[8 * g * rb..];
-        for b in 0..nb {
+        out.resize((g + 1) * gb, 0);
+        let packed = &mut out[g * gb..];
+        for b in 0..rb / bb {
             let src = |r: usize| &group[r * rb + b * bb..r * rb + (b + 1) * bb];
-            let dst = &mut packed[8 * b * bb..8 * (b + 1) * bb];
-            let mut at = 0;
-            for r in 0..8 {
-                dst[2 * r..2 * r + 2].copy_from_slice(&src(r)[..2]);
-            }
-            at += 16;
-            if min {
-                for r in 0..8 {
-                    dst[at + 2 * r..at + 2 * r + 2].copy_from_slice(&src(r)[2..4]);
+            match dtype {
+                DType::Q4_K => {
+                    let pb = 8 * bb + Q4K_EXTRA;
+                    pack_q4k(src, &mut packed[b * pb..(b + 1) * pb])
                 }
-                at += 16;
-            }
-            if fifth {
-                let qh = |r: usize| {
-                    let s = &src(r)[qs_at - 4..qs_at];
-                    u32::from_le_bytes([s[0], s[1], s[2], s[3]])
-                };
-                for gr in 0..8 {
-                    let mut word = 0u32;
-                    for r in 0..8 {
-                        word |= ((qh(r) >> (4 * gr)) & 0xF) << (4 * r);
-                    }
-                    dst[at + 4 * gr..at + 4 * gr + 4].copy_from_slice(&word.to_le_bytes());
-                }
-                at += 32;
-            }
-            // Chunks of four stored bytes per row: 8 for Q8_0, 4 for nibbles.
-            let chunks = if wide { 8 } else { 4 };
-            for c in 0..chunks {
-                for r in 0..8 {
-                    let s = &src(r)[qs_at + 4 * c..qs_at + 4 * c + 4];
-                    dst[at + 32 * c + 4 * r..at + 32 * c + 4 * r + 4].copy_from_slice(s);
-                }
+                _ => pack_legacy(dtype, src, &mut packed[8 * b * bb..8 * (b + 1) * bb]),
             }
         }
-        if out.len() - finished >= 1 << 20 {
-            done(finished..out.len());
-            finished = out.len();
+        let read = 8 * (g + 1) * rb;
+        if read - finished >= 1 << 20 {
+            done(finished..read);
+            finished = read;
         }
     }
-    out.extend_from_slice(&bytes[out.len()..]);
-    done(finished..out.len());
+    out.extend_from_slice(&bytes[rows / 8 * 8 * rb..]);
+    done(finished..bytes.len());
     Some(out)
+}
+
+/// One block of 8 rows of a 32-element type (`src(r)`: row r's stored block).
+fn pack_legacy<'a>(dtype: DType, src: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
+    let Some((_, min, fifth, wide)) = parts(dtype) else {
+        return;
+    };
+    // Where the values start in a stored block.
+    let qs_at = 2 + 2 * min as usize + 4 * fifth as usize;
+    for r in 0..8 {
+        dst[2 * r..2 * r + 2].copy_from_slice(&src(r)[..2]);
+    }
+    let mut at = 16;
+    if min {
+        for r in 0..8 {
+            dst[at + 2 * r..at + 2 * r + 2].copy_from_slice(&src(r)[2..4]);
+        }
+        at += 16;
+    }
+    if fifth {
+        let qh = |r: usize| {
+            let s = &src(r)[qs_at - 4..qs_at];
+            u32::from_le_bytes([s[0], s[1], s[2], s[3]])
+        };
+        for gr in 0..8 {
+            let mut word = 0u32;
+            for r in 0..8 {
+                word |= ((qh(r) >> (4 * gr)) & 0xF) << (4 * r);
+            }
+            dst[at + 4 * gr..at + 4 * gr + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        at += 32;
+    }
+    // Chunks of four stored bytes per row: 8 for Q8_0, 4 for nibbles.
+    let chunks = if wide { 8 } else { 4 };
+    for c in 0..chunks {
+        for r in 0..8 {
+            let s = &src(r)[qs_at + 4 * c..qs_at + 4 * c + 4];
+            dst[at + 32 * c + 4 * r..at + 32 * c + 4 * r + 4].copy_from_slice(s);
+        }
+    }
+}
+
+/// One Q4_K block of 8 rows: d ×8 (f16), dmin ×8, then sub-block j's 8 scales at
+/// byte 32 + 8j and its 8 minimums at 96 + 8j (row r at + r), then for each pair c
+/// of sub-blocks 8 chunks of 32 bytes: chunk k's byte 4r + i is row r's stored byte
+/// `32c + 4k + i` (low nibble: sub-block 2c's value 4k + i; high: 2c + 1's).
+fn pack_q4k<'a>(src: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
+    for r in 0..8 {
+        let b = src(r);
+        dst[2 * r..2 * r + 2].copy_from_slice(&b[..2]);
+        dst[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&b[2..4]);
+        let sb: &[u8; 12] = b[4..16].try_into().expect("12 scale bytes");
+        for j in 0..8 {
+            let (sc, m) = weft_quant::kquant_scale_min(sb, j);
+            dst[32 + 8 * j + r] = sc;
+            dst[96 + 8 * j + r] = m;
+        }
+        for c in 0..4 {
+            for k in 0..8 {
+                let at = 160 + 256 * c + 32 * k + 4 * r;
+                dst[at..at + 4].copy_from_slice(&b[16 + 32 * c + 4 * k..][..4]);
+            }
+        }
+    }
 }
 
 /// The packed forms of a lowered plan's matmul weights, by the address and length
@@ -127,7 +182,8 @@ pub fn pack_rows8(
 /// embedding read as the output head).
 #[derive(Default)]
 pub struct Packed {
-    weights: HashMap<(usize, usize), Vec<u8>>,
+    /// Bytes and the bytes of an 8-row group.
+    weights: HashMap<(usize, usize), (Vec<u8>, usize)>,
 }
 
 impl Packed {
@@ -146,22 +202,25 @@ impl Packed {
             let Some(rb) = w.dtype.row_bytes(w.cols()) else {
                 continue;
             };
-            if let Some(p) = pack_rows8(w.dtype, w.bytes(), w.rows(), rb, |r| w.release(r)) {
-                packed.weights.insert(key, p);
+            let group = group_bytes(w.dtype, rb);
+            if let Some((p, g)) =
+                pack_rows8(w.dtype, w.bytes(), w.rows(), rb, |r| w.release(r)).zip(group)
+            {
+                packed.weights.insert(key, (p, g));
             }
         }
         packed
     }
 
-    /// `w`'s packed bytes, if it was packed.
-    pub fn get(&self, w: &WeightView) -> Option<&[u8]> {
+    /// `w`'s packed bytes and the bytes of an 8-row group, if it was packed.
+    pub fn get(&self, w: &WeightView) -> Option<(&[u8], usize)> {
         let key = (w.bytes().as_ptr() as usize, w.bytes().len());
-        self.weights.get(&key).map(Vec::as_slice)
+        self.weights.get(&key).map(|(p, g)| (p.as_slice(), *g))
     }
 
     /// Weights packed, and their bytes.
     pub fn count(&self) -> (usize, usize) {
-        let bytes = self.weights.values().map(Vec::len).sum();
+        let bytes = self.weights.values().map(|(p, _)| p.len()).sum();
         (self.weights.len(), bytes)
     }
 }

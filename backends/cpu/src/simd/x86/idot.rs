@@ -36,7 +36,7 @@ pub(super) struct XRow {
     /// Block sums `d·Σq` (32-element blocks).
     pub(super) s: *const f32,
     /// Sums of 16 values (256-element blocks).
-    bs: *const i16,
+    pub(super) bs: *const i16,
 }
 
 /// The kernel for `dtype`; `vnni`: AVX-512 VNNI is present (the 32-element types'
@@ -539,6 +539,14 @@ unsafe fn chunk<T: IDot>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
         // each (checked above); the features are present (this function's).
         unsafe { run_tile!(t, run_k, T, r, c) }
     }
+}
+
+/// The stored-layout Q4_K kernel (the rows8 kernel's tail rows).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present.
+pub(super) unsafe fn chunk_q4k(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+    chunk::<Q4_K>(w, rb, x, out)
 }
 
 impl Tile<'_> {

@@ -9,13 +9,18 @@
 //! scales are one vector, so the float work is two FMAs a block for eight outputs,
 //! and the eight outputs are stored together: no horizontal sums anywhere.
 //!
+//! Q4_K (activations in blocks of 256 with 16-sums): a sub-block's eight groups
+//! add in i16 (8·2·15·127 < 2¹⁵), then one `madd` by the sub-block's eight scales
+//! (a row's scale in both i16 halves of its lane) widens and scales them; the
+//! minimums meet the activation's sub-block sums, two sub-blocks a `madd`.
+//!
 //! Rows past the last whole group keep the stored layout and run the stored-layout
 //! kernel.
 
 #![allow(clippy::needless_range_loop)]
 
 use super::bit4_of_32;
-use super::idot::{legacy_task, rows, Legacy, Vnni, XRow, PREFETCH};
+use super::idot::{self, legacy_task, rows, Legacy, Vnni, XRow, PREFETCH};
 use crate::simd::{Acts, ChunkFn, Needs, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
@@ -41,6 +46,9 @@ pub(super) fn kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
         DType::Q5_0 => k!(Q5_0),
         DType::Q5_1 => k!(Q5_1),
         DType::Q8_0 => k!(Q8_0),
+        // Integer dots by maddubs + madd with or without VNNI (the sub-block scale
+        // goes in through the madd).
+        DType::Q4_K => Some((chunk_q4k_rows8 as ChunkFn, Needs::Q8K)),
         _ => None,
     }
 }
@@ -211,6 +219,142 @@ impl Group<'_> {
                 let sx = _mm256_broadcast_ss(&*x[r].s.add(b));
                 let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_mul_ps(d, dx), acc[r]);
                 acc[r] = _mm256_fmadd_ps(dm, sx, a);
+            }
+        }
+        for r in 0..R {
+            let mut v = [0f32; 8];
+            _mm256_storeu_ps(v.as_mut_ptr(), acc[r]);
+            for (c, &s) in v.iter().enumerate() {
+                self.out.set(self.i + r, self.j + c, s);
+            }
+        }
+    }
+}
+
+/// Q4_K's packed block: 8 stored blocks and the scales and minimums as bytes.
+const Q4K_PACKED: usize = 8 * 144 + 32;
+
+/// One Q4_K task over rows8 bytes.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_q4k_rows8(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+    let (m, k, n) = (x.m, x.k, out.cols());
+    let nb = k / 256;
+    let groups = n / 8;
+    let gb = nb * Q4K_PACKED;
+    assert!(out.rows() == m && nb * 144 == rb && k % 256 == 0);
+    assert!(w.len() == groups * gb + (n - 8 * groups) * rb);
+    if 8 * groups < n {
+        // SAFETY: the task's own columns; the stored layout there, the features this
+        // function's.
+        unsafe {
+            let tail = out.columns(8 * groups, n - 8 * groups);
+            idot::chunk_q4k(&w[groups * gb..], rb, x, tail);
+        }
+    }
+    let xr = rows(x, Needs::Q8K, 256);
+    let mut i = 0;
+    while i < m {
+        let r = (m - i).min(4);
+        for g in 0..groups {
+            let t = Group {
+                w: &w[g * gb..(g + 1) * gb],
+                nb,
+                x: &xr[i..i + r],
+                out,
+                i,
+                j: 8 * g,
+            };
+            // SAFETY: 8 rows of nb whole packed blocks, r activation rows of nb blocks
+            // (checked above); the features are this function's.
+            unsafe {
+                match r {
+                    1 => t.run_q4k::<1>(),
+                    2 => t.run_q4k::<2>(),
+                    3 => t.run_q4k::<3>(),
+                    _ => t.run_q4k::<4>(),
+                }
+            }
+        }
+        i += r;
+    }
+}
+
+impl Group<'_> {
+    #[inline(always)]
+    unsafe fn run_q4k<const R: usize>(&self) {
+        let mut x = [self.x[0]; R];
+        x.copy_from_slice(&self.x[..R]);
+        let zero = _mm256_setzero_si256();
+        let m4 = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        // From 8 bytes in both 128-bit halves: lane r gets byte r in both i16 halves.
+        let both = _mm256_setr_epi8(
+            0, -128, 0, -128, 1, -128, 1, -128, 2, -128, 2, -128, 3, -128, 3, -128, //
+            4, -128, 4, -128, 5, -128, 5, -128, 6, -128, 6, -128, 7, -128, 7, -128,
+        );
+        // From 16 bytes (sub-blocks j, j + 1) in both halves: lane r gets byte r, then
+        // byte 8 + r.
+        let pair = _mm256_setr_epi8(
+            0, -128, 8, -128, 1, -128, 9, -128, 2, -128, 10, -128, 3, -128, 11, -128, //
+            4, -128, 12, -128, 5, -128, 13, -128, 6, -128, 14, -128, 7, -128, 15, -128,
+        );
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..self.nb {
+            let p = self.w.as_ptr().add(b * Q4K_PACKED);
+            if R == 1 {
+                let mut off = 0;
+                while off < Q4K_PACKED {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + off) as *const i8);
+                    off += 64;
+                }
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
+            let qs = p.add(160);
+            let mut sumi = [zero; R];
+            for j in 0..8 {
+                let (c, high) = (j / 2, j % 2 == 1);
+                let mut p16 = [zero; R];
+                for kk in 0..8 {
+                    let raw = _mm256_loadu_si256(qs.add(256 * c + 32 * kk) as *const __m256i);
+                    let v = match high {
+                        true => _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
+                        false => _mm256_and_si256(raw, m4),
+                    };
+                    for r in 0..R {
+                        let xv = x4(x[r].q, 256 * b + 32 * j + 4 * kk);
+                        p16[r] = _mm256_add_epi16(p16[r], _mm256_maddubs_epi16(v, xv));
+                    }
+                }
+                let sc = _mm_loadl_epi64(p.add(32 + 8 * j) as *const __m128i);
+                let sc = _mm256_shuffle_epi8(_mm256_broadcastq_epi64(sc), both);
+                for r in 0..R {
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p16[r], sc));
+                }
+            }
+            // Minimums of sub-blocks 2i, 2i + 1 (lane r: row r's, as i16 halves).
+            let mut mins = [zero; 4];
+            for i in 0..4 {
+                let mn = _mm_loadu_si128(p.add(96 + 16 * i) as *const __m128i);
+                mins[i] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(mn), pair);
+            }
+            for r in 0..R {
+                // The activation's sub-block sums B_j (i32), then as i16 pairs
+                // (B_2i, B_2i+1): elements 0, 1 of each half after the pack.
+                let bs = _mm256_loadu_si256(x[r].bs.add(16 * b) as *const __m256i);
+                let sums = _mm256_madd_epi16(bs, ones);
+                let sums = _mm256_packs_epi32(sums, sums);
+                let mut ms = zero;
+                for (i, at) in [0, 1, 4, 5].into_iter().enumerate() {
+                    let bj = _mm256_permutevar8x32_epi32(sums, _mm256_set1_epi32(at));
+                    ms = _mm256_add_epi32(ms, _mm256_madd_epi16(mins[i], bj));
+                }
+                let dx = _mm256_broadcast_ss(&*x[r].d.add(b));
+                let a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), _mm256_mul_ps(d, dx), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dmin, dx), a);
             }
         }
         for r in 0..R {
