@@ -79,7 +79,7 @@ impl Kernels for Parallel {
     }
 
     fn gather_rows(&self, w: &WeightView, ids: &[u32], out: &mut [f32]) {
-        matmul::gather_rows(w, ids, out)
+        matmul::gather_rows(&self.packed, w, ids, out)
     }
 
     fn attention(

@@ -7,7 +7,7 @@
 //! activations are quantised once per matmul, in the forms the kernels need.
 
 use crate::q8::{Q8KRows, Q8Rows};
-use crate::repack::Packed;
+use crate::repack::{self, Packed};
 use crate::simd::{self, Acts, ChunkFn, Isa, Needs, OutPtr};
 use rayon::prelude::*;
 use weft_backend::{Activations, MatKernel};
@@ -244,8 +244,11 @@ fn portable(
 }
 
 /// Embedding lookup: out[i] = row ids[i] of w decoded (only the rows asked for). The
-/// caller has checked every id against the table's rows.
-pub fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
+/// caller has checked every id against the table's rows. A table the lowering packed
+/// (also the output head) is read from its packed copy, so its file pages stay
+/// released: random rows fault their neighbours back in, a whole table's worth over a
+/// long prompt.
+pub fn gather_rows(packed: &Packed, w: &WeightView, ids: &[u32], out: &mut [f32]) {
     let k = w.cols();
     assert_eq!(
         out.len(),
@@ -258,8 +261,17 @@ pub fn gather_rows(w: &WeightView, ids: &[u32], out: &mut [f32]) {
         return;
     }
     let kern = kernel_for(w.dtype);
+    let (rows, rb) = (w.rows(), w.row_bytes());
+    let packed = packed.get(w).filter(|_| repack::packs(w.dtype));
     out.par_chunks_mut(k)
         .zip(ids.par_iter())
         .with_min_len((MIN_TASK_WORK / k).max(1))
-        .for_each(|(o, &id)| kern.decode_row(w.row(id as usize), o));
+        .for_each_init(Vec::new, |row, (o, &id)| match packed {
+            Some((p, _)) => {
+                row.resize(rb, 0);
+                repack::stored_row(w.dtype, p, rows, rb, id as usize, row);
+                kern.decode_row(row, o)
+            }
+            None => kern.decode_row(w.row(id as usize), o),
+        });
 }

@@ -1,6 +1,9 @@
 //! matmul and gather_rows against naive loops over decoded rows, for every type.
 
-use weft_cpu::matmul::{gather_rows, matmul};
+use weft_backend::Activations;
+use weft_cpu::matmul::{gather_rows, matmul, Config};
+use weft_cpu::repack::Packed;
+use weft_cpu::Isa;
 use weft_ir::DType;
 
 mod common;
@@ -72,17 +75,26 @@ fn gather_rows_decodes_the_asked_rows() {
         let w = weight(dtype, n, k, &mut Rng(3));
         let wd = decoded(&w);
         let ids = [2u32, 0, 2, 10, 5];
-        let mut out = vec![f32::NAN; ids.len() * k];
-        gather_rows(&w, &ids, &mut out);
-        for (i, &id) in ids.iter().enumerate() {
-            let want = &wd[id as usize * k..(id as usize + 1) * k];
-            let got = &out[i * k..(i + 1) * k];
-            assert!(
-                got.iter()
-                    .zip(want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{dtype} id {id}"
-            );
+        // Stored, and packed where int8 kernels pack the type (a tied table read from
+        // its packed copy; row 10 is in the stored tail).
+        let int8 = Config {
+            isa: Isa::detect(),
+            activations: Activations::Int8,
+        };
+        for packed in [Packed::default(), Packed::for_weights(&int8, [&w])] {
+            let mut out = vec![f32::NAN; ids.len() * k];
+            gather_rows(&packed, &w, &ids, &mut out);
+            for (i, &id) in ids.iter().enumerate() {
+                let want = &wd[id as usize * k..(id as usize + 1) * k];
+                let got = &out[i * k..(i + 1) * k];
+                assert!(
+                    got.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dtype} id {id}, {} packed",
+                    packed.count().0
+                );
+            }
         }
     }
 }
