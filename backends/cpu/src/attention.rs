@@ -56,20 +56,45 @@ thread_local! {
 /// backend's SIMD ones, or [`PORTABLE`]).
 #[derive(Clone, Copy)]
 pub struct RowOps {
-    /// `out[j] = scale · q·row(first + j·stride)` over `out.len()` rows of `q.len()`.
+    /// For each of the query heads in `q` (as many as `out` has rows, equal widths)
+    /// and j < `out.n`: `out[h][j] = scale · q_h·row(first + j·stride)`. Every score is
+    /// summed in one order, whatever heads and keys a call takes.
     pub scores:
-        fn(q: &[f32], rows: KvRows, first: usize, stride: usize, scale: f32, out: &mut [f32]),
+        fn(q: &[f32], rows: KvRows, first: usize, stride: usize, scale: f32, out: ScoreRows),
     /// `x[i] = e^(x[i] − m)`, returning their sum.
     pub exp_sum: fn(x: &mut [f32], m: f32) -> f32,
     /// `acc += Σ_j w[j] · row(first + j·stride)` over `w.len()` rows of `acc.len()`.
     pub weighted_sum: fn(w: &[f32], rows: KvRows, first: usize, stride: usize, acc: &mut [f32]),
 }
 
+/// Where a call's scores go: head h's score of key j at `out[h·ld + j]`, j < `n`.
+pub struct ScoreRows<'a> {
+    pub out: &'a mut [f32],
+    pub ld: usize,
+    pub n: usize,
+}
+
+impl ScoreRows<'_> {
+    /// Query heads: the rows `out` holds.
+    pub fn heads(&self) -> usize {
+        match self.out.len() {
+            0 => 0,
+            len => (len - self.n) / self.ld.max(1) + 1,
+        }
+    }
+}
+
 /// Plain loops over the cache rows' scalar dot and axpy (`KvRows`).
 pub const PORTABLE: RowOps = RowOps {
     scores: |q, rows, first, stride, scale, out| {
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = rows.dot(q, first + j * stride) * scale;
+        let heads = out.heads();
+        if heads == 0 {
+            return;
+        }
+        for (h, qh) in q.chunks_exact(q.len() / heads).enumerate() {
+            for j in 0..out.n {
+                out.out[h * out.ld + j] = rows.dot(qh, first + j * stride) * scale;
+            }
         }
     },
     exp_sum: |x, m| {
@@ -265,9 +290,18 @@ impl Heads<'_> {
             for b0 in piece.clone().step_by(block) {
                 let bn = block.min(piece.end - b0);
                 for (o, r, len) in runs(b0, bn, s.cache_rows) {
-                    for (h, qh) in qs.chunks_exact(hd).enumerate() {
-                        let out = &mut scores[h * PIECE + b0 - p0 + o..][..len];
-                        (ops.scores)(qh, k, at(r, h), kvw, s.scale, out);
+                    // Heads of one KV head in one call: each key row serves them all.
+                    let mut h0 = 0;
+                    while h0 < nq {
+                        let h1 = (h0 + 1..nq).find(|&h| kv(h) != kv(h0)).unwrap_or(nq);
+                        let at0 = h0 * PIECE + b0 - p0 + o;
+                        let out = ScoreRows {
+                            out: &mut scores[at0..at0 + (h1 - h0 - 1) * PIECE + len],
+                            ld: PIECE,
+                            n: len,
+                        };
+                        (ops.scores)(&qs[h0 * hd..h1 * hd], k, at(r, h0), kvw, s.scale, out);
+                        h0 = h1;
                     }
                 }
             }

@@ -11,6 +11,7 @@
 
 use proptest::prelude::*;
 use weft_backend::{Activations, MatKernel};
+use weft_cpu::attention::ScoreRows;
 use weft_cpu::matmul::{matmul_with, Config};
 use weft_cpu::q8::{Q8KRows, Q8Rows};
 use weft_cpu::repack::Packed;
@@ -248,14 +249,14 @@ proptest! {
     #[test]
     fn attention_row_ops(
         hd in prop::sample::select(vec![8usize, 40, 64, 72, 128, 256]), n in 0usize..40,
-        pad in 0usize..3, first in 0usize..5, seed in any::<u64>(),
+        pad in 0usize..3, first in 0usize..5, heads in 1usize..=5, seed in any::<u64>(),
     ) {
         let mut rng = Rng(seed | 1);
         let stride = hd + 8 * pad;
         let len = first + n * stride + hd;
         let cache: Vec<f32> = (0..len).map(|_| rng.f()).collect();
         let c16: Vec<u16> = cache.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
-        let q: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
+        let q: Vec<f32> = (0..heads * hd).map(|_| rng.f()).collect();
         let w: Vec<f32> = (0..n).map(|_| rng.f()).collect();
         let ops = simd::row_ops(Isa::detect());
         for rows in [KvRows::F32(&cache), KvRows::F16(&c16)] {
@@ -263,12 +264,18 @@ proptest! {
                 KvRows::F32(r) => r[i] as f64,
                 KvRows::F16(r) => half::f16::from_bits(r[i]).to_f64(),
             };
-            let mut got = vec![0f32; n];
-            (ops.scores)(&q, rows, first, stride, 0.5, &mut got);
-            for (j, g) in got.iter().enumerate() {
-                let terms = (0..hd).map(|i| q[i] as f64 * at(first + j * stride + i));
-                let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
-                prop_assert!((*g as f64 - 0.5 * want).abs() <= 1e-6 * size, "score [{j}] {g} vs {}", 0.5 * want);
+            // Head h's scores at h·ld, ld > n (rows of a scores buffer).
+            let ld = n + 3;
+            let mut got = vec![f32::NAN; (heads - 1) * ld + n];
+            let out = ScoreRows { out: &mut got, ld, n };
+            (ops.scores)(&q, rows, first, stride, 0.5, out);
+            for h in 0..heads {
+                for j in 0..n {
+                    let g = got[h * ld + j];
+                    let terms = (0..hd).map(|i| q[h * hd + i] as f64 * at(first + j * stride + i));
+                    let (want, size) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                    prop_assert!((g as f64 - 0.5 * want).abs() <= 1e-6 * size, "score [{h}][{j}] {g} vs {}", 0.5 * want);
+                }
             }
             let init: Vec<f32> = (0..hd).map(|_| rng.f()).collect();
             let mut acc = init.clone();

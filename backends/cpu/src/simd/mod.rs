@@ -193,7 +193,9 @@ pub fn row_ops(isa: Isa) -> RowOps {
         Isa::Avx2 | Isa::Avx2Vnni => RowOps {
             // SAFETY (all): Avx2 is only ever the result of detection (with FMA and F16C).
             scores: |q, rows, first, stride, scale, out| match rows {
-                _ if q.len() % 8 != 0 => (PORTABLE.scores)(q, rows, first, stride, scale, out),
+                _ if q.len() % (8 * out.heads().max(1)) != 0 => {
+                    (PORTABLE.scores)(q, rows, first, stride, scale, out)
+                }
                 KvRows::F32(r) => unsafe { x86::attn::scores(q, r, first, stride, scale, out) },
                 KvRows::F16(r) => unsafe { x86::attn::scores(q, r, first, stride, scale, out) },
             },

@@ -5,7 +5,11 @@
 //! strided through the cache (one KV head of each position), which the hardware
 //! prefetchers follow too late. Head widths must be multiples of 8 (callers check).
 
+// Index loops over the const tile sizes: unrolled, so the tiles live in registers.
+#![allow(clippy::needless_range_loop)]
+
 use super::hsum;
+use crate::attention::ScoreRows;
 use std::arch::x86_64::*;
 
 /// An element a cache row holds: f32, or f16 bits (an f16 KV cache).
@@ -44,11 +48,14 @@ unsafe fn prefetch<L>(rows: *const L, at: usize, len: usize) {
     }
 }
 
-/// `out[j] = scale · q·row(first + j·stride)`, eight rows at a time (eight independent
-/// sums, reduced together).
+/// `out[h][j] = scale · q_h·row(first + j·stride)` for the heads of `q`: tiles of 2
+/// heads × 4 keys, so each loaded key vector serves two heads and each query vector
+/// four keys (6 loads per 8 FMAs). Each score's 8 lanes are added as
+/// ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)) whatever its tile, so a score does not
+/// depend on the heads or keys it ran with.
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be present; `q.len()` a multiple of 8.
+/// AVX2, FMA and F16C must be present; the head width a multiple of 8.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(in crate::simd) unsafe fn scores<L: Lane>(
     q: &[f32],
@@ -56,51 +63,101 @@ pub(in crate::simd) unsafe fn scores<L: Lane>(
     first: usize,
     stride: usize,
     scale: f32,
-    out: &mut [f32],
+    out: ScoreRows,
 ) {
-    let (hd, n) = (q.len(), out.len());
-    assert!(hd % 8 == 0 && (n == 0 || first + (n - 1) * stride + hd <= rows.len()));
-    let (pq, pr) = (q.as_ptr(), rows.as_ptr());
-    let sv = _mm256_set1_ps(scale);
+    let (heads, n, ld) = (out.heads(), out.n, out.ld);
+    if heads == 0 || n == 0 {
+        return;
+    }
+    let hd = q.len() / heads;
+    assert!(
+        hd.is_multiple_of(8)
+            && q.len() == heads * hd
+            && first + (n - 1) * stride + hd <= rows.len()
+    );
+    assert!(n <= ld || heads == 1);
+    let po = out.out.as_mut_ptr();
+    let t = Tile {
+        q: q.as_ptr(),
+        hd,
+        rows: rows.as_ptr(),
+        first,
+        stride,
+        scale,
+        out: po,
+        ld,
+    };
     let mut j = 0;
-    while j + 8 <= n {
-        for u in 0..8 {
-            prefetch(pr, first + (j + AHEAD + u) * stride, hd);
+    while j + 4 <= n {
+        for u in 0..4 {
+            prefetch(t.rows, first + (j + AHEAD + u) * stride, hd);
         }
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for i in (0..hd).step_by(8) {
-            let qv = _mm256_loadu_ps(pq.add(i));
-            for (u, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(qv, L::load8(pr.add(first + (j + u) * stride + i)), *a);
-            }
+        let mut h = 0;
+        while h + 2 <= heads {
+            t.run::<2, 4>(h, j);
+            h += 2;
         }
-        // Lane u of the result: row j + u's sum.
-        let h01 = _mm256_hadd_ps(acc[0], acc[1]);
-        let h23 = _mm256_hadd_ps(acc[2], acc[3]);
-        let h45 = _mm256_hadd_ps(acc[4], acc[5]);
-        let h67 = _mm256_hadd_ps(acc[6], acc[7]);
-        let lo = _mm256_hadd_ps(h01, h23);
-        let hi = _mm256_hadd_ps(h45, h67);
-        let s = _mm256_add_ps(
-            _mm256_permute2f128_ps::<0x20>(lo, hi),
-            _mm256_permute2f128_ps::<0x31>(lo, hi),
-        );
-        _mm256_storeu_ps(out.as_mut_ptr().add(j), _mm256_mul_ps(s, sv));
-        j += 8;
+        if h < heads {
+            t.run::<1, 4>(h, j);
+        }
+        j += 4;
     }
     while j < n {
-        let row = pr.add(first + j * stride);
-        let mut acc = _mm256_setzero_ps();
-        for i in (0..hd).step_by(8) {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(pq.add(i)), L::load8(row.add(i)), acc);
+        for h in 0..heads {
+            t.run::<1, 1>(h, j);
         }
-        // Lanes added in the order the eight-row path adds them, so a row's score
-        // does not depend on where it fell in the run.
-        let h = _mm256_hadd_ps(acc, acc);
-        let h = _mm256_hadd_ps(h, h);
-        let s = _mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
-        out[j] = _mm_cvtss_f32(s) * scale;
         j += 1;
+    }
+}
+
+/// One call's operands as raw pointers (checked by [`scores`]).
+struct Tile<L> {
+    q: *const f32,
+    hd: usize,
+    rows: *const L,
+    first: usize,
+    stride: usize,
+    scale: f32,
+    out: *mut f32,
+    ld: usize,
+}
+
+impl<L: Lane> Tile<L> {
+    /// Heads h.. (H of them) × keys j.. (J: 4 or 1).
+    #[inline(always)]
+    unsafe fn run<const H: usize, const J: usize>(&self, h: usize, j: usize) {
+        let mut acc = [[_mm256_setzero_ps(); J]; H];
+        for i in (0..self.hd).step_by(8) {
+            let mut k = [_mm256_setzero_ps(); J];
+            for u in 0..J {
+                k[u] = L::load8(self.rows.add(self.first + (j + u) * self.stride + i));
+            }
+            for a in 0..H {
+                let qv = _mm256_loadu_ps(self.q.add((h + a) * self.hd + i));
+                for u in 0..J {
+                    acc[a][u] = _mm256_fmadd_ps(qv, k[u], acc[a][u]);
+                }
+            }
+        }
+        let sv = _mm_set1_ps(self.scale);
+        for a in 0..H {
+            let o = self.out.add((h + a) * self.ld + j);
+            match J {
+                4 => {
+                    let h01 = _mm256_hadd_ps(acc[a][0], acc[a][1]);
+                    let h23 = _mm256_hadd_ps(acc[a][2], acc[a][3]);
+                    let lo = _mm256_hadd_ps(h01, h23);
+                    let s = _mm_add_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps::<1>(lo));
+                    _mm_storeu_ps(o, _mm_mul_ps(s, sv));
+                }
+                _ => {
+                    let v = _mm256_hadd_ps(acc[a][0], acc[a][0]);
+                    let v = _mm256_hadd_ps(v, v);
+                    let s = _mm_add_ss(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                    *o = _mm_cvtss_f32(_mm_mul_ss(s, sv));
+                }
+            }
+        }
     }
 }
 
