@@ -266,11 +266,15 @@ pub fn gather_rows(packed: &Packed, w: &WeightView, ids: &[u32], out: &mut [f32]
     out.par_chunks_mut(k)
         .zip(ids.par_iter())
         .with_min_len((MIN_TASK_WORK / k).max(1))
-        .for_each_init(Vec::new, |row, (o, &id)| match packed {
+        .for_each(|(o, &id)| match packed {
+            // Block by block through the stack: a decode step allocates nothing.
             Some((p, _)) => {
-                row.resize(rb, 0);
-                repack::stored_row(w.dtype, p, rows, rb, id as usize, row);
-                kern.decode_row(row, o)
+                let (bs, bb) = (w.dtype.block_size(), w.dtype.block_bytes());
+                let mut block = [0u8; repack::MAX_BLOCK];
+                for (b, ob) in o.chunks_exact_mut(bs).enumerate() {
+                    repack::stored_block(w.dtype, p, rows, rb, id as usize, b, &mut block[..bb]);
+                    kern.decode_row(&block[..bb], ob);
+                }
             }
             None => kern.decode_row(w.row(id as usize), o),
         });

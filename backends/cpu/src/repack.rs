@@ -50,7 +50,7 @@ fn parts(dtype: DType) -> Option<(usize, bool, bool, bool)> {
 }
 
 /// Whether `dtype` is a 32-element type (rows8 layout the same size as the stored
-/// one, rows readable back by [`stored_row`]).
+/// one, rows readable back by [`stored_block`]).
 pub fn packs(dtype: DType) -> bool {
     parts(dtype).is_some()
 }
@@ -183,44 +183,54 @@ fn pack_q4k<'a>(src: impl Fn(usize) -> &'a [u8], dst: &mut [u8]) {
     }
 }
 
-/// Row `row`'s stored bytes read back from a rows8 weight (`packed`, stored rows of
-/// `rb` bytes, `rows` of them) into `out` (`rb` bytes): the inverse of the packing, so
-/// an embedding table that is also the output head is gathered from the packed copy
-/// (its file pages stay released). The 32-element types only ([`packs`]).
-pub fn stored_row(dtype: DType, packed: &[u8], rows: usize, rb: usize, row: usize, out: &mut [u8]) {
+/// Block `b` of row `row` in its stored bytes, read back from a rows8 weight
+/// (`packed`, stored rows of `rb` bytes, `rows` of them) into `out` (one stored
+/// block): the inverse of the packing, so an embedding table that is also the output
+/// head is gathered from the packed copy (its file pages stay released). The
+/// 32-element types only ([`packs`]).
+pub fn stored_block(
+    dtype: DType,
+    packed: &[u8],
+    rows: usize,
+    rb: usize,
+    row: usize,
+    b: usize,
+    out: &mut [u8],
+) {
     let Some((bb, min, fifth, wide)) = parts(dtype) else {
         panic!("{dtype} rows are not read back from rows8");
     };
-    assert!(row < rows && out.len() == rb && packed.len() == rows * rb);
+    assert!(row < rows && out.len() == bb && (b + 1) * bb <= rb && packed.len() == rows * rb);
     if row >= rows / 8 * 8 {
-        out.copy_from_slice(&packed[row * rb..(row + 1) * rb]);
+        out.copy_from_slice(&packed[row * rb + b * bb..][..bb]);
         return;
     }
     let (g, r) = (row / 8, row % 8);
     let qs_at = 2 + 2 * min as usize + 4 * fifth as usize;
-    for (b, dst) in out.chunks_exact_mut(bb).enumerate() {
-        let src = &packed[8 * g * rb + 8 * b * bb..][..8 * bb];
-        dst[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
-        let mut at = 16;
-        if min {
-            dst[2..4].copy_from_slice(&src[at + 2 * r..at + 2 * r + 2]);
-            at += 16;
+    let src = &packed[8 * g * rb + 8 * b * bb..][..8 * bb];
+    out[..2].copy_from_slice(&src[2 * r..2 * r + 2]);
+    let mut at = 16;
+    if min {
+        out[2..4].copy_from_slice(&src[at + 2 * r..at + 2 * r + 2]);
+        at += 16;
+    }
+    if fifth {
+        let mut qh = 0u32;
+        for gr in 0..8 {
+            let word = u32::from_le_bytes([0, 1, 2, 3].map(|i| src[at + 4 * gr + i]));
+            qh |= ((word >> (4 * r)) & 0xF) << (4 * gr);
         }
-        if fifth {
-            let mut qh = 0u32;
-            for gr in 0..8 {
-                let word = u32::from_le_bytes([0, 1, 2, 3].map(|i| src[at + 4 * gr + i]));
-                qh |= ((word >> (4 * r)) & 0xF) << (4 * gr);
-            }
-            dst[qs_at - 4..qs_at].copy_from_slice(&qh.to_le_bytes());
-            at += 32;
-        }
-        let chunks = if wide { 8 } else { 4 };
-        for c in 0..chunks {
-            dst[qs_at + 4 * c..qs_at + 4 * c + 4].copy_from_slice(&src[at + 32 * c + 4 * r..][..4]);
-        }
+        out[qs_at - 4..qs_at].copy_from_slice(&qh.to_le_bytes());
+        at += 32;
+    }
+    let chunks = if wide { 8 } else { 4 };
+    for c in 0..chunks {
+        out[qs_at + 4 * c..qs_at + 4 * c + 4].copy_from_slice(&src[at + 32 * c + 4 * r..][..4]);
     }
 }
+
+/// The largest stored block [`stored_block`] reads back (Q8_0's).
+pub const MAX_BLOCK: usize = 34;
 
 /// The packed forms of a lowered plan's matmul weights, by the address and length
 /// of the stored bytes they replace (a view of the same bytes finds them, e.g. a tied
@@ -274,7 +284,7 @@ impl Packed {
 mod tests {
     use super::*;
 
-    /// Reading rows back from the packed form gives the stored rows.
+    /// Reading blocks back from the packed form gives the stored blocks.
     #[test]
     fn stored_rows_read_back() {
         for dtype in [
@@ -288,10 +298,12 @@ mod tests {
             let (rows, rb) = (19, 3 * bb);
             let bytes: Vec<u8> = (0..rows * rb).map(|i| (i * 131 % 251) as u8).collect();
             let packed = pack_rows8(dtype, &bytes, rows, rb, |_| {}).unwrap();
-            let mut row = vec![0; rb];
+            let mut block = vec![0; bb];
             for i in 0..rows {
-                stored_row(dtype, &packed, rows, rb, i, &mut row);
-                assert_eq!(row, bytes[i * rb..(i + 1) * rb], "{dtype} row {i}");
+                for b in 0..3 {
+                    stored_block(dtype, &packed, rows, rb, i, b, &mut block);
+                    assert_eq!(block, bytes[i * rb + b * bb..][..bb], "{dtype} row {i}");
+                }
             }
         }
     }
