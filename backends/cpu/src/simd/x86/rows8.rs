@@ -25,6 +25,30 @@ use crate::simd::{Acts, ChunkFn, Needs, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
 
+/// Runs `$e` with `$R` the const activation-row count `$r` (1 to 4).
+macro_rules! for_rows {
+    ($r:expr, $R:ident => $e:expr) => {
+        match $r {
+            1 => {
+                const $R: usize = 1;
+                $e
+            }
+            2 => {
+                const $R: usize = 2;
+                $e
+            }
+            3 => {
+                const $R: usize = 3;
+                $e
+            }
+            _ => {
+                const $R: usize = 4;
+                $e
+            }
+        }
+    };
+}
+
 /// The rows8 kernel for `dtype` (the 32-element types); `vnni` as in
 /// [`super::idot`].
 pub(super) fn kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
@@ -83,33 +107,22 @@ unsafe fn rows8_task<T: Legacy>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'
         legacy_task::<T>(&w[8 * groups * rb..], rb, x, tail);
     }
     let xr = rows(x, Needs::Q8, 32);
-    // Activation rows four at a time (outer: the task's weights stay in cache while
-    // the activations stream past once).
-    let mut i = 0;
-    while i < m {
-        let r = (m - i).min(4);
-        for g in 0..groups {
-            let t = Group {
-                w: &w[8 * g * rb..8 * (g + 1) * rb],
-                nb,
-                x: &xr[i..i + r],
-                out,
-                i,
-                j: 8 * g,
-            };
-            // SAFETY: 8 rows of nb whole blocks, r activation rows of nb blocks
-            // (checked above); the features are the caller's.
-            unsafe {
-                match r {
-                    1 => t.run::<T, 1>(),
-                    2 => t.run::<T, 2>(),
-                    3 => t.run::<T, 3>(),
-                    _ => t.run::<T, 4>(),
-                }
-            }
-        }
-        i += r;
+    for (i, r, g) in tiles(m, groups) {
+        let t = Group::new(w, 8 * rb, nb, &xr, out, (i, r, g));
+        // SAFETY: 8 rows of nb whole blocks, r activation rows of nb blocks (checked
+        // above); the features are the caller's.
+        unsafe { for_rows!(r, R => t.run::<T, R>()) }
     }
+}
+
+/// The task's tiles `(i, r, g)`: activation rows i..i + r (four at a time) against
+/// 8-row group g, activation rows outer (the task's weights stay in cache while the
+/// activations stream past once). An iterator, so the kernels' bodies stay in their
+/// entry functions and take their target features.
+fn tiles(m: usize, groups: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..m)
+        .step_by(4)
+        .flat_map(move |i| (0..groups).map(move |g| (i, (m - i).min(4), g)))
 }
 
 /// One 8-row group against up to 4 activation rows.
@@ -120,6 +133,61 @@ struct Group<'a> {
     out: OutPtr<'a>,
     i: usize,
     j: usize,
+}
+
+impl<'a> Group<'a> {
+    /// Tile `(i, r, g)` of a task: group g of `gb` bytes, activation rows i..i + r.
+    fn new(
+        w: &'a [u8],
+        gb: usize,
+        nb: usize,
+        xr: &'a [XRow],
+        out: OutPtr<'a>,
+        (i, r, g): (usize, usize, usize),
+    ) -> Self {
+        Group {
+            w: &w[g * gb..(g + 1) * gb],
+            nb,
+            x: &xr[i..i + r],
+            out,
+            i,
+            j: 8 * g,
+        }
+    }
+
+    /// The tile's activation rows as an array.
+    #[inline(always)]
+    fn xrows<const R: usize>(&self) -> [XRow; R] {
+        let mut x = [self.x[0]; R];
+        x.copy_from_slice(&self.x[..R]);
+        x
+    }
+
+    /// Packed block b's address (`bytes` a block), prefetching ahead for decode tiles.
+    #[inline(always)]
+    unsafe fn block<const R: usize>(&self, b: usize, bytes: usize) -> *const u8 {
+        let p = self.w.as_ptr().add(b * bytes);
+        if R == 1 {
+            let mut off = 0;
+            while off < bytes {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + off) as *const i8);
+                off += 64;
+            }
+        }
+        p
+    }
+
+    /// The eight outputs of each activation row.
+    #[inline(always)]
+    unsafe fn store<const R: usize>(&self, acc: &[__m256; R]) {
+        for r in 0..R {
+            let mut v = [0f32; 8];
+            _mm256_storeu_ps(v.as_mut_ptr(), acc[r]);
+            for (c, &s) in v.iter().enumerate() {
+                self.out.set(self.i + r, self.j + c, s);
+            }
+        }
+    }
 }
 
 /// The four activation values of group `at` (bytes) of a row, in every lane.
@@ -143,22 +211,13 @@ unsafe fn dot4<T: Legacy>(sum: __m256i, w: __m256i, x: __m256i) -> __m256i {
 impl Group<'_> {
     #[inline(always)]
     unsafe fn run<T: Legacy, const R: usize>(&self) {
-        let mut x = [self.x[0]; R];
-        x.copy_from_slice(&self.x[..R]);
+        let x = self.xrows::<R>();
         let zero = _mm256_setzero_si256();
         let ones = _mm256_set1_epi16(1);
         let m4 = _mm256_set1_epi8(0x0F);
-        let bytes = 8 * T::BYTES;
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..self.nb {
-            let p = self.w.as_ptr().add(b * bytes);
-            if R == 1 {
-                let mut off = 0;
-                while off < bytes {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + off) as *const i8);
-                    off += 64;
-                }
-            }
+            let p = self.block::<R>(b, 8 * T::BYTES);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let (dm, qh) = match T::OFFSET {
                 Some(o) => (_mm256_mul_ps(d, _mm256_set1_ps(-o)), p.add(16)),
@@ -221,13 +280,7 @@ impl Group<'_> {
                 acc[r] = _mm256_fmadd_ps(dm, sx, a);
             }
         }
-        for r in 0..R {
-            let mut v = [0f32; 8];
-            _mm256_storeu_ps(v.as_mut_ptr(), acc[r]);
-            for (c, &s) in v.iter().enumerate() {
-                self.out.set(self.i + r, self.j + c, s);
-            }
-        }
+        self.store(&acc);
     }
 }
 
@@ -255,38 +308,18 @@ unsafe fn chunk_q4k_rows8(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
         }
     }
     let xr = rows(x, Needs::Q8K, 256);
-    let mut i = 0;
-    while i < m {
-        let r = (m - i).min(4);
-        for g in 0..groups {
-            let t = Group {
-                w: &w[g * gb..(g + 1) * gb],
-                nb,
-                x: &xr[i..i + r],
-                out,
-                i,
-                j: 8 * g,
-            };
-            // SAFETY: 8 rows of nb whole packed blocks, r activation rows of nb blocks
-            // (checked above); the features are this function's.
-            unsafe {
-                match r {
-                    1 => t.run_q4k::<1>(),
-                    2 => t.run_q4k::<2>(),
-                    3 => t.run_q4k::<3>(),
-                    _ => t.run_q4k::<4>(),
-                }
-            }
-        }
-        i += r;
+    for (i, r, g) in tiles(m, groups) {
+        let t = Group::new(w, gb, nb, &xr, out, (i, r, g));
+        // SAFETY: 8 rows of nb whole packed blocks, r activation rows of nb blocks
+        // (checked above); the features are this function's.
+        unsafe { for_rows!(r, R => t.run_q4k::<R>()) }
     }
 }
 
 impl Group<'_> {
     #[inline(always)]
     unsafe fn run_q4k<const R: usize>(&self) {
-        let mut x = [self.x[0]; R];
-        x.copy_from_slice(&self.x[..R]);
+        let x = self.xrows::<R>();
         let zero = _mm256_setzero_si256();
         let m4 = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
@@ -303,14 +336,7 @@ impl Group<'_> {
         );
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..self.nb {
-            let p = self.w.as_ptr().add(b * Q4K_PACKED);
-            if R == 1 {
-                let mut off = 0;
-                while off < Q4K_PACKED {
-                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + off) as *const i8);
-                    off += 64;
-                }
-            }
+            let p = self.block::<R>(b, Q4K_PACKED);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i));
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16) as *const __m128i));
             let qs = p.add(160);
@@ -357,12 +383,6 @@ impl Group<'_> {
                 acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dmin, dx), a);
             }
         }
-        for r in 0..R {
-            let mut v = [0f32; 8];
-            _mm256_storeu_ps(v.as_mut_ptr(), acc[r]);
-            for (c, &s) in v.iter().enumerate() {
-                self.out.set(self.i + r, self.j + c, s);
-            }
-        }
+        self.store(&acc);
     }
 }
