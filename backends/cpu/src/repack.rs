@@ -284,16 +284,18 @@ impl Packed {
 mod tests {
     use super::*;
 
+    const LEGACY: [DType; 5] = [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+    ];
+
     /// Reading blocks back from the packed form gives the stored blocks.
     #[test]
     fn stored_rows_read_back() {
-        for dtype in [
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q8_0,
-        ] {
+        for dtype in LEGACY {
             let bb = parts(dtype).unwrap().0;
             let (rows, rb) = (19, 3 * bb);
             let bytes: Vec<u8> = (0..rows * rb).map(|i| (i * 131 % 251) as u8).collect();
@@ -312,13 +314,7 @@ mod tests {
     /// reading each documented position back gives the stored block's byte.
     #[test]
     fn the_layout_is_as_documented() {
-        for dtype in [
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q8_0,
-        ] {
+        for dtype in LEGACY {
             let (bb, min, fifth, wide) = parts(dtype).unwrap();
             let (nb, rows) = (3, 11);
             let rb = nb * bb;
