@@ -60,7 +60,8 @@ impl ByteSource for MappedFile {
         &self.map
     }
 
-    /// Drops the whole pages inside the range from memory.
+    /// Drops the whole 4 KiB pages inside the range from memory (where the system's
+    /// pages are larger, the hint is refused and nothing is dropped).
     fn release(&self, offset: usize, len: usize) {
         const PAGE: usize = 4096;
         let start = offset.next_multiple_of(PAGE);

@@ -242,8 +242,8 @@ pub struct Packed {
 }
 
 impl Packed {
-    /// Packs every weight of `ws` that `cfg`'s kernels read faster packed, then
-    /// releases the file pages each was read from.
+    /// Packs every weight of `ws` that `cfg`'s kernels read faster packed, releasing
+    /// the file pages each was read from as it goes.
     pub fn for_weights<'a>(cfg: &Config, ws: impl IntoIterator<Item = &'a WeightView>) -> Packed {
         let mut packed = Packed::default();
         for w in ws {
