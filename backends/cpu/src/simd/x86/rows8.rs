@@ -1,11 +1,12 @@
-//! 8-bit activations × the 32-element types in the rows8 layout ([`crate::repack`]):
-//! lane r of every vector is weight row r of an 8-row group.
+//! 8-bit activations × the 32-element types and Q4_K in the rows8 layout
+//! ([`crate::repack`]): lane r of every vector is weight row r of an 8-row group.
 //!
 //! Per block and activation row: each group of four activation values is broadcast
 //! to all lanes and multiplied with the group's 32 weight bytes (`maddubs`, or
 //! `vpdpbusd` with AVX-512 VNNI), which leaves every row's partial sum in its own
 //! lane. The 4-bit types add all eight groups' i16 pair sums before widening (at most
-//! 8·2·15·127 < 2¹⁵), the 5-bit types four (4·2·31·127 < 2¹⁵). The block's eight
+//! 8·2·15·127 < 2¹⁵), the 5-bit types four (4·2·31·127 < 2¹⁵); Q8_0 widens every
+//! group (|w| goes to `maddubs` unsigned, its sign onto x). The block's eight
 //! scales are one vector, so the float work is two FMAs a block for eight outputs,
 //! and the eight outputs are stored together: no horizontal sums anywhere.
 //!
@@ -49,8 +50,8 @@ macro_rules! for_rows {
     };
 }
 
-/// The rows8 kernel for `dtype` (the 32-element types); `vnni` as in
-/// [`super::idot`].
+/// The rows8 kernel for `dtype` (the 32-element types and Q4_K); `vnni` as in
+/// [`super::idot`] (Q4_K has one kernel either way).
 pub(super) fn kernel(dtype: DType, vnni: bool) -> Option<(ChunkFn, Needs)> {
     use super::idot::{Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
     macro_rules! k {
