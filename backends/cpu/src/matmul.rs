@@ -124,28 +124,30 @@ pub fn matmul_with(
     let source = |w| source(cfg, packed, w);
     let row_bytes = |w: &WeightView| w.bytes().len() / w.rows().max(1);
     let per_task = |w: &WeightView| rows_per_task(w.rows(), k, m, row_bytes(w));
+    // What the kernels read of x, found once (each lookup hashes the weight's address).
     let needs = |want: Needs| {
         ws.iter()
             .any(|&w| matches!(source(w).2, Path::Simd(_, got) if got == want))
     };
+    let (q8, q8k) = (needs(Needs::Q8), needs(Needs::Q8K));
     QUANTISED.with(|q| {
         // A nested call (a pool thread that took another session's step while this
         // one waits) quantises into buffers of its own.
         let mut fresh = Quantised::default();
         let mut held = q.try_borrow_mut();
         let q = held.as_deref_mut().unwrap_or(&mut fresh);
-        if needs(Needs::Q8) {
+        if q8 {
             simd::quantize_q8(cfg.isa, x, m, k, &mut q.q8);
         }
-        if needs(Needs::Q8K) {
+        if q8k {
             simd::quantize_q8k(cfg.isa, x, m, k, &mut q.q8k);
         }
         let acts = Acts {
             m,
             k,
             x,
-            q8: needs(Needs::Q8).then_some(&q.q8),
-            q8k: needs(Needs::Q8K).then_some(&q.q8k),
+            q8: q8.then_some(&q.q8),
+            q8k: q8k.then_some(&q.q8k),
         };
         // Tasks, numbered across the weights: each a run of one weight's rows, owning
         // their output columns.
@@ -192,11 +194,12 @@ pub fn matmul_with(
 /// A weight's bytes, the bytes of an 8-row group, and how they are read: packed
 /// where the lowering packed it.
 fn source<'a>(cfg: &Config, packed: &'a Packed, w: &'a WeightView) -> (&'a [u8], usize, Path) {
-    let packed = packed.get(w).and_then(|(p, group)| {
+    let rb = w.bytes().len() / w.rows().max(1);
+    let packed = packed.get(w).and_then(|p| {
         let (f, needs) = simd::packed_kernel(cfg.isa, cfg.activations, w.dtype)?;
-        Some((p, group, Path::Simd(f, needs)))
+        Some((p, repack::group_bytes(w.dtype, rb)?, Path::Simd(f, needs)))
     });
-    let group = 8 * (w.bytes().len() / w.rows().max(1));
+    let group = 8 * rb;
     packed.unwrap_or_else(|| match simd::kernel(cfg.isa, cfg.activations, w.dtype) {
         Some((f, needs)) if w.cols() > 0 => (w.bytes(), group, Path::Simd(f, needs)),
         _ => (w.bytes(), group, Path::Portable(kernel_for(w.dtype))),
@@ -268,7 +271,7 @@ pub fn gather_rows(packed: &Packed, w: &WeightView, ids: &[u32], out: &mut [f32]
         .with_min_len((MIN_TASK_WORK / k).max(1))
         .for_each(|(o, &id)| match packed {
             // Block by block through the stack: a decode step allocates nothing.
-            Some((p, _)) => {
+            Some(p) => {
                 let (bs, bb) = (w.dtype.block_size(), w.dtype.block_bytes());
                 let mut block = [0u8; repack::MAX_BLOCK];
                 for (b, ob) in o.chunks_exact_mut(bs).enumerate() {

@@ -60,11 +60,14 @@ pub fn packs(dtype: DType) -> bool {
 const Q4K_BYTES: usize = 144;
 const Q4K_EXTRA: usize = 32;
 
+/// Bytes of Q4_K's packed block of 8 rows (the kernel's block stride).
+pub const Q4K_PACKED: usize = 8 * Q4K_BYTES + Q4K_EXTRA;
+
 /// Bytes of an 8-row group of rows of `rb` bytes of `dtype` in the rows8 layout;
 /// `None`: the type has none.
 pub fn group_bytes(dtype: DType, rb: usize) -> Option<usize> {
     match dtype {
-        DType::Q4_K => Some(8 * rb + Q4K_EXTRA * (rb / Q4K_BYTES)),
+        DType::Q4_K => Some(Q4K_PACKED * (rb / Q4K_BYTES)),
         d => parts(d).map(|_| 8 * rb),
     }
 }
@@ -100,10 +103,7 @@ pub fn pack_rows8(
         for b in 0..rb / bb {
             let src = |r: usize| &group[r * rb + b * bb..r * rb + (b + 1) * bb];
             match dtype {
-                DType::Q4_K => {
-                    let pb = 8 * bb + Q4K_EXTRA;
-                    pack_q4k(src, &mut packed[b * pb..(b + 1) * pb])
-                }
+                DType::Q4_K => pack_q4k(src, &mut packed[b * Q4K_PACKED..(b + 1) * Q4K_PACKED]),
                 _ => pack_legacy(dtype, src, &mut packed[8 * b * bb..8 * (b + 1) * bb]),
             }
         }
@@ -237,8 +237,7 @@ pub const MAX_BLOCK: usize = 34;
 /// embedding read as the output head).
 #[derive(Default)]
 pub struct Packed {
-    /// Bytes and the bytes of an 8-row group.
-    weights: HashMap<(usize, usize), (Vec<u8>, usize)>,
+    weights: HashMap<(usize, usize), Vec<u8>>,
 }
 
 impl Packed {
@@ -257,25 +256,22 @@ impl Packed {
             let Some(rb) = w.dtype.row_bytes(w.cols()) else {
                 continue;
             };
-            let group = group_bytes(w.dtype, rb);
-            if let Some((p, g)) =
-                pack_rows8(w.dtype, w.bytes(), w.rows(), rb, |r| w.release(r)).zip(group)
-            {
-                packed.weights.insert(key, (p, g));
+            if let Some(p) = pack_rows8(w.dtype, w.bytes(), w.rows(), rb, |r| w.release(r)) {
+                packed.weights.insert(key, p);
             }
         }
         packed
     }
 
-    /// `w`'s packed bytes and the bytes of an 8-row group, if it was packed.
-    pub fn get(&self, w: &WeightView) -> Option<(&[u8], usize)> {
+    /// `w`'s packed bytes, if it was packed (a group of 8 rows: [`group_bytes`]).
+    pub fn get(&self, w: &WeightView) -> Option<&[u8]> {
         let key = (w.bytes().as_ptr() as usize, w.bytes().len());
-        self.weights.get(&key).map(|(p, g)| (p.as_slice(), *g))
+        self.weights.get(&key).map(Vec::as_slice)
     }
 
     /// Weights packed, and their bytes.
     pub fn count(&self) -> (usize, usize) {
-        let bytes = self.weights.values().map(|(p, _)| p.len()).sum();
+        let bytes = self.weights.values().map(Vec::len).sum();
         (self.weights.len(), bytes)
     }
 }

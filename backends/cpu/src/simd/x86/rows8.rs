@@ -22,6 +22,7 @@
 
 use super::bit4_of_32;
 use super::idot::{self, legacy_task, rows, Legacy, Vnni, XRow, PREFETCH};
+use crate::repack::Q4K_PACKED;
 use crate::simd::{Acts, ChunkFn, Needs, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
@@ -284,9 +285,6 @@ impl Group<'_> {
         self.store(&acc);
     }
 }
-
-/// Q4_K's packed block: 8 stored blocks and the scales and minimums as bytes.
-const Q4K_PACKED: usize = 8 * 144 + 32;
 
 /// One Q4_K task over rows8 bytes.
 ///
