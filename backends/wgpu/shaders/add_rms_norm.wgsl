@@ -12,9 +12,9 @@
 @group(0) @binding(5) var<storage, read_write> q8: array<u32>;
 
 const Q8_WIDTH: u32 = 0u;
-// The normed row for the quantiser, one pad word after every 32 (block b at 33b), so
-// the threads that each read a block hit distinct banks.
-var<workgroup> hs: array<f32, max(Q8_WIDTH + Q8_WIDTH / 32u, 1u)>;
+// Four values a slot: thread li holds values 4(li + u · NORM_THREADS) + c, c < 4, so
+// that a q8 block is eight neighbouring threads' slots (q8_block.wgsl).
+const V4: u32 = max(NORM_KEEP / 4u, 1u);
 
 @compute @workgroup_size(NORM_THREADS)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -26,50 +26,57 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let ao = r * pu(5) + pu(6);
     let bo = r * pu(7) + pu(8);
     let oo = r * 2u * d;
-    // Rows up to NORM_THREADS · NORM_KEEP wide: each thread loads its values at once (a
+    // Rows up to NORM_THREADS · 4 · V4 wide: each thread loads its values at once (a
     // loop of constant length) and keeps them, so the row is read once and its loads
     // are in flight together rather than one after another.
-    if d <= NORM_THREADS * NORM_KEEP {
+    if d <= NORM_THREADS * 4u * V4 {
         // The weights load with the row (they are cold: the matvecs stream past the
         // cache), so their latency overlaps the row's and the sum's.
-        var v: array<f32, NORM_KEEP>;
-        var w: array<f32, NORM_KEEP>;
+        var v: array<vec4<f32>, V4>;
+        var w: array<vec4<f32>, V4>;
         var s = 0.0;
-        for (var u = 0u; u < NORM_KEEP; u++) {
-            let i = li + u * NORM_THREADS;
-            if i < d {
-                v[u] = a[ao + i] + b[bo + i];
-                w[u] = wt[i];
+        for (var u = 0u; u < V4; u++) {
+            for (var c = 0u; c < 4u; c++) {
+                let i = 4u * (li + u * NORM_THREADS) + c;
+                if i < d {
+                    v[u][c] = a[ao + i] + b[bo + i];
+                    w[u][c] = wt[i];
+                }
             }
         }
-        for (var u = 0u; u < NORM_KEEP; u++) {
-            let i = li + u * NORM_THREADS;
-            if i < d {
-                out[oo + i] = v[u];
-                s += v[u] * v[u];
+        for (var u = 0u; u < V4; u++) {
+            for (var c = 0u; c < 4u; c++) {
+                let i = 4u * (li + u * NORM_THREADS) + c;
+                if i < d {
+                    out[oo + i] = v[u][c];
+                    s += v[u][c] * v[u][c];
+                }
             }
         }
         let inv = 1.0 / sqrt(workgroup_sum(li, s) / f32(d) + pf(2));
-        let q = Q8_WIDTH > 0u && pu(9) == 1u;
-        for (var u = 0u; u < NORM_KEEP; u++) {
-            let i = li + u * NORM_THREADS;
-            if i < d {
-                let h = v[u] * inv * (w[u] + pf(3));
-                out[oo + d + i] = h;
-                if q {
-                    hs[i + i / 32u] = h;
+        for (var u = 0u; u < V4; u++) {
+            v[u] = v[u] * inv * (w[u] + pf(3));
+            for (var c = 0u; c < 4u; c++) {
+                let i = 4u * (li + u * NORM_THREADS) + c;
+                if i < d {
+                    out[oo + d + i] = v[u][c];
                 }
             }
         }
-        if q {
-            workgroupBarrier();
-            for (var b = li; b < d / 32u; b += NORM_THREADS) {
-                var blk: array<vec4<f32>, 8>;
-                for (var e = 0u; e < 8u; e++) {
-                    let i = 33u * b + 4u * e;
-                    blk[e] = vec4<f32>(hs[i], hs[i + 1u], hs[i + 2u], hs[i + 3u]);
+        // The Q8 variant's quantiser: whole blocks, so a slot past the row is never read.
+        if Q8_WIDTH > 0u && pu(9) == 1u {
+            for (var u = 0u; u < V4; u++) {
+                let j = li + u * NORM_THREADS;
+                if 4u * j < d {
+                    q8_mark(j, v[u]);
                 }
-                q8_block(blk, b, d);
+            }
+            workgroupBarrier();
+            for (var u = 0u; u < V4; u++) {
+                let j = li + u * NORM_THREADS;
+                if 4u * j < d {
+                    q8_store(j, j, v[u], d);
+                }
             }
         }
         return;

@@ -268,9 +268,9 @@ fn x_vec4(x: &Src, k: usize) -> bool {
 }
 
 /// The `quantize_q8` dispatch of one activation row of width `k` from float `x_off`:
-/// a thread a 32-value block.
+/// a thread a vec4.
 pub fn quantize_q8_call(gpu: &Gpu, k: usize, x_off: usize) -> (Params, (u32, u32)) {
-    let g = groups(gpu, (k / 32).div_ceil(64) as u32);
+    let g = groups(gpu, (k / 4).div_ceil(shaders::Q8_SLOTS) as u32);
     (Params::new(&[k as u32, x_off as u32, g.0]), g)
 }
 

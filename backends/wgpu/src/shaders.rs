@@ -127,6 +127,10 @@ pub fn body(name: &str) -> &'static str {
 /// Threads of a norm kernel's workgroup (`NORM_THREADS` in reduce.wgsl).
 pub const NORM_THREADS: usize = 256;
 
+/// Threads of a `quantize_q8` workgroup, each quantising four values (`Q8_SLOTS` in
+/// q8_block.wgsl, where it is also the slots of a workgroup's block maxima).
+pub const Q8_SLOTS: usize = 64;
+
 /// The widest row `add_rms_norm_q8` quantises: its row lives in workgroup memory, and it
 /// quantises only on the norms' register path (rows up to NORM_THREADS · NORM_KEEP =
 /// 8192 in reduce.wgsl), which this stays within.
@@ -145,10 +149,15 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
             .replace(KV_F32, KV_F16));
     }
     if name == "add_rms_norm_q8" {
-        return Ok(source("add_rms_norm", None)?.replace(
-            "const Q8_WIDTH: u32 = 0u;",
-            &format!("const Q8_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
-        ));
+        return Ok(source("add_rms_norm", None)?
+            .replace(
+                "const Q8_WIDTH: u32 = 0u;",
+                &format!("const Q8_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
+            )
+            .replace(
+                "const Q8_SLOTS: u32 = 64u;",
+                &format!("const Q8_SLOTS: u32 = {}u;", Q8_NORM_WIDTH / 4),
+            ));
     }
     let mut s = format!("{COMMON}{ACTIVATIONS}");
     if let Some(d) = dtype {
@@ -302,7 +311,7 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
     if !vec4 || rows >= 64 {
         return None;
     }
-    Some(match dtype {
+    let kernel = Some(match dtype {
         DType::Q4_K => RowsKernel {
             block: include_str!("../shaders/quant/rows/q4_k_block.wgsl"),
             rows_dot: include_str!("../shaders/quant/rows/q4_k.wgsl"),
@@ -318,7 +327,21 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
             lanes: 128,
         },
         _ => return None,
+    });
+    kernel.map(|kernel| match rows_shape(dtype) {
+        Some((r, lanes)) => RowsKernel { r, lanes, ..kernel },
+        None => kernel,
     })
+}
+
+/// `WEFT_MV_Q4_K=R,LANES` (or `WEFT_MV_Q6_K`): the several-rows matvec's shape for the
+/// type, for measuring others (R a power of two, LANES a multiple of 16 up to 256).
+fn rows_shape(dtype: DType) -> Option<(usize, usize)> {
+    let v = std::env::var(format!("WEFT_MV_{dtype}")).ok()?;
+    let (r, lanes) = v.split_once(',')?;
+    let (r, lanes): (usize, usize) = (r.parse().ok()?, lanes.parse().ok()?);
+    (r.is_power_of_two() && r <= 16 && lanes.is_multiple_of(16) && (16..=256).contains(&lanes))
+        .then_some((r, lanes))
 }
 
 /// A row's dot with x with the 32 lanes of a row sharing each super-block (coalesced
@@ -471,6 +494,11 @@ mod tests {
             s.contains("const NORM_KEEP: u32 = 32u;"),
             "what norm_pipeline replaces"
         );
+        assert!(source("quantize_q8", None)
+            .unwrap()
+            .contains(&format!("const Q8_SLOTS: u32 = {Q8_SLOTS}u;")));
+        let q8 = source("add_rms_norm_q8", None).unwrap();
+        assert!(q8.contains(&format!("const Q8_SLOTS: u32 = {}u;", Q8_NORM_WIDTH / 4)));
     }
 
     #[test]
