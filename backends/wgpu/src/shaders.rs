@@ -214,7 +214,7 @@ pub fn matmul_source(
             if variant.int8 {
                 body = body.replace(
                     X_F32,
-                    "@group(0) @binding(1) var<storage, read> x: array<u32>;",
+                    "@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;",
                 );
                 rows_dot = kernel.rows_dot_i8;
             }

@@ -1,5 +1,6 @@
 // R Q4_K rows' dots with x quantised to 8 bits per 32 values (matvec_rows.wgsl with
-// activations int8; x holds the k/4 words of packed values, then the k/32 block scales).
+// activations int8; x holds the k/4 words of packed values, then the k/32 block scales,
+// read four words a load).
 // The lanes take the words rows/q4_k.wgsl gives them; each four nibbles meet four values
 // of x in one dot4I8Packed. A sub-block is one block of x:
 // Σ(dl·q − ml)·dx·qx = dl·dx·Σq·qx − ml·dx·Σqx.
@@ -12,11 +13,14 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
     var acc: array<f32, R>;
     for (var sb = lane / 8u; sb < k / 256u; sb += LANES / 8u) {
         let e = sb * 256u + 32u * j + l;
-        let xb = e / 4u;
-        let xl = vec4<u32>(x[xb], x[xb + 1u], x[xb + 2u], x[xb + 3u]);
-        let xh = vec4<u32>(x[xb + 8u], x[xb + 9u], x[xb + 10u], x[xb + 11u]);
-        let dxl = bitcast<f32>(x[k / 4u + e / 32u]);
-        let dxh = bitcast<f32>(x[k / 4u + e / 32u + 1u]);
+        let xl = x[e / 16u];
+        let xh = x[e / 16u + 2u];
+        // The scales of blocks e / 32 (even) and the next, in one vec4 (k / 4 is a
+        // multiple of 64).
+        let ds = x[(k / 4u + e / 32u) / 4u];
+        let dxy = select(ds.zw, ds.xy, (e / 32u) % 4u == 0u);
+        let dxl = bitcast<f32>(dxy.x);
+        let dxh = bitcast<f32>(dxy.y);
         let sl = dxl * f32(dot4I8Packed(xl.x, ones) + dot4I8Packed(xl.y, ones)
             + dot4I8Packed(xl.z, ones) + dot4I8Packed(xl.w, ones));
         let sh = dxh * f32(dot4I8Packed(xh.x, ones) + dot4I8Packed(xh.y, ones)

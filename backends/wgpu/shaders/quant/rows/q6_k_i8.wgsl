@@ -1,5 +1,6 @@
 // R Q6_K rows' dots with x quantised to 8 bits per 32 values (matvec_rows.wgsl with
-// activations int8; x holds the k/4 words of packed values, then the k/32 block scales).
+// activations int8; x holds the k/4 words of packed values, then the k/32 block scales,
+// as vec4s).
 // The lanes take the elements rows/q6_k.wgsl gives them; each four 6-bit values meet
 // four of x in one dot4I8Packed, and the lane's four groups of four lie in four
 // consecutive blocks of x: a sub-block adds d·sc·dx·(Σq·qx − 32·Σqx).
@@ -12,14 +13,11 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
     var acc: array<f32, R>;
     for (var sb = lane / 16u; sb < k / 256u; sb += LANES / 16u) {
         let e = sb * 256u + 128u * n + l;
-        let xw = vec4<u32>(x[e / 4u], x[e / 4u + 8u], x[e / 4u + 16u], x[e / 4u + 24u]);
-        let bd = k / 4u + e / 32u;
-        let dx = vec4<f32>(
-            bitcast<f32>(x[bd]),
-            bitcast<f32>(x[bd + 1u]),
-            bitcast<f32>(x[bd + 2u]),
-            bitcast<f32>(x[bd + 3u]),
-        );
+        let xi = e / 16u;
+        let xc = (e / 4u) % 4u;
+        let xw = vec4<u32>(x[xi][xc], x[xi + 2u][xc], x[xi + 4u][xc], x[xi + 6u][xc]);
+        // The four blocks' scales in one vec4 (k / 4 and e / 32 are multiples of 4).
+        let dx = bitcast<vec4<f32>>(x[(k / 4u + e / 32u) / 4u]);
         let sx = 32 * vec4<i32>(
             dot4I8Packed(xw.x, ones),
             dot4I8Packed(xw.y, ones),
