@@ -5,10 +5,10 @@
 // where the attention is rope-fused, rotated as it is loaded.
 // 256 threads, tiles of 64 keys. Scoring: four adjacent threads a key, each summing every
 // fourth dim (their loads are one contiguous run), the key's score from their four
-// sums. The weights land in workgroup memory. Value sums: four groups of 64 threads,
-// each over 16 keys of the tile (no exp and no branch in that loop, so its loads go out
-// together), a thread a dim (and dim + 64, …); the groups' sums, and their weights'
-// sums, are added at the end. Four times the threads of a thread a key: a decode
+// sums. The tile's max and sum are trees; the weights land in workgroup memory. Value
+// sums: four groups of 64 threads, each over 16 keys of the tile (no exp and no branch
+// in that loop, so its loads go out together), a thread a dim (and dim + 64, …); the
+// groups' sums are added at the end. Four times the threads of a thread a key: a decode
 // step has a workgroup or a few per head, so its loads need threads to be in flight.
 // Chunks (params 14, 15 > 1; decode): the keys split into chunks of pu(14) that run side
 // by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, which
@@ -39,6 +39,21 @@ var<workgroup> sc: array<f32, KEYS>;
 var<workgroup> red: array<f32, T>;
 // Each value group's sums (4 × head_dim ≤ 256), added at the end.
 var<workgroup> sums: array<f32, 1024>;
+
+// The max (or, with add, the sum) of one value from each of the T threads.
+fn tile_reduce(li: u32, v: f32, add: bool) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var h = T / 2u; h > 0u; h = h / 2u) {
+        if li < h {
+            red[li] = select(max(red[li], red[li + h]), red[li] + red[li + h], add);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -105,7 +120,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     let g = li / KEYS;
     let dl = li % KEYS;
     var m = -3.4e38;
-    // The weights' sum of group g's keys (each of its threads holds the same).
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var tile = lo; tile < hi; tile += KEYS) {
@@ -120,47 +134,30 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         red[li] = dot;
         workgroupBarrier();
         var s = -3.4e38;
-        if lane == 0u {
-            if j < hi {
-                s = ((red[li] + red[li + 1u]) + (red[li + 2u] + red[li + 3u])) * pf(4);
-                if cap != 0.0 {
-                    s = softcap(s, cap);
-                }
+        if lane == 0u && j < hi {
+            s = ((red[li] + red[li + 1u]) + (red[li + 2u] + red[li + 3u])) * pf(4);
+            if cap != 0.0 {
+                s = softcap(s, cap);
             }
-            sc[key] = s;
         }
         workgroupBarrier();
-        // The tile's max: eight threads take eight scores each, then every thread the
-        // eight maxima (a decode step is latency-bound: few barriers).
-        if li < 8u {
-            var t = sc[8u * li];
-            for (var e = 1u; e < 8u; e++) {
-                t = max(t, sc[8u * li + e]);
-            }
-            red[li] = t;
-        }
-        workgroupBarrier();
-        var mt = m;
-        for (var e = 0u; e < 8u; e++) {
-            mt = max(mt, red[e]);
-        }
+        let mt = max(m, tile_reduce(li, s, false));
+        let pw = select(0.0, exp(s - mt), lane == 0u && j < hi);
         if lane == 0u {
-            sc[key] = select(0.0, exp(s - mt), j < hi);
+            sc[key] = pw;
         }
         let corr = exp(m - mt);
-        workgroupBarrier();
+        l = l * corr + tile_reduce(li, pw, true);
         for (var u = 0u; u < 4u; u++) {
             acc[u] *= corr;
         }
         // Keys past hi weigh 0 and read row hi - 1 (written, finite) in their place.
         let n = min(16u * (g + 1u), hi - tile);
-        var lt = 0.0;
         for (var i = 16u * g; i < n; i += 4u) {
             var rows: array<u32, 4>;
             for (var e = 0u; e < 4u; e++) {
                 rows[e] = min(tile + i + e, hi - 1u) * kvw + kvo;
             }
-            lt += (sc[i] + sc[i + 1u]) + (sc[i + 2u] + sc[i + 3u]);
             for (var u = 0u; u < 4u; u++) {
                 let d = dl + KEYS * u;
                 if d < hd {
@@ -169,7 +166,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
                 }
             }
         }
-        l = l * corr + lt;
         m = mt;
         workgroupBarrier();
     }
@@ -179,11 +175,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             sums[g * 256u + d] = acc[u];
         }
     }
-    if dl == 0u {
-        red[g] = l;
-    }
     workgroupBarrier();
-    l = (red[0] + red[1]) + (red[2] + red[3]);
     let base = idx * (hd + 2u);
     for (var d = li; d < hd; d += T) {
         let a = (sums[d] + sums[256u + d]) + (sums[512u + d] + sums[768u + d]);
