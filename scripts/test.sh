@@ -9,3 +9,10 @@ python3 scripts/fetch_model.py smollm2-135m >/dev/null
 python3 scripts/fetch_model.py gemma3-270m >/dev/null
 bash scripts/quant_models/make_models.sh
 cargo test --release --workspace "$@"
+# The NEON kernels, cross-built and run under qemu-user where that toolchain is
+# installed (.ci/run installs it; the script says what it needs).
+if command -v qemu-aarch64 >/dev/null && [ -d "$(/usr/bin/rustc --print sysroot 2>/dev/null)/lib/rustlib/aarch64-unknown-linux-gnu" ]; then
+    bash scripts/test_aarch64.sh
+else
+    echo "test.sh: no aarch64 cross toolchain here: the NEON kernels were not tested (see scripts/test_aarch64.sh)" >&2
+fi

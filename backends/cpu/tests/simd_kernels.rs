@@ -417,9 +417,12 @@ fn model_shapes() {
 }
 
 /// The SIMD path is taken where promised: every listed type has a kernel on an
-/// AVX2 machine, in both modes.
+/// AVX2 or NEON machine, in both modes.
 #[test]
 fn simd_kernels_cover_the_listed_types() {
+    // Every aarch64 Linux machine has NEON (scripts/test_aarch64.sh runs this there).
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(Isa::detect(), Isa::Neon);
     if Isa::detect() == Isa::Portable {
         eprintln!("no AVX2 here: only the portable path is tested");
         return;

@@ -8,8 +8,9 @@
 //! reads 8-bit blocks.
 //!
 //! x86_64: AVX2 + FMA + F16C (`x86`), and AVX-512 VNNI's `vpdpbusd` on 256-bit
-//! vectors for the 32-element types' integer dots where present. Elsewhere (aarch64
-//! included) the portable path runs: NEON kernels are future work.
+//! vectors for the 32-element types' integer dots where present. aarch64: NEON
+//! (`aarch64`), f32 activations in both modes (no integer dots yet). Elsewhere the
+//! portable path runs.
 
 use crate::attention::{RowOps, PORTABLE};
 use crate::q8::{self, Q8KRows, Q8Rows};
@@ -17,10 +18,14 @@ use rayon::prelude::*;
 use std::marker::PhantomData;
 use weft_backend::Activations;
 use weft_ir::DType;
+#[cfg(target_arch = "x86_64")]
 use weft_reference::ops::KvRows;
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 
 /// The instruction set the kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +38,17 @@ pub enum Isa {
     /// byte products summed into i32 lanes in one instruction, for the 32-element
     /// types' integer dots).
     Avx2Vnni,
+    /// aarch64 with NEON.
+    Neon,
 }
 
 impl Isa {
     /// The best instruction set this machine has.
     pub fn detect() -> Isa {
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Isa::Neon;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2")
@@ -60,6 +71,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2+fma+f16c",
             Isa::Avx2Vnni => "avx2+fma+f16c+avx512vnni",
+            Isa::Neon => "neon",
         }
     }
 }
@@ -157,6 +169,7 @@ pub type ChunkFn = unsafe fn(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>)
 /// The SIMD kernel for weights of `dtype` in `mode`, and what it reads; `None`: the
 /// portable path. In `Int8` mode the float types (f32, f16, bf16) keep f32
 /// activations, as llama.cpp's f16 path keeps its products exact.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Needs)> {
     match isa {
         Isa::Portable => None,
@@ -170,11 +183,17 @@ pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Nee
         }
         #[cfg(not(target_arch = "x86_64"))]
         Isa::Avx2 | Isa::Avx2Vnni => None,
+        // Both modes keep f32 activations: NEON has no integer kernels yet.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => aarch64::f32_kernel(dtype).map(|f| (f, Needs::F32)),
+        #[cfg(not(target_arch = "aarch64"))]
+        Isa::Neon => None,
     }
 }
 
 /// The kernel for weights of `dtype` packed in the rows8 layout ([`crate::repack`]),
 /// in `mode`; `None`: such weights are not packed.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn packed_kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Needs)> {
     match (isa, mode) {
         #[cfg(target_arch = "x86_64")]

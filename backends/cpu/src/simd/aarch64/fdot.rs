@@ -1,0 +1,433 @@
+//! f32 activations × weight blocks decoded in NEON registers: the aarch64 twin of
+//! `x86::fdot`, with four-float vectors.
+//!
+//! Each type decodes 32 values into eight vectors, bit-exact with the reference
+//! decoder (every `scale · q` is exact; the one rounding of `+ min` / `− min` is a
+//! single FMA), and the tile FMAs each with up to 8 activation rows. Every output has
+//! one accumulator and takes its vectors in the same order whatever the tile, so a
+//! row's result does not depend on the batch it came in.
+
+// Index loops over the const tile sizes: LLVM unrolls them completely, so tile
+// arrays live in registers.
+#![allow(clippy::needless_range_loop)]
+
+use super::{f16_at, f16x4};
+use crate::simd::{Acts, ChunkFn, OutPtr};
+use std::arch::aarch64::*;
+use weft_ir::DType;
+use weft_quant::kquant_scale_min as scale_min;
+
+/// A weight type decoded in registers, 32 values at a time.
+trait Decode {
+    /// Elements and bytes per block.
+    const BLOCK: usize;
+    const BYTES: usize;
+    /// 32-value parts per block.
+    const PARTS: usize = Self::BLOCK / 32;
+    /// The block's scales, decoded once per tile.
+    type H: Copy;
+    unsafe fn header(b: *const u8) -> Self::H;
+    /// Values `32·part..32·part + 32` of the block at `b` (`BYTES` readable bytes).
+    unsafe fn part(b: *const u8, h: &Self::H, part: usize) -> [float32x4_t; 8];
+    /// Element `i` of a row whose length is not a multiple of `BLOCK` (the float
+    /// types only: every other row is whole blocks).
+    fn scalar(_row: &[u8], _i: usize) -> f32 {
+        unreachable!("rows of block types are whole blocks")
+    }
+}
+
+pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
+    Some(match dtype {
+        DType::F32 => chunk::<F32> as ChunkFn,
+        DType::F16 => chunk::<F16>,
+        DType::BF16 => chunk::<Bf16>,
+        DType::Q8_0 => chunk::<Q8_0>,
+        DType::Q4_0 => chunk::<Q4_0>,
+        DType::Q4_1 => chunk::<Q4_1>,
+        DType::Q5_0 => chunk::<Q5_0>,
+        DType::Q5_1 => chunk::<Q5_1>,
+        DType::Q4_K => chunk::<Q4_K>,
+        DType::Q5_K => chunk::<Q5_K>,
+        DType::Q6_K => chunk::<Q6_K>,
+        _ => return None,
+    })
+}
+
+/// One task: every activation row against `out.cols()` weight rows of `rb` bytes, in
+/// tiles of R activation rows × C weight rows, R·C = 8 where the shape allows (8 × 1
+/// for prefill, 1 × 8 for decode).
+///
+/// # Safety
+/// NEON must be present (it is on every aarch64 Linux target).
+#[target_feature(enable = "neon")]
+unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+    let (m, k, n) = (x.m, x.k, out.cols());
+    assert!(
+        x.x.len() == m * k && out.rows() == m,
+        "fdot: activations are not [m, k]"
+    );
+    assert!(w.len() == n * rb, "fdot: weight rows");
+    assert!(k / T::BLOCK * T::BYTES <= rb, "fdot: blocks past the row");
+    let mut i = 0;
+    while i < m {
+        let r = match m - i {
+            8.. => 8,
+            4..=7 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        let mut j = 0;
+        while j < n {
+            let c = if n - j >= 8 / r { 8 / r } else { 1 };
+            let t = Tile {
+                w: &w[j * rb..(j + c) * rb],
+                rb,
+                x: &x.x[i * k..(i + r) * k],
+                k,
+                out,
+                i,
+                j,
+            };
+            // SAFETY: the tile's slices hold c weight rows and r activation rows
+            // (sliced above, so in bounds).
+            unsafe {
+                match (r, c) {
+                    (8, _) => t.run::<T, 8, 1>(),
+                    (4, 2) => t.run::<T, 4, 2>(),
+                    (4, _) => t.run::<T, 4, 1>(),
+                    (2, 4) => t.run::<T, 2, 4>(),
+                    (2, _) => t.run::<T, 2, 1>(),
+                    (_, 8) => t.run::<T, 1, 8>(),
+                    _ => t.run::<T, 1, 1>(),
+                }
+            }
+            j += c;
+        }
+        i += r;
+    }
+}
+
+/// R activation rows × C weight rows.
+struct Tile<'a> {
+    w: &'a [u8],
+    rb: usize,
+    x: &'a [f32],
+    k: usize,
+    out: OutPtr<'a>,
+    i: usize,
+    j: usize,
+}
+
+impl Tile<'_> {
+    /// Needs `w.len() == C·rb` and `x.len() == R·k`.
+    #[inline(always)]
+    unsafe fn run<T: Decode, const R: usize, const C: usize>(&self) {
+        debug_assert!(self.w.len() == C * self.rb && self.x.len() == R * self.k);
+        let nb = self.k / T::BLOCK;
+        let mut acc = [[vdupq_n_f32(0.0); R]; C];
+        let (w, x) = (self.w.as_ptr(), self.x.as_ptr());
+        for b in 0..nb {
+            let mut h = [T::header(w.add(b * T::BYTES)); C];
+            for c in 1..C {
+                h[c] = T::header(w.add(c * self.rb + b * T::BYTES));
+            }
+            for part in 0..T::PARTS {
+                let at = b * T::BLOCK + 32 * part;
+                for c in 0..C {
+                    let wv = T::part(w.add(c * self.rb + b * T::BYTES), &h[c], part);
+                    for r in 0..R {
+                        let xr = x.add(r * self.k + at);
+                        for v in 0..8 {
+                            acc[c][r] = vfmaq_f32(acc[c][r], wv[v], vld1q_f32(xr.add(4 * v)));
+                        }
+                    }
+                }
+            }
+        }
+        for c in 0..C {
+            for r in 0..R {
+                let mut s = vaddvq_f32(acc[c][r]);
+                if nb * T::BLOCK < self.k {
+                    let row = &self.w[c * self.rb..(c + 1) * self.rb];
+                    let xr = &self.x[r * self.k..(r + 1) * self.k];
+                    for (i, xv) in xr.iter().enumerate().skip(nb * T::BLOCK) {
+                        s += T::scalar(row, i) * xv;
+                    }
+                }
+                self.out.set(self.i + r, self.j + c, s);
+            }
+        }
+    }
+}
+
+/// Float rows: no header; one block = one part of 32 values.
+macro_rules! float_type {
+    ($name:ident, $bytes:expr, |$b:ident, $v:ident| $load:expr, |$row:ident, $i:ident| $scalar:expr) => {
+        struct $name;
+        impl Decode for $name {
+            const BLOCK: usize = 32;
+            const BYTES: usize = $bytes;
+            type H = ();
+            #[inline(always)]
+            unsafe fn header(_: *const u8) {}
+            #[inline(always)]
+            unsafe fn part($b: *const u8, _: &(), _: usize) -> [float32x4_t; 8] {
+                let mut w = [vdupq_n_f32(0.0); 8];
+                for ($v, w) in w.iter_mut().enumerate() {
+                    *w = $load;
+                }
+                w
+            }
+            fn scalar($row: &[u8], $i: usize) -> f32 {
+                $scalar
+            }
+        }
+    };
+}
+
+float_type!(
+    F32,
+    128,
+    |b, v| vld1q_f32(b.add(16 * v) as *const f32),
+    |row, i| f32::from_le_bytes(row[4 * i..4 * i + 4].try_into().unwrap())
+);
+float_type!(
+    F16,
+    64,
+    |b, v| f16x4(vld1_u16(b.add(8 * v) as *const u16)),
+    |row, i| half::f16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32()
+);
+float_type!(
+    Bf16,
+    64,
+    |b, v| vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(b.add(8 * v) as *const u16))),
+    |row, i| f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16)
+);
+
+/// 16 signed bytes as four float vectors, times `d` (exact: 8-bit × 11-bit).
+#[inline(always)]
+unsafe fn scaled_i8(q: int8x16_t, d: float32x4_t) -> [float32x4_t; 4] {
+    let (lo, hi) = (vmovl_s8(vget_low_s8(q)), vmovl_high_s8(q));
+    [
+        vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), d),
+        vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), d),
+        vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), d),
+        vmulq_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), d),
+    ]
+}
+
+/// 16 unsigned bytes as `d·q + m` (d·q exact, so one rounding, as the reference's
+/// `d·q + m`), or `d·q − m` with `m` negated by the caller.
+#[inline(always)]
+unsafe fn scaled_u8_plus(q: uint8x16_t, d: float32x4_t, m: float32x4_t) -> [float32x4_t; 4] {
+    let (lo, hi) = (vmovl_u8(vget_low_u8(q)), vmovl_high_u8(q));
+    [
+        vfmaq_f32(m, vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))), d),
+        vfmaq_f32(m, vcvtq_f32_u32(vmovl_high_u16(lo)), d),
+        vfmaq_f32(m, vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))), d),
+        vfmaq_f32(m, vcvtq_f32_u32(vmovl_high_u16(hi)), d),
+    ]
+}
+
+/// Two groups of four vectors as one part.
+#[inline(always)]
+fn join(a: [float32x4_t; 4], b: [float32x4_t; 4]) -> [float32x4_t; 8] {
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
+#[allow(non_camel_case_types)]
+struct Q8_0;
+impl Decode for Q8_0 {
+    const BLOCK: usize = 32;
+    const BYTES: usize = 34;
+    type H = ();
+    #[inline(always)]
+    unsafe fn header(_: *const u8) {}
+    #[inline(always)]
+    unsafe fn part(b: *const u8, _: &(), _: usize) -> [float32x4_t; 8] {
+        // q · d, as the reference.
+        let d = vdupq_n_f32(f16_at(b));
+        let q = b.add(2) as *const i8;
+        join(scaled_i8(vld1q_s8(q), d), scaled_i8(vld1q_s8(q.add(16)), d))
+    }
+}
+
+/// Bit `j` of the little-endian u32 at `p` as byte j of two vectors (j < 16, then
+/// j ≥ 16): 0x10 where set (the fifth bit of a Q5 value), else 0.
+#[inline(always)]
+unsafe fn bit4_of_32(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+    let qh = vreinterpretq_u8_u32(vdupq_n_u32((p as *const u32).read_unaligned()));
+    // Byte j takes byte j / 8 of qh, then tests its bit j % 8.
+    const SPREAD: [u8; 32] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    ];
+    const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+    let bits = vld1q_u8(BITS.as_ptr());
+    let five = vdupq_n_u8(0x10);
+    let at = |h: usize| {
+        let b = vqtbl1q_u8(qh, vld1q_u8(SPREAD.as_ptr().add(16 * h)));
+        vandq_u8(vtstq_u8(b, bits), five)
+    };
+    (at(0), at(1))
+}
+
+/// The 32-element types with 4- or 5-bit values: (fifth bit at, nibbles at, offset
+/// or minimum). `d·(q − o)` is exact; `d·q + m` rounds once, as the reference.
+macro_rules! legacy {
+    ($name:ident, $bytes:expr, $qh:expr, $qs:expr, $offset:expr) => {
+        #[allow(non_camel_case_types)]
+        struct $name;
+        impl Decode for $name {
+            const BLOCK: usize = 32;
+            const BYTES: usize = $bytes;
+            type H = ();
+            #[inline(always)]
+            unsafe fn header(_: *const u8) {}
+            #[inline(always)]
+            unsafe fn part(b: *const u8, _: &(), _: usize) -> [float32x4_t; 8] {
+                let d = vdupq_n_f32(f16_at(b));
+                let q = vld1q_u8(b.add($qs));
+                // Elements 0..16: the low nibbles; 16..32: the high ones.
+                let (mut lo, mut hi) = (vandq_u8(q, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(q));
+                if let Some(at) = $qh {
+                    let (l5, h5) = bit4_of_32(b.add(at));
+                    (lo, hi) = (vorrq_u8(lo, l5), vorrq_u8(hi, h5));
+                }
+                match $offset {
+                    Some(o) => {
+                        let o = vdupq_n_s8(o);
+                        let lo = vsubq_s8(vreinterpretq_s8_u8(lo), o);
+                        let hi = vsubq_s8(vreinterpretq_s8_u8(hi), o);
+                        join(scaled_i8(lo, d), scaled_i8(hi, d))
+                    }
+                    None => {
+                        let m = vdupq_n_f32(f16_at(b.add(2)));
+                        join(scaled_u8_plus(lo, d, m), scaled_u8_plus(hi, d, m))
+                    }
+                }
+            }
+        }
+    };
+}
+
+legacy!(Q4_0, 18, None::<usize>, 2, Some(8));
+legacy!(Q4_1, 20, None::<usize>, 4, None::<i8>);
+legacy!(Q5_0, 22, Some(2), 6, Some(16));
+legacy!(Q5_1, 24, Some(4), 8, None::<i8>);
+
+/// Q4_K / Q5_K sub-block scales `d·sc` and minimums `−dmin·m` (exact products, as
+/// the reference computes them; negated so that one FMA adds them).
+#[derive(Clone, Copy)]
+struct KScales {
+    dl: [f32; 8],
+    ml: [f32; 8],
+}
+
+#[inline(always)]
+unsafe fn k_scales(b: *const u8) -> KScales {
+    let sb = &*(b.add(4) as *const [u8; 12]);
+    let (d, dmin) = (f16_at(b), -f16_at(b.add(2)));
+    let mut h = KScales {
+        dl: [0.0; 8],
+        ml: [0.0; 8],
+    };
+    for j in 0..8 {
+        let (sc, m) = scale_min(sb, j);
+        h.dl[j] = d * sc as f32;
+        h.ml[j] = dmin * m as f32;
+    }
+    h
+}
+
+/// Nibble `part % 2` of the 32 bytes at `p` (element `64c + 32h + l` of a Q4_K /
+/// Q5_K block is nibble h of byte `32c + l`, part = 2c + h), as two vectors.
+#[inline(always)]
+unsafe fn k_nibbles(p: *const u8, part: usize) -> (uint8x16_t, uint8x16_t) {
+    let (a, b) = (vld1q_u8(p), vld1q_u8(p.add(16)));
+    match part % 2 {
+        0 => (vandq_u8(a, vdupq_n_u8(0x0F)), vandq_u8(b, vdupq_n_u8(0x0F))),
+        _ => (vshrq_n_u8::<4>(a), vshrq_n_u8::<4>(b)),
+    }
+}
+
+#[allow(non_camel_case_types)]
+struct Q4_K;
+impl Decode for Q4_K {
+    const BLOCK: usize = 256;
+    const BYTES: usize = 144;
+    type H = KScales;
+    #[inline(always)]
+    unsafe fn header(b: *const u8) -> KScales {
+        k_scales(b)
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, h: &KScales, part: usize) -> [float32x4_t; 8] {
+        let (lo, hi) = k_nibbles(b.add(16 + 32 * (part / 2)), part);
+        // (d·sc)·q exact, then the one rounding of − dmin·m.
+        let (d, m) = (vdupq_n_f32(h.dl[part]), vdupq_n_f32(h.ml[part]));
+        join(scaled_u8_plus(lo, d, m), scaled_u8_plus(hi, d, m))
+    }
+}
+
+#[allow(non_camel_case_types)]
+struct Q5_K;
+impl Decode for Q5_K {
+    const BLOCK: usize = 256;
+    const BYTES: usize = 176;
+    type H = KScales;
+    #[inline(always)]
+    unsafe fn header(b: *const u8) -> KScales {
+        k_scales(b)
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, h: &KScales, part: usize) -> [float32x4_t; 8] {
+        let (lo, hi) = k_nibbles(b.add(48 + 32 * (part / 2)), part);
+        // Fifth bit: bit `part` of qh byte l.
+        let bit = vdupq_n_u8(1u8 << part);
+        let five = vdupq_n_u8(0x10);
+        let fifth = |qh: uint8x16_t| vandq_u8(vtstq_u8(qh, bit), five);
+        let lo = vorrq_u8(lo, fifth(vld1q_u8(b.add(16))));
+        let hi = vorrq_u8(hi, fifth(vld1q_u8(b.add(32))));
+        let (d, m) = (vdupq_n_f32(h.dl[part]), vdupq_n_f32(h.ml[part]));
+        join(scaled_u8_plus(lo, d, m), scaled_u8_plus(hi, d, m))
+    }
+}
+
+#[allow(non_camel_case_types)]
+struct Q6_K;
+impl Decode for Q6_K {
+    const BLOCK: usize = 256;
+    const BYTES: usize = 210;
+    /// d·sc (exact), one per 16 values.
+    type H = [f32; 16];
+    #[inline(always)]
+    unsafe fn header(b: *const u8) -> [f32; 16] {
+        let d = f16_at(b.add(208));
+        let mut dl = [0f32; 16];
+        for (i, dl) in dl.iter_mut().enumerate() {
+            *dl = d * (*b.add(192 + i) as i8) as f32;
+        }
+        dl
+    }
+    #[inline(always)]
+    unsafe fn part(b: *const u8, dl: &[f32; 16], part: usize) -> [float32x4_t; 8] {
+        // Part p = 4n + s covers values 32p.. (scales 2p, then 2p + 1): nibble s / 2 of
+        // ql bytes 64n + 32·(s % 2) + l, crumb s of qh bytes 32n + l, minus 32.
+        let (n, s) = (part / 4, part % 4);
+        let mut g = [vdupq_n_s8(0); 2];
+        for (h, g) in g.iter_mut().enumerate() {
+            let ql = vld1q_u8(b.add(64 * n + 32 * (s % 2) + 16 * h));
+            let qh = vld1q_u8(b.add(128 + 32 * n + 16 * h));
+            let lo = match s / 2 {
+                0 => vandq_u8(ql, vdupq_n_u8(0x0F)),
+                _ => vshrq_n_u8::<4>(ql),
+            };
+            let crumb = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-2 * s as i8)), vdupq_n_u8(3));
+            let q = vorrq_u8(lo, vshlq_n_u8::<4>(crumb));
+            *g = vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(32));
+        }
+        let (s0, s1) = (vdupq_n_f32(dl[2 * part]), vdupq_n_f32(dl[2 * part + 1]));
+        join(scaled_i8(g[0], s0), scaled_i8(g[1], s1))
+    }
+}
