@@ -9,7 +9,7 @@
 //!
 //! x86_64: AVX2 + FMA + F16C (`x86`), and AVX-512 VNNI's `vpdpbusd` on 256-bit
 //! vectors for the 32-element types' integer dots where present. aarch64: NEON
-//! (`aarch64`), f32 activations in both modes (no integer dots yet). Elsewhere the
+//! (`aarch64`): f32 activations, and int8 dots for the 32-element types. Elsewhere the
 //! portable path runs.
 
 use crate::attention::{RowOps, PORTABLE};
@@ -183,9 +183,16 @@ pub fn kernel(isa: Isa, mode: Activations, dtype: DType) -> Option<(ChunkFn, Nee
         }
         #[cfg(not(target_arch = "x86_64"))]
         Isa::Avx2 | Isa::Avx2Vnni => None,
-        // Both modes keep f32 activations: NEON has no integer kernels yet.
+        // Int8 mode: integer dots for the 32-element types; the K-quants keep f32
+        // activations (NEON has no integer kernels for them yet).
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => aarch64::f32_kernel(dtype).map(|f| (f, Needs::F32)),
+        Isa::Neon => {
+            let int8 = match mode {
+                Activations::Int8 => aarch64::q8_kernel(dtype),
+                Activations::F32 => None,
+            };
+            int8.or_else(|| aarch64::f32_kernel(dtype).map(|f| (f, Needs::F32)))
+        }
         #[cfg(not(target_arch = "aarch64"))]
         Isa::Neon => None,
     }

@@ -11,7 +11,7 @@
 // arrays live in registers.
 #![allow(clippy::needless_range_loop)]
 
-use super::{f16_at, f16x4};
+use super::{f16_at, f16x4, legacy_values};
 use crate::simd::{Acts, ChunkFn, OutPtr};
 use std::arch::aarch64::*;
 use weft_ir::DType;
@@ -252,26 +252,6 @@ impl Decode for Q8_0 {
     }
 }
 
-/// Bit `j` of the little-endian u32 at `p` as byte j of two vectors (j < 16, then
-/// j ≥ 16): 0x10 where set (the fifth bit of a Q5 value), else 0.
-#[inline(always)]
-unsafe fn bit4_of_32(p: *const u8) -> (uint8x16_t, uint8x16_t) {
-    let qh = vreinterpretq_u8_u32(vdupq_n_u32((p as *const u32).read_unaligned()));
-    // Byte j takes byte j / 8 of qh, then tests its bit j % 8.
-    const SPREAD: [u8; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
-        3, 3,
-    ];
-    const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
-    let bits = vld1q_u8(BITS.as_ptr());
-    let five = vdupq_n_u8(0x10);
-    let at = |h: usize| {
-        let b = vqtbl1q_u8(qh, vld1q_u8(SPREAD.as_ptr().add(16 * h)));
-        vandq_u8(vtstq_u8(b, bits), five)
-    };
-    (at(0), at(1))
-}
-
 /// The 32-element types with 4- or 5-bit values: (fifth bit at, nibbles at, offset
 /// or minimum). `d·(q − o)` is exact; `d·q + m` rounds once, as the reference.
 macro_rules! legacy {
@@ -287,13 +267,7 @@ macro_rules! legacy {
             #[inline(always)]
             unsafe fn part(b: *const u8, _: &(), _: usize) -> [float32x4_t; 8] {
                 let d = vdupq_n_f32(f16_at(b));
-                let q = vld1q_u8(b.add($qs));
-                // Elements 0..16: the low nibbles; 16..32: the high ones.
-                let (mut lo, mut hi) = (vandq_u8(q, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(q));
-                if let Some(at) = $qh {
-                    let (l5, h5) = bit4_of_32(b.add(at));
-                    (lo, hi) = (vorrq_u8(lo, l5), vorrq_u8(hi, h5));
-                }
+                let (lo, hi) = legacy_values(b, $qs, $qh);
                 match $offset {
                     Some(o) => {
                         let o = vdupq_n_s8(o);
