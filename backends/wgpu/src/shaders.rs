@@ -549,7 +549,10 @@ mod tests {
                 ..RowsVariant::default()
             };
             let s = matmul_source("matvec", dtype, 2, 16, true, k, int8).unwrap();
-            assert!(s.contains("x: array<u32>") && !s.contains(X_F32), "{dtype}");
+            assert!(
+                s.contains("x: array<vec4<u32>>") && !s.contains(X_F32),
+                "{dtype}"
+            );
             assert!(s.contains("dot4I8Packed"), "{dtype}");
             let f = matmul_source("matvec", dtype, 2, 16, true, k, RowsVariant::default()).unwrap();
             assert!(f.contains(X_F32) && !f.contains("dot4I8Packed"), "{dtype}");
