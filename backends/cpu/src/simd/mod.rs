@@ -159,6 +159,111 @@ impl<'a> OutPtr<'a> {
     }
 }
 
+/// A weight type decoded in registers, 32 values at a time, for the f32-activation
+/// kernels (`x86/fdot.rs`, `aarch64/fdot.rs`; `Part` is their vectors of 32 floats).
+#[allow(dead_code)] // on targets without SIMD kernels
+pub(crate) trait Decode {
+    /// Elements and bytes per block.
+    const BLOCK: usize;
+    const BYTES: usize;
+    /// 32-value parts per block.
+    const PARTS: usize = Self::BLOCK / 32;
+    /// The block's scales, decoded once per tile.
+    type H: Copy;
+    /// 32 values in vectors.
+    type Part;
+    unsafe fn header(b: *const u8) -> Self::H;
+    /// Values `32·part..32·part + 32` of the block at `b` (`BYTES` readable bytes).
+    unsafe fn part(b: *const u8, h: &Self::H, part: usize) -> Self::Part;
+    /// Element `i` of a row whose length is not a multiple of `BLOCK` (the float
+    /// types only: every other row is whole blocks).
+    fn scalar(_row: &[u8], _i: usize) -> f32 {
+        unreachable!("rows of block types are whole blocks")
+    }
+}
+
+/// The tiles of an `m × n` task as (i, r, j, c): activation rows `i..i + r` against
+/// weight rows `j..j + c`, with r·c = 8 where the shape allows (8 × 1 for prefill,
+/// each decoded vector feeding 8 FMAs; 1 × 8 for decode; 4 × 2 and 2 × 4 for the rows
+/// left over). Activation groups are the outer loop, so the task's weight rows stay in
+/// cache while x streams past. Kernels keep one accumulator and one summation order
+/// per output whatever the tile, so a row's result does not depend on its batch.
+#[allow(dead_code)] // on targets without SIMD kernels
+#[inline(always)]
+pub(crate) fn tiles8(m: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        if i >= m || n == 0 {
+            return None;
+        }
+        let r = match m - i {
+            8.. => 8,
+            4..=7 => 4,
+            2 | 3 => 2,
+            _ => 1,
+        };
+        let c = if n - j >= 8 / r { 8 / r } else { 1 };
+        let tile = (i, r, j, c);
+        j += c;
+        if j >= n {
+            (i, j) = (i + r, 0);
+        }
+        Some(tile)
+    })
+}
+
+/// R activation rows × C weight rows of an f32-activation kernel: `w` holds the C
+/// weight rows of `rb` bytes, `x` the R activation rows of `k` floats, written at
+/// `(i.., j..)` of `out`.
+#[allow(dead_code)] // on targets without SIMD kernels
+pub(crate) struct FTile<'a> {
+    pub w: &'a [u8],
+    pub rb: usize,
+    pub x: &'a [f32],
+    pub k: usize,
+    pub out: OutPtr<'a>,
+    pub i: usize,
+    pub j: usize,
+}
+
+#[allow(dead_code)] // on targets without SIMD kernels
+impl<'a> FTile<'a> {
+    /// Tile (i, r, j, c) of a task over weight rows `w` and activations `x`.
+    #[inline(always)]
+    pub fn new(
+        w: &'a [u8],
+        rb: usize,
+        x: &'a Acts<'_>,
+        out: OutPtr<'a>,
+        (i, r, j, c): (usize, usize, usize, usize),
+    ) -> Self {
+        let k = x.k;
+        FTile {
+            w: &w[j * rb..(j + c) * rb],
+            rb,
+            x: &x.x[i * k..(i + r) * k],
+            k,
+            out,
+            i,
+            j,
+        }
+    }
+
+    /// Output (r, c) from `s`, the sum over its whole blocks: the float rows' tail
+    /// past `nb` blocks added on, element by element.
+    #[inline(always)]
+    pub fn store<T: Decode>(&self, r: usize, c: usize, nb: usize, mut s: f32) {
+        if nb * T::BLOCK < self.k {
+            let row = &self.w[c * self.rb..(c + 1) * self.rb];
+            let xr = &self.x[r * self.k..(r + 1) * self.k];
+            for (i, xv) in xr.iter().enumerate().skip(nb * T::BLOCK) {
+                s += T::scalar(row, i) * xv;
+            }
+        }
+        self.out.set(self.i + r, self.j + c, s);
+    }
+}
+
 /// One task's kernel: `w` holds `out.cols()` consecutive weight rows of `rb` bytes.
 ///
 /// # Safety

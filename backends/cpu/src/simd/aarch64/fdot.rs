@@ -12,29 +12,10 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{f16_at, f16x4, legacy_values};
-use crate::simd::{Acts, ChunkFn, OutPtr};
+use crate::simd::{tiles8, Acts, ChunkFn, Decode, FTile, OutPtr};
 use std::arch::aarch64::*;
 use weft_ir::DType;
 use weft_quant::kquant_scale_min as scale_min;
-
-/// A weight type decoded in registers, 32 values at a time.
-trait Decode {
-    /// Elements and bytes per block.
-    const BLOCK: usize;
-    const BYTES: usize;
-    /// 32-value parts per block.
-    const PARTS: usize = Self::BLOCK / 32;
-    /// The block's scales, decoded once per tile.
-    type H: Copy;
-    unsafe fn header(b: *const u8) -> Self::H;
-    /// Values `32·part..32·part + 32` of the block at `b` (`BYTES` readable bytes).
-    unsafe fn part(b: *const u8, h: &Self::H, part: usize) -> [float32x4_t; 8];
-    /// Element `i` of a row whose length is not a multiple of `BLOCK` (the float
-    /// types only: every other row is whole blocks).
-    fn scalar(_row: &[u8], _i: usize) -> f32 {
-        unreachable!("rows of block types are whole blocks")
-    }
-}
 
 pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
     Some(match dtype {
@@ -54,13 +35,17 @@ pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
 }
 
 /// One task: every activation row against `out.cols()` weight rows of `rb` bytes, in
-/// tiles of R activation rows × C weight rows, R·C = 8 where the shape allows (8 × 1
-/// for prefill, 1 × 8 for decode).
+/// the tiles of [`tiles8`].
 ///
 /// # Safety
 /// NEON must be present (it is on every aarch64 Linux target).
 #[target_feature(enable = "neon")]
-unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
+unsafe fn chunk<T: Decode<Part = [float32x4_t; 8]>>(
+    w: &[u8],
+    rb: usize,
+    x: &Acts<'_>,
+    out: OutPtr<'_>,
+) {
     let (m, k, n) = (x.m, x.k, out.cols());
     assert!(
         x.x.len() == m * k && out.rows() == m,
@@ -68,60 +53,28 @@ unsafe fn chunk<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
     );
     assert!(w.len() == n * rb, "fdot: weight rows");
     assert!(k / T::BLOCK * T::BYTES <= rb, "fdot: blocks past the row");
-    let mut i = 0;
-    while i < m {
-        let r = match m - i {
-            8.. => 8,
-            4..=7 => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
-        let mut j = 0;
-        while j < n {
-            let c = if n - j >= 8 / r { 8 / r } else { 1 };
-            let t = Tile {
-                w: &w[j * rb..(j + c) * rb],
-                rb,
-                x: &x.x[i * k..(i + r) * k],
-                k,
-                out,
-                i,
-                j,
-            };
-            // SAFETY: the tile's slices hold c weight rows and r activation rows
-            // (sliced above, so in bounds).
-            unsafe {
-                match (r, c) {
-                    (8, _) => t.run::<T, 8, 1>(),
-                    (4, 2) => t.run::<T, 4, 2>(),
-                    (4, _) => t.run::<T, 4, 1>(),
-                    (2, 4) => t.run::<T, 2, 4>(),
-                    (2, _) => t.run::<T, 2, 1>(),
-                    (_, 8) => t.run::<T, 1, 8>(),
-                    _ => t.run::<T, 1, 1>(),
-                }
+    for tile in tiles8(m, n) {
+        let t = FTile::new(w, rb, x, out, tile);
+        // SAFETY: the tile's slices hold c weight rows and r activation rows (sliced
+        // by FTile::new, so in bounds); the features are present (this function's).
+        unsafe {
+            match (tile.1, tile.3) {
+                (8, _) => t.run::<T, 8, 1>(),
+                (4, 2) => t.run::<T, 4, 2>(),
+                (4, _) => t.run::<T, 4, 1>(),
+                (2, 4) => t.run::<T, 2, 4>(),
+                (2, _) => t.run::<T, 2, 1>(),
+                (_, 8) => t.run::<T, 1, 8>(),
+                _ => t.run::<T, 1, 1>(),
             }
-            j += c;
         }
-        i += r;
     }
 }
 
-/// R activation rows × C weight rows.
-struct Tile<'a> {
-    w: &'a [u8],
-    rb: usize,
-    x: &'a [f32],
-    k: usize,
-    out: OutPtr<'a>,
-    i: usize,
-    j: usize,
-}
-
-impl Tile<'_> {
+impl FTile<'_> {
     /// Needs `w.len() == C·rb` and `x.len() == R·k`.
     #[inline(always)]
-    unsafe fn run<T: Decode, const R: usize, const C: usize>(&self) {
+    unsafe fn run<T: Decode<Part = [float32x4_t; 8]>, const R: usize, const C: usize>(&self) {
         debug_assert!(self.w.len() == C * self.rb && self.x.len() == R * self.k);
         let nb = self.k / T::BLOCK;
         let mut acc = [[vdupq_n_f32(0.0); R]; C];
@@ -146,15 +99,7 @@ impl Tile<'_> {
         }
         for c in 0..C {
             for r in 0..R {
-                let mut s = vaddvq_f32(acc[c][r]);
-                if nb * T::BLOCK < self.k {
-                    let row = &self.w[c * self.rb..(c + 1) * self.rb];
-                    let xr = &self.x[r * self.k..(r + 1) * self.k];
-                    for (i, xv) in xr.iter().enumerate().skip(nb * T::BLOCK) {
-                        s += T::scalar(row, i) * xv;
-                    }
-                }
-                self.out.set(self.i + r, self.j + c, s);
+                self.store::<T>(r, c, nb, vaddvq_f32(acc[c][r]));
             }
         }
     }
@@ -168,6 +113,7 @@ macro_rules! float_type {
             const BLOCK: usize = 32;
             const BYTES: usize = $bytes;
             type H = ();
+            type Part = [float32x4_t; 8];
             #[inline(always)]
             unsafe fn header(_: *const u8) {}
             #[inline(always)]
@@ -241,6 +187,7 @@ impl Decode for Q8_0 {
     const BLOCK: usize = 32;
     const BYTES: usize = 34;
     type H = ();
+    type Part = [float32x4_t; 8];
     #[inline(always)]
     unsafe fn header(_: *const u8) {}
     #[inline(always)]
@@ -262,6 +209,7 @@ macro_rules! legacy {
             const BLOCK: usize = 32;
             const BYTES: usize = $bytes;
             type H = ();
+            type Part = [float32x4_t; 8];
             #[inline(always)]
             unsafe fn header(_: *const u8) {}
             #[inline(always)]
@@ -331,6 +279,7 @@ impl Decode for Q4_K {
     const BLOCK: usize = 256;
     const BYTES: usize = 144;
     type H = KScales;
+    type Part = [float32x4_t; 8];
     #[inline(always)]
     unsafe fn header(b: *const u8) -> KScales {
         k_scales(b)
@@ -350,6 +299,7 @@ impl Decode for Q5_K {
     const BLOCK: usize = 256;
     const BYTES: usize = 176;
     type H = KScales;
+    type Part = [float32x4_t; 8];
     #[inline(always)]
     unsafe fn header(b: *const u8) -> KScales {
         k_scales(b)
@@ -375,6 +325,7 @@ impl Decode for Q6_K {
     const BYTES: usize = 210;
     /// d·sc (exact), one per 16 values.
     type H = [f32; 16];
+    type Part = [float32x4_t; 8];
     #[inline(always)]
     unsafe fn header(b: *const u8) -> [f32; 16] {
         let d = f16_at(b.add(208));

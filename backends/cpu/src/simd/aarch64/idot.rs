@@ -12,7 +12,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{f16_at, legacy_values};
-use crate::simd::{Acts, ChunkFn, Needs, OutPtr};
+use crate::simd::{tiles8, Acts, ChunkFn, Needs, OutPtr};
 use std::arch::aarch64::*;
 use weft_ir::DType;
 
@@ -37,7 +37,7 @@ pub(super) fn kernel(dtype: DType) -> Option<(ChunkFn, Needs)> {
 }
 
 /// One task: every activation row against `out.cols()` weight rows of `rb` bytes, in
-/// tiles of 4 activation rows × 1 weight row (prefill) or 1 × 4 (decode).
+/// the tiles of [`tiles8`].
 ///
 /// # Safety
 /// NEON must be present (it is on every aarch64 Linux target) and `x` must hold the
@@ -53,35 +53,31 @@ unsafe fn chunk<T: Block>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
         w.len() == n * rb && nb * T::BYTES <= rb,
         "idot: weight rows"
     );
-    let mut i = 0;
-    while i < m {
-        let r = if m - i >= 4 { 4 } else { 1 };
-        let mut j = 0;
-        while j < n {
-            let c = if r == 1 && n - j >= 4 { 4 } else { 1 };
-            let t = Tile {
-                w: &w[j * rb..(j + c) * rb],
-                rb,
-                q: &q.q[i * k..(i + r) * k],
-                d: &q.d[i * nb..(i + r) * nb],
-                s: &q.s[i * nb..(i + r) * nb],
-                nb,
-                out,
-                i,
-                j,
-            };
-            // SAFETY: the tile's slices hold c weight rows and r activation rows
-            // (sliced above, so in bounds).
-            unsafe {
-                match (r, c) {
-                    (4, _) => t.run::<T, 4, 1>(),
-                    (_, 4) => t.run::<T, 1, 4>(),
-                    _ => t.run::<T, 1, 1>(),
-                }
+    for (i, r, j, c) in tiles8(m, n) {
+        let t = Tile {
+            w: &w[j * rb..(j + c) * rb],
+            rb,
+            q: &q.q[i * k..(i + r) * k],
+            d: &q.d[i * nb..(i + r) * nb],
+            s: &q.s[i * nb..(i + r) * nb],
+            nb,
+            out,
+            i,
+            j,
+        };
+        // SAFETY: the tile's slices hold c weight rows and r activation rows (sliced
+        // above, so in bounds).
+        unsafe {
+            match (r, c) {
+                (8, _) => t.run::<T, 8, 1>(),
+                (4, 2) => t.run::<T, 4, 2>(),
+                (4, _) => t.run::<T, 4, 1>(),
+                (2, 4) => t.run::<T, 2, 4>(),
+                (2, _) => t.run::<T, 2, 1>(),
+                (_, 8) => t.run::<T, 1, 8>(),
+                _ => t.run::<T, 1, 1>(),
             }
-            j += c;
         }
-        i += r;
     }
 }
 
