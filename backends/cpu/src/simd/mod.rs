@@ -21,6 +21,23 @@ use weft_ir::DType;
 #[cfg(target_arch = "x86_64")]
 use weft_reference::ops::KvRows;
 
+/// `$t.run::<$T, R, C>()` for the shape (r, c) of a [`tiles8`] tile, R and C as
+/// constants (every kernel's tile loops unroll to registers).
+#[allow(unused_macros)] // on targets without SIMD kernels
+macro_rules! run_tile {
+    ($t:expr, $T:ty, $shape:expr) => {
+        match $shape {
+            (8, _) => $t.run::<$T, 8, 1>(),
+            (4, 2) => $t.run::<$T, 4, 2>(),
+            (4, _) => $t.run::<$T, 4, 1>(),
+            (2, 4) => $t.run::<$T, 2, 4>(),
+            (2, _) => $t.run::<$T, 2, 1>(),
+            (_, 8) => $t.run::<$T, 1, 8>(),
+            _ => $t.run::<$T, 1, 1>(),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

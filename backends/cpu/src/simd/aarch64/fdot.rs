@@ -57,17 +57,7 @@ unsafe fn chunk<T: Decode<Part = [float32x4_t; 8]>>(
         let t = FTile::new(w, rb, x, out, tile);
         // SAFETY: the tile's slices hold c weight rows and r activation rows (sliced
         // by FTile::new, so in bounds); the features are present (this function's).
-        unsafe {
-            match (tile.1, tile.3) {
-                (8, _) => t.run::<T, 8, 1>(),
-                (4, 2) => t.run::<T, 4, 2>(),
-                (4, _) => t.run::<T, 4, 1>(),
-                (2, 4) => t.run::<T, 2, 4>(),
-                (2, _) => t.run::<T, 2, 1>(),
-                (_, 8) => t.run::<T, 1, 8>(),
-                _ => t.run::<T, 1, 1>(),
-            }
-        }
+        unsafe { run_tile!(t, T, (tile.1, tile.3)) }
     }
 }
 

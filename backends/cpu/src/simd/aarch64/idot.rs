@@ -67,17 +67,7 @@ unsafe fn chunk<T: Block>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
         };
         // SAFETY: the tile's slices hold c weight rows and r activation rows (sliced
         // above, so in bounds).
-        unsafe {
-            match (r, c) {
-                (8, _) => t.run::<T, 8, 1>(),
-                (4, 2) => t.run::<T, 4, 2>(),
-                (4, _) => t.run::<T, 4, 1>(),
-                (2, 4) => t.run::<T, 2, 4>(),
-                (2, _) => t.run::<T, 2, 1>(),
-                (_, 8) => t.run::<T, 1, 8>(),
-                _ => t.run::<T, 1, 1>(),
-            }
-        }
+        unsafe { run_tile!(t, T, (r, c)) }
     }
 }
 
