@@ -54,6 +54,9 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             }
         }
         let inv = 1.0 / sqrt(workgroup_sum(li, s) / f32(d) + pf(2));
+        // The Q8 variant quantises slot j = li + u · NORM_THREADS, whole blocks, so a
+        // slot past the row is never read.
+        let q = Q8_WIDTH > 0u && pu(9) == 1u;
         for (var u = 0u; u < V4; u++) {
             v[u] = v[u] * inv * (w[u] + pf(3));
             for (var c = 0u; c < 4u; c++) {
@@ -62,15 +65,12 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
                     out[oo + d + i] = v[u][c];
                 }
             }
-        }
-        // The Q8 variant's quantiser: whole blocks, so a slot past the row is never read.
-        if Q8_WIDTH > 0u && pu(9) == 1u {
-            for (var u = 0u; u < V4; u++) {
-                let j = li + u * NORM_THREADS;
-                if 4u * j < d {
-                    q8_mark(j, v[u]);
-                }
+            let j = li + u * NORM_THREADS;
+            if q && 4u * j < d {
+                q8_mark(j, v[u]);
             }
+        }
+        if q {
             workgroupBarrier();
             for (var u = 0u; u < V4; u++) {
                 let j = li + u * NORM_THREADS;

@@ -335,13 +335,17 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
 }
 
 /// `WEFT_MV_Q4_K=R,LANES` (or `WEFT_MV_Q6_K`): the several-rows matvec's shape for the
-/// type, for measuring others (R a power of two, LANES a multiple of 16 up to 256).
+/// type, for measuring others (R a power of two from 2, since the GLU epilogue splits
+/// a workgroup's rows in halves; LANES a multiple of 16 up to 256).
 fn rows_shape(dtype: DType) -> Option<(usize, usize)> {
     let v = std::env::var(format!("WEFT_MV_{dtype}")).ok()?;
     let (r, lanes) = v.split_once(',')?;
     let (r, lanes): (usize, usize) = (r.parse().ok()?, lanes.parse().ok()?);
-    (r.is_power_of_two() && r <= 16 && lanes.is_multiple_of(16) && (16..=256).contains(&lanes))
-        .then_some((r, lanes))
+    (r.is_power_of_two()
+        && (2..=16).contains(&r)
+        && lanes.is_multiple_of(16)
+        && (16..=256).contains(&lanes))
+    .then_some((r, lanes))
 }
 
 /// A row's dot with x with the 32 lanes of a row sharing each super-block (coalesced

@@ -192,11 +192,9 @@ pub(crate) trait Decode {
     unsafe fn header(b: *const u8) -> Self::H;
     /// Values `32·part..32·part + 32` of the block at `b` (`BYTES` readable bytes).
     unsafe fn part(b: *const u8, h: &Self::H, part: usize) -> Self::Part;
-    /// Element `i` of a row whose length is not a multiple of `BLOCK` (the float
-    /// types only: every other row is whole blocks).
-    fn scalar(_row: &[u8], _i: usize) -> f32 {
-        unreachable!("rows of block types are whole blocks")
-    }
+    /// The float types' reference kernel, which decodes a row's tail past its last
+    /// whole block (every other type's rows are whole blocks).
+    const TAIL: Option<&'static dyn weft_quant::QuantKernel> = None;
 }
 
 /// The tiles of an `m × n` task as (i, r, j, c): activation rows `i..i + r` against
@@ -271,10 +269,16 @@ impl<'a> FTile<'a> {
     #[inline(always)]
     pub fn store<T: Decode>(&self, r: usize, c: usize, nb: usize, mut s: f32) {
         if nb * T::BLOCK < self.k {
-            let row = &self.w[c * self.rb..(c + 1) * self.rb];
-            let xr = &self.x[r * self.k..(r + 1) * self.k];
-            for (i, xv) in xr.iter().enumerate().skip(nb * T::BLOCK) {
-                s += T::scalar(row, i) * xv;
+            // Fewer than a block's values (32 for the float types): decoded on the
+            // stack by the reference kernel, then added element by element.
+            let tail = T::TAIL.expect("rows of block types are whole blocks");
+            let row = &self.w[c * self.rb..(c + 1) * self.rb][nb * T::BYTES..];
+            let xr = &self.x[r * self.k + nb * T::BLOCK..(r + 1) * self.k];
+            let mut wt = [0f32; 32];
+            let wt = &mut wt[..xr.len()];
+            tail.decode_row(row, wt);
+            for (w, x) in wt.iter().zip(xr) {
+                s += w * x;
             }
         }
         self.out.set(self.i + r, self.j + c, s);

@@ -97,7 +97,7 @@ impl FTile<'_> {
 
 /// Float rows: no header; one block = one part of 32 values.
 macro_rules! float_type {
-    ($name:ident, $bytes:expr, |$b:ident, $v:ident| $load:expr, |$row:ident, $i:ident| $scalar:expr) => {
+    ($name:ident, $bytes:expr, $tail:expr, |$b:ident, $v:ident| $load:expr) => {
         struct $name;
         impl Decode for $name {
             const BLOCK: usize = 32;
@@ -114,31 +114,20 @@ macro_rules! float_type {
                 }
                 w
             }
-            fn scalar($row: &[u8], $i: usize) -> f32 {
-                $scalar
-            }
+            const TAIL: Option<&'static dyn weft_quant::QuantKernel> = Some(&$tail);
         }
     };
 }
 
-float_type!(
-    F32,
-    128,
-    |b, v| vld1q_f32(b.add(16 * v) as *const f32),
-    |row, i| f32::from_le_bytes(row[4 * i..4 * i + 4].try_into().unwrap())
-);
-float_type!(
-    F16,
-    64,
-    |b, v| f16x4(vld1_u16(b.add(8 * v) as *const u16)),
-    |row, i| half::f16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32()
-);
-float_type!(
-    Bf16,
-    64,
-    |b, v| vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(b.add(8 * v) as *const u16))),
-    |row, i| f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16)
-);
+float_type!(F32, 128, weft_quant::F32Kernel, |b, v| vld1q_f32(
+    b.add(16 * v) as *const f32
+));
+float_type!(F16, 64, weft_quant::F16Kernel, |b, v| f16x4(vld1_u16(
+    b.add(8 * v) as *const u16
+)));
+float_type!(Bf16, 64, weft_quant::Bf16Kernel, |b, v| {
+    vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(b.add(8 * v) as *const u16)))
+});
 
 /// 16 signed bytes as four float vectors, times `d` (exact: 8-bit × 11-bit).
 #[inline(always)]

@@ -124,7 +124,7 @@ impl FTile<'_> {
 
 /// Float rows: no header; one block = one part of 32 values.
 macro_rules! float_type {
-    ($name:ident, $bytes:expr, |$b:ident, $v:ident| $load:expr, |$row:ident, $i:ident| $scalar:expr) => {
+    ($name:ident, $bytes:expr, $tail:expr, |$b:ident, $v:ident| $load:expr) => {
         struct $name;
         impl Decode for $name {
             const BLOCK: usize = 32;
@@ -141,34 +141,21 @@ macro_rules! float_type {
                 }
                 w
             }
-            fn scalar($row: &[u8], $i: usize) -> f32 {
-                $scalar
-            }
+            const TAIL: Option<&'static dyn weft_quant::QuantKernel> = Some(&$tail);
         }
     };
 }
 
-float_type!(
-    F32,
-    128,
-    |b, v| _mm256_loadu_ps(b.add(32 * v) as *const f32),
-    |row, i| f32::from_le_bytes(row[4 * i..4 * i + 4].try_into().unwrap())
-);
-float_type!(
-    F16,
-    64,
-    |b, v| _mm256_cvtph_ps(_mm_loadu_si128(b.add(16 * v) as *const __m128i)),
-    |row, i| half::f16::from_le_bytes([row[2 * i], row[2 * i + 1]]).to_f32()
-);
-float_type!(
-    Bf16,
-    64,
-    |b, v| {
-        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(b.add(16 * v) as *const __m128i));
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
-    },
-    |row, i| f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16)
-);
+float_type!(F32, 128, weft_quant::F32Kernel, |b, v| _mm256_loadu_ps(
+    b.add(32 * v) as *const f32
+));
+float_type!(F16, 64, weft_quant::F16Kernel, |b, v| _mm256_cvtph_ps(
+    _mm_loadu_si128(b.add(16 * v) as *const __m128i)
+));
+float_type!(Bf16, 64, weft_quant::Bf16Kernel, |b, v| {
+    let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(b.add(16 * v) as *const __m128i));
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(h))
+});
 
 /// `q` (i8 × 8 in the low half) as floats.
 #[inline(always)]
