@@ -187,7 +187,7 @@ pub fn matmul(
     }
     let (gx, gy) = match (m, gemm) {
         (1, _) => (
-            n_out.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols()) / r_out),
+            n_out.div_ceil(shaders::matvec_rows(w.dtype, rows_per, vec4, w.cols(), int8) / r_out),
             1,
         ),
         (_, true) if i8_gemm => (

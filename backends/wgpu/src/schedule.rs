@@ -563,14 +563,14 @@ impl Lowering<'_> {
         let rows_per = matmul_rows(&self.gpu);
         let mt = matmul_mt(&self.gpu);
         let vec4 = x_vec4(&x, k);
-        let mv_rows = shaders::matvec_rows(dtype, rows_per, vec4, k);
-        let span =
-            self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
         // Activations int8: a decode row is quantised once for the matmuls that read it in
         // a row (q|k and v of different types), and the matvec takes the integer-dot
         // variant.
         let several = experts.is_none() && shaders::rows_matvec(dtype, rows_per, vec4, k);
         let int8 = self.int8 && several;
+        let mv_rows = shaders::matvec_rows(dtype, rows_per, vec4, k, int8);
+        let span =
+            self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
         // The GLU epilogue: in the several-rows matvec, or in the plain one where a
         // workgroup holds a gate row and its up row.
         let glu = glu.filter(|_| {

@@ -201,14 +201,12 @@ pub fn matmul_source(
 ) -> Result<String, String> {
     if name == "matvec" {
         if let Some(kernel) = rows_kernel(dtype, rows, vec4, k) {
+            let (r, lanes) = kernel.shape(variant.int8);
             let mut body = MATVEC_ROWS
-                .replace(
-                    "const R: u32 = 4u;",
-                    &format!("const R: u32 = {}u;", kernel.r),
-                )
+                .replace("const R: u32 = 4u;", &format!("const R: u32 = {r}u;"))
                 .replace(
                     "const LANES: u32 = 64u;",
-                    &format!("const LANES: u32 = {}u;", kernel.lanes),
+                    &format!("const LANES: u32 = {lanes}u;"),
                 );
             let mut rows_dot = kernel.rows_dot;
             if variant.int8 {
@@ -280,9 +278,9 @@ pub fn rows_matvec(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
 
 /// Weight rows of a matvec workgroup for `dtype` where the matmul kernels take `rows`
 /// (`matvec_rows.wgsl` takes its own).
-pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize) -> usize {
+pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> usize {
     match rows_kernel(dtype, rows, vec4, k) {
-        Some(kernel) => kernel.r,
+        Some(kernel) => kernel.shape(int8).0,
         None => rows,
     }
 }
@@ -298,6 +296,18 @@ struct RowsKernel {
     r: usize,
     /// Threads a workgroup (`LANES`).
     lanes: usize,
+    /// `r` and `lanes` of the integer-dot variant.
+    i8_shape: (usize, usize),
+}
+
+impl RowsKernel {
+    /// (`R`, `LANES`) of the variant on f32 x or (`int8`) on x quantised.
+    fn shape(&self, int8: bool) -> (usize, usize) {
+        match int8 {
+            true => self.i8_shape,
+            false => (self.r, self.lanes),
+        }
+    }
 }
 
 /// The several-rows matvec of a K-quant type, on GPUs (a subgroup a row, `rows` < 64)
@@ -305,8 +315,9 @@ struct RowsKernel {
 /// its buffer, or from a whole row) must start on a word of the kernel's: Q4_K
 /// super-blocks are 144 bytes (9 words of 16), Q6_K ones 210 (so rows of an even count
 /// of super-blocks, a whole number of 4-byte words). Shapes measured on an H200 (8B
-/// decode, R × LANES of 2–8 × 64–256): Q4_K fastest at 4 × 64 (8 lanes a super-block),
-/// Q6_K at 2 × 128 (16 lanes a super-block).
+/// decode, R × LANES of 2–16 × 16–256): Q4_K fastest at 4 × 64 on f32 x (8 lanes a
+/// super-block) and 2 × 32 on int8 x (4 lanes a super-block: 8B int8 decode 228 → 250
+/// tok/s against 4 × 64), Q6_K at 2 × 128 (16 lanes a super-block).
 fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKernel> {
     if !vec4 || rows >= 64 {
         return None;
@@ -318,6 +329,7 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
             rows_dot_i8: include_str!("../shaders/quant/rows/q4_k_i8.wgsl"),
             r: 4,
             lanes: 64,
+            i8_shape: (2, 32),
         },
         DType::Q6_K if (k / 256).is_multiple_of(2) => RowsKernel {
             block: include_str!("../shaders/quant/rows/q6_k_block.wgsl"),
@@ -325,18 +337,24 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
             rows_dot_i8: include_str!("../shaders/quant/rows/q6_k_i8.wgsl"),
             r: 2,
             lanes: 128,
+            i8_shape: (2, 128),
         },
         _ => return None,
     });
     kernel.map(|kernel| match rows_shape(dtype) {
-        Some((r, lanes)) => RowsKernel { r, lanes, ..kernel },
+        Some((r, lanes)) => RowsKernel {
+            r,
+            lanes,
+            i8_shape: (r, lanes),
+            ..kernel
+        },
         None => kernel,
     })
 }
 
 /// `WEFT_MV_Q4_K=R,LANES` (or `WEFT_MV_Q6_K`): the several-rows matvec's shape for the
-/// type, for measuring others (R a power of two from 2, since the GLU epilogue splits
-/// a workgroup's rows in halves; LANES a multiple of 16 up to 256).
+/// type, both variants, for measuring others (R a power of two from 2, since the GLU
+/// epilogue splits a workgroup's rows in halves; LANES a multiple of 16 up to 256).
 fn rows_shape(dtype: DType) -> Option<(usize, usize)> {
     let v = std::env::var(format!("WEFT_MV_{dtype}")).ok()?;
     let (r, lanes) = v.split_once(',')?;
@@ -533,15 +551,20 @@ mod tests {
             .unwrap();
             (
                 s.contains("const R: u32 = 4u;"),
-                matvec_rows(DType::Q4_K, rows, vec4, 256),
+                matvec_rows(DType::Q4_K, rows, vec4, 256, false),
             )
         };
         assert_eq!(rows(2, true), (true, 4));
         assert_eq!(rows(64, true), (false, 64), "one lane a row");
         assert_eq!(rows(2, false), (false, 2), "x not vec4");
+        assert_eq!(
+            matvec_rows(DType::Q4_K, 2, true, 256, true),
+            2,
+            "int8's shape"
+        );
         // Q6_K rows start on 4-byte words only with an even count of super-blocks.
-        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 512), 2);
-        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 768), 2);
+        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 512, false), 2);
+        assert_eq!(matvec_rows(DType::Q6_K, 2, true, 768, false), 2);
     }
 
     #[test]
