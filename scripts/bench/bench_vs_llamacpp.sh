@@ -16,13 +16,18 @@
 #   -r N            repetitions inside each run (default 5, llama-bench's default)
 #   --activations A f32 (default, exact) or int8: what weft's quantised matmuls
 #                   multiply with (llama.cpp's CPU path always uses int8 blocks)
+#   --llama B       native (default): llama-bench built for this machine's CPU
+#                   (GGML_NATIVE=ON: AVX-512, VNNI, AMX where present), in a
+#                   build tree of its own; portable: the fixtures' AVX2 build
 #   --no-jit        weft interprets the ops its cpu backend otherwise compiles (to
 #                   measure what the JIT buys against the same llama.cpp runs)
 #   --json-out FILE also write the summary as JSON (written whole or not at all)
 #
 # 1. llama-bench is built from the llama.cpp of the pinned llama-cpp-python sdist
-#    (scripts/quant_models/llama_cpp.sh: the build tree make_models.sh uses, with
-#    only the llama-bench target added; cached).
+#    (scripts/quant_models/llama_cpp.sh; cached): by default with GGML_NATIVE=ON
+#    in $WEFT_HOME/quant-models/build/llama.cpp-native, since weft picks its
+#    kernels for this CPU at run time too; with --llama portable in the build tree
+#    make_models.sh uses, with only the llama-bench target added.
 # 2. weft is built with `cargo build --release`.
 # 3. For each model and round: `llama-bench -m FILE -t T -p P -n N -r REPS -o json`
 #    and `weft bench FILE --threads T -p P -n N -r REPS --activations A --json`.
@@ -50,6 +55,7 @@ PROMPTS=128,512
 GENS=128
 REPS=5
 ACTIVATIONS=f32
+LLAMA_FLAVOUR=native
 NO_JIT=()
 JSON_OUT=""
 MODELS=()
@@ -61,6 +67,7 @@ while [ $# -gt 0 ]; do
         -n) GENS="${2:-}"; shift 2 || die "-n needs a value" ;;
         -r) REPS="${2:-}"; shift 2 || die "-r needs a value" ;;
         --activations) ACTIVATIONS="${2:-}"; shift 2 || die "--activations needs a value" ;;
+        --llama) LLAMA_FLAVOUR="${2:-}"; shift 2 || die "--llama needs a value" ;;
         --no-jit) NO_JIT=(--no-jit); shift ;;
         --json-out) JSON_OUT="${2:-}"; shift 2 || die "--json-out needs a value" ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -73,6 +80,7 @@ for v in "$ROUNDS" "$THREADS" "$REPS"; do
     [[ "$v" =~ ^[1-9][0-9]*$ ]] || die "--rounds, --threads and -r take a whole number >= 1 (got '$v')"
 done
 [[ "$ACTIVATIONS" =~ ^(f32|int8)$ ]] || die "--activations takes f32 or int8 (got '$ACTIVATIONS')"
+[[ "$LLAMA_FLAVOUR" =~ ^(native|portable)$ ]] || die "--llama takes native or portable (got '$LLAMA_FLAVOUR')"
 for v in "$PROMPTS" "$GENS"; do
     [[ "$v" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "-p and -n take sizes >= 1, comma-separated (got '$v')"
 done
@@ -98,6 +106,18 @@ done
 
 # --- builds ---------------------------------------------------------------------
 llama_cpp_tools
+if [ "$LLAMA_FLAVOUR" = native ]; then
+    # The same flags but for the instruction sets: all of this CPU's.
+    LLAMA_BIN_DIR="$BUILD/llama.cpp-native"
+    flags=(-DGGML_NATIVE=ON)
+    for f in "${LLAMA_CMAKE_FLAGS[@]}"; do
+        [[ "$f" =~ ^-DGGML_(NATIVE|AVX|AVX2|FMA|F16C|BMI2|AVX512|AMX_INT8|AMX_TILE)= ]] || flags+=("$f")
+    done
+    LLAMA_CMAKE_FLAGS=("${flags[@]}")
+    LLAMA_STAMP="$LLAMA_BIN_DIR/weft-build-flags"
+    LLAMA_WANT_STAMP="$LCP_VERSION ${LLAMA_CMAKE_FLAGS[*]}"
+fi
+log "llama-bench: $LLAMA_FLAVOUR build"
 llama_cpp_target llama-bench || die "building llama-bench failed"
 LLAMA_BENCH="$LLAMA_BIN_DIR/bin/llama-bench"
 
