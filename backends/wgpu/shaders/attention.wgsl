@@ -21,7 +21,8 @@
 // params: 0 seq, 1 n_heads, 2 n_kv_heads, 3 head_dim (≤ 256), 4 scale, 5 window (0:
 // none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 flags: rope
 // (bit 0), rope layout (bit 1), append (bit 2), rope half (bits 3..), 12 k_off, 13 v_off
-// (append: the new row's columns in ks and vs), 14 chunk keys, 15 chunks.
+// (append: the new row's columns in ks and vs), 14 chunk keys, 15 chunks, 16 quantise
+// (1: one row and one chunk; the output also goes into q8, q8_out.wgsl).
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vc: array<f32>;
@@ -30,6 +31,7 @@
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 @group(0) @binding(7) var<storage, read> ks: array<f32>;
 @group(0) @binding(8) var<storage, read> vs: array<f32>;
+@group(0) @binding(9) var<storage, read_write> q8: array<u32>;
 
 const T: u32 = 256u;
 const KEYS: u32 = 64u;
@@ -188,5 +190,8 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     if chunks > 1u && li == 0u {
         part[base] = m;
         part[base + 1u] = l;
+    }
+    if chunks == 1u && pu(16) == 1u {
+        q8_from_out(li, th * hd / 4u, hd / 4u, nh * hd);
     }
 }

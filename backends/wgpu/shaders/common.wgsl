@@ -1,7 +1,7 @@
-// Prepended to every kernel: the step's parameters, sixteen 32-bit words written by the
+// Prepended to every kernel: the step's parameters, twenty 32-bit words written by the
 // host before each forward call (sizes that depend on the call: rows, positions).
 struct Params {
-    v: array<vec4<u32>, 4>,
+    v: array<vec4<u32>, 5>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

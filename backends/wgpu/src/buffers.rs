@@ -6,11 +6,11 @@ use weft_backend::BackendError;
 use wgpu::util::DeviceExt;
 
 /// Bytes of one step's parameter block in the uniform buffer (the usual minimum
-/// uniform offset alignment; the kernels read the first 64).
+/// uniform offset alignment; the kernels read the first `PARAM_WORDS` words).
 pub const PARAM_STRIDE: u64 = 256;
-pub const PARAM_WORDS: usize = 16;
+pub const PARAM_WORDS: usize = 20;
 
-/// A step's parameters: sixteen words, f32 values as their bits.
+/// A step's parameters: twenty words, f32 values as their bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Params(pub [u32; PARAM_WORDS]);
 
@@ -27,7 +27,8 @@ impl Params {
         b
     }
 
-    /// Writes the words into `out` (64 bytes), with no allocation: the per-call path.
+    /// Writes the words into `out` (`PARAM_WORDS` · 4 bytes), with no allocation: the
+    /// per-call path.
     pub fn write(&self, out: &mut [u8]) {
         for (o, w) in out.chunks_exact_mut(4).zip(&self.0) {
             o.copy_from_slice(&w.to_le_bytes());

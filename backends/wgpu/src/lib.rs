@@ -257,6 +257,69 @@ pub fn add_rms_norm_q8(
     Ok((row, q.into_iter().map(f32::to_bits).collect()))
 }
 
+/// Decode attention with its output quantised where it is written (kernel tests): one
+/// query row `q` of `heads` heads, f32 caches `kc` and `vc` of `kv_heads` heads a
+/// position, the keys split into `chunks` (1: attention.wgsl alone; more: its chunk sums
+/// merged by attention_merge.wgsl). The output row and its q8 words (the packed values,
+/// then the block scales' bits).
+pub fn attention_q8(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    chunks: usize,
+) -> Result<(Vec<f32>, Vec<u32>), BackendError> {
+    let gpu = gpu()?;
+    let (d, hd) = (q.len(), q.len() / heads);
+    let keys = kc.len() / (kv_heads * hd);
+    let pipeline = |name| {
+        let src = shaders::source(name, None).map_err(device::err)?;
+        schedule::pipelines().get(&gpu, name, src)
+    };
+    let (attention, merge) = (pipeline("attention")?, pipeline("attention_merge")?);
+    let (qb, kb, vb) = (
+        upload(&gpu, "q", &floats(q))?,
+        upload(&gpu, "k cache", &floats(kc))?,
+        upload(&gpu, "v cache", &floats(vc))?,
+    );
+    let out = storage(&gpu, "out", (d * 4) as u64)?;
+    let words = d / 4 + d / 32;
+    let q8 = storage(&gpu, "q8", (words * 4) as u64)?;
+    let part = storage(&gpu, "part", (heads * chunks * (hd + 2) * 4) as u64)?;
+    let none = storage(&gpu, "unread", 16)?;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (n, quantise) = (heads * chunks, (chunks == 1) as u32);
+    let params = Params::new(&[
+        1,
+        heads as u32,
+        kv_heads as u32,
+        hd as u32,
+        scale.to_bits(),
+        0,
+        0,
+        keys as u32 - 1,
+        n as u32,
+        d as u32,
+        0,
+        0,
+        0,
+        0,
+        keys.div_ceil(chunks) as u32,
+        chunks as u32,
+        quantise,
+    ]);
+    let bindings = [&qb, &kb, &vb, &out, &none, &part, &none, &none, &q8];
+    buffers::dispatch_once(&gpu, &attention, params, &bindings, (n as u32, 1));
+    if chunks > 1 {
+        let params = Params::new(&[heads as u32, hd as u32, chunks as u32, heads as u32, 1]);
+        buffers::dispatch_once(&gpu, &merge, params, &[&part, &out, &q8], (heads as u32, 1));
+    }
+    let row = read_back(&gpu, &out, (d * 4) as u64)?;
+    let q = read_back(&gpu, &q8, (words * 4) as u64)?;
+    Ok((row, q.into_iter().map(f32::to_bits).collect()))
+}
+
 /// The greedy pick (argmax.wgsl) of `row`, with the session's two dispatches (kernel
 /// tests).
 pub fn pick(row: &[f32]) -> Result<weft_backend::Pick, BackendError> {

@@ -1516,6 +1516,22 @@ impl GpuExecutable {
                     );
                     let p = lw.pipeline(i, &format!("attention{kv_suffix}"), None)?;
                     let (nh, nkv, hd) = (*n_heads, *n_kv_heads, *head_dim);
+                    // Int8 matvecs read the output: a decode step quantises it where it
+                    // is written (a head of whole blocks a workgroup), with no
+                    // quantize_q8 dispatch of its own.
+                    let o = src_of(i);
+                    let h = (o.buf, o.stride, o.off);
+                    let q8 = wants_q8.contains(&h) && hd.is_multiple_of(32);
+                    // Not quantising: the output's own (writable) slot stands in, as
+                    // Dummy, also bound read-only here, cannot.
+                    let x8 = match q8 {
+                        true => {
+                            lw.x8_src = Some(h);
+                            lw.x8_words = lw.x8_words.max(o.stride / 4 + o.stride / 32);
+                            Buf::X8
+                        }
+                        false => slot(i),
+                    };
                     let (scale, window, cap) =
                         (*scale, window.unwrap_or(0), softcap.unwrap_or(0.0));
                     attn_part = attn_part.max(nh * (hd + 2));
@@ -1542,6 +1558,7 @@ impl GpuExecutable {
                             Buf::AttnPart,
                             k.buf,
                             v.buf,
+                            x8,
                         ],
                         Box::new(move |c| {
                             let n = chunks(c);
@@ -1566,6 +1583,7 @@ impl GpuExecutable {
                                 v.off as u32,
                                 ATTENTION_CHUNK as u32,
                                 n as u32,
+                                (q8 && c.seq == 1 && n == 1) as u32,
                             ];
                             (Params::new(&p), g)
                         }),
@@ -1574,14 +1592,20 @@ impl GpuExecutable {
                     lw.push(
                         i,
                         p,
-                        vec![Buf::AttnPart, slot(i)],
+                        vec![Buf::AttnPart, slot(i), x8],
                         Box::new(move |c| {
                             let n = chunks(c);
                             let g = match n {
                                 1 => (0, 0),
                                 _ => groups(c.gpu, (c.seq * nh) as u32),
                             };
-                            let p = [(c.seq * nh) as u32, hd as u32, n as u32, g.0];
+                            let p = [
+                                (c.seq * nh) as u32,
+                                hd as u32,
+                                n as u32,
+                                g.0,
+                                (q8 && c.seq == 1) as u32,
+                            ];
                             (Params::new(&p), g)
                         }),
                     );

@@ -5,7 +5,7 @@
 //! (`forward_pick`) 16 bytes. Prompts longer than the arena's row capacity run in
 //! chunks.
 
-use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE};
+use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
 use crate::profile::Profiler;
 use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
 use std::sync::Arc;
@@ -231,7 +231,7 @@ impl GpuSession {
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: &params,
                         offset: d as u64 * PARAM_STRIDE,
-                        size: wgpu::BufferSize::new(64),
+                        size: wgpu::BufferSize::new(4 * PARAM_WORDS as u64),
                     }),
                 }];
                 for (k, &b) in dp.bufs.iter().enumerate() {
@@ -254,7 +254,7 @@ impl GpuSession {
             let params = wgpu::BufferBinding {
                 buffer: &params,
                 offset: (exe.dispatches.len() as u64 + k) * PARAM_STRIDE,
-                size: wgpu::BufferSize::new(64),
+                size: wgpu::BufferSize::new(4 * PARAM_WORDS as u64),
             };
             let entries = [
                 (0, wgpu::BindingResource::Buffer(params)),
@@ -331,7 +331,7 @@ impl GpuSession {
         for (d, dp) in exe.dispatches.iter().enumerate() {
             let (p, g) = (dp.rule)(&call);
             let at = d * PARAM_STRIDE as usize;
-            p.write(&mut self.param_bytes[at..at + 64]);
+            p.write(&mut self.param_bytes[at..at + 4 * PARAM_WORDS]);
             self.counts[d] = if self.skip[d] { (0, 0) } else { g };
         }
         let o = exe.plan.outputs[0];
@@ -341,7 +341,7 @@ impl GpuSession {
         if read == Read::Pick {
             for (k, p) in pick_params.iter().enumerate() {
                 let at = (exe.dispatches.len() + k) * PARAM_STRIDE as usize;
-                p.write(&mut self.param_bytes[at..at + 64]);
+                p.write(&mut self.param_bytes[at..at + 4 * PARAM_WORDS]);
             }
         }
         self.token_bytes.clear();

@@ -176,8 +176,14 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
     if matches!(name, "rms_norm" | "add_rms_norm" | "layer_norm") {
         s += REDUCE;
     }
-    if matches!(name, "add_rms_norm" | "quantize_q8") {
+    if matches!(
+        name,
+        "add_rms_norm" | "quantize_q8" | "attention" | "attention_merge"
+    ) {
         s += include_str!("../shaders/q8_block.wgsl");
+    }
+    if matches!(name, "attention" | "attention_merge") {
+        s += include_str!("../shaders/q8_out.wgsl");
     }
     Ok(s)
 }

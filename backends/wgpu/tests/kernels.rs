@@ -201,17 +201,36 @@ proptest! {
             let want = (a[i] + b[i]) * inv * w[i];
             prop_assert!((row[d + i] - want).abs() <= 1e-4 * want.abs().max(1.0), "[{}] {} vs {}", i, row[d + i], want);
         }
-        let h = &row[d..];
-        for (blk, hb) in h.chunks(32).enumerate() {
-            let amax = hb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = f32::from_bits(q[d / 4 + blk]);
-            prop_assert!((scale - amax / 127.0).abs() <= 1e-6 * amax, "block {}: scale {} for max {}", blk, scale, amax);
-            for (e, &v) in hb.iter().enumerate() {
-                let i = 32 * blk + e;
-                let qv = (q[i / 4] >> (8 * (i % 4))) as u8 as i8 as f32;
-                prop_assert!((qv * scale - v).abs() <= 0.5001 * scale + 1e-7, "[{}] {} · {} vs {}", i, qv, scale, v);
+        check_q8(&row[d..], &q)?;
+    }
+
+    /// Decode attention's output quantised where it is written (activations int8: no
+    /// quantize_q8 dispatch), in one chunk of keys (attention.wgsl) and in several
+    /// merged (attention_merge.wgsl), grouped-query heads of 32 to 256 dims: the output
+    /// as a softmax over the keys gives it, every block of it quantised.
+    #[test]
+    fn decode_attention_quantises_its_output(kv in 1usize..3, group in 1usize..4, width in 1usize..=8, keys in 1usize..150, chunks in 1usize..4, seed in any::<u64>()) {
+        let (nh, hd, chunks) = (kv * group, 32 * width, chunks.min(keys));
+        let val = |i: usize, s: u64| ((i as u64 * 7919 + s) % 2000) as f32 / 1000.0 - 1.0;
+        let q: Vec<f32> = (0..nh * hd).map(|i| val(i, seed)).collect();
+        let kc: Vec<f32> = (0..keys * kv * hd).map(|i| val(i, seed / 3)).collect();
+        let vc: Vec<f32> = (0..keys * kv * hd).map(|i| val(i, seed / 5)).collect();
+        let (row, q8) = weft_wgpu::attention_q8(&q, &kc, &vc, nh, kv, chunks).unwrap();
+        for h in 0..nh {
+            let at = |p: usize| p * kv * hd + (h / group) * hd;
+            let s: Vec<f32> = (0..keys)
+                .map(|p| (0..hd).map(|e| q[h * hd + e] * kc[at(p) + e]).sum::<f32>() / (hd as f32).sqrt())
+                .collect();
+            let m = s.iter().fold(f32::MIN, |a, &b| a.max(b));
+            let w: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+            let l: f32 = w.iter().sum();
+            for e in 0..hd {
+                let want = (0..keys).map(|p| w[p] * vc[at(p) + e]).sum::<f32>() / l;
+                let got = row[h * hd + e];
+                prop_assert!((got - want).abs() <= 1e-4, "head {} [{}]: {} vs {}", h, e, got, want);
             }
         }
+        check_q8(&row, &q8)?;
     }
 
     /// Enough rows for the register-tiled GEMM, with partial tiles on both sides.
@@ -234,6 +253,37 @@ proptest! {
         check_matmul(m, n, cols, seed, None, 0, true)?;
         check_matmul(m, n, cols, seed, None, n / 3, true)?;
     }
+}
+
+/// `q` (the packed values, then the block scales' bits) holds `row` quantised per 32
+/// values: each block's scale its largest magnitude / 127, each value within half a step
+/// of q · scale.
+fn check_q8(row: &[f32], q: &[u32]) -> Result<(), TestCaseError> {
+    let d = row.len();
+    for (blk, hb) in row.chunks(32).enumerate() {
+        let amax = hb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = f32::from_bits(q[d / 4 + blk]);
+        prop_assert!(
+            (scale - amax / 127.0).abs() <= 1e-6 * amax,
+            "block {}: scale {} for max {}",
+            blk,
+            scale,
+            amax
+        );
+        for (e, &v) in hb.iter().enumerate() {
+            let i = 32 * blk + e;
+            let qv = (q[i / 4] >> (8 * (i % 4))) as u8 as i8 as f32;
+            prop_assert!(
+                (qv * scale - v).abs() <= 0.5001 * scale + 1e-7,
+                "[{}] {} · {} vs {}",
+                i,
+                qv,
+                scale,
+                v
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The GPU matmul of m random activation rows and an n-row weight of each type
