@@ -1522,8 +1522,9 @@ impl GpuExecutable {
                     let o = src_of(i);
                     let h = (o.buf, o.stride, o.off);
                     let q8 = wants_q8.contains(&h) && hd.is_multiple_of(32);
-                    // Not quantising: the output's own (writable) slot stands in, as
-                    // Dummy, also bound read-only here, cannot.
+                    // Not quantising: the output's own slot fills the writable q8
+                    // binding (Dummy is bound read-only here too, and a dispatch cannot
+                    // use one buffer both ways).
                     let x8 = match q8 {
                         true => {
                             lw.x8_src = Some(h);
