@@ -351,6 +351,13 @@ impl Lowering<'_> {
         )
     }
 
+    /// [`Buf::X8`] holds activation `h` (buffer, stride, offset), a row `k` wide, from
+    /// here on in the schedule.
+    fn x8_holds(&mut self, h: (Buf, usize, usize), k: usize) {
+        self.x8_src = Some(h);
+        self.x8_words = self.x8_words.max(k / 4 + k / 32);
+    }
+
     fn push(&mut self, step: usize, pipeline: Arc<Kernel>, bufs: Vec<Buf>, rule: Rule) {
         self.dispatches.push(Dispatch {
             step,
@@ -581,9 +588,10 @@ impl Lowering<'_> {
         });
         let m = Arc::new(m);
         if int8 {
-            self.x8_words = self.x8_words.max(k / 4 + k / 32);
-            if self.x8_src != Some((x.buf, x.stride, x.off)) {
-                self.x8_src = Some((x.buf, x.stride, x.off));
+            let h = (x.buf, x.stride, x.off);
+            let held = self.x8_src == Some(h);
+            self.x8_holds(h, k);
+            if !held {
                 let q = self.pipeline(i, "quantize_q8", None)?;
                 let rows = Arc::clone(&m);
                 self.push(
@@ -1174,8 +1182,7 @@ impl GpuExecutable {
                         && d <= shaders::Q8_NORM_WIDTH;
                     let (p, x8) = match q8 {
                         true => {
-                            lw.x8_src = Some(h);
-                            lw.x8_words = lw.x8_words.max(d / 4 + d / 32);
+                            lw.x8_holds(h, d);
                             (lw.norm_pipeline(i, "add_rms_norm_q8", d)?, Buf::X8)
                         }
                         false => (lw.norm_pipeline(i, "add_rms_norm", d)?, Buf::Dummy),
@@ -1527,8 +1534,7 @@ impl GpuExecutable {
                     // use one buffer both ways).
                     let x8 = match q8 {
                         true => {
-                            lw.x8_src = Some(h);
-                            lw.x8_words = lw.x8_words.max(o.stride / 4 + o.stride / 32);
+                            lw.x8_holds(h, o.stride);
                             Buf::X8
                         }
                         false => slot(i),

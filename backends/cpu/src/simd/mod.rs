@@ -38,6 +38,29 @@ macro_rules! run_tile {
     };
 }
 
+/// The f32-activation kernel for `$dtype`: `$chunk::<T>` over the `Decode` types of
+/// an fdot file (`x86/fdot.rs` and `aarch64/fdot.rs` name them alike), `None` for
+/// the rest.
+#[allow(unused_macros)] // on targets without SIMD kernels
+macro_rules! fdot_kernel {
+    ($dtype:expr, $chunk:ident) => {
+        Some(match $dtype {
+            DType::F32 => $chunk::<F32> as ChunkFn,
+            DType::F16 => $chunk::<F16>,
+            DType::BF16 => $chunk::<Bf16>,
+            DType::Q8_0 => $chunk::<Q8_0>,
+            DType::Q4_0 => $chunk::<Q4_0>,
+            DType::Q4_1 => $chunk::<Q4_1>,
+            DType::Q5_0 => $chunk::<Q5_0>,
+            DType::Q5_1 => $chunk::<Q5_1>,
+            DType::Q4_K => $chunk::<Q4_K>,
+            DType::Q5_K => $chunk::<Q5_K>,
+            DType::Q6_K => $chunk::<Q6_K>,
+            _ => return None,
+        })
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -239,6 +262,19 @@ pub(crate) struct FTile<'a> {
     pub out: OutPtr<'a>,
     pub i: usize,
     pub j: usize,
+}
+
+/// Checks an f32 kernel's task: `x` is `m × k` with `m` the output's rows, `w` holds
+/// the task's weight rows of `rb` bytes, and a row's whole blocks fit in `rb`.
+#[allow(dead_code)] // on targets without SIMD kernels
+pub(crate) fn check_fdot_task<T: Decode>(w: &[u8], rb: usize, x: &Acts<'_>, out: &OutPtr<'_>) {
+    let (m, k, n) = (x.m, x.k, out.cols());
+    assert!(
+        x.x.len() == m * k && out.rows() == m,
+        "fdot: activations are not [m, k]"
+    );
+    assert!(w.len() == n * rb, "fdot: weight rows");
+    assert!(k / T::BLOCK * T::BYTES <= rb, "fdot: blocks past the row");
 }
 
 #[allow(dead_code)] // on targets without SIMD kernels

@@ -11,7 +11,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{bit4_of_32, f16_at, hsum, kquant_scales_mins, nibbles32, q6k_values, quarters};
-use crate::simd::{tiles8, Acts, ChunkFn, Decode, FTile, OutPtr};
+use crate::simd::{check_fdot_task, tiles8, Acts, ChunkFn, Decode, FTile, OutPtr};
 use std::arch::x86_64::*;
 use weft_ir::DType;
 
@@ -22,20 +22,7 @@ use weft_ir::DType;
 const PREFETCH: usize = 1024;
 
 pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
-    Some(match dtype {
-        DType::F32 => chunk::<F32> as ChunkFn,
-        DType::F16 => chunk::<F16>,
-        DType::BF16 => chunk::<Bf16>,
-        DType::Q8_0 => chunk::<Q8_0>,
-        DType::Q4_0 => chunk::<Q4_0>,
-        DType::Q4_1 => chunk::<Q4_1>,
-        DType::Q5_0 => chunk::<Q5_0>,
-        DType::Q5_1 => chunk::<Q5_1>,
-        DType::Q4_K => chunk::<Q4_K>,
-        DType::Q5_K => chunk::<Q5_K>,
-        DType::Q6_K => chunk::<Q6_K>,
-        _ => return None,
-    })
+    fdot_kernel!(dtype, chunk)
 }
 
 /// One task: every activation row against `out.cols()` weight rows of `rb` bytes, in
@@ -48,14 +35,8 @@ pub(super) fn kernel(dtype: DType) -> Option<ChunkFn> {
 /// AVX2, FMA and F16C must be present.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn chunk<T: Decode<Part = [__m256; 4]>>(w: &[u8], rb: usize, x: &Acts<'_>, out: OutPtr<'_>) {
-    let (m, k, n) = (x.m, x.k, out.cols());
-    assert!(
-        x.x.len() == m * k && out.rows() == m,
-        "fdot: activations are not [m, k]"
-    );
-    assert!(w.len() == n * rb, "fdot: weight rows");
-    assert!(k / T::BLOCK * T::BYTES <= rb, "fdot: blocks past the row");
-    for tile in tiles8(m, n) {
+    check_fdot_task::<T>(w, rb, x, &out);
+    for tile in tiles8(x.m, out.cols()) {
         let t = FTile::new(w, rb, x, out, tile);
         // SAFETY: the tile's slices hold c weight rows and r activation rows (sliced
         // by FTile::new, so in bounds); the features are present (this function's).
