@@ -13,9 +13,13 @@
 // GLU epilogue (GLU true): the weight is [gate | up] (n rows, halves of n / 2), a workgroup
 // takes R / 2 gate rows and the matching up rows, and stores act(gate) · up, the act by
 // param 13 (0 silu, 1 gelu).
+// Norm epilogue (matvec_norm.wgsl in place of the three lines after the bindings): the
+// rows stored are a residual add's, and the last workgroup normalises the whole row.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+fn store_row(i: u32, v: f32) { out[i] = v; }
+fn after_rows(lane: u32) {}
 
 const R: u32 = 4u;
 const LANES: u32 = 64u;
@@ -65,6 +69,6 @@ fn finish(wg: vec3<u32>, lane: u32) {
         v = glu_act(v, pu(13)) * partial[(lane + h) * LANES];
     }
     if lane < R && j < n {
-        out[wg.y * pu(3) + pu(4) + j] = v;
+        store_row(wg.y * pu(3) + pu(4) + j, v);
     }
 }

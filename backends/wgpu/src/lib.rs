@@ -124,6 +124,7 @@ pub fn matmul(
                 int8,
                 subgroups: variant.subgroups && schedule::subgroups(&gpu),
                 glu,
+                norm: false,
             };
             shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), variant)
         }
@@ -216,6 +217,85 @@ pub fn matmul(
     ]);
     buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, gy));
     read_back(&gpu, &out, (m * n_out * 4) as u64)
+}
+
+/// The int8 matvec with the norm epilogue (kernel tests), as a plan's decode runs it
+/// for an add_rms_norm reading the matvec alone: x (k wide) quantised by `quantize_q8`,
+/// then `w` (a Q4_K or Q6_K weight of d rows) against it, the residual `res` added and
+/// the sum normed by `nw` (+ `offset`), dispatched `runs` times on the same buffers. The
+/// row [res + w·x | norm(res + w·x) · (nw + offset)], the q8 words of its normed half,
+/// and the finished-workgroup count left behind (0 when the last workgroup reset it).
+pub fn matvec_norm_q8(
+    x: &[f32],
+    w: &WeightView,
+    res: &[f32],
+    nw: &[f32],
+    eps: f32,
+    offset: f32,
+    runs: usize,
+) -> Result<(Vec<f32>, Vec<u32>, u32), BackendError> {
+    let gpu = gpu()?;
+    let (d, k) = (w.rows(), w.cols());
+    // A GPU's several-rows kernel, whatever this device's plans take (a CPU's take
+    // others).
+    let rows_per = 2;
+    let variant = RowsVariant {
+        int8: true,
+        subgroups: schedule::subgroups(&gpu),
+        glu: false,
+        norm: true,
+    };
+    if !shaders::rows_matvec(w.dtype, rows_per, true, k) {
+        return Err(unsupported(w, "the norm epilogue".into()));
+    }
+    let src = shaders::matmul_source("matvec", w.dtype, rows_per, 1, true, k, variant)
+        .map_err(|what| unsupported(w, what))?;
+    let p = schedule::pipelines().get(&gpu, "matvec norm", src)?;
+    let q =
+        schedule::pipelines().get(&gpu, "quantize_q8", kernel_source("quantize_q8", None, w)?)?;
+    let words = (k / 4 + k / 32).max(d / 4 + d / 32);
+    let (xb, wb, rb, nb) = (
+        upload(&gpu, "x", &floats(x))?,
+        upload(&gpu, &w.name, w.bytes())?,
+        upload(&gpu, "res", &floats(res))?,
+        upload(&gpu, "norm weight", &floats(nw))?,
+    );
+    let (x8, out) = (
+        storage(&gpu, "x8", (words * 4) as u64)?,
+        storage(&gpu, "out", (2 * d * 4) as u64)?,
+    );
+    let (no_experts, done) = (upload(&gpu, "ids", &[0; 4])?, storage(&gpu, "done", 4)?);
+    let gx = d.div_ceil(shaders::matvec_rows(w.dtype, rows_per, true, k, true)) as u32;
+    let params = Params::new(&[
+        1,
+        k as u32,
+        d as u32,
+        2 * d as u32,
+        0,
+        w.row_bytes() as u32,
+        0,
+        gx,
+        0,
+        1,
+        0,
+        k as u32,
+        0,
+        0,
+        0,
+        eps.to_bits(),
+        offset.to_bits(),
+    ]);
+    for _ in 0..runs {
+        let (qp, g) = schedule::quantize_q8_call(&gpu, k, 0);
+        buffers::dispatch_once(&gpu, &q, qp, &[&xb, &x8], g);
+        let bindings = [&x8, &wb, &out, &no_experts, &rb, &nb, &done];
+        buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, 1));
+    }
+    let row = read_back(&gpu, &out, (2 * d * 4) as u64)?;
+    let q8 = read_back(&gpu, &x8, (words * 4) as u64)?;
+    let q8 = q8[..d / 4 + d / 32].iter().map(|v| v.to_bits()).collect();
+    let done = read_back(&gpu, &done, 4)?[0].to_bits();
+    Ok((row, q8, done))
 }
 
 /// add_rms_norm's int8 variant on one row of width `d` (kernel tests): the row

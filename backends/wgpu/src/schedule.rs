@@ -154,6 +154,9 @@ pub enum Buf {
     /// block's (d, d, m, 0).
     W8,
     W8Scales,
+    /// The count of finished workgroups of a matvec with the norm epilogue
+    /// (matvec_norm.wgsl), which its last workgroup sets back to 0.
+    Done,
     /// A one-word buffer for bindings a kernel variant does not read.
     Dummy,
 }
@@ -196,6 +199,26 @@ struct GluOut {
     act: GluAct,
     out: Buf,
     width: usize,
+}
+
+/// An add_rms_norm that alone reads a matmul's value, whose work a one-row matvec may do
+/// itself (see [`Lowering::matmul`]): the norm's value (2d wide), the residual added,
+/// the norm's weight, eps and weight offset.
+#[derive(Clone, Copy)]
+struct NormOut {
+    out: Buf,
+    res: Src,
+    weight: Buf,
+    eps: f32,
+    offset: f32,
+}
+
+/// Work a decode matvec may take over from the step that alone reads its value.
+#[derive(Clone, Copy)]
+enum Epilogue {
+    None,
+    Glu(GluOut),
+    Norm(NormOut),
 }
 
 /// Scratch sizes a session allocates, per row of a call.
@@ -548,8 +571,9 @@ impl Lowering<'_> {
     }
 
     /// `out[:, col..col+n] = x · wᵀ` for `m(call)` rows; in expert mode rows pick their
-    /// expert's weight from `ids`. With `glu` (w is [gate | up]) a one-row call's matvec
-    /// stores act(gate) · up into the GLU step's value instead;
+    /// expert's weight from `ids`. With a GLU epilogue (w is [gate | up]) a one-row
+    /// call's matvec stores act(gate) · up into the GLU step's value instead; with a norm
+    /// epilogue it does the add_rms_norm's work (int8 only, the one row quantised);
     /// returns whether it does. Weights of more rows than a dispatch's workgroups
     /// reach (a 262k-row vocabulary at two rows a workgroup) run in several dispatches
     /// over ranges of rows, each from a byte offset of the weight.
@@ -563,7 +587,7 @@ impl Lowering<'_> {
         out_stride: usize,
         col: usize,
         experts: Option<(Buf, usize, usize)>,
-        glu: Option<GluOut>,
+        epilogue: Epilogue,
         m: impl Fn(&Call) -> usize + Send + Sync + 'static,
     ) -> Result<bool, BackendError> {
         let (wi, dtype, n_all, k, row_bytes) = w;
@@ -579,13 +603,27 @@ impl Lowering<'_> {
         let span =
             self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
         // The GLU epilogue: in the several-rows matvec, or in the plain one where a
-        // workgroup holds a gate row and its up row.
-        let glu = glu.filter(|_| {
-            experts.is_none()
-                && (several || rows_per >= 2)
-                && n_all.is_multiple_of(2)
-                && n_all <= span
-        });
+        // workgroup holds a gate row and its up row. The norm epilogue: in the int8
+        // several-rows matvec, over rows it quantises (q8_block.wgsl's widths).
+        let (glu, norm) = match epilogue {
+            Epilogue::Glu(g)
+                if experts.is_none()
+                    && (several || rows_per >= 2)
+                    && n_all.is_multiple_of(2)
+                    && n_all <= span =>
+            {
+                (Some(g), None)
+            }
+            Epilogue::Norm(nm)
+                if int8
+                    && n_all <= span
+                    && n_all.is_multiple_of(32)
+                    && n_all <= shaders::Q8_NORM_WIDTH =>
+            {
+                (None, Some(nm))
+            }
+            _ => (None, None),
+        };
         let m = Arc::new(m);
         if int8 {
             let h = (x.buf, x.stride, x.off);
@@ -619,6 +657,9 @@ impl Lowering<'_> {
             if variant.glu {
                 label += " glu";
             }
+            if variant.norm {
+                label += " norm";
+            }
             pipelines().get(&self.gpu, &label, src)
         };
         let plain = RowsVariant::default();
@@ -626,6 +667,7 @@ impl Lowering<'_> {
             int8,
             subgroups: subgroups(&self.gpu),
             glu: glu.is_some(),
+            norm: norm.is_some(),
         };
         let (tiled, one) = (pipeline("matmul", plain)?, pipeline("matvec", variant)?);
         let fits = gemm_fits(k, vec4, experts.is_some());
@@ -691,13 +733,23 @@ impl Lowering<'_> {
         let expert_mode = experts.is_some() as u32;
         let mv_x = if int8 { Buf::X8 } else { x.buf };
         // The GLU epilogue stores half as many rows, each from two, into its own value.
-        let (mv_out, mv_stride, mv_col, halves, act) = match glu {
-            Some(g) => (g.out, g.width, 0, 2, matches!(g.act, GluAct::Gelu) as u32),
-            None => (out, out_stride, col, 1, 0),
+        let (mv_out, mv_stride, mv_col, halves, act) = match (glu, norm) {
+            (Some(g), _) => (g.out, g.width, 0, 2, matches!(g.act, GluAct::Gelu) as u32),
+            (_, Some(nm)) => (nm.out, 2 * n_all, 0, 1, 0),
+            _ => (out, out_stride, col, 1, 0),
+        };
+        // The norm epilogue's own bindings and words (matvec_norm.wgsl).
+        let (norm_bufs, norm_words) = match norm {
+            Some(nm) => (
+                vec![nm.res.buf, nm.weight, Buf::Done],
+                [nm.res.off as u32, f(nm.eps), f(nm.offset)],
+            ),
+            None => (vec![], [0; 3]),
         };
         for row0 in (0..n_all).step_by(span.max(1)) {
             let n = span.min(n_all - row0);
             let params = move |rows: usize, gx: u32, out_stride: usize, col: usize| {
+                let [res_off, eps, offset] = norm_words;
                 Params::new(&[
                     rows as u32,
                     k as u32,
@@ -713,6 +765,9 @@ impl Lowering<'_> {
                     x.stride as u32,
                     x.off as u32,
                     act,
+                    res_off,
+                    eps,
+                    offset,
                 ])
             };
             let gx = n.div_ceil(rows_per) as u32;
@@ -721,10 +776,12 @@ impl Lowering<'_> {
             // workgroup row per output row. Several rows: the tiled kernel. All are in
             // the schedule; a call dispatches the one its row count picks.
             let mv = Arc::clone(&m);
+            let mut mv_bufs = vec![mv_x, Buf::Weight(wi), mv_out, ids];
+            mv_bufs.extend(&norm_bufs);
             self.push(
                 i,
                 Arc::clone(&one),
-                vec![mv_x, Buf::Weight(wi), mv_out, ids],
+                mv_bufs,
                 Box::new(move |c| {
                     let rows = mv(c);
                     let gy = match expert_mode == 1 || rows == 1 {
@@ -799,7 +856,7 @@ impl Lowering<'_> {
         for d in &mut self.dispatches[first..] {
             d.label = format!("{} {n_all}×{k}", d.pipeline.name);
         }
-        Ok(glu.is_some())
+        Ok(glu.is_some() || norm.is_some())
     }
 
     fn elementwise(
@@ -1083,6 +1140,55 @@ impl GpuExecutable {
                 }
             }
         }
+        // add_rms_norm steps whose normed half int8 matvecs read, and the plain matmul
+        // that each alone reads (with only weights between them, so that nothing reads
+        // the q8 row the matvec overwrites): at decode that matvec may do the norm's work.
+        let mut norm_of: Vec<Option<(usize, NormOut)>> = vec![None; n];
+        for (g, st) in plan.steps.iter().enumerate() {
+            let Op::AddRmsNorm {
+                eps, weight_offset, ..
+            } = st.node.op
+            else {
+                continue;
+            };
+            let d = widths[g] / 2;
+            if !wants_q8.contains(&(Buf::Slot(g), widths[g], d)) {
+                continue;
+            }
+            for (k, &m) in st.inputs[..2].iter().enumerate() {
+                let res = st.inputs[1 - k];
+                let plain = matches!(
+                    plan.steps[m].node.op,
+                    Op::MatMul {
+                        bias: false,
+                        softcap: None
+                    }
+                ) && matmul_weights(&plan.steps[m]) == 1;
+                let between = plan.steps[m + 1..g]
+                    .iter()
+                    .all(|s| matches!(s.node.op, Op::Weight { .. }));
+                if plain
+                    && between
+                    && users[m] == 1
+                    && widths[m] == d
+                    && slot_of[x_step(res)] != slot_of[g]
+                {
+                    let weight = Buf::Weight(lw.view(g, 2)?.0);
+                    let (res, offset) = (src_of(res), weight_offset);
+                    norm_of[m] = Some((
+                        g,
+                        NormOut {
+                            out: Buf::Slot(g),
+                            res,
+                            weight,
+                            eps,
+                            offset,
+                        },
+                    ));
+                }
+            }
+        }
+        let mut norm_fused = vec![false; n];
         let mut attn_part = 0;
         for (i, st) in plan.steps.iter().enumerate() {
             let slot = Buf::Slot;
@@ -1187,12 +1293,17 @@ impl GpuExecutable {
                         }
                         false => (lw.norm_pipeline(i, "add_rms_norm", d)?, Buf::Dummy),
                     };
+                    // One row where the matmul's matvec did this work already.
+                    let fused = norm_fused[i];
                     lw.push(
                         i,
                         p,
                         vec![a.buf, b.buf, w, slot(i), x8],
                         Box::new(move |c| {
-                            let g = groups(c.gpu, c.rows[i] as u32);
+                            let g = match fused && c.rows[i] == 1 {
+                                true => (0, 0),
+                                false => groups(c.gpu, c.rows[i] as u32),
+                            };
                             let p = [
                                 c.rows[i] as u32,
                                 d as u32,
@@ -1228,11 +1339,14 @@ impl GpuExecutable {
                                 && views[0].rows() == views[1].rows()
                                 && slot_of[g] != slot_of[x_step(st.inputs[0])]
                         });
-                        let out = glu.map(|(g, act)| GluOut {
-                            act,
-                            out: slot(g),
-                            width: widths[g],
-                        });
+                        let out = match glu {
+                            Some((g, act)) => Epilogue::Glu(GluOut {
+                                act,
+                                out: slot(g),
+                                width: widths[g],
+                            }),
+                            None => Epilogue::None,
+                        };
                         let fused =
                             lw.matmul(i, read(0), facts, slot(i), width, 0, None, out, move |c| {
                                 c.rows[i]
@@ -1245,11 +1359,16 @@ impl GpuExecutable {
                         for k in 1..=nw {
                             let (parts, v) = lw.parts(i, k)?;
                             let (parts, v) = (parts.to_vec(), v.clone());
+                            // The add_rms_norm reading this matmul alone, done by its
+                            // matvec where the weight is one part.
+                            let norm = norm_of[i].filter(|_| parts.len() == 1);
+                            let epilogue =
+                                norm.map_or(Epilogue::None, |(_, nm)| Epilogue::Norm(nm));
                             // A weight split across bindings: each part's rows are
                             // columns of the output.
                             for part in parts {
                                 let facts = (part.buf, v.dtype, part.rows, v.cols(), v.row_bytes());
-                                lw.matmul(
+                                let fused = lw.matmul(
                                     i,
                                     read(0),
                                     facts,
@@ -1257,9 +1376,12 @@ impl GpuExecutable {
                                     width,
                                     col + part.row0,
                                     None,
-                                    None,
+                                    epilogue,
                                     move |c| c.rows[i],
                                 )?;
+                                if let (true, Some((g, _))) = (fused, norm) {
+                                    norm_fused[g] = true;
+                                }
                             }
                             col += v.rows();
                         }
@@ -1637,9 +1759,17 @@ impl GpuExecutable {
                         stride: d,
                         off: 0,
                     };
-                    lw.matmul(i, x, router, Buf::MoeOut(m), ne, 0, None, None, move |c| {
-                        c.rows[i]
-                    })?;
+                    lw.matmul(
+                        i,
+                        x,
+                        router,
+                        Buf::MoeOut(m),
+                        ne,
+                        0,
+                        None,
+                        Epilogue::None,
+                        move |c| c.rows[i],
+                    )?;
                     let p = lw.pipeline(i, "moe_route", None)?;
                     let norm = *norm_topk as u32;
                     lw.push(
@@ -1675,7 +1805,7 @@ impl GpuExecutable {
                         hidden,
                         0,
                         Some((Buf::MoeIds(m), top_k, ffn * gate.4)),
-                        None,
+                        Epilogue::None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     lw.matmul(
@@ -1686,7 +1816,7 @@ impl GpuExecutable {
                         hidden,
                         ffn,
                         Some((Buf::MoeIds(m), top_k, ffn * up.4)),
-                        None,
+                        Epilogue::None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     // act(gate) · up, in place is not possible: into the out scratch.
@@ -1714,7 +1844,7 @@ impl GpuExecutable {
                         d,
                         0,
                         Some((Buf::MoeIds(m), 1, d * down.4)),
-                        None,
+                        Epilogue::None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     let p = lw.pipeline(i, "moe_combine", None)?;

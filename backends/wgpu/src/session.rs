@@ -162,6 +162,7 @@ impl GpuSession {
         }
         let tokens = storage(&gpu, "token ids", (chunk * 4) as u64)?;
         let dummy = storage(&gpu, "unused", 16)?;
+        let done = storage(&gpu, "norm epilogue count", 16)?;
         let x8 = storage(
             &gpu,
             "quantised activations",
@@ -218,6 +219,7 @@ impl GpuSession {
                 Buf::W8 => &w8,
                 Buf::W8Scales => &w8_scales,
                 Buf::AttnPart => &attn_part,
+                Buf::Done => &done,
                 Buf::Dummy => &dummy,
             }
         };

@@ -216,10 +216,7 @@ pub fn matmul_source(
                 );
             let mut rows_dot = kernel.rows_dot;
             if variant.int8 {
-                body = body.replace(
-                    X_F32,
-                    "@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;",
-                );
+                body = body.replace(X_F32, X_I8);
                 rows_dot = kernel.rows_dot_i8;
             }
             let entry = match variant.subgroups {
@@ -229,6 +226,14 @@ pub fn matmul_source(
             let block = kernel.block;
             if variant.glu {
                 body = body.replace("const GLU: bool = false;", "const GLU: bool = true;");
+            }
+            if variant.norm {
+                let norm = include_str!("../shaders/matvec_norm.wgsl").replace(
+                    "const NORM_WIDTH: u32 = 4096u;",
+                    &format!("const NORM_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
+                );
+                let x = "@group(0) @binding(1) var<storage, read_write> x: array<vec4<u32>>;";
+                body = body.replace(OUT_F32, &norm).replace(X_I8, x);
             }
             return Ok(format!(
                 "{COMMON}{ACTIVATIONS}{body}{block}{rows_dot}{entry}"
@@ -262,6 +267,13 @@ pub fn matmul_source(
 const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
 /// matvec_rows.wgsl's x binding, which the int8 variant replaces with packed words.
 const X_F32: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
+const X_I8: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;";
+/// matvec_rows.wgsl's output binding and the functions around it, which the norm
+/// epilogue (matvec_norm.wgsl) replaces.
+const OUT_F32: &str = "@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+fn store_row(i: u32, v: f32) { out[i] = v; }
+fn after_rows(lane: u32) {}
+";
 
 /// Choices of the several-rows matvec (`matvec_rows.wgsl`) beyond its shape.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -274,6 +286,9 @@ pub struct RowsVariant {
     pub subgroups: bool,
     /// The GLU epilogue: the weight is [gate | up] and the kernel stores act(gate) · up.
     pub glu: bool,
+    /// The norm epilogue (`matvec_norm.wgsl`, with `int8`): the kernel does the work of
+    /// the add_rms_norm that alone reads its one row, quantising the normed half.
+    pub norm: bool,
 }
 
 /// Whether the decode matvec of `dtype` is the several-rows kernel (Q4_K, Q6_K), which

@@ -161,7 +161,7 @@ proptest! {
             let w = random_weight(dtype, 2 * f, k, seed);
             for act in [GluAct::Silu, GluAct::Gelu] {
                 for (int8, subgroups) in [(false, true), (false, false), (true, true)] {
-                    let variant = RowsVariant { int8, subgroups, glu: true };
+                    let variant = RowsVariant { int8, subgroups, glu: true, ..RowsVariant::default() };
                     let got = weft_wgpu::matmul(&x, 1, &w, Some(2), 0, variant, act).unwrap();
                     prop_assert_eq!(got.len(), f);
                     for (j, &got) in got.iter().enumerate() {
@@ -202,6 +202,37 @@ proptest! {
             prop_assert!((row[d + i] - want).abs() <= 1e-4 * want.abs().max(1.0), "[{}] {} vs {}", i, row[d + i], want);
         }
         check_q8(&row[d..], &q)?;
+    }
+
+    /// The int8 matvec's norm epilogue (a decode add_rms_norm done by the matvec whose
+    /// row it alone reads): each stored value is the residual plus the dot, within the
+    /// int8 dot's bound; the last workgroup's normed half is that sum normed (1e-4), each
+    /// block of it quantised; and the count is back at 0, so a second dispatch on the
+    /// same buffers gives the same row.
+    #[test]
+    fn matvec_norm_epilogue_matches_the_reference(blocks in prop_oneof![1usize..=16, 100usize..=128], width in 1usize..=3, seed in any::<u64>()) {
+        let (d, k) = (32 * blocks, 512 * width);
+        let val = |i: usize, s: u64| (((i as u64 * 7919 + s) % 2000) as f32 / 1000.0 - 1.0) * (1 + i % 5) as f32;
+        let x: Vec<f32> = (0..k).map(|i| val(i, seed)).collect();
+        let res: Vec<f32> = (0..d).map(|i| val(i, seed / 3)).collect();
+        let nw: Vec<f32> = (0..d).map(|i| val(i, seed / 7)).collect();
+        for (dtype, offset) in [(DType::Q4_K, 0.0), (DType::Q6_K, 1.0)] {
+            let w = random_weight(dtype, d, k, seed);
+            let (row, q8, done) = weft_wgpu::matvec_norm_q8(&x, &w, &res, &nw, 1e-5, offset, 2).unwrap();
+            prop_assert_eq!(done, 0);
+            for j in 0..d {
+                let want = res[j] + kernel_for(dtype).dot(w.row(j), &x);
+                let bound = dot_bound(&w, j, &x, true);
+                prop_assert!((row[j] - want).abs() <= bound, "{} [{}]: {} vs {}, bound {:.3e}", dtype, j, row[j], want, bound);
+            }
+            let ms = row[..d].iter().map(|v| v * v).sum::<f32>() / d as f32;
+            let inv = 1.0 / (ms + 1e-5).sqrt();
+            for j in 0..d {
+                let want = row[j] * inv * (nw[j] + offset);
+                prop_assert!((row[d + j] - want).abs() <= 1e-4 * want.abs().max(1.0), "{} normed [{}]: {} vs {}", dtype, j, row[d + j], want);
+            }
+            check_q8(&row[d..], &q8)?;
+        }
     }
 
     /// Decode attention's output quantised where it is written (activations int8: no
@@ -318,7 +349,7 @@ fn check_matmul(
             let variant = RowsVariant {
                 int8,
                 subgroups,
-                glu: false,
+                ..RowsVariant::default()
             };
             let got = weft_wgpu::matmul(&x, m, &w, rows, skip, variant, GluAct::Silu).unwrap();
             check_dots(&w, &x, m, k, skip, &got, int8)?;
