@@ -1,50 +1,96 @@
 // The several-rows matvec's norm epilogue (activations int8, one row): the matmul feeds
-// an add_rms_norm alone, and this dispatch does that step's work, so it needs no
-// dispatch of its own. Each workgroup stores its rows plus the residual's (`res` from
-// word 14) into the norm's value ([a + b | norm(a + b) · (w + offset)], d = n wide);
-// the last workgroup to finish (counted in `done`) reads the whole sum back, normalises
-// it (eps word 15, offset word 16) and quantises it into x, whose row every workgroup
-// has read by then (x is the q8 row buffer, read_write in this variant). The sums cross
-// workgroups through atomics with device-scope barriers around the count: what WGSL
-// offers for "the last workgroup sees every other's stores".
+// an add_rms_norm alone, whose normed half only int8 matvecs read, and this dispatch does
+// that step's work, so it needs no dispatch of its own. Each workgroup stores its rows
+// plus the residual's (`res` from word 14): the first half, s = a + b, of the norm's
+// value (d = n wide). The workgroup that completes a block of 32 rows (a count a block
+// in `done`) quantises s · (w + offset) (offset word 16) over it into `q8` (a q8 row
+// buffer other than x, which other workgroups may still be reading): the values round
+// as those of norm(s) · (w + offset) do, for 1 / rms(s) > 0 scales them all; it keeps
+// the block's Σ s² and max / 127. The last block to finish adds the sums
+// into 1 / rms(s) (eps word 15) and writes each block's scale. The f32 normed half is
+// not written. Values cross workgroups through atomics with device-scope barriers around
+// the counts: what WGSL offers for "the last one sees every other's stores".
 @group(0) @binding(3) var<storage, read_write> out: array<atomic<u32>>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
 @group(0) @binding(6) var<storage, read> nw: array<f32>;
-@group(0) @binding(7) var<storage, read_write> done: atomic<u32>;
+// Words: each block's count, then the finished blocks' count, then each block's Σ s²,
+// then its max|s · (w + offset)| / 127 (f32 bits, −1 for a block holding a NaN). The
+// last block sets every count back to 0.
+@group(0) @binding(7) var<storage, read_write> done: array<atomic<u32>>;
+@group(0) @binding(8) var<storage, read_write> q8: array<u32>;
 
-// Blocks of 32 a lane normalises: rows up to NORM_WIDTH wide.
+// Rows up to NORM_WIDTH wide: blocks of 32 rows.
 const NORM_WIDTH: u32 = 4096u;
-const NB: u32 = (NORM_WIDTH / 32u + LANES - 1u) / LANES;
-var<workgroup> last: u32;
+const NORM_BLOCKS: u32 = NORM_WIDTH / 32u;
+const SUMS: u32 = NORM_BLOCKS + 1u;
+const MAXES: u32 = 2u * NORM_BLOCKS + 1u;
+var<workgroup> flag: u32;
+// A block's 32 squares and magnitudes (−1: NaN), and its quantised values.
+var<workgroup> red: array<f32, 64>;
+var<workgroup> qs: array<i32, 32>;
 var<workgroup> sums: array<f32, LANES>;
 
 fn store_row(i: u32, v: f32) {
     atomicStore(&out[i], bitcast<u32>(v + res[pu(14) + i]));
 }
 
-fn after_rows(lane: u32) {
+fn after_rows(lane: u32, wg: vec3<u32>) {
+    let d = pu(2);
+    let b = wg.x * R / 32u;
     storageBarrier();
     if lane == 0u {
-        last = u32(atomicAdd(&done, 1u) + 1u == pu(7));
+        flag = u32(atomicAdd(&done[b], R) + R == 32u);
     }
-    if workgroupUniformLoad(&last) == 0u {
+    if workgroupUniformLoad(&flag) == 0u {
         return;
     }
     storageBarrier();
-    let d = pu(2);
-    // Lane l holds blocks l, l + LANES, …: all its loads are issued before the sum.
-    var v: array<array<f32, 32>, NB>;
-    var s = 0.0;
-    for (var u = 0u; u < NB; u++) {
-        let b = lane + u * LANES;
-        if 32u * b < d {
-            for (var c = 0u; c < 32u; c++) {
-                v[u][c] = bitcast<f32>(atomicLoad(&out[32u * b + c]));
-                s += v[u][c] * v[u][c];
-            }
-        }
+    // Block b is whole: lane l < 32 takes its value l.
+    var y = 0.0;
+    if lane < 32u {
+        let s = bitcast<f32>(atomicLoad(&out[32u * b + lane]));
+        y = s * (nw[32u * b + lane] + pf(16));
+        red[lane] = s * s;
+        red[32u + lane] = select(abs(y), -1.0, y != y);
     }
-    sums[lane] = s;
+    workgroupBarrier();
+    for (var h = 16u; h > 0u; h = h / 2u) {
+        if lane < h {
+            red[lane] += red[lane + h];
+            let m0 = red[32u + lane];
+            let m1 = red[32u + lane + h];
+            red[32u + lane] = select(max(m0, m1), -1.0, m0 < 0.0 || m1 < 0.0);
+        }
+        workgroupBarrier();
+    }
+    let amax = red[32u];
+    if lane < 32u {
+        let id = select(0.0, 127.0 / amax, amax > 0.0);
+        qs[lane] = i32(clamp(round(y * id), -127.0, 127.0));
+    }
+    workgroupBarrier();
+    if lane < 8u {
+        let q = vec4<i32>(qs[4u * lane], qs[4u * lane + 1u], qs[4u * lane + 2u], qs[4u * lane + 3u]);
+        q8[8u * b + lane] = pack4xI8(q);
+    }
+    if lane == 0u {
+        atomicStore(&done[SUMS + b], bitcast<u32>(red[0]));
+        atomicStore(&done[MAXES + b], bitcast<u32>(select(amax / 127.0, -1.0, amax < 0.0)));
+    }
+    storageBarrier();
+    if lane == 0u {
+        flag = u32(atomicAdd(&done[NORM_BLOCKS], 1u) + 1u == d / 32u);
+    }
+    if workgroupUniformLoad(&flag) == 0u {
+        return;
+    }
+    storageBarrier();
+    // The last block: 1 / rms(s) from every block's sum, then each block's scale.
+    var ss = 0.0;
+    for (var c = lane; c < d / 32u; c += LANES) {
+        ss += bitcast<f32>(atomicLoad(&done[SUMS + c]));
+    }
+    sums[lane] = ss;
     workgroupBarrier();
     for (var h = LANES / 2u; h > 0u; h = h / 2u) {
         if lane < h {
@@ -53,32 +99,12 @@ fn after_rows(lane: u32) {
         workgroupBarrier();
     }
     let inv = 1.0 / sqrt(sums[0] / f32(d) + pf(15));
-    // Each block quantised as quantize_q8.wgsl does: words 8b … 8b + 8 its values, word
-    // d / 4 + b its scale (a NaN scale where the block holds a NaN).
-    for (var u = 0u; u < NB; u++) {
-        let b = lane + u * LANES;
-        if 32u * b < d {
-            var amax = 0.0;
-            var nan = false;
-            for (var c = 0u; c < 32u; c++) {
-                let y = v[u][c] * inv * (nw[32u * b + c] + pf(16));
-                v[u][c] = y;
-                atomicStore(&out[d + 32u * b + c], bitcast<u32>(y));
-                amax = max(amax, abs(y));
-                nan = nan || y != y;
-            }
-            let id = select(0.0, 127.0 / amax, amax > 0.0);
-            for (var w = 0u; w < 8u; w++) {
-                let h = vec4<f32>(v[u][4u * w], v[u][4u * w + 1u], v[u][4u * w + 2u], v[u][4u * w + 3u]);
-                let q = clamp(round(h * id), vec4<f32>(-127.0), vec4<f32>(127.0));
-                let word = 8u * b + w;
-                x[word / 4u][word % 4u] = pack4xI8(vec4<i32>(q));
-            }
-            let sw = d / 4u + b;
-            x[sw / 4u][sw % 4u] = select(bitcast<u32>(amax / 127.0), 0x7fc00000u, nan);
-        }
+    for (var c = lane; c < d / 32u; c += LANES) {
+        let m = bitcast<f32>(atomicLoad(&done[MAXES + c]));
+        q8[d / 4u + c] = select(bitcast<u32>(m * inv), 0x7fc00000u, m < 0.0);
+        atomicStore(&done[c], 0u);
     }
     if lane == 0u {
-        atomicStore(&done, 0u);
+        atomicStore(&done[NORM_BLOCKS], 0u);
     }
 }

@@ -14,12 +14,13 @@
 // takes R / 2 gate rows and the matching up rows, and stores act(gate) · up, the act by
 // param 13 (0 silu, 1 gelu).
 // Norm epilogue (matvec_norm.wgsl in place of the three lines after the bindings): the
-// rows stored are a residual add's, and the last workgroup normalises the whole row.
+// rows stored are a residual add's sum, and the workgroups that complete blocks of it
+// quantise the normed row.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 fn store_row(i: u32, v: f32) { out[i] = v; }
-fn after_rows(lane: u32) {}
+fn after_rows(lane: u32, wg: vec3<u32>) {}
 
 const R: u32 = 4u;
 const LANES: u32 = 64u;

@@ -26,5 +26,5 @@ fn main(
     }
     workgroupBarrier();
     finish(wg, lane);
-    after_rows(lane);
+    after_rows(lane, wg);
 }

@@ -16,5 +16,5 @@ fn main(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wg: v
         workgroupBarrier();
     }
     finish(wg, lane);
-    after_rows(lane);
+    after_rows(lane, wg);
 }

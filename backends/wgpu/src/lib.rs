@@ -223,8 +223,8 @@ pub fn matmul(
 /// for an add_rms_norm reading the matvec alone: x (k wide) quantised by `quantize_q8`,
 /// then `w` (a Q4_K or Q6_K weight of d rows) against it, the residual `res` added and
 /// the sum normed by `nw` (+ `offset`), dispatched `runs` times on the same buffers. The
-/// row [res + w·x | norm(res + w·x) · (nw + offset)], the q8 words of its normed half,
-/// and the finished-workgroup count left behind (0 when the last workgroup reset it).
+/// sum res + w·x, the q8 words of norm(sum) · (nw + offset), and the largest count left
+/// behind (0 where the last block set them back).
 pub fn matvec_norm_q8(
     x: &[f32],
     w: &WeightView,
@@ -245,7 +245,7 @@ pub fn matvec_norm_q8(
         glu: false,
         norm: true,
     };
-    if !shaders::rows_matvec(w.dtype, rows_per, true, k) {
+    if !shaders::norm_epilogue_fits(w.dtype, rows_per, true, k) {
         return Err(unsupported(w, "the norm epilogue".into()));
     }
     let src = shaders::matmul_source("matvec", w.dtype, rows_per, 1, true, k, variant)
@@ -260,11 +260,16 @@ pub fn matvec_norm_q8(
         upload(&gpu, "res", &floats(res))?,
         upload(&gpu, "norm weight", &floats(nw))?,
     );
-    let (x8, out) = (
+    let (x8, out, q8) = (
         storage(&gpu, "x8", (words * 4) as u64)?,
         storage(&gpu, "out", (2 * d * 4) as u64)?,
+        storage(&gpu, "q8 normed", (words * 4) as u64)?,
     );
-    let (no_experts, done) = (upload(&gpu, "ids", &[0; 4])?, storage(&gpu, "done", 4)?);
+    let done_bytes = shaders::NORM_DONE_WORDS as u64 * 4;
+    let (no_experts, done) = (
+        upload(&gpu, "ids", &[0; 4])?,
+        storage(&gpu, "done", done_bytes)?,
+    );
     let gx = d.div_ceil(shaders::matvec_rows(w.dtype, rows_per, true, k, true)) as u32;
     let params = Params::new(&[
         1,
@@ -288,14 +293,17 @@ pub fn matvec_norm_q8(
     for _ in 0..runs {
         let (qp, g) = schedule::quantize_q8_call(&gpu, k, 0);
         buffers::dispatch_once(&gpu, &q, qp, &[&xb, &x8], g);
-        let bindings = [&x8, &wb, &out, &no_experts, &rb, &nb, &done];
+        let bindings = [&x8, &wb, &out, &no_experts, &rb, &nb, &done, &q8];
         buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, 1));
     }
-    let row = read_back(&gpu, &out, (2 * d * 4) as u64)?;
-    let q8 = read_back(&gpu, &x8, (words * 4) as u64)?;
+    let sum = read_back(&gpu, &out, (d * 4) as u64)?;
+    let q8 = read_back(&gpu, &q8, (words * 4) as u64)?;
     let q8 = q8[..d / 4 + d / 32].iter().map(|v| v.to_bits()).collect();
-    let done = read_back(&gpu, &done, 4)?[0].to_bits();
-    Ok((row, q8, done))
+    let counts = read_back(&gpu, &done, done_bytes)?;
+    let left = counts[..=shaders::Q8_NORM_WIDTH / 32]
+        .iter()
+        .map(|v| v.to_bits());
+    Ok((sum, q8, left.max().unwrap_or(0)))
 }
 
 /// add_rms_norm's int8 variant on one row of width `d` (kernel tests): the row

@@ -146,6 +146,9 @@ pub enum Buf {
     /// One activation row quantised to 8 bits (activations int8): the packed values,
     /// then the block scales.
     X8,
+    /// A normed row quantised by a matvec's norm epilogue (matvec_norm.wgsl) for the
+    /// int8 matvecs after it: a buffer apart from [`Buf::X8`], which that matvec reads.
+    X8Normed,
     /// A call's activation rows quantised to 8 bits (activations int8, prefill): the
     /// packed values of each row, and each block's (d, d·Σq).
     X8Rows,
@@ -317,6 +320,8 @@ struct Lowering<'a> {
     /// where the schedule so far ends (a value is not written again while read).
     x8_words: usize,
     x8_src: Option<(Buf, usize, usize)>,
+    /// The activation row [`Buf::X8Normed`] holds where the schedule so far ends.
+    x8_normed: Option<(Buf, usize, usize)>,
     /// The same for the integer-dot GEMM's rows ([`Buf::X8Rows`]): the widest, and
     /// the activation it holds where the schedule so far ends.
     x8_rows_k: usize,
@@ -616,6 +621,8 @@ impl Lowering<'_> {
             }
             Epilogue::Norm(nm)
                 if int8
+                    && self.x8_normed != Some((x.buf, x.stride, x.off))
+                    && shaders::norm_epilogue_fits(dtype, rows_per, vec4, k)
                     && n_all <= span
                     && n_all.is_multiple_of(32)
                     && n_all <= shaders::Q8_NORM_WIDTH =>
@@ -625,7 +632,13 @@ impl Lowering<'_> {
             _ => (None, None),
         };
         let m = Arc::new(m);
-        if int8 {
+        // A row a norm epilogue quantised is read where it lies.
+        let normed = int8 && self.x8_normed == Some((x.buf, x.stride, x.off));
+        if let Some(nm) = norm {
+            self.x8_normed = Some((nm.out, 2 * n_all, n_all));
+            self.x8_words = self.x8_words.max(n_all / 4 + n_all / 32);
+        }
+        if int8 && !normed {
             let h = (x.buf, x.stride, x.off);
             let held = self.x8_src == Some(h);
             self.x8_holds(h, k);
@@ -731,7 +744,11 @@ impl Lowering<'_> {
         };
         let (ids, x_div, expert_bytes) = experts.unwrap_or((Buf::Dummy, 1, 0));
         let expert_mode = experts.is_some() as u32;
-        let mv_x = if int8 { Buf::X8 } else { x.buf };
+        let mv_x = match (int8, normed) {
+            (true, true) => Buf::X8Normed,
+            (true, false) => Buf::X8,
+            (false, _) => x.buf,
+        };
         // The GLU epilogue stores half as many rows, each from two, into its own value.
         let (mv_out, mv_stride, mv_col, halves, act) = match (glu, norm) {
             (Some(g), _) => (g.out, g.width, 0, 2, matches!(g.act, GluAct::Gelu) as u32),
@@ -741,7 +758,7 @@ impl Lowering<'_> {
         // The norm epilogue's own bindings and words (matvec_norm.wgsl).
         let (norm_bufs, norm_words) = match norm {
             Some(nm) => (
-                vec![nm.res.buf, nm.weight, Buf::Done],
+                vec![nm.res.buf, nm.weight, Buf::Done, Buf::X8Normed],
                 [nm.res.off as u32, f(nm.eps), f(nm.offset)],
             ),
             None => (vec![], [0; 3]),
@@ -1078,6 +1095,7 @@ impl GpuExecutable {
             int8: options.activations == Activations::Int8,
             x8_words: 0,
             x8_src: None,
+            x8_normed: None,
             x8_rows_k: 0,
             x8_rows_src: None,
             w8_blocks: 0,
@@ -1121,29 +1139,45 @@ impl GpuExecutable {
             }
         }
         let mut glu_fused = vec![false; n];
-        // Activation rows an int8 matvec reads (as (buffer, stride, offset)).
+        // Activation rows an int8 matvec reads (as (buffer, stride, offset)), and those
+        // that a step other than an all-int8 matmul reads as f32.
         let mut wants_q8 = std::collections::HashSet::new();
+        let mut reads_f32 = std::collections::HashSet::new();
+        // The last step that reads each activation.
+        let mut last_read = std::collections::HashMap::new();
         if lw.int8 {
             let rows_per = matmul_rows(&gpu);
-            for st in &plan.steps {
-                if !matches!(st.node.op, Op::MatMul { .. }) {
-                    continue;
+            for (i, st) in plan.steps.iter().enumerate() {
+                let mut all_int8 = false;
+                if matches!(st.node.op, Op::MatMul { .. }) {
+                    let x = src_of(st.inputs[0]);
+                    let int8 = st.inputs[1..=matmul_weights(st)].iter().map(|&w| {
+                        lw.views[w].as_ref().is_some_and(|v| {
+                            shaders::rows_matvec(v.dtype, rows_per, x_vec4(&x, v.cols()), v.cols())
+                        })
+                    });
+                    let int8: Vec<bool> = int8.collect();
+                    if int8.contains(&true) {
+                        wants_q8.insert((x.buf, x.stride, x.off));
+                    }
+                    all_int8 = !int8.contains(&false);
                 }
-                let x = src_of(st.inputs[0]);
-                let int8 = st.inputs[1..=matmul_weights(st)].iter().any(|&w| {
-                    lw.views[w].as_ref().is_some_and(|v| {
-                        shaders::rows_matvec(v.dtype, rows_per, x_vec4(&x, v.cols()), v.cols())
-                    })
-                });
-                if int8 {
-                    wants_q8.insert((x.buf, x.stride, x.off));
+                for (k, &j) in st.inputs.iter().enumerate() {
+                    let x = src_of(j);
+                    last_read.insert((x.buf, x.stride, x.off), i);
+                    if k > 0 || !all_int8 {
+                        reads_f32.insert((x.buf, x.stride, x.off));
+                    }
                 }
             }
         }
-        // add_rms_norm steps whose normed half int8 matvecs read, and the plain matmul
-        // that each alone reads (with only weights between them, so that nothing reads
-        // the q8 row the matvec overwrites): at decode that matvec may do the norm's work.
+        // add_rms_norm steps whose normed half only int8 matvecs read, and the plain
+        // matmul that each alone reads, with only weights between them: at decode that
+        // matvec may do the norm's work, all but the f32 normed half, quantising it into
+        // Buf::X8Normed. A matmul is taken only after the last read of the row the one
+        // before wrote there (`busy`), so that every reader finds its row there.
         let mut norm_of: Vec<Option<(usize, NormOut)>> = vec![None; n];
+        let mut busy = 0;
         for (g, st) in plan.steps.iter().enumerate() {
             let Op::AddRmsNorm {
                 eps, weight_offset, ..
@@ -1152,7 +1186,8 @@ impl GpuExecutable {
                 continue;
             };
             let d = widths[g] / 2;
-            if !wants_q8.contains(&(Buf::Slot(g), widths[g], d)) {
+            let h = (Buf::Slot(g), widths[g], d);
+            if !wants_q8.contains(&h) || reads_f32.contains(&h) {
                 continue;
             }
             for (k, &m) in st.inputs[..2].iter().enumerate() {
@@ -1169,10 +1204,12 @@ impl GpuExecutable {
                     .all(|s| matches!(s.node.op, Op::Weight { .. }));
                 if plain
                     && between
+                    && m > busy
                     && users[m] == 1
                     && widths[m] == d
                     && slot_of[x_step(res)] != slot_of[g]
                 {
+                    busy = last_read.get(&h).copied().unwrap_or(g);
                     let weight = Buf::Weight(lw.view(g, 2)?.0);
                     let (res, offset) = (src_of(res), weight_offset);
                     norm_of[m] = Some((
@@ -1281,9 +1318,12 @@ impl GpuExecutable {
                     let (eps, off, d) = (*eps, *weight_offset, width / 2);
                     let (a, b) = (read(0), read(1));
                     // Int8 matvecs read the normed half: quantised here at decode, with
-                    // no dispatch of its own.
+                    // no dispatch of its own, unless the matmul's matvec did this work
+                    // (and this dispatch runs only for several rows).
+                    let fused = norm_fused[i];
                     let h = (slot(i), width, d);
                     let q8 = wants_q8.contains(&h)
+                        && !fused
                         && d.is_multiple_of(32)
                         && d <= shaders::Q8_NORM_WIDTH;
                     let (p, x8) = match q8 {
@@ -1293,8 +1333,6 @@ impl GpuExecutable {
                         }
                         false => (lw.norm_pipeline(i, "add_rms_norm", d)?, Buf::Dummy),
                     };
-                    // One row where the matmul's matvec did this work already.
-                    let fused = norm_fused[i];
                     lw.push(
                         i,
                         p,

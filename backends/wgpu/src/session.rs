@@ -8,6 +8,7 @@
 use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
 use crate::profile::Profiler;
 use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
+use crate::shaders;
 use std::sync::Arc;
 use weft_backend::{check_forward, check_truncate, BackendError, Logits, Output, Pick, Session};
 use weft_ir::Dim;
@@ -162,10 +163,19 @@ impl GpuSession {
         }
         let tokens = storage(&gpu, "token ids", (chunk * 4) as u64)?;
         let dummy = storage(&gpu, "unused", 16)?;
-        let done = storage(&gpu, "norm epilogue count", 16)?;
+        let done = storage(
+            &gpu,
+            "norm epilogue counts",
+            shaders::NORM_DONE_WORDS as u64 * 4,
+        )?;
         let x8 = storage(
             &gpu,
             "quantised activations",
+            (exe.x8_words.max(4) * 4) as u64,
+        )?;
+        let x8_normed = storage(
+            &gpu,
+            "quantised normed activations",
             (exe.x8_words.max(4) * 4) as u64,
         )?;
         // The integer-dot GEMM's rows: a byte a value, and (d, d·Σq) a block of 32.
@@ -214,6 +224,7 @@ impl GpuSession {
                 Buf::MoeHidden(m) => &moe[m][2],
                 Buf::MoeOut(m) => &moe[m][3],
                 Buf::X8 => &x8,
+                Buf::X8Normed => &x8_normed,
                 Buf::X8Rows => &x8_rows,
                 Buf::X8Scales => &x8_scales,
                 Buf::W8 => &w8,

@@ -136,6 +136,10 @@ pub const Q8_SLOTS: usize = 64;
 /// 8192 in reduce.wgsl), which this stays within.
 pub const Q8_NORM_WIDTH: usize = 4096;
 
+/// Words of the norm epilogue's counts and block sums (`done` in matvec_norm.wgsl), for
+/// rows up to [`Q8_NORM_WIDTH`] wide.
+pub const NORM_DONE_WORDS: usize = 3 * (Q8_NORM_WIDTH / 32) + 1;
+
 /// The full source of kernel `name`, reading weights of `dtype` where it reads any.
 /// `add_rms_norm_q8`: add_rms_norm that also quantises its normed half (activations
 /// int8), for rows up to [`Q8_NORM_WIDTH`] wide. `attention` and `kv_append` with
@@ -232,8 +236,7 @@ pub fn matmul_source(
                     "const NORM_WIDTH: u32 = 4096u;",
                     &format!("const NORM_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
                 );
-                let x = "@group(0) @binding(1) var<storage, read_write> x: array<vec4<u32>>;";
-                body = body.replace(OUT_F32, &norm).replace(X_I8, x);
+                body = body.replace(OUT_F32, &norm);
             }
             return Ok(format!(
                 "{COMMON}{ACTIVATIONS}{body}{block}{rows_dot}{entry}"
@@ -272,7 +275,7 @@ const X_I8: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>
 /// epilogue (matvec_norm.wgsl) replaces.
 const OUT_F32: &str = "@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 fn store_row(i: u32, v: f32) { out[i] = v; }
-fn after_rows(lane: u32) {}
+fn after_rows(lane: u32, wg: vec3<u32>) {}
 ";
 
 /// Choices of the several-rows matvec (`matvec_rows.wgsl`) beyond its shape.
@@ -304,6 +307,16 @@ pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) 
         Some(kernel) => kernel.shape(int8).0,
         None => rows,
     }
+}
+
+/// Whether the int8 several-rows matvec of `dtype` can take the norm epilogue
+/// (matvec_norm.wgsl): its workgroups' rows tile blocks of 32, and a block's finisher has
+/// a lane a value.
+pub fn norm_epilogue_fits(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
+    rows_kernel(dtype, rows, vec4, k).is_some_and(|kernel| {
+        let (r, lanes) = kernel.shape(true);
+        32 % r == 0 && lanes >= 32
+    })
 }
 
 /// A several-rows matvec (`matvec_rows.wgsl`): the type's parts and the kernel's shape.
