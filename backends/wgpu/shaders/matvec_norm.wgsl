@@ -13,8 +13,9 @@
 @group(0) @binding(3) var<storage, read_write> out: array<atomic<u32>>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
 @group(0) @binding(6) var<storage, read> nw: array<f32>;
-// Words: each block's count (q8_finish.wgsl), then the finished blocks' count, then each
-// block's Σ s², then its max|s · (w + offset)| (f32 bits, −1 for a block holding a NaN).
+// Words: each block's count, then the finished blocks' count, then each block's Σ s²,
+// then its max|s · (w + offset)| / 127 (f32 bits, −1 for a block holding a NaN). The
+// last block sets every count back to 0.
 @group(0) @binding(7) var<storage, read_write> done: array<atomic<u32>>;
 @group(0) @binding(8) var<storage, read_write> q8: array<u32>;
 
@@ -23,6 +24,10 @@ const NORM_WIDTH: u32 = 4096u;
 const NORM_BLOCKS: u32 = NORM_WIDTH / 32u;
 const SUMS: u32 = NORM_BLOCKS + 1u;
 const MAXES: u32 = 2u * NORM_BLOCKS + 1u;
+var<workgroup> flag: u32;
+// A block's 32 squares and magnitudes (−1: NaN), and its quantised values.
+var<workgroup> red: array<f32, 64>;
+var<workgroup> qs: array<i32, 32>;
 var<workgroup> sums: array<f32, LANES>;
 
 fn store_row(i: u32, v: f32) {
@@ -32,20 +37,45 @@ fn store_row(i: u32, v: f32) {
 fn after_rows(lane: u32, wg: vec3<u32>) {
     let d = pu(2);
     let b = wg.x * R / 32u;
-    if !block_done(lane, b, R) {
+    storageBarrier();
+    if lane == 0u {
+        flag = u32(atomicAdd(&done[b], R) + R == 32u);
+    }
+    if workgroupUniformLoad(&flag) == 0u {
         return;
     }
+    storageBarrier();
     // Block b is whole: lane l < 32 takes its value l.
     var y = 0.0;
-    var s = 0.0;
     if lane < 32u {
-        s = bitcast<f32>(atomicLoad(&out[32u * b + lane]));
+        let s = bitcast<f32>(atomicLoad(&out[32u * b + lane]));
         y = s * (nw[32u * b + lane] + pf(16));
+        red[lane] = s * s;
+        red[32u + lane] = select(abs(y), -1.0, y != y);
     }
-    let r = block_q8(lane, b, y, s * s);
+    workgroupBarrier();
+    for (var h = 16u; h > 0u; h = h / 2u) {
+        if lane < h {
+            red[lane] += red[lane + h];
+            let m0 = red[32u + lane];
+            let m1 = red[32u + lane + h];
+            red[32u + lane] = select(max(m0, m1), -1.0, m0 < 0.0 || m1 < 0.0);
+        }
+        workgroupBarrier();
+    }
+    let amax = red[32u];
+    if lane < 32u {
+        let id = select(0.0, 127.0 / amax, amax > 0.0);
+        qs[lane] = i32(clamp(round(y * id), -127.0, 127.0));
+    }
+    workgroupBarrier();
+    if lane < 8u {
+        let q = vec4<i32>(qs[4u * lane], qs[4u * lane + 1u], qs[4u * lane + 2u], qs[4u * lane + 3u]);
+        q8[8u * b + lane] = pack4xI8(q);
+    }
     if lane == 0u {
-        atomicStore(&done[SUMS + b], bitcast<u32>(r.y));
-        atomicStore(&done[MAXES + b], bitcast<u32>(r.x));
+        atomicStore(&done[SUMS + b], bitcast<u32>(red[0]));
+        atomicStore(&done[MAXES + b], bitcast<u32>(select(amax / 127.0, -1.0, amax < 0.0)));
     }
     storageBarrier();
     if lane == 0u {
@@ -71,7 +101,8 @@ fn after_rows(lane: u32, wg: vec3<u32>) {
     let inv = 1.0 / sqrt(sums[0] / f32(d) + pf(15));
     for (var c = lane; c < d / 32u; c += LANES) {
         let m = bitcast<f32>(atomicLoad(&done[MAXES + c]));
-        q8[d / 4u + c] = q8_scale(select(m * inv, -1.0, m < 0.0));
+        q8[d / 4u + c] = select(bitcast<u32>(m * inv), 0x7fc00000u, m < 0.0);
+        atomicStore(&done[c], 0u);
     }
     if lane == 0u {
         atomicStore(&done[NORM_BLOCKS], 0u);

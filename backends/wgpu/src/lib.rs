@@ -124,7 +124,7 @@ pub fn matmul(
                 int8,
                 subgroups: variant.subgroups && schedule::subgroups(&gpu),
                 glu,
-                ..RowsVariant::default()
+                norm: false,
             };
             shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), variant)
         }
@@ -219,81 +219,62 @@ pub fn matmul(
     read_back(&gpu, &out, (m * n_out * 4) as u64)
 }
 
-/// What an int8 matvec's block epilogue does ([`matvec_q8_epilogue`]).
-#[derive(Clone, Copy, Debug)]
-pub enum BlockEpilogue<'a> {
-    /// The add_rms_norm reading the matvec alone: the residual, the norm's weight, eps
-    /// and the weight's offset.
-    Norm(&'a [f32], &'a [f32], f32, f32),
-    /// The weight is [gate | up]: act(gate) · up, quantised.
-    Glu(weft_ir::GluAct),
-}
-
-/// An int8 matvec with an epilogue that finishes blocks of 32 outputs (kernel tests), as
-/// a plan's decode runs it: x (k wide) quantised by `quantize_q8`, then `w` (Q4_K or
-/// Q6_K) against it, dispatched `runs` times on the same buffers. The values stored
-/// (the norm's first half res + w·x, or act(gate) · up), the q8 words the epilogue wrote
-/// (of norm(res + w·x) · (weight + offset), or of the GLU's values), and the largest
-/// count left behind (0 where the finishers set them back).
-pub fn matvec_q8_epilogue(
+/// The int8 matvec with the norm epilogue (kernel tests), as a plan's decode runs it
+/// for an add_rms_norm reading the matvec alone: x (k wide) quantised by `quantize_q8`,
+/// then `w` (a Q4_K or Q6_K weight of d rows) against it, the residual `res` added and
+/// the sum normed by `nw` (+ `offset`), dispatched `runs` times on the same buffers. The
+/// sum res + w·x, the q8 words of norm(sum) · (nw + offset), and the largest count left
+/// behind (0 where the last block set them back).
+pub fn matvec_norm_q8(
     x: &[f32],
     w: &WeightView,
-    epilogue: BlockEpilogue,
+    res: &[f32],
+    nw: &[f32],
+    eps: f32,
+    offset: f32,
     runs: usize,
 ) -> Result<(Vec<f32>, Vec<u32>, u32), BackendError> {
     let gpu = gpu()?;
-    let k = w.cols();
-    let (norm, act) = match epilogue {
-        BlockEpilogue::Norm(res, nw, eps, offset) => (Some((res, nw, eps, offset)), 0),
-        BlockEpilogue::Glu(act) => (None, matches!(act, weft_ir::GluAct::Gelu) as u32),
-    };
-    let d = match norm {
-        Some(_) => w.rows(),
-        None => w.rows() / 2,
-    };
+    let (d, k) = (w.rows(), w.cols());
     // A GPU's several-rows kernel, whatever this device's plans take (a CPU's take
     // others).
     let rows_per = 2;
     let variant = RowsVariant {
         int8: true,
         subgroups: schedule::subgroups(&gpu),
-        glu: norm.is_none(),
-        norm: norm.is_some(),
-        q8: norm.is_none(),
+        glu: false,
+        norm: true,
     };
-    if !shaders::block_epilogue_fits(w.dtype, rows_per, true, k) {
-        return Err(unsupported(w, "the block epilogues".into()));
+    if !shaders::norm_epilogue_fits(w.dtype, rows_per, true, k) {
+        return Err(unsupported(w, "the norm epilogue".into()));
     }
     let src = shaders::matmul_source("matvec", w.dtype, rows_per, 1, true, k, variant)
         .map_err(|what| unsupported(w, what))?;
-    let p = schedule::pipelines().get(&gpu, "matvec block epilogue", src)?;
+    let p = schedule::pipelines().get(&gpu, "matvec norm", src)?;
     let q =
         schedule::pipelines().get(&gpu, "quantize_q8", kernel_source("quantize_q8", None, w)?)?;
     let words = (k / 4 + k / 32).max(d / 4 + d / 32);
-    let done_words = shaders::NORM_DONE_WORDS.max(d / 32);
-    let (xb, wb) = (
+    let (xb, wb, rb, nb) = (
         upload(&gpu, "x", &floats(x))?,
         upload(&gpu, &w.name, w.bytes())?,
-    );
-    let (x8, out, q8, done) = (
-        storage(&gpu, "x8", (words * 4) as u64)?,
-        storage(&gpu, "out", (2 * d * 4) as u64)?,
-        storage(&gpu, "q8 out", (words * 4) as u64)?,
-        storage(&gpu, "done", done_words as u64 * 4)?,
-    );
-    let no_experts = upload(&gpu, "ids", &[0; 4])?;
-    let (res, nw, eps, offset) = norm.unwrap_or((&[0.0], &[0.0], 0.0, 0.0));
-    let (rb, nb) = (
         upload(&gpu, "res", &floats(res))?,
         upload(&gpu, "norm weight", &floats(nw))?,
     );
-    // Outputs a workgroup: its rows, or half of them (gate and up).
-    let r = shaders::matvec_rows(w.dtype, rows_per, true, k, true);
-    let gx = d.div_ceil(if norm.is_some() { r } else { r / 2 }) as u32;
+    let (x8, out, q8) = (
+        storage(&gpu, "x8", (words * 4) as u64)?,
+        storage(&gpu, "out", (2 * d * 4) as u64)?,
+        storage(&gpu, "q8 normed", (words * 4) as u64)?,
+    );
+    let done_bytes = shaders::NORM_DONE_WORDS as u64 * 4;
+    let (no_experts, done) = (
+        upload(&gpu, "ids", &[0; 4])?,
+        storage(&gpu, "done", done_bytes)?,
+    );
+    let gx = d.div_ceil(shaders::matvec_rows(w.dtype, rows_per, true, k, true)) as u32;
     let params = Params::new(&[
         1,
         k as u32,
-        w.rows() as u32,
+        d as u32,
         2 * d as u32,
         0,
         w.row_bytes() as u32,
@@ -304,30 +285,25 @@ pub fn matvec_q8_epilogue(
         0,
         k as u32,
         0,
-        act,
+        0,
         0,
         eps.to_bits(),
         offset.to_bits(),
     ]);
-    let bindings: Vec<&wgpu::Buffer> = match norm {
-        Some(_) => vec![&x8, &wb, &out, &no_experts, &rb, &nb, &done, &q8],
-        None => vec![&x8, &wb, &out, &no_experts, &done, &q8],
-    };
     for _ in 0..runs {
         let (qp, g) = schedule::quantize_q8_call(&gpu, k, 0);
         buffers::dispatch_once(&gpu, &q, qp, &[&xb, &x8], g);
+        let bindings = [&x8, &wb, &out, &no_experts, &rb, &nb, &done, &q8];
         buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, 1));
     }
-    let values = read_back(&gpu, &out, (d * 4) as u64)?;
+    let sum = read_back(&gpu, &out, (d * 4) as u64)?;
     let q8 = read_back(&gpu, &q8, (words * 4) as u64)?;
     let q8 = q8[..d / 4 + d / 32].iter().map(|v| v.to_bits()).collect();
-    let counts = read_back(&gpu, &done, done_words as u64 * 4)?;
-    let counted = match norm {
-        Some(_) => shaders::Q8_NORM_WIDTH / 32 + 1,
-        None => d / 32,
-    };
-    let left = counts[..counted].iter().map(|v| v.to_bits());
-    Ok((values, q8, left.max().unwrap_or(0)))
+    let counts = read_back(&gpu, &done, done_bytes)?;
+    let left = counts[..=shaders::Q8_NORM_WIDTH / 32]
+        .iter()
+        .map(|v| v.to_bits());
+    Ok((sum, q8, left.max().unwrap_or(0)))
 }
 
 /// add_rms_norm's int8 variant on one row of width `d` (kernel tests): the row

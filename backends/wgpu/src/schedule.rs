@@ -202,8 +202,6 @@ struct GluOut {
     act: GluAct,
     out: Buf,
     width: usize,
-    /// Int8 matvecs read the GLU's value.
-    q8: bool,
 }
 
 /// An add_rms_norm that alone reads a matmul's value, whose work a one-row matvec may do
@@ -261,8 +259,6 @@ pub struct GpuExecutable {
     pub attn_part: usize,
     /// Words of the quantised activation row ([`Buf::X8`]; 0 without int8 matvecs).
     pub x8_words: usize,
-    /// Words of the block epilogues' counts ([`Buf::Done`]).
-    pub done_words: usize,
     /// The widest activation row the integer-dot GEMM reads ([`Buf::X8Rows`]; 0 where
     /// none runs).
     pub x8_rows_k: usize,
@@ -326,8 +322,6 @@ struct Lowering<'a> {
     x8_src: Option<(Buf, usize, usize)>,
     /// The activation row [`Buf::X8Normed`] holds where the schedule so far ends.
     x8_normed: Option<(Buf, usize, usize)>,
-    /// Words of [`Buf::Done`].
-    done_words: usize,
     /// The same for the integer-dot GEMM's rows ([`Buf::X8Rows`]): the widest, and
     /// the activation it holds where the schedule so far ends.
     x8_rows_k: usize,
@@ -628,7 +622,7 @@ impl Lowering<'_> {
             Epilogue::Norm(nm)
                 if int8
                     && self.x8_normed != Some((x.buf, x.stride, x.off))
-                    && shaders::block_epilogue_fits(dtype, rows_per, vec4, k)
+                    && shaders::norm_epilogue_fits(dtype, rows_per, vec4, k)
                     && n_all <= span
                     && n_all.is_multiple_of(32)
                     && n_all <= shaders::Q8_NORM_WIDTH =>
@@ -644,14 +638,6 @@ impl Lowering<'_> {
             self.x8_normed = Some((nm.out, 2 * n_all, n_all));
             self.x8_words = self.x8_words.max(n_all / 4 + n_all / 32);
         }
-        // The GLU epilogue quantises its value into Buf::X8 where x lies elsewhere (a
-        // norm epilogue's row), for the int8 matvec after it.
-        let glu_width = n_all / 2;
-        let glu_q8 = glu.filter(|g| {
-            g.q8 && normed
-                && glu_width.is_multiple_of(32)
-                && shaders::block_epilogue_fits(dtype, rows_per, vec4, k)
-        });
         if int8 && !normed {
             let h = (x.buf, x.stride, x.off);
             let held = self.x8_src == Some(h);
@@ -687,9 +673,6 @@ impl Lowering<'_> {
             if variant.norm {
                 label += " norm";
             }
-            if variant.q8 {
-                label += " q8";
-            }
             pipelines().get(&self.gpu, &label, src)
         };
         let plain = RowsVariant::default();
@@ -698,7 +681,6 @@ impl Lowering<'_> {
             subgroups: subgroups(&self.gpu),
             glu: glu.is_some(),
             norm: norm.is_some(),
-            q8: glu_q8.is_some(),
         };
         let (tiled, one) = (pipeline("matmul", plain)?, pipeline("matvec", variant)?);
         let fits = gemm_fits(k, vec4, experts.is_some());
@@ -774,18 +756,13 @@ impl Lowering<'_> {
             _ => (out, out_stride, col, 1, 0),
         };
         // The norm epilogue's own bindings and words (matvec_norm.wgsl).
-        let (norm_bufs, norm_words) = match (norm, glu_q8) {
-            (Some(nm), _) => (
+        let (norm_bufs, norm_words) = match norm {
+            Some(nm) => (
                 vec![nm.res.buf, nm.weight, Buf::Done, Buf::X8Normed],
                 [nm.res.off as u32, f(nm.eps), f(nm.offset)],
             ),
-            (_, Some(_)) => (vec![Buf::Done, Buf::X8], [0; 3]),
-            _ => (vec![], [0; 3]),
+            None => (vec![], [0; 3]),
         };
-        if let Some(g) = glu_q8 {
-            self.x8_holds((g.out, g.width, 0), glu_width);
-            self.done_words = self.done_words.max(glu_width / 32);
-        }
         for row0 in (0..n_all).step_by(span.max(1)) {
             let n = span.min(n_all - row0);
             let params = move |rows: usize, gx: u32, out_stride: usize, col: usize| {
@@ -1119,7 +1096,6 @@ impl GpuExecutable {
             x8_words: 0,
             x8_src: None,
             x8_normed: None,
-            done_words: shaders::NORM_DONE_WORDS,
             x8_rows_k: 0,
             x8_rows_src: None,
             w8_blocks: 0,
@@ -1406,7 +1382,6 @@ impl GpuExecutable {
                                 act,
                                 out: slot(g),
                                 width: widths[g],
-                                q8: wants_q8.contains(&(slot(g), widths[g], 0)),
                             }),
                             None => Epilogue::None,
                         };
@@ -1953,7 +1928,7 @@ impl GpuExecutable {
                     .into(),
             );
         }
-        let (x8_words, done_words) = (lw.x8_words, lw.done_words);
+        let x8_words = lw.x8_words;
         let x8_rows_k = lw.x8_rows_k;
         let w8_blocks = lw.w8_blocks;
         let pick = lw.pipeline(plan.outputs[0], "argmax", None)?;
@@ -1976,7 +1951,6 @@ impl GpuExecutable {
             moe,
             attn_part,
             x8_words,
-            done_words,
             x8_rows_k,
             w8_blocks,
             token_rows,

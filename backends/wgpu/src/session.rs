@@ -8,6 +8,7 @@
 use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
 use crate::profile::Profiler;
 use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
+use crate::shaders;
 use std::sync::Arc;
 use weft_backend::{check_forward, check_truncate, BackendError, Logits, Output, Pick, Session};
 use weft_ir::Dim;
@@ -162,7 +163,11 @@ impl GpuSession {
         }
         let tokens = storage(&gpu, "token ids", (chunk * 4) as u64)?;
         let dummy = storage(&gpu, "unused", 16)?;
-        let done = storage(&gpu, "block epilogue counts", exe.done_words as u64 * 4)?;
+        let done = storage(
+            &gpu,
+            "norm epilogue counts",
+            shaders::NORM_DONE_WORDS as u64 * 4,
+        )?;
         let x8 = storage(
             &gpu,
             "quantised activations",

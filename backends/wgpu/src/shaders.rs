@@ -137,7 +137,7 @@ pub const Q8_SLOTS: usize = 64;
 pub const Q8_NORM_WIDTH: usize = 4096;
 
 /// Words of the norm epilogue's counts and block sums (`done` in matvec_norm.wgsl), for
-/// rows up to [`Q8_NORM_WIDTH`] wide (the GLU epilogue's counts need a word a block).
+/// rows up to [`Q8_NORM_WIDTH`] wide.
 pub const NORM_DONE_WORDS: usize = 3 * (Q8_NORM_WIDTH / 32) + 1;
 
 /// The full source of kernel `name`, reading weights of `dtype` where it reads any.
@@ -231,17 +231,12 @@ pub fn matmul_source(
             if variant.glu {
                 body = body.replace("const GLU: bool = false;", "const GLU: bool = true;");
             }
-            // The epilogues that finish blocks of 32 outputs (q8_finish.wgsl).
-            let finish = include_str!("../shaders/q8_finish.wgsl");
             if variant.norm {
                 let norm = include_str!("../shaders/matvec_norm.wgsl").replace(
                     "const NORM_WIDTH: u32 = 4096u;",
                     &format!("const NORM_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
                 );
-                body = body.replace(OUT_F32, &(norm + finish));
-            } else if variant.glu && variant.q8 {
-                let glu = include_str!("../shaders/matvec_glu_q8.wgsl");
-                body = body.replace(OUT_F32, &format!("{glu}{finish}"));
+                body = body.replace(OUT_F32, &norm);
             }
             return Ok(format!(
                 "{COMMON}{ACTIVATIONS}{body}{block}{rows_dot}{entry}"
@@ -297,8 +292,6 @@ pub struct RowsVariant {
     /// The norm epilogue (`matvec_norm.wgsl`, with `int8`): the kernel does the work of
     /// the add_rms_norm that alone reads its one row, quantising the normed half.
     pub norm: bool,
-    /// With `glu` and `int8`: the output also quantised (`matvec_glu_q8.wgsl`).
-    pub q8: bool,
 }
 
 /// Whether the decode matvec of `dtype` is the several-rows kernel (Q4_K, Q6_K), which
@@ -316,10 +309,10 @@ pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) 
     }
 }
 
-/// Whether the int8 several-rows matvec of `dtype` can take the epilogues that finish
-/// blocks of 32 outputs (q8_finish.wgsl): its workgroups' rows tile blocks, and a
-/// block's finisher has a lane a value.
-pub fn block_epilogue_fits(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
+/// Whether the int8 several-rows matvec of `dtype` can take the norm epilogue
+/// (matvec_norm.wgsl): its workgroups' rows tile blocks of 32, and a block's finisher has
+/// a lane a value.
+pub fn norm_epilogue_fits(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
     rows_kernel(dtype, rows, vec4, k).is_some_and(|kernel| {
         let (r, lanes) = kernel.shape(true);
         32 % r == 0 && lanes >= 32

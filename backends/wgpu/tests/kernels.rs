@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use weft_backend::Pick;
 use weft_ir::{DType, GluAct, WeightView};
 use weft_quant::kernel_for;
-use weft_wgpu::{BlockEpilogue, RowsVariant};
+use weft_wgpu::RowsVariant;
 
 /// Types the GPU backend decodes.
 fn gpu_types() -> Vec<DType> {
@@ -150,18 +150,38 @@ proptest! {
     }
 
     /// The GLU epilogue of the several-rows matvecs: act(gate) · up from one [gate | up]
-    /// weight, within the bound of glu_matvec_within_bound.
+    /// weight, against the quant crate's dots. silu' and gelu' stay within 1.13 in
+    /// magnitude, so dot errors e_g, e_u move the result by at most
+    /// 1.13·e_g·|u| + |act(g)|·e_u (u, g the exact dots, |u| grown by e_u).
     #[test]
     fn glu_matvec_matches_the_reference(f in 1usize..12, blocks in 1usize..3, seed in any::<u64>()) {
-        glu_matvec_within_bound(f, blocks, seed, None)?;
-    }
-
-    /// The GLU epilogue quantising its output (activations int8, for the int8 matvec
-    /// after it): the values as the plain epilogue's, every block of them quantised, and
-    /// every count back at 0 after two dispatches.
-    #[test]
-    fn glu_matvec_quantises_its_output(blocks in prop_oneof![1usize..=3, 40usize..=48], width in 1usize..3, seed in any::<u64>()) {
-        glu_matvec_within_bound(32 * blocks, width, seed, Some(2))?;
+        let k = 512 * blocks;
+        let x: Vec<f32> = (0..k).map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 250.0 - 2.0).collect();
+        for dtype in [DType::Q4_K, DType::Q6_K] {
+            let w = random_weight(dtype, 2 * f, k, seed);
+            for act in [GluAct::Silu, GluAct::Gelu] {
+                for (int8, subgroups) in [(false, true), (false, false), (true, true)] {
+                    let variant = RowsVariant { int8, subgroups, glu: true, ..RowsVariant::default() };
+                    let got = weft_wgpu::matmul(&x, 1, &w, Some(2), 0, variant, act).unwrap();
+                    prop_assert_eq!(got.len(), f);
+                    for (j, &got) in got.iter().enumerate() {
+                        let g = kernel_for(dtype).dot(w.row(j), &x);
+                        let u = kernel_for(dtype).dot(w.row(f + j), &x);
+                        let (eg, eu) = (dot_bound(&w, j, &x, int8), dot_bound(&w, f + j, &x, int8));
+                        let a = match act {
+                            GluAct::Silu => g / (1.0 + (-g).exp()),
+                            GluAct::Gelu => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh()),
+                        };
+                        let want = a * u;
+                        let bound = 1.13 * eg * (u.abs() + eu) + a.abs() * eu + 1e-5 * want.abs();
+                        prop_assert!(
+                            (got - want).abs() <= bound,
+                            "{} {:?} int8 {} [{}]: {} vs {}, bound {:.3e}", dtype, act, int8, j, got, want, bound
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// add_rms_norm's int8 variant: the normed half as the plain kernel computes it, and
@@ -199,8 +219,7 @@ proptest! {
         let nw: Vec<f32> = (0..d).map(|i| val(i, seed / 7)).collect();
         for (dtype, offset) in [(DType::Q4_K, 0.0), (DType::Q6_K, 1.0)] {
             let w = random_weight(dtype, d, k, seed);
-            let norm = BlockEpilogue::Norm(&res, &nw, 1e-5, offset);
-            let (sum, q8, left) = weft_wgpu::matvec_q8_epilogue(&x, &w, norm, 2).unwrap();
+            let (sum, q8, left) = weft_wgpu::matvec_norm_q8(&x, &w, &res, &nw, 1e-5, offset, 2).unwrap();
             prop_assert_eq!(left, 0);
             for j in 0..d {
                 let want = res[j] + kernel_for(dtype).dot(w.row(j), &x);
@@ -380,79 +399,6 @@ fn check_dots(
                 (g - want).abs() <= bound,
                 "{dtype} int8 {int8} m={m} n={n} k={k} [{r},{j}]: {g} vs {want}, bound {bound:.3e}"
             );
-        }
-    }
-    Ok(())
-}
-
-/// The GLU epilogue of the several-rows matvecs over f outputs of a [gate | up] weight
-/// (512 · `blocks` wide) against the quant crate's dots, both acts: f32 and int8 x, or
-/// with `q8_runs` the int8 variant that also quantises its output, dispatched that many
-/// times. silu' and gelu' stay within 1.13 in magnitude, so dot errors e_g, e_u move the
-/// result by at most 1.13·e_g·|u| + |act(g)|·e_u (u, g the exact dots, |u| grown by e_u).
-fn glu_matvec_within_bound(
-    f: usize,
-    blocks: usize,
-    seed: u64,
-    q8_runs: Option<usize>,
-) -> Result<(), TestCaseError> {
-    let k = 512 * blocks;
-    let x: Vec<f32> = (0..k)
-        .map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 250.0 - 2.0)
-        .collect();
-    for dtype in [DType::Q4_K, DType::Q6_K] {
-        let w = random_weight(dtype, 2 * f, k, seed);
-        for act in [GluAct::Silu, GluAct::Gelu] {
-            let variants = match q8_runs {
-                Some(_) => vec![(true, true)],
-                None => vec![(false, true), (false, false), (true, true)],
-            };
-            for (int8, subgroups) in variants {
-                let got = match q8_runs {
-                    Some(runs) => {
-                        let (got, q8, left) =
-                            weft_wgpu::matvec_q8_epilogue(&x, &w, BlockEpilogue::Glu(act), runs)
-                                .unwrap();
-                        prop_assert_eq!(left, 0);
-                        check_q8(&got, &q8)?;
-                        got
-                    }
-                    None => {
-                        let variant = RowsVariant {
-                            int8,
-                            subgroups,
-                            glu: true,
-                            ..RowsVariant::default()
-                        };
-                        weft_wgpu::matmul(&x, 1, &w, Some(2), 0, variant, act).unwrap()
-                    }
-                };
-                prop_assert_eq!(got.len(), f);
-                for (j, &got) in got.iter().enumerate() {
-                    let g = kernel_for(dtype).dot(w.row(j), &x);
-                    let u = kernel_for(dtype).dot(w.row(f + j), &x);
-                    let (eg, eu) = (dot_bound(&w, j, &x, int8), dot_bound(&w, f + j, &x, int8));
-                    let a = match act {
-                        GluAct::Silu => g / (1.0 + (-g).exp()),
-                        GluAct::Gelu => {
-                            0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044715 * g * g * g)).tanh())
-                        }
-                    };
-                    let want = a * u;
-                    let bound = 1.13 * eg * (u.abs() + eu) + a.abs() * eu + 1e-5 * want.abs();
-                    prop_assert!(
-                        (got - want).abs() <= bound,
-                        "{} {:?} int8 {} [{}]: {} vs {}, bound {:.3e}",
-                        dtype,
-                        act,
-                        int8,
-                        j,
-                        got,
-                        want,
-                        bound
-                    );
-                }
-            }
         }
     }
     Ok(())
