@@ -157,8 +157,9 @@ pub enum Buf {
     /// block's (d, d, m, 0).
     W8,
     W8Scales,
-    /// The count of finished workgroups of a matvec with the norm epilogue
-    /// (matvec_norm.wgsl), which its last workgroup sets back to 0.
+    /// The norm epilogue's counts (of each block's finished rows, and of finished
+    /// blocks) and block sums (matvec_norm.wgsl); the last block sets the counts back
+    /// to 0.
     Done,
     /// A one-word buffer for bindings a kernel variant does not read.
     Dummy,
