@@ -25,10 +25,10 @@ const NORM_BLOCKS: u32 = NORM_WIDTH / 32u;
 const SUMS: u32 = NORM_BLOCKS + 1u;
 const MAXES: u32 = 2u * NORM_BLOCKS + 1u;
 var<workgroup> flag: u32;
-// A block's 32 squares and magnitudes (−1: NaN), and its quantised values.
-var<workgroup> red: array<f32, 64>;
+// A block's quantised values. Its 32 squares and magnitudes (−1: NaN), and the last
+// block's lanes' sums, go through the matvec's `partial` (R · LANES ≥ 64 floats), free
+// once its rows are stored.
 var<workgroup> qs: array<i32, 32>;
-var<workgroup> sums: array<f32, LANES>;
 
 fn store_row(i: u32, v: f32) {
     atomicStore(&out[i], bitcast<u32>(v + res[pu(14) + i]));
@@ -50,20 +50,20 @@ fn after_rows(lane: u32, wg: vec3<u32>) {
     if lane < 32u {
         let s = bitcast<f32>(atomicLoad(&out[32u * b + lane]));
         y = s * (nw[32u * b + lane] + pf(16));
-        red[lane] = s * s;
-        red[32u + lane] = select(abs(y), -1.0, y != y);
+        partial[lane] = s * s;
+        partial[32u + lane] = select(abs(y), -1.0, y != y);
     }
     workgroupBarrier();
     for (var h = 16u; h > 0u; h = h / 2u) {
         if lane < h {
-            red[lane] += red[lane + h];
-            let m0 = red[32u + lane];
-            let m1 = red[32u + lane + h];
-            red[32u + lane] = select(max(m0, m1), -1.0, m0 < 0.0 || m1 < 0.0);
+            partial[lane] += partial[lane + h];
+            let m0 = partial[32u + lane];
+            let m1 = partial[32u + lane + h];
+            partial[32u + lane] = select(max(m0, m1), -1.0, m0 < 0.0 || m1 < 0.0);
         }
         workgroupBarrier();
     }
-    let amax = red[32u];
+    let amax = partial[32u];
     if lane < 32u {
         let id = select(0.0, 127.0 / amax, amax > 0.0);
         qs[lane] = i32(clamp(round(y * id), -127.0, 127.0));
@@ -74,7 +74,7 @@ fn after_rows(lane: u32, wg: vec3<u32>) {
         q8[8u * b + lane] = pack4xI8(q);
     }
     if lane == 0u {
-        atomicStore(&done[SUMS + b], bitcast<u32>(red[0]));
+        atomicStore(&done[SUMS + b], bitcast<u32>(partial[0]));
         atomicStore(&done[MAXES + b], bitcast<u32>(select(amax / 127.0, -1.0, amax < 0.0)));
     }
     storageBarrier();
@@ -90,15 +90,15 @@ fn after_rows(lane: u32, wg: vec3<u32>) {
     for (var c = lane; c < d / 32u; c += LANES) {
         ss += bitcast<f32>(atomicLoad(&done[SUMS + c]));
     }
-    sums[lane] = ss;
+    partial[lane] = ss;
     workgroupBarrier();
     for (var h = LANES / 2u; h > 0u; h = h / 2u) {
         if lane < h {
-            sums[lane] += sums[lane + h];
+            partial[lane] += partial[lane + h];
         }
         workgroupBarrier();
     }
-    let inv = 1.0 / sqrt(sums[0] / f32(d) + pf(15));
+    let inv = 1.0 / sqrt(partial[0] / f32(d) + pf(15));
     for (var c = lane; c < d / 32u; c += LANES) {
         let m = bitcast<f32>(atomicLoad(&done[MAXES + c]));
         q8[d / 4u + c] = select(bitcast<u32>(m * inv), 0x7fc00000u, m < 0.0);

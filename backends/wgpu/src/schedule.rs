@@ -610,7 +610,10 @@ impl Lowering<'_> {
             self.gpu.limits.max_compute_workgroups_per_dimension as usize * rows_per.min(mv_rows);
         // The GLU epilogue: in the several-rows matvec, or in the plain one where a
         // workgroup holds a gate row and its up row. The norm epilogue: in the int8
-        // several-rows matvec, over rows it quantises (q8_block.wgsl's widths).
+        // several-rows matvec, over rows it quantises (q8_block.wgsl's widths), where x
+        // is not the row it would overwrite. A row a norm epilogue quantised is read where
+        // it lies.
+        let normed = int8 && self.x8_normed == Some((x.buf, x.stride, x.off));
         let (glu, norm) = match epilogue {
             Epilogue::Glu(g)
                 if experts.is_none()
@@ -622,7 +625,7 @@ impl Lowering<'_> {
             }
             Epilogue::Norm(nm)
                 if int8
-                    && self.x8_normed != Some((x.buf, x.stride, x.off))
+                    && !normed
                     && shaders::norm_epilogue_fits(dtype, rows_per, vec4, k)
                     && n_all <= span
                     && n_all.is_multiple_of(32)
@@ -633,8 +636,6 @@ impl Lowering<'_> {
             _ => (None, None),
         };
         let m = Arc::new(m);
-        // A row a norm epilogue quantised is read where it lies.
-        let normed = int8 && self.x8_normed == Some((x.buf, x.stride, x.off));
         if let Some(nm) = norm {
             self.x8_normed = Some((nm.out, 2 * n_all, n_all));
             self.x8_words = self.x8_words.max(n_all / 4 + n_all / 32);

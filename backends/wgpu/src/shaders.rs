@@ -310,12 +310,12 @@ pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) 
 }
 
 /// Whether the int8 several-rows matvec of `dtype` can take the norm epilogue
-/// (matvec_norm.wgsl): its workgroups' rows tile blocks of 32, and a block's finisher has
-/// a lane a value.
+/// (matvec_norm.wgsl): its workgroups' rows tile blocks of 32, a block's finisher has a
+/// lane a value, and its `partial` holds a block's 64 sums.
 pub fn norm_epilogue_fits(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
     rows_kernel(dtype, rows, vec4, k).is_some_and(|kernel| {
         let (r, lanes) = kernel.shape(true);
-        32 % r == 0 && lanes >= 32
+        32 % r == 0 && lanes >= 32 && r * lanes >= 64
     })
 }
 
