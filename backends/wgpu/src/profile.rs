@@ -15,29 +15,22 @@ use std::collections::HashMap;
 /// larger schedule go untimed).
 const MAX_QUERIES: u32 = 4096;
 
-pub struct Profiler {
+/// A query set of timestamps, its resolve buffer and its readback.
+pub struct Stamps {
     queries: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     read: wgpu::Buffer,
     capacity: u32,
-    /// Timestamps between the dispatches of one pass (else a pass a dispatch).
-    pub inside: bool,
     /// Nanoseconds a timestamp tick.
     period: f64,
-    /// By kernel name: (dispatches, nanoseconds).
-    totals: HashMap<String, (u64, f64)>,
 }
 
-impl Profiler {
-    /// A profiler for up to `dispatches` dispatches a submission, when
-    /// `WEFT_GPU_PROFILE` is set and the adapter has timestamp queries.
-    pub fn new(gpu: &Gpu, dispatches: usize) -> Option<Profiler> {
-        std::env::var_os("WEFT_GPU_PROFILE")?;
+impl Stamps {
+    /// Room for `capacity` timestamps, where the adapter has timestamp queries.
+    fn new(gpu: &Gpu, capacity: u32) -> Option<Stamps> {
         if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
-            eprintln!("weft gpu: WEFT_GPU_PROFILE: the adapter has no timestamp queries");
             return None;
         }
-        let capacity = (2 * dispatches as u32).clamp(2, MAX_QUERIES);
         let bytes = capacity as u64 * 8;
         let buffer = |label, usage| {
             gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -47,31 +40,27 @@ impl Profiler {
                 mapped_at_creation: false,
             })
         };
-        Some(Profiler {
+        Some(Stamps {
             queries: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("profile"),
+                label: Some("timestamps"),
                 ty: wgpu::QueryType::Timestamp,
                 count: capacity,
             }),
             resolve: buffer(
-                "profile resolve",
+                "timestamps resolve",
                 wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             ),
             read: buffer(
-                "profile readback",
+                "timestamps readback",
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             ),
             capacity,
-            inside: gpu
-                .features
-                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
             period: gpu.queue.get_timestamp_period() as f64,
-            totals: HashMap::new(),
         })
     }
 
-    /// The timestamp writes of the `q`-th dispatch recorded in a submission.
-    pub fn writes(&self, q: u32) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+    /// Timestamps at the start and end of the `q`-th pass (2q and 2q + 1).
+    fn pass_writes(&self, q: u32) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
         (2 * q + 1 < self.capacity).then(|| wgpu::ComputePassTimestampWrites {
             query_set: &self.queries,
             beginning_of_pass_write_index: Some(2 * q),
@@ -79,24 +68,73 @@ impl Profiler {
         })
     }
 
+    /// Copies the first `n` timestamps out (after the passes that write them).
+    fn resolve(&self, enc: &mut wgpu::CommandEncoder, n: u32) {
+        let n = n.min(self.capacity);
+        if n > 0 {
+            enc.resolve_query_set(&self.queries, 0..n, &self.resolve, 0);
+            enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, n as u64 * 8);
+        }
+    }
+
+    /// The first `n` timestamps resolved, in nanoseconds.
+    fn read(&self, gpu: &Gpu, n: usize) -> Result<Vec<f64>, weft_backend::BackendError> {
+        with_mapped(gpu, &self.read, n as u64 * 8, |b| {
+            b.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as f64 * self.period)
+                .collect()
+        })
+    }
+}
+
+pub struct Profiler {
+    stamps: Stamps,
+    /// Timestamps between the dispatches of one pass (else a pass a dispatch).
+    pub inside: bool,
+    /// By kernel name: (dispatches, nanoseconds).
+    totals: HashMap<String, (u64, f64)>,
+}
+
+impl Profiler {
+    /// A profiler for up to `dispatches` dispatches a submission, when
+    /// `WEFT_GPU_PROFILE` is set and the adapter has timestamp queries.
+    pub fn new(gpu: &Gpu, dispatches: usize) -> Option<Profiler> {
+        std::env::var_os("WEFT_GPU_PROFILE")?;
+        let capacity = (2 * dispatches as u32).clamp(2, MAX_QUERIES);
+        let Some(stamps) = Stamps::new(gpu, capacity) else {
+            eprintln!("weft gpu: WEFT_GPU_PROFILE: the adapter has no timestamp queries");
+            return None;
+        };
+        Some(Profiler {
+            stamps,
+            inside: gpu
+                .features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            totals: HashMap::new(),
+        })
+    }
+
+    /// The timestamp writes of the `q`-th dispatch recorded in a submission.
+    pub fn writes(&self, q: u32) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        self.stamps.pass_writes(q)
+    }
+
     /// In one pass: the timestamp before dispatch `q` (after dispatch q - 1).
     pub fn write_inside(&self, pass: &mut wgpu::ComputePass, q: u32) {
-        if q < self.capacity {
-            pass.write_timestamp(&self.queries, q);
+        if q < self.stamps.capacity {
+            pass.write_timestamp(&self.stamps.queries, q);
         }
     }
 
     /// Copies the timestamps of `recorded` dispatches out (after the passes).
     pub fn resolve(&self, enc: &mut wgpu::CommandEncoder, recorded: u32) {
-        let n = match self.inside {
-            true => recorded + 1,
-            false => 2 * recorded,
-        }
-        .min(self.capacity);
-        if n > 0 {
-            enc.resolve_query_set(&self.queries, 0..n, &self.resolve, 0);
-            enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, n as u64 * 8);
-        }
+        self.stamps.resolve(
+            enc,
+            match self.inside {
+                true => recorded + 1,
+                false => 2 * recorded,
+            },
+        );
     }
 
     /// Adds the submitted dispatches' times to their kernels (`names`, in order).
@@ -106,16 +144,15 @@ impl Profiler {
         names: impl Iterator<Item = &'a str>,
     ) -> Result<(), weft_backend::BackendError> {
         let per = if self.inside { 1 } else { 2 };
-        let names: Vec<&str> = names.take((self.capacity as usize - 1) / per).collect();
+        let names: Vec<&str> = names
+            .take((self.stamps.capacity as usize - 1) / per)
+            .collect();
         if names.is_empty() {
             return Ok(());
         }
-        let stamps = names.len() * per + (self.inside as usize);
-        let ticks = with_mapped(gpu, &self.read, stamps as u64 * 8, |b| {
-            b.chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect::<Vec<_>>()
-        })?;
+        let ticks = self
+            .stamps
+            .read(gpu, names.len() * per + (self.inside as usize))?;
         for (q, name) in names.iter().enumerate() {
             let (a, b) = match self.inside {
                 true => (ticks[q], ticks[q + 1]),
@@ -123,7 +160,7 @@ impl Profiler {
             };
             let e = self.totals.entry(name.to_string()).or_default();
             e.0 += 1;
-            e.1 += b.saturating_sub(a) as f64 * self.period;
+            e.1 += (b - a).max(0.0);
         }
         Ok(())
     }
@@ -157,5 +194,127 @@ impl Profiler {
 impl Drop for Profiler {
     fn drop(&mut self) {
         eprint!("{}", self.report());
+    }
+}
+
+/// Chunk passes a step's clock times (two timestamps each; later ones go untimed).
+const CLOCK_PASSES: u32 = 16;
+
+/// `WEFT_GPU_TIMING=1`: where each forward call's time goes, printed per call and, for
+/// the one-position calls (decode), as means when the session closes. The host's share
+/// is split into preparing the parameter blocks, recording and submitting, waiting for
+/// the GPU with the readback (and copying the result out). Where the adapter has
+/// timestamp queries, the GPU's share comes from timestamps at the start and end of each
+/// submitted pass: the time inside passes (kernels, with their launches and barriers),
+/// and its span from the first pass's start to the last one's end, so that the rest of
+/// the call is time the GPU spent idle: waiting for the host to record the first pass,
+/// between passes, and for the readback. That rest is a step's time outside kernels.
+pub struct StepClock {
+    stamps: Option<Stamps>,
+    /// One-position calls: count, and the sums of (call, prep, record, wait, in
+    /// passes, span) in nanoseconds.
+    decode: (u64, [f64; 6]),
+}
+
+/// One call's times in nanoseconds.
+#[derive(Default)]
+pub struct CallTimes {
+    pub prep: f64,
+    pub record: f64,
+    pub wait: f64,
+}
+
+impl StepClock {
+    /// A clock when `WEFT_GPU_TIMING` is set.
+    pub fn new(gpu: &Gpu) -> Option<StepClock> {
+        std::env::var_os("WEFT_GPU_TIMING")?;
+        Some(StepClock {
+            stamps: Stamps::new(gpu, 2 * CLOCK_PASSES),
+            decode: (0, [0.0; 6]),
+        })
+    }
+
+    /// The timestamp writes of the `c`-th pass of a call.
+    pub fn writes(&self, c: u32) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        self.stamps.as_ref()?.pass_writes(c)
+    }
+
+    /// Copies the timestamps of `passes` passes out (after the last one).
+    pub fn resolve(&self, enc: &mut wgpu::CommandEncoder, passes: u32) {
+        if let Some(p) = &self.stamps {
+            p.resolve(enc, 2 * passes.min(CLOCK_PASSES));
+        }
+    }
+
+    /// Prints a call's line (after the wait), and adds a decode call to the means.
+    pub fn report(
+        &mut self,
+        gpu: &Gpu,
+        seq: usize,
+        dispatches: usize,
+        passes: u32,
+        t: CallTimes,
+    ) -> Result<(), weft_backend::BackendError> {
+        let call = t.prep + t.record + t.wait;
+        let ms = |ns: f64| ns / 1e6;
+        let mut line = format!(
+            "weft gpu: {seq} position(s), {dispatches} dispatches in {passes} submission(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait/readback {:.3}",
+            ms(call),
+            ms(t.prep),
+            ms(t.record),
+            ms(t.wait),
+        );
+        let (inside, span) = match &self.stamps {
+            Some(p) if passes > 0 => {
+                let t = p.read(gpu, 2 * passes.min(CLOCK_PASSES) as usize)?;
+                let inside = t.chunks_exact(2).map(|c| (c[1] - c[0]).max(0.0)).sum();
+                let span = t.last().zip(t.first()).map_or(0.0, |(b, a)| b - a);
+                (inside, span)
+            }
+            _ => (f64::NAN, f64::NAN),
+        };
+        if inside.is_finite() {
+            line += &format!(
+                "; GPU in passes {:.3} ms over a span of {:.3} ms: {:.3} ms outside kernels",
+                ms(inside),
+                ms(span),
+                ms(call - inside)
+            );
+        }
+        eprintln!("{line}");
+        if seq == 1 {
+            let s = &mut self.decode;
+            s.0 += 1;
+            for (a, v) in
+                s.1.iter_mut()
+                    .zip([call, t.prep, t.record, t.wait, inside, span])
+            {
+                *a += v;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StepClock {
+    fn drop(&mut self) {
+        let (n, s) = self.decode;
+        if n == 0 {
+            return;
+        }
+        let m = s.map(|v| v / n as f64 / 1e6);
+        let mut line = format!(
+            "weft gpu timing, mean of {n} one-position call(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait/readback {:.3}",
+            m[0], m[1], m[2], m[3]
+        );
+        if m[4].is_finite() {
+            line += &format!(
+                "; GPU in passes {:.3} ms (span {:.3}): {:.3} ms a call outside kernels",
+                m[4],
+                m[5],
+                m[0] - m[4]
+            );
+        }
+        eprintln!("{line}");
     }
 }

@@ -6,7 +6,7 @@
 //! chunks.
 
 use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
-use crate::profile::Profiler;
+use crate::profile::{CallTimes, Profiler, StepClock};
 use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
 use crate::shaders;
 use std::sync::Arc;
@@ -43,8 +43,8 @@ pub struct GpuSession {
     param_bytes: Vec<u8>,
     /// The call's token ids as bytes, reused.
     token_bytes: Vec<u8>,
-    /// `WEFT_GPU_TIMING` set: each submission's host and GPU time on stderr.
-    timing: bool,
+    /// `WEFT_GPU_TIMING` set: where each call's time goes, on stderr.
+    clock: Option<StepClock>,
     /// `WEFT_GPU_PROFILE` set: GPU time per kernel, printed when the session closes.
     profile: Option<Profiler>,
     /// `WEFT_GPU_SKIP=a,b`: dispatches whose label starts with a listed prefix do not
@@ -313,7 +313,7 @@ impl GpuSession {
             counts: vec![(0, 0); exe.dispatches.len()],
             param_bytes: vec![0; (exe.dispatches.len() + 2) * PARAM_STRIDE as usize],
             token_bytes: Vec::new(),
-            timing: std::env::var_os("WEFT_GPU_TIMING").is_some(),
+            clock: StepClock::new(&gpu),
             profile: Profiler::new(&gpu, exe.dispatches.len()),
             skip: skipped(&exe),
             exe,
@@ -329,6 +329,7 @@ impl GpuSession {
         all: bool,
         read: Read,
     ) -> Result<(usize, Option<Pick>), BackendError> {
+        let tp = std::time::Instant::now();
         let exe = Arc::clone(&self.exe);
         let gpu = &exe.gpu;
         let seq = tokens.len();
@@ -364,6 +365,7 @@ impl GpuSession {
         gpu.queue.write_buffer(&self.params, 0, &self.param_bytes);
         let bytes = (out_rows * vocab * 4) as u64;
         let t0 = std::time::Instant::now();
+        let mut passes = 0;
         let run = |d: &usize| self.counts[*d].0 > 0 && self.counts[*d].1 > 0;
         let record = |pass: &mut wgpu::ComputePass, d: usize| {
             let (x, y) = self.counts[d];
@@ -397,11 +399,18 @@ impl GpuSession {
                 loop {
                     let mut enc = gpu.device.create_command_encoder(&Default::default());
                     {
-                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: self.clock.as_ref().and_then(|c| c.writes(passes)),
+                        });
                         live.by_ref().take(chunk).for_each(|d| record(&mut pass, d));
                     }
+                    passes += 1;
                     let last = live.peek().is_none();
                     if last {
+                        if let Some(c) = &self.clock {
+                            c.resolve(&mut enc, passes);
+                        }
                         read_out(&mut enc);
                     }
                     gpu.queue.submit([enc.finish()]);
@@ -465,6 +474,7 @@ impl GpuSession {
                 Some(read_pick(w.map(f32::to_bits)))
             }
         };
+        let t2 = std::time::Instant::now();
         if let Some(prof) = &mut self.profile {
             let counts = &self.counts;
             let names = exe
@@ -475,15 +485,15 @@ impl GpuSession {
                 .map(|(dp, _)| dp.label.as_str());
             prof.collect(gpu, names)?;
         }
-        if self.timing {
-            // Host time to record and submit every dispatch, then the wait for the GPU
-            // and the readback: where a step's time goes.
-            eprintln!(
-                "weft gpu: {seq} position(s): record+submit {:.3} ms ({} dispatches), gpu+readback {:.3} ms",
-                (t1 - t0).as_secs_f64() * 1e3,
-                self.counts.iter().filter(|&&(x, y)| x > 0 && y > 0).count(),
-                t1.elapsed().as_secs_f64() * 1e3
-            );
+        if let Some(clock) = &mut self.clock {
+            let dispatches = self.counts.iter().filter(|&&(x, y)| x > 0 && y > 0).count();
+            let ns = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e9;
+            let t = CallTimes {
+                prep: ns(tp, t0),
+                record: ns(t0, t1),
+                wait: ns(t1, t2),
+            };
+            clock.report(gpu, seq, dispatches, passes, t)?;
         }
         Ok((out_rows, picked))
     }
