@@ -121,12 +121,19 @@ pub fn read_back(gpu: &Gpu, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>, 
     Ok(out)
 }
 
-/// Maps `staging` (a MAP_READ buffer whose copy was submitted) and copies it into `out`.
-pub fn map_into(gpu: &Gpu, staging: &wgpu::Buffer, out: &mut [f32]) -> Result<(), BackendError> {
+/// Maps `staging` (a MAP_READ buffer whose copy was submitted) and copies it into `out`;
+/// returns when the mapping was ready, before the copy (for WEFT_GPU_TIMING).
+pub fn map_into(
+    gpu: &Gpu,
+    staging: &wgpu::Buffer,
+    out: &mut [f32],
+) -> Result<std::time::Instant, BackendError> {
     with_mapped(gpu, staging, (out.len() * 4) as u64, |view| {
+        let mapped = std::time::Instant::now();
         for (o, c) in out.iter_mut().zip(view.chunks_exact(4)) {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
+        mapped
     })
 }
 

@@ -203,7 +203,7 @@ const CLOCK_PASSES: u32 = 16;
 /// `WEFT_GPU_TIMING=1`: where each forward call's time goes, printed per call and, for
 /// the one-position calls (decode), as means when the session closes. The host's share
 /// is split into preparing the parameter blocks, recording and submitting, waiting for
-/// the GPU with the readback (and copying the result out). Where the adapter has
+/// the GPU until the readback is mapped, and copying the result out. Where the adapter has
 /// timestamp queries, the GPU's share comes from timestamps at the start and end of each
 /// submitted pass: the time inside passes (kernels, with their launches and barriers),
 /// and its span from the first pass's start to the last one's end, so that the rest of
@@ -211,9 +211,9 @@ const CLOCK_PASSES: u32 = 16;
 /// between passes, and for the readback. That rest is a step's time outside kernels.
 pub struct StepClock {
     stamps: Option<Stamps>,
-    /// One-position calls: count, and the sums of (call, prep, record, wait, in
-    /// passes, span) in nanoseconds.
-    decode: (u64, [f64; 6]),
+    /// One-position calls: count, and the sums of (call, prep, record, wait, copy,
+    /// in passes, span) in nanoseconds.
+    decode: (u64, [f64; 7]),
 }
 
 /// One call's times in nanoseconds.
@@ -222,6 +222,7 @@ pub struct CallTimes {
     pub prep: f64,
     pub record: f64,
     pub wait: f64,
+    pub copy: f64,
 }
 
 impl StepClock {
@@ -230,7 +231,7 @@ impl StepClock {
         std::env::var_os("WEFT_GPU_TIMING")?;
         Some(StepClock {
             stamps: Stamps::new(gpu, 2 * CLOCK_PASSES),
-            decode: (0, [0.0; 6]),
+            decode: (0, [0.0; 7]),
         })
     }
 
@@ -255,14 +256,15 @@ impl StepClock {
         passes: u32,
         t: CallTimes,
     ) -> Result<(), weft_backend::BackendError> {
-        let call = t.prep + t.record + t.wait;
+        let call = t.prep + t.record + t.wait + t.copy;
         let ms = |ns: f64| ns / 1e6;
         let mut line = format!(
-            "weft gpu: {seq} position(s), {dispatches} dispatches in {passes} submission(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait/readback {:.3}",
+            "weft gpu: {seq} position(s), {dispatches} dispatches in {passes} submission(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait {:.3} + copy {:.3}",
             ms(call),
             ms(t.prep),
             ms(t.record),
             ms(t.wait),
+            ms(t.copy),
         );
         let (inside, span) = match &self.stamps {
             Some(p) if passes > 0 => {
@@ -287,7 +289,7 @@ impl StepClock {
             s.0 += 1;
             for (a, v) in
                 s.1.iter_mut()
-                    .zip([call, t.prep, t.record, t.wait, inside, span])
+                    .zip([call, t.prep, t.record, t.wait, t.copy, inside, span])
             {
                 *a += v;
             }
@@ -304,15 +306,15 @@ impl Drop for StepClock {
         }
         let m = s.map(|v| v / n as f64 / 1e6);
         let mut line = format!(
-            "weft gpu timing, mean of {n} one-position call(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait/readback {:.3}",
-            m[0], m[1], m[2], m[3]
+            "weft gpu timing, mean of {n} one-position call(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait {:.3} + copy {:.3}",
+            m[0], m[1], m[2], m[3], m[4]
         );
-        if m[4].is_finite() {
+        if m[5].is_finite() {
             line += &format!(
                 "; GPU in passes {:.3} ms (span {:.3}): {:.3} ms a call outside kernels",
-                m[4],
                 m[5],
-                m[0] - m[4]
+                m[6],
+                m[0] - m[5]
             );
         }
         eprintln!("{line}");

@@ -455,7 +455,7 @@ impl GpuSession {
             }
         }
         let t1 = std::time::Instant::now();
-        let picked = match read {
+        let (picked, mapped) = match read {
             Read::Logits { at } => {
                 let len = out_rows * vocab;
                 if self.logits.len() < at + len {
@@ -465,13 +465,13 @@ impl GpuSession {
                         .map_err(|_| alloc_err("the logits".into(), (at + len) * 4))?;
                     self.logits.resize(at + len, 0.0);
                 }
-                map_into(gpu, &self.staging, &mut self.logits[at..at + len])?;
-                None
+                let mapped = map_into(gpu, &self.staging, &mut self.logits[at..at + len])?;
+                (None, mapped)
             }
             Read::Pick => {
                 let mut w = [0f32; 4];
-                map_into(gpu, &self.pick_staging, &mut w)?;
-                Some(read_pick(w.map(f32::to_bits)))
+                let mapped = map_into(gpu, &self.pick_staging, &mut w)?;
+                (Some(read_pick(w.map(f32::to_bits))), mapped)
             }
         };
         let t2 = std::time::Instant::now();
@@ -491,7 +491,8 @@ impl GpuSession {
             let t = CallTimes {
                 prep: ns(tp, t0),
                 record: ns(t0, t1),
-                wait: ns(t1, t2),
+                wait: ns(t1, mapped),
+                copy: ns(mapped, t2),
             };
             clock.report(gpu, seq, dispatches, passes, t)?;
         }
