@@ -5,7 +5,8 @@
 // where the attention is rope-fused, rotated as it is loaded.
 // 256 threads, tiles of 64 keys. Scoring: four adjacent threads a key, each summing every
 // fourth dim (their loads are one contiguous run), the key's score from their four
-// sums. The tile's max and sum are trees; the weights land in workgroup memory. Value
+// sums. Scores and weights land in workgroup memory; every thread reads all 64 for the
+// tile's max and sum (fewer barriers than trees, which a short decode context pays for). Value
 // sums: four groups of 64 threads, each over 16 keys of the tile (no exp and no branch
 // in that loop, so its loads go out together), a thread a dim (and dim + 64, …); the
 // groups' sums are added at the end. Four times the threads of a thread a key: a decode
@@ -37,25 +38,12 @@ const T: u32 = 256u;
 const KEYS: u32 = 64u;
 
 var<workgroup> qs: array<f32, 256>;
-var<workgroup> sc: array<f32, KEYS>;
+// The tile's scores, then its weights, four keys a vector.
+var<workgroup> sc: array<vec4<f32>, KEYS / 4u>;
+var<workgroup> pw: array<vec4<f32>, KEYS / 4u>;
 var<workgroup> red: array<f32, T>;
 // Each value group's sums (4 × head_dim ≤ 256), added at the end.
 var<workgroup> sums: array<f32, 1024>;
-
-// The max (or, with add, the sum) of one value from each of the T threads.
-fn tile_reduce(li: u32, v: f32, add: bool) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    for (var h = T / 2u; h > 0u; h = h / 2u) {
-        if li < h {
-            red[li] = select(max(red[li], red[li + h]), red[li] + red[li + h], add);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -136,20 +124,35 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         red[li] = dot;
         workgroupBarrier();
         var s = -3.4e38;
-        if lane == 0u && j < hi {
-            s = ((red[li] + red[li + 1u]) + (red[li + 2u] + red[li + 3u])) * pf(4);
-            if cap != 0.0 {
-                s = softcap(s, cap);
+        if lane == 0u {
+            if j < hi {
+                s = ((red[li] + red[li + 1u]) + (red[li + 2u] + red[li + 3u])) * pf(4);
+                if cap != 0.0 {
+                    s = softcap(s, cap);
+                }
             }
+            sc[key / 4u][key % 4u] = s;
         }
         workgroupBarrier();
-        let mt = max(m, tile_reduce(li, s, false));
-        let pw = select(0.0, exp(s - mt), lane == 0u && j < hi);
+        // Every thread reads the tile's 64 scores (16 vectors, each a broadcast): its
+        // max and then its sum take two barriers, where trees over the threads took 18.
+        var tm = m;
+        for (var i = 0u; i < KEYS / 4u; i++) {
+            let v = sc[i];
+            tm = max(tm, max(max(v.x, v.y), max(v.z, v.w)));
+        }
+        let mt = tm;
         if lane == 0u {
-            sc[key] = pw;
+            pw[key / 4u][key % 4u] = select(0.0, exp(s - mt), j < hi);
+        }
+        workgroupBarrier();
+        var ts = 0.0;
+        for (var i = 0u; i < KEYS / 4u; i++) {
+            let v = pw[i];
+            ts += (v.x + v.y) + (v.z + v.w);
         }
         let corr = exp(m - mt);
-        l = l * corr + tile_reduce(li, pw, true);
+        l = l * corr + ts;
         for (var u = 0u; u < 4u; u++) {
             acc[u] *= corr;
         }
@@ -160,11 +163,12 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             for (var e = 0u; e < 4u; e++) {
                 rows[e] = min(tile + i + e, hi - 1u) * kvw + kvo;
             }
+            let w = pw[i / 4u];
             for (var u = 0u; u < 4u; u++) {
                 let d = dl + KEYS * u;
                 if d < hd {
-                    acc[u] += sc[i] * v_at(rows[0] + d) + sc[i + 1u] * v_at(rows[1] + d)
-                        + sc[i + 2u] * v_at(rows[2] + d) + sc[i + 3u] * v_at(rows[3] + d);
+                    acc[u] += w.x * v_at(rows[0] + d) + w.y * v_at(rows[1] + d)
+                        + w.z * v_at(rows[2] + d) + w.w * v_at(rows[3] + d);
                 }
             }
         }
