@@ -110,6 +110,55 @@ pub fn pick(row: &[f32]) -> Pick {
     }
 }
 
+/// The most candidates [`Session::forward_top`] reads back: a sampler's top-k (40 by
+/// default) plus the distinct tokens its repetition penalty may demote, within one
+/// GPU workgroup's sort.
+pub const MAX_TOP_K: usize = 256;
+
+/// A sampled step's candidates from one logits row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Top {
+    /// The largest `(logit, id)` pairs, by logit descending then id ascending.
+    Candidates(Vec<(f32, u32)>),
+    /// The first logit that is NaN or infinite: an error for the caller to report.
+    NonFinite { id: u32, value: f32 },
+}
+
+/// The order of candidates: value descending (`total_cmp`, so -0 follows +0), then id
+/// ascending. A strict total order over distinct ids, so every top-k is one set in one
+/// order whichever way it was found.
+pub fn by_value_desc(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Refuses a candidate count outside `1..=MAX_TOP_K` (a count over the vocabulary is
+/// clamped to it by [`top_k`] and the backends).
+pub fn check_top_k(k: usize) -> Result<(), BackendError> {
+    match (1..=MAX_TOP_K).contains(&k) {
+        true => Ok(()),
+        false => Err(BackendError::TopK { k }),
+    }
+}
+
+/// The `k` largest values of `row` (all of them where `k` exceeds its length) in
+/// [`by_value_desc`] order, or its first non-finite value, on the host.
+pub fn top_k(row: &[f32], k: usize) -> Top {
+    if let Some((id, value)) = first_non_finite(row) {
+        return Top::NonFinite {
+            id: id as u32,
+            value,
+        };
+    }
+    let mut c: Vec<(f32, u32)> = row.iter().zip(0..).map(|(&v, i)| (v, i)).collect();
+    let k = k.min(c.len());
+    if k > 0 && k < c.len() {
+        c.select_nth_unstable_by(k - 1, by_value_desc);
+    }
+    c.truncate(k);
+    c.sort_unstable_by(by_value_desc);
+    Top::Candidates(c)
+}
+
 /// What a quantised matmul multiplies its weight blocks with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Activations {
@@ -195,6 +244,8 @@ pub enum BackendError {
         pos: usize,
         rows: usize,
     },
+    #[error("top-k of {k} candidates: a step reads back 1 to {max}", max = MAX_TOP_K)]
+    TopK { k: usize },
     #[error("empty step: no tokens given")]
     NoTokens,
     #[error("out of memory: {what} needs {bytes} bytes")]
@@ -314,6 +365,14 @@ pub trait Session: Send {
     fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, BackendError> {
         Ok(pick(self.forward(tokens, Logits::Last)?.last()))
     }
+    /// Runs `tokens` like [`Session::forward`] and returns the last position's `k`
+    /// largest logits ([`top_k`]; `k` in `1..=MAX_TOP_K`, clamped to the vocabulary), as
+    /// a sampled step needs. A backend that can select on the device overrides it to
+    /// read back the candidates rather than the logits row.
+    fn forward_top(&mut self, tokens: &[u32], k: usize) -> Result<Top, BackendError> {
+        check_top_k(k)?;
+        Ok(top_k(self.forward(tokens, Logits::Last)?.last(), k))
+    }
     /// Rewinds to `pos` positions (a prefix of what was run); later forwards overwrite
     /// the cache from there. Only to a [`Session::rewind_point`].
     fn truncate(&mut self, pos: usize) -> Result<(), BackendError>;
@@ -334,5 +393,34 @@ pub trait Session: Send {
     /// ('name', op)"). `None` where the backend has no such check.
     fn locate_non_finite(&mut self, _tokens: &[u32]) -> Result<Option<String>, BackendError> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Value descending, then id ascending (+0 before -0); a count past the row is
+    /// clamped; a non-finite value anywhere is the answer.
+    #[test]
+    fn host_top_k_orders_ties_by_id() {
+        let row = [1.0, 3.0, 3.0, -0.0, 0.0, 2.0];
+        let top = |k| match top_k(&row, k) {
+            Top::Candidates(c) => c.iter().map(|&(_, id)| id).collect::<Vec<_>>(),
+            t => panic!("{t:?}"),
+        };
+        assert_eq!(top(1), [1]);
+        assert_eq!(top(4), [1, 2, 5, 0]);
+        assert_eq!(top(10), [1, 2, 5, 0, 4, 3]);
+        let row = [1.0, f32::NEG_INFINITY, f32::NAN];
+        assert_eq!(
+            top_k(&row, 2),
+            Top::NonFinite {
+                id: 1,
+                value: f32::NEG_INFINITY
+            }
+        );
+        assert!(check_top_k(0).is_err() && check_top_k(MAX_TOP_K + 1).is_err());
+        assert!(check_top_k(1).is_ok() && check_top_k(MAX_TOP_K).is_ok());
     }
 }

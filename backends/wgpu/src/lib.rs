@@ -427,6 +427,30 @@ pub fn pick(row: &[f32]) -> Result<weft_backend::Pick, BackendError> {
     ))
 }
 
+/// The `k` largest values of `row` or its first non-finite one (topk.wgsl), in the
+/// session's rounds (kernel tests).
+pub fn top_k(row: &[f32], k: usize) -> Result<weft_backend::Top, BackendError> {
+    weft_backend::check_top_k(k)?;
+    let gpu = gpu()?;
+    let src = shaders::source("topk", None).map_err(device::err)?;
+    let p = schedule::pipelines().get(&gpu, "topk", src)?;
+    let rb = upload(&gpu, "row", &floats(row))?;
+    let t = session::top_stages(&gpu, row.len(), 0, k);
+    let (x, y) = t.groups[0];
+    let bytes = ((x * y) as u64 * t.width as u64 + 1) * 8;
+    let parts = [
+        storage(&gpu, "top-k a", bytes)?,
+        storage(&gpu, "top-k b", bytes)?,
+    ];
+    for r in 0..t.rounds {
+        let bindings = [&rb, &parts[(r + 1) % 2], &parts[r % 2]];
+        buffers::dispatch_once(&gpu, &p, t.params[r], &bindings, t.groups[r]);
+    }
+    let last = &parts[(t.rounds - 1) % 2];
+    let words = read_back(&gpu, last, (t.width as u64 + 1) * 8)?;
+    Ok(session::read_top(&words, k.min(row.len())))
+}
+
 fn kernel_source(
     name: &str,
     dtype: Option<weft_ir::DType>,

@@ -270,6 +270,8 @@ pub struct GpuExecutable {
     pub position_rows: Option<(String, usize)>,
     /// The greedy pick (argmax.wgsl), run after the schedule by `forward_pick`.
     pub pick: Arc<Kernel>,
+    /// A sampled step's candidates (topk.wgsl), run after the schedule by `forward_top`.
+    pub top: Arc<Kernel>,
 }
 
 fn bad(i: usize, plan: &Plan, message: impl Into<String>) -> BackendError {
@@ -1934,6 +1936,7 @@ impl GpuExecutable {
         let x8_rows_k = lw.x8_rows_k;
         let w8_blocks = lw.w8_blocks;
         let pick = lw.pipeline(plan.outputs[0], "argmax", None)?;
+        let top = lw.pipeline(plan.outputs[0], "topk", None)?;
         let dispatches = std::mem::take(&mut lw.dispatches);
         let uploaded = std::mem::take(&mut lw.weights);
         drop(lw);
@@ -1958,6 +1961,7 @@ impl GpuExecutable {
             token_rows,
             position_rows,
             pick,
+            top,
         })
     }
 

@@ -2,15 +2,18 @@
 //! device, every dispatch's bind group made once when the session opens. A forward
 //! call writes the token ids and the parameter blocks, records all dispatches in one
 //! command encoder and reads back only the logits it returns, or for a greedy pick
-//! (`forward_pick`) 16 bytes. Prompts longer than the arena's row capacity run in
-//! chunks.
+//! (`forward_pick`) 16 bytes, or for a sampled step's candidates (`forward_top`) k
+//! pairs. Prompts longer than the arena's row capacity run in chunks.
 
-use crate::buffers::{map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
+use crate::buffers::{groups, map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
 use crate::profile::{CallTimes, Profiler, StepClock};
 use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
 use crate::shaders;
 use std::sync::Arc;
-use weft_backend::{check_forward, check_truncate, BackendError, Logits, Output, Pick, Session};
+use weft_backend::{
+    check_forward, check_top_k, check_truncate, BackendError, Logits, Output, Pick, Session, Top,
+    MAX_TOP_K,
+};
 use weft_ir::Dim;
 
 /// Most positions one submission runs (prompt chunks).
@@ -19,6 +22,16 @@ const MAX_CHUNK: usize = 512;
 /// Most workgroups of the greedy pick's first stage (argmax.wgsl): 32k values a pass
 /// over the row, a 262k vocabulary in 8.
 const PICK_GROUPS: usize = 128;
+
+/// Entries a topk.wgsl workgroup sorts (`CHUNK` there).
+const TOP_CHUNK: usize = 2048;
+
+/// Most rounds of the top-k: a round keeps K ≤ 256 of every 2048 entries, an eighth,
+/// so 8 rounds reduce any row a u32 indexes to one workgroup's.
+const TOP_ROUNDS: usize = 8;
+
+/// Parameter blocks after the schedule's: the pick's two, then the top-k's rounds.
+const EXTRA_BLOCKS: usize = 2 + TOP_ROUNDS;
 
 pub struct GpuSession {
     exe: Arc<GpuExecutable>,
@@ -37,6 +50,11 @@ pub struct GpuSession {
     pick_part: wgpu::Buffer,
     pick_staging: wgpu::Buffer,
     pick_binds: [wgpu::BindGroup; 2],
+    /// The top-k's two partial buffers (rounds alternate between them), its readback,
+    /// and a bind group for each round (topk.wgsl).
+    top_parts: [wgpu::Buffer; 2],
+    top_staging: wgpu::Buffer,
+    top_binds: Vec<wgpu::BindGroup>,
     /// Per call: rows of each step, and each dispatch's workgroup counts.
     rows: Vec<usize>,
     counts: Vec<(u32, u32)>,
@@ -207,7 +225,7 @@ impl GpuSession {
         let attn_part = storage(&gpu, "attention chunk sums", part_bytes.max(16) as u64)?;
         let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step parameters"),
-            size: (exe.dispatches.len() as u64 + 2) * PARAM_STRIDE,
+            size: (exe.dispatches.len() + EXTRA_BLOCKS) as u64 * PARAM_STRIDE,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -282,6 +300,42 @@ impl GpuSession {
             })
         };
         let pick_binds = [pick_bind(0), pick_bind(1)];
+        // Sized for the most candidates: round 0 writes the most entries, and the last
+        // round one more (the first entry's value bits).
+        let widest = top_stages(&gpu, exe.widths[out], 0, MAX_TOP_K);
+        let (x, y) = widest.groups[0];
+        let top_bytes = ((x * y) as u64 * widest.width as u64 + 1) * 8;
+        let top_parts = [
+            storage(&gpu, "top-k partials", top_bytes)?,
+            storage(&gpu, "top-k partials", top_bytes)?,
+        ];
+        let top_binds = (0..widest.rounds)
+            .map(|r| {
+                let params = wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: (exe.dispatches.len() + 2 + r) as u64 * PARAM_STRIDE,
+                    size: wgpu::BufferSize::new(4 * PARAM_WORDS as u64),
+                };
+                let entries = [
+                    (0, wgpu::BindingResource::Buffer(params)),
+                    (1, slots[exe.slot[out]].as_entire_binding()),
+                    (2, top_parts[(r + 1) % 2].as_entire_binding()),
+                    (3, top_parts[r % 2].as_entire_binding()),
+                ]
+                .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource });
+                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("top-k"),
+                    layout: &exe.top.get_bind_group_layout(0),
+                    entries: &entries,
+                })
+            })
+            .collect();
+        let top_staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("top-k readback"),
+            size: (MAX_TOP_K as u64 + 1) * 8,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let pick_staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("greedy pick readback"),
             size: 16,
@@ -309,9 +363,12 @@ impl GpuSession {
             pick_part,
             pick_staging,
             pick_binds,
+            top_parts,
+            top_staging,
+            top_binds,
             rows: vec![0; n],
             counts: vec![(0, 0); exe.dispatches.len()],
-            param_bytes: vec![0; (exe.dispatches.len() + 2) * PARAM_STRIDE as usize],
+            param_bytes: vec![0; (exe.dispatches.len() + EXTRA_BLOCKS) * PARAM_STRIDE as usize],
             token_bytes: Vec::new(),
             clock: StepClock::new(&gpu),
             profile: Profiler::new(&gpu, exe.dispatches.len()),
@@ -321,14 +378,14 @@ impl GpuSession {
     }
 
     /// Runs `tokens` (at most a chunk) at `pos0` and reads back what `read` asks; returns
-    /// the output's rows, and the pick where one was asked.
+    /// the output's rows, and the pick or candidates where they were asked.
     fn call(
         &mut self,
         tokens: &[u32],
         pos0: usize,
         all: bool,
         read: Read,
-    ) -> Result<(usize, Option<Pick>), BackendError> {
+    ) -> Result<(usize, Option<Chosen>), BackendError> {
         let tp = std::time::Instant::now();
         let exe = Arc::clone(&self.exe);
         let gpu = &exe.gpu;
@@ -352,11 +409,18 @@ impl GpuSession {
         let out_rows = self.rows[o];
         let vocab = exe.widths[o];
         let (pick_params, pick_groups) = pick_stages(vocab, (out_rows.max(1) - 1) * vocab);
-        if read == Read::Pick {
-            for (k, p) in pick_params.iter().enumerate() {
-                let at = (exe.dispatches.len() + k) * PARAM_STRIDE as usize;
-                p.write(&mut self.param_bytes[at..at + 4 * PARAM_WORDS]);
-            }
+        let top = match read {
+            Read::Top { k } => top_stages(gpu, vocab, (out_rows.max(1) - 1) * vocab, k),
+            _ => TopStages::default(),
+        };
+        // The pick's blocks, or the top-k's after them.
+        let (first, extra) = match read {
+            Read::Pick => (0, &pick_params[..]),
+            _ => (2, &top.params[..top.rounds]),
+        };
+        for (k, p) in extra.iter().enumerate() {
+            let at = (exe.dispatches.len() + first + k) * PARAM_STRIDE as usize;
+            p.write(&mut self.param_bytes[at..at + 4 * PARAM_WORDS]);
         }
         self.token_bytes.clear();
         self.token_bytes
@@ -389,6 +453,7 @@ impl GpuSession {
                 let at = pick_groups as u64 * 16;
                 enc.copy_buffer_to_buffer(&self.pick_part, at, &self.pick_staging, 0, 16)
             }
+            Read::Top { .. } => self.record_top(enc, &top),
         };
         match &self.profile {
             // Submitted in chunks that double from FIRST_CHUNK dispatches, so that the GPU
@@ -471,7 +536,13 @@ impl GpuSession {
             Read::Pick => {
                 let mut w = [0f32; 4];
                 let mapped = map_into(gpu, &self.pick_staging, &mut w)?;
-                (Some(read_pick(w.map(f32::to_bits))), mapped)
+                (Some(Chosen::Pick(read_pick(w.map(f32::to_bits)))), mapped)
+            }
+            Read::Top { k } => {
+                let mut w = [0f32; 2 * (MAX_TOP_K + 1)];
+                let w = &mut w[..2 * (top.width + 1)];
+                let mapped = map_into(gpu, &self.top_staging, w)?;
+                (Some(Chosen::Top(read_top(w, k.min(vocab)))), mapped)
             }
         };
         let t2 = std::time::Instant::now();
@@ -500,14 +571,14 @@ impl GpuSession {
     }
 
     /// Runs `tokens` in chunks of at most a submission's rows; the last chunk reads back
-    /// what `pick` asks (the greedy pick, or its logits), earlier ones their logits
-    /// where `all` asks for every row.
+    /// what `pick` asks (the greedy pick or the candidates; `None`: its logits), earlier
+    /// ones their logits where `all` asks for every row.
     fn run(
         &mut self,
         tokens: &[u32],
         all: bool,
-        pick: bool,
-    ) -> Result<(usize, Option<Pick>), BackendError> {
+        pick: Option<Read>,
+    ) -> Result<(usize, Option<Chosen>), BackendError> {
         let seq = tokens.len();
         check_forward(self.pos, seq, self.max_ctx)?;
         self.check_ids(tokens)?;
@@ -516,9 +587,9 @@ impl GpuSession {
         let n = tokens.len().div_ceil(self.chunk);
         for (c, part) in tokens.chunks(self.chunk).enumerate() {
             let pos0 = self.pos + c * self.chunk;
-            let read = match pick && c + 1 == n {
-                true => Read::Pick,
-                false => Read::Logits {
+            let read = match pick {
+                Some(read) if c + 1 == n => read,
+                _ => Read::Logits {
                     at: if all { at } else { 0 },
                 },
             };
@@ -529,6 +600,21 @@ impl GpuSession {
         }
         self.pos += seq;
         Ok((rows, picked))
+    }
+
+    /// Records the top-k's rounds and the copy of the last one's entries to the readback.
+    fn record_top(&self, enc: &mut wgpu::CommandEncoder, top: &TopStages) {
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.exe.top);
+            for (bind, &(x, y)) in self.top_binds.iter().zip(&top.groups[..top.rounds]) {
+                pass.set_bind_group(0, bind, &[]);
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+        let last = &self.top_parts[(top.rounds - 1) % 2];
+        let bytes = (top.width as u64 + 1) * 8;
+        enc.copy_buffer_to_buffer(last, 0, &self.top_staging, 0, bytes);
     }
 
     /// Token ids and positions within the embedding tables they index.
@@ -586,6 +672,72 @@ pub(crate) fn read_pick([_, index, bad, bad_bits]: [u32; 4]) -> Pick {
     }
 }
 
+/// The top-k's rounds (topk.wgsl) over the `vocab` values at `offset` of the output, for
+/// `k` candidates (1 to `MAX_TOP_K`, clamped to `vocab`).
+#[derive(Default)]
+pub(crate) struct TopStages {
+    pub params: [Params; TOP_ROUNDS],
+    /// Each round's workgroups, as dispatch (x, y).
+    pub groups: [(u32, u32); TOP_ROUNDS],
+    pub rounds: usize,
+    /// K: the entries a workgroup keeps, k rounded up to a power of two. The last round
+    /// writes K entries, then the first one's value bits.
+    pub width: usize,
+}
+
+pub(crate) fn top_stages(gpu: &crate::Gpu, vocab: usize, offset: usize, k: usize) -> TopStages {
+    let width = k.clamp(1, vocab.max(1)).next_power_of_two();
+    let mut t = TopStages {
+        width,
+        ..Default::default()
+    };
+    let mut n = vocab;
+    while t.rounds < TOP_ROUNDS {
+        let g = n.div_ceil(TOP_CHUNK).max(1);
+        let (x, y) = groups(gpu, g as u32);
+        let last = g == 1;
+        let words = [
+            t.rounds as u32,
+            n as u32,
+            offset as u32,
+            width as u32,
+            x,
+            last as u32,
+        ];
+        t.params[t.rounds] = Params::new(&words);
+        t.groups[t.rounds] = (x, y);
+        t.rounds += 1;
+        if last {
+            break;
+        }
+        n = g * width;
+    }
+    t
+}
+
+/// The last top-k round's words, read back as floats (K entries (key, id), then the
+/// first entry's value bits), as the first `k` candidates or the first non-finite value.
+/// Keys order like values (`key_of` in topk.wgsl); a non-finite value's key is all ones.
+pub(crate) fn read_top(words: &[f32], k: usize) -> Top {
+    let word = |i: usize| words[i].to_bits();
+    let width = words.len() / 2 - 1;
+    if word(0) == u32::MAX {
+        return Top::NonFinite {
+            id: word(1),
+            value: words[2 * width],
+        };
+    }
+    let value = |key: u32| match key & 0x8000_0000 {
+        0 => f32::from_bits(!key),
+        _ => f32::from_bits(key ^ 0x8000_0000),
+    };
+    let pairs = words[..2 * width].chunks_exact(2);
+    let pairs = pairs
+        .take(k)
+        .map(|e| (value(e[0].to_bits()), e[1].to_bits()));
+    Top::Candidates(pairs.collect())
+}
+
 /// The dispatches `WEFT_GPU_SKIP` leaves out, by label prefix (a timing aid).
 fn skipped(exe: &GpuExecutable) -> Vec<bool> {
     let list = std::env::var("WEFT_GPU_SKIP").unwrap_or_default();
@@ -608,11 +760,19 @@ enum Read {
     Logits { at: usize },
     /// The greedy pick of its last output row.
     Pick,
+    /// The `k` largest values of its last output row.
+    Top { k: usize },
+}
+
+/// What a call read back besides its rows.
+enum Chosen {
+    Pick(Pick),
+    Top(Top),
 }
 
 impl Session for GpuSession {
     fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Output<'_>, BackendError> {
-        let (rows, _) = self.run(tokens, which == Logits::All, false)?;
+        let (rows, _) = self.run(tokens, which == Logits::All, None)?;
         let width = self.exe.widths[self.exe.plan.outputs[0]];
         Ok(Output {
             logits: &self.logits[..rows * width],
@@ -621,8 +781,18 @@ impl Session for GpuSession {
     }
 
     fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, BackendError> {
-        let (_, picked) = self.run(tokens, false, true)?;
-        picked.ok_or(BackendError::NoTokens)
+        match self.run(tokens, false, Some(Read::Pick))? {
+            (_, Some(Chosen::Pick(p))) => Ok(p),
+            _ => Err(BackendError::NoTokens),
+        }
+    }
+
+    fn forward_top(&mut self, tokens: &[u32], k: usize) -> Result<Top, BackendError> {
+        check_top_k(k)?;
+        match self.run(tokens, false, Some(Read::Top { k }))? {
+            (_, Some(Chosen::Top(t))) => Ok(t),
+            _ => Err(BackendError::NoTokens),
+        }
     }
 
     fn truncate(&mut self, pos: usize) -> Result<(), BackendError> {

@@ -120,6 +120,7 @@ pub fn body(name: &str) -> &'static str {
         "quantize_q8" => include_str!("../shaders/quantize_q8.wgsl"),
         "quantize_q8_rows" => include_str!("../shaders/quantize_q8_rows.wgsl"),
         "argmax" => include_str!("../shaders/argmax.wgsl"),
+        "topk" => include_str!("../shaders/topk.wgsl"),
         other => panic!("no kernel named {other}"),
     }
 }

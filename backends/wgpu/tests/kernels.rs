@@ -3,7 +3,7 @@
 //! reassociation error.
 
 use proptest::prelude::*;
-use weft_backend::Pick;
+use weft_backend::{Pick, Top};
 use weft_ir::{DType, GluAct, WeightView};
 use weft_quant::kernel_for;
 use weft_wgpu::RowsVariant;
@@ -282,6 +282,62 @@ proptest! {
         };
         check_matmul(m, n, cols, seed, None, 0, true)?;
         check_matmul(m, n, cols, seed, None, n / 3, true)?;
+    }
+}
+
+/// The top-k on the device is the host's, in the same order: rows of one value up to a
+/// 262k vocabulary and past it, values on a coarse grid (ties everywhere, +0 and -0
+/// among them), every value tied, and rows holding -inf, inf or NaN (the first one is
+/// reported, wherever the rounds meet it); k over the row's length is clamped.
+#[test]
+fn the_gpu_top_k_is_the_host_top_k() {
+    let bits = |t: Top| match t {
+        Top::Candidates(c) => (0, c.iter().map(|&(v, i)| (v.to_bits(), i)).collect()),
+        Top::NonFinite { id, value } => (1, vec![(value.to_bits(), id)]),
+    };
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    for len in [1usize, 7, 2048, 2049, 49_152, 262_145] {
+        let grid: Vec<f32> = (0..len)
+            .map(|_| match next() % 64 {
+                0 => -0.0,
+                v => v as f32 - 40.0,
+            })
+            .collect();
+        let mut rows = vec![grid.clone(), vec![1.5; len]];
+        for bad in [
+            &[f32::NEG_INFINITY][..],
+            &[f32::NAN, f32::INFINITY],
+            &[f32::INFINITY, f32::NEG_INFINITY, f32::NAN],
+        ] {
+            let mut row = grid.clone();
+            for &v in bad {
+                row[next() as usize % len] = v;
+            }
+            rows.push(row);
+        }
+        // The only non-finite value last: the final round must still find it.
+        let mut row = grid.clone();
+        row[len - 1] = f32::NAN;
+        rows.push(row);
+        for row in &rows {
+            for k in [1, 40, 104, 256] {
+                let want = weft_backend::top_k(row, k);
+                if let Top::Candidates(c) = &want {
+                    assert_eq!(c.len(), k.min(len));
+                }
+                let got = weft_wgpu::top_k(row, k).unwrap();
+                assert_eq!(bits(got), bits(want), "len {len}, k {k}");
+            }
+        }
+    }
+    for k in [0, weft_backend::MAX_TOP_K + 1] {
+        assert!(weft_wgpu::top_k(&[1.0], k).is_err(), "k {k}");
     }
 }
 
