@@ -5,7 +5,10 @@
 
 mod common;
 use common::*;
-use weft_runtime::{parity, BackendKind, KvType, LowerOptions, PassSelection};
+use weft_runtime::{
+    generate, parity, BackendKind, Forward, GenParams, KvType, LowerOptions, PassSelection,
+    RuntimeError, SamplerParams,
+};
 
 /// GPU vs reference on `spec` for the prompt and `steps` greedy steps.
 fn gpu_vs_reference(spec: &str, prompt: &[u32], steps: usize, tolerance: f32) {
@@ -177,5 +180,82 @@ fn gpu_kernels_run_a_q4_k_model() {
             "{activations}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// A sampled step's candidates selected on the GPU (`forward_top`, topk.wgsl after the
+/// schedule) are the host's top-k of the same session's logits row at that position, in
+/// the same order: a family fixture and a real model with a 262k vocabulary (several
+/// rounds of the kernel).
+#[test]
+fn gpu_top_k_is_the_host_top_k_of_its_logits() {
+    let fixture = fixtures().join("families/gemma3");
+    for spec in [fixture.to_str().unwrap(), "gemma3-270m"] {
+        let model = open_shared(spec);
+        let plan = model.compile(&PassSelection::all()).unwrap().plan;
+        let mut s = model.session(BackendKind::Gpu, plan, 32).unwrap();
+        let mut token = 3;
+        s.forward(&[1, 5, 9, 2]).unwrap();
+        for _ in 0..3 {
+            let row = s.forward(&[token]).unwrap().to_vec();
+            let pos = s.position() - 1;
+            for k in [1, 40, 104, 256] {
+                s.truncate(pos).unwrap();
+                let got = s.forward_top(&[token], k).unwrap();
+                assert_eq!(got, weft_backend::top_k(&row, k), "{spec}, k {k}");
+            }
+            token = weft_backend::argmax(&row);
+        }
+        // Out of range: refused before anything runs.
+        for k in [0, weft_backend::MAX_TOP_K + 1] {
+            let at = s.position();
+            assert!(s.forward_top(&[token], k).is_err(), "k {k}");
+            assert_eq!(s.position(), at);
+        }
+    }
+}
+
+/// A model that only runs forward calls: generation samples each whole logits row.
+struct RowsOnly<'a>(&'a mut dyn Forward);
+
+impl Forward for RowsOnly<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+        self.0.forward(tokens)
+    }
+    fn reset(&mut self) {
+        self.0.reset()
+    }
+    fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+        self.0.truncate(pos)
+    }
+    fn position(&self) -> usize {
+        self.0.position()
+    }
+}
+
+/// Sampled generation on the GPU, its steps sampling from candidates selected on the
+/// device, gives the tokens that sampling each whole row (read back) gives, with a
+/// repetition penalty and without.
+#[test]
+fn gpu_sampled_generation_reads_candidates_and_samples_alike() {
+    let spec = fixtures().join("families/gemma3");
+    let model = open_shared(spec.to_str().unwrap());
+    let plan = model.compile(&PassSelection::all()).unwrap().plan;
+    let mut s = model.session(BackendKind::Gpu, plan, 64).unwrap();
+    for repeat_penalty in [1.0, 1.5] {
+        let p = GenParams {
+            max_tokens: 24,
+            sampler: SamplerParams {
+                temperature: 1.5,
+                repeat_penalty,
+                ..Default::default()
+            },
+            stop_ids: vec![],
+            ignore_eos: true,
+        };
+        let top = generate(&mut s, &[1, 5, 9, 2], &p, |_| true).unwrap();
+        let rows = generate(&mut RowsOnly(&mut s), &[1, 5, 9, 2], &p, |_| true).unwrap();
+        assert_eq!(top.tokens, rows.tokens, "penalty {repeat_penalty}");
+        eprintln!("penalty {repeat_penalty}: {:?}", top.tokens);
     }
 }

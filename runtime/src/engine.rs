@@ -4,7 +4,7 @@
 use crate::model::check_context;
 use crate::{Forward, RuntimeError};
 use std::sync::Arc;
-use weft_backend::{Backend, Executable, Logits, Pick, Session};
+use weft_backend::{Backend, Executable, Logits, Pick, Session, Top};
 use weft_ir::Plan;
 
 /// The backends this build can run plans on.
@@ -129,6 +129,10 @@ impl Forward for GraphSession {
 
     fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, RuntimeError> {
         Ok(self.inner.forward_pick(tokens)?)
+    }
+
+    fn forward_top(&mut self, tokens: &[u32], k: usize) -> Result<Top, RuntimeError> {
+        Ok(self.inner.forward_top(tokens, k)?)
     }
 
     fn reset(&mut self) {

@@ -5,7 +5,7 @@
 use crate::sampler::{Sampler, SamplerParams};
 use crate::RuntimeError;
 use std::time::Instant;
-use weft_backend::{first_non_finite, pick, Pick};
+use weft_backend::{check_top_k, first_non_finite, pick, top_k, Pick, Top, MAX_TOP_K};
 
 /// A model forward pass with its own KV cache.
 pub trait Forward {
@@ -16,6 +16,14 @@ pub trait Forward {
     /// model that can pick on its device reads back the choice, not the logits.
     fn forward_pick(&mut self, tokens: &[u32]) -> Result<Pick, RuntimeError> {
         Ok(pick(self.forward(tokens)?))
+    }
+    /// Runs `tokens` and returns the last position's `k` largest logits (`k` in
+    /// `1..=MAX_TOP_K`, clamped to the vocabulary; [`weft_backend::top_k`]) or its first
+    /// non-finite one (a sampled step); a model that can select on its device reads
+    /// back the candidates, not the logits.
+    fn forward_top(&mut self, tokens: &[u32], k: usize) -> Result<Top, RuntimeError> {
+        check_top_k(k)?;
+        Ok(top_k(self.forward(tokens)?, k))
     }
     /// Starts a new sequence at position 0.
     fn reset(&mut self);
@@ -169,11 +177,17 @@ pub fn generate_from(
         if tokens.len() == params.max_tokens {
             break;
         }
-        // A plain greedy step picks on the model's device; otherwise the sampler reads
-        // the row inside the logits' borrow, and a non-finite row is reported after it.
-        let picked = match greedy {
-            true => model.forward_pick(&[next])?,
-            false => {
+        // A plain greedy step picks on the model's device, a step whose token its
+        // row's largest values decide samples from those (selected on the device where
+        // the model can); otherwise the sampler reads the row inside the logits' borrow,
+        // and a non-finite row is reported after it.
+        let picked = match (greedy, sampler.candidates(&history, MAX_TOP_K)) {
+            (true, _) => model.forward_pick(&[next])?,
+            (false, Some(k)) => match model.forward_top(&[next], k)? {
+                Top::Candidates(c) => Pick::Token(sampler.sample_top(&c, &history)),
+                Top::NonFinite { id, value } => Pick::NonFinite { id, value },
+            },
+            (false, None) => {
                 let logits = model.forward(&[next])?;
                 match first_non_finite(logits) {
                     Some((id, value)) => Pick::NonFinite {
@@ -373,6 +387,77 @@ mod tests {
                 assert!(value.is_nan());
             }
             e => panic!("{e}"),
+        }
+    }
+
+    /// Rows of pseudo-random logits on a coarse grid (ties), one a position; counts the
+    /// candidate selections it was asked for.
+    struct Noisy {
+        pos: usize,
+        row: Vec<f32>,
+        tops: usize,
+    }
+
+    impl Forward for Noisy {
+        fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], RuntimeError> {
+            self.pos += tokens.len();
+            let mut s = (self.pos as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            for v in self.row.iter_mut() {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *v = (s % 64) as f32 / 4.0;
+            }
+            Ok(&self.row)
+        }
+        fn forward_top(&mut self, tokens: &[u32], k: usize) -> Result<Top, RuntimeError> {
+            self.tops += 1;
+            Ok(top_k(self.forward(tokens)?, k))
+        }
+        fn reset(&mut self) {
+            self.pos = 0;
+        }
+        fn truncate(&mut self, pos: usize) -> Result<(), RuntimeError> {
+            self.pos = pos.min(self.pos);
+            Ok(())
+        }
+        fn position(&self) -> usize {
+            self.pos
+        }
+    }
+
+    /// Sampled decode steps with a top-k sample from the model's candidates (selected
+    /// on its device, where it can), and pick what sampling each whole row picks; a
+    /// penalty below 1 needs the row.
+    #[test]
+    fn sampled_decode_steps_sample_from_candidates() {
+        for (penalty, tops) in [(1.3, 19), (1.0, 19), (0.8, 0)] {
+            let sampler = SamplerParams {
+                repeat_penalty: penalty,
+                temperature: 1.2,
+                ..Default::default()
+            };
+            let mut m = Noisy {
+                pos: 0,
+                row: vec![0.0; 500],
+                tops: 0,
+            };
+            let p = GenParams {
+                max_tokens: 20,
+                ..params(sampler.clone())
+            };
+            let g = generate(&mut m, &[1, 2], &p, |_| true).unwrap();
+            assert_eq!(m.tops, tops, "penalty {penalty}");
+            m.reset();
+            let mut whole = Sampler::new(sampler);
+            let mut history = vec![1, 2];
+            let mut row = m.forward(&history).unwrap().to_vec();
+            for _ in 0..20 {
+                let t = whole.sample(&row, &history);
+                history.push(t);
+                row = m.forward(&[t]).unwrap().to_vec();
+            }
+            assert_eq!(g.tokens, history[2..], "penalty {penalty}");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Token sampling: greedy, or temperature with top-k, top-p, min-p, and a
-//! repetition penalty, from a seeded generator so runs repeat.
+//! repetition penalty, from a seeded generator so runs repeat. A step samples from the
+//! whole logits row, or from its largest values where they decide the same token
+//! ([`Sampler::candidates`]), which a GPU selects without reading back the row.
 
 /// How to pick the next token. `temperature == 0` (or `greedy`) takes the argmax.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +94,7 @@ pub struct SamplerError {
 }
 
 pub use weft_backend::argmax;
+use weft_backend::by_value_desc;
 
 /// Top-1 minus top-2 logit: how decided a greedy step was.
 pub fn top_gap(logits: &[f32]) -> f32 {
@@ -111,6 +114,8 @@ pub struct Sampler {
     params: SamplerParams,
     state: u64,
     scratch: Vec<(f32, u32)>,
+    /// The distinct tokens the repetition penalty applies to at this step, sorted.
+    recent: Vec<u32>,
 }
 
 impl Sampler {
@@ -120,6 +125,7 @@ impl Sampler {
             params,
             state,
             scratch: Vec::new(),
+            recent: Vec::new(),
         }
     }
 
@@ -133,55 +139,84 @@ impl Sampler {
         (z >> 40) as f32 / (1u64 << 24) as f32
     }
 
+    /// Sets `recent` to the distinct tokens the penalty applies to after `history`.
+    fn penalised(&mut self, history: &[u32]) {
+        let p = &self.params;
+        self.recent.clear();
+        if p.repeat_penalty != 1.0 {
+            let from = history.len().saturating_sub(p.repeat_last_n);
+            self.recent.extend_from_slice(&history[from..]);
+            self.recent.sort_unstable();
+            self.recent.dedup();
+        }
+    }
+
+    /// How many of the row's largest values ([`weft_backend::top_k`]) decide the next
+    /// token after `history` exactly as the whole row does, if at most `max`: the
+    /// sampler's top-k (1 when greedy) plus the R distinct tokens the penalty demotes.
+    /// A penalty ≥ 1 only lowers values, so a token outside the row's top k + R has k
+    /// unpenalised tokens above it and stays outside the penalised top k; candidates and
+    /// row are ordered alike ([`by_value_desc`]), ties included. `None` (sample the
+    /// whole row): no top-k, a penalty below 1 (it raises values), or more than `max`.
+    pub fn candidates(&mut self, history: &[u32], max: usize) -> Option<usize> {
+        self.penalised(history);
+        let p = &self.params;
+        let k = match p.greedy || p.temperature <= 0.0 {
+            true => 1,
+            false => p.top_k,
+        };
+        let r = self.recent.len();
+        if k == 0 || (r > 0 && p.repeat_penalty < 1.0) {
+            return None;
+        }
+        Some(k + r).filter(|&n| n <= max)
+    }
+
     /// Picks the next token from `logits` given the tokens so far (for the penalty).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        let penalised = p.repeat_penalty != 1.0 && !history.is_empty();
-        let mut recent: Vec<u32> = Vec::new();
-        if penalised {
-            recent = history[history.len().saturating_sub(p.repeat_last_n)..].to_vec();
-            recent.sort_unstable();
-            recent.dedup();
+        if (p.greedy || p.temperature <= 0.0) && p.repeat_penalty == 1.0 {
+            return argmax(logits);
         }
-        let penalty = |id: u32, v: f32| -> f32 {
-            if penalised && recent.binary_search(&id).is_ok() {
-                if v > 0.0 {
-                    v / p.repeat_penalty
-                } else {
-                    v * p.repeat_penalty
-                }
-            } else {
-                v
+        self.sample_from(logits.iter().copied().zip(0..), history)
+    }
+
+    /// Picks the next token from the row's `top` values (as [`weft_backend::top_k`]
+    /// gives them), [`Sampler::candidates`] of them: the token [`Sampler::sample`]
+    /// picks from the whole row, with the same draw.
+    pub fn sample_top(&mut self, top: &[(f32, u32)], history: &[u32]) -> u32 {
+        self.sample_from(top.iter().copied(), history)
+    }
+
+    /// The penalty, then top-k, softmax at the temperature, min-p and top-p over
+    /// `(value, id)` pairs of the row (or of its largest values).
+    fn sample_from(&mut self, row: impl Iterator<Item = (f32, u32)>, history: &[u32]) -> u32 {
+        self.penalised(history);
+        let p = &self.params;
+        let recent = &self.recent;
+        let penalty = |(v, id): (f32, u32)| -> (f32, u32) {
+            match recent.binary_search(&id).is_ok() {
+                true if v > 0.0 => (v / p.repeat_penalty, id),
+                true => (v * p.repeat_penalty, id),
+                false => (v, id),
             }
         };
-        if p.greedy || p.temperature <= 0.0 {
-            if !penalised {
-                return argmax(logits);
-            }
-            let mut best = (f32::NEG_INFINITY, 0);
-            for (i, &v) in logits.iter().enumerate() {
-                let v = penalty(i as u32, v);
-                if v > best.0 {
-                    best = (v, i as u32);
-                }
-            }
-            return best.1;
-        }
+        let greedy = p.greedy || p.temperature <= 0.0;
         let (top_k, top_p, min_p, temp) = (p.top_k, p.top_p, p.min_p, p.temperature);
+        let top_k = if greedy { 1 } else { top_k };
         let mut c = std::mem::take(&mut self.scratch);
         c.clear();
-        c.extend(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| (penalty(i as u32, v), i as u32)),
-        );
-        let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0);
+        c.extend(row.map(penalty));
         if top_k > 0 && top_k < c.len() {
-            c.select_nth_unstable_by(top_k - 1, desc);
+            c.select_nth_unstable_by(top_k - 1, by_value_desc);
             c.truncate(top_k);
         }
-        c.sort_unstable_by(desc);
+        c.sort_unstable_by(by_value_desc);
+        if greedy {
+            let pick = c[0].1;
+            self.scratch = c;
+            return pick;
+        }
         // Softmax at the temperature, then top-p and min-p on the probabilities.
         let m = c[0].0;
         let mut sum = 0.0;
@@ -338,5 +373,66 @@ mod tests {
             });
             assert_eq!(s.sample(&logits, &[]), 0);
         }
+    }
+
+    /// Sampling from the row's top `candidates` gives the token and the draw that
+    /// sampling the whole row gives: random rows on a coarse grid (ties, +0 and -0),
+    /// histories of recent top tokens, penalties above and below 1, top-k, top-p,
+    /// min-p, temperatures and penalised greedy, many steps from one seed.
+    #[test]
+    fn candidates_sample_as_the_whole_row() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let (mut steps, mut from_top) = (0, 0);
+        for case in 0..48u64 {
+            let params = SamplerParams {
+                greedy: case % 8 == 7,
+                temperature: [0.3, 0.8, 1.5][case as usize % 3],
+                top_k: [40, 40, 1, 5, 200, 0][case as usize % 6],
+                top_p: [0.9, 1.0, 0.5, 0.95][case as usize % 4],
+                min_p: [0.0, 0.05, 0.2][case as usize % 3],
+                repeat_penalty: [1.3, 2.0, 1.0, 0.9, 1.1][case as usize % 5],
+                repeat_last_n: [64, 8][case as usize % 2],
+                seed: case,
+            };
+            let vocab = 50 + next() as usize % 3000;
+            let (mut whole, mut top) = (Sampler::new(params.clone()), Sampler::new(params));
+            let mut history: Vec<u32> = Vec::new();
+            for _ in 0..40 {
+                let row: Vec<f32> = (0..vocab)
+                    .map(|_| match next() % 160 {
+                        0 => -0.0,
+                        v => v as f32 / 8.0 - 12.0,
+                    })
+                    .collect();
+                // Penalise tokens near the top, where the penalty changes the choice.
+                if let weft_backend::Top::Candidates(c) = weft_backend::top_k(&row, 60) {
+                    history.push(c[next() as usize % c.len()].1);
+                }
+                let want = whole.sample(&row, &history);
+                let got = match top.candidates(&history, weft_backend::MAX_TOP_K) {
+                    Some(k) => match weft_backend::top_k(&row, k) {
+                        weft_backend::Top::Candidates(c) => {
+                            from_top += 1;
+                            top.sample_top(&c, &history)
+                        }
+                        t => panic!("{t:?}"),
+                    },
+                    None => top.sample(&row, &history),
+                };
+                assert_eq!(got, want, "case {case}, step {steps}");
+                history.push(want);
+                steps += 1;
+            }
+        }
+        assert!(
+            from_top * 2 > steps,
+            "{from_top} of {steps} from candidates"
+        );
     }
 }
