@@ -2,6 +2,7 @@
 //! (kernel tests, `decode_rows`) and readback.
 
 use crate::device::{err, Gpu};
+use std::sync::{Arc, OnceLock};
 use weft_backend::BackendError;
 use wgpu::util::DeviceExt;
 
@@ -145,13 +146,16 @@ pub fn with_mapped<R>(
     read: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, BackendError> {
     let slice = staging.slice(..bytes);
-    let (tx, rx) = std::sync::mpsc::channel();
+    let result = Arc::new(OnceLock::new());
+    let slot = Arc::clone(&result);
     slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
+        let _ = slot.set(r);
     });
-    gpu.wait()?;
-    rx.recv()
-        .map_err(|_| err("the GPU dropped a readback"))?
+    gpu.wait_for(|| result.get().is_some())?;
+    result
+        .get()
+        .ok_or_else(|| err("the GPU dropped a readback"))?
+        .clone()
         .map_err(|e| err(format!("reading back from the GPU: {e}")))?;
     let r = {
         let view = slice
