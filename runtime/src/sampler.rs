@@ -169,7 +169,7 @@ impl Sampler {
         if k == 0 || (r > 0 && p.repeat_penalty < 1.0) {
             return None;
         }
-        Some(k + r).filter(|&n| n <= max)
+        k.checked_add(r).filter(|&n| n <= max)
     }
 
     /// Picks the next token from `logits` given the tokens so far (for the penalty).
@@ -434,5 +434,12 @@ mod tests {
             from_top * 2 > steps,
             "{from_top} of {steps} from candidates"
         );
+        // A top-k from a request's JSON may be any size: the whole row, no overflow.
+        let mut s = Sampler::new(SamplerParams {
+            top_k: usize::MAX,
+            repeat_penalty: 1.5,
+            ..Default::default()
+        });
+        assert_eq!(s.candidates(&[1, 2], 256), None);
     }
 }
