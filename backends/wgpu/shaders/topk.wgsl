@@ -1,9 +1,10 @@
 // A sampled step's candidates on the device, so that the host reads k pairs, not the
 // logits row: the K largest values of one row (K: k rounded up to a power of two) and
 // the first value that is not finite (which the host reports as an error). Rounds of
-// this kernel: in each, workgroup g sorts a chunk of CHUNK entries (round 0: values of
-// the row; later rounds: the previous round's candidates) in workgroup memory and writes
-// its first K to out[g·K ..]; the host repeats rounds until one workgroup remains.
+// this kernel: in each, workgroup g takes a chunk of CHUNK entries (round 0: values of
+// the row; later rounds: the previous round's candidates) into workgroup memory, finds
+// its best K by a bitonic top-K (sorted runs of K, halved pairwise) and writes them in
+// order to out[g·K ..]; the host repeats rounds until one workgroup remains.
 // An entry is (key, id): the key orders like the value's total order (f32 total_cmp),
 // a non-finite value's key is BAD, above every finite one, so the first non-finite index
 // sorts first; padding is key 0, below every finite value, id NONE. Order: key
@@ -37,6 +38,23 @@ fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     return ka > kb || (ka == kb && ia < ib);
 }
 
+// Compare-and-swap pair t of a bitonic step (its entries `stride` apart): runs of
+// `size` with bit `size` of the index clear end best first, the others worst first.
+fn order(t: u32, stride: u32, size: u32) {
+    let a = 2u * t - (t & (stride - 1u));
+    let b = a + stride;
+    let ka = wkey[a];
+    let ia = wid[a];
+    let kb = wkey[b];
+    let ib = wid[b];
+    if before(kb, ib, ka, ia) == ((a & size) == 0u) {
+        wkey[a] = kb;
+        wid[a] = ib;
+        wkey[b] = ka;
+        wid[b] = ia;
+    }
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let g = flat_group(wg, pu(4));
@@ -60,29 +78,49 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         wid[j] = id;
     }
     workgroupBarrier();
-    // Bitonic sort of the chunk: each thread compares and swaps CHUNK / 2 / THREADS
-    // pairs a step.
-    for (var size = 2u; size <= CHUNK; size *= 2u) {
+    let kk = pu(3);
+    // Bitonic sort into runs of kk, alternately forwards (best first) and backwards.
+    for (var size = 2u; size <= kk; size *= 2u) {
         for (var stride = size / 2u; stride > 0u; stride /= 2u) {
             for (var t = li; t < CHUNK / 2u; t += THREADS) {
-                let a = 2u * t - (t & (stride - 1u));
-                let b = a + stride;
-                let ka = wkey[a];
-                let ia = wid[a];
-                let kb = wkey[b];
-                let ib = wid[b];
-                // Runs with bit `size` clear sort forwards, the others backwards.
-                if before(kb, ib, ka, ia) == ((a & size) == 0u) {
-                    wkey[a] = kb;
-                    wid[a] = ib;
-                    wkey[b] = ka;
-                    wid[b] = ia;
-                }
+                order(t, stride, size);
             }
             workgroupBarrier();
         }
     }
-    let kk = pu(3);
+    // Halve until one run is left: the better of entry i of a forward run and entry i of
+    // the backward run after it are the pair's best kk, a bitonic run, which the merge
+    // steps sort (again alternately). Far less work than sorting the whole chunk.
+    for (var n = CHUNK; n > kk; n /= 2u) {
+        // A thread's pairs: at most CHUNK / 2 / THREADS.
+        var bk: array<u32, 4>;
+        var bi: array<u32, 4>;
+        for (var c = 0u; c < 4u; c++) {
+            let t = li + c * THREADS;
+            if t < n / 2u {
+                let a = 2u * (t / kk) * kk + t % kk;
+                let b = a + kk;
+                let first = before(wkey[a], wid[a], wkey[b], wid[b]);
+                bk[c] = select(wkey[b], wkey[a], first);
+                bi[c] = select(wid[b], wid[a], first);
+            }
+        }
+        workgroupBarrier();
+        for (var c = 0u; c < 4u; c++) {
+            let t = li + c * THREADS;
+            if t < n / 2u {
+                wkey[t] = bk[c];
+                wid[t] = bi[c];
+            }
+        }
+        workgroupBarrier();
+        for (var stride = kk / 2u; stride > 0u; stride /= 2u) {
+            for (var t = li; t < n / 4u; t += THREADS) {
+                order(t, stride, kk);
+            }
+            workgroupBarrier();
+        }
+    }
     for (var j = li; j < kk; j += THREADS) {
         out[g * kk + j] = vec2<u32>(wkey[j], wid[j]);
     }
