@@ -2,7 +2,6 @@
 //! (kernel tests, `decode_rows`) and readback.
 
 use crate::device::{err, Gpu};
-use std::sync::{Arc, OnceLock};
 use weft_backend::BackendError;
 use wgpu::util::DeviceExt;
 
@@ -146,17 +145,18 @@ pub fn with_mapped<R>(
     read: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, BackendError> {
     let slice = staging.slice(..bytes);
-    let result = Arc::new(OnceLock::new());
-    let slot = Arc::clone(&result);
+    let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = slot.set(r);
+        let _ = tx.send(r);
     });
-    gpu.wait_for(|| result.get().is_some())?;
-    result
-        .get()
-        .ok_or_else(|| err("the GPU dropped a readback"))?
-        .clone()
-        .map_err(|e| err(format!("reading back from the GPU: {e}")))?;
+    let got = std::cell::Cell::new(None);
+    gpu.wait_for(|| rx.try_recv().map(|r| got.set(Some(r))).is_ok())?;
+    // Another thread's poll may be running the callback still: recv waits for it.
+    match got.into_inner() {
+        Some(r) => r,
+        None => rx.recv().map_err(|_| err("the GPU dropped a readback"))?,
+    }
+    .map_err(|e| err(format!("reading back from the GPU: {e}")))?;
     let r = {
         let view = slice
             .get_mapped_range()
