@@ -202,7 +202,8 @@ const CLOCK_PASSES: u32 = 16;
 
 /// `WEFT_GPU_TIMING=1`: where each forward call's time goes, printed per call and, for
 /// the one-position calls (decode), as means when the session closes. The host's share
-/// is split into preparing the parameter blocks, recording and submitting, waiting for
+/// is split into preparing the parameter blocks, recording and submitting (or submitting
+/// what was recorded ahead), recording the next decode step ahead, waiting for
 /// the GPU until the readback is mapped, and copying the result out. Where the adapter has
 /// timestamp queries, the GPU's share comes from timestamps at the start and end of each
 /// submitted pass: the time inside passes (kernels, with their launches and barriers),
@@ -211,9 +212,9 @@ const CLOCK_PASSES: u32 = 16;
 /// between passes, and for the readback. That rest is a step's time outside kernels.
 pub struct StepClock {
     stamps: Option<Stamps>,
-    /// One-position calls: count, and the sums of (call, prep, record, wait, copy,
-    /// in passes, span) in nanoseconds.
-    decode: (u64, [f64; 7]),
+    /// One-position calls: count, and the sums of (call, prep, record, ahead, wait,
+    /// copy, in passes, span) in nanoseconds.
+    decode: (u64, [f64; 8]),
 }
 
 /// One call's times in nanoseconds.
@@ -221,6 +222,8 @@ pub struct StepClock {
 pub struct CallTimes {
     pub prep: f64,
     pub record: f64,
+    /// Recording the next decode step's commands, while the GPU runs this one.
+    pub ahead: f64,
     pub wait: f64,
     pub copy: f64,
 }
@@ -231,7 +234,7 @@ impl StepClock {
         std::env::var_os("WEFT_GPU_TIMING")?;
         Some(StepClock {
             stamps: Stamps::new(gpu, 2 * CLOCK_PASSES),
-            decode: (0, [0.0; 7]),
+            decode: (0, [0.0; 8]),
         })
     }
 
@@ -256,13 +259,14 @@ impl StepClock {
         passes: u32,
         t: CallTimes,
     ) -> Result<(), weft_backend::BackendError> {
-        let call = t.prep + t.record + t.wait + t.copy;
+        let call = t.prep + t.record + t.ahead + t.wait + t.copy;
         let ms = |ns: f64| ns / 1e6;
         let mut line = format!(
-            "weft gpu: {seq} position(s), {dispatches} dispatches in {passes} submission(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait {:.3} + copy {:.3}",
+            "weft gpu: {seq} position(s), {dispatches} dispatches in {passes} submission(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + record ahead {:.3} + wait {:.3} + copy {:.3}",
             ms(call),
             ms(t.prep),
             ms(t.record),
+            ms(t.ahead),
             ms(t.wait),
             ms(t.copy),
         );
@@ -287,10 +291,9 @@ impl StepClock {
         if seq == 1 {
             let s = &mut self.decode;
             s.0 += 1;
-            for (a, v) in
-                s.1.iter_mut()
-                    .zip([call, t.prep, t.record, t.wait, t.copy, inside, span])
-            {
+            for (a, v) in s.1.iter_mut().zip([
+                call, t.prep, t.record, t.ahead, t.wait, t.copy, inside, span,
+            ]) {
                 *a += v;
             }
         }
@@ -306,15 +309,15 @@ impl Drop for StepClock {
         }
         let m = s.map(|v| v / n as f64 / 1e6);
         let mut line = format!(
-            "weft gpu timing, mean of {n} one-position call(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + wait {:.3} + copy {:.3}",
-            m[0], m[1], m[2], m[3], m[4]
+            "weft gpu timing, mean of {n} one-position call(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + record ahead {:.3} + wait {:.3} + copy {:.3}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
         );
-        if m[5].is_finite() {
+        if m[6].is_finite() {
             line += &format!(
                 "; GPU in passes {:.3} ms (span {:.3}): {:.3} ms a call outside kernels",
-                m[5],
                 m[6],
-                m[0] - m[5]
+                m[7],
+                m[0] - m[6]
             );
         }
         eprintln!("{line}");

@@ -55,10 +55,12 @@ pub struct GpuSession {
     top_parts: [wgpu::Buffer; 2],
     top_staging: wgpu::Buffer,
     top_binds: Vec<wgpu::BindGroup>,
-    /// Per call: rows of each step, and each dispatch's workgroup counts.
+    /// Per call: rows of each step.
     rows: Vec<usize>,
-    counts: Vec<(u32, u32)>,
-    param_bytes: Vec<u8>,
+    /// The call running now, and the one recorded ahead for the next (a decode
+    /// step one position on), whose command buffers wait for a call that matches.
+    now: Prepared,
+    ahead: Prepared,
     /// The call's token ids as bytes, reused.
     token_bytes: Vec<u8>,
     /// `WEFT_GPU_TIMING` set: where each call's time goes, on stderr.
@@ -367,8 +369,8 @@ impl GpuSession {
             top_staging,
             top_binds,
             rows: vec![0; n],
-            counts: vec![(0, 0); exe.dispatches.len()],
-            param_bytes: vec![0; (exe.dispatches.len() + EXTRA_BLOCKS) * PARAM_STRIDE as usize],
+            now: Prepared::new(exe.dispatches.len()),
+            ahead: Prepared::new(exe.dispatches.len()),
             token_bytes: Vec::new(),
             clock: StepClock::new(&gpu),
             profile: Profiler::new(&gpu, exe.dispatches.len()),
@@ -377,67 +379,70 @@ impl GpuSession {
         })
     }
 
-    /// Runs `tokens` (at most a chunk) at `pos0` and reads back what `read` asks; returns
-    /// the output's rows, and the pick or candidates where they were asked.
-    fn call(
-        &mut self,
-        tokens: &[u32],
-        pos0: usize,
-        all: bool,
-        read: Read,
-    ) -> Result<(usize, Option<Chosen>), BackendError> {
-        let tp = std::time::Instant::now();
-        let exe = Arc::clone(&self.exe);
-        let gpu = &exe.gpu;
-        let seq = tokens.len();
+    /// Computes the rows, workgroup counts and parameter blocks of the call `key`, into
+    /// the call ahead or the one now.
+    fn prepare(&mut self, key: CallKey, ahead: bool) {
+        let exe = &self.exe;
+        let p = if ahead {
+            &mut self.ahead
+        } else {
+            &mut self.now
+        };
         for (i, r) in self.rows.iter_mut().enumerate() {
-            *r = exe.rows(i, seq, all);
+            *r = exe.rows(i, key.seq, key.all);
         }
         let call = Call {
-            seq,
-            pos0,
+            seq: key.seq,
+            pos0: key.pos0,
             rows: &self.rows,
-            gpu,
+            gpu: &exe.gpu,
         };
         for (d, dp) in exe.dispatches.iter().enumerate() {
-            let (p, g) = (dp.rule)(&call);
+            let (params, g) = (dp.rule)(&call);
             let at = d * PARAM_STRIDE as usize;
-            p.write(&mut self.param_bytes[at..at + 4 * PARAM_WORDS]);
-            self.counts[d] = if self.skip[d] { (0, 0) } else { g };
+            params.write(&mut p.param_bytes[at..at + 4 * PARAM_WORDS]);
+            p.counts[d] = if self.skip[d] { (0, 0) } else { g };
         }
         let o = exe.plan.outputs[0];
-        let out_rows = self.rows[o];
         let vocab = exe.widths[o];
-        let (pick_params, pick_groups) = pick_stages(vocab, (out_rows.max(1) - 1) * vocab);
-        let top = match read {
-            Read::Top { k } => top_stages(gpu, vocab, (out_rows.max(1) - 1) * vocab, k),
+        p.out_rows = self.rows[o];
+        let offset = (p.out_rows.max(1) - 1) * vocab;
+        let (pick_params, pick_groups) = pick_stages(vocab, offset);
+        p.pick_groups = pick_groups;
+        p.top = match key.read {
+            Read::Top { k } => top_stages(&exe.gpu, vocab, offset, k),
             _ => TopStages::default(),
         };
         // The pick's blocks, or the top-k's after them.
-        let (first, extra) = match read {
+        let (first, extra) = match key.read {
             Read::Pick => (0, &pick_params[..]),
-            _ => (2, &top.params[..top.rounds]),
+            _ => (2, &p.top.params[..p.top.rounds]),
         };
-        for (k, p) in extra.iter().enumerate() {
+        for (k, params) in extra.iter().enumerate() {
             let at = (exe.dispatches.len() + first + k) * PARAM_STRIDE as usize;
-            p.write(&mut self.param_bytes[at..at + 4 * PARAM_WORDS]);
+            params.write(&mut p.param_bytes[at..at + 4 * PARAM_WORDS]);
         }
-        self.token_bytes.clear();
-        self.token_bytes
-            .extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
-        gpu.queue.write_buffer(&self.tokens, 0, &self.token_bytes);
-        gpu.queue.write_buffer(&self.params, 0, &self.param_bytes);
-        let bytes = (out_rows * vocab * 4) as u64;
-        let t0 = std::time::Instant::now();
-        let mut passes = 0;
-        let run = |d: &usize| self.counts[*d].0 > 0 && self.counts[*d].1 > 0;
+        p.key = Some(key);
+    }
+
+    /// Records the call ahead (its command buffers kept for later) or the one now. The
+    /// call now is submitted in chunks that double from FIRST_CHUNK dispatches, so that
+    /// the GPU runs the first layers while the host records the rest.
+    fn record(&mut self, ahead: bool) {
+        let exe = &self.exe;
+        let gpu = &exe.gpu;
+        let p = if ahead { &self.ahead } else { &self.now };
+        let Some(key) = p.key else { return };
+        let o = exe.plan.outputs[0];
+        let bytes = (p.out_rows * exe.widths[o] * 4) as u64;
+        let run = |d: &usize| p.counts[*d].0 > 0 && p.counts[*d].1 > 0;
         let record = |pass: &mut wgpu::ComputePass, d: usize| {
-            let (x, y) = self.counts[d];
+            let (x, y) = p.counts[d];
             pass.set_pipeline(&exe.dispatches[d].pipeline);
             pass.set_bind_group(0, &self.bind_groups[d], &[]);
             pass.dispatch_workgroups(x, y, 1);
         };
-        let read_out = |enc: &mut wgpu::CommandEncoder| match read {
+        let read_out = |enc: &mut wgpu::CommandEncoder| match key.read {
             Read::Logits { .. } => {
                 enc.copy_buffer_to_buffer(&self.slots[exe.slot[o]], 0, &self.staging, 0, bytes)
             }
@@ -445,19 +450,19 @@ impl GpuSession {
                 {
                     let mut pass = enc.begin_compute_pass(&Default::default());
                     pass.set_pipeline(&exe.pick);
-                    for (bind, x) in self.pick_binds.iter().zip([pick_groups, 1]) {
+                    for (bind, x) in self.pick_binds.iter().zip([p.pick_groups, 1]) {
                         pass.set_bind_group(0, bind, &[]);
                         pass.dispatch_workgroups(x, 1, 1);
                     }
                 }
-                let at = pick_groups as u64 * 16;
+                let at = p.pick_groups as u64 * 16;
                 enc.copy_buffer_to_buffer(&self.pick_part, at, &self.pick_staging, 0, 16)
             }
-            Read::Top { .. } => self.record_top(enc, &top),
+            Read::Top { .. } => self.record_top(enc, &p.top),
         };
+        let mut passes = 0;
+        let mut kept = Vec::new();
         match &self.profile {
-            // Submitted in chunks that double from FIRST_CHUNK dispatches, so that the GPU
-            // runs the first layers while the host records the rest.
             None => {
                 let mut live = (0..exe.dispatches.len()).filter(run).peekable();
                 let mut chunk = FIRST_CHUNK;
@@ -478,7 +483,12 @@ impl GpuSession {
                         }
                         read_out(&mut enc);
                     }
-                    gpu.queue.submit([enc.finish()]);
+                    match ahead {
+                        true => kept.push(enc.finish()),
+                        false => {
+                            gpu.queue.submit([enc.finish()]);
+                        }
+                    }
                     if last {
                         break;
                     }
@@ -519,7 +529,77 @@ impl GpuSession {
                 gpu.queue.submit([enc.finish()]);
             }
         }
+        let p = if ahead {
+            &mut self.ahead
+        } else {
+            &mut self.now
+        };
+        p.passes = passes;
+        if ahead {
+            p.recorded = Some(kept);
+        }
+    }
+
+    /// Runs `tokens` (at most a chunk) at `pos0` and reads back what `read` asks; returns
+    /// the output's rows, and the pick or candidates where they were asked.
+    fn call(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        all: bool,
+        read: Read,
+    ) -> Result<(usize, Option<Chosen>), BackendError> {
+        let tp = std::time::Instant::now();
+        let exe = Arc::clone(&self.exe);
+        let gpu = &exe.gpu;
+        let seq = tokens.len();
+        let key = CallKey {
+            seq,
+            pos0,
+            all,
+            read,
+        };
+        let ready = self.ahead.key == Some(key) && self.ahead.recorded.is_some();
+        if ready {
+            std::mem::swap(&mut self.now, &mut self.ahead);
+        } else {
+            self.prepare(key, false);
+        }
+        self.ahead.recorded = None;
+        self.token_bytes.clear();
+        self.token_bytes
+            .extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
+        gpu.queue.write_buffer(&self.tokens, 0, &self.token_bytes);
+        gpu.queue
+            .write_buffer(&self.params, 0, &self.now.param_bytes);
+        let t0 = std::time::Instant::now();
+        match self.now.recorded.take() {
+            Some(buffers) => {
+                gpu.queue.submit(buffers);
+            }
+            None => self.record(false),
+        }
         let t1 = std::time::Instant::now();
+        // While the GPU runs a decode step, the next one's commands are recorded: one
+        // position on, reading back the same way.
+        let next = CallKey {
+            seq: 1,
+            pos0: pos0 + 1,
+            all: false,
+            read,
+        };
+        if self.profile.is_none() && seq == 1 && !all && next.pos0 < self.max_ctx {
+            self.prepare(next, true);
+            self.record(true);
+        }
+        let Prepared {
+            out_rows,
+            passes,
+            ref top,
+            ..
+        } = self.now;
+        let vocab = exe.widths[exe.plan.outputs[0]];
+        let t2 = std::time::Instant::now();
         let (picked, mapped) = match read {
             Read::Logits { at } => {
                 let len = out_rows * vocab;
@@ -545,9 +625,9 @@ impl GpuSession {
                 (Some(Chosen::Top(read_top(w, k.min(vocab)))), mapped)
             }
         };
-        let t2 = std::time::Instant::now();
+        let t3 = std::time::Instant::now();
         if let Some(prof) = &mut self.profile {
-            let counts = &self.counts;
+            let counts = &self.now.counts;
             let names = exe
                 .dispatches
                 .iter()
@@ -557,13 +637,19 @@ impl GpuSession {
             prof.collect(gpu, names)?;
         }
         if let Some(clock) = &mut self.clock {
-            let dispatches = self.counts.iter().filter(|&&(x, y)| x > 0 && y > 0).count();
+            let dispatches = self
+                .now
+                .counts
+                .iter()
+                .filter(|&&(x, y)| x > 0 && y > 0)
+                .count();
             let ns = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e9;
             let t = CallTimes {
                 prep: ns(tp, t0),
                 record: ns(t0, t1),
-                wait: ns(t1, mapped),
-                copy: ns(mapped, t2),
+                ahead: ns(t1, t2),
+                wait: ns(t2, mapped),
+                copy: ns(mapped, t3),
             };
             clock.report(gpu, seq, dispatches, passes, t)?;
         }
@@ -751,6 +837,45 @@ fn skipped(exe: &GpuExecutable) -> Vec<bool> {
         .iter()
         .map(|d| prefixes.iter().any(|p| d.label.starts_with(p)))
         .collect()
+}
+
+/// What a call's commands depend on: calls with the same key record the same commands
+/// (its data, the token ids and the caches, live in buffers they read).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct CallKey {
+    seq: usize,
+    pos0: usize,
+    all: bool,
+    read: Read,
+}
+
+/// A call's workgroup counts and parameter blocks, computed from its key, and, for a
+/// call recorded ahead, its command buffers.
+struct Prepared {
+    key: Option<CallKey>,
+    counts: Vec<(u32, u32)>,
+    param_bytes: Vec<u8>,
+    out_rows: usize,
+    pick_groups: u32,
+    top: TopStages,
+    /// Passes recorded (WEFT_GPU_TIMING times each).
+    passes: u32,
+    recorded: Option<Vec<wgpu::CommandBuffer>>,
+}
+
+impl Prepared {
+    fn new(dispatches: usize) -> Prepared {
+        Prepared {
+            key: None,
+            counts: vec![(0, 0); dispatches],
+            param_bytes: vec![0; (dispatches + EXTRA_BLOCKS) * PARAM_STRIDE as usize],
+            out_rows: 0,
+            pick_groups: 0,
+            top: TopStages::default(),
+            passes: 0,
+            recorded: None,
+        }
+    }
 }
 
 /// What a call reads back.
