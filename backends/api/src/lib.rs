@@ -149,12 +149,35 @@ pub fn top_k(row: &[f32], k: usize) -> Top {
             value,
         };
     }
-    let mut c: Vec<(f32, u32)> = row.iter().zip(0..).map(|(&v, i)| (v, i)).collect();
-    let k = k.min(c.len());
-    if k > 0 && k < c.len() {
-        c.select_nth_unstable_by(k - 1, by_value_desc);
+    let k = k.min(row.len());
+    if k == 0 {
+        return Top::Candidates(Vec::new());
     }
-    c.truncate(k);
+    // At most 2k pairs held, not the row (a sampled step's path): when they fill, the
+    // best k stay and the k-th becomes the bar a later value must beat (ids rise, so a
+    // tie with it sorts after it).
+    let mut c: Vec<(f32, u32)> = Vec::with_capacity(2 * k);
+    let mut bar = None;
+    let best_k = |c: &mut Vec<(f32, u32)>| {
+        if c.len() > k {
+            c.select_nth_unstable_by(k - 1, by_value_desc);
+            c.truncate(k);
+        }
+    };
+    for e in row.iter().copied().zip(0..) {
+        if bar.is_some_and(|b| by_value_desc(&e, &b).is_ge()) {
+            continue;
+        }
+        if c.len() == 2 * k {
+            best_k(&mut c);
+            bar = c.last().copied();
+            if bar.is_some_and(|b| by_value_desc(&e, &b).is_ge()) {
+                continue;
+            }
+        }
+        c.push(e);
+    }
+    best_k(&mut c);
     c.sort_unstable_by(by_value_desc);
     Top::Candidates(c)
 }
@@ -412,6 +435,7 @@ mod tests {
         assert_eq!(top(1), [1]);
         assert_eq!(top(4), [1, 2, 5, 0]);
         assert_eq!(top(10), [1, 2, 5, 0, 4, 3]);
+        assert_eq!(top(0), [0u32; 0]);
         let row = [1.0, f32::NEG_INFINITY, f32::NAN];
         assert_eq!(
             top_k(&row, 2),
