@@ -212,13 +212,12 @@ const CLOCK_PASSES: u32 = 16;
 /// between passes, and for the readback. That rest is a step's time outside kernels.
 pub struct StepClock {
     stamps: Option<Stamps>,
-    /// One-position calls: count, and the sums of (call, prep, record, ahead, wait,
-    /// copy, in passes, span) in nanoseconds.
-    decode: (u64, [f64; 8]),
+    /// One-position calls: their count and the sums of their times.
+    decode: (u64, CallTimes),
 }
 
-/// One call's times in nanoseconds.
-#[derive(Default)]
+/// One call's times in nanoseconds (or their sums).
+#[derive(Clone, Copy, Default)]
 pub struct CallTimes {
     pub prep: f64,
     pub record: f64,
@@ -226,6 +225,48 @@ pub struct CallTimes {
     pub ahead: f64,
     pub wait: f64,
     pub copy: f64,
+    /// The GPU's time in passes and their span (NaN: not timed).
+    pub inside: f64,
+    pub span: f64,
+}
+
+impl CallTimes {
+    fn fields(&mut self) -> [&mut f64; 7] {
+        let CallTimes {
+            prep,
+            record,
+            ahead,
+            wait,
+            copy,
+            inside,
+            span,
+        } = self;
+        [prep, record, ahead, wait, copy, inside, span]
+    }
+
+    /// "call … ms = prep … + …", then the GPU's share where it was timed.
+    fn describe(&self) -> String {
+        let ms = |ns: f64| ns / 1e6;
+        let call = self.prep + self.record + self.ahead + self.wait + self.copy;
+        let mut line = format!(
+            "call {:.3} ms = prep {:.3} + record/submit {:.3} + record ahead {:.3} + wait {:.3} + copy {:.3}",
+            ms(call),
+            ms(self.prep),
+            ms(self.record),
+            ms(self.ahead),
+            ms(self.wait),
+            ms(self.copy),
+        );
+        if self.inside.is_finite() {
+            line += &format!(
+                "; GPU in passes {:.3} ms over a span of {:.3} ms: {:.3} ms outside kernels",
+                ms(self.inside),
+                ms(self.span),
+                ms(call - self.inside)
+            );
+        }
+        line
+    }
 }
 
 impl StepClock {
@@ -234,7 +275,7 @@ impl StepClock {
         std::env::var_os("WEFT_GPU_TIMING")?;
         Some(StepClock {
             stamps: Stamps::new(gpu, 2 * CLOCK_PASSES),
-            decode: (0, [0.0; 8]),
+            decode: (0, CallTimes::default()),
         })
     }
 
@@ -250,51 +291,34 @@ impl StepClock {
         }
     }
 
-    /// Prints a call's line (after the wait), and adds a decode call to the means.
+    /// Reads the GPU's share of the call `t` (after the wait), prints the call's line,
+    /// and adds a decode call to the means.
     pub fn report(
         &mut self,
         gpu: &Gpu,
         seq: usize,
         dispatches: usize,
         passes: u32,
-        t: CallTimes,
+        mut t: CallTimes,
     ) -> Result<(), weft_backend::BackendError> {
-        let call = t.prep + t.record + t.ahead + t.wait + t.copy;
-        let ms = |ns: f64| ns / 1e6;
-        let mut line = format!(
-            "weft gpu: {seq} position(s), {dispatches} dispatches in {passes} submission(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + record ahead {:.3} + wait {:.3} + copy {:.3}",
-            ms(call),
-            ms(t.prep),
-            ms(t.record),
-            ms(t.ahead),
-            ms(t.wait),
-            ms(t.copy),
-        );
-        let (inside, span) = match &self.stamps {
+        (t.inside, t.span) = match &self.stamps {
             Some(p) if passes > 0 => {
-                let t = p.read(gpu, 2 * passes.min(CLOCK_PASSES) as usize)?;
-                let inside = t.chunks_exact(2).map(|c| (c[1] - c[0]).max(0.0)).sum();
-                let span = t.last().zip(t.first()).map_or(0.0, |(b, a)| b - a);
+                let s = p.read(gpu, 2 * passes.min(CLOCK_PASSES) as usize)?;
+                let inside = s.chunks_exact(2).map(|c| (c[1] - c[0]).max(0.0)).sum();
+                let span = s.last().zip(s.first()).map_or(0.0, |(b, a)| b - a);
                 (inside, span)
             }
             _ => (f64::NAN, f64::NAN),
         };
-        if inside.is_finite() {
-            line += &format!(
-                "; GPU in passes {:.3} ms over a span of {:.3} ms: {:.3} ms outside kernels",
-                ms(inside),
-                ms(span),
-                ms(call - inside)
-            );
-        }
-        eprintln!("{line}");
+        eprintln!(
+            "weft gpu: {seq} position(s), {dispatches} dispatches in {passes} pass(es): {}",
+            t.describe()
+        );
         if seq == 1 {
-            let s = &mut self.decode;
-            s.0 += 1;
-            for (a, v) in s.1.iter_mut().zip([
-                call, t.prep, t.record, t.ahead, t.wait, t.copy, inside, span,
-            ]) {
-                *a += v;
+            let (n, sums) = &mut self.decode;
+            *n += 1;
+            for (a, v) in sums.fields().into_iter().zip(t.fields()) {
+                *a += *v;
             }
         }
         Ok(())
@@ -303,23 +327,16 @@ impl StepClock {
 
 impl Drop for StepClock {
     fn drop(&mut self) {
-        let (n, s) = self.decode;
+        let (n, mut mean) = self.decode;
         if n == 0 {
             return;
         }
-        let m = s.map(|v| v / n as f64 / 1e6);
-        let mut line = format!(
-            "weft gpu timing, mean of {n} one-position call(s): call {:.3} ms = prep {:.3} + record/submit {:.3} + record ahead {:.3} + wait {:.3} + copy {:.3}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        );
-        if m[6].is_finite() {
-            line += &format!(
-                "; GPU in passes {:.3} ms (span {:.3}): {:.3} ms a call outside kernels",
-                m[6],
-                m[7],
-                m[0] - m[6]
-            );
+        for v in mean.fields() {
+            *v /= n as f64;
         }
-        eprintln!("{line}");
+        eprintln!(
+            "weft gpu timing, mean of {n} one-position call(s): {}",
+            mean.describe()
+        );
     }
 }

@@ -650,6 +650,7 @@ impl GpuSession {
                 ahead: ns(t1, t2),
                 wait: ns(t2, mapped),
                 copy: ns(mapped, t3),
+                ..Default::default()
             };
             clock.report(gpu, seq, dispatches, passes, t)?;
         }
