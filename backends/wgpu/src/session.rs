@@ -435,7 +435,6 @@ impl GpuSession {
         let Some(key) = p.key else { return };
         let o = exe.plan.outputs[0];
         let bytes = (p.out_rows * exe.widths[o] * 4) as u64;
-        let run = |d: &usize| p.counts[*d].0 > 0 && p.counts[*d].1 > 0;
         let record = |pass: &mut wgpu::ComputePass, d: usize| {
             let (x, y) = p.counts[d];
             pass.set_pipeline(&exe.dispatches[d].pipeline);
@@ -464,7 +463,7 @@ impl GpuSession {
         let mut kept = Vec::new();
         match &self.profile {
             None => {
-                let mut live = (0..exe.dispatches.len()).filter(run).peekable();
+                let mut live = p.live().peekable();
                 let mut chunk = FIRST_CHUNK;
                 loop {
                     let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -502,7 +501,7 @@ impl GpuSession {
                 {
                     let mut pass = enc.begin_compute_pass(&Default::default());
                     prof.write_inside(&mut pass, 0);
-                    for d in (0..exe.dispatches.len()).filter(run) {
+                    for d in p.live() {
                         record(&mut pass, d);
                         q += 1;
                         prof.write_inside(&mut pass, q);
@@ -516,7 +515,7 @@ impl GpuSession {
             Some(prof) => {
                 let mut enc = gpu.device.create_command_encoder(&Default::default());
                 let mut q = 0;
-                for d in (0..exe.dispatches.len()).filter(run) {
+                for d in p.live() {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: None,
                         timestamp_writes: prof.writes(q),
@@ -627,22 +626,11 @@ impl GpuSession {
         };
         let t3 = std::time::Instant::now();
         if let Some(prof) = &mut self.profile {
-            let counts = &self.now.counts;
-            let names = exe
-                .dispatches
-                .iter()
-                .zip(counts)
-                .filter(|(_, &(x, y))| x > 0 && y > 0)
-                .map(|(dp, _)| dp.label.as_str());
+            let names = self.now.live().map(|d| exe.dispatches[d].label.as_str());
             prof.collect(gpu, names)?;
         }
         if let Some(clock) = &mut self.clock {
-            let dispatches = self
-                .now
-                .counts
-                .iter()
-                .filter(|&&(x, y)| x > 0 && y > 0)
-                .count();
+            let dispatches = self.now.live().count();
             let ns = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e9;
             let t = CallTimes {
                 prep: ns(tp, t0),
@@ -865,6 +853,11 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// The dispatches that run (a count of 0 skips one).
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.counts.len()).filter(|&d| self.counts[d].0 > 0 && self.counts[d].1 > 0)
+    }
+
     fn new(dispatches: usize) -> Prepared {
         Prepared {
             key: None,
