@@ -12,6 +12,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The tile shapes and types of the adapter's cooperative matrices (tensor cores).
+    pub coop: Vec<wgpu::CooperativeMatrixProperties>,
     /// The first error the device reported outside an error scope (wgpu would
     /// otherwise panic): the next wait returns it.
     error: Arc<Mutex<Option<String>>>,
@@ -48,6 +50,7 @@ fn open() -> Result<Gpu, String> {
         )
     })?;
     let info = adapter.get_info();
+    let coop = adapter.cooperative_matrix_properties();
     let have = adapter.limits();
     // Ask for everything the adapter has: storage sizes and workgroup memory decide
     // which models fit.
@@ -91,6 +94,7 @@ fn open() -> Result<Gpu, String> {
         info,
         limits,
         features,
+        coop,
     })
 }
 
@@ -102,6 +106,7 @@ impl Gpu {
         format!(
             "adapter: {} ({:?}, {:?} backend, driver {} {})\n\
              features: shader-f16 {}, subgroups {}\n\
+             cooperative matrices (m×n×k a·b+c): {}\n\
              limits: storage binding {} MiB, buffer {} MiB, {} storage buffers per stage, \
              workgroup memory {} KiB, {} invocations per workgroup, {} workgroups per dimension",
             i.name,
@@ -111,6 +116,7 @@ impl Gpu {
             i.driver_info,
             yes(self.features.contains(wgpu::Features::SHADER_F16)),
             yes(self.features.contains(wgpu::Features::SUBGROUP)),
+            coop_shapes(&self.coop),
             l.max_storage_buffer_binding_size >> 20,
             l.max_buffer_size >> 20,
             l.max_storage_buffers_per_shader_stage,
@@ -157,6 +163,22 @@ impl Gpu {
 
 /// How long [`Gpu::wait_for`] spins before it blocks.
 const SPIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn coop_shapes(coop: &[wgpu::CooperativeMatrixProperties]) -> String {
+    if coop.is_empty() {
+        return "none".into();
+    }
+    let shapes: Vec<String> = coop
+        .iter()
+        .map(|c| {
+            format!(
+                "{}×{}×{} {:?}·{:?}+{:?}",
+                c.m_size, c.n_size, c.k_size, c.ab_type, c.ab_type, c.cr_type
+            )
+        })
+        .collect();
+    shapes.join(", ")
+}
 
 fn yes(b: bool) -> &'static str {
     if b {

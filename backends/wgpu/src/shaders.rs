@@ -9,34 +9,61 @@ use std::sync::{Arc, Mutex};
 use weft_backend::BackendError;
 use weft_ir::{DType, Ew};
 
-const COMMON: &str = include_str!("../shaders/common.wgsl");
-const ACTIVATIONS: &str = include_str!("../shaders/activations.wgsl");
-const BYTES: &str = include_str!("../shaders/quant/bytes.wgsl");
-const ROPE_PAIR: &str = include_str!("../shaders/rope_pair.wgsl");
-const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
-const KV_F32: &str = include_str!("../shaders/kv_f32.wgsl");
-const KV_F16: &str = include_str!("../shaders/kv_f16.wgsl");
+/// A kernel file's WGSL: the copy built in, or with `WEFT_GPU_SHADERS=DIR` the file of
+/// that name under DIR (a developer's knob: kernel variants measured on a machine that
+/// has the binary but no Rust to rebuild it).
+macro_rules! wgsl {
+    ($path:literal) => {
+        $crate::shaders::text($path, include_str!(concat!("../shaders/", $path)))
+    };
+}
+
+/// [`wgsl!`]'s lookup: each override is read once and kept for the process. A file not
+/// under DIR is the built-in copy; one that cannot be read is said on stderr, once.
+pub(crate) fn text(path: &'static str, builtin: &'static str) -> &'static str {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    static READ: Mutex<Option<HashMap<&'static str, &'static str>>> = Mutex::new(None);
+    let Some(dir) = DIR.get_or_init(|| std::env::var_os("WEFT_GPU_SHADERS").map(Into::into)) else {
+        return builtin;
+    };
+    let mut read = READ.lock().unwrap_or_else(|p| p.into_inner());
+    let read = read.get_or_insert_with(HashMap::new);
+    read.entry(path).or_insert_with(|| {
+        let file = dir.join(path);
+        match std::fs::read_to_string(&file) {
+            Ok(t) => Box::leak(t.into_boxed_str()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => builtin,
+            Err(e) => {
+                eprintln!(
+                    "weft gpu: WEFT_GPU_SHADERS: {}: {e}; using the built-in copy",
+                    file.display()
+                );
+                builtin
+            }
+        }
+    })
+}
 
 /// The chunk decoder (`decode_chunk`) of a stored type, if the GPU backend has one.
 pub fn decoder(dtype: DType) -> Option<&'static str> {
     Some(match dtype {
-        DType::F32 => include_str!("../shaders/quant/f32.wgsl"),
-        DType::F16 => include_str!("../shaders/quant/f16.wgsl"),
-        DType::BF16 => include_str!("../shaders/quant/bf16.wgsl"),
-        DType::Q8_0 => include_str!("../shaders/quant/q8_0.wgsl"),
-        DType::Q4_0 => include_str!("../shaders/quant/q4_0.wgsl"),
-        DType::Q4_1 => include_str!("../shaders/quant/q4_1.wgsl"),
-        DType::Q5_0 => include_str!("../shaders/quant/q5_0.wgsl"),
-        DType::Q5_1 => include_str!("../shaders/quant/q5_1.wgsl"),
-        DType::Q4_K => include_str!("../shaders/quant/q4_k.wgsl"),
-        DType::Q5_K => include_str!("../shaders/quant/q5_k.wgsl"),
-        DType::Q6_K => include_str!("../shaders/quant/q6_k.wgsl"),
-        DType::Q2_K => include_str!("../shaders/quant/q2_k.wgsl"),
-        DType::Q3_K => include_str!("../shaders/quant/q3_k.wgsl"),
-        DType::IQ4_NL => include_str!("../shaders/quant/iq4_nl.wgsl"),
-        DType::IQ4_XS => include_str!("../shaders/quant/iq4_xs.wgsl"),
-        DType::TQ1_0 => include_str!("../shaders/quant/tq1_0.wgsl"),
-        DType::TQ2_0 => include_str!("../shaders/quant/tq2_0.wgsl"),
+        DType::F32 => wgsl!("quant/f32.wgsl"),
+        DType::F16 => wgsl!("quant/f16.wgsl"),
+        DType::BF16 => wgsl!("quant/bf16.wgsl"),
+        DType::Q8_0 => wgsl!("quant/q8_0.wgsl"),
+        DType::Q4_0 => wgsl!("quant/q4_0.wgsl"),
+        DType::Q4_1 => wgsl!("quant/q4_1.wgsl"),
+        DType::Q5_0 => wgsl!("quant/q5_0.wgsl"),
+        DType::Q5_1 => wgsl!("quant/q5_1.wgsl"),
+        DType::Q4_K => wgsl!("quant/q4_k.wgsl"),
+        DType::Q5_K => wgsl!("quant/q5_k.wgsl"),
+        DType::Q6_K => wgsl!("quant/q6_k.wgsl"),
+        DType::Q2_K => wgsl!("quant/q2_k.wgsl"),
+        DType::Q3_K => wgsl!("quant/q3_k.wgsl"),
+        DType::IQ4_NL => wgsl!("quant/iq4_nl.wgsl"),
+        DType::IQ4_XS => wgsl!("quant/iq4_xs.wgsl"),
+        DType::TQ1_0 => wgsl!("quant/tq1_0.wgsl"),
+        DType::TQ2_0 => wgsl!("quant/tq2_0.wgsl"),
     })
 }
 
@@ -45,12 +72,12 @@ pub fn decoder(dtype: DType) -> Option<&'static str> {
 /// that have one (activations int8 at prefill; others keep the f32 GEMM).
 pub fn i8_decoder(dtype: DType) -> Option<(&'static str, bool, bool)> {
     Some(match dtype {
-        DType::Q4_K => (include_str!("../shaders/quant/i8/q4_k.wgsl"), false, true),
-        DType::Q6_K => (include_str!("../shaders/quant/i8/q6_k.wgsl"), true, false),
-        DType::Q8_0 => (include_str!("../shaders/quant/i8/q8_0.wgsl"), false, false),
-        DType::Q4_0 => (include_str!("../shaders/quant/i8/q4_0.wgsl"), false, false),
-        DType::Q4_1 => (include_str!("../shaders/quant/i8/q4_1.wgsl"), false, true),
-        DType::Q5_0 => (include_str!("../shaders/quant/i8/q5_0.wgsl"), false, false),
+        DType::Q4_K => (wgsl!("quant/i8/q4_k.wgsl"), false, true),
+        DType::Q6_K => (wgsl!("quant/i8/q6_k.wgsl"), true, false),
+        DType::Q8_0 => (wgsl!("quant/i8/q8_0.wgsl"), false, false),
+        DType::Q4_0 => (wgsl!("quant/i8/q4_0.wgsl"), false, false),
+        DType::Q4_1 => (wgsl!("quant/i8/q4_1.wgsl"), false, true),
+        DType::Q5_0 => (wgsl!("quant/i8/q5_0.wgsl"), false, false),
         _ => return None,
     })
 }
@@ -66,7 +93,7 @@ pub fn gemm_i8_sources(
     predecode: bool,
 ) -> Option<(String, Option<String>)> {
     let (dec, halves, mins) = i8_decoder(dtype)?;
-    let body = include_str!("../shaders/gemm_i8.wgsl")
+    let body = wgsl!("gemm_i8.wgsl")
         .replace("const TY: u32 = 8u;", &format!("const TY: u32 = {ty}u;"))
         .replace("const KB: u32 = 4u;", &format!("const KB: u32 = {kb}u;"))
         .replace(
@@ -80,18 +107,23 @@ pub fn gemm_i8_sources(
     Some(match predecode {
         true => (
             format!(
-                "{COMMON}{body}{}",
-                include_str!("../shaders/gemm_i8_tile_w8.wgsl")
+                "{}{body}{}",
+                wgsl!("common.wgsl"),
+                wgsl!("gemm_i8_tile_w8.wgsl")
             ),
             Some(format!(
-                "{COMMON}{}{BYTES}{dec}",
-                include_str!("../shaders/decode_i8_rows.wgsl")
+                "{}{}{}{dec}",
+                wgsl!("common.wgsl"),
+                wgsl!("decode_i8_rows.wgsl"),
+                wgsl!("quant/bytes.wgsl")
             )),
         ),
         false => (
             format!(
-                "{COMMON}{body}{}{BYTES}{dec}",
-                include_str!("../shaders/gemm_i8_tile_decode.wgsl")
+                "{}{body}{}{}{dec}",
+                wgsl!("common.wgsl"),
+                wgsl!("gemm_i8_tile_decode.wgsl"),
+                wgsl!("quant/bytes.wgsl")
             ),
             None,
         ),
@@ -101,26 +133,26 @@ pub fn gemm_i8_sources(
 /// The fixed kernels, by name.
 pub fn body(name: &str) -> &'static str {
     match name {
-        "gather" => include_str!("../shaders/gather.wgsl"),
-        "matmul" => include_str!("../shaders/matmul.wgsl"),
-        "matvec" => include_str!("../shaders/matvec.wgsl"),
-        "gemm" => include_str!("../shaders/gemm.wgsl"),
-        "rms_norm" => include_str!("../shaders/rms_norm.wgsl"),
-        "add_rms_norm" => include_str!("../shaders/add_rms_norm.wgsl"),
-        "layer_norm" => include_str!("../shaders/layer_norm.wgsl"),
-        "glu" => include_str!("../shaders/glu.wgsl"),
-        "copy" => include_str!("../shaders/copy.wgsl"),
-        "rope" => include_str!("../shaders/rope.wgsl"),
-        "attention" => include_str!("../shaders/attention.wgsl"),
-        "attention_merge" => include_str!("../shaders/attention_merge.wgsl"),
-        "kv_append" => include_str!("../shaders/kv_append.wgsl"),
-        "bias" => include_str!("../shaders/bias.wgsl"),
-        "moe_route" => include_str!("../shaders/moe_route.wgsl"),
-        "moe_combine" => include_str!("../shaders/moe_combine.wgsl"),
-        "quantize_q8" => include_str!("../shaders/quantize_q8.wgsl"),
-        "quantize_q8_rows" => include_str!("../shaders/quantize_q8_rows.wgsl"),
-        "argmax" => include_str!("../shaders/argmax.wgsl"),
-        "topk" => include_str!("../shaders/topk.wgsl"),
+        "gather" => wgsl!("gather.wgsl"),
+        "matmul" => wgsl!("matmul.wgsl"),
+        "matvec" => wgsl!("matvec.wgsl"),
+        "gemm" => wgsl!("gemm.wgsl"),
+        "rms_norm" => wgsl!("rms_norm.wgsl"),
+        "add_rms_norm" => wgsl!("add_rms_norm.wgsl"),
+        "layer_norm" => wgsl!("layer_norm.wgsl"),
+        "glu" => wgsl!("glu.wgsl"),
+        "copy" => wgsl!("copy.wgsl"),
+        "rope" => wgsl!("rope.wgsl"),
+        "attention" => wgsl!("attention.wgsl"),
+        "attention_merge" => wgsl!("attention_merge.wgsl"),
+        "kv_append" => wgsl!("kv_append.wgsl"),
+        "bias" => wgsl!("bias.wgsl"),
+        "moe_route" => wgsl!("moe_route.wgsl"),
+        "moe_combine" => wgsl!("moe_combine.wgsl"),
+        "quantize_q8" => wgsl!("quantize_q8.wgsl"),
+        "quantize_q8_rows" => wgsl!("quantize_q8_rows.wgsl"),
+        "argmax" => wgsl!("argmax.wgsl"),
+        "topk" => wgsl!("topk.wgsl"),
         other => panic!("no kernel named {other}"),
     }
 }
@@ -151,7 +183,7 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
         return Ok(source(base, None)?
             .replace("kc: array<f32>", "kc: array<u32>")
             .replace("vc: array<f32>", "vc: array<u32>")
-            .replace(KV_F32, KV_F16));
+            .replace(wgsl!("kv_f32.wgsl"), wgsl!("kv_f16.wgsl")));
     }
     if name == "add_rms_norm_q8" {
         return Ok(source("add_rms_norm", None)?
@@ -164,31 +196,31 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
                 &format!("const Q8_SLOTS: u32 = {}u;", Q8_NORM_WIDTH / 4),
             ));
     }
-    let mut s = format!("{COMMON}{ACTIVATIONS}");
+    let mut s = format!("{}{}", wgsl!("common.wgsl"), wgsl!("activations.wgsl"));
     if let Some(d) = dtype {
         let dec = decoder(d).ok_or_else(|| format!("{d} weights"))?;
         // The decoder reads `w`, which the kernel declares: body first, then decoder.
         s += body(name);
-        s += BYTES;
+        s += wgsl!("quant/bytes.wgsl");
         s += dec;
         return Ok(s);
     }
     s += body(name);
     if matches!(name, "attention" | "kv_append") {
-        s += ROPE_PAIR;
-        s += KV_F32;
+        s += wgsl!("rope_pair.wgsl");
+        s += wgsl!("kv_f32.wgsl");
     }
     if matches!(name, "rms_norm" | "add_rms_norm" | "layer_norm") {
-        s += REDUCE;
+        s += wgsl!("reduce.wgsl");
     }
     if matches!(
         name,
         "add_rms_norm" | "quantize_q8" | "attention" | "attention_merge"
     ) {
-        s += include_str!("../shaders/q8_block.wgsl");
+        s += wgsl!("q8_block.wgsl");
     }
     if matches!(name, "attention" | "attention_merge") {
-        s += include_str!("../shaders/q8_out.wgsl");
+        s += wgsl!("q8_out.wgsl");
     }
     Ok(s)
 }
@@ -213,7 +245,7 @@ pub fn matmul_source(
     if name == "matvec" {
         if let Some(kernel) = rows_kernel(dtype, rows, vec4, k) {
             let (r, lanes) = kernel.shape(variant.int8);
-            let mut body = MATVEC_ROWS
+            let mut body = wgsl!("matvec_rows.wgsl")
                 .replace("const R: u32 = 4u;", &format!("const R: u32 = {r}u;"))
                 .replace(
                     "const LANES: u32 = 64u;",
@@ -225,29 +257,31 @@ pub fn matmul_source(
                 rows_dot = kernel.rows_dot_i8;
             }
             let entry = match variant.subgroups {
-                true => include_str!("../shaders/matvec_rows_subgroup.wgsl"),
-                false => include_str!("../shaders/matvec_rows_tree.wgsl"),
+                true => wgsl!("matvec_rows_subgroup.wgsl"),
+                false => wgsl!("matvec_rows_tree.wgsl"),
             };
             let block = kernel.block;
             if variant.glu {
                 body = body.replace("const GLU: bool = false;", "const GLU: bool = true;");
             }
             if variant.norm {
-                let norm = include_str!("../shaders/matvec_norm.wgsl").replace(
+                let norm = wgsl!("matvec_norm.wgsl").replace(
                     "const NORM_WIDTH: u32 = 4096u;",
                     &format!("const NORM_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
                 );
                 body = body.replace(OUT_F32, &norm);
             }
             return Ok(format!(
-                "{COMMON}{ACTIVATIONS}{body}{block}{rows_dot}{entry}"
+                "{}{}{body}{block}{rows_dot}{entry}",
+                wgsl!("common.wgsl"),
+                wgsl!("activations.wgsl")
             ));
         }
     }
     let lanes = 64 / rows;
     let xdot = match vec4 && dtype.block_size() >= 32 {
-        true => include_str!("../shaders/xdot_vec4.wgsl"),
-        false => include_str!("../shaders/xdot_scalar.wgsl"),
+        true => wgsl!("xdot_vec4.wgsl"),
+        false => wgsl!("xdot_scalar.wgsl"),
     };
     let mut s = source(name, Some(dtype))?
         .replace("const MT: u32 = 4u;", &format!("const MT: u32 = {mt}u;"))
@@ -262,13 +296,12 @@ pub fn matmul_source(
         }
         s += match row_dot(dtype).filter(|_| vec4 && lanes == 32) {
             Some(shared) => shared,
-            None => include_str!("../shaders/row_dot_chunks.wgsl"),
+            None => wgsl!("row_dot_chunks.wgsl"),
         };
     }
     Ok(s)
 }
 
-const MATVEC_ROWS: &str = include_str!("../shaders/matvec_rows.wgsl");
 /// matvec_rows.wgsl's x binding, which the int8 variant replaces with packed words.
 const X_F32: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
 const X_I8: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;";
@@ -359,17 +392,17 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
     }
     let kernel = Some(match dtype {
         DType::Q4_K => RowsKernel {
-            block: include_str!("../shaders/quant/rows/q4_k_block.wgsl"),
-            rows_dot: include_str!("../shaders/quant/rows/q4_k.wgsl"),
-            rows_dot_i8: include_str!("../shaders/quant/rows/q4_k_i8.wgsl"),
+            block: wgsl!("quant/rows/q4_k_block.wgsl"),
+            rows_dot: wgsl!("quant/rows/q4_k.wgsl"),
+            rows_dot_i8: wgsl!("quant/rows/q4_k_i8.wgsl"),
             r: 4,
             lanes: 64,
             i8_shape: (2, 32),
         },
         DType::Q6_K if (k / 256).is_multiple_of(2) => RowsKernel {
-            block: include_str!("../shaders/quant/rows/q6_k_block.wgsl"),
-            rows_dot: include_str!("../shaders/quant/rows/q6_k.wgsl"),
-            rows_dot_i8: include_str!("../shaders/quant/rows/q6_k_i8.wgsl"),
+            block: wgsl!("quant/rows/q6_k_block.wgsl"),
+            rows_dot: wgsl!("quant/rows/q6_k.wgsl"),
+            rows_dot_i8: wgsl!("quant/rows/q6_k_i8.wgsl"),
             r: 2,
             lanes: 128,
             i8_shape: (2, 128),
@@ -405,7 +438,7 @@ fn rows_shape(dtype: DType) -> Option<(usize, usize)> {
 /// weight loads), for the types that have one; x read four floats a load.
 fn row_dot(dtype: DType) -> Option<&'static str> {
     Some(match dtype {
-        DType::Q6_K => include_str!("../shaders/quant/rowdot/q6_k.wgsl"),
+        DType::Q6_K => wgsl!("quant/rowdot/q6_k.wgsl"),
         _ => return None,
     })
 }
@@ -423,7 +456,7 @@ pub enum Operand {
 /// one input, which is also the output (a matmul's softcap epilogue).
 /// params: 0 n, 1 width (for `Row` operands), 2 groups_x.
 pub fn elementwise_source(code: &[Ew], inputs: &[Operand], in_place: bool) -> String {
-    let mut s = format!("{COMMON}{ACTIVATIONS}");
+    let mut s = format!("{}{}", wgsl!("common.wgsl"), wgsl!("activations.wgsl"));
     let n = inputs.len();
     if in_place {
         s += "@group(0) @binding(1) var<storage, read_write> out: array<f32>;\n";
