@@ -33,11 +33,10 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
         let qs = ws.q;
         for (var i = 0u; i < R; i++) {
             let dm = unpack2x16float(hs[i].x);
-            let lo = q4k_scale_min(hs[i], j);
-            let hi = q4k_scale_min(hs[i], j + 1u);
+            let sm = q4k_scales_mins(hs[i], s / 2u);
             let dl = nib_dot(qs[i], 0u, xl0, xl1, xl2, xl3);
             let dh = nib_dot(qs[i], 4u, xh0, xh1, xh2, xh3);
-            acc[i] += dm.x * (lo.x * dl + hi.x * dh) - dm.y * (lo.y * sl + hi.y * sh);
+            acc[i] += dm.x * (sm.x * dl + sm.z * dh) - dm.y * (sm.y * sl + sm.w * sh);
         }
     }
     return acc;

@@ -3,23 +3,25 @@
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
 const W_BYTES: u32 = 16u;
-// Byte i of the 12 scale bytes (words y, z, w of the header).
-fn q4k_byte(h: vec4<u32>, i: u32) -> u32 {
-    return (h[1u + i / 4u] >> (8u * (i % 4u))) & 0xffu;
+// The 6-bit scales and mins of sub-blocks 2p and 2p + 1 (p < 4), as (scale, min,
+// scale, min). Sub-block j takes byte j % 4 of header words y, z, w: for j < 4 the low
+// 6 bits of y's (scale) and z's (min); for j >= 4 the nibbles of w's with the top 2 bits
+// of y's and z's. So both of a pair's are bytes 2(p % 2) and the next of the three words
+// shifted alike, and no byte is picked by a lane-dependent index.
+fn q4k_scales_mins(h: vec4<u32>, p: u32) -> vec4<f32> {
+    let t = vec2<u32>(16u * (p % 2u), 16u * (p % 2u) + 8u);
+    let y = vec2<u32>(h.y) >> t;
+    let z = vec2<u32>(h.z) >> t;
+    let v = vec2<u32>(h.w) >> t;
+    var sc = y & vec2<u32>(63u);
+    var mn = z & vec2<u32>(63u);
+    if p >= 2u {
+        sc = (v & vec2<u32>(15u)) | (((y >> vec2<u32>(6u)) & vec2<u32>(3u)) << vec2<u32>(4u));
+        mn = ((v >> vec2<u32>(4u)) & vec2<u32>(15u))
+            | (((z >> vec2<u32>(6u)) & vec2<u32>(3u)) << vec2<u32>(4u));
+    }
+    return vec4<f32>(vec4<u32>(sc.x, mn.x, sc.y, mn.y));
 }
-
-// The 6-bit scale and min of sub-block j: for j < 4 the low 6 bits of bytes j and j + 4;
-// for j >= 4 the nibbles of byte j + 4 with the top 2 bits of bytes j − 4 and j.
-fn q4k_scale_min(h: vec4<u32>, j: u32) -> vec2<f32> {
-    let lo = vec2<u32>(q4k_byte(h, j) & 63u, q4k_byte(h, j + 4u) & 63u);
-    let b = q4k_byte(h, (j + 4u) % 12u);
-    let hi = vec2<u32>(
-        (b & 0xfu) | ((q4k_byte(h, j & 3u) >> 6u) << 4u),
-        (b >> 4u) | ((q4k_byte(h, j) >> 6u) << 4u),
-    );
-    return vec2<f32>(select(hi, lo, j < 4u));
-}
-
 
 // The header word and qs word 1 + s of super-block sb of each of the R rows, all loaded
 // before any is used.

@@ -44,8 +44,7 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
         }
         for (var i = 0u; i < R; i++) {
             let dm = unpack2x16float(hs[i].x);
-            let lo = q4k_scale_min(hs[i], 2u * s);
-            let hi = q4k_scale_min(hs[i], 2u * s + 1u);
+            let sm = q4k_scales_mins(hs[i], s);
             var il = 0;
             var ih = 0;
             for (var u = 0u; u < 2u; u++) {
@@ -57,8 +56,8 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
                     + dot4I8Packed((q.z >> 4u) & m, xh[u].z)
                     + dot4I8Packed((q.w >> 4u) & m, xh[u].w);
             }
-            acc[i] += dm.x * (lo.x * dxl * f32(il) + hi.x * dxh * f32(ih))
-                - dm.y * (lo.y * sl + hi.y * sh);
+            acc[i] += dm.x * (sm.x * dxl * f32(il) + sm.z * dxh * f32(ih))
+                - dm.y * (sm.y * sl + sm.w * sh);
         }
     }
     return acc;
