@@ -385,7 +385,9 @@ impl RowsKernel {
 /// of super-blocks, a whole number of 4-byte words). Shapes measured on an H200 (8B
 /// decode, R × LANES of 2–16 × 16–256): Q4_K fastest at 4 × 64 on f32 x (8 lanes a
 /// super-block) and 2 × 32 on int8 x (4 lanes a super-block: 8B int8 decode 228 → 250
-/// tok/s against 4 × 64), Q6_K at 2 × 128 (16 lanes a super-block).
+/// tok/s against 4 × 64), Q6_K at 2 × 128 on f32 x (16 lanes a super-block). Q6_K on
+/// int8 x takes 8 lanes a super-block, 2 rows and up to 128 lanes, as many as a row's
+/// super-blocks fill (64 for k = 2048), at least 32.
 fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKernel> {
     if !vec4 || rows >= 64 {
         return None;
@@ -405,7 +407,7 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKe
             rows_dot_i8: wgsl!("quant/rows/q6_k_i8.wgsl"),
             r: 2,
             lanes: 128,
-            i8_shape: (2, 128),
+            i8_shape: (2, (8 * (k / 256)).next_power_of_two().clamp(32, 128)),
         },
         _ => return None,
     });

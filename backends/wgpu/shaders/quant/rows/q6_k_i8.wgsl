@@ -1,42 +1,83 @@
 // R Q6_K rows' dots with x quantised to 8 bits per 32 values (matvec_rows.wgsl with
 // activations int8; x holds the k/4 words of packed values, then the k/32 block scales,
 // as vec4s).
-// The lanes take the elements rows/q6_k.wgsl gives them; each four 6-bit values meet
-// four of x in one dot4I8Packed, and the lane's four groups of four lie in four
-// consecutive blocks of x: a sub-block adds d·sc·dx·(Σq·qx − 32·Σqx).
+// Eight lanes a super-block: lane s = L % 8 takes the 32 elements 128n + l + {0, 32, 64,
+// 96} + 0..7 (n = s / 4, l = 8·(s % 4)): the low 4 bits are the nibbles of ql bytes
+// 64n + l.. (elements +0, +64) and 64n + 32 + l.. (+32, +96), the top 2 bits bit pairs of
+// qh bytes 128 + 32n + l.., the scales bytes l / 16 + {0, 2, 4, 6} of the eight at
+// 192 + 8n. Eight bytes at an even offset are two words from three loads (a row of an
+// odd super-block is 2 bytes past a word), so a lane's loads are few and its values
+// many. Each four 6-bit values meet four of x in one dot4I8Packed; the lane's four groups
+// lie in four consecutive blocks of x: a sub-block adds d·sc·dx·(Σq·qx − 32·Σqx).
+
+// The two words at even byte offset `off` of the weight.
+fn q6k_pair(off: u32) -> vec2<u32> {
+    let i = off / 4u;
+    let a = w[i];
+    let b = w[i + 1u];
+    let c = w[min(i + 2u, arrayLength(&w) - 1u)];
+    return select(vec2<u32>(a, b), vec2<u32>((a >> 16u) | (b << 16u), (b >> 16u) | (c << 16u)), (off & 2u) != 0u);
+}
+
 fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
-    let s = lane % 16u;
-    let n = s / 8u;
-    let l = 4u * (s % 8u);
+    let s = lane % 8u;
+    let n = s / 4u;
+    let l = 8u * (s % 4u);
+    // Byte shift of this lane's scales within their words.
     let sh = 8u * (l / 16u);
     let ones = 0x01010101u;
+    let m = 0x0f0f0f0fu;
+    let t = 0x03030303u;
     var acc: array<f32, R>;
-    for (var sb = lane / 16u; sb < k / 256u; sb += LANES / 16u) {
+    for (var sb = lane / 8u; sb < k / 256u; sb += LANES / 8u) {
+        // Group g's eight x values are words e / 4 + 8g and the next: half of vec4
+        // e / 16 + 2g (e / 4 is even).
         let e = sb * 256u + 128u * n + l;
-        let xi = e / 16u;
-        let xc = (e / 4u) % 4u;
-        let xw = vec4<u32>(x[xi][xc], x[xi + 2u][xc], x[xi + 4u][xc], x[xi + 6u][xc]);
+        let hx = (e / 4u) % 4u == 0u;
+        var xg: array<vec2<u32>, 4>;
+        var sx: vec4<i32>;
+        for (var g = 0u; g < 4u; g++) {
+            let v = x[e / 16u + 2u * g];
+            xg[g] = select(v.zw, v.xy, hx);
+            sx[g] = dot4I8Packed(xg[g].x, ones) + dot4I8Packed(xg[g].y, ones);
+        }
+        sx *= 32;
         // The four blocks' scales in one vec4 (k / 4 and e / 32 are multiples of 4).
         let dx = bitcast<vec4<f32>>(x[(k / 4u + e / 32u) / 4u]);
-        let sx = 32 * vec4<i32>(
-            dot4I8Packed(xw.x, ones),
-            dot4I8Packed(xw.y, ones),
-            dot4I8Packed(xw.z, ones),
-            dot4I8Packed(xw.w, ones),
-        );
-        var qw: array<array<u32, 6>, R>;
+        // Every row's words loaded before any is used.
+        var qa: array<vec2<u32>, R>;
+        var qb: array<vec2<u32>, R>;
+        var qh: array<vec2<u32>, R>;
+        var sc: array<vec2<u32>, R>;
+        var dw: array<u32, R>;
         for (var i = 0u; i < R; i++) {
-            qw[i] = q6k_words(rows[i] * 4u + sb * 210u, n, l);
+            let b = rows[i] * 4u + sb * 210u;
+            qa[i] = q6k_pair(b + 64u * n + l);
+            qb[i] = q6k_pair(b + 64u * n + 32u + l);
+            qh[i] = q6k_pair(b + 128u + 32u * n + l);
+            sc[i] = q6k_pair(b + 192u + 8u * n);
+            dw[i] = w[(b + 208u) / 4u] >> (8u * ((b + 208u) & 2u));
         }
         for (var i = 0u; i < R; i++) {
-            let q = q6k_values(qw[i]);
-            let p = vec4<i32>(
-                dot4I8Packed(q[0], xw.x),
-                dot4I8Packed(q[1], xw.y),
-                dot4I8Packed(q[2], xw.z),
-                dot4I8Packed(q[3], xw.w),
-            ) - sx;
-            acc[i] += dot(q6k_scales(qw[i], sh), vec4<f32>(p) * dx);
+            var p = -sx;
+            for (var u = 0u; u < 2u; u++) {
+                let a = qa[i][u];
+                let b = qb[i][u];
+                let h = qh[i][u];
+                p += vec4<i32>(
+                    dot4I8Packed((a & m) | ((h & t) << 4u), xg[0][u]),
+                    dot4I8Packed((b & m) | (((h >> 2u) & t) << 4u), xg[1][u]),
+                    dot4I8Packed(((a >> 4u) & m) | (((h >> 4u) & t) << 4u), xg[2][u]),
+                    dot4I8Packed(((b >> 4u) & m) | (((h >> 6u) & t) << 4u), xg[3][u]),
+                );
+            }
+            let scl = vec4<f32>(
+                f32(i32(sc[i].x << (24u - sh)) >> 24u),
+                f32(i32(sc[i].x << (8u - sh)) >> 24u),
+                f32(i32(sc[i].y << (24u - sh)) >> 24u),
+                f32(i32(sc[i].y << (8u - sh)) >> 24u),
+            );
+            acc[i] += dot(scl, vec4<f32>(p) * dx) * unpack2x16float(dw[i] & 0xffffu).x;
         }
     }
     return acc;
