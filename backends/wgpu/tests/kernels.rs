@@ -31,8 +31,10 @@ fn random_weight(dtype: DType, rows: usize, cols: usize, seed: u64) -> WeightVie
         .collect();
     for &off in weft_quant::f16_field_offsets(dtype) {
         for b in (0..bytes.len()).step_by(dtype.block_bytes()) {
-            // A small positive or negative f16 (exponent 0x0c..0x0f: 2^-3..2^0).
-            let v = 0x3000u16 | (bytes[b + off] as u16 & 0x83ff);
+            // A small positive or negative f16 (exponent 0x0c..0x0f: 2^-3..2^0, from
+            // both random bytes: one alone left the sign and exponent fixed).
+            let r = u16::from_le_bytes([bytes[b + off], bytes[b + off + 1]]);
+            let v = 0x3000u16 | (r & 0x8fff);
             bytes[b + off..b + off + 2].copy_from_slice(&v.to_le_bytes());
         }
     }
@@ -395,8 +397,10 @@ fn check_matmul(
     for dtype in gpu_types() {
         let k = cols(dtype);
         let w = random_weight(dtype, n, k, seed);
+        // Off centre, so that a block's Σx is far from 0 and a type's offset term
+        // (Q4_1's m, the K-quants' mins) counts.
         let mut x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 500.0 - 1.0)
+            .map(|i| ((i * 7919 + seed as usize) % 1000) as f32 / 500.0 - 0.75)
             .collect();
         if int8 {
             // An outlier (a coarse block) and an all-zero block.
