@@ -14,6 +14,9 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// The tile shapes and types of the adapter's cooperative matrices (tensor cores).
     pub coop: Vec<wgpu::CooperativeMatrixProperties>,
+    /// The device has 16 × 16 × 16 f16·f16 + f32 cooperative matrices enabled and
+    /// 32-lane subgroups: what gemm_coop.wgsl needs.
+    pub coop_gemm: bool,
     /// The first error the device reported outside an error scope (wgpu would
     /// otherwise panic): the next wait returns it.
     error: Arc<Mutex<Option<String>>>,
@@ -73,11 +76,40 @@ fn open() -> Result<Gpu, String> {
     if std::env::var_os("WEFT_GPU_NO_SUBGROUPS").is_none() {
         wanted |= wgpu::Features::SUBGROUP;
     }
+    // Tensor cores for the prefill GEMM (activations int8), with WEFT_GPU_COOP=1 only:
+    // wgpu's experimental cooperative matrices, where the adapter has the tile
+    // gemm_coop.wgsl uses and 32-lane subgroups (its four subgroups a workgroup). The
+    // kernel is correct on an H200 but slower than the integer-dot GEMM there (8B
+    // pp512 1,641 against 2,757 tok/s), so it is not the default.
+    let coop_tile = coop.iter().any(|c| {
+        (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+            && c.ab_type == wgpu::CooperativeScalarType::F16
+            && c.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    if coop_tile
+        && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
+        && std::env::var_os("WEFT_GPU_COOP").is_some_and(|v| v == "1")
+    {
+        wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP;
+    }
     let features = adapter.features() & wanted;
+    let coop_gemm = features.contains(
+        wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+            | wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP,
+    );
+    // SAFETY: the one experimental feature weft asks for is cooperative matrices, used by
+    // one kernel (gemm_coop.wgsl) and only where the adapter lists its tile; that
+    // kernel's parity with the other GEMMs is checked on such an adapter (scripts/gpu).
+    let experimental_features = match coop_gemm {
+        true => unsafe { wgpu::ExperimentalFeatures::enabled() },
+        false => wgpu::ExperimentalFeatures::disabled(),
+    };
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("weft"),
         required_features: features,
         required_limits: limits.clone(),
+        experimental_features,
         ..Default::default()
     }))
     .map_err(|e| format!("the adapter '{}' refused a device: {e}", info.name))?;
@@ -95,6 +127,7 @@ fn open() -> Result<Gpu, String> {
         limits,
         features,
         coop,
+        coop_gemm,
     })
 }
 

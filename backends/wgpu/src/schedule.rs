@@ -319,6 +319,8 @@ struct Lowering<'a> {
     dispatches: Vec<Dispatch>,
     /// Activations int8: decode matvecs with an integer-dot variant read x quantised.
     int8: bool,
+    /// A prefill GEMM runs on tensor cores (gemm_coop.wgsl).
+    coop_gemm: bool,
     /// The widest quantised row, in words, and the activation row [`Buf::X8`] holds
     /// where the schedule so far ends (a value is not written again while read).
     x8_words: usize,
@@ -664,6 +666,7 @@ impl Lowering<'_> {
         let pipeline = |name: &str, variant: RowsVariant| -> Result<_, BackendError> {
             let src = match name {
                 "gemm" => shaders::source(name, Some(dtype)),
+                "gemm_coop" => shaders::gemm_coop_source(dtype),
                 _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, variant),
             }
             .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
@@ -697,7 +700,11 @@ impl Lowering<'_> {
         let predecode = gemm_i8_predecode(dtype)
             && !self.after_last[i]
             && blocks * 32 <= self.gpu.limits.max_storage_buffer_binding_size as usize;
-        let gemm_i8 = match fits && self.int8 && gemm_i8_fits(&self.gpu) {
+        // Activations int8 on an adapter with tensor cores: the GEMM multiplies f16
+        // activations by the weight's chunks decoded to f16 (gemm_coop.wgsl; nearer the
+        // f32 products than int8 x), with the f32 GEMM's tiles and bindings.
+        let coop = fits && self.int8 && self.gpu.coop_gemm;
+        let gemm_i8 = match fits && self.int8 && !coop && gemm_i8_fits(&self.gpu) {
             true => shaders::gemm_i8_sources(dtype, gemm_i8_ty(), gemm_i8_kb(), predecode),
             false => None,
         };
@@ -705,6 +712,10 @@ impl Lowering<'_> {
         let mut decode_i8 = None;
         let gemm = match (fits, gemm_i8) {
             (false, _) => None,
+            (true, None) if coop => {
+                self.coop_gemm = true;
+                Some(pipeline("gemm_coop", plain)?)
+            }
             (true, None) => Some(pipeline("gemm", plain)?),
             (true, Some((src, dec))) => {
                 if let Some(dec) = dec {
@@ -1097,6 +1108,7 @@ impl GpuExecutable {
             views,
             dispatches: Vec::new(),
             int8: options.activations == Activations::Int8,
+            coop_gemm: false,
             x8_words: 0,
             x8_src: None,
             x8_normed: None,
@@ -1929,6 +1941,12 @@ impl GpuExecutable {
         if lw.x8_rows_k > 0 {
             stage.log.push(
                 "activations (gpu): int8 for the Q4_K / Q6_K / Q8_0 / Q4_0 / Q4_1 / Q5_0 prefill GEMMs, x quantised per 32 values"
+                    .into(),
+            );
+        }
+        if lw.coop_gemm {
+            stage.log.push(
+                "activations (gpu): f16 on tensor cores (cooperative matrices) for the prefill GEMMs, the weights' chunks decoded to f16"
                     .into(),
             );
         }
