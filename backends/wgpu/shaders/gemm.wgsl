@@ -42,20 +42,14 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var e = li; e < TM * 8u; e += THREADS) {
             let r = e / 8u;
             let q = e % 8u;
-            var v = vec4<f32>(0.0);
-            if m0 + r < m {
-                v = x[((m0 + r) * pu(11) + pu(12) + c * 32u) / 4u + q];
-            }
+            let v = gemm_x4(m0, e, c);
             for (var t = 0u; t < 4u; t++) {
                 xs[(4u * q + t) * (TM / 4u) + r / 4u][r % 4u] = v[t];
             }
         }
         // The weight tile: one row's chunk a thread.
         if li < TN {
-            var v: array<f32, 32>;
-            if n0 + li < n {
-                v = decode_chunk(pu(6) + (n0 + li) * pu(5), c, k);
-            }
+            let v = gemm_w_chunk(n0 + li, c);
             for (var t = 0u; t < 32u; t++) {
                 ws[t * 16u + li / 4u][li % 4u] = v[t];
             }

@@ -49,22 +49,14 @@ fn main(
     for (var c = 0u; c < k / 32u; c++) {
         // The activation tile: TM rows × 8 vec4.
         for (var e = li; e < TM * 8u; e += THREADS) {
-            let r = e / 8u;
-            let q = e % 8u;
-            var v = vec4<f32>(0.0);
-            if m0 + r < m {
-                v = x[((m0 + r) * pu(11) + pu(12) + c * 32u) / 4u + q];
-            }
+            let v = gemm_x4(m0, e, c);
             for (var t = 0u; t < 4u; t++) {
-                xs[32u * r + 4u * q + t] = f16(v[t]);
+                xs[4u * e + t] = f16(v[t]);
             }
         }
         // The weight tile: one row's chunk a thread.
         if li < TN {
-            var v: array<f32, 32>;
-            if n0 + li < n {
-                v = decode_chunk(pu(6) + (n0 + li) * pu(5), c, k);
-            }
+            let v = gemm_w_chunk(n0 + li, c);
             for (var t = 0u; t < 32u; t++) {
                 ws[32u * li + t] = f16(v[t]);
             }

@@ -211,6 +211,9 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
         let dec = decoder(d).ok_or_else(|| format!("{d} weights"))?;
         // The decoder reads `w`, which the kernel declares: body first, then decoder.
         s += body(name);
+        if matches!(name, "gemm" | "gemm_coop") {
+            s += wgsl!("gemm_tiles.wgsl");
+        }
         s += wgsl!("quant/bytes.wgsl");
         s += dec;
         return Ok(s);
