@@ -678,13 +678,7 @@ mod tests {
     #[test]
     fn coop_gemm_compiles_to_spirv() {
         use wgpu::naga::{back::spv, front::wgsl, valid};
-        for dtype in [
-            DType::Q4_K,
-            DType::Q6_K,
-            DType::Q4_1,
-            DType::Q8_0,
-            DType::F16,
-        ] {
+        for dtype in DType::ALL.into_iter().filter(|&d| decoder(d).is_some()) {
             let src = gemm_coop_source(dtype).unwrap();
             let module = wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{dtype}: {e}"));
             let info =
