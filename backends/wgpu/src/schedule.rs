@@ -700,9 +700,10 @@ impl Lowering<'_> {
         let predecode = gemm_i8_predecode(dtype)
             && !self.after_last[i]
             && blocks * 32 <= self.gpu.limits.max_storage_buffer_binding_size as usize;
-        // Activations int8 on an adapter with tensor cores: the GEMM multiplies f16
-        // activations by the weight's chunks decoded to f16 (gemm_coop.wgsl; nearer the
-        // f32 products than int8 x), with the f32 GEMM's tiles and bindings.
+        // Activations int8 on an adapter with tensor cores, where WEFT_GPU_COOP=1 asked
+        // for them (device.rs): the GEMM multiplies f16 activations by the weight's
+        // chunks decoded to f16 (gemm_coop.wgsl; nearer the f32 products than int8 x),
+        // with the f32 GEMM's tiles and bindings.
         let coop = fits && self.int8 && self.gpu.coop_gemm;
         let gemm_i8 = match fits && self.int8 && !coop && gemm_i8_fits(&self.gpu) {
             true => shaders::gemm_i8_sources(dtype, gemm_i8_ty(), gemm_i8_kb(), predecode),
