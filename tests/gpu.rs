@@ -259,3 +259,35 @@ fn gpu_sampled_generation_reads_candidates_and_samples_alike() {
         eprintln!("penalty {repeat_penalty}: {:?}", top.tokens);
     }
 }
+
+/// `WEFT_GPU_SHADERS=DIR` reads a kernel file found under DIR in place of the built-in
+/// copy: a broken attention.wgsl there is one clear error naming the kernel (no panic,
+/// exit status 2), and the built-in text under that name runs the model as before.
+#[test]
+fn gpu_kernel_files_can_be_replaced() {
+    let model = fixtures().join("families/gemma3");
+    let dir = std::env::temp_dir().join(format!("weft-shaders-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |text: &str| {
+        std::fs::write(dir.join("attention.wgsl"), text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["parity", model.to_str().unwrap(), "--backend", "gpu"])
+            .args(["--tokens", "1,5,7", "--steps", "2"])
+            .env("WEFT_GPU_SHADERS", &dir)
+            .output()
+            .unwrap()
+    };
+    let broken = run("not a kernel");
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert_eq!(broken.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the kernel 'attention' does not compile"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let builtin = include_str!("../backends/wgpu/shaders/attention.wgsl");
+    let same = run(builtin);
+    let text = String::from_utf8_lossy(&same.stdout);
+    assert!(same.status.success() && text.contains("PASS"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
