@@ -7,8 +7,9 @@
 // each subgroup does two 16-deep steps of one A load, four B loads and four
 // multiply-adds from workgroup memory. The sums are staged through workgroup memory
 // and stored inside the bounds.
-// Lowering takes it where the adapter has 16 × 16 × 16 f16·f16 + f32 matrices and
-// 32-lane subgroups (shaders.rs puts the enable directives first).
+// Lowering takes it for activations int8 with WEFT_GPU_COOP=1, where the adapter has
+// 16 × 16 × 16 f16·f16 + f32 matrices and 32-lane subgroups (shaders.rs puts the enable
+// directives first). On an H200 it is correct but slower than gemm_i8.wgsl so far.
 // params: as gemm.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes,
 // 6 w_base, 7 groups_x, 11 x_stride, 12 x_off.
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;

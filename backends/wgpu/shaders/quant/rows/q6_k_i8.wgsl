@@ -16,7 +16,8 @@ fn q6k_pair(off: u32) -> vec2<u32> {
     let a = w[i];
     let b = w[i + 1u];
     let c = w[min(i + 2u, arrayLength(&w) - 1u)];
-    return select(vec2<u32>(a, b), vec2<u32>((a >> 16u) | (b << 16u), (b >> 16u) | (c << 16u)), (off & 2u) != 0u);
+    let shifted = vec2<u32>((a >> 16u) | (b << 16u), (b >> 16u) | (c << 16u));
+    return select(vec2<u32>(a, b), shifted, (off & 2u) != 0u);
 }
 
 fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
