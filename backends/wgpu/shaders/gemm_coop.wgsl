@@ -12,8 +12,7 @@
 // directives first). On an H200 it is correct but slower than gemm_i8.wgsl so far.
 // params: as gemm.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes,
 // 6 w_base, 7 groups_x, 11 x_stride, 12 x_off.
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<u32>;
+// x (binding 1) and the weight w (binding 2): gemm_tiles.wgsl, which reads them.
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 const TM: u32 = 64u;

@@ -88,9 +88,10 @@ fn open() -> Result<Gpu, String> {
     });
     if coop_tile
         && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
+        && wanted.contains(wgpu::Features::SUBGROUP)
         && std::env::var_os("WEFT_GPU_COOP").is_some_and(|v| v == "1")
     {
-        wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SUBGROUP;
+        wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
     }
     let features = adapter.features() & wanted;
     let coop_gemm = features.contains(

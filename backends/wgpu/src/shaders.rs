@@ -44,6 +44,11 @@ pub(crate) fn text(path: &'static str, builtin: &'static str) -> &'static str {
     })
 }
 
+/// What every kernel but the int8 GEMMs starts with: the parameters and the activations.
+fn prelude() -> String {
+    format!("{}{}", wgsl!("common.wgsl"), wgsl!("activations.wgsl"))
+}
+
 /// The chunk decoder (`decode_chunk`) of a stored type, if the GPU backend has one.
 pub fn decoder(dtype: DType) -> Option<&'static str> {
     Some(match dtype {
@@ -206,7 +211,7 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
                 &format!("const Q8_SLOTS: u32 = {}u;", Q8_NORM_WIDTH / 4),
             ));
     }
-    let mut s = format!("{}{}", wgsl!("common.wgsl"), wgsl!("activations.wgsl"));
+    let mut s = prelude();
     if let Some(d) = dtype {
         let dec = decoder(d).ok_or_else(|| format!("{d} weights"))?;
         // The decoder reads `w`, which the kernel declares: body first, then decoder.
@@ -284,11 +289,7 @@ pub fn matmul_source(
                 );
                 body = body.replace(OUT_F32, &norm);
             }
-            return Ok(format!(
-                "{}{}{body}{block}{rows_dot}{entry}",
-                wgsl!("common.wgsl"),
-                wgsl!("activations.wgsl")
-            ));
+            return Ok(format!("{}{body}{block}{rows_dot}{entry}", prelude()));
         }
     }
     let lanes = 64 / rows;
@@ -471,7 +472,7 @@ pub enum Operand {
 /// one input, which is also the output (a matmul's softcap epilogue).
 /// params: 0 n, 1 width (for `Row` operands), 2 groups_x.
 pub fn elementwise_source(code: &[Ew], inputs: &[Operand], in_place: bool) -> String {
-    let mut s = format!("{}{}", wgsl!("common.wgsl"), wgsl!("activations.wgsl"));
+    let mut s = prelude();
     let n = inputs.len();
     if in_place {
         s += "@group(0) @binding(1) var<storage, read_write> out: array<f32>;\n";

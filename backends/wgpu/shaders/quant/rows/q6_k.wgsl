@@ -34,7 +34,7 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
             let p4 = q6k_part(q[3], x4);
             let qx = vec4<f32>(p1.x, p2.x, p3.x, p4.x);
             let sx = vec4<f32>(p1.y, p2.y, p3.y, p4.y);
-            acc[i] += dot(q6k_scales(qw[i], sh), qx - 32.0 * sx);
+            acc[i] += dot(q6k_scales(qw[i][3], qw[i][4], qw[i][5], sh), qx - 32.0 * sx);
         }
     }
     return acc;

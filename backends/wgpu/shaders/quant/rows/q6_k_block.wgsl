@@ -13,6 +13,15 @@ fn q6k_word(off: u32) -> u32 {
     return select(lo, (lo >> 16u) | (hi << 16u), (off & 2u) != 0u);
 }
 
+// The two words at even byte offset `off` of the weight.
+fn q6k_pair(off: u32) -> vec2<u32> {
+    let i = off / 4u;
+    let a = w[i];
+    let b = w[i + 1u];
+    let c = w[min(i + 2u, arrayLength(&w) - 1u)];
+    let shifted = vec2<u32>((a >> 16u) | (b << 16u), (b >> 16u) | (c << 16u));
+    return select(vec2<u32>(a, b), shifted, (off & 2u) != 0u);
+}
 
 // Lane words of a super-block at byte b (see the rows_dot files for which elements): ql
 // words 64n + l and 64n + 32 + l, qh word 128 + 32n + l, the scale words 192 + 8n and
@@ -40,12 +49,13 @@ fn q6k_values(q: array<u32, 6>) -> array<u32, 4> {
     );
 }
 
-// The four sub-block scales of those elements (signed bytes at byte shift sh) and d.
-fn q6k_scales(q: array<u32, 6>, sh: u32) -> vec4<f32> {
+// The four sub-block scales of a lane's elements (signed bytes at byte shift sh of the
+// scale words s0 and s1, bytes 0, 2 of each) times d (the low half of word dw).
+fn q6k_scales(s0: u32, s1: u32, dw: u32, sh: u32) -> vec4<f32> {
     return vec4<f32>(
-        f32(i32(q[3] << (24u - sh)) >> 24u),
-        f32(i32(q[3] << (8u - sh)) >> 24u),
-        f32(i32(q[4] << (24u - sh)) >> 24u),
-        f32(i32(q[4] << (8u - sh)) >> 24u),
-    ) * unpack2x16float(q[5] & 0xffffu).x;
+        f32(i32(s0 << (24u - sh)) >> 24u),
+        f32(i32(s0 << (8u - sh)) >> 24u),
+        f32(i32(s1 << (24u - sh)) >> 24u),
+        f32(i32(s1 << (8u - sh)) >> 24u),
+    ) * unpack2x16float(dw & 0xffffu).x;
 }

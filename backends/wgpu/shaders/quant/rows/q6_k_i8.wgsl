@@ -5,20 +5,10 @@
 // 96} + 0..7 (n = s / 4, l = 8·(s % 4)): the low 4 bits are the nibbles of ql bytes
 // 64n + l.. (elements +0, +64) and 64n + 32 + l.. (+32, +96), the top 2 bits bit pairs of
 // qh bytes 128 + 32n + l.., the scales bytes l / 16 + {0, 2, 4, 6} of the eight at
-// 192 + 8n. Eight bytes at an even offset are two words from three loads (a row of an
-// odd super-block is 2 bytes past a word), so a lane's loads are few and its values
-// many. Each four 6-bit values meet four of x in one dot4I8Packed; the lane's four groups
+// 192 + 8n. Eight bytes at an even offset are two words from three loads (q6k_pair: a
+// row of an odd super-block is 2 bytes past a word), so a lane's loads are few and its
+// values many. Each four 6-bit values meet four of x in one dot4I8Packed; the lane's four groups
 // lie in four consecutive blocks of x: a sub-block adds d·sc·dx·(Σq·qx − 32·Σqx).
-
-// The two words at even byte offset `off` of the weight.
-fn q6k_pair(off: u32) -> vec2<u32> {
-    let i = off / 4u;
-    let a = w[i];
-    let b = w[i + 1u];
-    let c = w[min(i + 2u, arrayLength(&w) - 1u)];
-    let shifted = vec2<u32>((a >> 16u) | (b << 16u), (b >> 16u) | (c << 16u));
-    return select(vec2<u32>(a, b), shifted, (off & 2u) != 0u);
-}
 
 fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
     let s = lane % 8u;
@@ -72,13 +62,7 @@ fn rows_dot(rows: array<u32, R>, k: u32, x0: u32, lane: u32) -> array<f32, R> {
                     dot4I8Packed(((b >> 4u) & m) | (((h >> 6u) & t) << 4u), xg[3][u]),
                 );
             }
-            let scl = vec4<f32>(
-                f32(i32(sc[i].x << (24u - sh)) >> 24u),
-                f32(i32(sc[i].x << (8u - sh)) >> 24u),
-                f32(i32(sc[i].y << (24u - sh)) >> 24u),
-                f32(i32(sc[i].y << (8u - sh)) >> 24u),
-            );
-            acc[i] += dot(scl, vec4<f32>(p) * dx) * unpack2x16float(dw[i] & 0xffffu).x;
+            acc[i] += dot(q6k_scales(sc[i].x, sc[i].y, dw[i], sh), vec4<f32>(p) * dx);
         }
     }
     return acc;
