@@ -8,8 +8,9 @@
 # built there (into $LLAMA_BUILD, default .lbuild, while the parity suite runs) and run on the
 # same files after weft (-ngl 99 -fa 1). With WEFT_B, a second weft binary is benched right
 # after the first on each file (an A/B of two builds). SKIP_PARITY=1 skips the fixtures.
-# INT8=1 adds a bench (and, but for 8B, a parity run) with --activations int8; COOP=1 with
-# it adds the same on the tensor-core prefill GEMM (WEFT_GPU_COOP=1).
+# INT8=1 adds a bench (and, but for 8B, a parity run) with --activations int8 (on adapters
+# with cooperative matrices, the tensor-core prefill GEMM); NO_COOP=1 with it adds the
+# same on the integer-dot GEMM (WEFT_GPU_NO_COOP=1).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 weft=$1
@@ -75,11 +76,11 @@ for shape in $shapes; do
             grep -v XDG_RUNTIME_DIR
         [ "$shape" = llama8b ] || "$weft" parity "$model" --backend gpu --activations int8 \
             --tokens "$(seq -s, 1 48)" --steps 4 --tolerance 2e-3 2>&1 | grep -E 'max \||PASS|FAIL|error'
-        if [ "${COOP:-0}" = 1 ]; then
-            echo "-- activations int8, prefill GEMM on tensor cores"
-            WEFT_GPU_COOP=1 "$weft" bench "$model" --backend gpu --activations int8 -p 512 -n 16 -r "$reps" 2>&1 |
+        if [ "${NO_COOP:-0}" = 1 ]; then
+            echo "-- activations int8, integer-dot prefill GEMM"
+            WEFT_GPU_NO_COOP=1 "$weft" bench "$model" --backend gpu --activations int8 -p 512 -n 16 -r "$reps" 2>&1 |
                 grep -v XDG_RUNTIME_DIR
-            [ "$shape" = llama8b ] || WEFT_GPU_COOP=1 "$weft" parity "$model" --backend gpu --activations int8 \
+            [ "$shape" = llama8b ] || WEFT_GPU_NO_COOP=1 "$weft" parity "$model" --backend gpu --activations int8 \
                 --tokens "$(seq -s, 1 48)" --steps 4 --tolerance 2e-3 2>&1 | grep -E 'max \||PASS|FAIL|error'
         fi
     fi

@@ -12,7 +12,8 @@
 // offset is 16-byte aligned (vec4 loads).
 // params: as matmul.wgsl: 0 m, 1 k, 2 n, 3 out_stride, 4 out_col, 5 row_bytes,
 // 6 w_base, 7 groups_x, 11 x_stride, 12 x_off.
-// x (binding 1) and the weight w (binding 2): gemm_tiles.wgsl, which reads them.
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 const TM: u32 = 64u;
@@ -77,4 +78,23 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             }
         }
     }
+}
+
+// The activation tile's vec4 e of chunk c (row e / 8 of the tile from activation row
+// m0, zeros past the call's rows).
+fn gemm_x4(m0: u32, e: u32, c: u32) -> vec4<f32> {
+    let r = e / 8u;
+    if m0 + r >= pu(0) {
+        return vec4<f32>(0.0);
+    }
+    return x[((m0 + r) * pu(11) + pu(12) + c * 32u) / 4u + e % 8u];
+}
+
+// Weight row j's chunk c (zeros past the weight's rows).
+fn gemm_w_chunk(j: u32, c: u32) -> array<f32, 32> {
+    var v: array<f32, 32>;
+    if j < pu(2) {
+        v = decode_chunk(pu(6) + j * pu(5), c, pu(1));
+    }
+    return v;
 }

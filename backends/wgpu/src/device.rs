@@ -5,6 +5,10 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use weft_backend::BackendError;
 
+/// Workgroup memory of gemm_coop.wgsl: two 128-row tiles of 72 halves and eight
+/// 16 × 16 f32 staging tiles.
+const COOP_WORKGROUP_BYTES: u32 = 2 * 128 * 72 * 2 + 8 * 256 * 4;
+
 /// The opened device and what it offers.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -76,11 +80,10 @@ fn open() -> Result<Gpu, String> {
     if std::env::var_os("WEFT_GPU_NO_SUBGROUPS").is_none() {
         wanted |= wgpu::Features::SUBGROUP;
     }
-    // Tensor cores for the prefill GEMM (activations int8), with WEFT_GPU_COOP=1 only:
-    // wgpu's experimental cooperative matrices, where the adapter has the tile
-    // gemm_coop.wgsl uses and 32-lane subgroups (its four subgroups a workgroup). The
-    // kernel is correct on an H200 but slower than the integer-dot GEMM there (8B
-    // pp512 1,641 against 2,757 tok/s), so it is not the default.
+    // Tensor cores for the prefill GEMM (activations int8; WEFT_GPU_NO_COOP=1 leaves
+    // them off): wgpu's experimental cooperative matrices, where the adapter has the tile
+    // gemm_coop.wgsl uses, 32-lane subgroups (its eight subgroups a workgroup) and the
+    // workgroup memory and size it takes.
     let coop_tile = coop.iter().any(|c| {
         (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
             && c.ab_type == wgpu::CooperativeScalarType::F16
@@ -88,8 +91,10 @@ fn open() -> Result<Gpu, String> {
     });
     if coop_tile
         && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
+        && have.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES
+        && have.max_compute_invocations_per_workgroup >= 256
         && wanted.contains(wgpu::Features::SUBGROUP)
-        && std::env::var_os("WEFT_GPU_COOP").is_some_and(|v| v == "1")
+        && std::env::var_os("WEFT_GPU_NO_COOP").is_none()
     {
         wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
     }

@@ -59,6 +59,12 @@ pub const GEMM_MIN_ROWS: usize = 32;
 pub const GEMM_TM: usize = 64;
 pub const GEMM_TN: usize = 64;
 
+/// The same for the tensor-core GEMM (`TM`, `TN` in gemm_coop.wgsl).
+pub const COOP_TM: usize = 128;
+pub const COOP_TN: usize = 128;
+/// The k a tensor-core GEMM step takes (`BK` in gemm_coop.wgsl): k must be a multiple.
+pub const COOP_BK: usize = 64;
+
 /// Activation rows of an integer-dot GEMM workgroup are 8 · this (`TY` in gemm_i8.wgsl;
 /// its weight rows are [`GEMM_TN`]). `WEFT_GEMM_I8_TY` overrides it (8 or 16), for
 /// measuring.
@@ -157,6 +163,8 @@ pub enum Buf {
     /// block's (d, d, m, 0).
     W8,
     W8Scales,
+    /// A weight decoded to f16 for the tensor-core GEMM: two bytes a value.
+    W16,
     /// The norm epilogue's counts (of each block's finished rows, and of finished
     /// blocks) and block sums (matvec_norm.wgsl); the last block sets the counts back
     /// to 0.
@@ -265,6 +273,8 @@ pub struct GpuExecutable {
     pub x8_rows_k: usize,
     /// Blocks of the largest weight the integer-dot GEMM reads decoded ([`Buf::W8`]).
     pub w8_blocks: usize,
+    /// The same for the tensor-core GEMM ([`Buf::W16`]).
+    pub w16_blocks: usize,
     /// Rows of the embedding tables that token ids and positions index (for checks).
     pub token_rows: Option<(String, usize)>,
     pub position_rows: Option<(String, usize)>,
@@ -334,6 +344,7 @@ struct Lowering<'a> {
     /// The most weight blocks an integer-dot GEMM's decoded weight holds
     /// ([`Buf::W8`]), and the steps at or after `last_position`.
     w8_blocks: usize,
+    w16_blocks: usize,
     after_last: Vec<bool>,
 }
 
@@ -666,7 +677,6 @@ impl Lowering<'_> {
         let pipeline = |name: &str, variant: RowsVariant| -> Result<_, BackendError> {
             let src = match name {
                 "gemm" => shaders::source(name, Some(dtype)),
-                "gemm_coop" => shaders::gemm_coop_source(dtype),
                 _ => shaders::matmul_source(name, dtype, rows_per, mt, vec4, k, variant),
             }
             .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
@@ -697,25 +707,34 @@ impl Lowering<'_> {
         // logits' matmul (one row but where a call returns every row's), whose decoded
         // vocabulary would be the largest scratch by far.
         let blocks = span.min(n_all) * (k / 32);
-        let predecode = gemm_i8_predecode(dtype)
+        let binding = self.gpu.limits.max_storage_buffer_binding_size as usize;
+        let predecode = gemm_i8_predecode(dtype) && !self.after_last[i] && blocks * 32 <= binding;
+        // Activations int8 on an adapter with tensor cores (device.rs): the GEMM multiplies
+        // f16 activations by the weight decoded to f16 once a call (gemm_coop.wgsl;
+        // nearer the f32 products than int8 x), where that decoded weight fits a binding.
+        let coop = fits
+            && k % COOP_BK == 0
+            && self.int8
+            && self.gpu.coop_gemm
             && !self.after_last[i]
-            && blocks * 32 <= self.gpu.limits.max_storage_buffer_binding_size as usize;
-        // Activations int8 on an adapter with tensor cores, where WEFT_GPU_COOP=1 asked
-        // for them (device.rs): the GEMM multiplies f16 activations by the weight's
-        // chunks decoded to f16 (gemm_coop.wgsl; nearer the f32 products than int8 x),
-        // with the f32 GEMM's tiles and bindings.
-        let coop = fits && self.int8 && self.gpu.coop_gemm;
+            && blocks * 64 <= binding;
         let gemm_i8 = match fits && self.int8 && !coop && gemm_i8_fits(&self.gpu) {
             true => shaders::gemm_i8_sources(dtype, gemm_i8_ty(), gemm_i8_kb(), predecode),
             false => None,
         };
         let i8_gemm = gemm_i8.is_some();
         let mut decode_i8 = None;
+        let mut decode_f16 = None;
         let gemm = match (fits, gemm_i8) {
             (false, _) => None,
             (true, None) if coop => {
+                let (src, dec) = shaders::gemm_coop_sources(dtype)
+                    .map_err(|what| unsupported(i, self.plan, format!("matmuls over {what}")))?;
                 self.coop_gemm = true;
-                Some(pipeline("gemm_coop", plain)?)
+                self.w16_blocks = self.w16_blocks.max(blocks);
+                let label = format!("decode_f16 {dtype}");
+                decode_f16 = Some(pipelines().get(&self.gpu, &label, dec)?);
+                Some(pipelines().get(&self.gpu, "gemm_coop", src)?)
             }
             (true, None) => Some(pipeline("gemm", plain)?),
             (true, Some((src, dec))) => {
@@ -727,9 +746,10 @@ impl Lowering<'_> {
                 Some(pipelines().get(&self.gpu, &format!("gemm {dtype} int8"), src)?)
             }
         };
-        let gemm_tm = match i8_gemm {
-            true => 8 * gemm_i8_ty(),
-            false => GEMM_TM,
+        let (gemm_tm, gemm_tn) = match (i8_gemm, decode_f16.is_some()) {
+            (true, _) => (8 * gemm_i8_ty(), GEMM_TN),
+            (false, true) => (COOP_TM, COOP_TN),
+            (false, false) => (GEMM_TM, GEMM_TN),
         };
         if i8_gemm {
             self.x8_rows_k = self.x8_rows_k.max(k);
@@ -840,13 +860,18 @@ impl Lowering<'_> {
                     }),
                 );
             }
-            if let Some(dec) = &decode_i8 {
-                // This range's blocks decoded for the GEMM, when the call's rows take it.
+            // This range's weight decoded for the GEMM, when the call's rows take it.
+            let decoded = [
+                (&decode_i8, vec![Buf::Weight(wi), Buf::W8, Buf::W8Scales]),
+                (&decode_f16, vec![Buf::Weight(wi), Buf::W16]),
+            ];
+            for (dec, bufs) in decoded {
+                let Some(dec) = dec else { continue };
                 let dm = Arc::clone(&m);
                 self.push(
                     i,
                     Arc::clone(dec),
-                    vec![Buf::Weight(wi), Buf::W8, Buf::W8Scales],
+                    bufs,
                     Box::new(move |c| {
                         let g = match dm(c) >= GEMM_MIN_ROWS {
                             true => groups(c.gpu, (n * (k / 32)).div_ceil(64) as u32),
@@ -864,12 +889,15 @@ impl Lowering<'_> {
                 );
             }
             if let Some(gemm) = &gemm {
-                let gx = n.div_ceil(GEMM_TN) as u32;
+                let gx = n.div_ceil(gemm_tn) as u32;
                 let gm = Arc::clone(&m);
-                let bufs = match (i8_gemm, decode_i8.is_some()) {
-                    (true, true) => vec![Buf::X8Rows, Buf::W8, out, Buf::X8Scales, Buf::W8Scales],
-                    (true, false) => vec![Buf::X8Rows, Buf::Weight(wi), out, Buf::X8Scales],
-                    (false, _) => vec![x.buf, Buf::Weight(wi), out],
+                let bufs = match (i8_gemm, decode_i8.is_some(), decode_f16.is_some()) {
+                    (true, true, _) => {
+                        vec![Buf::X8Rows, Buf::W8, out, Buf::X8Scales, Buf::W8Scales]
+                    }
+                    (true, false, _) => vec![Buf::X8Rows, Buf::Weight(wi), out, Buf::X8Scales],
+                    (false, _, true) => vec![x.buf, Buf::W16, out],
+                    (false, _, false) => vec![x.buf, Buf::Weight(wi), out],
                 };
                 self.push(
                     i,
@@ -1116,6 +1144,7 @@ impl GpuExecutable {
             x8_rows_k: 0,
             x8_rows_src: None,
             w8_blocks: 0,
+            w16_blocks: 0,
             after_last: after_last.clone(),
         };
         let mut rope_freqs: Vec<Vec<f32>> = Vec::new();
@@ -1954,6 +1983,7 @@ impl GpuExecutable {
         let x8_words = lw.x8_words;
         let x8_rows_k = lw.x8_rows_k;
         let w8_blocks = lw.w8_blocks;
+        let w16_blocks = lw.w16_blocks;
         let pick = lw.pipeline(plan.outputs[0], "argmax", None)?;
         let top = lw.pipeline(plan.outputs[0], "topk", None)?;
         let dispatches = std::mem::take(&mut lw.dispatches);
@@ -1977,6 +2007,7 @@ impl GpuExecutable {
             x8_words,
             x8_rows_k,
             w8_blocks,
+            w16_blocks,
             token_rows,
             position_rows,
             pick,

@@ -219,6 +219,11 @@ impl GpuSession {
             "decoded weight scales",
             (exe.w8_blocks * 16).max(16) as u64,
         )?;
+        let w16 = storage(
+            &gpu,
+            "weight decoded to f16",
+            (exe.w16_blocks * 64).max(16) as u64,
+        )?;
         let part_bytes = max_ctx
             .div_ceil(ATTENTION_CHUNK)
             .checked_mul(exe.attn_part)
@@ -249,6 +254,7 @@ impl GpuSession {
                 Buf::X8Scales => &x8_scales,
                 Buf::W8 => &w8,
                 Buf::W8Scales => &w8_scales,
+                Buf::W16 => &w16,
                 Buf::AttnPart => &attn_part,
                 Buf::Done => &done,
                 Buf::Dummy => &dummy,

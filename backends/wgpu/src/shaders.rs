@@ -87,12 +87,23 @@ pub fn i8_decoder(dtype: DType) -> Option<(&'static str, bool, bool)> {
     })
 }
 
-/// The tensor-core GEMM (`gemm_coop.wgsl`) for `dtype`: the enable directives, which
-/// WGSL wants before any declaration, then the kernel as [`source`] builds it.
-pub fn gemm_coop_source(dtype: DType) -> Result<String, String> {
-    Ok(format!(
-        "enable f16;\nenable wgpu_cooperative_matrix;\n{}",
-        source("gemm_coop", Some(dtype))?
+/// The tensor-core GEMM (`gemm_coop.wgsl`; the same for every type, with the enable
+/// directives, which WGSL wants before any declaration) and the kernel that decodes a
+/// `dtype` weight to f16 for it once a call (`decode_f16_rows.wgsl`).
+pub fn gemm_coop_sources(dtype: DType) -> Result<(String, String), String> {
+    let dec = decoder(dtype).ok_or_else(|| format!("{dtype} weights"))?;
+    Ok((
+        format!(
+            "enable f16;\nenable wgpu_cooperative_matrix;\n{}{}",
+            wgsl!("common.wgsl"),
+            wgsl!("gemm_coop.wgsl")
+        ),
+        format!(
+            "{}{}{}{dec}",
+            wgsl!("common.wgsl"),
+            wgsl!("decode_f16_rows.wgsl"),
+            wgsl!("quant/bytes.wgsl")
+        ),
     ))
 }
 
@@ -151,7 +162,6 @@ pub fn body(name: &str) -> &'static str {
         "matmul" => wgsl!("matmul.wgsl"),
         "matvec" => wgsl!("matvec.wgsl"),
         "gemm" => wgsl!("gemm.wgsl"),
-        "gemm_coop" => wgsl!("gemm_coop.wgsl"),
         "rms_norm" => wgsl!("rms_norm.wgsl"),
         "add_rms_norm" => wgsl!("add_rms_norm.wgsl"),
         "layer_norm" => wgsl!("layer_norm.wgsl"),
@@ -216,9 +226,6 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
         let dec = decoder(d).ok_or_else(|| format!("{d} weights"))?;
         // The decoder reads `w`, which the kernel declares: body first, then decoder.
         s += body(name);
-        if matches!(name, "gemm" | "gemm_coop") {
-            s += wgsl!("gemm_tiles.wgsl");
-        }
         s += wgsl!("quant/bytes.wgsl");
         s += dec;
         return Ok(s);
@@ -673,21 +680,26 @@ mod tests {
         assert!(!rows_matvec(DType::Q6_K, 2, true, 768), "odd super-blocks");
     }
 
-    /// The tensor-core GEMM compiles (WGSL to SPIR-V, as wgpu's Vulkan backend does) for
-    /// every type with a chunk decoder: Mesa's software Vulkan has no cooperative
-    /// matrices, so CI cannot build its pipeline.
+    /// The tensor-core GEMM and its f16 decoder compile (WGSL to SPIR-V, as wgpu's Vulkan
+    /// backend does) for every type with a chunk decoder: Mesa's software Vulkan has no
+    /// cooperative matrices, so CI cannot build the GEMM's pipeline.
     #[test]
     fn coop_gemm_compiles_to_spirv() {
         use wgpu::naga::{back::spv, front::wgsl, valid};
         for dtype in DType::ALL.into_iter().filter(|&d| decoder(d).is_some()) {
-            let src = gemm_coop_source(dtype).unwrap();
-            let module = wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{dtype}: {e}"));
-            let info =
-                valid::Validator::new(valid::ValidationFlags::all(), valid::Capabilities::all())
-                    .validate(&module)
-                    .unwrap_or_else(|e| panic!("{dtype}: {e:?}"));
-            let words = spv::write_vec(&module, &info, &spv::Options::default(), None).unwrap();
-            assert!(!words.is_empty(), "{dtype}");
+            let (gemm, dec) = gemm_coop_sources(dtype).unwrap();
+            for src in [gemm, dec] {
+                let module = wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{dtype}: {}", e.emit_to_string(&src)));
+                let info = valid::Validator::new(
+                    valid::ValidationFlags::all(),
+                    valid::Capabilities::all(),
+                )
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{dtype}: {e:?}"));
+                let words = spv::write_vec(&module, &info, &spv::Options::default(), None).unwrap();
+                assert!(!words.is_empty(), "{dtype}");
+            }
         }
     }
 
