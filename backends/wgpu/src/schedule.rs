@@ -1759,6 +1759,17 @@ impl GpuExecutable {
                             false => 1,
                         }
                     };
+                    // Several rows: the prefill kernel, a block of rows a workgroup, where
+                    // its tiles fit (WEFT_GPU_NO_ATTENTION_ROWS=1 keeps attention.wgsl, for
+                    // measuring).
+                    let workgroup_bytes = lw.gpu.limits.max_compute_workgroup_storage_size;
+                    let block = shaders::attention_rows_shape(hd, workgroup_bytes as usize)
+                        .filter(|_| std::env::var_os("WEFT_GPU_NO_ATTENTION_ROWS").is_none());
+                    let rows_min = match block {
+                        Some(_) => 2,
+                        None => usize::MAX,
+                    };
+                    let rope_flags = rope[0] | rope[3] << 1 | rope[2] << 3;
                     lw.push(
                         i,
                         p,
@@ -1775,7 +1786,10 @@ impl GpuExecutable {
                         ],
                         Box::new(move |c| {
                             let n = chunks(c);
-                            let g = groups(c.gpu, (c.seq * nh * n) as u32);
+                            let g = match c.seq >= rows_min {
+                                true => (0, 0),
+                                false => groups(c.gpu, (c.seq * nh * n) as u32),
+                            };
                             let p = [
                                 c.seq as u32,
                                 nh as u32,
@@ -1788,10 +1802,7 @@ impl GpuExecutable {
                                 g.0,
                                 q.stride as u32,
                                 q.off as u32,
-                                (rope[0]
-                                    | rope[3] << 1
-                                    | ((c.seq == 1) as usize) << 2
-                                    | rope[2] << 3) as u32,
+                                (rope_flags | ((c.seq == 1) as usize) << 2) as u32,
                                 k.off as u32,
                                 v.off as u32,
                                 ATTENTION_CHUNK as u32,
@@ -1801,6 +1812,43 @@ impl GpuExecutable {
                             (Params::new(&p), g)
                         }),
                     );
+                    if let Some((qb, hd4)) = block {
+                        let src = shaders::attention_rows_source(kv16, qb, hd4)
+                            .map_err(|what| unsupported(i, &plan, what))?;
+                        let p = pipelines().get(&lw.gpu, "attention_rows", src)?;
+                        lw.push(
+                            i,
+                            p,
+                            vec![
+                                q.buf,
+                                Buf::KeyCache(layer),
+                                Buf::ValueCache(layer),
+                                slot(i),
+                                table,
+                            ],
+                            Box::new(move |c| {
+                                let g = match c.seq >= rows_min {
+                                    true => groups(c.gpu, (c.seq.div_ceil(qb) * nh) as u32),
+                                    false => (0, 0),
+                                };
+                                let p = [
+                                    c.seq as u32,
+                                    nh as u32,
+                                    nkv as u32,
+                                    hd as u32,
+                                    f(scale),
+                                    window as u32,
+                                    f(cap),
+                                    c.pos0 as u32,
+                                    g.0,
+                                    q.stride as u32,
+                                    q.off as u32,
+                                    rope_flags as u32,
+                                ];
+                                (Params::new(&p), g)
+                            }),
+                        );
+                    }
                     let p = lw.pipeline(i, "attention_merge", None)?;
                     lw.push(
                         i,

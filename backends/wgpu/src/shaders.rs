@@ -169,6 +169,7 @@ pub fn body(name: &str) -> &'static str {
         "copy" => wgsl!("copy.wgsl"),
         "rope" => wgsl!("rope.wgsl"),
         "attention" => wgsl!("attention.wgsl"),
+        "attention_rows" => wgsl!("attention_rows.wgsl"),
         "attention_merge" => wgsl!("attention_merge.wgsl"),
         "kv_append" => wgsl!("kv_append.wgsl"),
         "bias" => wgsl!("bias.wgsl"),
@@ -231,7 +232,7 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
         return Ok(s);
     }
     s += body(name);
-    if matches!(name, "attention" | "kv_append") {
+    if matches!(name, "attention" | "attention_rows" | "kv_append") {
         s += wgsl!("rope_pair.wgsl");
         s += wgsl!("kv_f32.wgsl");
     }
@@ -248,6 +249,44 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
         s += wgsl!("q8_out.wgsl");
     }
     Ok(s)
+}
+
+/// Key tiles of the prefill attention (`KT` in attention_rows.wgsl).
+const ATTENTION_ROWS_KT: usize = 16;
+
+/// The prefill attention's query rows a workgroup and its heads' vec4 at most (`QB`,
+/// `HD4` in attention_rows.wgsl) for heads of `head_dim`: 16 rows where their tiles fit
+/// `workgroup_bytes`, else 8; None where 8 do not fit either or the heads are not whole
+/// vec4 (attention.wgsl runs those).
+pub fn attention_rows_shape(head_dim: usize, workgroup_bytes: usize) -> Option<(usize, usize)> {
+    if !head_dim.is_multiple_of(4) || head_dim > 256 {
+        return None;
+    }
+    let hd4 = match head_dim <= 128 {
+        true => 32,
+        false => 64,
+    };
+    let kt = ATTENTION_ROWS_KT;
+    let bytes = |qb: usize| 16 * qb * hd4 + 16 * kt * (hd4 + 1) + 8 * qb * kt + 4 * qb;
+    [16, 8]
+        .into_iter()
+        .find(|&qb| bytes(qb) <= workgroup_bytes)
+        .map(|qb| (qb, hd4))
+}
+
+/// The prefill attention (`attention_rows.wgsl`) with `qb` query rows a workgroup and
+/// heads of up to `hd4` vec4 ([`attention_rows_shape`]); `kv16`: over an f16 cache.
+pub fn attention_rows_source(kv16: bool, qb: usize, hd4: usize) -> Result<String, String> {
+    let name = match kv16 {
+        true => "attention_rows_kv16",
+        false => "attention_rows",
+    };
+    Ok(source(name, None)?
+        .replace("const QB: u32 = 16u;", &format!("const QB: u32 = {qb}u;"))
+        .replace(
+            "const HD4: u32 = 32u;",
+            &format!("const HD4: u32 = {hd4}u;"),
+        ))
 }
 
 /// The matmul kernel `name` (`matmul`: several activation rows; `matvec`: one, or
