@@ -407,7 +407,9 @@ impl GenArgs {
 struct KernelArgs {
     /// What quantised matmuls multiply with: f32 activations (exact), or int8 blocks
     /// for integer dot products (cpu backend; gpu: the Q4_K / Q6_K decode matvecs and
-    /// the prefill GEMM over Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K).
+    /// the prefill GEMM over Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K, which on GPUs with
+    /// f16 cooperative matrices runs on tensor cores instead: f16 activations and
+    /// weights, summed in f32).
     #[arg(long, value_enum, default_value = "f32")]
     activations: ActivationsArg,
     /// Interpret the elementwise ops and norms that the cpu backend otherwise
