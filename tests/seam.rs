@@ -103,6 +103,10 @@ fn sessions_on_threads_share_one_engine() {
     assert_eq!(got, want);
 }
 
+/// Rewinding a session and feeding the rest gives the fresh run's logits: bit for bit on
+/// the host backends, within 1e-5 relative on the GPU, whose prefill attention (a block
+/// of rows a workgroup) and decode attention (a row a workgroup) add the keys up in
+/// different orders.
 #[test]
 fn truncate_then_the_rest_equals_a_fresh_run() {
     for backend in BackendKind::ALL {
@@ -118,7 +122,13 @@ fn truncate_then_the_rest_equals_a_fresh_run() {
             s.truncate(k).unwrap();
             assert_eq!(s.position(), k);
             let got = s.forward(&tokens[k..]).unwrap().to_vec();
-            assert_eq!(got, want, "{backend}: truncate({k})");
+            match backend {
+                BackendKind::Gpu => {
+                    let rel = max_abs_diff(&got, &want) / max_abs(&want);
+                    assert!(rel <= 1e-5, "{backend}: truncate({k}) differs by {rel:.2e}");
+                }
+                _ => assert_eq!(got, want, "{backend}: truncate({k})"),
+            }
         }
         let mut s = engine.session(16).unwrap();
         s.forward(&tokens[..2]).unwrap();

@@ -1,8 +1,9 @@
 // Causal attention, one workgroup a (query row, head, chunk of keys), online softmax over
-// tiles of 64 keys (flash-style: any context length in fixed workgroup memory). Grouped-
-// query: head h reads kv head h / (heads / kv_heads). Sliding window: keys p-window+1..p.
-// q is read with a row stride and column offset (a slice of a fused q|k|v output) and,
-// where the attention is rope-fused, rotated as it is loaded.
+// tiles of 64 keys (flash-style: any context length in fixed workgroup memory): decode,
+// and prefill where attention_rows.wgsl's tiles do not fit. Grouped-query: head h
+// reads kv head h / (heads / kv_heads). Sliding window: keys p-window+1..p. q is read
+// with a row stride and column offset (a slice of a fused q|k|v output) and, where the
+// attention is rope-fused, rotated as it is loaded.
 // 256 threads, tiles of 64 keys. Scoring: four adjacent threads a key, each summing every
 // fourth dim (their loads are one contiguous run), the key's score from their four
 // sums. Scores and weights land in workgroup memory; every thread reads all 64 for the
@@ -17,8 +18,7 @@
 // Append (decode: one row): the call's key and value enter the caches here rather than
 // in a kv_append dispatch. Every workgroup that reads the new position (the last chunk
 // of each head) writes that row itself, rotating k as kv_append does, and reads it back
-// after a barrier. The row's writers write the same bits, and the keys are then scored
-// and summed from the cache in the very order a prefill of the same positions uses.
+// after a barrier. The row's writers write the same bits.
 // params: 0 seq, 1 n_heads, 2 n_kv_heads, 3 head_dim (≤ 256), 4 scale, 5 window (0:
 // none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 flags: rope
 // (bit 0), rope layout (bit 1), append (bit 2), rope half (bits 3..), 12 k_off, 13 v_off
