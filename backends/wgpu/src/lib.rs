@@ -408,6 +408,56 @@ pub fn attention_q8(
     Ok((row, q.into_iter().map(f32::to_bits).collect()))
 }
 
+/// Prefill attention (attention_rows.wgsl, kernel tests): query rows `q` at positions
+/// `pos0..` of `heads` heads of `head_dim`, over f32 caches `kc` and `vc` of `kv_heads`
+/// heads a position (every position up to the last row's), with a sliding `window` (0:
+/// none), in the row blocks lowering picks for this device. The output rows.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_rows(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    window: usize,
+) -> Result<Vec<f32>, BackendError> {
+    let gpu = gpu()?;
+    let rows = q.len() / (heads * head_dim);
+    let limit = gpu.limits.max_compute_workgroup_storage_size as usize;
+    let (qb, hd4) = shaders::attention_rows_shape(head_dim, limit)
+        .ok_or_else(|| device::err(format!("no prefill attention for heads of {head_dim}")))?;
+    let src = shaders::attention_rows_source(false, qb, hd4).map_err(device::err)?;
+    let pipeline = schedule::pipelines().get(&gpu, "attention_rows", src)?;
+    let (qbuf, kb, vb) = (
+        upload(&gpu, "q", &floats(q))?,
+        upload(&gpu, "k cache", &floats(kc))?,
+        upload(&gpu, "v cache", &floats(vc))?,
+    );
+    let out = storage(&gpu, "out", (q.len() * 4) as u64)?;
+    let none = storage(&gpu, "unread", 16)?;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let n = rows.div_ceil(qb) * heads;
+    let params = Params::new(&[
+        rows as u32,
+        heads as u32,
+        kv_heads as u32,
+        head_dim as u32,
+        scale.to_bits(),
+        window as u32,
+        0,
+        pos0 as u32,
+        n as u32,
+        (heads * head_dim) as u32,
+        0,
+        0,
+    ]);
+    let bindings = [&qbuf, &kb, &vb, &out, &none];
+    buffers::dispatch_once(&gpu, &pipeline, params, &bindings, (n as u32, 1));
+    read_back(&gpu, &out, (q.len() * 4) as u64)
+}
+
 /// The greedy pick (argmax.wgsl) of `row`, with the session's two dispatches (kernel
 /// tests).
 pub fn pick(row: &[f32]) -> Result<weft_backend::Pick, BackendError> {

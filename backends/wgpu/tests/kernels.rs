@@ -265,6 +265,41 @@ proptest! {
         check_q8(&row, &q8)?;
     }
 
+    /// Prefill attention over blocks of rows: grouped-query ratios up to 5:1, heads of
+    /// any multiple of 4 dims up to 256, partial blocks, prompts after earlier positions
+    /// and sliding windows: each row a softmax over its own keys.
+    #[test]
+    fn prefill_attention_matches_the_reference(kv in 1usize..3, group in 1usize..6, width in 1usize..=64, rows in 1usize..40, pos0 in 0usize..30, window in prop_oneof![Just(0usize), 1usize..8], seed in any::<u64>()) {
+        let (nh, hd, keys) = (kv * group, 4 * width, pos0 + rows);
+        let val = |i: usize, s: u64| ((i as u64 * 7919 + s) % 2000) as f32 / 1000.0 - 1.0;
+        let q: Vec<f32> = (0..rows * nh * hd).map(|i| val(i, seed)).collect();
+        let kc: Vec<f32> = (0..keys * kv * hd).map(|i| val(i, seed / 3)).collect();
+        let vc: Vec<f32> = (0..keys * kv * hd).map(|i| val(i, seed / 5)).collect();
+        let out = weft_wgpu::attention_rows(&q, &kc, &vc, nh, kv, hd, pos0, window).unwrap();
+        for t in 0..rows {
+            let p = pos0 + t;
+            let first = match window {
+                0 => 0,
+                w => (p + 1).saturating_sub(w),
+            };
+            for h in 0..nh {
+                let at = |j: usize| j * kv * hd + (h / group) * hd;
+                let qo = (t * nh + h) * hd;
+                let s: Vec<f32> = (first..=p)
+                    .map(|j| (0..hd).map(|e| q[qo + e] * kc[at(j) + e]).sum::<f32>() / (hd as f32).sqrt())
+                    .collect();
+                let m = s.iter().fold(f32::MIN, |a, &b| a.max(b));
+                let w: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+                let l: f32 = w.iter().sum();
+                for e in 0..hd {
+                    let want = (first..=p).map(|j| w[j - first] * vc[at(j) + e]).sum::<f32>() / l;
+                    let got = out[qo + e];
+                    prop_assert!((got - want).abs() <= 1e-4, "row {} head {} [{}]: {} vs {}", t, h, e, got, want);
+                }
+            }
+        }
+    }
+
     /// Enough rows for the register-tiled GEMM, with partial tiles on both sides.
     #[test]
     fn gemm_matches_the_reference(m in 32usize..80, n in 1usize..140, blocks in 1usize..3, seed in any::<u64>()) {
