@@ -74,6 +74,41 @@ pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError
     read_back(&gpu, &out, (ids.len() * k * 4) as u64)
 }
 
+/// Every row of `w` decoded to f16 by the tensor-core GEMM's decoder
+/// (decode_f16_rows.wgsl, kernel tests; it needs no cooperative matrices itself), as
+/// f32: row j's values at [j · k..]. `w`'s width is whole chunks of 32.
+pub fn decode_f16(w: &WeightView) -> Result<Vec<f32>, BackendError> {
+    let gpu = gpu()?;
+    let (_, dec) = shaders::gemm_coop_sources(w.dtype).map_err(|what| unsupported(w, what))?;
+    let p = schedule::pipelines().get(&gpu, "decode_f16", dec)?;
+    let wbuf = upload(&gpu, &w.name, w.bytes())?;
+    let (n, k) = (w.rows(), w.cols());
+    let out = storage(&gpu, "halves", (n * k * 2) as u64)?;
+    let (gx, gy) = groups(&gpu, (n * k / 32).div_ceil(64) as u32);
+    let params = Params::new(&[n as u32, k as u32, w.row_bytes() as u32, 0, gx]);
+    buffers::dispatch_once(&gpu, &p, params, &[&wbuf, &out], (gx, gy));
+    let words = read_back(&gpu, &out, (n * k * 2) as u64)?;
+    Ok(words
+        .into_iter()
+        .flat_map(|v| {
+            let b = v.to_bits();
+            [half_to_f32(b as u16), half_to_f32((b >> 16) as u16)]
+        })
+        .collect())
+}
+
+/// An IEEE binary16 value as f32.
+fn half_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let (exp, man) = ((h >> 10) & 0x1f, (h & 0x3ff) as f32);
+    sign * match exp {
+        0 => man * (-24f32).exp2(),
+        31 if man == 0.0 => f32::INFINITY,
+        31 => f32::NAN,
+        e => (1.0 + man / 1024.0) * (e as f32 - 15.0).exp2(),
+    }
+}
+
 /// `x[m×k] · wᵀ` on the GPU by the matmul kernel a plan's matmul of m rows takes
 /// (kernel tests), with `rows` weight rows a workgroup (`None`: the device's choice),
 /// over the weight's rows from `skip` on (read from a byte offset into its buffer, as

@@ -126,6 +126,25 @@ proptest! {
         }
     }
 
+    /// The tensor-core GEMM's weights: every type's chunks decoded to f16, each value
+    /// the reference's within one f16 step (the rounding of the device's conversion).
+    #[test]
+    fn f16_decoding_matches_the_reference(rows in 1usize..5, blocks in 1usize..4, seed in any::<u64>()) {
+        for dtype in gpu_types() {
+            let cols = blocks * dtype.block_size().max(32);
+            let w = random_weight(dtype, rows, cols, seed);
+            let got = weft_wgpu::decode_f16(&w).unwrap();
+            let mut want = vec![0.0; rows * cols];
+            for (j, o) in want.chunks_exact_mut(cols).enumerate() {
+                kernel_for(dtype).decode_row(w.row(j), o);
+            }
+            for (i, (&g, &v)) in got.iter().zip(&want).enumerate() {
+                let step = (v.abs().max(6.1e-5) * 2f32.powi(-10)).max(2f32.powi(-24));
+                prop_assert!((g - v).abs() <= step, "{} [{}]: {} vs {}", dtype, i, g, v);
+            }
+        }
+    }
+
     #[test]
     fn matmul_matches_the_reference(m in 1usize..7, n in 1usize..20, blocks in 1usize..4, seed in any::<u64>()) {
         // One row (the matvec kernel, with a GPU's 32 lanes a row too) and several.
