@@ -36,6 +36,23 @@ var<workgroup> sc: array<f32, QB * KT>;
 var<workgroup> pw: array<f32, QB * KT>;
 var<workgroup> mx: array<f32, QB>;
 
+// The keys (or the values) tile..tile + KT of this head into `kv`, zeros past hi.
+fn stage(li: u32, tile: u32, hi: u32, kvw: u32, kvo: u32, d4: u32, values: bool) {
+    for (var e = li; e < KT * d4; e += T) {
+        let j = e / d4;
+        var v = vec4<f32>(0.0);
+        if tile + j < hi {
+            let at = (tile + j) * kvw + kvo + 4u * (e % d4);
+            if values {
+                v = v_at4(at);
+            } else {
+                v = k_at4(at);
+            }
+        }
+        kv[j * S + e % d4] = v;
+    }
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let seq = pu(0);
@@ -99,14 +116,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     }
     let cap = pf(6);
     for (var tile = lo; tile < hi; tile += KT) {
-        for (var e = li; e < KT * d4; e += T) {
-            let j = e / d4;
-            var v = vec4<f32>(0.0);
-            if tile + j < hi {
-                v = k_at4((tile + j) * kvw + kvo + 4u * (e % d4));
-            }
-            kv[j * S + e % d4] = v;
-        }
+        stage(li, tile, hi, kvw, kvo, d4, false);
         workgroupBarrier();
         var s = -3.4e38;
         let key = tile + sj;
@@ -138,14 +148,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             }
         }
         // The values, over the keys (all read).
-        for (var e = li; e < KT * d4; e += T) {
-            let j = e / d4;
-            var v = vec4<f32>(0.0);
-            if tile + j < hi {
-                v = v_at4((tile + j) * kvw + kvo + 4u * (e % d4));
-            }
-            kv[j * S + e % d4] = v;
-        }
+        stage(li, tile, hi, kvw, kvo, d4, true);
         workgroupBarrier();
         if vg < groups {
             for (var u = 0u; u < RPT; u++) {

@@ -1770,45 +1770,52 @@ impl GpuExecutable {
                         None => usize::MAX,
                     };
                     let rope_flags = rope[0] | rope[3] << 1 | rope[2] << 3;
+                    // The words both attention kernels read first (params 0..=11).
+                    let head = move |c: &Call, gx: u32, flags: usize| {
+                        [
+                            c.seq as u32,
+                            nh as u32,
+                            nkv as u32,
+                            hd as u32,
+                            f(scale),
+                            window as u32,
+                            f(cap),
+                            c.pos0 as u32,
+                            gx,
+                            q.stride as u32,
+                            q.off as u32,
+                            flags as u32,
+                        ]
+                    };
+                    // The bindings both read first.
+                    let reads = vec![
+                        q.buf,
+                        Buf::KeyCache(layer),
+                        Buf::ValueCache(layer),
+                        slot(i),
+                        table,
+                    ];
+                    let mut bufs = reads.clone();
+                    bufs.extend([Buf::AttnPart, k.buf, v.buf, x8]);
                     lw.push(
                         i,
                         p,
-                        vec![
-                            q.buf,
-                            Buf::KeyCache(layer),
-                            Buf::ValueCache(layer),
-                            slot(i),
-                            table,
-                            Buf::AttnPart,
-                            k.buf,
-                            v.buf,
-                            x8,
-                        ],
+                        bufs,
                         Box::new(move |c| {
                             let n = chunks(c);
                             let g = match c.seq >= rows_min {
                                 true => (0, 0),
                                 false => groups(c.gpu, (c.seq * nh * n) as u32),
                             };
-                            let p = [
-                                c.seq as u32,
-                                nh as u32,
-                                nkv as u32,
-                                hd as u32,
-                                f(scale),
-                                window as u32,
-                                f(cap),
-                                c.pos0 as u32,
-                                g.0,
-                                q.stride as u32,
-                                q.off as u32,
-                                (rope_flags | ((c.seq == 1) as usize) << 2) as u32,
+                            let mut p =
+                                head(c, g.0, rope_flags | ((c.seq == 1) as usize) << 2).to_vec();
+                            p.extend([
                                 k.off as u32,
                                 v.off as u32,
                                 ATTENTION_CHUNK as u32,
                                 n as u32,
                                 (q8 && c.seq == 1 && n == 1) as u32,
-                            ];
+                            ]);
                             (Params::new(&p), g)
                         }),
                     );
@@ -1819,33 +1826,13 @@ impl GpuExecutable {
                         lw.push(
                             i,
                             p,
-                            vec![
-                                q.buf,
-                                Buf::KeyCache(layer),
-                                Buf::ValueCache(layer),
-                                slot(i),
-                                table,
-                            ],
+                            reads,
                             Box::new(move |c| {
                                 let g = match c.seq >= rows_min {
                                     true => groups(c.gpu, (c.seq.div_ceil(qb) * nh) as u32),
                                     false => (0, 0),
                                 };
-                                let p = [
-                                    c.seq as u32,
-                                    nh as u32,
-                                    nkv as u32,
-                                    hd as u32,
-                                    f(scale),
-                                    window as u32,
-                                    f(cap),
-                                    c.pos0 as u32,
-                                    g.0,
-                                    q.stride as u32,
-                                    q.off as u32,
-                                    rope_flags as u32,
-                                ];
-                                (Params::new(&p), g)
+                                (Params::new(&head(c, g.0, rope_flags)), g)
                             }),
                         );
                     }
