@@ -2,12 +2,13 @@
 //! shared by every executable. Vulkan only (the one backend wgpu reaches on the
 //! machines weft targets, including Mesa's software rasteriser in CI).
 
+use crate::schedule::{COOP_BK, COOP_TM, COOP_TN};
 use std::sync::{Arc, Mutex, OnceLock};
 use weft_backend::BackendError;
 
-/// Workgroup memory of gemm_coop.wgsl: two 128-row tiles of 72 halves and eight
-/// 16 × 16 f32 staging tiles.
-const COOP_WORKGROUP_BYTES: u32 = 2 * 128 * 72 * 2 + 8 * 256 * 4;
+/// Workgroup memory of gemm_coop.wgsl: its two tiles of rows of BK + 8 halves, and
+/// eight 16 × 16 f32 staging tiles.
+const COOP_WORKGROUP_BYTES: u32 = ((COOP_TM + COOP_TN) * (COOP_BK + 8) * 2 + 8 * 256 * 4) as u32;
 
 /// The opened device and what it offers.
 pub struct Gpu {

@@ -342,7 +342,8 @@ struct Lowering<'a> {
     x8_rows_k: usize,
     x8_rows_src: Option<(Buf, usize, usize)>,
     /// The most weight blocks an integer-dot GEMM's decoded weight holds
-    /// ([`Buf::W8`]), and the steps at or after `last_position`.
+    /// ([`Buf::W8`]) and a tensor-core GEMM's ([`Buf::W16`]), and the steps at or after
+    /// `last_position`.
     w8_blocks: usize,
     w16_blocks: usize,
     after_last: Vec<bool>,
