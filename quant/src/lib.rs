@@ -98,7 +98,7 @@ pub(crate) fn hsum8(a: [f32; 8]) -> f32 {
 /// f16 → f32, exact, inlinable (half's runtime-dispatched conversion is a call
 /// per scale, which dominated the block dots).
 #[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
+pub fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h & 0x8000) as u32) << 16;
     let rest = ((h & 0x7FFF) as u32) << 13;
     if h & 0x7C00 == 0x7C00 {

@@ -42,14 +42,20 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var e = li; e < TM * 8u; e += THREADS) {
             let r = e / 8u;
             let q = e % 8u;
-            let v = gemm_x4(m0, e, c);
+            var v = vec4<f32>(0.0);
+            if m0 + r < m {
+                v = x[((m0 + r) * pu(11) + pu(12) + c * 32u) / 4u + q];
+            }
             for (var t = 0u; t < 4u; t++) {
                 xs[(4u * q + t) * (TM / 4u) + r / 4u][r % 4u] = v[t];
             }
         }
         // The weight tile: one row's chunk a thread.
         if li < TN {
-            let v = gemm_w_chunk(n0 + li, c);
+            var v: array<f32, 32>;
+            if n0 + li < n {
+                v = decode_chunk(pu(6) + (n0 + li) * pu(5), c, k);
+            }
             for (var t = 0u; t < 32u; t++) {
                 ws[t * 16u + li / 4u][li % 4u] = v[t];
             }
@@ -78,23 +84,4 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
             }
         }
     }
-}
-
-// The activation tile's vec4 e of chunk c (row e / 8 of the tile from activation row
-// m0, zeros past the call's rows).
-fn gemm_x4(m0: u32, e: u32, c: u32) -> vec4<f32> {
-    let r = e / 8u;
-    if m0 + r >= pu(0) {
-        return vec4<f32>(0.0);
-    }
-    return x[((m0 + r) * pu(11) + pu(12) + c * 32u) / 4u + e % 8u];
-}
-
-// Weight row j's chunk c (zeros past the weight's rows).
-fn gemm_w_chunk(j: u32, c: u32) -> array<f32, 32> {
-    var v: array<f32, 32>;
-    if j < pu(2) {
-        v = decode_chunk(pu(6) + j * pu(5), c, pu(1));
-    }
-    return v;
 }

@@ -35,8 +35,8 @@ var<workgroup> ws: array<f16, TN * XS>;
 // accumulators' first load).
 var<workgroup> cs: array<f32, 2048>;
 
-// Stores accumulator tile (a, b) of subgroup sg through its staging tile: every
-// subgroup calls it together, so its barriers are uniform.
+// Stores subgroup sg's accumulator c (output rows r0.., columns j0..) through its
+// staging tile: every subgroup calls it together, so its barriers are uniform.
 fn store_tile(c: coop_mat16x16<f32, C>, sg: u32, lane: u32, r0: u32, j0: u32) {
     coopStoreT(c, &cs[256u * sg], 16u);
     workgroupBarrier();
@@ -82,9 +82,7 @@ fn main(
     @builtin(subgroup_id) sg: u32,
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
-    let m = pu(0);
     let k = pu(1);
-    let n = pu(2);
     let m0 = wg.y * TM;
     let n0 = wg.x * TN;
     for (var e = li; e < 2048u; e += THREADS) {

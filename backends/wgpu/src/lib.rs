@@ -75,9 +75,9 @@ pub fn decode_rows(w: &WeightView, ids: &[u32]) -> Result<Vec<f32>, BackendError
 }
 
 /// Every row of `w` decoded to f16 by the tensor-core GEMM's decoder
-/// (decode_f16_rows.wgsl, kernel tests; it needs no cooperative matrices itself), as
-/// f32: row j's values at [j · k..]. `w`'s width is whole chunks of 32.
-pub fn decode_f16(w: &WeightView) -> Result<Vec<f32>, BackendError> {
+/// (decode_f16_rows.wgsl, kernel tests; it needs no cooperative matrices itself): the
+/// halves' bits, row j's at [j · k..]. `w`'s width is whole chunks of 32.
+pub fn decode_f16(w: &WeightView) -> Result<Vec<u16>, BackendError> {
     let gpu = gpu()?;
     let (_, dec) = shaders::gemm_coop_sources(w.dtype).map_err(|what| unsupported(w, what))?;
     let p = schedule::pipelines().get(&gpu, "decode_f16", dec)?;
@@ -90,23 +90,8 @@ pub fn decode_f16(w: &WeightView) -> Result<Vec<f32>, BackendError> {
     let words = read_back(&gpu, &out, (n * k * 2) as u64)?;
     Ok(words
         .into_iter()
-        .flat_map(|v| {
-            let b = v.to_bits();
-            [half_to_f32(b as u16), half_to_f32((b >> 16) as u16)]
-        })
+        .flat_map(|v| [v.to_bits() as u16, (v.to_bits() >> 16) as u16])
         .collect())
-}
-
-/// An IEEE binary16 value as f32.
-fn half_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let (exp, man) = ((h >> 10) & 0x1f, (h & 0x3ff) as f32);
-    sign * match exp {
-        0 => man * (-24f32).exp2(),
-        31 if man == 0.0 => f32::INFINITY,
-        31 => f32::NAN,
-        e => (1.0 + man / 1024.0) * (e as f32 - 15.0).exp2(),
-    }
 }
 
 /// `x[m×k] · wᵀ` on the GPU by the matmul kernel a plan's matmul of m rows takes

@@ -1808,9 +1808,13 @@ impl GpuExecutable {
                                 true => (0, 0),
                                 false => groups(c.gpu, (c.seq * nh * n) as u32),
                             };
-                            let mut p =
-                                head(c, g.0, rope_flags | ((c.seq == 1) as usize) << 2).to_vec();
-                            p.extend([
+                            let mut p = [0; 17];
+                            p[..12].copy_from_slice(&head(
+                                c,
+                                g.0,
+                                rope_flags | ((c.seq == 1) as usize) << 2,
+                            ));
+                            p[12..].copy_from_slice(&[
                                 k.off as u32,
                                 v.off as u32,
                                 ATTENTION_CHUNK as u32,

@@ -44,7 +44,8 @@ pub(crate) fn text(path: &'static str, builtin: &'static str) -> &'static str {
     })
 }
 
-/// What every kernel but the int8 GEMMs starts with: the parameters and the activations.
+/// What every kernel but the integer-dot and tensor-core GEMMs and their weight decoders
+/// starts with: the parameters and the activations.
 fn prelude() -> String {
     format!("{}{}", wgsl!("common.wgsl"), wgsl!("activations.wgsl"))
 }
@@ -98,13 +99,18 @@ pub fn gemm_coop_sources(dtype: DType) -> Result<(String, String), String> {
             wgsl!("common.wgsl"),
             wgsl!("gemm_coop.wgsl")
         ),
-        format!(
-            "{}{}{}{dec}",
-            wgsl!("common.wgsl"),
-            wgsl!("decode_f16_rows.wgsl"),
-            wgsl!("quant/bytes.wgsl")
-        ),
+        weight_decoder(wgsl!("decode_f16_rows.wgsl"), dec),
     ))
+}
+
+/// A kernel that decodes a weight once a call for a GEMM (`kernel`: its entry point and
+/// output) with the type's decoder `dec`.
+fn weight_decoder(kernel: &str, dec: &str) -> String {
+    format!(
+        "{}{kernel}{}{dec}",
+        wgsl!("common.wgsl"),
+        wgsl!("quant/bytes.wgsl")
+    )
 }
 
 /// The integer-dot GEMM (`gemm_i8.wgsl`) for `dtype` with `ty` · 8 activation rows a
@@ -136,12 +142,7 @@ pub fn gemm_i8_sources(
                 wgsl!("common.wgsl"),
                 wgsl!("gemm_i8_tile_w8.wgsl")
             ),
-            Some(format!(
-                "{}{}{}{dec}",
-                wgsl!("common.wgsl"),
-                wgsl!("decode_i8_rows.wgsl"),
-                wgsl!("quant/bytes.wgsl")
-            )),
+            Some(weight_decoder(wgsl!("decode_i8_rows.wgsl"), dec)),
         ),
         false => (
             format!(

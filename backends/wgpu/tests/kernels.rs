@@ -139,6 +139,7 @@ proptest! {
                 kernel_for(dtype).decode_row(w.row(j), o);
             }
             for (i, (&g, &v)) in got.iter().zip(&want).enumerate() {
+                let g = weft_quant::f16_to_f32(g);
                 let step = (v.abs().max(6.1e-5) * 2f32.powi(-10)).max(2f32.powi(-24));
                 prop_assert!((g - v).abs() <= step, "{} [{}]: {} vs {}", dtype, i, g, v);
             }
@@ -268,15 +269,8 @@ proptest! {
         let vc: Vec<f32> = (0..keys * kv * hd).map(|i| val(i, seed / 5)).collect();
         let (row, q8) = weft_wgpu::attention_q8(&q, &kc, &vc, nh, kv, chunks).unwrap();
         for h in 0..nh {
-            let at = |p: usize| p * kv * hd + (h / group) * hd;
-            let s: Vec<f32> = (0..keys)
-                .map(|p| (0..hd).map(|e| q[h * hd + e] * kc[at(p) + e]).sum::<f32>() / (hd as f32).sqrt())
-                .collect();
-            let m = s.iter().fold(f32::MIN, |a, &b| a.max(b));
-            let w: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
-            let l: f32 = w.iter().sum();
-            for e in 0..hd {
-                let want = (0..keys).map(|p| w[p] * vc[at(p) + e]).sum::<f32>() / l;
+            let want = attend(&q[h * hd..(h + 1) * hd], &kc, &vc, 0..keys, |p| p * kv * hd + (h / group) * hd);
+            for (e, want) in want.into_iter().enumerate() {
                 let got = row[h * hd + e];
                 prop_assert!((got - want).abs() <= 1e-4, "head {} [{}]: {} vs {}", h, e, got, want);
             }
@@ -302,16 +296,9 @@ proptest! {
                 w => (p + 1).saturating_sub(w),
             };
             for h in 0..nh {
-                let at = |j: usize| j * kv * hd + (h / group) * hd;
                 let qo = (t * nh + h) * hd;
-                let s: Vec<f32> = (first..=p)
-                    .map(|j| (0..hd).map(|e| q[qo + e] * kc[at(j) + e]).sum::<f32>() / (hd as f32).sqrt())
-                    .collect();
-                let m = s.iter().fold(f32::MIN, |a, &b| a.max(b));
-                let w: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
-                let l: f32 = w.iter().sum();
-                for e in 0..hd {
-                    let want = (first..=p).map(|j| w[j - first] * vc[at(j) + e]).sum::<f32>() / l;
+                let want = attend(&q[qo..qo + hd], &kc, &vc, first..p + 1, |j| j * kv * hd + (h / group) * hd);
+                for (e, want) in want.into_iter().enumerate() {
                     let got = out[qo + e];
                     prop_assert!((got - want).abs() <= 1e-4, "row {} head {} [{}]: {} vs {}", t, h, e, got, want);
                 }
@@ -400,6 +387,34 @@ fn the_gpu_top_k_is_the_host_top_k() {
 /// `q` (the packed values, then the block scales' bits) holds `row` quantised per 32
 /// values: each block's scale its largest magnitude / 127, each value within half a step
 /// of q · scale.
+/// One head's attention output for query `q` over cache positions `keys` (position j's
+/// head at `at(j)` in `kc` and `vc`), scaled by 1/√head_dim: the softmax reference.
+fn attend(
+    q: &[f32],
+    kc: &[f32],
+    vc: &[f32],
+    keys: std::ops::Range<usize>,
+    at: impl Fn(usize) -> usize,
+) -> Vec<f32> {
+    let hd = q.len();
+    let s: Vec<f32> = keys
+        .clone()
+        .map(|j| (0..hd).map(|e| q[e] * kc[at(j) + e]).sum::<f32>() / (hd as f32).sqrt())
+        .collect();
+    let m = s.iter().fold(f32::MIN, |a, &b| a.max(b));
+    let w: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+    let l: f32 = w.iter().sum();
+    (0..hd)
+        .map(|e| {
+            keys.clone()
+                .zip(&w)
+                .map(|(j, w)| w * vc[at(j) + e])
+                .sum::<f32>()
+                / l
+        })
+        .collect()
+}
+
 fn check_q8(row: &[f32], q: &[u32]) -> Result<(), TestCaseError> {
     check_q8_within(row, q, 1e-6, 0.5001)
 }
