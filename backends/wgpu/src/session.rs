@@ -8,7 +8,6 @@
 use crate::buffers::{groups, map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
 use crate::profile::{CallTimes, Profiler, StepClock};
 use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
-use crate::shaders;
 use std::sync::Arc;
 use weft_backend::{
     check_forward, check_top_k, check_truncate, BackendError, Logits, Output, Pick, Session, Top,
@@ -183,11 +182,7 @@ impl GpuSession {
         }
         let tokens = storage(&gpu, "token ids", (chunk * 4) as u64)?;
         let dummy = storage(&gpu, "unused", 16)?;
-        let done = storage(
-            &gpu,
-            "norm epilogue counts",
-            shaders::NORM_DONE_WORDS as u64 * 4,
-        )?;
+        let done = storage(&gpu, "matvec epilogue counts", exe.done_words as u64 * 4)?;
         let x8 = storage(
             &gpu,
             "quantised activations",
