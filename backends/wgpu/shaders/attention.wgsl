@@ -8,13 +8,16 @@
 // fourth dim (their loads are one contiguous run), the key's score from their four
 // sums. Scores and weights land in workgroup memory; every thread reads all 64 for the
 // tile's max and sum (fewer barriers than trees, which a short decode context pays for). Value
-// sums: four groups of 64 threads, each over 16 keys of the tile (no exp and no branch
-// in that loop, so its loads go out together), a thread a dim (and dim + 64, …); the
-// groups' sums are added at the end. Four times the threads of a thread a key: a decode
-// step has a workgroup or a few per head, so its loads need threads to be in flight.
+// sums: four groups of 64 threads, each over 16 keys of the tile, a thread a dim (and
+// dim + 64, …), its values loaded into registers as the tile starts, so that their
+// latency passes while the keys are scored; the groups' sums are added at the end. Four
+// times the threads of a thread a key: a decode step has a workgroup or a few per head,
+// so its loads need threads to be in flight.
 // Chunks (params 14, 15 > 1; decode): the keys split into chunks of pu(14) that run side
-// by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, which
-// attention_merge.wgsl adds up. One chunk: the output directly.
+// by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, and the
+// head's last chunk to finish (a count a head in `done`) rescales and adds them all, so
+// no merge dispatch runs. Values cross workgroups through atomics with device-scope
+// barriers around the count, as in matvec_norm.wgsl. One chunk: the output directly.
 // Append (decode: one row): the call's key and value enter the caches here rather than
 // in a kv_append dispatch. Every workgroup that reads the new position (the last chunk
 // of each head) writes that row itself, rotating k as kv_append does, and reads it back
@@ -23,16 +26,20 @@
 // none), 6 softcap (0: none), 7 pos0, 8 groups_x, 9 q_stride, 10 q_off, 11 flags: rope
 // (bit 0), rope layout (bit 1), append (bit 2), rope half (bits 3..), 12 k_off, 13 v_off
 // (append: the new row's columns in ks and vs), 14 chunk keys, 15 chunks, 16 quantise
-// (1: one row and one chunk; the output also goes into q8, q8_out.wgsl).
+// (1: one row; the output also goes into q8, quantised from workgroup memory by
+// q8_block.wgsl's helpers, so that the int8 matvec reading it needs no quantize_q8).
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(3) var<storage, read_write> vc: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> cs: array<vec2<f32>>;
-@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part: array<atomic<u32>>;
 @group(0) @binding(7) var<storage, read> ks: array<f32>;
 @group(0) @binding(8) var<storage, read> vs: array<f32>;
 @group(0) @binding(9) var<storage, read_write> q8: array<u32>;
+// Each (row, head)'s finished chunks (decode over several); the last sets it back to 0.
+@group(0) @binding(10) var<storage, read_write> done: array<atomic<u32>>;
+var<workgroup> flag: u32;
 
 const T: u32 = 256u;
 const KEYS: u32 = 64u;
@@ -113,6 +120,18 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var tile = lo; tile < hi; tile += KEYS) {
+        // This thread's values of the tile, loaded before the scores need them (keys
+        // past hi read row hi - 1, written and finite, and weigh 0).
+        var vv: array<array<f32, 4>, 16>;
+        for (var i = 0u; i < 16u; i++) {
+            let row = min(tile + 16u * g + i, hi - 1u) * kvw + kvo;
+            for (var u = 0u; u < 4u; u++) {
+                let d = dl + KEYS * u;
+                if d < hd {
+                    vv[i][u] = v_at(row + d);
+                }
+            }
+        }
         let j = tile + key;
         var dot = 0.0;
         if j < hi {
@@ -156,20 +175,11 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var u = 0u; u < 4u; u++) {
             acc[u] *= corr;
         }
-        // Keys past hi weigh 0 and read row hi - 1 (written, finite) in their place.
-        let n = min(16u * (g + 1u), hi - tile);
-        for (var i = 16u * g; i < n; i += 4u) {
-            var rows: array<u32, 4>;
-            for (var e = 0u; e < 4u; e++) {
-                rows[e] = min(tile + i + e, hi - 1u) * kvw + kvo;
-            }
-            let w = pw[i / 4u];
+        for (var i = 0u; i < 4u; i++) {
+            let w = pw[4u * g + i];
             for (var u = 0u; u < 4u; u++) {
-                let d = dl + KEYS * u;
-                if d < hd {
-                    acc[u] += w.x * v_at(rows[0] + d) + w.y * v_at(rows[1] + d)
-                        + w.z * v_at(rows[2] + d) + w.w * v_at(rows[3] + d);
-                }
+                acc[u] += w.x * vv[4u * i][u] + w.y * vv[4u * i + 1u][u]
+                    + w.z * vv[4u * i + 2u][u] + w.w * vv[4u * i + 3u][u];
             }
         }
         m = mt;
@@ -186,16 +196,68 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     for (var d = li; d < hd; d += T) {
         let a = (sums[d] + sums[256u + d]) + (sums[512u + d] + sums[768u + d]);
         if chunks == 1u {
-            out[th * hd + d] = a / l;
+            red[d] = a / l;
         } else {
-            part[base + 2u + d] = a;
+            atomicStore(&part[base + 2u + d], bitcast<u32>(a));
         }
     }
-    if chunks > 1u && li == 0u {
-        part[base] = m;
-        part[base + 1u] = l;
+    if chunks > 1u {
+        if li == 0u {
+            atomicStore(&part[base], bitcast<u32>(m));
+            atomicStore(&part[base + 1u], bitcast<u32>(l));
+        }
+        // The head's last chunk to finish merges them all: each chunk's sums rescaled
+        // to the largest max.
+        storageBarrier();
+        if li == 0u {
+            flag = u32(atomicAdd(&done[th], 1u) + 1u == chunks);
+        }
+        if workgroupUniformLoad(&flag) == 0u {
+            return;
+        }
+        storageBarrier();
+        let stride = hd + 2u;
+        let b0 = th * chunks * stride;
+        var mx = -3.4e38;
+        for (var c = 0u; c < chunks; c++) {
+            mx = max(mx, part_at(b0 + c * stride));
+        }
+        var lt = 0.0;
+        for (var c = 0u; c < chunks; c++) {
+            lt += exp(part_at(b0 + c * stride) - mx) * part_at(b0 + c * stride + 1u);
+        }
+        for (var d = li; d < hd; d += T) {
+            var a = 0.0;
+            for (var c = 0u; c < chunks; c++) {
+                a += exp(part_at(b0 + c * stride) - mx) * part_at(b0 + c * stride + 2u + d);
+            }
+            red[d] = a / lt;
+        }
+        if li == 0u {
+            atomicStore(&done[th], 0u);
+        }
     }
-    if chunks == 1u && pu(16) == 1u {
-        q8_from_out(li, th * hd / 4u, hd / 4u, nh * hd);
+    workgroupBarrier();
+    for (var d = li; d < hd; d += T) {
+        out[th * hd + d] = red[d];
     }
+    // Activations int8: the row quantised from workgroup memory as it is stored.
+    if pu(16) == 1u {
+        let inside = li < hd / 4u;
+        var hv = vec4<f32>(0.0);
+        if inside {
+            hv = vec4<f32>(red[4u * li], red[4u * li + 1u], red[4u * li + 2u], red[4u * li + 3u]);
+        }
+        if li < Q8_SLOTS {
+            q8_mark(li, hv);
+        }
+        workgroupBarrier();
+        if inside {
+            q8_store(li, th * hd / 4u + li, hv, nh * hd);
+        }
+    }
+}
+
+fn part_at(i: u32) -> f32 {
+    return bitcast<f32>(atomicLoad(&part[i]));
 }

@@ -431,9 +431,10 @@ pub fn add_rms_norm_q8(
 
 /// Decode attention with its output quantised where it is written (kernel tests): one
 /// query row `q` of `heads` heads, f32 caches `kc` and `vc` of `kv_heads` heads a
-/// position, the keys split into `chunks` (1: attention.wgsl alone; more: its chunk sums
-/// merged by attention_merge.wgsl). The output row and its q8 words (the packed values,
-/// then the block scales' bits).
+/// position, the keys split into `chunks` (more than 1: the head's last chunk merges
+/// them), dispatched twice on the same buffers. The output row, its q8 words (the packed
+/// values, then the block scales' bits), and the largest chunk count left behind (0
+/// where each head's last chunk set its count back).
 pub fn attention_q8(
     q: &[f32],
     kc: &[f32],
@@ -441,7 +442,7 @@ pub fn attention_q8(
     heads: usize,
     kv_heads: usize,
     chunks: usize,
-) -> Result<(Vec<f32>, Vec<u32>), BackendError> {
+) -> Result<(Vec<f32>, Vec<u32>, u32), BackendError> {
     let gpu = gpu()?;
     let (d, hd) = (q.len(), q.len() / heads);
     let keys = kc.len() / (kv_heads * hd);
@@ -449,7 +450,7 @@ pub fn attention_q8(
         let src = shaders::source(name, None).map_err(device::err)?;
         schedule::pipelines().get(&gpu, name, src)
     };
-    let (attention, merge) = (pipeline("attention")?, pipeline("attention_merge")?);
+    let attention = pipeline("attention")?;
     let (qb, kb, vb) = (
         upload(&gpu, "q", &floats(q))?,
         upload(&gpu, "k cache", &floats(kc))?,
@@ -460,8 +461,9 @@ pub fn attention_q8(
     let q8 = storage(&gpu, "q8", (words * 4) as u64)?;
     let part = storage(&gpu, "part", (heads * chunks * (hd + 2) * 4) as u64)?;
     let none = storage(&gpu, "unread", 16)?;
+    let done = storage(&gpu, "done", (heads * 4) as u64)?;
     let scale = 1.0 / (hd as f32).sqrt();
-    let (n, quantise) = (heads * chunks, (chunks == 1) as u32);
+    let n = heads * chunks;
     let params = Params::new(&[
         1,
         heads as u32,
@@ -479,17 +481,17 @@ pub fn attention_q8(
         0,
         keys.div_ceil(chunks) as u32,
         chunks as u32,
-        quantise,
+        1,
     ]);
-    let bindings = [&qb, &kb, &vb, &out, &none, &part, &none, &none, &q8];
-    buffers::dispatch_once(&gpu, &attention, params, &bindings, (n as u32, 1));
-    if chunks > 1 {
-        let params = Params::new(&[heads as u32, hd as u32, chunks as u32, heads as u32, 1]);
-        buffers::dispatch_once(&gpu, &merge, params, &[&part, &out, &q8], (heads as u32, 1));
+    let bindings = [&qb, &kb, &vb, &out, &none, &part, &none, &none, &q8, &done];
+    for _ in 0..2 {
+        buffers::dispatch_once(&gpu, &attention, params, &bindings, (n as u32, 1));
     }
     let row = read_back(&gpu, &out, (d * 4) as u64)?;
     let q = read_back(&gpu, &q8, (words * 4) as u64)?;
-    Ok((row, q.into_iter().map(f32::to_bits).collect()))
+    let left = read_back(&gpu, &done, (heads * 4) as u64)?;
+    let left = left.iter().map(|v| v.to_bits()).max().unwrap_or(0);
+    Ok((row, q.into_iter().map(f32::to_bits).collect(), left))
 }
 
 /// Prefill attention (attention_rows.wgsl, kernel tests): query rows `q` at positions

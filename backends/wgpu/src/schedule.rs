@@ -47,8 +47,18 @@ pub fn subgroups(gpu: &Gpu) -> bool {
 }
 
 /// Keys a workgroup of a split decode attention takes: a one-row call over more keys
-/// runs chunks of this many side by side, then merges them.
-pub const ATTENTION_CHUNK: usize = 64;
+/// runs chunks of this many side by side, then merges them. `WEFT_GPU_ATTN_CHUNK=N`
+/// (a multiple of 64) sets it (a measuring aid).
+pub fn attention_chunk() -> usize {
+    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CHUNK.get_or_init(|| {
+        std::env::var("WEFT_GPU_ATTN_CHUNK")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0 && n.is_multiple_of(64))
+            .unwrap_or(64)
+    })
+}
 
 /// Activation rows from which a matmul takes the register-tiled GEMM (`gemm.wgsl`,
 /// 64 × 64 tiles) rather than `matmul.wgsl`, where the GEMM applies (see [`gemm_fits`]).
@@ -147,8 +157,10 @@ pub enum Buf {
     MoeWeights(usize),
     MoeHidden(usize),
     MoeOut(usize),
-    /// A split attention's chunk sums (attention.wgsl), reused by every layer.
+    /// A split attention's chunk sums (attention.wgsl), reused by every layer, and
+    /// its count of finished chunks a head (the last sets it back to 0).
     AttnPart,
+    AttnDone,
     /// One activation row quantised to 8 bits (activations int8): the packed values,
     /// then the block scales.
     X8,
@@ -266,8 +278,10 @@ pub struct GpuExecutable {
     pub rope_freqs: Vec<Vec<f32>>,
     pub moe: Vec<MoeScratch>,
     /// Floats of one key chunk's sums for all heads of the widest attention layer
-    /// ([`Buf::AttnPart`] holds one per chunk of [`ATTENTION_CHUNK`] keys).
+    /// ([`Buf::AttnPart`] holds one per chunk of [`attention_chunk`] keys).
     pub attn_part: usize,
+    /// Heads of the widest attention layer ([`Buf::AttnDone`] holds a count each).
+    pub attn_heads: usize,
     /// Words of the quantised activation row ([`Buf::X8`]; 0 without int8 matvecs).
     pub x8_words: usize,
     /// Words of the matvec epilogues' counts ([`Buf::Done`]): the norm epilogue's, then
@@ -650,6 +664,7 @@ impl Lowering<'_> {
             Epilogue::Norm(nm)
                 if int8
                     && !normed
+                    && std::env::var_os("WEFT_GPU_NO_NORM_EPILOGUE").is_none()
                     && shaders::q8_epilogue_fits(dtype, rows_per, vec4, k)
                     && n_all <= span
                     && n_all.is_multiple_of(32)
@@ -1308,6 +1323,7 @@ impl GpuExecutable {
         }
         let mut norm_fused = vec![false; n];
         let mut attn_part = 0;
+        let mut attn_heads = 0;
         for (i, st) in plan.steps.iter().enumerate() {
             let slot = Buf::Slot;
             let input = |k: usize| Buf::Slot(st.inputs[k]);
@@ -1784,14 +1800,16 @@ impl GpuExecutable {
                     let (scale, window, cap) =
                         (*scale, window.unwrap_or(0), softcap.unwrap_or(0.0));
                     attn_part = attn_part.max(nh * (hd + 2));
+                    attn_heads = attn_heads.max(nh);
                     // Decode over more keys than a chunk: chunks side by side, merged.
+                    let chunk = attention_chunk();
                     let chunks = move |c: &Call| {
                         let keys = match window {
                             0 => c.pos0 + 1,
                             w => (c.pos0 + 1).min(w),
                         };
-                        match c.seq == 1 && keys > ATTENTION_CHUNK {
-                            true => keys.div_ceil(ATTENTION_CHUNK),
+                        match c.seq == 1 && keys > chunk {
+                            true => keys.div_ceil(chunk),
                             false => 1,
                         }
                     };
@@ -1832,7 +1850,7 @@ impl GpuExecutable {
                         table,
                     ];
                     let mut bufs = reads.clone();
-                    bufs.extend([Buf::AttnPart, k.buf, v.buf, x8]);
+                    bufs.extend([Buf::AttnPart, k.buf, v.buf, x8, Buf::AttnDone]);
                     lw.push(
                         i,
                         p,
@@ -1852,9 +1870,9 @@ impl GpuExecutable {
                             p[12..].copy_from_slice(&[
                                 k.off as u32,
                                 v.off as u32,
-                                ATTENTION_CHUNK as u32,
+                                chunk as u32,
                                 n as u32,
-                                (q8 && c.seq == 1 && n == 1) as u32,
+                                (q8 && c.seq == 1) as u32,
                             ]);
                             (Params::new(&p), g)
                         }),
@@ -1876,27 +1894,6 @@ impl GpuExecutable {
                             }),
                         );
                     }
-                    let p = lw.pipeline(i, "attention_merge", None)?;
-                    lw.push(
-                        i,
-                        p,
-                        vec![Buf::AttnPart, slot(i), x8],
-                        Box::new(move |c| {
-                            let n = chunks(c);
-                            let g = match n {
-                                1 => (0, 0),
-                                _ => groups(c.gpu, (c.seq * nh) as u32),
-                            };
-                            let p = [
-                                (c.seq * nh) as u32,
-                                hd as u32,
-                                n as u32,
-                                g.0,
-                                (q8 && c.seq == 1) as u32,
-                            ];
-                            (Params::new(&p), g)
-                        }),
-                    );
                 }
                 Op::Moe {
                     n_experts,
@@ -2080,6 +2077,7 @@ impl GpuExecutable {
             rope_freqs,
             moe,
             attn_part,
+            attn_heads,
             x8_words,
             done_words,
             x8_rows_k,

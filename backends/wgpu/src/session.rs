@@ -7,7 +7,7 @@
 
 use crate::buffers::{groups, map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
 use crate::profile::{CallTimes, Profiler, StepClock};
-use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
+use crate::schedule::{attention_chunk, Buf, Call, GpuExecutable};
 use std::sync::Arc;
 use weft_backend::{
     check_forward, check_top_k, check_truncate, BackendError, Logits, Output, Pick, Session, Top,
@@ -220,11 +220,16 @@ impl GpuSession {
             (exe.w16_blocks * 64).max(16) as u64,
         )?;
         let part_bytes = max_ctx
-            .div_ceil(ATTENTION_CHUNK)
+            .div_ceil(attention_chunk())
             .checked_mul(exe.attn_part)
             .and_then(|v| v.checked_mul(4))
             .ok_or_else(|| alloc_err("the attention chunk sums".into(), usize::MAX))?;
         let attn_part = storage(&gpu, "attention chunk sums", part_bytes.max(16) as u64)?;
+        let attn_done = storage(
+            &gpu,
+            "attention chunk counts",
+            (exe.attn_heads.max(4) * 4) as u64,
+        )?;
         let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step parameters"),
             size: (exe.dispatches.len() + EXTRA_BLOCKS) as u64 * PARAM_STRIDE,
@@ -251,6 +256,7 @@ impl GpuSession {
                 Buf::W8Scales => &w8_scales,
                 Buf::W16 => &w16,
                 Buf::AttnPart => &attn_part,
+                Buf::AttnDone => &attn_done,
                 Buf::Done => &done,
                 Buf::Dummy => &dummy,
             }

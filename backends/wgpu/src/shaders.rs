@@ -171,7 +171,6 @@ pub fn body(name: &str) -> &'static str {
         "rope" => wgsl!("rope.wgsl"),
         "attention" => wgsl!("attention.wgsl"),
         "attention_rows" => wgsl!("attention_rows.wgsl"),
-        "attention_merge" => wgsl!("attention_merge.wgsl"),
         "kv_append" => wgsl!("kv_append.wgsl"),
         "bias" => wgsl!("bias.wgsl"),
         "moe_route" => wgsl!("moe_route.wgsl"),
@@ -240,14 +239,8 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
     if matches!(name, "rms_norm" | "add_rms_norm" | "layer_norm") {
         s += wgsl!("reduce.wgsl");
     }
-    if matches!(
-        name,
-        "add_rms_norm" | "quantize_q8" | "attention" | "attention_merge"
-    ) {
+    if matches!(name, "add_rms_norm" | "quantize_q8" | "attention") {
         s += wgsl!("q8_block.wgsl");
-    }
-    if matches!(name, "attention" | "attention_merge") {
-        s += wgsl!("q8_out.wgsl");
     }
     Ok(s)
 }
@@ -474,7 +467,7 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> O
             rows_dot_i8: wgsl!("quant/rows/q4_k_i8.wgsl"),
             r: 4,
             lanes: 64,
-            i8_shape: (2, 32),
+            i8_shape: (2, q4k_i8_lanes(k)),
         },
         DType::Q6_K if (k / 256).is_multiple_of(2) => RowsKernel {
             block: wgsl!("quant/rows/q6_k_block.wgsl"),
@@ -485,7 +478,7 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> O
             i8_shape: (2, (8 * (k / 256)).next_power_of_two().clamp(32, 128)),
         },
         // A lane a block, as many lanes as a row's blocks fill, at least 32.
-        DType::Q4_1 if int8 => RowsKernel {
+        DType::Q4_1 if int8 && std::env::var_os("WEFT_GPU_NO_Q4_1_INT8").is_none() => RowsKernel {
             block: wgsl!("quant/rows/q4_1_block.wgsl"),
             rows_dot: None,
             rows_dot_i8: wgsl!("quant/rows/q4_1_i8.wgsl"),
@@ -504,6 +497,19 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> O
         },
         None => kernel,
     })
+}
+
+/// Lanes of the Q4_K int8 matvec (four a super-block): 32, or with
+/// `WEFT_MV_Q4_K_ITERS=T` as many as leave each lane about T super-blocks of a row
+/// (32–128; a measuring aid).
+fn q4k_i8_lanes(k: usize) -> usize {
+    let iters = std::env::var("WEFT_MV_Q4_K_ITERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    match iters {
+        Some(t) if t > 0 => (4 * (k / 256) / t).next_power_of_two().clamp(32, 128),
+        _ => 32,
+    }
 }
 
 /// `WEFT_MV_Q4_K=R,LANES` (or `WEFT_MV_Q6_K`): the several-rows matvec's shape for the
