@@ -8,11 +8,10 @@
 // fourth dim (their loads are one contiguous run), the key's score from their four
 // sums. Scores and weights land in workgroup memory; every thread reads all 64 for the
 // tile's max and sum (fewer barriers than trees, which a short decode context pays for). Value
-// sums: four groups of 64 threads, each over 16 keys of the tile, a thread a dim (and
-// dim + 64, …), its values loaded into registers as the tile starts, so that their
-// latency passes while the keys are scored; the groups' sums are added at the end. Four
-// times the threads of a thread a key: a decode step has a workgroup or a few per head,
-// so its loads need threads to be in flight.
+// sums: four groups of 64 threads, each over 16 keys of the tile (no exp and no branch
+// in that loop, so its loads go out together), a thread a dim (and dim + 64, …); the
+// groups' sums are added at the end. Four times the threads of a thread a key: a decode
+// step has a workgroup or a few per head, so its loads need threads to be in flight.
 // Chunks (params 14, 15 > 1; decode): the keys split into chunks of pu(14) that run side
 // by side; each writes its unnormalised (max, sum, Σ weight · v) to `part`, and the
 // head's last chunk to finish (a count a head in `done`) rescales and adds them all, so
@@ -120,18 +119,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var tile = lo; tile < hi; tile += KEYS) {
-        // This thread's values of the tile, loaded before the scores need them (keys
-        // past hi read row hi - 1, written and finite, and weigh 0).
-        var vv: array<array<f32, 4>, 16>;
-        for (var i = 0u; i < 16u; i++) {
-            let row = min(tile + 16u * g + i, hi - 1u) * kvw + kvo;
-            for (var u = 0u; u < 4u; u++) {
-                let d = dl + KEYS * u;
-                if d < hd {
-                    vv[i][u] = v_at(row + d);
-                }
-            }
-        }
         let j = tile + key;
         var dot = 0.0;
         if j < hi {
@@ -175,11 +162,20 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var u = 0u; u < 4u; u++) {
             acc[u] *= corr;
         }
-        for (var i = 0u; i < 4u; i++) {
-            let w = pw[4u * g + i];
+        // Keys past hi weigh 0 and read row hi - 1 (written, finite) in their place.
+        let n = min(16u * (g + 1u), hi - tile);
+        for (var i = 16u * g; i < n; i += 4u) {
+            var rows: array<u32, 4>;
+            for (var e = 0u; e < 4u; e++) {
+                rows[e] = min(tile + i + e, hi - 1u) * kvw + kvo;
+            }
+            let w = pw[i / 4u];
             for (var u = 0u; u < 4u; u++) {
-                acc[u] += w.x * vv[4u * i][u] + w.y * vv[4u * i + 1u][u]
-                    + w.z * vv[4u * i + 2u][u] + w.w * vv[4u * i + 3u][u];
+                let d = dl + KEYS * u;
+                if d < hd {
+                    acc[u] += w.x * v_at(rows[0] + d) + w.y * v_at(rows[1] + d)
+                        + w.z * v_at(rows[2] + d) + w.w * v_at(rows[3] + d);
+                }
             }
         }
         m = mt;

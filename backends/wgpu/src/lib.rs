@@ -112,46 +112,6 @@ pub fn matmul(
     variant: RowsVariant,
     glu_act: weft_ir::GluAct,
 ) -> Result<Vec<f32>, BackendError> {
-    let variant = RowsVariant {
-        q8: false,
-        ..variant
-    };
-    Ok(matmul_q8(x, m, w, rows, skip, variant, glu_act)?.0)
-}
-
-/// The int8 GLU matvec with the q8 epilogue (kernel tests), as a plan's decode runs it
-/// on x the norm epilogue quantised: x (k wide) quantised by `quantize_q8`, then `w`
-/// ([gate | up], a several-rows type) against it, two rows a workgroup. act(gate) · up,
-/// the q8 words the epilogue quantised it into, and the largest count left behind (0
-/// where each block's finisher set its count back).
-pub fn matvec_glu_q8(
-    x: &[f32],
-    w: &WeightView,
-    glu_act: weft_ir::GluAct,
-) -> Result<(Vec<f32>, Vec<u32>, u32), BackendError> {
-    let variant = RowsVariant {
-        int8: true,
-        subgroups: true,
-        glu: true,
-        norm: false,
-        q8: true,
-    };
-    if !shaders::q8_epilogue_fits(w.dtype, 2, true, w.cols()) {
-        return Err(unsupported(w, "the q8 epilogue".into()));
-    }
-    matmul_q8(x, 1, w, Some(2), 0, variant, glu_act)
-}
-
-/// [`matmul`], and with `variant.q8` the q8 epilogue's words and counts left.
-fn matmul_q8(
-    x: &[f32],
-    m: usize,
-    w: &WeightView,
-    rows: Option<usize>,
-    skip: usize,
-    variant: RowsVariant,
-    glu_act: weft_ir::GluAct,
-) -> Result<(Vec<f32>, Vec<u32>, u32), BackendError> {
     let gpu = gpu()?;
     let rows_per = rows.unwrap_or_else(|| schedule::matmul_rows(&gpu));
     let mt = schedule::matmul_mt(&gpu);
@@ -163,7 +123,7 @@ fn matmul_q8(
         (_, true) => "gemm",
         _ => "matmul",
     };
-    let several = m == 1 && shaders::rows_matvec(w.dtype, rows_per, vec4, w.cols(), variant.int8);
+    let several = m == 1 && shaders::rows_matvec(w.dtype, rows_per, vec4, w.cols());
     // `variant.int8` at GEMM rows: the integer-dot GEMM, where the type has one.
     let gemm_i8 = match gemm && variant.int8 && schedule::gemm_i8_fits(&gpu) {
         true => {
@@ -176,7 +136,6 @@ fn matmul_q8(
     let (gemm_i8, decode_i8) = gemm_i8.unzip();
     let decode_i8 = decode_i8.flatten();
     let (int8, glu) = (variant.int8 && several, variant.glu && several);
-    let q8 = variant.q8 && int8 && glu;
     let src = match gemm {
         true if i8_gemm => Ok(gemm_i8.unwrap_or_default()),
         true => shaders::source(name, Some(w.dtype)),
@@ -186,7 +145,6 @@ fn matmul_q8(
                 subgroups: variant.subgroups && schedule::subgroups(&gpu),
                 glu,
                 norm: false,
-                q8,
             };
             shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), variant)
         }
@@ -206,14 +164,6 @@ fn matmul_q8(
     let mut bindings = vec![&xbuf, &wbuf, &out];
     if m == 1 {
         bindings.push(&no_experts);
-    }
-    // The q8 epilogue's counts (past the norm epilogue's words) and its q8 row.
-    let done_words = shaders::NORM_DONE_WORDS + n_out / 32;
-    let q8_words = n_out / 4 + n_out / 32;
-    let done = storage(&gpu, "done", (done_words * 4) as u64)?;
-    let q8_out = storage(&gpu, "q8 out", (q8_words.max(1) * 4) as u64)?;
-    if q8 {
-        bindings.extend([&done, &q8_out]);
     }
     let (x8, x8r, x8s, w8, w8s);
     if i8_gemm {
@@ -286,20 +236,7 @@ fn matmul_q8(
         matches!(glu_act, weft_ir::GluAct::Gelu) as u32,
     ]);
     buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, gy));
-    let got = read_back(&gpu, &out, (m * n_out * 4) as u64)?;
-    if !q8 {
-        return Ok((got, vec![], 0));
-    }
-    let words = read_back(&gpu, &q8_out, (q8_words * 4) as u64)?;
-    let counts = read_back(&gpu, &done, (done_words * 4) as u64)?;
-    let left = counts[shaders::NORM_DONE_WORDS..]
-        .iter()
-        .map(|v| v.to_bits());
-    Ok((
-        got,
-        words.iter().map(|v| v.to_bits()).collect(),
-        left.max().unwrap_or(0),
-    ))
+    read_back(&gpu, &out, (m * n_out * 4) as u64)
 }
 
 /// The int8 matvec with the norm epilogue (kernel tests), as a plan's decode runs it
@@ -327,9 +264,8 @@ pub fn matvec_norm_q8(
         subgroups: schedule::subgroups(&gpu),
         glu: false,
         norm: true,
-        q8: false,
     };
-    if !shaders::q8_epilogue_fits(w.dtype, rows_per, true, k) {
+    if !shaders::norm_epilogue_fits(w.dtype, rows_per, true, k) {
         return Err(unsupported(w, "the norm epilogue".into()));
     }
     let src = shaders::matmul_source("matvec", w.dtype, rows_per, 1, true, k, variant)

@@ -47,18 +47,8 @@ pub fn subgroups(gpu: &Gpu) -> bool {
 }
 
 /// Keys a workgroup of a split decode attention takes: a one-row call over more keys
-/// runs chunks of this many side by side, then merges them. `WEFT_GPU_ATTN_CHUNK=N`
-/// (a multiple of 64) sets it (a measuring aid).
-pub fn attention_chunk() -> usize {
-    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CHUNK.get_or_init(|| {
-        std::env::var("WEFT_GPU_ATTN_CHUNK")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0 && n.is_multiple_of(64))
-            .unwrap_or(64)
-    })
-}
+/// runs chunks of this many side by side, then merges them.
+pub const ATTENTION_CHUNK: usize = 64;
 
 /// Activation rows from which a matmul takes the register-tiled GEMM (`gemm.wgsl`,
 /// 64 × 64 tiles) rather than `matmul.wgsl`, where the GEMM applies (see [`gemm_fits`]).
@@ -223,8 +213,6 @@ struct GluOut {
     act: GluAct,
     out: Buf,
     width: usize,
-    /// Int8 matvecs read the value: a decode matvec may quantise it as it stores it.
-    q8: bool,
 }
 
 /// An add_rms_norm that alone reads a matmul's value, whose work a one-row matvec may do
@@ -278,15 +266,12 @@ pub struct GpuExecutable {
     pub rope_freqs: Vec<Vec<f32>>,
     pub moe: Vec<MoeScratch>,
     /// Floats of one key chunk's sums for all heads of the widest attention layer
-    /// ([`Buf::AttnPart`] holds one per chunk of [`attention_chunk`] keys).
+    /// ([`Buf::AttnPart`] holds one per chunk of [`ATTENTION_CHUNK`] keys).
     pub attn_part: usize,
     /// Heads of the widest attention layer ([`Buf::AttnDone`] holds a count each).
     pub attn_heads: usize,
     /// Words of the quantised activation row ([`Buf::X8`]; 0 without int8 matvecs).
     pub x8_words: usize,
-    /// Words of the matvec epilogues' counts ([`Buf::Done`]): the norm epilogue's, then
-    /// a block count for each 32 values of the widest GLU the q8 epilogue quantises.
-    pub done_words: usize,
     /// The widest activation row the integer-dot GEMM reads ([`Buf::X8Rows`]; 0 where
     /// none runs).
     pub x8_rows_k: usize,
@@ -354,8 +339,6 @@ struct Lowering<'a> {
     /// where the schedule so far ends (a value is not written again while read).
     x8_words: usize,
     x8_src: Option<(Buf, usize, usize)>,
-    /// Blocks of 32 of the widest GLU value the q8 epilogue quantises.
-    glu_q8_blocks: usize,
     /// The activation row [`Buf::X8Normed`] holds where the schedule so far ends.
     x8_normed: Option<(Buf, usize, usize)>,
     /// The same for the integer-dot GEMM's rows ([`Buf::X8Rows`]): the widest, and
@@ -640,8 +623,7 @@ impl Lowering<'_> {
         // Activations int8: a decode row is quantised once for the matmuls that read it in
         // a row (q|k and v of different types), and the matvec takes the integer-dot
         // variant.
-        let several =
-            experts.is_none() && shaders::rows_matvec(dtype, rows_per, vec4, k, self.int8);
+        let several = experts.is_none() && shaders::rows_matvec(dtype, rows_per, vec4, k);
         let int8 = self.int8 && several;
         let mv_rows = shaders::matvec_rows(dtype, rows_per, vec4, k, int8);
         let span =
@@ -664,8 +646,7 @@ impl Lowering<'_> {
             Epilogue::Norm(nm)
                 if int8
                     && !normed
-                    && std::env::var_os("WEFT_GPU_NO_NORM_EPILOGUE").is_none()
-                    && shaders::q8_epilogue_fits(dtype, rows_per, vec4, k)
+                    && shaders::norm_epilogue_fits(dtype, rows_per, vec4, k)
                     && n_all <= span
                     && n_all.is_multiple_of(32)
                     && n_all <= shaders::Q8_NORM_WIDTH =>
@@ -674,20 +655,7 @@ impl Lowering<'_> {
             }
             _ => (None, None),
         };
-        // The q8 epilogue: a GLU that int8 matvecs read, on x the norm epilogue
-        // quantised (so X8 is free to take the value), in blocks of 32 (counted in
-        // `done` past the norm epilogue's words).
-        let q8 = glu.is_some_and(|g| {
-            g.q8 && normed
-                && std::env::var_os("WEFT_GPU_NO_GLU_Q8").is_none()
-                && shaders::q8_epilogue_fits(dtype, rows_per, vec4, k)
-                && (n_all / 2).is_multiple_of(32)
-        });
         let m = Arc::new(m);
-        if let (true, Some(g)) = (q8, glu) {
-            self.glu_q8_blocks = self.glu_q8_blocks.max(n_all / 64);
-            self.x8_holds((g.out, g.width, 0), n_all / 2);
-        }
         if let Some(nm) = norm {
             self.x8_normed = Some((nm.out, 2 * n_all, n_all));
             self.x8_words = self.x8_words.max(n_all / 4 + n_all / 32);
@@ -727,9 +695,6 @@ impl Lowering<'_> {
             if variant.norm {
                 label += " norm";
             }
-            if variant.q8 {
-                label += " q8";
-            }
             pipelines().get(&self.gpu, &label, src)
         };
         let plain = RowsVariant::default();
@@ -738,7 +703,6 @@ impl Lowering<'_> {
             subgroups: subgroups(&self.gpu),
             glu: glu.is_some(),
             norm: norm.is_some(),
-            q8,
         };
         let (tiled, one) = (pipeline("matmul", plain)?, pipeline("matvec", variant)?);
         let fits = gemm_fits(k, vec4, experts.is_some());
@@ -832,14 +796,12 @@ impl Lowering<'_> {
             (_, Some(nm)) => (nm.out, 2 * n_all, 0, 1, 0),
             _ => (out, out_stride, col, 1, 0),
         };
-        // The norm and q8 epilogues' own bindings and words (matvec_norm.wgsl,
-        // matvec_glu_q8.wgsl).
+        // The norm epilogue's own bindings and words (matvec_norm.wgsl).
         let (norm_bufs, norm_words) = match norm {
             Some(nm) => (
                 vec![nm.res.buf, nm.weight, Buf::Done, Buf::X8Normed],
                 [nm.res.off as u32, f(nm.eps), f(nm.offset)],
             ),
-            None if q8 => (vec![Buf::Done, Buf::X8], [0; 3]),
             None => (vec![], [0; 3]),
         };
         for row0 in (0..n_all).step_by(span.max(1)) {
@@ -1183,7 +1145,6 @@ impl GpuExecutable {
             coop_gemm: false,
             x8_words: 0,
             x8_src: None,
-            glu_q8_blocks: 0,
             x8_normed: None,
             x8_rows_k: 0,
             x8_rows_src: None,
@@ -1243,13 +1204,7 @@ impl GpuExecutable {
                     let x = src_of(st.inputs[0]);
                     let int8 = st.inputs[1..=matmul_weights(st)].iter().map(|&w| {
                         lw.views[w].as_ref().is_some_and(|v| {
-                            shaders::rows_matvec(
-                                v.dtype,
-                                rows_per,
-                                x_vec4(&x, v.cols()),
-                                v.cols(),
-                                true,
-                            )
+                            shaders::rows_matvec(v.dtype, rows_per, x_vec4(&x, v.cols()), v.cols())
                         })
                     });
                     let int8: Vec<bool> = int8.collect();
@@ -1479,7 +1434,6 @@ impl GpuExecutable {
                                 act,
                                 out: slot(g),
                                 width: widths[g],
-                                q8: wants_q8.contains(&(slot(g), widths[g], 0)),
                             }),
                             None => Epilogue::None,
                         };
@@ -1802,14 +1756,13 @@ impl GpuExecutable {
                     attn_part = attn_part.max(nh * (hd + 2));
                     attn_heads = attn_heads.max(nh);
                     // Decode over more keys than a chunk: chunks side by side, merged.
-                    let chunk = attention_chunk();
                     let chunks = move |c: &Call| {
                         let keys = match window {
                             0 => c.pos0 + 1,
                             w => (c.pos0 + 1).min(w),
                         };
-                        match c.seq == 1 && keys > chunk {
-                            true => keys.div_ceil(chunk),
+                        match c.seq == 1 && keys > ATTENTION_CHUNK {
+                            true => keys.div_ceil(ATTENTION_CHUNK),
                             false => 1,
                         }
                     };
@@ -1870,7 +1823,7 @@ impl GpuExecutable {
                             p[12..].copy_from_slice(&[
                                 k.off as u32,
                                 v.off as u32,
-                                chunk as u32,
+                                ATTENTION_CHUNK as u32,
                                 n as u32,
                                 (q8 && c.seq == 1) as u32,
                             ]);
@@ -2036,7 +1989,7 @@ impl GpuExecutable {
         }
         if lw.x8_words > 0 {
             stage.log.push(
-                "activations (gpu): int8 for the Q4_K / Q6_K / Q4_1 decode matvecs, x quantised per 32 values"
+                "activations (gpu): int8 for the Q4_K / Q6_K decode matvecs, x quantised per 32 values"
                     .into(),
             );
         }
@@ -2053,7 +2006,6 @@ impl GpuExecutable {
             );
         }
         let x8_words = lw.x8_words;
-        let done_words = shaders::NORM_DONE_WORDS + lw.glu_q8_blocks;
         let x8_rows_k = lw.x8_rows_k;
         let w8_blocks = lw.w8_blocks;
         let w16_blocks = lw.w16_blocks;
@@ -2079,7 +2031,6 @@ impl GpuExecutable {
             attn_part,
             attn_heads,
             x8_words,
-            done_words,
             x8_rows_k,
             w8_blocks,
             w16_blocks,

@@ -7,7 +7,8 @@
 
 use crate::buffers::{groups, map_into, storage, upload, Params, PARAM_STRIDE, PARAM_WORDS};
 use crate::profile::{CallTimes, Profiler, StepClock};
-use crate::schedule::{attention_chunk, Buf, Call, GpuExecutable};
+use crate::schedule::{Buf, Call, GpuExecutable, ATTENTION_CHUNK};
+use crate::shaders;
 use std::sync::Arc;
 use weft_backend::{
     check_forward, check_top_k, check_truncate, BackendError, Logits, Output, Pick, Session, Top,
@@ -182,7 +183,11 @@ impl GpuSession {
         }
         let tokens = storage(&gpu, "token ids", (chunk * 4) as u64)?;
         let dummy = storage(&gpu, "unused", 16)?;
-        let done = storage(&gpu, "matvec epilogue counts", exe.done_words as u64 * 4)?;
+        let done = storage(
+            &gpu,
+            "norm epilogue counts",
+            shaders::NORM_DONE_WORDS as u64 * 4,
+        )?;
         let x8 = storage(
             &gpu,
             "quantised activations",
@@ -220,7 +225,7 @@ impl GpuSession {
             (exe.w16_blocks * 64).max(16) as u64,
         )?;
         let part_bytes = max_ctx
-            .div_ceil(attention_chunk())
+            .div_ceil(ATTENTION_CHUNK)
             .checked_mul(exe.attn_part)
             .and_then(|v| v.checked_mul(4))
             .ok_or_else(|| alloc_err("the attention chunk sums".into(), usize::MAX))?;

@@ -301,7 +301,7 @@ pub fn matmul_source(
     variant: RowsVariant,
 ) -> Result<String, String> {
     if name == "matvec" {
-        if let Some(kernel) = rows_kernel(dtype, rows, vec4, k, variant.int8) {
+        if let Some(kernel) = rows_kernel(dtype, rows, vec4, k) {
             let (r, lanes) = kernel.shape(variant.int8);
             let mut body = wgsl!("matvec_rows.wgsl")
                 .replace("const R: u32 = 4u;", &format!("const R: u32 = {r}u;"))
@@ -309,13 +309,11 @@ pub fn matmul_source(
                     "const LANES: u32 = 64u;",
                     &format!("const LANES: u32 = {lanes}u;"),
                 );
-            let rows_dot = match variant.int8 {
-                true => {
-                    body = body.replace(X_F32, X_I8);
-                    kernel.rows_dot_i8
-                }
-                false => kernel.rows_dot.unwrap_or_default(),
-            };
+            let mut rows_dot = kernel.rows_dot;
+            if variant.int8 {
+                body = body.replace(X_F32, X_I8);
+                rows_dot = kernel.rows_dot_i8;
+            }
             let entry = match variant.subgroups {
                 true => wgsl!("matvec_rows_subgroup.wgsl"),
                 false => wgsl!("matvec_rows_tree.wgsl"),
@@ -330,13 +328,6 @@ pub fn matmul_source(
                     &format!("const NORM_WIDTH: u32 = {Q8_NORM_WIDTH}u;"),
                 );
                 body = body.replace(OUT_F32, &norm);
-            }
-            if variant.q8 {
-                let q8 = wgsl!("matvec_glu_q8.wgsl").replace(
-                    "const DONE0: u32 = 0u;",
-                    &format!("const DONE0: u32 = {NORM_DONE_WORDS}u;"),
-                );
-                body = body.replace(OUT_F32, &q8);
             }
             return Ok(format!("{}{body}{block}{rows_dot}{entry}", prelude()));
         }
@@ -389,32 +380,28 @@ pub struct RowsVariant {
     /// The norm epilogue (`matvec_norm.wgsl`, with `int8`): the kernel does the work of
     /// the add_rms_norm that alone reads its one row, quantising the normed half.
     pub norm: bool,
-    /// The q8 epilogue (`matvec_glu_q8.wgsl`, with `int8` and `glu`): the kernel also
-    /// quantises its output for the int8 matvec that reads it.
-    pub q8: bool,
 }
 
-/// Whether the decode matvec of `dtype` is the several-rows kernel (Q4_K, Q6_K; Q4_1 on
-/// x quantised, `int8`), which has the integer-dot and GLU-epilogue variants.
-pub fn rows_matvec(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> bool {
-    rows_kernel(dtype, rows, vec4, k, int8).is_some()
+/// Whether the decode matvec of `dtype` is the several-rows kernel (Q4_K, Q6_K), which
+/// has the integer-dot and GLU-epilogue variants.
+pub fn rows_matvec(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
+    rows_kernel(dtype, rows, vec4, k).is_some()
 }
 
 /// Weight rows of a matvec workgroup for `dtype` where the matmul kernels take `rows`
 /// (`matvec_rows.wgsl` takes its own).
 pub fn matvec_rows(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> usize {
-    match rows_kernel(dtype, rows, vec4, k, int8) {
+    match rows_kernel(dtype, rows, vec4, k) {
         Some(kernel) => kernel.shape(int8).0,
         None => rows,
     }
 }
 
 /// Whether the int8 several-rows matvec of `dtype` can take the norm epilogue
-/// (matvec_norm.wgsl) or, with the GLU's, the q8 one (matvec_glu_q8.wgsl): its
-/// workgroups' rows tile blocks of 32, a block's finisher has a lane a value, and its
-/// `partial` holds a block's 64 sums.
-pub fn q8_epilogue_fits(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
-    rows_kernel(dtype, rows, vec4, k, true).is_some_and(|kernel| {
+/// (matvec_norm.wgsl): its workgroups' rows tile blocks of 32, a block's finisher has a
+/// lane a value, and its `partial` holds a block's 64 sums.
+pub fn norm_epilogue_fits(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool {
+    rows_kernel(dtype, rows, vec4, k).is_some_and(|kernel| {
         let (r, lanes) = kernel.shape(true);
         32 % r == 0 && lanes >= 32 && r * lanes >= 64
     })
@@ -424,9 +411,8 @@ pub fn q8_epilogue_fits(dtype: DType, rows: usize, vec4: bool, k: usize) -> bool
 struct RowsKernel {
     /// The weight binding and block helpers.
     block: &'static str,
-    /// `rows_dot` on f32 x (None: the kernel is for x quantised alone), and on x
-    /// quantised to 8 bits (activations int8).
-    rows_dot: Option<&'static str>,
+    /// `rows_dot` on f32 x, and on x quantised to 8 bits (activations int8).
+    rows_dot: &'static str,
     rows_dot_i8: &'static str,
     /// Weight rows a workgroup (`R`).
     r: usize,
@@ -456,35 +442,26 @@ impl RowsKernel {
 /// tok/s against 4 × 64), Q6_K at 2 × 128 on f32 x (16 lanes a super-block). Q6_K on
 /// int8 x takes 8 lanes a super-block, 2 rows and up to 128 lanes, as many as a row's
 /// super-blocks fill (64 for k = 2048), at least 32.
-fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> Option<RowsKernel> {
+fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize) -> Option<RowsKernel> {
     if !vec4 || rows >= 64 {
         return None;
     }
     let kernel = Some(match dtype {
         DType::Q4_K => RowsKernel {
             block: wgsl!("quant/rows/q4_k_block.wgsl"),
-            rows_dot: Some(wgsl!("quant/rows/q4_k.wgsl")),
+            rows_dot: wgsl!("quant/rows/q4_k.wgsl"),
             rows_dot_i8: wgsl!("quant/rows/q4_k_i8.wgsl"),
             r: 4,
             lanes: 64,
-            i8_shape: (2, q4k_i8_lanes(k)),
+            i8_shape: (2, 32),
         },
         DType::Q6_K if (k / 256).is_multiple_of(2) => RowsKernel {
             block: wgsl!("quant/rows/q6_k_block.wgsl"),
-            rows_dot: Some(wgsl!("quant/rows/q6_k.wgsl")),
+            rows_dot: wgsl!("quant/rows/q6_k.wgsl"),
             rows_dot_i8: wgsl!("quant/rows/q6_k_i8.wgsl"),
             r: 2,
             lanes: 128,
             i8_shape: (2, (8 * (k / 256)).next_power_of_two().clamp(32, 128)),
-        },
-        // A lane a block, as many lanes as a row's blocks fill, at least 32.
-        DType::Q4_1 if int8 && std::env::var_os("WEFT_GPU_NO_Q4_1_INT8").is_none() => RowsKernel {
-            block: wgsl!("quant/rows/q4_1_block.wgsl"),
-            rows_dot: None,
-            rows_dot_i8: wgsl!("quant/rows/q4_1_i8.wgsl"),
-            r: 2,
-            lanes: 32,
-            i8_shape: (2, (k / 32).next_power_of_two().clamp(32, 128)),
         },
         _ => return None,
     });
@@ -497,19 +474,6 @@ fn rows_kernel(dtype: DType, rows: usize, vec4: bool, k: usize, int8: bool) -> O
         },
         None => kernel,
     })
-}
-
-/// Lanes of the Q4_K int8 matvec (four a super-block): 32, or with
-/// `WEFT_MV_Q4_K_ITERS=T` as many as leave each lane about T super-blocks of a row
-/// (32–128; a measuring aid).
-fn q4k_i8_lanes(k: usize) -> usize {
-    let iters = std::env::var("WEFT_MV_Q4_K_ITERS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok());
-    match iters {
-        Some(t) if t > 0 => (4 * (k / 256) / t).next_power_of_two().clamp(32, 128),
-        _ => 32,
-    }
 }
 
 /// `WEFT_MV_Q4_K=R,LANES` (or `WEFT_MV_Q6_K`): the several-rows matvec's shape for the
@@ -730,7 +694,7 @@ mod tests {
     #[test]
     fn int8_matvecs_read_packed_x_with_integer_dots() {
         for (dtype, k) in [(DType::Q4_K, 256), (DType::Q6_K, 512)] {
-            assert!(rows_matvec(dtype, 2, true, k, true), "{dtype}");
+            assert!(rows_matvec(dtype, 2, true, k), "{dtype}");
             let int8 = RowsVariant {
                 int8: true,
                 ..RowsVariant::default()
@@ -744,20 +708,9 @@ mod tests {
             let f = matmul_source("matvec", dtype, 2, 16, true, k, RowsVariant::default()).unwrap();
             assert!(f.contains(X_F32) && !f.contains("dot4I8Packed"), "{dtype}");
         }
-        assert!(!rows_matvec(DType::Q5_K, 2, true, 256, true));
-        assert!(rows_matvec(DType::Q4_1, 2, true, 256, true));
-        assert!(
-            !rows_matvec(DType::Q4_1, 2, true, 256, false),
-            "Q4_1 on f32 x"
-        );
-        assert!(
-            !rows_matvec(DType::Q4_K, 64, true, 256, true),
-            "one lane a row"
-        );
-        assert!(
-            !rows_matvec(DType::Q6_K, 2, true, 768, true),
-            "odd super-blocks"
-        );
+        assert!(!rows_matvec(DType::Q5_K, 2, true, 256));
+        assert!(!rows_matvec(DType::Q4_K, 64, true, 256), "one lane a row");
+        assert!(!rows_matvec(DType::Q6_K, 2, true, 768), "odd super-blocks");
     }
 
     /// The tensor-core GEMM and its f16 decoder compile (WGSL to SPIR-V, as wgpu's Vulkan
