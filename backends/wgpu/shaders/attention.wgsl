@@ -218,14 +218,14 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
         for (var c = 0u; c < chunks; c++) {
             mx = max(mx, part_at(b0 + c * stride));
         }
-        var lt = 0.0;
-        for (var c = 0u; c < chunks; c++) {
-            lt += exp(part_at(b0 + c * stride) - mx) * part_at(b0 + c * stride + 1u);
-        }
         for (var d = li; d < hd; d += T) {
+            var lt = 0.0;
             var a = 0.0;
             for (var c = 0u; c < chunks; c++) {
-                a += exp(part_at(b0 + c * stride) - mx) * part_at(b0 + c * stride + 2u + d);
+                let at = b0 + c * stride;
+                let e = exp(part_at(at) - mx);
+                lt += e * part_at(at + 1u);
+                a += e * part_at(at + 2u + d);
             }
             red[d] = a / lt;
         }
