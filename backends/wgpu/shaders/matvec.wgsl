@@ -10,6 +10,8 @@
 // GLU epilogue (GLU true; not in expert mode): the weight is [gate | up] (n rows, halves
 // of n / 2), a workgroup takes ROWS / 2 gate rows and the matching up rows, and stores
 // act(gate) · up, the act by param 13 (0 silu, 1 gelu).
+// Norm prologue (matvec_norm_prologue.wgsl in place of the x binding and `x_prologue`):
+// x is an add_rms_norm's normed half, worked out by each workgroup first.
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
@@ -19,9 +21,11 @@ const LANES: u32 = 1u;
 const GLU: bool = false;
 
 var<workgroup> partial: array<f32, 64>;
+fn x_prologue(li: u32, wg: vec3<u32>) {}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    x_prologue(li, wg);
     let k = pu(1);
     let n = pu(2);
     var j = wg.x * ROWS + li / LANES;

@@ -145,6 +145,7 @@ pub fn matmul(
                 subgroups: variant.subgroups && schedule::subgroups(&gpu),
                 glu,
                 norm: false,
+                norm_in: false,
             };
             shaders::matmul_source(name, w.dtype, rows_per, mt, vec4, w.cols(), variant)
         }
@@ -239,6 +240,77 @@ pub fn matmul(
     read_back(&gpu, &out, (m * n_out * 4) as u64)
 }
 
+/// The one-row matvec with the norm prologue (kernel tests), as a plan's decode runs it
+/// for an add_rms_norm whose normed half it alone reads: each workgroup works out
+/// norm(a + b) · (nw + offset) (k wide) and dots `w`'s rows with it, and workgroup (0, 0)
+/// stores a + b. a and b are read from float offsets `a_off` and `b_off` (multiples of
+/// 4) of their buffers. Returns the dots and the sum.
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_norm_prologue(
+    a: &[f32],
+    a_off: usize,
+    b: &[f32],
+    b_off: usize,
+    w: &WeightView,
+    nw: &[f32],
+    eps: f32,
+    offset: f32,
+) -> Result<(Vec<f32>, Vec<f32>), BackendError> {
+    let gpu = gpu()?;
+    let (n, k) = (w.rows(), w.cols());
+    let rows_per = schedule::matmul_rows(&gpu);
+    let variant = RowsVariant {
+        norm_in: true,
+        ..RowsVariant::default()
+    };
+    if shaders::rows_matvec(w.dtype, rows_per, true, k) {
+        return Err(unsupported(
+            w,
+            "the norm prologue (a several-rows matvec)".into(),
+        ));
+    }
+    let src = shaders::matmul_source("matvec", w.dtype, rows_per, 1, true, k, variant)
+        .map_err(|what| unsupported(w, what))?;
+    let p = schedule::pipelines().get(&gpu, "matvec norm-in", src)?;
+    let (ab, bb, wb, nb) = (
+        upload(&gpu, "a", &floats(a))?,
+        upload(&gpu, "b", &floats(b))?,
+        upload(&gpu, &w.name, w.bytes())?,
+        upload(&gpu, "norm weight", &floats(nw))?,
+    );
+    let (out, sum) = (
+        storage(&gpu, "out", (n * 4) as u64)?,
+        storage(&gpu, "norm value", (2 * k * 4) as u64)?,
+    );
+    let no_experts = upload(&gpu, "ids", &[0; 4])?;
+    let gx = n.div_ceil(rows_per) as u32;
+    let params = Params::new(&[
+        1,
+        k as u32,
+        n as u32,
+        n as u32,
+        0,
+        w.row_bytes() as u32,
+        0,
+        gx,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        (a_off / 4) as u32,
+        (b_off / 4) as u32,
+        eps.to_bits(),
+        offset.to_bits(),
+    ]);
+    let bindings = [&ab, &wb, &out, &no_experts, &bb, &nb, &sum];
+    buffers::dispatch_once(&gpu, &p, params, &bindings, (gx, 1));
+    let dots = read_back(&gpu, &out, (n * 4) as u64)?;
+    let sum = read_back(&gpu, &sum, (k * 4) as u64)?;
+    Ok((dots, sum))
+}
+
 /// The int8 matvec with the norm epilogue (kernel tests), as a plan's decode runs it
 /// for an add_rms_norm reading the matvec alone: x (k wide) quantised by `quantize_q8`,
 /// then `w` (a Q4_K or Q6_K weight of d rows) against it, the residual `res` added and
@@ -264,6 +336,7 @@ pub fn matvec_norm_q8(
         subgroups: schedule::subgroups(&gpu),
         glu: false,
         norm: true,
+        norm_in: false,
     };
     if !shaders::norm_epilogue_fits(w.dtype, rows_per, true, k) {
         return Err(unsupported(w, "the norm epilogue".into()));

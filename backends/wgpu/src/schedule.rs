@@ -227,6 +227,19 @@ struct NormOut {
     offset: f32,
 }
 
+/// An add_rms_norm whose normed half one plain matvec alone reads, which works it out
+/// itself at decode (see [`Lowering::matmul`]): the rows added, the norm's weight, its
+/// value (2d wide: the matvec stores the sum half), eps and weight offset.
+#[derive(Clone, Copy)]
+struct NormIn {
+    a: Src,
+    b: Src,
+    weight: Buf,
+    out: Buf,
+    eps: f32,
+    offset: f32,
+}
+
 /// Work a decode matvec may take over from the step that alone reads its value.
 #[derive(Clone, Copy)]
 enum Epilogue {
@@ -600,7 +613,9 @@ impl Lowering<'_> {
     /// expert's weight from `ids`. With a GLU epilogue (w is [gate | up]) a one-row
     /// call's matvec stores act(gate) · up into the GLU step's value instead; with a norm
     /// epilogue it does the add_rms_norm's work (int8 only, the one row quantised);
-    /// returns whether it does. Weights of more rows than a dispatch's workgroups
+    /// returns whether it does. With a norm prologue (the plain matvec on f32 x read as
+    /// vec4, which the caller has checked) the one-row matvec works x out from the
+    /// add_rms_norm's inputs and stores its sum half. Weights of more rows than a dispatch's workgroups
     /// reach (a 262k-row vocabulary at two rows a workgroup) run in several dispatches
     /// over ranges of rows, each from a byte offset of the weight.
     #[allow(clippy::too_many_arguments)]
@@ -614,6 +629,7 @@ impl Lowering<'_> {
         col: usize,
         experts: Option<(Buf, usize, usize)>,
         epilogue: Epilogue,
+        prologue: Option<NormIn>,
         m: impl Fn(&Call) -> usize + Send + Sync + 'static,
     ) -> Result<bool, BackendError> {
         let (wi, dtype, n_all, k, row_bytes) = w;
@@ -634,6 +650,13 @@ impl Lowering<'_> {
         // is not the row it would overwrite. A row a norm epilogue quantised is read where
         // it lies.
         let normed = int8 && self.x8_normed == Some((x.buf, x.stride, x.off));
+        if prologue.is_some() && (several || experts.is_some()) {
+            return Err(bad(
+                i,
+                self.plan,
+                "a norm prologue on a matvec other than the plain one",
+            ));
+        }
         let (glu, norm) = match epilogue {
             Epilogue::Glu(g)
                 if experts.is_none()
@@ -695,6 +718,9 @@ impl Lowering<'_> {
             if variant.norm {
                 label += " norm";
             }
+            if variant.norm_in {
+                label += " norm-in";
+            }
             pipelines().get(&self.gpu, &label, src)
         };
         let plain = RowsVariant::default();
@@ -703,6 +729,7 @@ impl Lowering<'_> {
             subgroups: subgroups(&self.gpu),
             glu: glu.is_some(),
             norm: norm.is_some(),
+            norm_in: prologue.is_some(),
         };
         let (tiled, one) = (pipeline("matmul", plain)?, pipeline("matvec", variant)?);
         let fits = gemm_fits(k, vec4, experts.is_some());
@@ -785,10 +812,11 @@ impl Lowering<'_> {
         };
         let (ids, x_div, expert_bytes) = experts.unwrap_or((Buf::Dummy, 1, 0));
         let expert_mode = experts.is_some() as u32;
-        let mv_x = match (int8, normed) {
-            (true, true) => Buf::X8Normed,
-            (true, false) => Buf::X8,
-            (false, _) => x.buf,
+        let mv_x = match (int8, normed, prologue) {
+            (_, _, Some(p)) => p.a.buf,
+            (true, true, _) => Buf::X8Normed,
+            (true, false, _) => Buf::X8,
+            (false, _, _) => x.buf,
         };
         // The GLU epilogue stores half as many rows, each from two, into its own value.
         let (mv_out, mv_stride, mv_col, halves, act) = match (glu, norm) {
@@ -796,18 +824,33 @@ impl Lowering<'_> {
             (_, Some(nm)) => (nm.out, 2 * n_all, 0, 1, 0),
             _ => (out, out_stride, col, 1, 0),
         };
-        // The norm epilogue's own bindings and words (matvec_norm.wgsl).
-        let (norm_bufs, norm_words) = match norm {
-            Some(nm) => (
+        // The norm epilogue's or prologue's own bindings and words (matvec_norm.wgsl,
+        // matvec_norm_prologue.wgsl); the prologue's x is at 0 in workgroup memory.
+        let (norm_bufs, norm_words, mv_x_at) = match (norm, prologue) {
+            (Some(nm), _) => (
                 vec![nm.res.buf, nm.weight, Buf::Done, Buf::X8Normed],
-                [nm.res.off as u32, f(nm.eps), f(nm.offset)],
+                [nm.res.off as u32, f(nm.eps), f(nm.offset), 0],
+                (x.stride, x.off),
             ),
-            None => (vec![], [0; 3]),
+            (None, Some(p)) => (
+                vec![p.b.buf, p.weight, p.out],
+                [
+                    (p.a.off / 4) as u32,
+                    (p.b.off / 4) as u32,
+                    f(p.eps),
+                    f(p.offset),
+                ],
+                (0, 0),
+            ),
+            (None, None) => (vec![], [0; 4], (x.stride, x.off)),
         };
         for row0 in (0..n_all).step_by(span.max(1)) {
             let n = span.min(n_all - row0);
-            let params = move |rows: usize, gx: u32, out_stride: usize, col: usize| {
-                let [res_off, eps, offset] = norm_words;
+            let params = move |rows: usize,
+                               gx: u32,
+                               out_stride: usize,
+                               col: usize,
+                               (x_stride, x_off): (usize, usize)| {
                 Params::new(&[
                     rows as u32,
                     k as u32,
@@ -820,12 +863,13 @@ impl Lowering<'_> {
                     expert_mode,
                     x_div as u32,
                     expert_bytes as u32,
-                    x.stride as u32,
-                    x.off as u32,
+                    x_stride as u32,
+                    x_off as u32,
                     act,
-                    res_off,
-                    eps,
-                    offset,
+                    norm_words[0],
+                    norm_words[1],
+                    norm_words[2],
+                    norm_words[3],
                 ])
             };
             let gx = n.div_ceil(rows_per) as u32;
@@ -846,7 +890,7 @@ impl Lowering<'_> {
                         true => rows as u32,
                         false => 0,
                     };
-                    (params(rows, mv_gx, mv_stride, mv_col), (mv_gx, gy))
+                    (params(rows, mv_gx, mv_stride, mv_col, mv_x_at), (mv_gx, gy))
                 }),
             );
             if expert_mode == 0 {
@@ -861,7 +905,10 @@ impl Lowering<'_> {
                             2.. if rows <= tiled_max => rows.div_ceil(mt) as u32,
                             _ => 0,
                         };
-                        (params(rows, gx, out_stride, col), (gx, gy))
+                        (
+                            params(rows, gx, out_stride, col, (x.stride, x.off)),
+                            (gx, gy),
+                        )
                     }),
                 );
             }
@@ -914,7 +961,10 @@ impl Lowering<'_> {
                             true => rows.div_ceil(gemm_tm) as u32,
                             false => 0,
                         };
-                        (params(rows, gx, out_stride, col), (gx, gy))
+                        (
+                            params(rows, gx, out_stride, col, (x.stride, x.off)),
+                            (gx, gy),
+                        )
                     }),
                 );
             }
@@ -1169,7 +1219,7 @@ impl GpuExecutable {
                 off,
             }
         };
-        let (slot_of, n_slots) = stage.arena_slots(&plan)?;
+        let (mut slot_of, mut n_slots) = stage.arena_slots(&plan)?;
         // The step whose slot holds the value that reading step j's reads.
         let x_step = |j: usize| match src_of(j).buf {
             Buf::Slot(s) => s,
@@ -1276,6 +1326,128 @@ impl GpuExecutable {
                 }
             }
         }
+        // add_rms_norm steps whose normed half one matmul alone reads, through the plain
+        // matvec on f32 x read as vec4 (block-quantised weights that have no several-rows
+        // kernel) in one dispatch, with only weights between them: at decode that matvec
+        // works the norm out itself (a norm prologue), and the norm's own dispatch runs
+        // only for several rows. Only slices of its sum half may read the norm's value
+        // otherwise (the matvec stores that half alone).
+        let mut norm_in_of: Vec<Option<NormIn>> = vec![None; n];
+        let mut norm_in_fused = vec![false; n];
+        let workgroup_bytes = gpu.limits.max_compute_workgroup_storage_size as usize;
+        let mut fused_pairs = Vec::new();
+        for (g, st) in plan.steps.iter().enumerate() {
+            let Op::AddRmsNorm {
+                eps, weight_offset, ..
+            } = st.node.op
+            else {
+                continue;
+            };
+            let d = widths[g] / 2;
+            let (a, b) = (src_of(st.inputs[0]), src_of(st.inputs[1]));
+            let mut normed_by = Vec::new();
+            let mut others_ok = !plan.outputs.iter().any(|&o| src_of(o).buf == Buf::Slot(g));
+            for (i, s) in plan.steps.iter().enumerate() {
+                if in_place[i].is_some() {
+                    continue;
+                }
+                for (k, &j) in s.inputs.iter().enumerate() {
+                    let x = src_of(j);
+                    if x.buf != Buf::Slot(g) {
+                        continue;
+                    }
+                    match (x.off, widths[j]) {
+                        (o, w) if o == d && w == d && k == 0 => normed_by.push(i),
+                        (0, w) if w == d => {}
+                        _ => others_ok = false,
+                    }
+                }
+            }
+            let [m] = normed_by[..] else { continue };
+            let Op::MatMul { .. } = plan.steps[m].node.op else {
+                continue;
+            };
+            let between = (g + 1..m).all(|s| {
+                in_place[s].is_some() || matches!(plan.steps[s].node.op, Op::Weight { .. })
+            });
+            let ws = &plan.steps[m].inputs[1..=matmul_weights(&plan.steps[m])];
+            let one_dispatch = joined[m]
+                || (ws.len() == 1 && lw.weight_of[ws[0]].as_ref().is_some_and(|p| p.len() == 1));
+            let plain = ws.iter().all(|&w| {
+                lw.views[w].as_ref().is_some_and(|v| {
+                    v.cols() == d
+                        && v.dtype.block_size() >= 32
+                        && !shaders::rows_matvec(v.dtype, matmul_rows(&gpu), true, d)
+                })
+            });
+            let x = src_of(plan.steps[m].inputs[0]);
+            let fits = 4 * d + 1024 <= workgroup_bytes;
+            let aligned = a.off % 4 == 0 && b.off % 4 == 0 && x_vec4(&x, d);
+            let slots = matches!((a.buf, b.buf), (Buf::Slot(_), Buf::Slot(_)));
+            if others_ok && between && one_dispatch && plain && aligned && fits && slots {
+                norm_in_of[m] = Some(NormIn {
+                    a,
+                    b,
+                    weight: Buf::Weight(lw.view(g, 2)?.0),
+                    out: Buf::Slot(g),
+                    eps,
+                    offset: weight_offset,
+                });
+                norm_in_fused[g] = true;
+                fused_pairs.push((g, m));
+            }
+        }
+        // The fused matvec reads the norm's rows and writes the norm's value and its own
+        // (or, fused GLU, the GLU step's) at once: a value it writes that the memory plan
+        // put where a row it reads lies moves to a slot of its own, shared by such moved
+        // values whose lives do not overlap.
+        let mut last_use: Vec<usize> = (0..n).collect();
+        let step_of = |s: &Src| match s.buf {
+            Buf::Slot(v) => v,
+            _ => usize::MAX,
+        };
+        for (i, s) in plan.steps.iter().enumerate() {
+            for &j in &s.inputs {
+                if let Buf::Slot(v) = src_of(j).buf {
+                    last_use[v] = last_use[v].max(i);
+                }
+            }
+        }
+        plan.outputs
+            .iter()
+            .for_each(|&o| last_use[step_of(&src_of(o))] = n);
+        for &(g, m) in &fused_pairs {
+            for r in plan.steps[g].inputs[..2]
+                .iter()
+                .map(|&j| step_of(&src_of(j)))
+            {
+                last_use[r] = last_use[r].max(m);
+            }
+        }
+        let mut extra: Vec<(usize, usize)> = Vec::new();
+        for &(g, m) in &fused_pairs {
+            let reads: Vec<usize> = plan.steps[g].inputs[..2]
+                .iter()
+                .map(|&j| slot_of[step_of(&src_of(j))])
+                .collect();
+            let glu = glu_of[m].map(|(q, _)| (q, m));
+            for (w, from) in [(g, g), (m, m)].into_iter().chain(glu) {
+                if !reads.contains(&slot_of[w]) {
+                    continue;
+                }
+                slot_of[w] = match extra.iter_mut().find(|e| e.1 < from) {
+                    Some(e) => {
+                        e.1 = last_use[w];
+                        e.0
+                    }
+                    None => {
+                        extra.push((n_slots, last_use[w]));
+                        n_slots += 1;
+                        n_slots - 1
+                    }
+                };
+            }
+        }
         let mut norm_fused = vec![false; n];
         let mut attn_part = 0;
         let mut attn_heads = 0;
@@ -1371,8 +1543,9 @@ impl GpuExecutable {
                     let (a, b) = (read(0), read(1));
                     // Int8 matvecs read the normed half: quantised here at decode, with
                     // no dispatch of its own, unless the matmul's matvec did this work
-                    // (and this dispatch runs only for several rows).
-                    let fused = norm_fused[i];
+                    // (or works the normed half out itself: a norm prologue; either way
+                    // this dispatch runs only for several rows).
+                    let fused = norm_fused[i] || norm_in_fused[i];
                     let h = (slot(i), width, d);
                     let q8 = wants_q8.contains(&h)
                         && !fused
@@ -1437,10 +1610,18 @@ impl GpuExecutable {
                             }),
                             None => Epilogue::None,
                         };
-                        let fused =
-                            lw.matmul(i, read(0), facts, slot(i), width, 0, None, out, move |c| {
-                                c.rows[i]
-                            })?;
+                        let fused = lw.matmul(
+                            i,
+                            read(0),
+                            facts,
+                            slot(i),
+                            width,
+                            0,
+                            None,
+                            out,
+                            norm_in_of[i],
+                            move |c| c.rows[i],
+                        )?;
                         if let (true, Some((g, _))) = (fused, glu) {
                             glu_fused[g] = true;
                         }
@@ -1467,6 +1648,7 @@ impl GpuExecutable {
                                     col + part.row0,
                                     None,
                                     epilogue,
+                                    norm_in_of[i],
                                     move |c| c.rows[i],
                                 )?;
                                 if let (true, Some((g, _))) = (fused, norm) {
@@ -1877,6 +2059,7 @@ impl GpuExecutable {
                         0,
                         None,
                         Epilogue::None,
+                        None,
                         move |c| c.rows[i],
                     )?;
                     let p = lw.pipeline(i, "moe_route", None)?;
@@ -1915,6 +2098,7 @@ impl GpuExecutable {
                         0,
                         Some((Buf::MoeIds(m), top_k, ffn * gate.4)),
                         Epilogue::None,
+                        None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     lw.matmul(
@@ -1926,6 +2110,7 @@ impl GpuExecutable {
                         ffn,
                         Some((Buf::MoeIds(m), top_k, ffn * up.4)),
                         Epilogue::None,
+                        None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     // act(gate) · up, in place is not possible: into the out scratch.
@@ -1954,6 +2139,7 @@ impl GpuExecutable {
                         0,
                         Some((Buf::MoeIds(m), 1, d * down.4)),
                         Epilogue::None,
+                        None,
                         move |c| c.rows[i] * top_k,
                     )?;
                     let p = lw.pipeline(i, "moe_combine", None)?;

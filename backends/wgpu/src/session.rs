@@ -585,8 +585,12 @@ impl GpuSession {
             .write_buffer(&self.params, 0, &self.now.param_bytes);
         let t0 = std::time::Instant::now();
         match self.now.recorded.take() {
+            // A submission a chunk, as when recording now: the GPU starts on the first
+            // chunk while the queue takes in the rest.
             Some(buffers) => {
-                gpu.queue.submit(buffers);
+                for b in buffers {
+                    gpu.queue.submit([b]);
+                }
             }
             None => self.record(false),
         }

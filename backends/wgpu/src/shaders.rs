@@ -348,6 +348,19 @@ pub fn matmul_source(
         if variant.glu {
             s = s.replace("const GLU: bool = false;", "const GLU: bool = true;");
         }
+        if variant.norm_in {
+            if !(vec4 && dtype.block_size() >= 32 && k % 4 == 0) {
+                return Err(format!("a norm prologue over {dtype} (x not read as vec4)"));
+            }
+            let keep = (k / 4).div_ceil(64);
+            let prologue = wgsl!("matvec_norm_prologue.wgsl").replace(
+                "const KEEP: u32 = 1u;",
+                &format!("const KEEP: u32 = {keep}u;"),
+            );
+            s = s
+                .replace("fn x_prologue(li: u32, wg: vec3<u32>) {}\n", "")
+                .replace(X_F32, &prologue);
+        }
         s += match row_dot(dtype).filter(|_| vec4 && lanes == 32) {
             Some(shared) => shared,
             None => wgsl!("row_dot_chunks.wgsl"),
@@ -356,7 +369,8 @@ pub fn matmul_source(
     Ok(s)
 }
 
-/// matvec_rows.wgsl's x binding, which the int8 variant replaces with packed words.
+/// The x binding of matvec_rows.wgsl and xdot_vec4.wgsl, which the int8 variant replaces
+/// with packed words and the norm prologue with workgroup memory.
 const X_F32: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;";
 const X_I8: &str = "@group(0) @binding(1) var<storage, read> x: array<vec4<u32>>;";
 /// matvec_rows.wgsl's output binding and the functions around it, which the norm
@@ -380,6 +394,10 @@ pub struct RowsVariant {
     /// The norm epilogue (`matvec_norm.wgsl`, with `int8`): the kernel does the work of
     /// the add_rms_norm that alone reads its one row, quantising the normed half.
     pub norm: bool,
+    /// The norm prologue (`matvec_norm_prologue.wgsl`; the plain matvec on f32 x read
+    /// as vec4): x is the normed half of the add_rms_norm that only this matvec reads,
+    /// worked out by each workgroup, which also store the norm's sum half.
+    pub norm_in: bool,
 }
 
 /// Whether the decode matvec of `dtype` is the several-rows kernel (Q4_K, Q6_K), which

@@ -226,6 +226,36 @@ proptest! {
         check_q8(&row[d..], &q)?;
     }
 
+    /// The one-row matvec's norm prologue (a decode add_rms_norm whose normed half the
+    /// matvec alone reads, worked out by each workgroup): each dot is the weight row's
+    /// with norm(a + b) · (nw + offset) as the host works it out (in f64, then f32),
+    /// within the f32 dot's bound, for rows up to 4096 wide (every count of values a
+    /// thread holds) read from offsets into their buffers; and the sum stored is a + b.
+    #[test]
+    fn matvec_norm_prologue_matches_the_reference(blocks in prop_oneof![1usize..=20, 120usize..=128], rows in 1usize..70, offs in (0usize..3, 0usize..3), seed in any::<u64>()) {
+        let k = 32 * blocks;
+        let (a_off, b_off) = (4 * offs.0, 4 * offs.1);
+        let val = |i: usize, s: u64| (((i as u64 * 7919 + s) % 2000) as f32 / 1000.0 - 1.0) * (1 + i % 5) as f32;
+        let a: Vec<f32> = (0..a_off + k).map(|i| val(i, seed)).collect();
+        let b: Vec<f32> = (0..b_off + k).map(|i| val(i, seed / 3)).collect();
+        let nw: Vec<f32> = (0..k).map(|i| val(i, seed / 7)).collect();
+        let sum: Vec<f32> = (0..k).map(|i| a[a_off + i] + b[b_off + i]).collect();
+        let ms = sum.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64;
+        let inv = (1.0 / (ms + 1e-5).sqrt()) as f32;
+        let types = [(DType::Q4_0, 0.0), (DType::Q4_1, 1.0), (DType::Q5_1, 0.0), (DType::Q8_0, 1.0), (DType::Q5_K, 0.0)];
+        for (dtype, offset) in types.into_iter().filter(|(t, _)| k % t.block_size() == 0) {
+            let w = random_weight(dtype, rows, k, seed);
+            let (dots, got_sum) = weft_wgpu::matvec_norm_prologue(&a, a_off, &b, b_off, &w, &nw, 1e-5, offset).unwrap();
+            prop_assert_eq!(&got_sum, &sum);
+            let normed: Vec<f32> = (0..k).map(|i| sum[i] * inv * (nw[i] + offset)).collect();
+            for j in 0..rows {
+                let want = kernel_for(dtype).dot(w.row(j), &normed);
+                let bound = dot_bound(&w, j, &normed, false);
+                prop_assert!((dots[j] - want).abs() <= bound, "{} [{}]: {} vs {}, bound {:.3e}", dtype, j, dots[j], want, bound);
+            }
+        }
+    }
+
     /// The int8 matvec's norm epilogue (a decode add_rms_norm done by the matvec whose
     /// row it alone reads): each stored value is the residual plus the dot, within the
     /// int8 dot's bound; the q8 words hold that sum normed, each block quantised (its
