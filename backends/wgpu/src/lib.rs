@@ -455,11 +455,8 @@ pub fn attention_q8(
     let gpu = gpu()?;
     let (d, hd) = (q.len(), q.len() / heads);
     let keys = kc.len() / (kv_heads * hd);
-    let pipeline = |name| {
-        let src = shaders::source(name, None).map_err(device::err)?;
-        schedule::pipelines().get(&gpu, name, src)
-    };
-    let attention = pipeline("attention")?;
+    let src = shaders::attention_source(false, hd).map_err(device::err)?;
+    let attention = schedule::pipelines().get(&gpu, "attention", src)?;
     let (qb, kb, vb) = (
         upload(&gpu, "q", &floats(q))?,
         upload(&gpu, "k cache", &floats(kc))?,

@@ -1915,8 +1915,10 @@ impl GpuExecutable {
                             (Params::new(&p), g)
                         }),
                     );
-                    let p = lw.pipeline(i, &format!("attention{kv_suffix}"), None)?;
                     let (nh, nkv, hd) = (*n_heads, *n_kv_heads, *head_dim);
+                    let src = shaders::attention_source(kv16, hd)
+                        .map_err(|what| unsupported(i, &plan, what))?;
+                    let p = pipelines().get(&lw.gpu, "attention", src)?;
                     // Int8 matvecs read the output: a decode step quantises it where it
                     // is written (a head of whole blocks a workgroup), with no
                     // quantize_q8 dispatch of its own.

@@ -245,6 +245,20 @@ pub fn source(name: &str, dtype: Option<DType>) -> Result<String, String> {
     Ok(s)
 }
 
+/// The attention kernel (`attention.wgsl`: decode, and prefill where attention_rows.wgsl
+/// does not fit) for heads of `head_dim` dims, a constant there; `kv16`: over an f16
+/// cache.
+pub fn attention_source(kv16: bool, head_dim: usize) -> Result<String, String> {
+    let name = match kv16 {
+        true => "attention_kv16",
+        false => "attention",
+    };
+    Ok(source(name, None)?.replace(
+        "const HD: u32 = 64u;",
+        &format!("const HD: u32 = {head_dim}u;"),
+    ))
+}
+
 /// Key tiles of the prefill attention (`KT` in attention_rows.wgsl).
 const ATTENTION_ROWS_KT: usize = 16;
 
