@@ -1381,10 +1381,10 @@ impl GpuExecutable {
                 })
             });
             let x = src_of(plan.steps[m].inputs[0]);
-            let fits = 4 * d + 1024 <= workgroup_bytes;
-            let aligned = a.off % 4 == 0 && b.off % 4 == 0 && x_vec4(&x, d);
-            let slots = matches!((a.buf, b.buf), (Buf::Slot(_), Buf::Slot(_)));
-            if others_ok && between && one_dispatch && plain && aligned && fits && slots {
+            // x as the prologue keeps it (64 threads' vec4s) and the matvec's sums.
+            let fits = (d / 4).div_ceil(64) * 1024 + 256 <= workgroup_bytes;
+            let aligned = a.off.is_multiple_of(4) && b.off.is_multiple_of(4) && x_vec4(&x, d);
+            if others_ok && between && one_dispatch && plain && aligned && fits {
                 norm_in_of[m] = Some(NormIn {
                     a,
                     b,
@@ -1402,33 +1402,23 @@ impl GpuExecutable {
         // put where a row it reads lies moves to a slot of its own, shared by such moved
         // values whose lives do not overlap.
         let mut last_use: Vec<usize> = (0..n).collect();
-        let step_of = |s: &Src| match s.buf {
-            Buf::Slot(v) => v,
-            _ => usize::MAX,
-        };
         for (i, s) in plan.steps.iter().enumerate() {
             for &j in &s.inputs {
-                if let Buf::Slot(v) = src_of(j).buf {
-                    last_use[v] = last_use[v].max(i);
-                }
+                last_use[x_step(j)] = last_use[x_step(j)].max(i);
             }
         }
-        plan.outputs
-            .iter()
-            .for_each(|&o| last_use[step_of(&src_of(o))] = n);
+        plan.outputs.iter().for_each(|&o| last_use[x_step(o)] = n);
         for &(g, m) in &fused_pairs {
-            for r in plan.steps[g].inputs[..2]
-                .iter()
-                .map(|&j| step_of(&src_of(j)))
-            {
-                last_use[r] = last_use[r].max(m);
+            for &j in &plan.steps[g].inputs[..2] {
+                last_use[x_step(j)] = last_use[x_step(j)].max(m);
             }
         }
+        // (extra slot, the last step that reads the value moved there)
         let mut extra: Vec<(usize, usize)> = Vec::new();
         for &(g, m) in &fused_pairs {
             let reads: Vec<usize> = plan.steps[g].inputs[..2]
                 .iter()
-                .map(|&j| slot_of[step_of(&src_of(j))])
+                .map(|&j| slot_of[x_step(j)])
                 .collect();
             let glu = glu_of[m].map(|(q, _)| (q, m));
             for (w, from) in [(g, g), (m, m)].into_iter().chain(glu) {

@@ -363,7 +363,7 @@ pub fn matmul_source(
             s = s.replace("const GLU: bool = false;", "const GLU: bool = true;");
         }
         if variant.norm_in {
-            if !(vec4 && dtype.block_size() >= 32 && k % 4 == 0) {
+            if !(vec4 && dtype.block_size() >= 32 && k.is_multiple_of(4)) {
                 return Err(format!("a norm prologue over {dtype} (x not read as vec4)"));
             }
             let keep = (k / 4).div_ceil(64);

@@ -248,10 +248,11 @@ proptest! {
             let (dots, got_sum) = weft_wgpu::matvec_norm_prologue(&a, a_off, &b, b_off, &w, &nw, 1e-5, offset).unwrap();
             prop_assert_eq!(&got_sum, &sum);
             let normed: Vec<f32> = (0..k).map(|i| sum[i] * inv * (nw[i] + offset)).collect();
-            for j in 0..rows {
+            prop_assert_eq!(dots.len(), rows);
+            for (j, &got) in dots.iter().enumerate() {
                 let want = kernel_for(dtype).dot(w.row(j), &normed);
                 let bound = dot_bound(&w, j, &normed, false);
-                prop_assert!((dots[j] - want).abs() <= bound, "{} [{}]: {} vs {}, bound {:.3e}", dtype, j, dots[j], want, bound);
+                prop_assert!((got - want).abs() <= bound, "{} [{}]: {} vs {}, bound {:.3e}", dtype, j, got, want, bound);
             }
         }
     }
