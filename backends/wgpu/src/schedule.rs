@@ -1272,6 +1272,17 @@ impl GpuExecutable {
                 }
             }
         }
+        let add_rms_norms = || {
+            plan.steps
+                .iter()
+                .enumerate()
+                .filter_map(|(g, st)| match st.node.op {
+                    Op::AddRmsNorm {
+                        eps, weight_offset, ..
+                    } => Some((g, st, eps, weight_offset)),
+                    _ => None,
+                })
+        };
         // add_rms_norm steps whose normed half only int8 matvecs read, and the plain
         // matmul that each alone reads, with only weights between them: at decode that
         // matvec may do the norm's work, all but the f32 normed half, quantising it into
@@ -1279,13 +1290,7 @@ impl GpuExecutable {
         // before wrote there (`busy`), so that every reader finds its row there.
         let mut norm_of: Vec<Option<(usize, NormOut)>> = vec![None; n];
         let mut busy = 0;
-        for (g, st) in plan.steps.iter().enumerate() {
-            let Op::AddRmsNorm {
-                eps, weight_offset, ..
-            } = st.node.op
-            else {
-                continue;
-            };
+        for (g, st, eps, weight_offset) in add_rms_norms() {
             let d = widths[g] / 2;
             let h = (Buf::Slot(g), widths[g], d);
             if !wants_q8.contains(&h) || reads_f32.contains(&h) {
@@ -1336,13 +1341,7 @@ impl GpuExecutable {
         let mut norm_in_fused = vec![false; n];
         let workgroup_bytes = gpu.limits.max_compute_workgroup_storage_size as usize;
         let mut fused_pairs = Vec::new();
-        for (g, st) in plan.steps.iter().enumerate() {
-            let Op::AddRmsNorm {
-                eps, weight_offset, ..
-            } = st.node.op
-            else {
-                continue;
-            };
+        for (g, st, eps, weight_offset) in add_rms_norms() {
             let d = widths[g] / 2;
             let (a, b) = (src_of(st.inputs[0]), src_of(st.inputs[1]));
             let mut normed_by = Vec::new();
