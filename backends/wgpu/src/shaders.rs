@@ -410,7 +410,7 @@ pub struct RowsVariant {
     pub norm: bool,
     /// The norm prologue (`matvec_norm_prologue.wgsl`; the plain matvec on f32 x read
     /// as vec4): x is the normed half of the add_rms_norm that only this matvec reads,
-    /// worked out by each workgroup, which also store the norm's sum half.
+    /// worked out by each workgroup; workgroup (0, 0) also stores the norm's sum half.
     pub norm_in: bool,
 }
 
