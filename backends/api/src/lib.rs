@@ -14,7 +14,7 @@ mod memory;
 mod stage;
 mod validate;
 
-pub use memory::{activation_bytes, plan_memory, plan_memory_with_views, MemoryPlan};
+pub use memory::{activation_bytes, last_uses, plan_memory, plan_memory_with_views, MemoryPlan};
 pub use stage::{
     after_last, backend_stage, kv_layers, kv_widths, value_rows, MatKernel, Route, Stage,
 };

@@ -48,6 +48,22 @@ pub fn activation_bytes(
     (arena, naive)
 }
 
+/// The last step that reads each value, where `owner(j)` is the step whose value step j
+/// is read as (itself, or a view's source): 0 for a value nothing reads, `usize::MAX`
+/// for the plan's outputs.
+pub fn last_uses(plan: &Plan, owner: impl Fn(usize) -> usize) -> Vec<usize> {
+    let mut last_use = vec![0usize; plan.steps.len()];
+    for (i, st) in plan.steps.iter().enumerate() {
+        for &j in &st.inputs {
+            last_use[owner(j)] = last_use[owner(j)].max(i);
+        }
+    }
+    for &o in &plan.outputs {
+        last_use[owner(o)] = usize::MAX;
+    }
+    last_use
+}
+
 /// Assigns arena slots for activations of `elem_bytes` each; returns the plan and the log.
 pub fn plan_memory(plan: &Plan, elem_bytes: usize) -> (MemoryPlan, Vec<String>) {
     plan_memory_with_views(plan, elem_bytes, &[])
@@ -74,15 +90,7 @@ pub fn plan_memory_with_views(
     let holds = |i: usize| {
         view_of(i).is_none() && !matches!(plan.steps[i].node.op, Op::Weight { .. } | Op::Tokens)
     };
-    let mut last_use = vec![0usize; n];
-    for (i, st) in plan.steps.iter().enumerate() {
-        for &j in &st.inputs {
-            last_use[owner[j]] = last_use[owner[j]].max(i);
-        }
-    }
-    for &o in &plan.outputs {
-        last_use[owner[o]] = usize::MAX;
-    }
+    let last_use = last_uses(plan, |j| owner[j]);
     let mut slots = vec![None; n];
     let mut slot_size: Vec<usize> = Vec::new();
     let mut free: Vec<usize> = Vec::new();

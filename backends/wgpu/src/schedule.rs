@@ -1380,8 +1380,7 @@ impl GpuExecutable {
                 })
             });
             let x = src_of(plan.steps[m].inputs[0]);
-            // x as the prologue keeps it (64 threads' vec4s) and the matvec's sums.
-            let fits = (d / 4).div_ceil(64) * 1024 + 256 <= workgroup_bytes;
+            let fits = shaders::norm_prologue_workgroup_bytes(d) <= workgroup_bytes;
             let aligned = a.off.is_multiple_of(4) && b.off.is_multiple_of(4) && x_vec4(&x, d);
             if others_ok && between && one_dispatch && plain && aligned && fits {
                 norm_in_of[m] = Some(NormIn {
@@ -1400,13 +1399,7 @@ impl GpuExecutable {
         // (or, fused GLU, the GLU step's) at once: a value it writes that the memory plan
         // put where a row it reads lies moves to a slot of its own, shared by such moved
         // values whose lives do not overlap.
-        let mut last_use: Vec<usize> = (0..n).collect();
-        for (i, s) in plan.steps.iter().enumerate() {
-            for &j in &s.inputs {
-                last_use[x_step(j)] = last_use[x_step(j)].max(i);
-            }
-        }
-        plan.outputs.iter().for_each(|&o| last_use[x_step(o)] = n);
+        let mut last_use = weft_backend::last_uses(&plan, x_step);
         for &(g, m) in &fused_pairs {
             for &j in &plan.steps[g].inputs[..2] {
                 last_use[x_step(j)] = last_use[x_step(j)].max(m);

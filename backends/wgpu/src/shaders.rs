@@ -366,7 +366,7 @@ pub fn matmul_source(
             if !(vec4 && dtype.block_size() >= 32 && k.is_multiple_of(4)) {
                 return Err(format!("a norm prologue over {dtype} (x not read as vec4)"));
             }
-            let keep = (k / 4).div_ceil(64);
+            let keep = norm_prologue_keep(k);
             let prologue = wgsl!("matvec_norm_prologue.wgsl").replace(
                 "const KEEP: u32 = 1u;",
                 &format!("const KEEP: u32 = {keep}u;"),
@@ -381,6 +381,17 @@ pub fn matmul_source(
         };
     }
     Ok(s)
+}
+
+/// Vec4s of x each of the norm prologue's 64 threads keeps (`KEEP` there) for rows `k` wide.
+fn norm_prologue_keep(k: usize) -> usize {
+    (k / 4).div_ceil(64)
+}
+
+/// Workgroup memory of the matvec with the norm prologue for rows `k` wide: x as the
+/// threads keep it, and the matvec's 64 partial sums.
+pub fn norm_prologue_workgroup_bytes(k: usize) -> usize {
+    norm_prologue_keep(k) * 64 * 16 + 64 * 4
 }
 
 /// The x binding of matvec_rows.wgsl and xdot_vec4.wgsl, which the int8 variant replaces
